@@ -1,0 +1,494 @@
+//! Campaign files (TOML): what to run, on which models, within which limits.
+
+use crate::MicroUsd;
+use crate::task::{Task, TaskFileError, load_task_file};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The campaign file as written. Unknown keys are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignConfig {
+    pub name: String,
+    /// Task files (JSONL), relative to the campaign file.
+    pub tasks: Vec<PathBuf>,
+    #[serde(default = "one")]
+    pub samples_per_task: u32,
+    /// Hard cap on LLM spend for the whole campaign, in USD.
+    pub budget_usd: f64,
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub scaffold: ScaffoldConfig,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// Any server speaking OpenAI's chat-completions API: OpenAI, vLLM, llama.cpp, Ollama, ...
+    Openai,
+    /// Keyless: plays the `replay` actions given with each task.
+    Replay,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name of this pool entry, used in records, fallbacks and reports.
+    pub name: String,
+    pub provider: ProviderKind,
+    /// Model id sent to the provider (defaults to `name`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Base URL of the API, up to and including `/v1`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Name of the environment variable holding the API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub input_price_per_mtok: f64,
+    #[serde(default)]
+    pub output_price_per_mtok: f64,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    /// Upper bound on completion tokens per call; also bounds each budget reservation.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// Relative share of samples routed to this model.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Free-form tier label, carried into records for reports.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// Pool entries to try, in order, when this one is unavailable.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub requests_per_minute: Option<u32>,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_s: u64,
+    /// Attempts per call on 429/5xx/timeouts before the provider counts as unavailable.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_max_tokens() -> u32 {
+    4096
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_request_timeout() -> u64 {
+    300
+}
+fn default_max_attempts() -> u32 {
+    6
+}
+
+impl ModelConfig {
+    pub fn model_id(&self) -> &str {
+        self.model.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Cost of a call, rounded up to the micro-dollar.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> MicroUsd {
+        MicroUsd::from_usd_ceil(
+            (input_tokens as f64 * self.input_price_per_mtok + output_tokens as f64 * self.output_price_per_mtok) / 1e6,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// The model calls a `bash` or `submit` tool.
+    #[default]
+    ToolCalls,
+    /// The model answers with exactly one fenced ```bash block (mini-swe-agent style).
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScaffoldConfig {
+    pub kind: String,
+    pub protocol: Protocol,
+    /// Directory of minijinja templates overriding the built-in ones (relative to the campaign file).
+    pub templates: Option<PathBuf>,
+    pub max_steps: u32,
+    pub step_timeout_s: u64,
+    pub rollout_timeout_s: u64,
+    /// Per-rollout LLM spend limit in USD.
+    pub cost_limit_usd: Option<f64>,
+    /// Observations longer than this are cut in the middle with a marker.
+    pub max_observation_chars: usize,
+}
+
+impl Default for ScaffoldConfig {
+    fn default() -> Self {
+        ScaffoldConfig {
+            kind: "bash".into(),
+            protocol: Protocol::default(),
+            templates: None,
+            max_steps: 50,
+            step_timeout_s: 120,
+            rollout_timeout_s: 3600,
+            cost_limit_usd: None,
+            max_observation_chars: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkPolicy {
+    /// No network interface but loopback (the default).
+    #[default]
+    None,
+    /// Docker's default bridge: outbound network. Only when a campaign opts in.
+    Bridge,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    pub memory_mb: u64,
+    pub cpus: f64,
+    pub pids: i64,
+    /// Writable-layer size cap; needs a storage driver that supports it (overlay2 on xfs with pquota).
+    pub disk_mb: Option<u64>,
+    /// Size of the scratch tmpfs mounted on /tmp.
+    pub tmp_mb: u64,
+    pub network: NetworkPolicy,
+    /// Bytes of stdout+stderr kept per command; the rest is dropped and the cut marked.
+    pub max_output_bytes: usize,
+    /// User the agent's commands run as; `auto` picks uid 1000 when the image has it, else root
+    /// (still without capabilities).
+    pub user: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            memory_mb: 2048,
+            cpus: 1.0,
+            pids: 512,
+            disk_mb: None,
+            tmp_mb: 256,
+            network: NetworkPolicy::None,
+            max_output_bytes: 1 << 20,
+            user: "auto".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// Embedded backends in one directory (relative to the campaign file).
+    Local { dir: PathBuf },
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig::Local {
+            dir: PathBuf::from(".synthfleet"),
+        }
+    }
+}
+
+/// A validated campaign with its tasks loaded.
+#[derive(Debug, Clone)]
+pub struct Campaign {
+    pub config: CampaignConfig,
+    pub source: PathBuf,
+    /// Directory relative paths in the file are resolved against.
+    pub base_dir: PathBuf,
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
+    #[error("cannot read campaign file {path}: check that it exists and is readable")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Tasks(#[from] TaskFileError),
+}
+
+impl Campaign {
+    /// Reads, validates and resolves a campaign file, loading all its task files.
+    pub fn load(path: &Path) -> Result<Campaign, CampaignError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CampaignError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: CampaignConfig = toml::from_str(&text).map_err(|e| CampaignError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |field: &str, message: String| CampaignError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        config.validate().map_err(|(field, message)| invalid(&field, message))?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut tasks = Vec::new();
+        let mut ids = BTreeSet::new();
+        for file in &config.tasks {
+            for task in load_task_file(&base_dir.join(file))? {
+                if !ids.insert(task.instance_id.clone()) {
+                    return Err(invalid(
+                        "tasks",
+                        format!("instance_id `{}` appears in more than one task file", task.instance_id),
+                    ));
+                }
+                tasks.push(task);
+            }
+        }
+        Ok(Campaign {
+            config,
+            source: path.to_owned(),
+            base_dir,
+            tasks,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn budget(&self) -> MicroUsd {
+        MicroUsd::from_usd_ceil(self.config.budget_usd)
+    }
+
+    pub fn resolve(&self, relative: &Path) -> PathBuf {
+        self.base_dir.join(relative)
+    }
+
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.config.models.iter().find(|m| m.name == name)
+    }
+
+    /// The pool entry a sample runs on: a deterministic weighted choice, so that a retried
+    /// sample keeps its model and the split follows the weights.
+    pub fn model_for(&self, instance_id: &str, sample_index: u32) -> &ModelConfig {
+        let models = &self.config.models;
+        let total: u64 = models.iter().map(|m| u64::from(m.weight)).sum();
+        let digest = Sha256::digest(format!("{}\0{instance_id}\0{sample_index}", self.config.name).as_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        let mut point = u64::from_le_bytes(bytes) % total.max(1);
+        for model in models {
+            if point < u64::from(model.weight) {
+                return model;
+            }
+            point -= u64::from(model.weight);
+        }
+        &models[0]
+    }
+}
+
+/// Names used in storage keys: campaign names and instance ids.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl CampaignConfig {
+    /// Checks everything serde cannot: returns the offending field and why.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
+        if !is_valid_name(&self.name) {
+            return err("name", "must be 1-128 ASCII letters, digits, - _ or . (it becomes part of storage keys)");
+        }
+        if self.tasks.is_empty() {
+            return err("tasks", "must list at least one task file");
+        }
+        if self.samples_per_task == 0 {
+            return err("samples_per_task", "must be at least 1");
+        }
+        if !(self.budget_usd.is_finite() && self.budget_usd >= 0.0) {
+            return err("budget_usd", "must be a non-negative number of US dollars");
+        }
+        if self.models.is_empty() {
+            return err("models", "must list at least one model ([[models]] tables)");
+        }
+        let names: BTreeSet<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+        if names.len() != self.models.len() {
+            return err("models", "model names must be unique");
+        }
+        if self.models.iter().all(|m| m.weight == 0) {
+            return err("models.weight", "at least one model needs a weight above 0");
+        }
+        for (i, m) in self.models.iter().enumerate() {
+            let field = |f: &str| format!("models[{i}].{f}");
+            if m.name.trim().is_empty() {
+                return Err((field("name"), "must not be empty".into()));
+            }
+            if m.provider == ProviderKind::Openai && m.endpoint.as_deref().is_none_or(|e| e.trim().is_empty()) {
+                return Err((
+                    field("endpoint"),
+                    "is required for provider \"openai\" (e.g. \"https://api.openai.com/v1\" or \"http://localhost:8000/v1\")".into(),
+                ));
+            }
+            if let Some(env) = &m.api_key_env
+                && (env.is_empty() || !env.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                return Err((
+                    field("api_key_env"),
+                    "must be the NAME of an environment variable (letters, digits, _), never the key itself".into(),
+                ));
+            }
+            if !(m.input_price_per_mtok >= 0.0 && m.output_price_per_mtok >= 0.0) {
+                return Err((field("input_price_per_mtok"), "prices must be non-negative".into()));
+            }
+            if m.max_tokens == 0 || m.max_attempts == 0 || m.request_timeout_s == 0 {
+                return Err((
+                    field("max_tokens"),
+                    "max_tokens, max_attempts and request_timeout_s must be at least 1".into(),
+                ));
+            }
+            if let Some(t) = m.temperature
+                && !(0.0..=2.0).contains(&t)
+            {
+                return Err((field("temperature"), "must be between 0 and 2".into()));
+            }
+            for fallback in &m.fallbacks {
+                if !names.contains(fallback.as_str()) || fallback == &m.name {
+                    return Err((
+                        field("fallbacks"),
+                        format!("`{fallback}` is not another model of this campaign"),
+                    ));
+                }
+            }
+        }
+        let s = &self.scaffold;
+        if s.kind != "bash" {
+            return err("scaffold.kind", "only the built-in \"bash\" scaffold exists");
+        }
+        if s.max_steps == 0 || s.step_timeout_s == 0 || s.rollout_timeout_s == 0 {
+            return err(
+                "scaffold.max_steps",
+                "max_steps, step_timeout_s and rollout_timeout_s must be at least 1",
+            );
+        }
+        if s.max_observation_chars < 100 {
+            return err("scaffold.max_observation_chars", "must be at least 100");
+        }
+        let b = &self.sandbox;
+        if b.memory_mb < 32 || !(b.cpus > 0.0) || b.pids < 16 || b.tmp_mb == 0 || b.max_output_bytes < 1024 {
+            return err(
+                "sandbox",
+                "limits too small: memory_mb >= 32, cpus > 0, pids >= 16, tmp_mb >= 1, max_output_bytes >= 1024",
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        let mut f = std::fs::File::create(&path).expect("create");
+        f.write_all(text.as_bytes()).expect("write");
+        path
+    }
+
+    const TASK: &str = r#"{"instance_id":"t1","image":"img","problem_statement":"p"}"#;
+    const CAMPAIGN: &str = r#"
+name = "demo"
+tasks = ["tasks.jsonl"]
+samples_per_task = 2
+budget_usd = 1.5
+
+[[models]]
+name = "a"
+provider = "replay"
+weight = 3
+
+[[models]]
+name = "b"
+provider = "openai"
+endpoint = "http://127.0.0.1:1/v1"
+api_key_env = "KEY"
+fallbacks = ["a"]
+"#;
+
+    #[test]
+    fn loads_valid_campaign() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "tasks.jsonl", TASK);
+        let c = Campaign::load(&write(dir.path(), "c.toml", CAMPAIGN)).expect("valid");
+        assert_eq!(c.tasks.len(), 1);
+        assert_eq!(c.budget(), MicroUsd(1_500_000));
+        assert_eq!(c.config.scaffold.max_steps, 50);
+        // deterministic routing, following the weights roughly
+        let picks: Vec<&str> = (0..400).map(|i| c.model_for("t1", i).name.as_str()).collect();
+        let a = picks.iter().filter(|n| **n == "a").count();
+        assert!((240..360).contains(&a), "{a}");
+        assert_eq!(c.model_for("t1", 7).name, c.model_for("t1", 7).name);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "tasks.jsonl", TASK);
+        let text = CAMPAIGN.replace("samples_per_task = 2", "samples_per_task = 2\nbudget = 3");
+        let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("c.toml") && msg.contains("line 5") && msg.contains("`budget`"), "{msg}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "tasks.jsonl", TASK);
+        let text = CAMPAIGN.replace("fallbacks = [\"a\"]", "fallbacks = [\"zzz\"]");
+        let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("bad fallback");
+        assert!(err.to_string().contains("field `models[1].fallbacks`"), "{err}");
+        let text = CAMPAIGN.replace("endpoint = \"http://127.0.0.1:1/v1\"\n", "");
+        let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("no endpoint");
+        assert!(err.to_string().contains("models[1].endpoint"), "{err}");
+    }
+
+    #[test]
+    fn task_file_errors_propagate_with_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "tasks.jsonl", "{\"instance_id\":\"x\"}");
+        let err = Campaign::load(&write(dir.path(), "c.toml", CAMPAIGN)).expect_err("bad task");
+        assert!(err.to_string().contains("tasks.jsonl:1: field `image`"), "{err}");
+    }
+}

@@ -1,0 +1,19 @@
+//! synthfleet's domain core.
+//!
+//! Everything here is pure: types, validation and rules. Side effects live behind the
+//! traits in [`ports`], implemented by adapter crates (embedded local backends, Docker,
+//! HTTP LLM clients, and later AWS).
+//!
+//! **Architecture invariant:** this crate has no AWS, Docker, HTTP or DuckDB dependency.
+
+pub mod budget;
+pub mod campaign;
+pub mod codec;
+pub mod message;
+pub mod money;
+pub mod ports;
+pub mod store;
+pub mod task;
+pub mod trajectory;
+
+pub use money::MicroUsd;

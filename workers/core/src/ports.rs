@@ -1,0 +1,317 @@
+//! The ports: traits the domain needs, implemented by adapter crates.
+//!
+//! Each trait is small and names only the operations the worker uses, so a local, an AWS
+//! and a test implementation can all honour it exactly.
+
+use crate::MicroUsd;
+use crate::budget::{CampaignRecord, CampaignState};
+use crate::message::ResultKey;
+use crate::trajectory::{ChatMessage, ExitStatus, RecordStatus};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Errors of the storage and queue ports.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} is corrupt: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("unknown or expired receipt handle {receipt}; the message was redelivered to another worker or deleted")]
+    StaleReceipt { receipt: String },
+    #[error("{backend} failed during {operation}")]
+    Backend {
+        backend: &'static str,
+        operation: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    pub fn backend(
+        backend: &'static str,
+        operation: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Backend {
+            backend,
+            operation: operation.into(),
+            source: source.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Queue
+
+/// A received message. `receipt` identifies this delivery (not the message).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    /// 1 on first delivery.
+    pub receive_count: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+}
+
+/// A queue with SQS semantics: at-least-once delivery, visibility timeout, receive counts,
+/// and a dead-letter queue that takes a message after `max_receives` deliveries.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Enqueues a message unless one with the same `dedup_id` was ever sent; returns
+    /// whether it was enqueued.
+    async fn send(&self, body: &str, dedup_id: &str) -> Result<bool, StoreError>;
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError>;
+    /// Extends the visibility of an in-flight delivery (heartbeat).
+    async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError>;
+    async fn delete(&self, receipt: &str) -> Result<(), StoreError>;
+    /// Makes the message visible again after `delay`.
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError>;
+    /// Moves the message to the dead-letter queue at once, with the reason.
+    async fn dead_letter(&self, receipt: &str, reason: &str) -> Result<(), StoreError>;
+    async fn stats(&self) -> Result<QueueStats, StoreError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Object store
+
+/// Flat key → bytes storage. Implementations store a SHA-256 with each object and verify
+/// it on every read, and a `put` is atomic: the object is complete or absent.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Metadata store
+
+/// The summary item of one committed trajectory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryMeta {
+    pub campaign: String,
+    pub trajectory_id: String,
+    pub instance_id: String,
+    pub sample_index: u32,
+    pub model: String,
+    pub provider: String,
+    pub status: RecordStatus,
+    pub exit_status: ExitStatus,
+    pub resolved: Option<bool>,
+    pub reward: Option<f64>,
+    pub cost_usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub n_steps: u32,
+    pub object_key: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub worker_id: String,
+    pub created_at: DateTime<Utc>,
+    /// Failed items expire (30 days); successful ones are kept.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl TrajectoryMeta {
+    pub fn result_key(&self) -> ResultKey {
+        ResultKey {
+            campaign: self.campaign.clone(),
+            instance_id: self.instance_id.clone(),
+            sample_index: self.sample_index,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitOutcome {
+    Committed,
+    /// Another attempt already committed this (campaign, instance, sample).
+    AlreadyCommitted(Box<TrajectoryMeta>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reservation {
+    Granted,
+    /// Refused; the campaign record as it stands (its state says why).
+    Refused(Box<CampaignRecord>),
+}
+
+/// A sample that could not be completed, kept with its error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub key: ResultKey,
+    pub attempts: u32,
+    pub error: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Campaign items (with the budget ledger) and trajectory items. Every write that guards
+/// an invariant is conditional and atomic in the implementation.
+#[async_trait]
+pub trait MetadataStore: Send + Sync {
+    /// Creates the campaign item, or updates budget and sample count of an existing one
+    /// (keeping its spend). A campaign that was exhausted and now has budget left runs again.
+    async fn upsert_campaign(
+        &self,
+        name: &str,
+        budget: MicroUsd,
+        total_samples: u64,
+    ) -> Result<CampaignRecord, StoreError>;
+    async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError>;
+    async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError>;
+    /// Applies [`crate::budget::Ledger::try_reserve`] atomically; a refusal marks the
+    /// campaign `exhausted` with the reason.
+    async fn reserve(&self, campaign: &str, amount: MicroUsd) -> Result<Reservation, StoreError>;
+    async fn settle(&self, campaign: &str, reserved: MicroUsd, actual: MicroUsd) -> Result<(), StoreError>;
+    async fn set_state(&self, campaign: &str, state: CampaignState, reason: Option<String>) -> Result<(), StoreError>;
+    /// Adds to the campaign's enqueued count.
+    async fn add_enqueued(&self, campaign: &str, n: u64) -> Result<(), StoreError>;
+    /// Commits the item unless a result for its (campaign, instance, sample) exists;
+    /// updates the campaign's counts in the same atomic write.
+    async fn commit(&self, meta: &TrajectoryMeta) -> Result<CommitOutcome, StoreError>;
+    async fn result(&self, key: &ResultKey) -> Result<Option<TrajectoryMeta>, StoreError>;
+    /// Looks a trajectory up by id (or a unique prefix of it).
+    async fn trajectory(&self, trajectory_id: &str) -> Result<Option<TrajectoryMeta>, StoreError>;
+    async fn trajectories(&self, campaign: &str) -> Result<Vec<TrajectoryMeta>, StoreError>;
+    /// Records a sample given up on, and counts it.
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
+    async fn dead_letters(&self, campaign: &str) -> Result<Vec<DeadLetter>, StoreError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Sandbox
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("image `{image}` is not available locally; build it (see examples/quickstart/build-image.sh) or pull it from your registry")]
+    ImageMissing { image: String },
+    #[error("sandbox {container}: {operation} failed")]
+    Docker {
+        container: String,
+        operation: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("sandbox {container} stopped answering; it was killed and removed")]
+    Unresponsive { container: String },
+}
+
+/// What the sandbox is made from and how it is bounded.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub image: String,
+    pub workdir: String,
+    /// Labels put on the container; the provider adds its own management labels.
+    pub labels: BTreeMap<String, String>,
+    pub limits: crate::campaign::SandboxConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: Option<i64>,
+    /// stdout and stderr, interleaved as produced, lossily decoded as UTF-8.
+    pub output: String,
+    /// Output beyond the cap was dropped.
+    pub truncated: bool,
+    pub timed_out: bool,
+    pub duration: Duration,
+}
+
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    fn id(&self) -> &str;
+    fn image_digest(&self) -> Option<&str>;
+    /// Runs `command` with `bash -c` in the workdir, as the sandbox user, killed after `timeout`.
+    async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError>;
+    /// Runs `command` as root (setup, patch application): still without capabilities.
+    async fn exec_root(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError>;
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
+    /// Kills and removes the sandbox. Always called, on every path.
+    async fn destroy(&self) -> Result<(), SandboxError>;
+}
+
+#[async_trait]
+pub trait SandboxProvider: Send + Sync {
+    async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError>;
+    /// Removes every sandbox left behind by this worker (after a crash); returns how many.
+    async fn reap(&self) -> Result<usize, SandboxError>;
+}
+
+// ---------------------------------------------------------------------------------------
+// LLM
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    /// OpenAI tool schemas; empty for text mode.
+    pub tools: Vec<serde_json::Value>,
+    pub max_tokens: u32,
+    pub temperature: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatCompletion {
+    pub message: ChatMessage,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Attempts beyond the first.
+    pub retries: u32,
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("{endpoint} unavailable after {attempts} attempts: {last}")]
+    Unavailable {
+        endpoint: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("{endpoint} returned a malformed completion: {detail}")]
+    Malformed { endpoint: String, detail: String },
+    #[error("{endpoint} rejected the request ({status}): {detail}")]
+    Rejected {
+        endpoint: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("model configuration: {0}")]
+    Config(String),
+}
+
+impl LlmError {
+    pub fn exit_status(&self) -> ExitStatus {
+        use crate::trajectory::ErrorKind;
+        ExitStatus::Error(match self {
+            LlmError::Unavailable { .. } => ErrorKind::LlmUnavailable,
+            LlmError::Malformed { .. } => ErrorKind::LlmMalformed,
+            LlmError::Rejected { .. } | LlmError::Config(_) => ErrorKind::LlmRejected,
+        })
+    }
+}
+
+/// One model behind one API. Retries of transient failures happen inside.
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatCompletion, LlmError>;
+}

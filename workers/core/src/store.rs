@@ -1,0 +1,109 @@
+//! Trajectory persistence over the object and metadata ports.
+//!
+//! **Invariant:** the object is written before its metadata item, and the metadata commit
+//! is conditional on (campaign, instance, sample); so a trajectory is either complete
+//! (object + item) or absent, and each sample has at most one committed result.
+
+use crate::codec::{self, CodecError};
+use crate::ports::{CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta};
+use crate::trajectory::{RecordStatus, TrajectoryRecord, object_key};
+use chrono::{Duration, Utc};
+use std::sync::Arc;
+
+/// Failed trajectories (and partial checkpoints) expire after this long.
+pub const FAILED_RETENTION_DAYS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrajectoryStoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+#[derive(Clone)]
+pub struct TrajectoryStore {
+    pub objects: Arc<dyn ObjectStore>,
+    pub metadata: Arc<dyn MetadataStore>,
+}
+
+impl TrajectoryStore {
+    pub fn new(objects: Arc<dyn ObjectStore>, metadata: Arc<dyn MetadataStore>) -> TrajectoryStore {
+        TrajectoryStore { objects, metadata }
+    }
+
+    fn checkpoint_key(record: &TrajectoryRecord) -> String {
+        object_key(
+            &record.campaign,
+            RecordStatus::Failed,
+            &record.instance_id,
+            &record.trajectory_id,
+        )
+    }
+
+    /// Stores the record as it stands, mid-rollout, under the `failed/` prefix: if the
+    /// worker dies, the partial record survives (and expires like any failure).
+    pub async fn checkpoint(&self, record: &TrajectoryRecord) -> Result<(), TrajectoryStoreError> {
+        let encoded = codec::encode(record)?;
+        self.objects.put(&Self::checkpoint_key(record), encoded.bytes).await?;
+        Ok(())
+    }
+
+    /// Writes the finished record and commits its metadata item.
+    pub async fn commit(&self, record: &TrajectoryRecord) -> Result<CommitOutcome, TrajectoryStoreError> {
+        let encoded = codec::encode(record)?;
+        let key = record.object_key();
+        let size_bytes = encoded.bytes.len() as u64;
+        self.objects.put(&key, encoded.bytes).await?;
+        let meta = summarize(record, key.clone(), encoded.sha256, size_bytes);
+        let outcome = self.metadata.commit(&meta).await?;
+        let checkpoint = Self::checkpoint_key(record);
+        if matches!(outcome, CommitOutcome::AlreadyCommitted(_)) {
+            // Another attempt won: this one's object must not linger as a second result.
+            self.objects.delete(&key).await?;
+            if checkpoint != key {
+                self.objects.delete(&checkpoint).await?;
+            }
+        } else if checkpoint != key {
+            self.objects.delete(&checkpoint).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Reads and verifies (checksum, schema) a committed record.
+    pub async fn load(&self, meta: &TrajectoryMeta) -> Result<TrajectoryRecord, TrajectoryStoreError> {
+        let bytes = self.objects.get(&meta.object_key).await?;
+        Ok(codec::decode(&meta.object_key, &bytes, &meta.sha256)?)
+    }
+}
+
+/// The metadata item of a finished record.
+pub fn summarize(record: &TrajectoryRecord, object_key: String, sha256: String, size_bytes: u64) -> TrajectoryMeta {
+    let status = record.status();
+    let created_at = record.timings.finished_at.unwrap_or_else(Utc::now);
+    TrajectoryMeta {
+        campaign: record.campaign.clone(),
+        trajectory_id: record.trajectory_id.clone(),
+        instance_id: record.instance_id.clone(),
+        sample_index: record.sample_index,
+        model: record.model.clone(),
+        provider: record.provider.clone(),
+        status,
+        exit_status: record
+            .exit_status
+            .clone()
+            .unwrap_or(crate::trajectory::ExitStatus::Error(crate::trajectory::ErrorKind::Internal)),
+        resolved: record.verification.as_ref().map(|v| v.resolved),
+        reward: record.verification.as_ref().map(|v| v.reward),
+        cost_usd: record.totals.cost_usd,
+        input_tokens: record.totals.input_tokens,
+        output_tokens: record.totals.output_tokens,
+        n_steps: record.totals.n_steps,
+        object_key,
+        sha256,
+        size_bytes,
+        worker_id: record.worker_id.clone(),
+        created_at,
+        expires_at: (status == RecordStatus::Failed).then(|| created_at + Duration::days(FAILED_RETENTION_DAYS)),
+    }
+}

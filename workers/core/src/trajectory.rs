@@ -1,0 +1,341 @@
+//! The trajectory record, schema version 1 (see SPEC.md "The trajectory record").
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One message in OpenAI chat format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Reasoning text returned by reasoning models (`reasoning_content` on vLLM/DeepSeek-style APIs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl ChatMessage {
+    pub fn text(role: Role, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: Some(content.into()),
+            reasoning_content: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    pub fn tool_result(tool_call_id: impl Into<String>, content: impl Into<String>) -> ChatMessage {
+        ChatMessage {
+            tool_call_id: Some(tool_call_id.into()),
+            ..ChatMessage::text(Role::Tool, content)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    /// JSON-encoded arguments, exactly as the model produced them.
+    pub arguments: String,
+}
+
+/// How a rollout ended. Serialised as a string: `submitted`, `step_limit`, `timeout`,
+/// `cost_limit`, `budget_exhausted`, or `error:<kind>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum ExitStatus {
+    Submitted,
+    StepLimit,
+    Timeout,
+    /// The rollout's own cost limit was reached.
+    CostLimit,
+    /// The campaign's hard budget was reached.
+    BudgetExhausted,
+    Error(ErrorKind),
+}
+
+/// Error kinds. `Llm*` and `Sandbox` are infrastructure failures, never the agent's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Rate limits, 5xx or timeouts outlasted every retry and fallback.
+    LlmUnavailable,
+    /// The provider answered with something that is not a chat completion.
+    LlmMalformed,
+    /// The provider refused the request (bad key, unknown model, bad request).
+    LlmRejected,
+    Sandbox,
+    Internal,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 5] = [
+        ErrorKind::LlmUnavailable,
+        ErrorKind::LlmMalformed,
+        ErrorKind::LlmRejected,
+        ErrorKind::Sandbox,
+        ErrorKind::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::LlmUnavailable => "llm_unavailable",
+            ErrorKind::LlmMalformed => "llm_malformed",
+            ErrorKind::LlmRejected => "llm_rejected",
+            ErrorKind::Sandbox => "sandbox",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl ExitStatus {
+    /// Failures of the infrastructure rather than of the agent: such a rollout is retried
+    /// and never scored as the agent failing.
+    pub fn is_infrastructure_error(&self) -> bool {
+        matches!(self, ExitStatus::Error(_))
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Submitted => f.write_str("submitted"),
+            ExitStatus::StepLimit => f.write_str("step_limit"),
+            ExitStatus::Timeout => f.write_str("timeout"),
+            ExitStatus::CostLimit => f.write_str("cost_limit"),
+            ExitStatus::BudgetExhausted => f.write_str("budget_exhausted"),
+            ExitStatus::Error(kind) => write!(f, "error:{}", kind.as_str()),
+        }
+    }
+}
+
+impl From<ExitStatus> for String {
+    fn from(status: ExitStatus) -> String {
+        status.to_string()
+    }
+}
+
+impl TryFrom<String> for ExitStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<ExitStatus, String> {
+        Ok(match s.as_str() {
+            "submitted" => ExitStatus::Submitted,
+            "step_limit" => ExitStatus::StepLimit,
+            "timeout" => ExitStatus::Timeout,
+            "cost_limit" => ExitStatus::CostLimit,
+            "budget_exhausted" => ExitStatus::BudgetExhausted,
+            other => {
+                let kind = other
+                    .strip_prefix("error:")
+                    .and_then(|k| ErrorKind::ALL.into_iter().find(|e| e.as_str() == k))
+                    .ok_or_else(|| format!("unknown exit status `{other}`"))?;
+                ExitStatus::Error(kind)
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaffoldInfo {
+    pub name: String,
+    pub version: String,
+    pub protocol: crate::campaign::Protocol,
+    /// SHA-256 of the prompt templates used.
+    pub template_hash: String,
+}
+
+/// One agent step: the model's action and what the sandbox answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub index: u32,
+    /// The shell command run, or `None` for a format error or submit.
+    pub action: Option<String>,
+    pub observation: String,
+    pub observation_truncated: bool,
+    pub exit_code: Option<i64>,
+    pub timed_out: bool,
+    /// Sandbox time for the action.
+    pub duration_ms: u64,
+    /// LLM time for the reply, retries included.
+    pub llm_duration_ms: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    /// LLM attempts beyond the first (429, 5xx, timeouts).
+    pub llm_retries: u32,
+    /// The model that answered (differs from the record's when a fallback served).
+    pub model: String,
+    pub format_error: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    pub eval_exit_code: Option<i64>,
+    pub resolved: bool,
+    pub reward: f64,
+    /// The patch applied cleanly to a fresh sandbox.
+    pub patch_applied: bool,
+    pub output: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub llm_calls: u32,
+    pub llm_retries: u32,
+    pub n_steps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: u64,
+    pub llm_ms: u64,
+    pub sandbox_ms: u64,
+    pub verification_ms: u64,
+}
+
+/// A whole rollout. Written after every step (so a crash keeps a partial record) and once
+/// more, complete, at commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryRecord {
+    pub schema_version: u32,
+    pub trajectory_id: String,
+    pub campaign: String,
+    pub instance_id: String,
+    pub sample_index: u32,
+    /// Pool entry name.
+    pub model: String,
+    pub provider: String,
+    pub scaffold: ScaffoldInfo,
+    pub messages: Vec<ChatMessage>,
+    /// Tool schemas offered to the model (tool-calling protocol), OpenAI format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Value>,
+    pub steps: Vec<Step>,
+    pub patch: String,
+    /// `None` while the rollout is still running.
+    pub exit_status: Option<ExitStatus>,
+    /// Why the rollout ended in error, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub verification: Option<Verification>,
+    pub totals: Totals,
+    pub timings: Timings,
+    pub image: String,
+    pub image_digest: Option<String>,
+    pub worker_id: String,
+    /// Receive count of the queue message that produced this attempt.
+    pub attempt: u32,
+    #[serde(default)]
+    pub tags: serde_json::Map<String, Value>,
+}
+
+impl TrajectoryRecord {
+    /// `success` when verification resolved the task; everything else is `failed`.
+    pub fn status(&self) -> RecordStatus {
+        match &self.verification {
+            Some(v) if v.resolved => RecordStatus::Success,
+            _ => RecordStatus::Failed,
+        }
+    }
+
+    pub fn object_key(&self) -> String {
+        object_key(&self.campaign, self.status(), &self.instance_id, &self.trajectory_id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordStatus {
+    Success,
+    Failed,
+}
+
+impl RecordStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordStatus::Success => "success",
+            RecordStatus::Failed => "failed",
+        }
+    }
+}
+
+/// `trajectories/{campaign}/{status}/{instance_id}/{trajectory_id}.json.zst`
+pub fn object_key(campaign: &str, status: RecordStatus, instance_id: &str, trajectory_id: &str) -> String {
+    format!(
+        "trajectories/{campaign}/{}/{instance_id}/{trajectory_id}.json.zst",
+        status.as_str()
+    )
+}
+
+/// Replaces a known secret everywhere it appears in a text.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|s| s.len() >= 8)
+        .fold(text.to_owned(), |acc, secret| acc.replace(secret.as_str(), "[REDACTED]"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_round_trips_as_string() {
+        for status in [
+            ExitStatus::Submitted,
+            ExitStatus::StepLimit,
+            ExitStatus::BudgetExhausted,
+            ExitStatus::Error(ErrorKind::LlmUnavailable),
+        ] {
+            let json = serde_json::to_string(&status).expect("serialise");
+            assert_eq!(serde_json::from_str::<ExitStatus>(&json).expect("parse"), status);
+        }
+        assert_eq!(
+            serde_json::to_string(&ExitStatus::Error(ErrorKind::LlmMalformed)).expect("serialise"),
+            "\"error:llm_malformed\""
+        );
+        assert!(serde_json::from_str::<ExitStatus>("\"error:nope\"").is_err());
+    }
+
+    #[test]
+    fn redacts_secrets() {
+        assert_eq!(redact("key sk-12345678 x", &["sk-12345678".into()]), "key [REDACTED] x");
+    }
+}
