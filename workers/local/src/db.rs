@@ -1,0 +1,143 @@
+use redb::{Database, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use synthfleet_core::ports::StoreError;
+
+pub(crate) const BACKEND: &str = "local store";
+
+pub(crate) const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_messages");
+pub(crate) const DEDUP: TableDefinition<&str, &str> = TableDefinition::new("queue_dedup");
+pub(crate) const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_dead");
+pub(crate) const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
+pub(crate) const TRAJECTORIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trajectories");
+pub(crate) const RESULTS: TableDefinition<&str, &str> = TableDefinition::new("results");
+pub(crate) const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
+
+/// One local state directory: `state.redb` plus `objects/`.
+#[derive(Clone)]
+pub struct LocalState {
+    pub(crate) db: Arc<Database>,
+    dir: PathBuf,
+}
+
+impl LocalState {
+    /// Opens (creating if needed) the state in `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<LocalState, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::backend(BACKEND, format!("creating state directory {}", dir.display()), e)
+        })?;
+        let path = dir.join("state.redb");
+        let db = Database::create(&path).map_err(|e| {
+            StoreError::backend(
+                BACKEND,
+                format!(
+                    "opening {} (is another synthfleet process using this state directory?)",
+                    path.display()
+                ),
+                e,
+            )
+        })?;
+        let state = LocalState {
+            db: Arc::new(db),
+            dir: dir.to_owned(),
+        };
+        state.write("creating tables", |tx| {
+            tx.open_table(MESSAGES)?;
+            tx.open_table(DEDUP)?;
+            tx.open_table(DEAD)?;
+            tx.open_table(CAMPAIGNS)?;
+            tx.open_table(TRAJECTORIES)?;
+            tx.open_table(RESULTS)?;
+            tx.open_table(DEAD_LETTERS)?;
+            Ok(())
+        })?;
+        Ok(state)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `f` in one write transaction, committed only if `f` succeeds.
+    pub(crate) fn write<T>(
+        &self,
+        operation: &str,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, TxError>,
+    ) -> Result<T, StoreError> {
+        let tx = self.db.begin_write().map_err(|e| StoreError::backend(BACKEND, operation, e))?;
+        let value = f(&tx).map_err(|e| e.into_store(operation))?;
+        tx.commit().map_err(|e| StoreError::backend(BACKEND, operation, e))?;
+        Ok(value)
+    }
+
+    pub(crate) fn read<T>(
+        &self,
+        operation: &str,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, TxError>,
+    ) -> Result<T, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| StoreError::backend(BACKEND, operation, e))?;
+        f(&tx).map_err(|e| e.into_store(operation))
+    }
+
+    /// Runs blocking database work off the async runtime.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(LocalState) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || f(state))
+            .await
+            .map_err(|e| StoreError::backend(BACKEND, "joining a blocking task", e))?
+    }
+}
+
+/// Errors inside a transaction closure.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Db(redb::Error),
+    Store(StoreError),
+}
+
+impl TxError {
+    fn into_store(self, operation: &str) -> StoreError {
+        match self {
+            TxError::Db(e) => StoreError::backend(BACKEND, operation, e),
+            TxError::Store(e) => e,
+        }
+    }
+}
+
+impl From<redb::TableError> for TxError {
+    fn from(e: redb::TableError) -> TxError {
+        TxError::Db(e.into())
+    }
+}
+
+impl From<redb::StorageError> for TxError {
+    fn from(e: redb::StorageError) -> TxError {
+        TxError::Db(e.into())
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> TxError {
+        TxError::Store(e)
+    }
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, TxError> {
+    serde_json::to_vec(value).map_err(|e| TxError::Store(StoreError::backend(BACKEND, "encoding an item", e)))
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, TxError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        TxError::Store(StoreError::Corrupt {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })
+    })
+}
+
+pub(crate) fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}

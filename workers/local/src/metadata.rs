@@ -1,0 +1,399 @@
+//! The embedded metadata store: campaign items with the budget ledger, trajectory items,
+//! and the (campaign, instance, sample) → trajectory index that makes commits idempotent.
+
+use crate::db::{CAMPAIGNS, DEAD_LETTERS, LocalState, RESULTS, TRAJECTORIES, TxError, from_json, to_json};
+use async_trait::async_trait;
+use chrono::Utc;
+use redb::{ReadableTable, WriteTransaction};
+use synthfleet_core::MicroUsd;
+use synthfleet_core::budget::{CampaignRecord, CampaignState};
+use synthfleet_core::message::ResultKey;
+use synthfleet_core::ports::{
+    CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
+};
+use synthfleet_core::trajectory::RecordStatus;
+
+#[derive(Clone)]
+pub struct LocalMetadata {
+    state: LocalState,
+}
+
+impl LocalMetadata {
+    pub fn new(state: &LocalState) -> LocalMetadata {
+        LocalMetadata { state: state.clone() }
+    }
+}
+
+fn result_key(key: &ResultKey) -> String {
+    format!("{}\0{}\0{:010}", key.campaign, key.instance_id, key.sample_index)
+}
+
+fn campaign_range(campaign: &str) -> (String, String) {
+    (format!("{campaign}\0"), format!("{campaign}\u{1}"))
+}
+
+fn load_campaign(tx: &WriteTransaction, name: &str) -> Result<CampaignRecord, TxError> {
+    let table = tx.open_table(CAMPAIGNS)?;
+    let value = table.get(name)?.ok_or_else(|| StoreError::NotFound {
+        what: format!("campaign `{name}`"),
+    })?;
+    from_json("campaign item", value.value())
+}
+
+fn store_campaign(tx: &WriteTransaction, record: &mut CampaignRecord) -> Result<(), TxError> {
+    record.updated_at = Utc::now();
+    tx.open_table(CAMPAIGNS)?
+        .insert(record.name.as_str(), to_json(record)?.as_slice())?;
+    Ok(())
+}
+
+/// Read-modify-write of one campaign item inside one transaction.
+fn update_campaign<T>(
+    tx: &WriteTransaction,
+    name: &str,
+    f: impl FnOnce(&mut CampaignRecord) -> T,
+) -> Result<T, TxError> {
+    let mut record = load_campaign(tx, name)?;
+    let out = f(&mut record);
+    store_campaign(tx, &mut record)?;
+    Ok(out)
+}
+
+#[async_trait]
+impl MetadataStore for LocalMetadata {
+    async fn upsert_campaign(
+        &self,
+        name: &str,
+        budget: MicroUsd,
+        total_samples: u64,
+    ) -> Result<CampaignRecord, StoreError> {
+        let name = name.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.write("upserting a campaign", |tx| {
+                    let existing = tx
+                        .open_table(CAMPAIGNS)?
+                        .get(name.as_str())?
+                        .map(|v| from_json::<CampaignRecord>("campaign item", v.value()))
+                        .transpose()?;
+                    let mut record = match existing {
+                        None => CampaignRecord::new(&name, budget, total_samples, Utc::now()),
+                        Some(mut record) => {
+                            record.ledger.budget = budget;
+                            record.total_samples = total_samples;
+                            let resumable = matches!(record.state, CampaignState::Exhausted | CampaignState::Done);
+                            if resumable && !record.ledger.is_exhausted() {
+                                record.state = CampaignState::Running;
+                                record.state_reason = None;
+                            }
+                            record
+                        }
+                    };
+                    store_campaign(tx, &mut record)?;
+                    Ok(record)
+                })
+            })
+            .await
+    }
+
+    async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError> {
+        let name = name.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.read("reading a campaign", |tx| {
+                    tx.open_table(CAMPAIGNS)?
+                        .get(name.as_str())?
+                        .map(|v| from_json("campaign item", v.value()))
+                        .transpose()
+                })
+            })
+            .await
+    }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError> {
+        self.state
+            .blocking(|state| {
+                state.read("listing campaigns", |tx| {
+                    let mut out = Vec::new();
+                    for item in tx.open_table(CAMPAIGNS)?.iter()? {
+                        let (_, value) = item?;
+                        out.push(from_json("campaign item", value.value())?);
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    async fn reserve(&self, campaign: &str, amount: MicroUsd) -> Result<Reservation, StoreError> {
+        let campaign = campaign.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.write("reserving budget", |tx| {
+                    update_campaign(tx, &campaign, |record| {
+                        if record.state.accepts_work() && record.ledger.try_reserve(amount) {
+                            return Reservation::Granted;
+                        }
+                        if record.state.accepts_work() {
+                            record.state = CampaignState::Exhausted;
+                            record.state_reason = Some(format!(
+                                "budget cap {} reached: spent {}, reserved {}, a call needed {}",
+                                record.ledger.budget, record.ledger.spent, record.ledger.reserved, amount
+                            ));
+                        }
+                        Reservation::Refused(Box::new(record.clone()))
+                    })
+                })
+            })
+            .await
+    }
+
+    async fn settle(&self, campaign: &str, reserved: MicroUsd, actual: MicroUsd) -> Result<(), StoreError> {
+        let campaign = campaign.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.write("settling budget", |tx| {
+                    update_campaign(tx, &campaign, |record| {
+                        record.ledger.settle(reserved, actual);
+                        if record.ledger.is_exhausted() && record.state == CampaignState::Running {
+                            record.state = CampaignState::Exhausted;
+                            record.state_reason =
+                                Some(format!("budget cap {} reached: spent {}", record.ledger.budget, record.ledger.spent));
+                        }
+                    })
+                })
+            })
+            .await
+    }
+
+    async fn set_state(&self, campaign: &str, new: CampaignState, reason: Option<String>) -> Result<(), StoreError> {
+        let campaign = campaign.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.write("setting campaign state", |tx| {
+                    update_campaign(tx, &campaign, |record| {
+                        record.state = new;
+                        record.state_reason = reason;
+                    })
+                })
+            })
+            .await
+    }
+
+    async fn add_enqueued(&self, campaign: &str, n: u64) -> Result<(), StoreError> {
+        let campaign = campaign.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.write("counting enqueued samples", |tx| {
+                    update_campaign(tx, &campaign, |record| record.counts.enqueued += n)
+                })
+            })
+            .await
+    }
+
+    async fn commit(&self, meta: &TrajectoryMeta) -> Result<CommitOutcome, StoreError> {
+        let meta = meta.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("committing a trajectory", |tx| {
+                    let key = result_key(&meta.result_key());
+                    let mut results = tx.open_table(RESULTS)?;
+                    let mut trajectories = tx.open_table(TRAJECTORIES)?;
+                    let existing_id = results.get(key.as_str())?.map(|v| v.value().to_owned());
+                    if let Some(existing_id) = existing_id {
+                        let existing = trajectories
+                            .get(existing_id.as_str())?
+                            .ok_or_else(|| StoreError::Corrupt {
+                                what: format!("result index for {}", meta.result_key()),
+                                detail: format!("points at missing trajectory {existing_id}"),
+                            })?;
+                        let existing: TrajectoryMeta = from_json("trajectory item", existing.value())?;
+                        return Ok(CommitOutcome::AlreadyCommitted(Box::new(existing)));
+                    }
+                    results.insert(key.as_str(), meta.trajectory_id.as_str())?;
+                    trajectories.insert(meta.trajectory_id.as_str(), to_json(&meta)?.as_slice())?;
+                    drop((results, trajectories));
+                    update_campaign(tx, &meta.campaign, |record| match meta.status {
+                        RecordStatus::Success => record.counts.success += 1,
+                        RecordStatus::Failed => record.counts.failed += 1,
+                    })?;
+                    Ok(CommitOutcome::Committed)
+                })
+            })
+            .await
+    }
+
+    async fn result(&self, key: &ResultKey) -> Result<Option<TrajectoryMeta>, StoreError> {
+        let key = result_key(key);
+        self.state
+            .blocking(move |state| {
+                state.read("reading a result", |tx| {
+                    let Some(id) = tx.open_table(RESULTS)?.get(key.as_str())?.map(|v| v.value().to_owned()) else {
+                        return Ok(None);
+                    };
+                    tx.open_table(TRAJECTORIES)?
+                        .get(id.as_str())?
+                        .map(|v| from_json("trajectory item", v.value()))
+                        .transpose()
+                })
+            })
+            .await
+    }
+
+    async fn trajectory(&self, trajectory_id: &str) -> Result<Option<TrajectoryMeta>, StoreError> {
+        let prefix = trajectory_id.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.read("looking up a trajectory", |tx| {
+                    let table = tx.open_table(TRAJECTORIES)?;
+                    let mut matches = Vec::new();
+                    for item in table.range(prefix.as_str()..)? {
+                        let (key, value) = item?;
+                        if !key.value().starts_with(prefix.as_str()) || matches.len() > 1 {
+                            break;
+                        }
+                        matches.push(from_json::<TrajectoryMeta>("trajectory item", value.value())?);
+                    }
+                    Ok(if matches.len() == 1 { matches.pop() } else { None })
+                })
+            })
+            .await
+    }
+
+    async fn trajectories(&self, campaign: &str) -> Result<Vec<TrajectoryMeta>, StoreError> {
+        let (start, end) = campaign_range(campaign);
+        self.state
+            .blocking(move |state| {
+                state.read("listing trajectories", |tx| {
+                    let results = tx.open_table(RESULTS)?;
+                    let trajectories = tx.open_table(TRAJECTORIES)?;
+                    let mut out = Vec::new();
+                    for item in results.range(start.as_str()..end.as_str())? {
+                        let (_, id) = item?;
+                        if let Some(value) = trajectories.get(id.value())? {
+                            out.push(from_json("trajectory item", value.value())?);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        let letter = letter.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("recording a dead letter", |tx| {
+                    let key = result_key(&letter.key);
+                    let new = tx
+                        .open_table(DEAD_LETTERS)?
+                        .insert(key.as_str(), to_json(&letter)?.as_slice())?
+                        .is_none();
+                    if new {
+                        update_campaign(tx, &letter.key.campaign, |record| record.counts.dead_lettered += 1)?;
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn dead_letters(&self, campaign: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        let (start, end) = campaign_range(campaign);
+        self.state
+            .blocking(move |state| {
+                state.read("listing dead letters", |tx| {
+                    let mut out = Vec::new();
+                    for item in tx.open_table(DEAD_LETTERS)?.range(start.as_str()..end.as_str())? {
+                        let (_, value) = item?;
+                        out.push(from_json("dead letter", value.value())?);
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use synthfleet_core::trajectory::ExitStatus;
+
+    fn meta(id: &str, sample: u32) -> TrajectoryMeta {
+        TrajectoryMeta {
+            campaign: "c".into(),
+            trajectory_id: id.into(),
+            instance_id: "i".into(),
+            sample_index: sample,
+            model: "m".into(),
+            provider: "replay".into(),
+            status: RecordStatus::Success,
+            exit_status: ExitStatus::Submitted,
+            resolved: Some(true),
+            reward: Some(1.0),
+            cost_usd: 0.0,
+            input_tokens: 0,
+            output_tokens: 0,
+            n_steps: 1,
+            object_key: format!("k/{id}"),
+            sha256: String::new(),
+            size_bytes: 0,
+            worker_id: "w".into(),
+            created_at: Utc::now(),
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_is_exactly_once_per_sample() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalMetadata::new(&LocalState::open(dir.path()).expect("open"));
+        store.upsert_campaign("c", MicroUsd(10), 2).await.expect("upsert");
+        assert_eq!(store.commit(&meta("01A", 0)).await.expect("commit"), CommitOutcome::Committed);
+        match store.commit(&meta("01B", 0)).await.expect("commit") {
+            CommitOutcome::AlreadyCommitted(existing) => assert_eq!(existing.trajectory_id, "01A"),
+            other => panic!("expected AlreadyCommitted, got {other:?}"),
+        }
+        assert_eq!(store.commit(&meta("01C", 1)).await.expect("commit"), CommitOutcome::Committed);
+        let record = store.campaign("c").await.expect("read").expect("exists");
+        assert_eq!(record.counts.success, 2);
+        assert_eq!(store.trajectories("c").await.expect("list").len(), 2);
+        assert_eq!(store.trajectory("01C").await.expect("get").expect("found").sample_index, 1);
+        assert!(store.trajectory("01").await.expect("get").is_none(), "ambiguous prefix");
+    }
+
+    #[tokio::test]
+    async fn concurrent_reservations_never_pass_the_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalMetadata::new(&LocalState::open(dir.path()).expect("open")));
+        store.upsert_campaign("c", MicroUsd(1_000), 1).await.expect("upsert");
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut granted = 0u64;
+                    for _ in 0..20 {
+                        if matches!(store.reserve("c", MicroUsd(7)).await.expect("reserve"), Reservation::Granted) {
+                            granted += 1;
+                            store.settle("c", MicroUsd(7), MicroUsd(7)).await.expect("settle");
+                        }
+                    }
+                    granted
+                })
+            })
+            .collect();
+        let mut granted = 0;
+        for t in tasks {
+            granted += t.await.expect("join");
+        }
+        let record = store.campaign("c").await.expect("read").expect("exists");
+        assert_eq!(granted, 1_000 / 7);
+        assert_eq!(record.ledger.spent, MicroUsd(granted * 7));
+        assert!(record.ledger.spent <= record.ledger.budget);
+        assert_eq!(record.state, CampaignState::Exhausted);
+        assert!(record.state_reason.expect("reason").contains("budget cap"));
+    }
+}

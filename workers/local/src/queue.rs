@@ -1,0 +1,317 @@
+//! An embedded queue with SQS semantics.
+
+use crate::db::{BACKEND, DEAD, DEDUP, LocalState, MESSAGES, TxError, from_json, now_ms, to_json};
+use async_trait::async_trait;
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use synthfleet_core::ports::{Delivery, Queue, QueueStats, StoreError};
+
+/// A named queue inside a [`LocalState`]: at-least-once delivery, visibility timeouts,
+/// receive counts, and a dead-letter queue that takes a message on the delivery after
+/// its `max_receives`-th one (SQS's redrive policy), or at once through `dead_letter`.
+#[derive(Clone)]
+pub struct LocalQueue {
+    state: LocalState,
+    name: String,
+    max_receives: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredMessage {
+    body: String,
+    receive_count: u32,
+    visible_at_ms: u64,
+    sent_at_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeadMessage {
+    pub message_id: String,
+    pub body: String,
+    pub receive_count: u32,
+    pub reason: String,
+    pub dead_at_ms: u64,
+}
+
+impl LocalQueue {
+    pub fn new(state: &LocalState, name: &str, max_receives: u32) -> LocalQueue {
+        LocalQueue {
+            state: state.clone(),
+            name: name.to_owned(),
+            max_receives: max_receives.max(1),
+        }
+    }
+
+    fn key(&self, message_id: &str) -> String {
+        format!("{}\0{message_id}", self.name)
+    }
+
+    fn prefix(&self) -> (String, String) {
+        (format!("{}\0", self.name), format!("{}\u{1}", self.name))
+    }
+
+    /// Messages in the dead-letter queue, oldest first.
+    pub async fn dead_messages(&self) -> Result<Vec<DeadMessage>, StoreError> {
+        let queue = self.clone();
+        self.state
+            .blocking(move |state| {
+                state.read("listing dead letters", |tx| {
+                    let table = tx.open_table(DEAD)?;
+                    let (start, end) = queue.prefix();
+                    let mut out = Vec::new();
+                    for item in table.range(start.as_str()..end.as_str())? {
+                        let (_, value) = item?;
+                        out.push(from_json("dead letter", value.value())?);
+                    }
+                    Ok(out)
+                })
+            })
+            .await
+    }
+
+    /// Applies `f` to the in-flight message named by `receipt`, in one transaction.
+    async fn with_receipt(
+        &self,
+        operation: &'static str,
+        receipt: &str,
+        f: impl FnOnce(&redb::WriteTransaction, &str, StoredMessage) -> Result<(), TxError> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let queue = self.clone();
+        let receipt = receipt.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.write(operation, |tx| {
+                    let stale = || StoreError::StaleReceipt {
+                        receipt: receipt.clone(),
+                    };
+                    let (message_id, count) = receipt.rsplit_once('.').ok_or_else(stale)?;
+                    let key = queue.key(message_id);
+                    let message: StoredMessage = {
+                        let table = tx.open_table(MESSAGES)?;
+                        let value = table.get(key.as_str())?.ok_or_else(stale)?;
+                        from_json("queue message", value.value())?
+                    };
+                    if message.receive_count.to_string() != count {
+                        return Err(stale().into());
+                    }
+                    f(tx, &key, message)
+                })
+            })
+            .await
+    }
+
+    fn move_to_dead(
+        tx: &redb::WriteTransaction,
+        key: &str,
+        message: StoredMessage,
+        reason: String,
+    ) -> Result<(), TxError> {
+        let message_id = key.rsplit('\0').next().unwrap_or(key).to_owned();
+        let dead = DeadMessage {
+            message_id,
+            body: message.body,
+            receive_count: message.receive_count,
+            reason,
+            dead_at_ms: now_ms(),
+        };
+        tx.open_table(MESSAGES)?.remove(key)?;
+        tx.open_table(DEAD)?.insert(key, to_json(&dead)?.as_slice())?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for LocalQueue {
+    async fn send(&self, body: &str, dedup_id: &str) -> Result<bool, StoreError> {
+        let queue = self.clone();
+        let body = body.to_owned();
+        let dedup_key = self.key(dedup_id);
+        self.state
+            .blocking(move |state| {
+                state.write("sending a message", |tx| {
+                    let mut dedup = tx.open_table(DEDUP)?;
+                    if dedup.get(dedup_key.as_str())?.is_some() {
+                        return Ok(false);
+                    }
+                    let message_id = ulid::Ulid::new().to_string();
+                    let now = now_ms();
+                    let message = StoredMessage {
+                        body,
+                        receive_count: 0,
+                        visible_at_ms: now,
+                        sent_at_ms: now,
+                    };
+                    dedup.insert(dedup_key.as_str(), message_id.as_str())?;
+                    tx.open_table(MESSAGES)?
+                        .insert(queue.key(&message_id).as_str(), to_json(&message)?.as_slice())?;
+                    Ok(true)
+                })
+            })
+            .await
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError> {
+        let queue = self.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("receiving messages", |tx| {
+                    let now = now_ms();
+                    let (start, end) = queue.prefix();
+                    let mut due = Vec::new();
+                    {
+                        let table = tx.open_table(MESSAGES)?;
+                        for item in table.range(start.as_str()..end.as_str())? {
+                            let (key, value) = item?;
+                            let message: StoredMessage = from_json("queue message", value.value())?;
+                            if message.visible_at_ms <= now {
+                                due.push((key.value().to_owned(), message));
+                                if due.len() >= max {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let mut deliveries = Vec::new();
+                    for (key, mut message) in due {
+                        if message.receive_count >= queue.max_receives {
+                            let reason = format!(
+                                "received {} times without being deleted (max {}): the worker handling it crashed or timed out each time",
+                                message.receive_count, queue.max_receives
+                            );
+                            LocalQueue::move_to_dead(tx, &key, message, reason)?;
+                            continue;
+                        }
+                        message.receive_count += 1;
+                        message.visible_at_ms = now + visibility.as_millis() as u64;
+                        let message_id = key.rsplit('\0').next().unwrap_or(&key).to_owned();
+                        deliveries.push(Delivery {
+                            receipt: format!("{message_id}.{}", message.receive_count),
+                            message_id,
+                            body: message.body.clone(),
+                            receive_count: message.receive_count,
+                        });
+                        tx.open_table(MESSAGES)?.insert(key.as_str(), to_json(&message)?.as_slice())?;
+                    }
+                    Ok(deliveries)
+                })
+            })
+            .await
+    }
+
+    async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError> {
+        self.with_receipt("extending visibility", receipt, move |tx, key, mut message| {
+            message.visible_at_ms = now_ms() + visibility.as_millis() as u64;
+            tx.open_table(MESSAGES)?.insert(key, to_json(&message)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
+        self.with_receipt("deleting a message", receipt, |tx, key, _| {
+            tx.open_table(MESSAGES)?.remove(key)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError> {
+        self.with_receipt("releasing a message", receipt, move |tx, key, mut message| {
+            message.visible_at_ms = now_ms() + delay.as_millis() as u64;
+            tx.open_table(MESSAGES)?.insert(key, to_json(&message)?.as_slice())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, receipt: &str, reason: &str) -> Result<(), StoreError> {
+        let reason = reason.to_owned();
+        self.with_receipt("dead-lettering a message", receipt, move |tx, key, message| {
+            LocalQueue::move_to_dead(tx, key, message, reason)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let queue = self.clone();
+        self.state
+            .blocking(move |state| {
+                state.read("reading queue stats", |tx| {
+                    let now = now_ms();
+                    let (start, end) = queue.prefix();
+                    let mut stats = QueueStats::default();
+                    for item in tx.open_table(MESSAGES)?.range(start.as_str()..end.as_str())? {
+                        let (_, value) = item?;
+                        let message: StoredMessage = from_json("queue message", value.value())?;
+                        if message.visible_at_ms <= now {
+                            stats.visible += 1;
+                        } else {
+                            stats.in_flight += 1;
+                        }
+                    }
+                    stats.dead = tx.open_table(DEAD)?.range(start.as_str()..end.as_str())?.count() as u64;
+                    Ok(stats)
+                })
+            })
+            .await
+    }
+}
+
+impl std::fmt::Debug for LocalQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LocalQueue({}, {BACKEND})", self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqs_semantics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = LocalState::open(dir.path()).expect("open");
+        let q = LocalQueue::new(&state, "q", 2);
+        assert!(q.send("a", "d1").await.expect("send"));
+        assert!(!q.send("a again", "d1").await.expect("send"), "deduplicated");
+        assert!(q.send("b", "d2").await.expect("send"));
+
+        let first = q.receive(10, Duration::from_secs(60)).await.expect("receive");
+        assert_eq!(first.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(q.receive(10, Duration::from_secs(60)).await.expect("receive").is_empty(), "invisible");
+        assert_eq!(q.stats().await.expect("stats").in_flight, 2);
+
+        q.delete(&first[0].receipt).await.expect("delete");
+        q.release(&first[1].receipt, Duration::ZERO).await.expect("release");
+        let second = q.receive(10, Duration::ZERO).await.expect("receive");
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].receive_count, 2);
+        // the old receipt is stale now
+        assert!(matches!(
+            q.delete(&first[1].receipt).await,
+            Err(StoreError::StaleReceipt { .. })
+        ));
+        // a third delivery exceeds max_receives = 2: dead-lettered instead
+        assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty());
+        let stats = q.stats().await.expect("stats");
+        assert_eq!((stats.visible, stats.in_flight, stats.dead), (0, 0, 1));
+        assert!(q.dead_messages().await.expect("dead")[0].reason.contains("received 2 times"));
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_and_dead_letters_explicitly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let state = LocalState::open(dir.path()).expect("open");
+            LocalQueue::new(&state, "q", 5).send("x", "x").await.expect("send");
+        }
+        let state = LocalState::open(dir.path()).expect("reopen");
+        let q = LocalQueue::new(&state, "q", 5);
+        let other = LocalQueue::new(&state, "other", 5);
+        assert!(other.receive(1, Duration::ZERO).await.expect("receive").is_empty(), "queues are separate");
+        let d = q.receive(1, Duration::from_secs(30)).await.expect("receive");
+        q.dead_letter(&d[0].receipt, "not a task").await.expect("dead letter");
+        assert_eq!(q.dead_messages().await.expect("dead")[0].reason, "not a task");
+    }
+}
