@@ -1,0 +1,392 @@
+//! Docker sandboxes through bollard.
+//!
+//! Every container is created hardened: no network unless the campaign opts in
+//! (`network_mode = none`), all capabilities dropped, `no-new-privileges`, bounded memory
+//! (no swap), CPU, pids and a size-capped tmpfs on `/tmp`, an init process that reaps
+//! zombies, no mounts of the host and no Docker socket, and no environment from the
+//! worker (so API keys never reach it). Commands run as uid 1000 when the image has that
+//! user and it owns the workdir, else as root without capabilities.
+//!
+//! Containers carry the labels `synthfleet.managed`, `synthfleet.worker`, and the
+//! campaign/instance labels given by the caller; [`DockerSandboxes::reap`] removes every
+//! container of this worker left behind by a crash.
+
+mod capture;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::container::{
+    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, UploadToContainerOptions,
+};
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::HostConfig;
+use capture::Capture;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use synthfleet_core::campaign::NetworkPolicy;
+use synthfleet_core::ports::{ExecOutput, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use tracing::{debug, warn};
+
+pub const LABEL_MANAGED: &str = "synthfleet.managed";
+pub const LABEL_WORKER: &str = "synthfleet.worker";
+
+/// Time allowed for housekeeping commands (user detection, kills).
+const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates sandboxes on one Docker engine on behalf of one worker.
+#[derive(Clone)]
+pub struct DockerSandboxes {
+    docker: Docker,
+    worker_id: String,
+}
+
+impl DockerSandboxes {
+    /// Connects to the engine named by `DOCKER_HOST`, or the local socket.
+    pub fn connect(worker_id: &str) -> Result<DockerSandboxes, SandboxError> {
+        let docker = Docker::connect_with_local_defaults().map_err(|e| docker_error("docker", "connecting", e))?;
+        Ok(DockerSandboxes {
+            docker,
+            worker_id: worker_id.to_owned(),
+        })
+    }
+
+    /// Checks the engine answers; the error says how to fix it.
+    pub async fn ping(&self) -> Result<(), SandboxError> {
+        self.docker.ping().await.map(|_| ()).map_err(|e| {
+            docker_error(
+                "docker",
+                "pinging the Docker engine (is dockerd running and is DOCKER_HOST or /var/run/docker.sock reachable?)",
+                e,
+            )
+        })
+    }
+
+    /// Containers carrying `label=value`, running or not.
+    pub async fn containers_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, SandboxError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| docker_error("docker", "listing containers", e))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+}
+
+fn docker_error(
+    container: &str,
+    operation: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> SandboxError {
+    SandboxError::Docker {
+        container: container.to_owned(),
+        operation: operation.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+fn host_config(spec: &SandboxSpec) -> HostConfig {
+    let limits = &spec.limits;
+    let memory = (limits.memory_mb * 1024 * 1024) as i64;
+    HostConfig {
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        nano_cpus: Some((limits.cpus * 1e9) as i64),
+        pids_limit: Some(limits.pids),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        network_mode: Some(
+            match limits.network {
+                NetworkPolicy::None => "none",
+                NetworkPolicy::Bridge => "bridge",
+            }
+            .into(),
+        ),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_owned(),
+            format!("rw,nosuid,nodev,size={}m", limits.tmp_mb),
+        )])),
+        storage_opt: limits
+            .disk_mb
+            .map(|mb| HashMap::from([("size".to_owned(), format!("{mb}M"))])),
+        init: Some(true),
+        privileged: Some(false),
+        readonly_rootfs: Some(false),
+        auto_remove: Some(false),
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for DockerSandboxes {
+    async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let image = match self.docker.inspect_image(&spec.image).await {
+            Ok(image) => image,
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                return Err(SandboxError::ImageMissing {
+                    image: spec.image.clone(),
+                });
+            }
+            Err(e) => return Err(docker_error(&spec.image, "inspecting the image", e)),
+        };
+        let digest = image
+            .repo_digests
+            .as_ref()
+            .and_then(|d| d.first().cloned())
+            .or(image.id.clone());
+
+        let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+        labels.insert(LABEL_MANAGED.into(), "true".into());
+        labels.insert(LABEL_WORKER.into(), self.worker_id.clone());
+        let config = Config {
+            image: Some(spec.image.clone()),
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            entrypoint: Some(vec![]),
+            user: Some("0".into()),
+            working_dir: Some(spec.workdir.clone()),
+            labels: Some(labels),
+            network_disabled: Some(spec.limits.network == NetworkPolicy::None),
+            env: Some(vec![]),
+            host_config: Some(host_config(spec)),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(None::<CreateContainerOptions<String>>, config)
+            .await
+            .map_err(|e| docker_error(&spec.image, "creating a container", e))?;
+        let mut sandbox = DockerSandbox {
+            docker: self.docker.clone(),
+            id: created.id,
+            workdir: spec.workdir.clone(),
+            user: "0".into(),
+            digest,
+            max_output_bytes: spec.limits.max_output_bytes,
+        };
+        debug!(container = %sandbox.id, image = %spec.image, "sandbox created");
+        let started = async {
+            self.docker
+                .start_container::<String>(&sandbox.id, None)
+                .await
+                .map_err(|e| docker_error(&sandbox.id, "starting the container", e))?;
+            sandbox.user = sandbox.pick_user(&spec.limits.user).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = started {
+            let _ = sandbox.destroy().await;
+            return Err(e);
+        }
+        Ok(Box::new(sandbox))
+    }
+
+    async fn reap(&self) -> Result<usize, SandboxError> {
+        let ids = self.containers_labelled(LABEL_WORKER, &self.worker_id).await?;
+        for id in &ids {
+            remove(&self.docker, id).await?;
+            warn!(container = %id, worker = %self.worker_id, "removed a sandbox left behind by an earlier run");
+        }
+        Ok(ids.len())
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) -> Result<(), SandboxError> {
+    let options = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        // 409: removal already in progress
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+        Err(e) => Err(docker_error(id, "removing the container", e)),
+    }
+}
+
+pub struct DockerSandbox {
+    docker: Docker,
+    id: String,
+    workdir: String,
+    user: String,
+    digest: Option<String>,
+    max_output_bytes: usize,
+}
+
+impl DockerSandbox {
+    /// `auto`: uid 1000 when the image has it and it owns the workdir; else root.
+    async fn pick_user(&self, wanted: &str) -> Result<String, SandboxError> {
+        if wanted != "auto" {
+            return Ok(wanted.to_owned());
+        }
+        let probe = format!(
+            "getent passwd 1000 >/dev/null 2>&1 && [ \"$(stat -c %u {} 2>/dev/null)\" = 1000 ] && echo 1000 || echo 0",
+            synthfleet_core::task::shell_quote(&self.workdir)
+        );
+        let out = self.run(&probe, "0", HOUSEKEEPING_TIMEOUT).await?;
+        Ok(if out.output.trim() == "1000" { "1000" } else { "0" }.to_owned())
+    }
+
+    async fn run(&self, command: &str, user: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        let started = Instant::now();
+        let exec = self
+            .docker
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(vec!["bash", "-c", command]),
+                    user: Some(user),
+                    working_dir: Some(self.workdir.as_str()),
+                    env: Some(vec!["HOME=/tmp", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb"]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| docker_error(&self.id, "creating an exec", e))?;
+        let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| docker_error(&self.id, "starting an exec", e))?
+        else {
+            return Err(docker_error(
+                &self.id,
+                "starting an exec",
+                std::io::Error::other("exec started detached"),
+            ));
+        };
+        let mut capture = Capture::new(self.max_output_bytes);
+        let drained = tokio::time::timeout(timeout, async {
+            while let Some(chunk) = output.next().await {
+                match chunk {
+                    Ok(log) => capture.push(&log.into_bytes()),
+                    Err(e) => return Err(docker_error(&self.id, "reading exec output", e)),
+                }
+            }
+            Ok(())
+        })
+        .await;
+        drop(output);
+        let timed_out = match drained {
+            Ok(result) => {
+                result?;
+                false
+            }
+            Err(_) => {
+                self.kill_user_processes(user).await?;
+                true
+            }
+        };
+        let exit_code = if timed_out {
+            None
+        } else {
+            self.docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(|e| docker_error(&self.id, "inspecting an exec", e))?
+                .exit_code
+        };
+        let (output, truncated) = capture.finish();
+        Ok(ExecOutput {
+            exit_code,
+            output,
+            truncated,
+            timed_out,
+            duration: started.elapsed(),
+        })
+    }
+
+    /// Kills every process of `user` but init: what a timed-out command left running.
+    /// Without CAP_KILL a process may only signal its own uid, so this runs as that user.
+    async fn kill_user_processes(&self, user: &str) -> Result<(), SandboxError> {
+        let exec = self
+            .docker
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    cmd: Some(vec!["kill", "-KILL", "-1"]),
+                    user: Some(user),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| docker_error(&self.id, "creating a kill exec", e))?;
+        let killed = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, async {
+            if let Ok(StartExecResults::Attached { mut output, .. }) = self.docker.start_exec(&exec.id, None).await {
+                while output.next().await.is_some() {}
+            }
+        })
+        .await;
+        if killed.is_err() {
+            return Err(SandboxError::Unresponsive {
+                container: self.id.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn image_digest(&self) -> Option<&str> {
+        self.digest.as_deref()
+    }
+
+    async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        self.run(command, &self.user, timeout).await
+    }
+
+    async fn exec_root(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+        self.run(command, "0", timeout).await
+    }
+
+    async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
+        let relative = path.trim_start_matches('/');
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(self.user.parse().unwrap_or(0));
+        header.set_gid(self.user.parse().unwrap_or(0));
+        header.set_cksum();
+        builder
+            .append_data(&mut header, relative, contents)
+            .and_then(|_| builder.finish())
+            .map_err(|e| docker_error(&self.id, "packing a file", e))?;
+        let archive = builder
+            .into_inner()
+            .map_err(|e| docker_error(&self.id, "packing a file", e))?;
+        self.docker
+            .upload_to_container(
+                &self.id,
+                Some(UploadToContainerOptions {
+                    path: "/",
+                    ..Default::default()
+                }),
+                archive.into(),
+            )
+            .await
+            .map_err(|e| docker_error(&self.id, &format!("writing {path}"), e))
+    }
+
+    async fn destroy(&self) -> Result<(), SandboxError> {
+        remove(&self.docker, &self.id).await?;
+        debug!(container = %self.id, "sandbox removed");
+        Ok(())
+    }
+}
