@@ -1,0 +1,113 @@
+//! The campaign's model pool: one client per model, fallbacks, worst-case cost.
+
+use crate::{OpenAiChat, ReplayChat, estimate_request_tokens};
+use std::collections::HashMap;
+use std::sync::Arc;
+use synthfleet_core::MicroUsd;
+use synthfleet_core::campaign::{ModelConfig, ProviderKind};
+use synthfleet_core::ports::{ChatCompletion, ChatModel, ChatRequest, LlmError};
+use tracing::warn;
+
+pub struct ModelPool {
+    models: Vec<ModelConfig>,
+    /// Shared HTTP clients (and their rate limiters) of the networked models.
+    clients: HashMap<String, Arc<dyn ChatModel>>,
+}
+
+/// A completion and the pool entry that served it.
+pub struct PoolCompletion {
+    pub completion: ChatCompletion,
+    pub served_by: ModelConfig,
+    /// Why earlier entries of the chain were skipped.
+    pub fallback_errors: Vec<String>,
+}
+
+impl ModelPool {
+    /// Builds clients for every model; fails if a model's key variable is unset.
+    pub fn new(models: &[ModelConfig]) -> Result<ModelPool, LlmError> {
+        let mut clients: HashMap<String, Arc<dyn ChatModel>> = HashMap::new();
+        for model in models {
+            if model.provider == ProviderKind::Openai {
+                clients.insert(model.name.clone(), Arc::new(OpenAiChat::from_config(model)?));
+            }
+        }
+        Ok(ModelPool {
+            models: models.to_vec(),
+            clients,
+        })
+    }
+
+    /// Replaces the client of a model (tests use it to shorten backoff).
+    pub fn set_client(&mut self, name: &str, client: Arc<dyn ChatModel>) {
+        self.clients.insert(name.to_owned(), client);
+    }
+
+    fn config(&self, name: &str) -> Result<&ModelConfig, LlmError> {
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| LlmError::Config(format!("no model named `{name}` in the pool")))
+    }
+
+    /// The primary model followed by its fallbacks.
+    pub fn chain(&self, primary: &str) -> Result<Vec<&ModelConfig>, LlmError> {
+        let first = self.config(primary)?;
+        let mut chain = vec![first];
+        for name in &first.fallbacks {
+            chain.push(self.config(name)?);
+        }
+        Ok(chain)
+    }
+
+    /// The most a call could cost anywhere in the chain: prompt estimate plus `max_tokens`.
+    pub fn worst_case_cost(&self, primary: &str, request: &ChatRequest) -> Result<MicroUsd, LlmError> {
+        let input = estimate_request_tokens(request);
+        Ok(self
+            .chain(primary)?
+            .into_iter()
+            .map(|m| m.cost(input, u64::from(m.max_tokens)))
+            .max()
+            .unwrap_or(MicroUsd::ZERO))
+    }
+
+    /// Runs the request on the primary model, falling back in order while a model is
+    /// unavailable. `replay` holds the task's scripted actions for replay models.
+    pub async fn complete(
+        &self,
+        primary: &str,
+        replay: &[String],
+        request: &ChatRequest,
+    ) -> Result<PoolCompletion, LlmError> {
+        let chain = self.chain(primary)?;
+        let mut fallback_errors = Vec::new();
+        let mut last_error = None;
+        for model in chain {
+            let mut request = request.clone();
+            request.max_tokens = model.max_tokens;
+            request.temperature = model.temperature;
+            let result = match model.provider {
+                ProviderKind::Replay => ReplayChat::new(replay.to_vec()).complete(&request).await,
+                ProviderKind::Openai => match self.clients.get(&model.name) {
+                    Some(client) => client.complete(&request).await,
+                    None => Err(LlmError::Config(format!("no client for model `{}`", model.name))),
+                },
+            };
+            match result {
+                Ok(completion) => {
+                    return Ok(PoolCompletion {
+                        completion,
+                        served_by: model.clone(),
+                        fallback_errors,
+                    });
+                }
+                Err(e @ LlmError::Unavailable { .. }) => {
+                    warn!(model = %model.name, error = %e, "model unavailable; trying the next in its fallback chain");
+                    fallback_errors.push(format!("{}: {e}", model.name));
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| LlmError::Config(format!("model `{primary}` has an empty chain"))))
+    }
+}
