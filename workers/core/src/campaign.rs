@@ -128,6 +128,8 @@ pub struct ScaffoldConfig {
     pub max_steps: u32,
     pub step_timeout_s: u64,
     pub rollout_timeout_s: u64,
+    /// Wall-clock limit of the eval script in the verification sandbox.
+    pub eval_timeout_s: u64,
     /// Per-rollout LLM spend limit in USD.
     pub cost_limit_usd: Option<f64>,
     /// Observations longer than this are cut in the middle with a marker.
@@ -143,6 +145,7 @@ impl Default for ScaffoldConfig {
             max_steps: 50,
             step_timeout_s: 120,
             rollout_timeout_s: 3600,
+            eval_timeout_s: 900,
             cost_limit_usd: None,
             max_observation_chars: 10_000,
         }
@@ -395,10 +398,10 @@ impl CampaignConfig {
         if s.kind != "bash" {
             return err("scaffold.kind", "only the built-in \"bash\" scaffold exists");
         }
-        if s.max_steps == 0 || s.step_timeout_s == 0 || s.rollout_timeout_s == 0 {
+        if s.max_steps == 0 || s.step_timeout_s == 0 || s.rollout_timeout_s == 0 || s.eval_timeout_s == 0 {
             return err(
                 "scaffold.max_steps",
-                "max_steps, step_timeout_s and rollout_timeout_s must be at least 1",
+                "max_steps, step_timeout_s, rollout_timeout_s and eval_timeout_s must be at least 1",
             );
         }
         if s.max_observation_chars < 100 {

@@ -1,0 +1,511 @@
+//! One rollout: sandbox → agent loop → patch → verification → a finished record.
+
+use crate::protocol::{Action, parse_action, tool_schemas};
+use crate::templates::Templates;
+use crate::{SCAFFOLD_VERSION, truncate_middle, verify};
+use chrono::Utc;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synthfleet_core::campaign::{Campaign, Protocol};
+use synthfleet_core::message::{ResultKey, TaskMessage};
+use synthfleet_core::ports::{ChatRequest, Reservation, Sandbox, SandboxProvider, SandboxSpec};
+use synthfleet_core::store::TrajectoryStore;
+use synthfleet_core::task::{Task, shell_quote};
+use synthfleet_core::trajectory::{
+    ChatMessage, ErrorKind, ExitStatus, Role, ScaffoldInfo, Step, Timings, Totals, TrajectoryRecord,
+    SCHEMA_VERSION, redact,
+};
+use synthfleet_core::MicroUsd;
+use synthfleet_llm::ModelPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+/// Time allowed to read the final patch out of the sandbox.
+const PATCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The rollout was cancelled (shutdown); its sandbox is gone and nothing was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted;
+
+/// Progress inside a rollout, for progress bars and logs.
+#[derive(Debug, Clone)]
+pub enum RolloutEvent {
+    Step { key: ResultKey, step: u32, action: Option<String> },
+}
+
+/// Everything rollouts of one campaign share.
+pub struct Rollouts {
+    pub campaign: Arc<Campaign>,
+    pub pool: Arc<ModelPool>,
+    pub sandboxes: Arc<dyn SandboxProvider>,
+    pub store: TrajectoryStore,
+    pub templates: Arc<Templates>,
+    pub worker_id: String,
+    /// Secret values (API keys) scrubbed from every record before it is stored.
+    pub secrets: Vec<String>,
+}
+
+/// How the agent loop ended.
+struct Ending {
+    status: ExitStatus,
+    error: Option<String>,
+}
+
+impl Ending {
+    fn ok(status: ExitStatus) -> Ending {
+        Ending { status, error: None }
+    }
+
+    fn error(kind: ErrorKind, error: impl Into<String>) -> Ending {
+        Ending {
+            status: ExitStatus::Error(kind),
+            error: Some(error.into()),
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Rollouts {
+    /// Secret values of every key variable the campaign's models name.
+    pub fn secrets_of(campaign: &Campaign) -> Vec<String> {
+        campaign
+            .config
+            .models
+            .iter()
+            .filter_map(|m| m.api_key_env.as_deref())
+            .filter_map(|var| std::env::var(var).ok())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    fn spec(&self, task: &Task, labels: BTreeMap<String, String>) -> SandboxSpec {
+        SandboxSpec {
+            image: task.image.clone(),
+            workdir: task.workdir.clone(),
+            labels,
+            limits: self.campaign.config.sandbox.clone(),
+        }
+    }
+
+    pub(crate) fn labels(&self, key: &ResultKey, trajectory_id: &str, role: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("synthfleet.campaign".to_owned(), key.campaign.clone()),
+            ("synthfleet.instance".to_owned(), key.instance_id.clone()),
+            ("synthfleet.sample".to_owned(), key.sample_index.to_string()),
+            ("synthfleet.trajectory".to_owned(), trajectory_id.to_owned()),
+            ("synthfleet.role".to_owned(), role.to_owned()),
+        ])
+    }
+
+    pub(crate) async fn create_sandbox(
+        &self,
+        task: &Task,
+        key: &ResultKey,
+        trajectory_id: &str,
+        role: &str,
+    ) -> Result<Box<dyn Sandbox>, String> {
+        let spec = self.spec(task, self.labels(key, trajectory_id, role));
+        let sandbox = self.sandboxes.create(&spec).await.map_err(|e| error_chain(&e))?;
+        if let Some(setup) = &task.setup {
+            let out = sandbox
+                .exec_root(setup, Duration::from_secs(self.campaign.config.scaffold.eval_timeout_s))
+                .await;
+            let failure = match out {
+                Ok(out) if out.exit_code == Some(0) => None,
+                Ok(out) => Some(format!(
+                    "task setup exited with {:?}{}: {}",
+                    out.exit_code,
+                    if out.timed_out { " (timed out)" } else { "" },
+                    truncate_middle(&out.output, 2000).0
+                )),
+                Err(e) => Some(error_chain(&e)),
+            };
+            if let Some(failure) = failure {
+                destroy(sandbox.as_ref()).await;
+                return Err(failure);
+            }
+        }
+        Ok(sandbox)
+    }
+
+    /// Runs one rollout to a finished (not yet committed) record. Only cancellation
+    /// returns early; every failure is recorded in the record's exit status.
+    pub async fn run(
+        &self,
+        message: &TaskMessage,
+        attempt: u32,
+        cancel: &CancellationToken,
+        events: &(dyn Fn(RolloutEvent) + Send + Sync),
+    ) -> Result<TrajectoryRecord, Interrupted> {
+        let key = message.result_key();
+        let task = &message.task;
+        let model = self.campaign.model_for(&task.instance_id, message.sample_index);
+        let trajectory_id = ulid::Ulid::new().to_string();
+        let span = info_span!("rollout", campaign = %key.campaign, instance = %key.instance_id,
+            sample = key.sample_index, trajectory = %trajectory_id, model = %model.name, attempt);
+        async {
+            let started = Instant::now();
+            let scaffold = &self.campaign.config.scaffold;
+            let mut record = TrajectoryRecord {
+                schema_version: SCHEMA_VERSION,
+                trajectory_id: trajectory_id.clone(),
+                campaign: key.campaign.clone(),
+                instance_id: key.instance_id.clone(),
+                sample_index: key.sample_index,
+                model: model.name.clone(),
+                provider: format!("{:?}", model.provider).to_lowercase(),
+                scaffold: ScaffoldInfo {
+                    name: scaffold.kind.clone(),
+                    version: SCAFFOLD_VERSION.to_owned(),
+                    protocol: scaffold.protocol,
+                    template_hash: self.templates.hash().to_owned(),
+                },
+                messages: Vec::new(),
+                tools: match scaffold.protocol {
+                    Protocol::ToolCalls => tool_schemas(),
+                    Protocol::Text => Vec::new(),
+                },
+                steps: Vec::new(),
+                patch: String::new(),
+                exit_status: None,
+                error: None,
+                verification: None,
+                totals: Totals::default(),
+                timings: Timings {
+                    started_at: Utc::now(),
+                    finished_at: None,
+                    duration_ms: 0,
+                    llm_ms: 0,
+                    sandbox_ms: 0,
+                    verification_ms: 0,
+                },
+                image: task.image.clone(),
+                image_digest: None,
+                worker_id: self.worker_id.clone(),
+                attempt,
+                tags: task.tags.clone().into_iter().collect(),
+            };
+
+            let sandbox = tokio::select! {
+                created = self.create_sandbox(task, &key, &trajectory_id, "rollout") => created,
+                _ = cancel.cancelled() => return Err(Interrupted),
+            };
+            let ending = match sandbox {
+                Err(error) => Ending::error(ErrorKind::Sandbox, format!("sandbox setup failed: {error}")),
+                Ok(sandbox) => {
+                    record.image_digest = sandbox.image_digest().map(str::to_owned);
+                    let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
+                    let ending = tokio::select! {
+                        ended = tokio::time::timeout(limit, self.agent_loop(sandbox.as_ref(), task, &key, &mut record, events)) => {
+                            Some(ended.unwrap_or_else(|_| Ending::ok(ExitStatus::Timeout)))
+                        }
+                        _ = cancel.cancelled() => None,
+                    };
+                    let Some(ending) = ending else {
+                        destroy(sandbox.as_ref()).await;
+                        return Err(Interrupted);
+                    };
+                    // The answer is the diff of the workdir, at submit or at whatever limit ended the loop.
+                    let patch = read_patch(sandbox.as_ref(), &task.workdir).await;
+                    destroy(sandbox.as_ref()).await;
+                    match (patch, ending) {
+                        (Ok(patch), ending) => {
+                            record.patch = patch;
+                            ending
+                        }
+                        (Err(e), Ending { status: ExitStatus::Error(kind), error }) => Ending {
+                            status: ExitStatus::Error(kind),
+                            error: Some(format!("{}; reading the patch failed too: {e}", error.unwrap_or_default())),
+                        },
+                        (Err(e), _) => Ending::error(ErrorKind::Sandbox, format!("reading the final patch failed: {e}")),
+                    }
+                }
+            };
+            record.exit_status = Some(ending.status.clone());
+            record.error = ending.error;
+
+            let verifiable = !matches!(ending.status, ExitStatus::Error(_) | ExitStatus::BudgetExhausted);
+            if verifiable && task.eval.is_some() {
+                let started = Instant::now();
+                let verified = tokio::select! {
+                    v = verify::verify(self, task, &key, &trajectory_id, &record.patch) => v,
+                    _ = cancel.cancelled() => return Err(Interrupted),
+                };
+                record.timings.verification_ms = ms(started.elapsed());
+                match verified {
+                    Ok(verification) => record.verification = Some(verification),
+                    Err(error) => {
+                        record.exit_status = Some(ExitStatus::Error(ErrorKind::Sandbox));
+                        record.error = Some(format!("verification failed to run: {error}"));
+                    }
+                }
+            }
+            record.timings.finished_at = Some(Utc::now());
+            record.timings.duration_ms = ms(started.elapsed());
+            scrub(&mut record, &self.secrets);
+            debug!(status = %record.exit_status.as_ref().map(ToString::to_string).unwrap_or_default(),
+                resolved = ?record.verification.as_ref().map(|v| v.resolved), "rollout finished");
+            Ok(record)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn agent_loop(
+        &self,
+        sandbox: &dyn Sandbox,
+        task: &Task,
+        key: &ResultKey,
+        record: &mut TrajectoryRecord,
+        events: &(dyn Fn(RolloutEvent) + Send + Sync),
+    ) -> Ending {
+        let scaffold = &self.campaign.config.scaffold;
+        let protocol = match scaffold.protocol {
+            Protocol::ToolCalls => "tool_calls",
+            Protocol::Text => "text",
+        };
+        let context = json!({
+            "problem_statement": task.problem_statement,
+            "workdir": task.workdir,
+            "max_steps": scaffold.max_steps,
+            "step_timeout_s": scaffold.step_timeout_s,
+            "protocol": protocol,
+        });
+        let (system, instance) = match (
+            self.templates.render("system.j2", context.clone()),
+            self.templates.render("instance.j2", context),
+        ) {
+            (Ok(s), Ok(i)) => (s, i),
+            (Err(e), _) | (_, Err(e)) => return Ending::error(ErrorKind::Internal, error_chain(&e)),
+        };
+        record.messages.push(ChatMessage::text(Role::System, system));
+        record.messages.push(ChatMessage::text(Role::User, instance));
+        let step_timeout = Duration::from_secs(scaffold.step_timeout_s);
+        let cost_limit = scaffold.cost_limit_usd.map(MicroUsd::from_usd_ceil);
+        let mut spent = MicroUsd::ZERO;
+
+        for index in 0..scaffold.max_steps {
+            if cost_limit.is_some_and(|limit| spent >= limit) {
+                return Ending::ok(ExitStatus::CostLimit);
+            }
+            let request = ChatRequest {
+                messages: record.messages.clone(),
+                tools: record.tools.clone(),
+                max_tokens: 0,
+                temperature: None,
+            };
+            // Budget: reserve the worst case before the call, settle the real cost after.
+            let reserve = match self.pool.worst_case_cost(&record.model, &request) {
+                Ok(amount) => amount,
+                Err(e) => return Ending::error(ErrorKind::LlmRejected, e.to_string()),
+            };
+            match self.store.metadata.reserve(&key.campaign, reserve).await {
+                Ok(Reservation::Granted) => {}
+                Ok(Reservation::Refused(campaign)) => {
+                    return Ending {
+                        status: ExitStatus::BudgetExhausted,
+                        error: campaign.state_reason.clone(),
+                    };
+                }
+                Err(e) => return Ending::error(ErrorKind::Internal, format!("budget reservation failed: {}", error_chain(&e))),
+            }
+            let llm_started = Instant::now();
+            let reply = self.pool.complete(&record.model, &task.replay, &request).await;
+            let llm_ms = ms(llm_started.elapsed());
+            record.timings.llm_ms += llm_ms;
+            let (completion, served_by) = match reply {
+                Ok(reply) => (reply.completion, reply.served_by),
+                Err(e) => {
+                    if let Err(settle) = self.store.metadata.settle(&key.campaign, reserve, MicroUsd::ZERO).await {
+                        warn!(error = %error_chain(&settle), "releasing a budget reservation failed");
+                    }
+                    record.totals.llm_calls += 1;
+                    return Ending {
+                        status: e.exit_status(),
+                        error: Some(e.to_string()),
+                    };
+                }
+            };
+            let cost = served_by.cost(completion.input_tokens, completion.output_tokens);
+            if let Err(e) = self.store.metadata.settle(&key.campaign, reserve, cost).await {
+                return Ending::error(ErrorKind::Internal, format!("budget settlement failed: {}", error_chain(&e)));
+            }
+            spent = spent.saturating_add(cost);
+            let totals = &mut record.totals;
+            totals.input_tokens += completion.input_tokens;
+            totals.output_tokens += completion.output_tokens;
+            totals.cost_usd = (MicroUsd::from_usd_ceil(totals.cost_usd).saturating_add(cost)).as_usd();
+            totals.llm_calls += 1;
+            totals.llm_retries += completion.retries;
+            totals.n_steps += 1;
+
+            let action = parse_action(&completion.message);
+            record.messages.push(completion.message);
+            let mut step = Step {
+                index,
+                action: None,
+                observation: String::new(),
+                observation_truncated: false,
+                exit_code: None,
+                timed_out: false,
+                duration_ms: 0,
+                llm_duration_ms: llm_ms,
+                input_tokens: completion.input_tokens,
+                output_tokens: completion.output_tokens,
+                cost_usd: cost.as_usd(),
+                llm_retries: completion.retries,
+                model: served_by.name.clone(),
+                format_error: false,
+            };
+            let protocol_context = |extra: serde_json::Value| {
+                let mut c = json!({"protocol": protocol, "step_timeout_s": scaffold.step_timeout_s});
+                if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+                    c.extend(extra.clone());
+                }
+                c
+            };
+            let submitted = match action {
+                Action::Submit { tool_call_id } => {
+                    step.observation = "submitted".into();
+                    if let Some(id) = tool_call_id {
+                        record.messages.push(ChatMessage::tool_result(id, "submitted"));
+                    }
+                    true
+                }
+                Action::FormatError { reason, tool_call_ids } => {
+                    step.format_error = true;
+                    let text = match self.templates.render("format_error.j2", protocol_context(json!({"reason": reason}))) {
+                        Ok(text) => text,
+                        Err(e) => return Ending::error(ErrorKind::Internal, error_chain(&e)),
+                    };
+                    step.observation = text.clone();
+                    if tool_call_ids.is_empty() {
+                        record.messages.push(ChatMessage::text(Role::User, text));
+                    } else {
+                        for id in tool_call_ids {
+                            record.messages.push(ChatMessage::tool_result(id, text.clone()));
+                        }
+                    }
+                    false
+                }
+                Action::Run { command, tool_call_id } => {
+                    step.action = Some(command.clone());
+                    let output = match sandbox.exec(&command, step_timeout).await {
+                        Ok(output) => output,
+                        Err(e) => {
+                            record.steps.push(step);
+                            return Ending::error(ErrorKind::Sandbox, error_chain(&e));
+                        }
+                    };
+                    record.timings.sandbox_ms += ms(output.duration);
+                    let (kept, cut) = truncate_middle(&output.output, scaffold.max_observation_chars);
+                    let text = match self.templates.render(
+                        "observation.j2",
+                        protocol_context(json!({
+                            "timed_out": output.timed_out,
+                            "exit_code": output.exit_code,
+                            "output": kept,
+                            "truncated": cut || output.truncated,
+                        })),
+                    ) {
+                        Ok(text) => text,
+                        Err(e) => return Ending::error(ErrorKind::Internal, error_chain(&e)),
+                    };
+                    step.exit_code = output.exit_code;
+                    step.timed_out = output.timed_out;
+                    step.duration_ms = ms(output.duration);
+                    step.observation_truncated = cut || output.truncated;
+                    step.observation = text.clone();
+                    record.messages.push(match tool_call_id {
+                        Some(id) => ChatMessage::tool_result(id, text),
+                        None => ChatMessage::text(Role::User, text),
+                    });
+                    false
+                }
+            };
+            events(RolloutEvent::Step {
+                key: key.clone(),
+                step: index,
+                action: step.action.clone(),
+            });
+            record.steps.push(step);
+            if submitted {
+                return Ending::ok(ExitStatus::Submitted);
+            }
+            // Keep the partial record: a crash from here on loses nothing already done.
+            let mut checkpoint = record.clone();
+            scrub(&mut checkpoint, &self.secrets);
+            if let Err(e) = self.store.checkpoint(&checkpoint).await {
+                warn!(error = %error_chain(&e), "writing the step checkpoint failed");
+            }
+        }
+        Ending::ok(ExitStatus::StepLimit)
+    }
+}
+
+/// `git diff` of the workdir against HEAD, new files included.
+async fn read_patch(sandbox: &dyn Sandbox, workdir: &str) -> Result<String, String> {
+    let dir = shell_quote(workdir);
+    let command = format!(
+        "git -c safe.directory='*' -C {dir} add -A >/dev/null && git -c safe.directory='*' -C {dir} diff --cached --binary"
+    );
+    let out = sandbox
+        .exec(&command, PATCH_TIMEOUT)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    match out.exit_code {
+        Some(0) if !out.truncated => Ok(out.output),
+        Some(0) => Err("the patch is larger than the sandbox output cap (sandbox.max_output_bytes)".into()),
+        code => Err(format!(
+            "git diff in {workdir} exited with {code:?}: {}",
+            truncate_middle(&out.output, 1000).0
+        )),
+    }
+}
+
+pub(crate) async fn destroy(sandbox: &dyn Sandbox) {
+    if let Err(e) = sandbox.destroy().await {
+        warn!(container = sandbox.id(), error = %error_chain(&e), "removing a sandbox failed; the reaper will remove it");
+    }
+}
+
+/// The error and all its causes on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+fn scrub(record: &mut TrajectoryRecord, secrets: &[String]) {
+    if secrets.is_empty() {
+        return;
+    }
+    for m in &mut record.messages {
+        for text in [&mut m.content, &mut m.reasoning_content].into_iter().flatten() {
+            *text = redact(text, secrets);
+        }
+        for call in &mut m.tool_calls {
+            call.function.arguments = redact(&call.function.arguments, secrets);
+        }
+    }
+    for step in &mut record.steps {
+        step.observation = redact(&step.observation, secrets);
+        if let Some(action) = &mut step.action {
+            *action = redact(action, secrets);
+        }
+    }
+    if let Some(error) = &mut record.error {
+        *error = redact(error, secrets);
+    }
+    record.patch = redact(&record.patch, secrets);
+}
