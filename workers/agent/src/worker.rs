@@ -325,6 +325,10 @@ impl Slot {
                 match store.commit(&record).await.map_err(|e| error_chain(&e))? {
                     CommitOutcome::Committed => {
                         self.counters.committed.fetch_add(1, Ordering::Relaxed);
+                        info!(trajectory = %record.trajectory_id, status = record.status().as_str(),
+                            exit_status = %record.exit_status.as_ref().map(ToString::to_string).unwrap_or_default(),
+                            resolved = ?record.verification.as_ref().map(|v| v.resolved),
+                            cost_usd = record.totals.cost_usd, steps = record.totals.n_steps, "trajectory committed");
                         (self.events)(WorkerEvent::Finished {
                             key: key.clone(),
                             trajectory_id: record.trajectory_id.clone(),

@@ -13,6 +13,7 @@ pub mod message;
 pub mod money;
 pub mod ports;
 pub mod store;
+pub mod submit;
 pub mod task;
 pub mod trajectory;
 

@@ -1,0 +1,71 @@
+//! Logs: pretty on a terminal (through the progress bar, so lines do not tear it), JSON in
+//! the fleet. `RUST_LOG` overrides the default level.
+
+use indicatif::ProgressBar;
+use std::io::{IsTerminal, Write};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Writes log lines above the progress bar.
+#[derive(Clone)]
+struct AboveBar(ProgressBar);
+
+struct LineWriter {
+    bar: ProgressBar,
+    buffer: Vec<u8>,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.buffer);
+        self.bar.suspend(|| {
+            let _ = std::io::stderr().write_all(&buffer);
+        });
+    }
+}
+
+impl<'a> MakeWriter<'a> for AboveBar {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            bar: self.0.clone(),
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// Installs the global subscriber. With a progress bar, pretty logs go above it.
+pub fn init(format: &str, bar: Option<&ProgressBar>) {
+    let json = match format {
+        "json" => true,
+        "pretty" => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let default = if json { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .try_init()
+    } else if let Some(bar) = bar {
+        builder.with_writer(AboveBar(bar.clone())).try_init()
+    } else {
+        builder.with_writer(std::io::stderr).try_init()
+    };
+}

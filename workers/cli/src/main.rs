@@ -1,0 +1,72 @@
+//! `synthfleet`: the binary edge. Parses arguments, wires adapters, reports errors.
+
+mod local;
+mod logging;
+mod run;
+mod show;
+mod status;
+mod validate;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "synthfleet", version, about = "Generate verified agent trajectories in Docker sandboxes, at scale.")]
+struct Cli {
+    /// Log format: `auto` is pretty on a terminal and JSON otherwise.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "pretty", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a campaign on this machine with the embedded local backends.
+    Run(run::RunArgs),
+    /// Show campaigns, budgets, counts and queue depth.
+    Status(status::StatusArgs),
+    /// Show one trajectory (verified against its checksum).
+    Show(show::ShowArgs),
+    /// Check a campaign file and its task files without running anything.
+    Validate {
+        /// The campaign file (TOML).
+        campaign: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args, &cli.log_format).await,
+            Command::Status(args) => {
+                logging::init(&cli.log_format, None);
+                status::status(args).await
+            }
+            Command::Show(args) => {
+                logging::init(&cli.log_format, None);
+                show::show(args).await
+            }
+            Command::Validate { campaign } => {
+                logging::init(&cli.log_format, None);
+                validate::validate(&campaign).await
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! `synthfleet run`: a whole campaign on this machine.
+
+use crate::local::{self, Local};
+use crate::logging;
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synthfleet_agent::{Rollouts, Templates, Worker, WorkerConfig, WorkerEvent};
+use synthfleet_core::budget::CampaignState;
+use synthfleet_core::campaign::Campaign;
+use synthfleet_core::ports::{Queue, SandboxProvider};
+use synthfleet_core::submit::enqueue_campaign;
+use synthfleet_llm::ModelPool;
+use synthfleet_sandbox::DockerSandboxes;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The campaign file (TOML).
+    campaign: PathBuf,
+    /// Rollouts to run at once.
+    #[arg(short = 'j', long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// State directory (queue, metadata, trajectories); default: the campaign's [storage] dir.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// First delay before a sample that hit an infrastructure failure is retried, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    retry_backoff_s: f64,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
+    let campaign = Arc::new(Campaign::load(&args.campaign)?);
+    let dir = local::state_dir(&campaign, args.state_dir.as_deref());
+    let local = Local::open(&dir)?;
+    let queue = Arc::new(local.queue(campaign.name()));
+    let worker_id = local::worker_id(&dir);
+
+    let templates = Templates::load(campaign.config.scaffold.templates.as_ref().map(|p| campaign.resolve(p)).as_deref())
+        .context("loading the scaffold's prompt templates")?;
+    let pool = ModelPool::new(&campaign.config.models).context("setting up the model pool")?;
+    let sandboxes = DockerSandboxes::connect(&worker_id)?;
+    sandboxes.ping().await?;
+
+    let report = enqueue_campaign(&campaign, queue.as_ref(), local.store.metadata.as_ref())
+        .await
+        .context("enqueueing the campaign")?;
+    let total = campaign.tasks.len() as u64 * u64::from(campaign.config.samples_per_task);
+
+    let show_bar = !args.no_progress && std::io::stderr().is_terminal();
+    let bar = ProgressBar::with_draw_target(
+        Some(total),
+        if show_bar {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    logging::init(log_format, show_bar.then_some(&bar));
+    let reaped = sandboxes.reap().await?;
+    eprintln!(
+        "campaign {}: {} tasks x {} samples = {total}; {} enqueued now, {} already done, {} already queued; state in {}{}",
+        campaign.name(),
+        campaign.tasks.len(),
+        campaign.config.samples_per_task,
+        report.enqueued,
+        report.already_done,
+        report.already_queued,
+        dir.display(),
+        if reaped > 0 { format!("; removed {reaped} leftover sandboxes") } else { String::new() }
+    );
+    let already = local
+        .store
+        .metadata
+        .campaign(campaign.name())
+        .await?
+        .map(|c| c.finished())
+        .unwrap_or(0);
+    bar.set_position(already);
+
+    let rollouts = Arc::new(Rollouts {
+        campaign: campaign.clone(),
+        pool: Arc::new(pool),
+        sandboxes: Arc::new(sandboxes.clone()),
+        store: local.store.clone(),
+        templates: Arc::new(templates),
+        worker_id: worker_id.clone(),
+        secrets: Rollouts::secrets_of(&campaign),
+    });
+    let config = WorkerConfig {
+        concurrency: usize::from(args.concurrency),
+        max_receives: local::MAX_RECEIVES,
+        retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0)).unwrap_or(Duration::from_secs(10)),
+        ..WorkerConfig::default()
+    };
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping rollouts, releasing their tasks and removing sandboxes (Ctrl-C again to force)");
+                cancel.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+    let events = {
+        let bar = bar.clone();
+        Arc::new(move |event: WorkerEvent| match event {
+            WorkerEvent::Started { key, attempt } => {
+                bar.set_message(format!("{}#{} started (attempt {attempt})", key.instance_id, key.sample_index))
+            }
+            WorkerEvent::Step { key, step, action } => {
+                let action = action.unwrap_or_default();
+                let short: String = action.lines().next().unwrap_or("").chars().take(40).collect();
+                bar.set_message(format!("{}#{} step {}: {short}", key.instance_id, key.sample_index, step + 1));
+            }
+            WorkerEvent::Finished { key, exit_status, resolved, .. } => {
+                bar.inc(1);
+                let verdict = match resolved {
+                    Some(true) => "resolved",
+                    Some(false) => "not resolved",
+                    None => "unverified",
+                };
+                bar.println(format!("  {}#{}: {exit_status}, {verdict}", key.instance_id, key.sample_index));
+            }
+            WorkerEvent::DeadLettered { key, reason } => {
+                if key.is_some() {
+                    bar.inc(1);
+                }
+                let name = key.map(|k| format!("{}#{}", k.instance_id, k.sample_index)).unwrap_or("message".into());
+                bar.println(format!("  {name}: dead-lettered: {reason}"));
+            }
+            WorkerEvent::Retrying { key, attempt, error } => {
+                bar.println(format!("  {}#{}: attempt {attempt} failed, will retry: {error}", key.instance_id, key.sample_index))
+            }
+            WorkerEvent::Duplicate { .. } => bar.inc(1),
+            WorkerEvent::CampaignStopped { reason } => bar.println(format!("  stopping: {reason}")),
+        }) as Arc<dyn Fn(WorkerEvent) + Send + Sync>
+    };
+
+    let started = Instant::now();
+    let worker = Worker::new(rollouts, queue.clone(), config);
+    let summary = worker
+        .run(cancel.clone(), events)
+        .instrument(info_span!("campaign", campaign = %campaign.name(), worker = %worker_id))
+        .await;
+    bar.finish_and_clear();
+    // Backstop: whatever the run left (it should be nothing) is removed now.
+    let leftovers = sandboxes.reap().await?;
+
+    let metadata = local.store.metadata.clone();
+    let record = metadata
+        .campaign(campaign.name())
+        .await?
+        .context("the campaign item vanished during the run")?;
+    let stats = queue.stats().await?;
+    let drained = stats.visible == 0 && stats.in_flight == 0;
+    if drained && record.state == CampaignState::Running && !summary.interrupted {
+        metadata.set_state(campaign.name(), CampaignState::Done, None).await?;
+    }
+    let trajectories = metadata.trajectories(campaign.name()).await?;
+    let resolved = trajectories.iter().filter(|t| t.resolved == Some(true)).count();
+    info!(elapsed_ms = started.elapsed().as_millis() as u64, committed = summary.committed, "campaign run finished");
+    println!(
+        "\n{}: {} trajectories ({} resolved, {} failed), {} dead-lettered; spent {} of {}; {:.1}s",
+        campaign.name(),
+        trajectories.len(),
+        resolved,
+        trajectories.len() - resolved,
+        record.counts.dead_lettered,
+        record.ledger.spent,
+        record.ledger.budget,
+        started.elapsed().as_secs_f64()
+    );
+    if leftovers > 0 {
+        println!("removed {leftovers} sandboxes that outlived their rollouts");
+    }
+    println!("inspect with: synthfleet status --state-dir {0}   |   synthfleet show <trajectory-id> --state-dir {0}", dir.display());
+    if summary.interrupted {
+        println!("interrupted: run the same command again to resume");
+        return Ok(ExitCode::from(130));
+    }
+    if let Some(reason) = summary.stop_reason {
+        println!("stopped early: {reason}\nraise budget_usd (or resume the campaign) and run again to finish");
+        return Ok(ExitCode::from(2));
+    }
+    if !drained {
+        println!("{} samples are still waiting for a retry; run again to finish them", stats.visible + stats.in_flight);
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
