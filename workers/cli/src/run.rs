@@ -71,6 +71,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     );
     logging::init(log_format, show_bar.then_some(&bar));
     let reaped = sandboxes.reap().await?;
+    let recovered = queue.recover_in_flight().await?;
     eprintln!(
         "campaign {}: {} tasks x {} samples = {total}; {} enqueued now, {} already done, {} already queued; state in {}{}",
         campaign.name(),
@@ -82,6 +83,9 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         dir.display(),
         if reaped > 0 { format!("; removed {reaped} leftover sandboxes") } else { String::new() }
     );
+    if recovered > 0 {
+        eprintln!("{recovered} tasks were in flight when an earlier run stopped; they run again now");
+    }
     let already = local
         .store
         .metadata

@@ -51,6 +51,38 @@ impl LocalQueue {
         (format!("{}\0", self.name), format!("{}\u{1}", self.name))
     }
 
+    /// Makes every in-flight message visible again, keeping its receive count.
+    ///
+    /// Only the process holding the state directory (redb locks it exclusively) can call
+    /// this, so any message in flight at that moment belongs to a run that died: waiting
+    /// out its visibility timeout would gain nothing.
+    pub async fn recover_in_flight(&self) -> Result<u64, StoreError> {
+        let queue = self.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("recovering in-flight messages", |tx| {
+                    let now = now_ms();
+                    let (start, end) = queue.prefix();
+                    let mut table = tx.open_table(MESSAGES)?;
+                    let mut stuck = Vec::new();
+                    for item in table.range(start.as_str()..end.as_str())? {
+                        let (key, value) = item?;
+                        let message: StoredMessage = from_json("queue message", value.value())?;
+                        if message.visible_at_ms > now && message.receive_count > 0 {
+                            stuck.push((key.value().to_owned(), message));
+                        }
+                    }
+                    let count = stuck.len() as u64;
+                    for (key, mut message) in stuck {
+                        message.visible_at_ms = now;
+                        table.insert(key.as_str(), to_json(&message)?.as_slice())?;
+                    }
+                    Ok(count)
+                })
+            })
+            .await
+    }
+
     /// Messages in the dead-letter queue, oldest first.
     pub async fn dead_messages(&self) -> Result<Vec<DeadMessage>, StoreError> {
         let queue = self.clone();
@@ -292,6 +324,16 @@ mod tests {
             q.delete(&first[1].receipt).await,
             Err(StoreError::StaleReceipt { .. })
         ));
+        // a crashed holder's message comes back at once on recovery
+        assert!(q.receive(1, Duration::ZERO).await.expect("receive").is_empty());
+        let held = q.send("c", "d3").await.expect("send");
+        assert!(held);
+        let c = q.receive(1, Duration::from_secs(600)).await.expect("receive");
+        assert_eq!(q.recover_in_flight().await.expect("recover"), 1);
+        let again = q.receive(1, Duration::from_secs(600)).await.expect("receive");
+        assert_eq!((again[0].body.as_str(), again[0].receive_count), ("c", 2));
+        q.delete(&again[0].receipt).await.expect("delete");
+        assert!(matches!(q.delete(&c[0].receipt).await, Err(StoreError::StaleReceipt { .. })));
         // a third delivery exceeds max_receives = 2: dead-lettered instead
         assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty());
         let stats = q.stats().await.expect("stats");
