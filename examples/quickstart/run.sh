@@ -14,10 +14,8 @@ status=0
 "$bin" run "$here/campaign.toml" --concurrency "${CONCURRENCY:-2}" || status=$?
 "$bin" status "$here/campaign.toml"
 
-first="$("$bin" status "$here/campaign.toml" --json | python3 -c '
-import json, sys
-print(next(iter(json.load(sys.stdin)), {}).get("campaign", {}).get("name", ""))')"
-id="$(ls "$here/.synthfleet/objects/trajectories/$first/success"/*/ 2>/dev/null | head -1 | sed 's/\.json\.zst$//')"
+id="$(find "$here/.synthfleet/objects/trajectories/quickstart/success" -name '*.json.zst' 2>/dev/null \
+  | head -1 | xargs -r basename | sed 's/\.json\.zst$//')"
 if [[ -n "$id" ]]; then
   echo
   echo "one verified trajectory (synthfleet show $id --state-dir $here/.synthfleet):"

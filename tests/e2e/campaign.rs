@@ -16,22 +16,37 @@ fn cost(input_tokens: u64, output_tokens: u64) -> MicroUsd {
 async fn tool_calling_campaign_end_to_end() {
     let (tasks, scripts) = standard_tasks();
     let llm = FakeLlm::start(scripts);
-    let body = format!("samples_per_task = 2\nbudget_usd = 5.0\n{}", fake_model(&llm.url, ""));
+    let body = format!(
+        "samples_per_task = 2\nbudget_usd = 5.0\n{}",
+        fake_model(&llm.url, "")
+    );
     let fx = Fixture::new("e2e-tools", &tasks, &body);
-    let out = synthfleet(&["run", fx.campaign_arg(), "--concurrency", "3"], &[("FAKE_LLM_KEY", SECRET)]);
+    let out = synthfleet(
+        &["run", fx.campaign_arg(), "--concurrency", "3"],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run failed: {stderr}");
 
     let results = fx.results().await;
     assert_eq!(results.records.len(), 6, "3 tasks x 2 samples");
     assert_eq!(results.campaign.state, CampaignState::Done);
-    assert_eq!((results.campaign.counts.success, results.campaign.counts.failed), (4, 2));
+    assert_eq!(
+        (
+            results.campaign.counts.success,
+            results.campaign.counts.failed
+        ),
+        (4, 2)
+    );
     for sample in 0..2 {
         for instance in ["median", "leap"] {
             let r = results.record(instance, sample);
             assert_eq!(r.exit_status, Some(ExitStatus::Submitted));
             let v = r.verification.as_ref().expect("verified");
-            assert!(v.resolved && v.patch_applied && v.eval_exit_code == Some(0), "{instance}: {v:?}");
+            assert!(
+                v.resolved && v.patch_applied && v.eval_exit_code == Some(0),
+                "{instance}: {v:?}"
+            );
             assert_eq!(r.status(), RecordStatus::Success);
             assert!(r.patch.starts_with("diff --git"), "{}", r.patch);
         }
@@ -39,7 +54,10 @@ async fn tool_calling_campaign_end_to_end() {
         let wrong = results.record("bsearch", sample);
         assert_eq!(wrong.exit_status, Some(ExitStatus::Submitted));
         let v = wrong.verification.as_ref().expect("verified");
-        assert!(!v.resolved && v.patch_applied && v.eval_exit_code == Some(1), "{v:?}");
+        assert!(
+            !v.resolved && v.patch_applied && v.eval_exit_code == Some(1),
+            "{v:?}"
+        );
         assert_eq!(v.reward, 0.0);
         assert!(wrong.object_key().contains("/failed/bsearch/"));
     }
@@ -50,15 +68,39 @@ async fn tool_calling_campaign_end_to_end() {
     assert!(median.steps[0].observation.contains("def median"));
     assert_eq!(median.tools.len(), 2, "bash and submit tools are recorded");
     assert_eq!(median.messages[0].role, Role::System);
-    assert_eq!(median.messages.iter().filter(|m| m.role == Role::Tool).count(), 4);
-    assert_eq!(median.messages[2].reasoning_content.as_deref(), Some("step 0"));
-    assert!(median.image_digest.as_deref().is_some_and(|d| d.starts_with("sha256:")));
+    assert_eq!(
+        median
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Tool)
+            .count(),
+        4
+    );
+    assert_eq!(
+        median.messages[2].reasoning_content.as_deref(),
+        Some("step 0")
+    );
+    assert!(
+        median
+            .image_digest
+            .as_deref()
+            .is_some_and(|d| d.starts_with("sha256:"))
+    );
 
     // Costs: every step priced from the reported usage; totals and the ledger agree.
     let mut ledger = MicroUsd::ZERO;
     for r in &results.records {
-        let steps: MicroUsd = r.steps.iter().map(|s| cost(s.input_tokens, s.output_tokens)).sum();
-        assert_eq!(MicroUsd::from_usd_ceil(r.totals.cost_usd), steps, "{}", r.instance_id);
+        let steps: MicroUsd = r
+            .steps
+            .iter()
+            .map(|s| cost(s.input_tokens, s.output_tokens))
+            .sum();
+        assert_eq!(
+            MicroUsd::from_usd_ceil(r.totals.cost_usd),
+            steps,
+            "{}",
+            r.instance_id
+        );
         assert!(r.totals.input_tokens > 0 && r.totals.output_tokens > 0);
         assert_eq!(r.totals.n_steps as usize, r.steps.len());
         ledger = ledger.saturating_add(steps);
@@ -67,17 +109,31 @@ async fn tool_calling_campaign_end_to_end() {
     assert_eq!(results.campaign.ledger.reserved, MicroUsd::ZERO);
     for meta in &results.metas {
         assert_eq!(meta.sha256.len(), 64);
-        assert_eq!(meta.expires_at.is_some(), meta.status == RecordStatus::Failed);
+        assert_eq!(
+            meta.expires_at.is_some(),
+            meta.status == RecordStatus::Failed
+        );
     }
 
     // The key went to the provider, and nowhere else.
-    assert!(llm.authorization_headers().iter().all(|h| h == &format!("Bearer {SECRET}")));
+    assert!(
+        llm.authorization_headers()
+            .iter()
+            .all(|h| h == &format!("Bearer {SECRET}"))
+    );
     for entry in walk(&fx.state_dir()) {
         let bytes = std::fs::read(&entry).expect("read");
         let text = zstd::decode_all(bytes.as_slice()).unwrap_or(bytes);
-        assert!(!String::from_utf8_lossy(&text).contains(SECRET), "secret leaked into {}", entry.display());
+        assert!(
+            !String::from_utf8_lossy(&text).contains(SECRET),
+            "secret leaked into {}",
+            entry.display()
+        );
     }
-    assert!(containers_of(&fx.name).await.is_empty(), "no labelled container may survive");
+    assert!(
+        containers_of(&fx.name).await.is_empty(),
+        "no labelled container may survive"
+    );
 
     // Re-running a finished campaign does nothing.
     let again = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
@@ -88,7 +144,10 @@ async fn tool_calling_campaign_end_to_end() {
     let id = &results.record("median", 1).trajectory_id;
     let shown = synthfleet(&["show", id, "--state-dir", path_str(&fx.state_dir())], &[]);
     let text = String::from_utf8_lossy(&shown.stdout);
-    assert!(shown.status.success() && text.contains("RESOLVED") && text.contains("── patch ──"), "{text}");
+    assert!(
+        shown.status.success() && text.contains("RESOLVED") && text.contains("── patch ──"),
+        "{text}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -106,7 +165,12 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn text_protocol_records_format_errors() {
-    let tasks = vec![task_line("leap", "leapyear", "[leap-text] fix is_leap.", "python3 -m unittest -q")];
+    let tasks = vec![task_line(
+        "leap",
+        "leapyear",
+        "[leap-text] fix is_leap.",
+        "python3 -m unittest -q",
+    )];
     let llm = FakeLlm::start(vec![Script::new(
         "[leap-text]",
         &[
@@ -122,22 +186,38 @@ async fn text_protocol_records_format_errors() {
     );
     let fx = Fixture::new("e2e-text", &tasks, &body);
     let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = fx.results().await;
     let r = results.record("leap", 0);
     assert!(r.tools.is_empty());
-    assert!(llm.requests().iter().all(|q| q.get("tools").is_none()), "text mode offers no tools");
+    assert!(
+        llm.requests().iter().all(|q| q.get("tools").is_none()),
+        "text mode offers no tools"
+    );
     assert_eq!(r.steps.len(), 4);
     assert!(r.steps[0].format_error && r.steps[0].observation.contains("no ```bash block"));
     assert!(r.steps[1].format_error && r.steps[1].observation.contains("2 ```bash blocks"));
     assert!(!r.steps[2].format_error);
-    assert_eq!(r.messages[3].role, Role::User, "format errors come back as user messages");
+    assert_eq!(
+        r.messages[3].role,
+        Role::User,
+        "format errors come back as user messages"
+    );
     assert!(r.verification.as_ref().is_some_and(|v| v.resolved));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_and_outages_are_retried_and_recorded() {
-    let tasks = vec![task_line("leap", "leapyear", "[leap-retry] fix is_leap.", "python3 -m unittest -q")];
+    let tasks = vec![task_line(
+        "leap",
+        "leapyear",
+        "[leap-retry] fix is_leap.",
+        "python3 -m unittest -q",
+    )];
     let llm = FakeLlm::start(vec![Script::new(
         "[leap-retry]",
         &[
@@ -160,15 +240,28 @@ async fn rate_limits_and_outages_are_retried_and_recorded() {
             retry_after: Some(0),
         },
     ]);
-    let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, "request_timeout_s = 1\nmax_attempts = 6"));
+    let body = format!(
+        "budget_usd = 1.0\n{}",
+        fake_model(&llm.url, "request_timeout_s = 1\nmax_attempts = 6")
+    );
     let fx = Fixture::new("e2e-retry", &tasks, &body);
     let started = std::time::Instant::now();
     let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(started.elapsed().as_secs_f64() >= 1.0, "Retry-After: 1 was honoured");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed().as_secs_f64() >= 1.0,
+        "Retry-After: 1 was honoured"
+    );
     let results = fx.results().await;
     let r = results.record("leap", 0);
-    assert_eq!(r.steps[0].llm_retries, 4, "429, 500, timeout and 503 were each retried");
+    assert_eq!(
+        r.steps[0].llm_retries, 4,
+        "429, 500, timeout and 503 were each retried"
+    );
     assert_eq!(r.totals.llm_retries, 4);
     assert_eq!(r.exit_status, Some(ExitStatus::Submitted));
     assert!(r.verification.as_ref().is_some_and(|v| v.resolved));
@@ -202,13 +295,17 @@ async fn malformed_replies_are_a_clear_recorded_infrastructure_error() {
     assert_eq!(letter.key.instance_id, "broken");
     assert_eq!(letter.attempts, 3);
     assert!(
-        letter.error.contains("error:llm_malformed") && letter.error.contains("malformed completion"),
+        letter.error.contains("error:llm_malformed")
+            && letter.error.contains("malformed completion"),
         "{}",
         letter.error
     );
     let status = synthfleet(&["status", fx.campaign_arg()], &[]);
     let text = String::from_utf8_lossy(&status.stdout);
-    assert!(text.contains("1 dead-lettered") && text.contains("broken"), "{text}");
+    assert!(
+        text.contains("1 dead-lettered") && text.contains("broken"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,17 +313,43 @@ async fn budget_cap_stops_new_calls_and_says_why() {
     let (tasks, scripts) = standard_tasks();
     let llm = FakeLlm::start(scripts);
     // Each call reserves about $0.0015; $0.004 covers only a few of the ~20 calls.
-    let body = format!("samples_per_task = 2\nbudget_usd = 0.004\n{}", fake_model(&llm.url, ""));
+    let body = format!(
+        "samples_per_task = 2\nbudget_usd = 0.004\n{}",
+        fake_model(&llm.url, "")
+    );
     let fx = Fixture::new("e2e-budget", &tasks, &body);
-    let out = synthfleet(&["run", fx.campaign_arg(), "--concurrency", "3"], &[("FAKE_LLM_KEY", SECRET)]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = synthfleet(
+        &["run", fx.campaign_arg(), "--concurrency", "3"],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("budget cap"));
     let results = fx.results().await;
     let ledger = results.campaign.ledger;
     assert_eq!(results.campaign.state, CampaignState::Exhausted);
-    assert!(results.campaign.state_reason.as_deref().is_some_and(|r| r.contains("budget cap")));
-    assert!(ledger.spent <= ledger.budget, "spent {} > cap {}", ledger.spent, ledger.budget);
-    assert_eq!(ledger.reserved, MicroUsd::ZERO, "every reservation was settled");
+    assert!(
+        results
+            .campaign
+            .state_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("budget cap"))
+    );
+    assert!(
+        ledger.spent <= ledger.budget,
+        "spent {} > cap {}",
+        ledger.spent,
+        ledger.budget
+    );
+    assert_eq!(
+        ledger.reserved,
+        MicroUsd::ZERO,
+        "every reservation was settled"
+    );
     assert!(results.records.len() < 6, "not every sample could run");
     let calls_before = llm.requests().len();
     // Running again without raising the cap starts no call and dequeues nothing.

@@ -21,9 +21,16 @@ fn stderr_of(args: &[&str]) -> String {
 fn unknown_campaign_key_names_file_line_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "tasks.jsonl", GOOD_TASK);
-    let path = write(dir.path(), "c.toml", &CAMPAIGN.replace("budget_usd = 1.0", "budget_usd = 1.0\nsamples = 3"));
+    let path = write(
+        dir.path(),
+        "c.toml",
+        &CAMPAIGN.replace("budget_usd = 1.0", "budget_usd = 1.0\nsamples = 3"),
+    );
     let err = stderr_of(&["validate", &path]);
-    assert!(err.contains("c.toml") && err.contains("line 4") && err.contains("samples"), "{err}");
+    assert!(
+        err.contains("c.toml") && err.contains("line 4") && err.contains("samples"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -32,18 +39,32 @@ fn bad_task_line_names_file_line_and_field() {
     write(
         dir.path(),
         "tasks.jsonl",
-        &format!("{GOOD_TASK}\n{}\n", r#"{"instance_id":"b","image":"img","problem_statement":"p","timeout_s":-5}"#),
+        &format!(
+            "{GOOD_TASK}\n{}\n",
+            r#"{"instance_id":"b","image":"img","problem_statement":"p","timeout_s":-5}"#
+        ),
     );
     let path = write(dir.path(), "c.toml", CAMPAIGN);
     let err = stderr_of(&["run", &path]);
     assert!(err.contains("tasks.jsonl:2: field `timeout_s`"), "{err}");
-    assert!(!dir.path().join(".synthfleet").exists(), "nothing is created for a bad campaign");
+    assert!(
+        !dir.path().join(".synthfleet").exists(),
+        "nothing is created for a bad campaign"
+    );
 
-    write(dir.path(), "tasks.jsonl", &format!("{GOOD_TASK}\n{{\"instance_id\": \n"));
+    write(
+        dir.path(),
+        "tasks.jsonl",
+        &format!("{GOOD_TASK}\n{{\"instance_id\": \n"),
+    );
     let err = stderr_of(&["validate", &path]);
     assert!(err.contains("tasks.jsonl:2: not valid JSON"), "{err}");
 
-    write(dir.path(), "tasks.jsonl", r#"{"instance_id":"a","problem_statement":"p"}"#);
+    write(
+        dir.path(),
+        "tasks.jsonl",
+        r#"{"instance_id":"a","problem_statement":"p"}"#,
+    );
     let err = stderr_of(&["validate", &path]);
     assert!(err.contains("tasks.jsonl:1: field `image`"), "{err}");
 }
@@ -52,7 +73,11 @@ fn bad_task_line_names_file_line_and_field() {
 fn semantic_campaign_errors_and_missing_keys_are_explained() {
     let dir = tempfile::tempdir().expect("tempdir");
     write(dir.path(), "tasks.jsonl", GOOD_TASK);
-    let path = write(dir.path(), "c.toml", &CAMPAIGN.replace("budget_usd = 1.0", "budget_usd = -1.0"));
+    let path = write(
+        dir.path(),
+        "c.toml",
+        &CAMPAIGN.replace("budget_usd = 1.0", "budget_usd = -1.0"),
+    );
     assert!(stderr_of(&["validate", &path]).contains("field `budget_usd`"));
 
     let openai = format!(
@@ -60,7 +85,13 @@ fn semantic_campaign_errors_and_missing_keys_are_explained() {
     );
     let path = write(dir.path(), "c.toml", &openai);
     let err = stderr_of(&["validate", &path]);
-    assert!(err.contains("$SYNTHFLEET_TEST_UNSET_KEY, which is not set"), "{err}");
+    assert!(
+        err.contains("$SYNTHFLEET_TEST_UNSET_KEY, which is not set"),
+        "{err}"
+    );
     let missing = stderr_of(&["validate", &dir.path().join("nope.toml").to_string_lossy()]);
-    assert!(missing.contains("cannot read campaign file") && missing.contains("nope.toml"), "{missing}");
+    assert!(
+        missing.contains("cannot read campaign file") && missing.contains("nope.toml"),
+        "{missing}"
+    );
 }

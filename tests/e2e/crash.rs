@@ -10,8 +10,18 @@ use synthfleet_tests::{synthfleet, synthfleet_bin, task_line};
 async fn killed_run_resumes_with_exactly_one_result_per_sample() {
     let fix = "sed -i 's/return year % 4 == 0$/return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)/' calendar_utils.py";
     let tasks = vec![
-        task_line("slow-a", "leapyear", "[slow-a] fix is_leap.", "python3 -m unittest -q"),
-        task_line("slow-b", "leapyear", "[slow-b] fix is_leap.", "python3 -m unittest -q"),
+        task_line(
+            "slow-a",
+            "leapyear",
+            "[slow-a] fix is_leap.",
+            "python3 -m unittest -q",
+        ),
+        task_line(
+            "slow-b",
+            "leapyear",
+            "[slow-b] fix is_leap.",
+            "python3 -m unittest -q",
+        ),
     ];
     let llm = FakeLlm::start(vec![
         Script::new("[slow-a]", &["sleep 8", fix, "submit"]),
@@ -21,7 +31,14 @@ async fn killed_run_resumes_with_exactly_one_result_per_sample() {
     let fx = Fixture::new("e2e-crash", &tasks, &body);
 
     let mut child = std::process::Command::new(synthfleet_bin())
-        .args(["--log-format", "json", "run", fx.campaign_arg(), "--concurrency", "2"])
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            fx.campaign_arg(),
+            "--concurrency",
+            "2",
+        ])
         .env("FAKE_LLM_KEY", SECRET)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -43,7 +60,10 @@ async fn killed_run_resumes_with_exactly_one_result_per_sample() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("removed 2 leftover sandboxes"), "{stderr}");
-    assert!(containers_of(&fx.name).await.is_empty(), "no orphan survives the reaper");
+    assert!(
+        containers_of(&fx.name).await.is_empty(),
+        "no orphan survives the reaper"
+    );
 
     let results = fx.results().await;
     assert_eq!(results.records.len(), 2, "exactly one result per sample");

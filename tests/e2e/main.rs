@@ -32,7 +32,8 @@ impl Fixture {
     pub fn new(name: &str, tasks: &[String], body: &str) -> Fixture {
         require_test_image();
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("tasks.jsonl"), tasks.join("\n") + "\n").expect("write tasks");
+        std::fs::write(dir.path().join("tasks.jsonl"), tasks.join("\n") + "\n")
+            .expect("write tasks");
         let campaign = dir.path().join("campaign.toml");
         let text = format!(
             "name = \"{name}\"\ntasks = [\"tasks.jsonl\"]\n{body}\n\n[storage]\nkind = \"local\"\ndir = \"state\"\n"
@@ -61,13 +62,23 @@ impl Fixture {
             Arc::new(LocalObjectStore::new(&self.state_dir().join("objects"))),
             metadata.clone(),
         );
-        let campaign = metadata.campaign(&self.name).await.expect("read campaign").expect("campaign item");
-        let metas = metadata.trajectories(&self.name).await.expect("list trajectories");
+        let campaign = metadata
+            .campaign(&self.name)
+            .await
+            .expect("read campaign")
+            .expect("campaign item");
+        let metas = metadata
+            .trajectories(&self.name)
+            .await
+            .expect("list trajectories");
         let mut records = Vec::new();
         for meta in &metas {
             records.push(store.load(meta).await.expect("load and verify a record"));
         }
-        let dead = metadata.dead_letters(&self.name).await.expect("dead letters");
+        let dead = metadata
+            .dead_letters(&self.name)
+            .await
+            .expect("dead letters");
         Results {
             campaign,
             metas,
@@ -106,9 +117,24 @@ pub async fn containers_of(campaign: &str) -> Vec<String> {
 /// plausible but wrong fix that verification must reject.
 pub fn standard_tasks() -> (Vec<String>, Vec<Script>) {
     let tasks = vec![
-        task_line("median", "median", "[median] median() is wrong for even-length lists.", "python3 -m unittest -q test_stats"),
-        task_line("leap", "leapyear", "[leap] is_leap() is wrong for century years.", "python3 -m unittest -q test_calendar_utils"),
-        task_line("bsearch", "bsearch", "[bsearch] index_of() misses elements.", "python3 -m unittest -q test_search"),
+        task_line(
+            "median",
+            "median",
+            "[median] median() is wrong for even-length lists.",
+            "python3 -m unittest -q test_stats",
+        ),
+        task_line(
+            "leap",
+            "leapyear",
+            "[leap] is_leap() is wrong for century years.",
+            "python3 -m unittest -q test_calendar_utils",
+        ),
+        task_line(
+            "bsearch",
+            "bsearch",
+            "[bsearch] index_of() misses elements.",
+            "python3 -m unittest -q test_search",
+        ),
     ];
     let scripts = vec![
         Script::new(
@@ -129,7 +155,11 @@ pub fn standard_tasks() -> (Vec<String>, Vec<Script>) {
         ),
         Script::new(
             "[bsearch]",
-            &["sed -i 's/len(items) - 1/len(items)/' search.py", "echo 'I am sure this is fixed'", "submit"],
+            &[
+                "sed -i 's/len(items) - 1/len(items)/' search.py",
+                "echo 'I am sure this is fixed'",
+                "submit",
+            ],
         ),
     ];
     (tasks, scripts)

@@ -19,35 +19,76 @@ fn spec(campaign: &str, limits: SandboxConfig) -> SandboxSpec {
 }
 
 async fn run(sandbox: &dyn Sandbox, command: &str) -> (Option<i64>, String) {
-    let out = sandbox.exec(command, Duration::from_secs(30)).await.expect("exec");
+    let out = sandbox
+        .exec(command, Duration::from_secs(30))
+        .await
+        .expect("exec");
     (out.exit_code, out.output.trim().to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandboxes_are_isolated_by_default() {
     let provider = DockerSandboxes::connect("test-isolation").expect("docker");
-    let sandbox = provider.create(&spec("t-isolation", SandboxConfig::default())).await.expect("create");
-    assert_eq!(run(sandbox.as_ref(), "id -u").await, (Some(0), "1000".into()), "non-root");
+    let sandbox = provider
+        .create(&spec("t-isolation", SandboxConfig::default()))
+        .await
+        .expect("create");
     assert_eq!(
-        run(sandbox.as_ref(), "grep CapEff /proc/self/status").await.1,
+        run(sandbox.as_ref(), "id -u").await,
+        (Some(0), "1000".into()),
+        "non-root"
+    );
+    assert_eq!(
+        run(sandbox.as_ref(), "grep CapEff /proc/self/status")
+            .await
+            .1,
         "CapEff:\t0000000000000000",
         "no capabilities"
     );
-    assert_eq!(run(sandbox.as_ref(), "ls /sys/class/net").await.1, "lo", "no network but loopback");
-    assert_eq!(run(sandbox.as_ref(), "test -e /var/run/docker.sock").await.0, Some(1), "no Docker socket");
-    assert_eq!(run(sandbox.as_ref(), "env | grep -ci key").await.1, "0", "no worker environment");
     assert_eq!(
-        run(sandbox.as_ref(), "grep NoNewPrivs /proc/self/status").await.1,
+        run(sandbox.as_ref(), "ls /sys/class/net").await.1,
+        "lo",
+        "no network but loopback"
+    );
+    assert_eq!(
+        run(sandbox.as_ref(), "test -e /var/run/docker.sock")
+            .await
+            .0,
+        Some(1),
+        "no Docker socket"
+    );
+    assert_eq!(
+        run(sandbox.as_ref(), "env | grep -ci key").await.1,
+        "0",
+        "no worker environment"
+    );
+    assert_eq!(
+        run(sandbox.as_ref(), "grep NoNewPrivs /proc/self/status")
+            .await
+            .1,
         "NoNewPrivs:\t1"
     );
     // root without capabilities cannot undo the hardening
     let root = sandbox
-        .exec_root("ip link add dummy0 type dummy 2>&1 || mount -t tmpfs x /mnt 2>&1; echo done", Duration::from_secs(10))
+        .exec_root(
+            "ip link add dummy0 type dummy 2>&1 || mount -t tmpfs x /mnt 2>&1; echo done",
+            Duration::from_secs(10),
+        )
         .await
         .expect("exec");
-    assert!(root.output.contains("done") && !root.output.contains("dummy0:"), "{}", root.output);
+    assert!(
+        root.output.contains("done") && !root.output.contains("dummy0:"),
+        "{}",
+        root.output
+    );
     sandbox.destroy().await.expect("destroy");
-    assert!(provider.containers_labelled("synthfleet.campaign", "t-isolation").await.expect("list").is_empty());
+    assert!(
+        provider
+            .containers_labelled("synthfleet.campaign", "t-isolation")
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -60,28 +101,55 @@ async fn bombs_and_hangs_are_contained() {
         ..SandboxConfig::default()
     };
     let provider = DockerSandboxes::connect("test-bombs").expect("docker");
-    let sandbox = provider.create(&spec("t-bombs", limits)).await.expect("create");
+    let sandbox = provider
+        .create(&spec("t-bombs", limits))
+        .await
+        .expect("create");
     let s = sandbox.as_ref();
 
     // A hang, with a background child holding the output open, is killed at the timeout.
-    let hang = s.exec("sleep 300 & sleep 300", Duration::from_secs(2)).await.expect("exec");
+    let hang = s
+        .exec("sleep 300 & sleep 300", Duration::from_secs(2))
+        .await
+        .expect("exec");
     assert!(hang.timed_out && hang.exit_code.is_none());
-    assert!(hang.duration < Duration::from_secs(20), "{:?}", hang.duration);
-    assert_eq!(run(s, "pgrep -c -u 1000 -x sleep || true").await.1, "0", "nothing of the hang survives");
+    assert!(
+        hang.duration < Duration::from_secs(20),
+        "{:?}",
+        hang.duration
+    );
+    assert_eq!(
+        run(s, "pgrep -c -u 1000 -x sleep || true").await.1,
+        "0",
+        "nothing of the hang survives"
+    );
 
     // Output flood: bounded, and the cut is marked.
-    let flood = s.exec("yes synthfleet | head -c 50000000", Duration::from_secs(60)).await.expect("exec");
+    let flood = s
+        .exec("yes synthfleet | head -c 50000000", Duration::from_secs(60))
+        .await
+        .expect("exec");
     assert!(flood.truncated && flood.output.len() < 70 * 1024);
     assert!(flood.output.contains("bytes of output truncated"));
 
     // Fork bomb: bounded by the pids limit, killed at the timeout.
-    let bomb = s.exec("bomb() { bomb | bomb & }; bomb", Duration::from_secs(5)).await.expect("exec");
+    let bomb = s
+        .exec("bomb() { bomb | bomb & }; bomb", Duration::from_secs(5))
+        .await
+        .expect("exec");
     assert!(bomb.timed_out || bomb.exit_code.is_some());
-    assert_eq!(run(s, "echo alive").await, (Some(0), "alive".into()), "sandbox usable after a fork bomb");
+    assert_eq!(
+        run(s, "echo alive").await,
+        (Some(0), "alive".into()),
+        "sandbox usable after a fork bomb"
+    );
 
     // Memory bomb: the kernel or Python stops it; nothing else is hurt.
     let mem = s
-        .exec("python3 -c 'b = bytearray(1024 * 1024 * 1024); print(len(b))'", Duration::from_secs(60))
+        .exec(
+            "python3 -c 'b = bytearray(1024 * 1024 * 1024); print(len(b))'",
+            Duration::from_secs(60),
+        )
         .await
         .expect("exec");
     assert_ne!(mem.exit_code, Some(0), "{}", mem.output);
@@ -99,14 +167,27 @@ async fn reaper_removes_what_a_crashed_worker_left() {
     let crashed = DockerSandboxes::connect("test-reaper").expect("docker");
     for _ in 0..2 {
         // Created and never destroyed, as by a worker that died.
-        let sandbox = crashed.create(&spec("t-reaper", SandboxConfig::default())).await.expect("create");
+        let sandbox = crashed
+            .create(&spec("t-reaper", SandboxConfig::default()))
+            .await
+            .expect("create");
         std::mem::forget(sandbox);
     }
     let other = DockerSandboxes::connect("test-reaper-other").expect("docker");
-    assert_eq!(other.reap().await.expect("reap"), 0, "another worker's sandboxes are not touched");
+    assert_eq!(
+        other.reap().await.expect("reap"),
+        0,
+        "another worker's sandboxes are not touched"
+    );
     let restarted = DockerSandboxes::connect("test-reaper").expect("docker");
     assert_eq!(restarted.reap().await.expect("reap"), 2);
-    assert!(restarted.containers_labelled("synthfleet.campaign", "t-reaper").await.expect("list").is_empty());
+    assert!(
+        restarted
+            .containers_labelled("synthfleet.campaign", "t-reaper")
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -115,7 +196,9 @@ async fn missing_image_is_a_clear_error() {
     let mut s = spec("t-missing", SandboxConfig::default());
     s.image = "synthfleet/does-not-exist:0".into();
     match provider.create(&s).await {
-        Err(e @ SandboxError::ImageMissing { .. }) => assert!(e.to_string().contains("does-not-exist")),
+        Err(e @ SandboxError::ImageMissing { .. }) => {
+            assert!(e.to_string().contains("does-not-exist"))
+        }
         Err(other) => panic!("expected ImageMissing, got {other}"),
         Ok(_) => panic!("expected ImageMissing"),
     }

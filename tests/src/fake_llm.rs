@@ -89,8 +89,11 @@ impl FakeLlm {
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-                tx.send(listener.local_addr().expect("local addr")).expect("send addr");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind loopback");
+                tx.send(listener.local_addr().expect("local addr"))
+                    .expect("send addr");
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async {
                         let _ = stopped.await;
@@ -116,7 +119,11 @@ impl FakeLlm {
     }
 
     pub fn authorization_headers(&self) -> Vec<String> {
-        self.shared.authorization.lock().expect("authorization").clone()
+        self.shared
+            .authorization
+            .lock()
+            .expect("authorization")
+            .clone()
     }
 }
 
@@ -128,7 +135,11 @@ fn apply(fault: &Fault) -> Option<Response> {
     match fault {
         Fault::Status { code, retry_after } => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = (status, json!({"error": {"message": "injected fault"}}).to_string()).into_response();
+            let mut response = (
+                status,
+                json!({"error": {"message": "injected fault"}}).to_string(),
+            )
+                .into_response();
             if let Some(seconds) = retry_after
                 && let Ok(value) = seconds.to_string().parse()
             {
@@ -143,9 +154,20 @@ fn apply(fault: &Fault) -> Option<Response> {
 
 async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    shared.requests.lock().expect("requests").push(request.clone());
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        shared.authorization.lock().expect("authorization").push(auth.to_owned());
+    shared
+        .requests
+        .lock()
+        .expect("requests")
+        .push(request.clone());
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        shared
+            .authorization
+            .lock()
+            .expect("authorization")
+            .push(auth.to_owned());
     }
     let messages = request["messages"].as_array().cloned().unwrap_or_default();
     let first_user = messages
@@ -154,9 +176,16 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         .and_then(|m| m["content"].as_str())
         .unwrap_or("")
         .to_owned();
-    let script = shared.scripts.iter().find(|s| first_user.contains(&s.needle)).cloned();
+    let script = shared
+        .scripts
+        .iter()
+        .find(|s| first_user.contains(&s.needle))
+        .cloned();
     let fault = shared.faults.lock().expect("faults").pop_front();
-    for fault in fault.iter().chain(script.as_ref().and_then(|s| s.always.as_ref())) {
+    for fault in fault
+        .iter()
+        .chain(script.as_ref().and_then(|s| s.always.as_ref()))
+    {
         if let Fault::Delay(d) = fault {
             tokio::time::sleep(*d).await;
         }
@@ -168,7 +197,11 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         return (StatusCode::BAD_REQUEST, "no script matches this task").into_response();
     };
     let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
-    let action = script.actions.get(turn).cloned().unwrap_or_else(|| "submit".into());
+    let action = script
+        .actions
+        .get(turn)
+        .cloned()
+        .unwrap_or_else(|| "submit".into());
     let tool_mode = request["tools"].as_array().is_some_and(|t| !t.is_empty());
     let message = if let Some(raw) = action.strip_prefix("raw:") {
         json!({"role": "assistant", "content": raw})
@@ -191,5 +224,10 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": estimate(&body), "completion_tokens": estimate(&message.to_string())},
     });
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], completion.to_string()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        completion.to_string(),
+    )
+        .into_response()
 }

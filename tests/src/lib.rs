@@ -36,7 +36,13 @@ pub fn synthfleet_bin() -> &'static Path {
         let root = workspace_root();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "synthfleet-cli", "--manifest-path"])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "synthfleet-cli",
+                "--manifest-path",
+            ])
             .arg(root.join("Cargo.toml"))
             .status()
             .expect("running cargo build for the synthfleet binary");

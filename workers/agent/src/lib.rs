@@ -28,7 +28,10 @@ pub fn truncate_middle(text: &str, max: usize) -> (String, bool) {
     let head: String = text.chars().take(half).collect();
     let tail: String = text.chars().skip(count - half).collect();
     (
-        format!("{head}\n[... {} characters truncated ...]\n{tail}", count - 2 * half),
+        format!(
+            "{head}\n[... {} characters truncated ...]\n{tail}",
+            count - 2 * half
+        ),
         true,
     )
 }

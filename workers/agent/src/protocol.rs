@@ -90,7 +90,9 @@ fn parse_text(content: &str) -> Action {
         let trimmed = line.trim();
         match current.as_mut() {
             None if trimmed == "```bash" || trimmed == "```sh" => current = Some(Vec::new()),
-            Some(_) if trimmed == "```" => blocks.extend(current.take().map(|lines| lines.join("\n"))),
+            Some(_) if trimmed == "```" => {
+                blocks.extend(current.take().map(|lines| lines.join("\n")))
+            }
             Some(lines) => lines.push(line),
             None => {}
         }
@@ -107,7 +109,10 @@ fn parse_text(content: &str) -> Action {
         },
         [_] => error("the ```bash block is empty".into()),
         [] => error("no ```bash block found".into()),
-        many => error(format!("{} ```bash blocks found; reply with exactly one", many.len())),
+        many => error(format!(
+            "{} ```bash blocks found; reply with exactly one",
+            many.len()
+        )),
     }
 }
 
@@ -147,13 +152,21 @@ mod tests {
                 tool_call_id: None
             }
         );
-        assert_eq!(parse_action(&text("```bash\nsubmit\n```")), Action::Submit { tool_call_id: None });
-        assert!(matches!(parse_action(&text("no block")), Action::FormatError { reason, .. } if reason.contains("no ```bash")));
+        assert_eq!(
+            parse_action(&text("```bash\nsubmit\n```")),
+            Action::Submit { tool_call_id: None }
+        );
+        assert!(
+            matches!(parse_action(&text("no block")), Action::FormatError { reason, .. } if reason.contains("no ```bash"))
+        );
         assert!(matches!(
             parse_action(&text("```bash\na\n```\n```bash\nb\n```")),
             Action::FormatError { reason, .. } if reason.contains("2 ```bash blocks")
         ));
-        assert!(matches!(parse_action(&text("```python\nx\n```")), Action::FormatError { .. }));
+        assert!(matches!(
+            parse_action(&text("```python\nx\n```")),
+            Action::FormatError { .. }
+        ));
     }
 
     #[test]
@@ -171,8 +184,14 @@ mod tests {
                 tool_call_id: Some("c0".into())
             }
         );
-        assert!(matches!(parse_action(&calls(&[("bash", "not json")])), Action::FormatError { .. }));
-        assert!(matches!(parse_action(&calls(&[("python", "{}")])), Action::FormatError { .. }));
+        assert!(matches!(
+            parse_action(&calls(&[("bash", "not json")])),
+            Action::FormatError { .. }
+        ));
+        assert!(matches!(
+            parse_action(&calls(&[("python", "{}")])),
+            Action::FormatError { .. }
+        ));
         match parse_action(&calls(&[("bash", r#"{"command":"a"}"#), ("submit", "{}")])) {
             Action::FormatError { tool_call_ids, .. } => assert_eq!(tool_call_ids, ["c0", "c1"]),
             other => panic!("expected a format error, got {other:?}"),

@@ -8,16 +8,16 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use synthfleet_core::MicroUsd;
 use synthfleet_core::campaign::{Campaign, Protocol};
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::{ChatRequest, Reservation, Sandbox, SandboxProvider, SandboxSpec};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::task::{Task, shell_quote};
 use synthfleet_core::trajectory::{
-    ChatMessage, ErrorKind, ExitStatus, Role, ScaffoldInfo, Step, Timings, Totals, TrajectoryRecord,
-    SCHEMA_VERSION, redact,
+    ChatMessage, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step, Timings, Totals,
+    TrajectoryRecord, redact,
 };
-use synthfleet_core::MicroUsd;
 use synthfleet_llm::ModelPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -32,7 +32,11 @@ pub struct Interrupted;
 /// Progress inside a rollout, for progress bars and logs.
 #[derive(Debug, Clone)]
 pub enum RolloutEvent {
-    Step { key: ResultKey, step: u32, action: Option<String> },
+    Step {
+        key: ResultKey,
+        step: u32,
+        action: Option<String>,
+    },
 }
 
 /// Everything rollouts of one campaign share.
@@ -55,7 +59,10 @@ struct Ending {
 
 impl Ending {
     fn ok(status: ExitStatus) -> Ending {
-        Ending { status, error: None }
+        Ending {
+            status,
+            error: None,
+        }
     }
 
     fn error(kind: ErrorKind, error: impl Into<String>) -> Ending {
@@ -92,7 +99,12 @@ impl Rollouts {
         }
     }
 
-    pub(crate) fn labels(&self, key: &ResultKey, trajectory_id: &str, role: &str) -> BTreeMap<String, String> {
+    pub(crate) fn labels(
+        &self,
+        key: &ResultKey,
+        trajectory_id: &str,
+        role: &str,
+    ) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("synthfleet.campaign".to_owned(), key.campaign.clone()),
             ("synthfleet.instance".to_owned(), key.instance_id.clone()),
@@ -110,10 +122,17 @@ impl Rollouts {
         role: &str,
     ) -> Result<Box<dyn Sandbox>, String> {
         let spec = self.spec(task, self.labels(key, trajectory_id, role));
-        let sandbox = self.sandboxes.create(&spec).await.map_err(|e| error_chain(&e))?;
+        let sandbox = self
+            .sandboxes
+            .create(&spec)
+            .await
+            .map_err(|e| error_chain(&e))?;
         if let Some(setup) = &task.setup {
             let out = sandbox
-                .exec_root(setup, Duration::from_secs(self.campaign.config.scaffold.eval_timeout_s))
+                .exec_root(
+                    setup,
+                    Duration::from_secs(self.campaign.config.scaffold.eval_timeout_s),
+                )
                 .await;
             let failure = match out {
                 Ok(out) if out.exit_code == Some(0) => None,
@@ -144,7 +163,9 @@ impl Rollouts {
     ) -> Result<TrajectoryRecord, Interrupted> {
         let key = message.result_key();
         let task = &message.task;
-        let model = self.campaign.model_for(&task.instance_id, message.sample_index);
+        let model = self
+            .campaign
+            .model_for(&task.instance_id, message.sample_index);
         let trajectory_id = ulid::Ulid::new().to_string();
         let span = info_span!("rollout", campaign = %key.campaign, instance = %key.instance_id,
             sample = key.sample_index, trajectory = %trajectory_id, model = %model.name, attempt);
@@ -281,10 +302,16 @@ impl Rollouts {
             self.templates.render("instance.j2", context),
         ) {
             (Ok(s), Ok(i)) => (s, i),
-            (Err(e), _) | (_, Err(e)) => return Ending::error(ErrorKind::Internal, error_chain(&e)),
+            (Err(e), _) | (_, Err(e)) => {
+                return Ending::error(ErrorKind::Internal, error_chain(&e));
+            }
         };
-        record.messages.push(ChatMessage::text(Role::System, system));
-        record.messages.push(ChatMessage::text(Role::User, instance));
+        record
+            .messages
+            .push(ChatMessage::text(Role::System, system));
+        record
+            .messages
+            .push(ChatMessage::text(Role::User, instance));
         let step_timeout = Duration::from_secs(scaffold.step_timeout_s);
         let cost_limit = scaffold.cost_limit_usd.map(MicroUsd::from_usd_ceil);
         let mut spent = MicroUsd::ZERO;
@@ -312,16 +339,29 @@ impl Rollouts {
                         error: campaign.state_reason.clone(),
                     };
                 }
-                Err(e) => return Ending::error(ErrorKind::Internal, format!("budget reservation failed: {}", error_chain(&e))),
+                Err(e) => {
+                    return Ending::error(
+                        ErrorKind::Internal,
+                        format!("budget reservation failed: {}", error_chain(&e)),
+                    );
+                }
             }
             let llm_started = Instant::now();
-            let reply = self.pool.complete(&record.model, &task.replay, &request).await;
+            let reply = self
+                .pool
+                .complete(&record.model, &task.replay, &request)
+                .await;
             let llm_ms = ms(llm_started.elapsed());
             record.timings.llm_ms += llm_ms;
             let (completion, served_by) = match reply {
                 Ok(reply) => (reply.completion, reply.served_by),
                 Err(e) => {
-                    if let Err(settle) = self.store.metadata.settle(&key.campaign, reserve, MicroUsd::ZERO).await {
+                    if let Err(settle) = self
+                        .store
+                        .metadata
+                        .settle(&key.campaign, reserve, MicroUsd::ZERO)
+                        .await
+                    {
                         warn!(error = %error_chain(&settle), "releasing a budget reservation failed");
                     }
                     record.totals.llm_calls += 1;
@@ -332,14 +372,23 @@ impl Rollouts {
                 }
             };
             let cost = served_by.cost(completion.input_tokens, completion.output_tokens);
-            if let Err(e) = self.store.metadata.settle(&key.campaign, reserve, cost).await {
-                return Ending::error(ErrorKind::Internal, format!("budget settlement failed: {}", error_chain(&e)));
+            if let Err(e) = self
+                .store
+                .metadata
+                .settle(&key.campaign, reserve, cost)
+                .await
+            {
+                return Ending::error(
+                    ErrorKind::Internal,
+                    format!("budget settlement failed: {}", error_chain(&e)),
+                );
             }
             spent = spent.saturating_add(cost);
             let totals = &mut record.totals;
             totals.input_tokens += completion.input_tokens;
             totals.output_tokens += completion.output_tokens;
-            totals.cost_usd = (MicroUsd::from_usd_ceil(totals.cost_usd).saturating_add(cost)).as_usd();
+            totals.cost_usd =
+                (MicroUsd::from_usd_ceil(totals.cost_usd).saturating_add(cost)).as_usd();
             totals.llm_calls += 1;
             totals.llm_retries += completion.retries;
             totals.n_steps += 1;
@@ -363,7 +412,8 @@ impl Rollouts {
                 format_error: false,
             };
             let protocol_context = |extra: serde_json::Value| {
-                let mut c = json!({"protocol": protocol, "step_timeout_s": scaffold.step_timeout_s});
+                let mut c =
+                    json!({"protocol": protocol, "step_timeout_s": scaffold.step_timeout_s});
                 if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
                     c.extend(extra.clone());
                 }
@@ -373,13 +423,21 @@ impl Rollouts {
                 Action::Submit { tool_call_id } => {
                     step.observation = "submitted".into();
                     if let Some(id) = tool_call_id {
-                        record.messages.push(ChatMessage::tool_result(id, "submitted"));
+                        record
+                            .messages
+                            .push(ChatMessage::tool_result(id, "submitted"));
                     }
                     true
                 }
-                Action::FormatError { reason, tool_call_ids } => {
+                Action::FormatError {
+                    reason,
+                    tool_call_ids,
+                } => {
                     step.format_error = true;
-                    let text = match self.templates.render("format_error.j2", protocol_context(json!({"reason": reason}))) {
+                    let text = match self.templates.render(
+                        "format_error.j2",
+                        protocol_context(json!({"reason": reason})),
+                    ) {
                         Ok(text) => text,
                         Err(e) => return Ending::error(ErrorKind::Internal, error_chain(&e)),
                     };
@@ -388,12 +446,17 @@ impl Rollouts {
                         record.messages.push(ChatMessage::text(Role::User, text));
                     } else {
                         for id in tool_call_ids {
-                            record.messages.push(ChatMessage::tool_result(id, text.clone()));
+                            record
+                                .messages
+                                .push(ChatMessage::tool_result(id, text.clone()));
                         }
                     }
                     false
                 }
-                Action::Run { command, tool_call_id } => {
+                Action::Run {
+                    command,
+                    tool_call_id,
+                } => {
                     step.action = Some(command.clone());
                     let output = match sandbox.exec(&command, step_timeout).await {
                         Ok(output) => output,
@@ -403,7 +466,8 @@ impl Rollouts {
                         }
                     };
                     record.timings.sandbox_ms += ms(output.duration);
-                    let (kept, cut) = truncate_middle(&output.output, scaffold.max_observation_chars);
+                    let (kept, cut) =
+                        truncate_middle(&output.output, scaffold.max_observation_chars);
                     let text = match self.templates.render(
                         "observation.j2",
                         protocol_context(json!({
@@ -460,7 +524,9 @@ async fn read_patch(sandbox: &dyn Sandbox, workdir: &str) -> Result<String, Stri
         .map_err(|e| error_chain(&e))?;
     match out.exit_code {
         Some(0) if !out.truncated => Ok(out.output),
-        Some(0) => Err("the patch is larger than the sandbox output cap (sandbox.max_output_bytes)".into()),
+        Some(0) => {
+            Err("the patch is larger than the sandbox output cap (sandbox.max_output_bytes)".into())
+        }
         code => Err(format!(
             "git diff in {workdir} exited with {code:?}: {}",
             truncate_middle(&out.output, 1000).0
@@ -491,7 +557,10 @@ fn scrub(record: &mut TrajectoryRecord, secrets: &[String]) {
         return;
     }
     for m in &mut record.messages {
-        for text in [&mut m.content, &mut m.reasoning_content].into_iter().flatten() {
+        for text in [&mut m.content, &mut m.reasoning_content]
+            .into_iter()
+            .flatten()
+        {
             *text = redact(text, secrets);
         }
         for call in &mut m.tool_calls {

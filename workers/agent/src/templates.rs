@@ -5,7 +5,12 @@ use minijinja::Environment;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-const NAMES: [&str; 4] = ["system.j2", "instance.j2", "observation.j2", "format_error.j2"];
+const NAMES: [&str; 4] = [
+    "system.j2",
+    "instance.j2",
+    "observation.j2",
+    "format_error.j2",
+];
 
 fn builtin(name: &str) -> &'static str {
     match name {
@@ -51,19 +56,25 @@ impl Templates {
         let mut hasher = Sha256::new();
         for name in NAMES {
             let source = match overrides.map(|dir| dir.join(name)).filter(|p| p.exists()) {
-                Some(path) => std::fs::read_to_string(&path).map_err(|source| TemplateError::Read { path, source })?,
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|source| TemplateError::Read { path, source })?,
                 None => builtin(name).to_owned(),
             };
             hasher.update(name.as_bytes());
             hasher.update([0]);
             hasher.update(source.as_bytes());
             hasher.update([0]);
-            env.add_template_owned(name, source).map_err(|source| TemplateError::Syntax {
-                name: name.to_owned(),
-                source,
-            })?;
+            env.add_template_owned(name, source)
+                .map_err(|source| TemplateError::Syntax {
+                    name: name.to_owned(),
+                    source,
+                })?;
         }
-        let hash = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let hash = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(Templates { env, hash })
     }
 
@@ -78,7 +89,10 @@ impl Templates {
             source,
         };
         let template = self.env.get_template(name).map_err(render_error)?;
-        template.render(context).map(|s| s.trim().to_owned()).map_err(render_error)
+        template
+            .render(context)
+            .map(|s| s.trim().to_owned())
+            .map_err(render_error)
     }
 }
 
@@ -96,8 +110,15 @@ mod tests {
                 json!({"timed_out": false, "exit_code": 1, "output": "boom", "truncated": true, "step_timeout_s": 5}),
             )
             .expect("render");
-        assert!(text.contains("exit code: 1") && text.contains("boom") && text.contains("cut in the middle"));
-        assert!(builtin.render("instance.j2", json!({})).is_err(), "strict undefined");
+        assert!(
+            text.contains("exit code: 1")
+                && text.contains("boom")
+                && text.contains("cut in the middle")
+        );
+        assert!(
+            builtin.render("instance.j2", json!({})).is_err(),
+            "strict undefined"
+        );
 
         let dir = std::env::temp_dir().join(format!("sf-templates-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -105,7 +126,9 @@ mod tests {
         let custom = Templates::load(Some(&dir)).expect("custom");
         assert_ne!(custom.hash(), builtin.hash());
         assert_eq!(
-            custom.render("instance.j2", json!({"problem_statement": "x"})).expect("render"),
+            custom
+                .render("instance.j2", json!({"problem_statement": "x"}))
+                .expect("render"),
             "Do: x"
         );
         let _ = std::fs::remove_dir_all(dir);

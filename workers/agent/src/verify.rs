@@ -23,7 +23,9 @@ pub(crate) async fn verify(
     patch: &str,
 ) -> Result<Verification, String> {
     let started = Instant::now();
-    let sandbox = rollouts.create_sandbox(task, key, trajectory_id, "verify").await?;
+    let sandbox = rollouts
+        .create_sandbox(task, key, trajectory_id, "verify")
+        .await?;
     let result = run(rollouts, sandbox.as_ref(), task, patch).await;
     destroy(sandbox.as_ref()).await;
     result.map(|mut v| {
@@ -32,7 +34,12 @@ pub(crate) async fn verify(
     })
 }
 
-async fn run(rollouts: &Rollouts, sandbox: &dyn Sandbox, task: &Task, patch: &str) -> Result<Verification, String> {
+async fn run(
+    rollouts: &Rollouts,
+    sandbox: &dyn Sandbox,
+    task: &Task,
+    patch: &str,
+) -> Result<Verification, String> {
     let eval = task.eval.as_deref().unwrap_or("true");
     if !patch.trim().is_empty() {
         sandbox

@@ -44,8 +44,15 @@ impl Default for WorkerConfig {
 
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
-    Started { key: ResultKey, attempt: u32 },
-    Step { key: ResultKey, step: u32, action: Option<String> },
+    Started {
+        key: ResultKey,
+        attempt: u32,
+    },
+    Step {
+        key: ResultKey,
+        step: u32,
+        action: Option<String>,
+    },
     Finished {
         key: ResultKey,
         trajectory_id: String,
@@ -55,11 +62,22 @@ pub enum WorkerEvent {
         cost_usd: f64,
     },
     /// The sample already had a result: the delivery was a duplicate.
-    Duplicate { key: ResultKey },
-    Retrying { key: ResultKey, attempt: u32, error: String },
-    DeadLettered { key: Option<ResultKey>, reason: String },
+    Duplicate {
+        key: ResultKey,
+    },
+    Retrying {
+        key: ResultKey,
+        attempt: u32,
+        error: String,
+    },
+    DeadLettered {
+        key: Option<ResultKey>,
+        reason: String,
+    },
     /// The campaign stopped accepting work (budget exhausted, paused).
-    CampaignStopped { reason: String },
+    CampaignStopped {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,7 +178,10 @@ impl Slot {
                     let reason = format!(
                         "campaign `{campaign}` is {}{}",
                         record.state.as_str(),
-                        record.state_reason.map(|r| format!(": {r}")).unwrap_or_default()
+                        record
+                            .state_reason
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
                     );
                     self.stop(reason);
                     return;
@@ -206,7 +227,9 @@ impl Slot {
             && guard.is_none()
         {
             info!(%reason, "campaign stopped accepting work; draining");
-            (self.events)(WorkerEvent::CampaignStopped { reason: reason.clone() });
+            (self.events)(WorkerEvent::CampaignStopped {
+                reason: reason.clone(),
+            });
             *guard = Some(reason);
         }
         self.drain.cancel();
@@ -220,7 +243,13 @@ impl Slot {
                 error: reason.clone(),
                 at: Utc::now(),
             };
-            if let Err(e) = self.rollouts.store.metadata.record_dead_letter(&letter).await {
+            if let Err(e) = self
+                .rollouts
+                .store
+                .metadata
+                .record_dead_letter(&letter)
+                .await
+            {
                 warn!(error = %error_chain(&e), "recording a dead letter failed");
             }
         }
@@ -230,7 +259,9 @@ impl Slot {
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 (self.events)(WorkerEvent::DeadLettered { key, reason });
             }
-            Err(e) => warn!(error = %error_chain(&e), "dead-lettering failed; the queue's redrive policy will"),
+            Err(e) => {
+                warn!(error = %error_chain(&e), "dead-lettering failed; the queue's redrive policy will")
+            }
         }
     }
 
@@ -242,7 +273,10 @@ impl Slot {
         let key = message.result_key();
         let campaign = self.rollouts.campaign.name();
         if message.campaign != campaign {
-            let reason = format!("message for campaign `{}` reached a worker of `{campaign}`", message.campaign);
+            let reason = format!(
+                "message for campaign `{}` reached a worker of `{campaign}`",
+                message.campaign
+            );
             return self.dead_letter(&delivery, None, reason).await;
         }
         let span = info_span!("task", campaign = %key.campaign, instance = %key.instance_id, sample = key.sample_index);
@@ -256,12 +290,27 @@ impl Slot {
         .await;
     }
 
-    async fn process(&self, delivery: &Delivery, message: &TaskMessage, key: &ResultKey) -> Result<(), String> {
+    async fn process(
+        &self,
+        delivery: &Delivery,
+        message: &TaskMessage,
+        key: &ResultKey,
+    ) -> Result<(), String> {
         let store = &self.rollouts.store;
-        if store.metadata.result(key).await.map_err(|e| error_chain(&e))?.is_some() {
+        if store
+            .metadata
+            .result(key)
+            .await
+            .map_err(|e| error_chain(&e))?
+            .is_some()
+        {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             (self.events)(WorkerEvent::Duplicate { key: key.clone() });
-            return self.queue.delete(&delivery.receipt).await.map_err(|e| error_chain(&e));
+            return self
+                .queue
+                .delete(&delivery.receipt)
+                .await
+                .map_err(|e| error_chain(&e));
         }
         (self.events)(WorkerEvent::Started {
             key: key.clone(),
@@ -282,7 +331,9 @@ impl Slot {
         };
         let events = self.events.clone();
         let on_step = move |event: RolloutEvent| match event {
-            RolloutEvent::Step { key, step, action } => events(WorkerEvent::Step { key, step, action }),
+            RolloutEvent::Step { key, step, action } => {
+                events(WorkerEvent::Step { key, step, action })
+            }
         };
         let outcome = self
             .rollouts
@@ -291,20 +342,35 @@ impl Slot {
         heartbeat.abort();
         let record = match outcome {
             Err(Interrupted) => {
-                return self.queue.release(&delivery.receipt, Duration::ZERO).await.map_err(|e| error_chain(&e));
+                return self
+                    .queue
+                    .release(&delivery.receipt, Duration::ZERO)
+                    .await
+                    .map_err(|e| error_chain(&e));
             }
             Ok(record) => record,
         };
         match record.exit_status.clone() {
             Some(ExitStatus::BudgetExhausted) => {
-                self.stop(record.error.clone().unwrap_or_else(|| "campaign budget exhausted".into()));
+                self.stop(
+                    record
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "campaign budget exhausted".into()),
+                );
                 // Not the agent's failure: the sample runs again if the budget is raised.
-                self.queue.release(&delivery.receipt, Duration::ZERO).await.map_err(|e| error_chain(&e))
+                self.queue
+                    .release(&delivery.receipt, Duration::ZERO)
+                    .await
+                    .map_err(|e| error_chain(&e))
             }
             Some(status @ ExitStatus::Error(_)) => {
                 let error = format!("{status}: {}", record.error.clone().unwrap_or_default());
                 if delivery.receive_count >= self.config.max_receives {
-                    let reason = format!("gave up after {} attempts; last error: {error}", delivery.receive_count);
+                    let reason = format!(
+                        "gave up after {} attempts; last error: {error}",
+                        delivery.receive_count
+                    );
                     self.dead_letter(delivery, Some(key.clone()), reason).await;
                     return Ok(());
                 }
@@ -315,7 +381,8 @@ impl Slot {
                     attempt: delivery.receive_count,
                     error,
                 });
-                let delay = self.config.retry_backoff * 2u32.saturating_pow(delivery.receive_count.saturating_sub(1));
+                let delay = self.config.retry_backoff
+                    * 2u32.saturating_pow(delivery.receive_count.saturating_sub(1));
                 self.queue
                     .release(&delivery.receipt, delay.min(Duration::from_secs(900)))
                     .await
@@ -333,7 +400,10 @@ impl Slot {
                             key: key.clone(),
                             trajectory_id: record.trajectory_id.clone(),
                             status: record.status(),
-                            exit_status: record.exit_status.clone().unwrap_or(ExitStatus::Submitted),
+                            exit_status: record
+                                .exit_status
+                                .clone()
+                                .unwrap_or(ExitStatus::Submitted),
                             resolved: record.verification.as_ref().map(|v| v.resolved),
                             cost_usd: record.totals.cost_usd,
                         });
@@ -343,7 +413,10 @@ impl Slot {
                         (self.events)(WorkerEvent::Duplicate { key: key.clone() });
                     }
                 }
-                self.queue.delete(&delivery.receipt).await.map_err(|e| error_chain(&e))
+                self.queue
+                    .delete(&delivery.receipt)
+                    .await
+                    .map_err(|e| error_chain(&e))
             }
         }
     }

@@ -20,7 +20,8 @@ pub struct Local {
 
 impl Local {
     pub fn open(dir: &Path) -> anyhow::Result<Local> {
-        let state = LocalState::open(dir).with_context(|| format!("opening the local state in {}", dir.display()))?;
+        let state = LocalState::open(dir)
+            .with_context(|| format!("opening the local state in {}", dir.display()))?;
         let store = TrajectoryStore::new(
             Arc::new(LocalObjectStore::new(&dir.join("objects"))),
             Arc::new(LocalMetadata::new(&state)),
@@ -53,7 +54,9 @@ pub fn worker_id(state_dir: &Path) -> String {
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "host".into());
-    let canonical = state_dir.canonicalize().unwrap_or_else(|_| state_dir.to_owned());
+    let canonical = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_owned());
     let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
     let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("local-{host}-{short}")

@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "synthfleet", version, about = "Generate verified agent trajectories in Docker sandboxes, at scale.")]
+#[command(
+    name = "synthfleet",
+    version,
+    about = "Generate verified agent trajectories in Docker sandboxes, at scale."
+)]
 struct Cli {
     /// Log format: `auto` is pretty on a terminal and JSON otherwise.
     #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "pretty", "json"])]
@@ -38,7 +42,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -45,8 +45,16 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let queue = Arc::new(local.queue(campaign.name()));
     let worker_id = local::worker_id(&dir);
 
-    let templates = Templates::load(campaign.config.scaffold.templates.as_ref().map(|p| campaign.resolve(p)).as_deref())
-        .context("loading the scaffold's prompt templates")?;
+    let templates = Templates::load(
+        campaign
+            .config
+            .scaffold
+            .templates
+            .as_ref()
+            .map(|p| campaign.resolve(p))
+            .as_deref(),
+    )
+    .context("loading the scaffold's prompt templates")?;
     let pool = ModelPool::new(&campaign.config.models).context("setting up the model pool")?;
     let sandboxes = DockerSandboxes::connect(&worker_id)?;
     sandboxes.ping().await?;
@@ -81,10 +89,16 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         report.already_done,
         report.already_queued,
         dir.display(),
-        if reaped > 0 { format!("; removed {reaped} leftover sandboxes") } else { String::new() }
+        if reaped > 0 {
+            format!("; removed {reaped} leftover sandboxes")
+        } else {
+            String::new()
+        }
     );
     if recovered > 0 {
-        eprintln!("{recovered} tasks were in flight when an earlier run stopped; they run again now");
+        eprintln!(
+            "{recovered} tasks were in flight when an earlier run stopped; they run again now"
+        );
     }
     let already = local
         .store
@@ -107,7 +121,8 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let config = WorkerConfig {
         concurrency: usize::from(args.concurrency),
         max_receives: local::MAX_RECEIVES,
-        retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0)).unwrap_or(Duration::from_secs(10)),
+        retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0))
+            .unwrap_or(Duration::from_secs(10)),
         ..WorkerConfig::default()
     };
     let cancel = CancellationToken::new();
@@ -115,7 +130,9 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping rollouts, releasing their tasks and removing sandboxes (Ctrl-C again to force)");
+                eprintln!(
+                    "\ninterrupted: stopping rollouts, releasing their tasks and removing sandboxes (Ctrl-C again to force)"
+                );
                 cancel.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);
@@ -126,33 +143,60 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let events = {
         let bar = bar.clone();
         Arc::new(move |event: WorkerEvent| match event {
-            WorkerEvent::Started { key, attempt } => {
-                bar.set_message(format!("{}#{} started (attempt {attempt})", key.instance_id, key.sample_index))
-            }
+            WorkerEvent::Started { key, attempt } => bar.set_message(format!(
+                "{}#{} started (attempt {attempt})",
+                key.instance_id, key.sample_index
+            )),
             WorkerEvent::Step { key, step, action } => {
                 let action = action.unwrap_or_default();
-                let short: String = action.lines().next().unwrap_or("").chars().take(40).collect();
-                bar.set_message(format!("{}#{} step {}: {short}", key.instance_id, key.sample_index, step + 1));
+                let short: String = action
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(40)
+                    .collect();
+                bar.set_message(format!(
+                    "{}#{} step {}: {short}",
+                    key.instance_id,
+                    key.sample_index,
+                    step + 1
+                ));
             }
-            WorkerEvent::Finished { key, exit_status, resolved, .. } => {
+            WorkerEvent::Finished {
+                key,
+                exit_status,
+                resolved,
+                ..
+            } => {
                 bar.inc(1);
                 let verdict = match resolved {
                     Some(true) => "resolved",
                     Some(false) => "not resolved",
                     None => "unverified",
                 };
-                bar.println(format!("  {}#{}: {exit_status}, {verdict}", key.instance_id, key.sample_index));
+                bar.println(format!(
+                    "  {}#{}: {exit_status}, {verdict}",
+                    key.instance_id, key.sample_index
+                ));
             }
             WorkerEvent::DeadLettered { key, reason } => {
                 if key.is_some() {
                     bar.inc(1);
                 }
-                let name = key.map(|k| format!("{}#{}", k.instance_id, k.sample_index)).unwrap_or("message".into());
+                let name = key
+                    .map(|k| format!("{}#{}", k.instance_id, k.sample_index))
+                    .unwrap_or("message".into());
                 bar.println(format!("  {name}: dead-lettered: {reason}"));
             }
-            WorkerEvent::Retrying { key, attempt, error } => {
-                bar.println(format!("  {}#{}: attempt {attempt} failed, will retry: {error}", key.instance_id, key.sample_index))
-            }
+            WorkerEvent::Retrying {
+                key,
+                attempt,
+                error,
+            } => bar.println(format!(
+                "  {}#{}: attempt {attempt} failed, will retry: {error}",
+                key.instance_id, key.sample_index
+            )),
             WorkerEvent::Duplicate { .. } => bar.inc(1),
             WorkerEvent::CampaignStopped { reason } => bar.println(format!("  stopping: {reason}")),
         }) as Arc<dyn Fn(WorkerEvent) + Send + Sync>
@@ -176,11 +220,20 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let stats = queue.stats().await?;
     let drained = stats.visible == 0 && stats.in_flight == 0;
     if drained && record.state == CampaignState::Running && !summary.interrupted {
-        metadata.set_state(campaign.name(), CampaignState::Done, None).await?;
+        metadata
+            .set_state(campaign.name(), CampaignState::Done, None)
+            .await?;
     }
     let trajectories = metadata.trajectories(campaign.name()).await?;
-    let resolved = trajectories.iter().filter(|t| t.resolved == Some(true)).count();
-    info!(elapsed_ms = started.elapsed().as_millis() as u64, committed = summary.committed, "campaign run finished");
+    let resolved = trajectories
+        .iter()
+        .filter(|t| t.resolved == Some(true))
+        .count();
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        committed = summary.committed,
+        "campaign run finished"
+    );
     println!(
         "\n{}: {} trajectories ({} resolved, {} failed), {} dead-lettered; spent {} of {}; {:.1}s",
         campaign.name(),
@@ -195,17 +248,25 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     if leftovers > 0 {
         println!("removed {leftovers} sandboxes that outlived their rollouts");
     }
-    println!("inspect with: synthfleet status --state-dir {0}   |   synthfleet show <trajectory-id> --state-dir {0}", dir.display());
+    println!(
+        "inspect with: synthfleet status --state-dir {0}   |   synthfleet show <trajectory-id> --state-dir {0}",
+        dir.display()
+    );
     if summary.interrupted {
         println!("interrupted: run the same command again to resume");
         return Ok(ExitCode::from(130));
     }
     if let Some(reason) = summary.stop_reason {
-        println!("stopped early: {reason}\nraise budget_usd (or resume the campaign) and run again to finish");
+        println!(
+            "stopped early: {reason}\nraise budget_usd (or resume the campaign) and run again to finish"
+        );
         return Ok(ExitCode::from(2));
     }
     if !drained {
-        println!("{} samples are still waiting for a retry; run again to finish them", stats.visible + stats.in_flight);
+        println!(
+            "{} samples are still waiting for a retry; run again to finish them",
+            stats.visible + stats.in_flight
+        );
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)

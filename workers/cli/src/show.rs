@@ -24,7 +24,10 @@ pub struct ShowArgs {
 
 pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     if !args.state_dir.join("state.redb").exists() {
-        anyhow::bail!("no synthfleet state in {}: pass --state-dir", args.state_dir.display());
+        anyhow::bail!(
+            "no synthfleet state in {}: pass --state-dir",
+            args.state_dir.display()
+        );
     }
     let local = Local::open(&args.state_dir)?;
     let meta = local
@@ -54,7 +57,11 @@ fn indent(text: &str) -> String {
 
 fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
     let mut out = String::new();
-    let status = r.exit_status.as_ref().map(ToString::to_string).unwrap_or_else(|| "running".into());
+    let status = r
+        .exit_status
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "running".into());
     out.push_str(&format!(
         "trajectory {}\n  campaign {}  instance {}  sample {}  attempt {}\n",
         r.trajectory_id, r.campaign, r.instance_id, r.sample_index, r.attempt
@@ -65,26 +72,47 @@ fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
         r.provider,
         r.scaffold.name,
         r.scaffold.version,
-        serde_json::to_value(r.scaffold.protocol).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        serde_json::to_value(r.scaffold.protocol)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         &r.scaffold.template_hash[..12.min(r.scaffold.template_hash.len())]
     ));
     let verdict = match &r.verification {
         Some(v) => format!(
             "{} (eval exit {}, patch {}, reward {})",
-            if v.resolved { "RESOLVED" } else { "not resolved" },
-            v.eval_exit_code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
-            if v.patch_applied { "applied" } else { "did not apply" },
+            if v.resolved {
+                "RESOLVED"
+            } else {
+                "not resolved"
+            },
+            v.eval_exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "none".into()),
+            if v.patch_applied {
+                "applied"
+            } else {
+                "did not apply"
+            },
             v.reward
         ),
         None => "not verified".into(),
     };
-    out.push_str(&format!("  exit {status}  {verdict}  [{}]\n", r.status().as_str()));
+    out.push_str(&format!(
+        "  exit {status}  {verdict}  [{}]\n",
+        r.status().as_str()
+    ));
     if let Some(e) = &r.error {
         out.push_str(&format!("  error {e}\n"));
     }
     out.push_str(&format!(
         "  {} steps  tokens {} in / {} out  cost ${:.6}  llm calls {} (+{} retries)\n",
-        r.totals.n_steps, r.totals.input_tokens, r.totals.output_tokens, r.totals.cost_usd, r.totals.llm_calls, r.totals.llm_retries
+        r.totals.n_steps,
+        r.totals.input_tokens,
+        r.totals.output_tokens,
+        r.totals.cost_usd,
+        r.totals.llm_calls,
+        r.totals.llm_retries
     ));
     out.push_str(&format!(
         "  {:.1}s total (llm {:.1}s, sandbox {:.1}s, verification {:.1}s)  started {}\n",
@@ -116,7 +144,11 @@ fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
             step.index + 1,
             step.duration_ms,
             step.llm_duration_ms,
-            if step.llm_retries > 0 { format!(" ({} retries)", step.llm_retries) } else { String::new() },
+            if step.llm_retries > 0 {
+                format!(" ({} retries)", step.llm_retries)
+            } else {
+                String::new()
+            },
             step.input_tokens,
             step.output_tokens
         ));
@@ -126,7 +158,11 @@ fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
         out.push_str(&indent(&step.observation));
     }
     out.push_str("\n── patch ──\n");
-    out.push_str(if r.patch.is_empty() { "    (empty)\n" } else { "" });
+    out.push_str(if r.patch.is_empty() {
+        "    (empty)\n"
+    } else {
+        ""
+    });
     out.push_str(&indent(&r.patch));
     if let Some(v) = &r.verification {
         out.push_str("\n── verification output ──\n");
@@ -147,7 +183,10 @@ fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
             }
             out.push_str(&indent(m.content.as_deref().unwrap_or("")));
             for call in &m.tool_calls {
-                out.push_str(&format!("    -> {}({})\n", call.function.name, call.function.arguments));
+                out.push_str(&format!(
+                    "    -> {}({})\n",
+                    call.function.name, call.function.arguments
+                ));
             }
         }
     }

@@ -23,9 +23,17 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (dir, only) = match &args.campaign {
         Some(path) => {
             let campaign = Campaign::load(path)?;
-            (local::state_dir(&campaign, args.state_dir.as_deref()), Some(campaign.name().to_owned()))
+            (
+                local::state_dir(&campaign, args.state_dir.as_deref()),
+                Some(campaign.name().to_owned()),
+            )
         }
-        None => (args.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)), None),
+        None => (
+            args.state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            None,
+        ),
     };
     if !dir.join("state.redb").exists() {
         anyhow::bail!(
@@ -45,7 +53,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         let value: Vec<_> = rows
             .iter()
-            .map(|(c, q, dead)| serde_json::json!({"campaign": c, "queue": q, "dead_letters": dead}))
+            .map(
+                |(c, q, dead)| serde_json::json!({"campaign": c, "queue": q, "dead_letters": dead}),
+            )
             .collect();
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
@@ -54,7 +64,15 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("no campaigns in {}", dir.display());
     }
     for (c, q, dead) in rows {
-        println!("campaign {}  [{}]{}", c.name, c.state.as_str(), c.state_reason.as_ref().map(|r| format!(" {r}")).unwrap_or_default());
+        println!(
+            "campaign {}  [{}]{}",
+            c.name,
+            c.state.as_str(),
+            c.state_reason
+                .as_ref()
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default()
+        );
         println!(
             "  budget   spent {} + reserved {} of {}",
             c.ledger.spent, c.ledger.reserved, c.ledger.budget
@@ -67,7 +85,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             c.counts.dead_lettered,
             c.total_samples.saturating_sub(c.finished())
         );
-        println!("  queue    {} waiting, {} in flight, {} dead", q.visible, q.in_flight, q.dead);
+        println!(
+            "  queue    {} waiting, {} in flight, {} dead",
+            q.visible, q.in_flight, q.dead
+        );
         for letter in dead {
             println!("  dead     {}: {}", letter.key, letter.error);
         }

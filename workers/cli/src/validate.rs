@@ -9,10 +9,19 @@ use synthfleet_llm::ModelPool;
 
 pub async fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let campaign = Campaign::load(path)?;
-    let templates = Templates::load(campaign.config.scaffold.templates.as_ref().map(|p| campaign.resolve(p)).as_deref())
-        .context("loading the scaffold's prompt templates")?;
+    let templates = Templates::load(
+        campaign
+            .config
+            .scaffold
+            .templates
+            .as_ref()
+            .map(|p| campaign.resolve(p))
+            .as_deref(),
+    )
+    .context("loading the scaffold's prompt templates")?;
     ModelPool::new(&campaign.config.models).context("checking the model pool")?;
-    let images: std::collections::BTreeSet<&str> = campaign.tasks.iter().map(|t| t.image.as_str()).collect();
+    let images: std::collections::BTreeSet<&str> =
+        campaign.tasks.iter().map(|t| t.image.as_str()).collect();
     let no_eval = campaign.tasks.iter().filter(|t| t.eval.is_none()).count();
     println!(
         "{}: valid. {} tasks x {} samples, {} models, budget ${}, templates {}",
@@ -23,9 +32,14 @@ pub async fn validate(path: &Path) -> anyhow::Result<ExitCode> {
         campaign.config.budget_usd,
         &templates.hash()[..12]
     );
-    println!("images: {}", images.into_iter().collect::<Vec<_>>().join(", "));
+    println!(
+        "images: {}",
+        images.into_iter().collect::<Vec<_>>().join(", ")
+    );
     if no_eval > 0 {
-        println!("warning: {no_eval} tasks have no eval script; their trajectories cannot be verified");
+        println!(
+            "warning: {no_eval} tasks have no eval script; their trajectories cannot be verified"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

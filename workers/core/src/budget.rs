@@ -111,7 +111,12 @@ pub struct CampaignRecord {
 }
 
 impl CampaignRecord {
-    pub fn new(name: &str, budget: MicroUsd, total_samples: u64, now: DateTime<Utc>) -> CampaignRecord {
+    pub fn new(
+        name: &str,
+        budget: MicroUsd,
+        total_samples: u64,
+        now: DateTime<Utc>,
+    ) -> CampaignRecord {
         CampaignRecord {
             name: name.to_owned(),
             ledger: Ledger::new(budget),

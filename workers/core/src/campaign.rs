@@ -103,7 +103,9 @@ impl ModelConfig {
     /// Cost of a call, rounded up to the micro-dollar.
     pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> MicroUsd {
         MicroUsd::from_usd_ceil(
-            (input_tokens as f64 * self.input_price_per_mtok + output_tokens as f64 * self.output_price_per_mtok) / 1e6,
+            (input_tokens as f64 * self.input_price_per_mtok
+                + output_tokens as f64 * self.output_price_per_mtok)
+                / 1e6,
         )
     }
 }
@@ -256,7 +258,9 @@ impl Campaign {
             field: field.to_owned(),
             message,
         };
-        config.validate().map_err(|(field, message)| invalid(&field, message))?;
+        config
+            .validate()
+            .map_err(|(field, message)| invalid(&field, message))?;
         let base_dir = path
             .parent()
             .map(Path::to_owned)
@@ -269,7 +273,10 @@ impl Campaign {
                 if !ids.insert(task.instance_id.clone()) {
                     return Err(invalid(
                         "tasks",
-                        format!("instance_id `{}` appears in more than one task file", task.instance_id),
+                        format!(
+                            "instance_id `{}` appears in more than one task file",
+                            task.instance_id
+                        ),
                     ));
                 }
                 tasks.push(task);
@@ -304,7 +311,9 @@ impl Campaign {
     pub fn model_for(&self, instance_id: &str, sample_index: u32) -> &ModelConfig {
         let models = &self.config.models;
         let total: u64 = models.iter().map(|m| u64::from(m.weight)).sum();
-        let digest = Sha256::digest(format!("{}\0{instance_id}\0{sample_index}", self.config.name).as_bytes());
+        let digest = Sha256::digest(
+            format!("{}\0{instance_id}\0{sample_index}", self.config.name).as_bytes(),
+        );
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&digest[..8]);
         let mut point = u64::from_le_bytes(bytes) % total.max(1);
@@ -323,7 +332,9 @@ pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl CampaignConfig {
@@ -331,7 +342,10 @@ impl CampaignConfig {
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |field: &str, message: &str| Err((field.to_owned(), message.to_owned()));
         if !is_valid_name(&self.name) {
-            return err("name", "must be 1-128 ASCII letters, digits, - _ or . (it becomes part of storage keys)");
+            return err(
+                "name",
+                "must be 1-128 ASCII letters, digits, - _ or . (it becomes part of storage keys)",
+            );
         }
         if self.tasks.is_empty() {
             return err("tasks", "must list at least one task file");
@@ -339,7 +353,7 @@ impl CampaignConfig {
         if self.samples_per_task == 0 {
             return err("samples_per_task", "must be at least 1");
         }
-        if !(self.budget_usd.is_finite() && self.budget_usd >= 0.0) {
+        if !self.budget_usd.is_finite() || self.budget_usd < 0.0 {
             return err("budget_usd", "must be a non-negative number of US dollars");
         }
         if self.models.is_empty() {
@@ -357,7 +371,9 @@ impl CampaignConfig {
             if m.name.trim().is_empty() {
                 return Err((field("name"), "must not be empty".into()));
             }
-            if m.provider == ProviderKind::Openai && m.endpoint.as_deref().is_none_or(|e| e.trim().is_empty()) {
+            if m.provider == ProviderKind::Openai
+                && m.endpoint.as_deref().is_none_or(|e| e.trim().is_empty())
+            {
                 return Err((
                     field("endpoint"),
                     "is required for provider \"openai\" (e.g. \"https://api.openai.com/v1\" or \"http://localhost:8000/v1\")".into(),
@@ -371,8 +387,14 @@ impl CampaignConfig {
                     "must be the NAME of an environment variable (letters, digits, _), never the key itself".into(),
                 ));
             }
-            if !(m.input_price_per_mtok >= 0.0 && m.output_price_per_mtok >= 0.0) {
-                return Err((field("input_price_per_mtok"), "prices must be non-negative".into()));
+            if [m.input_price_per_mtok, m.output_price_per_mtok]
+                .iter()
+                .any(|p| !p.is_finite() || *p < 0.0)
+            {
+                return Err((
+                    field("input_price_per_mtok"),
+                    "prices must be non-negative".into(),
+                ));
             }
             if m.max_tokens == 0 || m.max_attempts == 0 || m.request_timeout_s == 0 {
                 return Err((
@@ -396,9 +418,16 @@ impl CampaignConfig {
         }
         let s = &self.scaffold;
         if s.kind != "bash" {
-            return err("scaffold.kind", "only the built-in \"bash\" scaffold exists");
+            return err(
+                "scaffold.kind",
+                "only the built-in \"bash\" scaffold exists",
+            );
         }
-        if s.max_steps == 0 || s.step_timeout_s == 0 || s.rollout_timeout_s == 0 || s.eval_timeout_s == 0 {
+        if s.max_steps == 0
+            || s.step_timeout_s == 0
+            || s.rollout_timeout_s == 0
+            || s.eval_timeout_s == 0
+        {
             return err(
                 "scaffold.max_steps",
                 "max_steps, step_timeout_s, rollout_timeout_s and eval_timeout_s must be at least 1",
@@ -408,7 +437,13 @@ impl CampaignConfig {
             return err("scaffold.max_observation_chars", "must be at least 100");
         }
         let b = &self.sandbox;
-        if b.memory_mb < 32 || !(b.cpus > 0.0) || b.pids < 16 || b.tmp_mb == 0 || b.max_output_bytes < 1024 {
+        if b.memory_mb < 32
+            || !b.cpus.is_finite()
+            || b.cpus <= 0.0
+            || b.pids < 16
+            || b.tmp_mb == 0
+            || b.max_output_bytes < 1024
+        {
             return err(
                 "sandbox",
                 "limits too small: memory_mb >= 32, cpus > 0, pids >= 16, tmp_mb >= 1, max_output_bytes >= 1024",
@@ -459,7 +494,9 @@ fallbacks = ["a"]
         assert_eq!(c.budget(), MicroUsd(1_500_000));
         assert_eq!(c.config.scaffold.max_steps, 50);
         // deterministic routing, following the weights roughly
-        let picks: Vec<&str> = (0..400).map(|i| c.model_for("t1", i).name.as_str()).collect();
+        let picks: Vec<&str> = (0..400)
+            .map(|i| c.model_for("t1", i).name.as_str())
+            .collect();
         let a = picks.iter().filter(|n| **n == "a").count();
         assert!((240..360).contains(&a), "{a}");
         assert_eq!(c.model_for("t1", 7).name, c.model_for("t1", 7).name);
@@ -472,7 +509,10 @@ fallbacks = ["a"]
         let text = CAMPAIGN.replace("samples_per_task = 2", "samples_per_task = 2\nbudget = 3");
         let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("unknown key");
         let msg = err.to_string();
-        assert!(msg.contains("c.toml") && msg.contains("line 5") && msg.contains("`budget`"), "{msg}");
+        assert!(
+            msg.contains("c.toml") && msg.contains("line 5") && msg.contains("`budget`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -481,7 +521,10 @@ fallbacks = ["a"]
         write(dir.path(), "tasks.jsonl", TASK);
         let text = CAMPAIGN.replace("fallbacks = [\"a\"]", "fallbacks = [\"zzz\"]");
         let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("bad fallback");
-        assert!(err.to_string().contains("field `models[1].fallbacks`"), "{err}");
+        assert!(
+            err.to_string().contains("field `models[1].fallbacks`"),
+            "{err}"
+        );
         let text = CAMPAIGN.replace("endpoint = \"http://127.0.0.1:1/v1\"\n", "");
         let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("no endpoint");
         assert!(err.to_string().contains("models[1].endpoint"), "{err}");
@@ -492,6 +535,9 @@ fallbacks = ["a"]
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "tasks.jsonl", "{\"instance_id\":\"x\"}");
         let err = Campaign::load(&write(dir.path(), "c.toml", CAMPAIGN)).expect_err("bad task");
-        assert!(err.to_string().contains("tasks.jsonl:1: field `image`"), "{err}");
+        assert!(
+            err.to_string().contains("tasks.jsonl:1: field `image`"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,9 @@ const ZSTD_LEVEL: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    #[error("checksum mismatch for {key}: expected sha256 {expected}, stored bytes hash to {actual}; the object is corrupt or was overwritten")]
+    #[error(
+        "checksum mismatch for {key}: expected sha256 {expected}, stored bytes hash to {actual}; the object is corrupt or was overwritten"
+    )]
     Checksum {
         key: String,
         expected: String,
@@ -25,7 +27,9 @@ pub enum CodecError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{key} has schema_version {found}, newer than this build reads ({SCHEMA_VERSION}); upgrade synthfleet")]
+    #[error(
+        "{key} has schema_version {found}, newer than this build reads ({SCHEMA_VERSION}); upgrade synthfleet"
+    )]
     FutureSchema { key: String, found: u32 },
     #[error("cannot encode trajectory record")]
     Encode(#[source] std::io::Error),
@@ -44,14 +48,19 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 pub fn encode(record: &TrajectoryRecord) -> Result<Encoded, CodecError> {
-    let json = serde_json::to_vec(record).map_err(|e| CodecError::Encode(std::io::Error::other(e)))?;
+    let json =
+        serde_json::to_vec(record).map_err(|e| CodecError::Encode(std::io::Error::other(e)))?;
     let bytes = zstd::encode_all(json.as_slice(), ZSTD_LEVEL).map_err(CodecError::Encode)?;
     let sha256 = sha256_hex(&bytes);
     Ok(Encoded { bytes, sha256 })
 }
 
 /// Verifies the checksum, then decodes. `key` only names the object in errors.
-pub fn decode(key: &str, bytes: &[u8], expected_sha256: &str) -> Result<TrajectoryRecord, CodecError> {
+pub fn decode(
+    key: &str,
+    bytes: &[u8],
+    expected_sha256: &str,
+) -> Result<TrajectoryRecord, CodecError> {
     let actual = sha256_hex(bytes);
     if !actual.eq_ignore_ascii_case(expected_sha256) {
         return Err(CodecError::Checksum {
@@ -64,11 +73,15 @@ pub fn decode(key: &str, bytes: &[u8], expected_sha256: &str) -> Result<Trajecto
         key: key.to_owned(),
         source,
     })?;
-    let version: serde_json::Value = serde_json::from_slice(&json).map_err(|source| CodecError::Json {
-        key: key.to_owned(),
-        source,
-    })?;
-    let found = version.get("schema_version").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+    let version: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|source| CodecError::Json {
+            key: key.to_owned(),
+            source,
+        })?;
+    let found = version
+        .get("schema_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
     if found > SCHEMA_VERSION {
         return Err(CodecError::FutureSchema {
             key: key.to_owned(),

@@ -18,7 +18,9 @@ pub struct TaskMessage {
 pub enum MessageError {
     #[error("message is not a valid task message: {0}")]
     Invalid(String),
-    #[error("message has schema_version {0}; this worker reads version {MESSAGE_SCHEMA_VERSION}: upgrade the worker or re-submit the campaign")]
+    #[error(
+        "message has schema_version {0}; this worker reads version {MESSAGE_SCHEMA_VERSION}: upgrade the worker or re-submit the campaign"
+    )]
     UnknownVersion(u64),
 }
 
@@ -33,14 +35,19 @@ impl TaskMessage {
     }
 
     pub fn parse(body: &str) -> Result<TaskMessage, MessageError> {
-        let value: serde_json::Value =
-            serde_json::from_str(body).map_err(|e| MessageError::Invalid(format!("not JSON ({e})")))?;
+        let value: serde_json::Value = serde_json::from_str(body)
+            .map_err(|e| MessageError::Invalid(format!("not JSON ({e})")))?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(MESSAGE_SCHEMA_VERSION) => {}
             Some(v) => return Err(MessageError::UnknownVersion(v)),
-            None => return Err(MessageError::Invalid("missing field `schema_version`".into())),
+            None => {
+                return Err(MessageError::Invalid(
+                    "missing field `schema_version`".into(),
+                ));
+            }
         }
-        serde_path_to_error::deserialize(value).map_err(|e| MessageError::Invalid(format!("at `{}`: {}", e.path(), e.inner())))
+        serde_path_to_error::deserialize(value)
+            .map_err(|e| MessageError::Invalid(format!("at `{}`: {}", e.path(), e.inner())))
     }
 
     pub fn to_body(&self) -> String {
@@ -67,7 +74,11 @@ pub struct ResultKey {
 
 impl std::fmt::Display for ResultKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}#{}", self.campaign, self.instance_id, self.sample_index)
+        write!(
+            f,
+            "{}/{}#{}",
+            self.campaign, self.instance_id, self.sample_index
+        )
     }
 }
 
@@ -77,9 +88,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_messages_clearly() {
-        assert!(matches!(TaskMessage::parse("nope"), Err(MessageError::Invalid(m)) if m.contains("not JSON")));
-        assert!(matches!(TaskMessage::parse(r#"{"schema_version":9}"#), Err(MessageError::UnknownVersion(9))));
-        let err = TaskMessage::parse(r#"{"schema_version":1,"campaign":"c","sample_index":0}"#).expect_err("missing task");
+        assert!(
+            matches!(TaskMessage::parse("nope"), Err(MessageError::Invalid(m)) if m.contains("not JSON"))
+        );
+        assert!(matches!(
+            TaskMessage::parse(r#"{"schema_version":9}"#),
+            Err(MessageError::UnknownVersion(9))
+        ));
+        let err = TaskMessage::parse(r#"{"schema_version":1,"campaign":"c","sample_index":0}"#)
+            .expect_err("missing task");
         assert!(err.to_string().contains("task"), "{err}");
     }
 }

@@ -20,7 +20,9 @@ pub enum StoreError {
     NotFound { what: String },
     #[error("{what} is corrupt: {detail}")]
     Corrupt { what: String, detail: String },
-    #[error("unknown or expired receipt handle {receipt}; the message was redelivered to another worker or deleted")]
+    #[error(
+        "unknown or expired receipt handle {receipt}; the message was redelivered to another worker or deleted"
+    )]
     StaleReceipt { receipt: String },
     #[error("{backend} failed during {operation}")]
     Backend {
@@ -182,8 +184,18 @@ pub trait MetadataStore: Send + Sync {
     /// Applies [`crate::budget::Ledger::try_reserve`] atomically; a refusal marks the
     /// campaign `exhausted` with the reason.
     async fn reserve(&self, campaign: &str, amount: MicroUsd) -> Result<Reservation, StoreError>;
-    async fn settle(&self, campaign: &str, reserved: MicroUsd, actual: MicroUsd) -> Result<(), StoreError>;
-    async fn set_state(&self, campaign: &str, state: CampaignState, reason: Option<String>) -> Result<(), StoreError>;
+    async fn settle(
+        &self,
+        campaign: &str,
+        reserved: MicroUsd,
+        actual: MicroUsd,
+    ) -> Result<(), StoreError>;
+    async fn set_state(
+        &self,
+        campaign: &str,
+        state: CampaignState,
+        reason: Option<String>,
+    ) -> Result<(), StoreError>;
     /// Adds to the campaign's enqueued count.
     async fn add_enqueued(&self, campaign: &str, n: u64) -> Result<(), StoreError>;
     /// Commits the item unless a result for its (campaign, instance, sample) exists;
@@ -203,7 +215,9 @@ pub trait MetadataStore: Send + Sync {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("image `{image}` is not available locally; build it (see examples/quickstart/build-image.sh) or pull it from your registry")]
+    #[error(
+        "image `{image}` is not available locally; build it (see examples/quickstart/build-image.sh) or pull it from your registry"
+    )]
     ImageMissing { image: String },
     #[error("sandbox {container}: {operation} failed")]
     Docker {
@@ -244,7 +258,8 @@ pub trait Sandbox: Send + Sync {
     /// Runs `command` with `bash -c` in the workdir, as the sandbox user, killed after `timeout`.
     async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError>;
     /// Runs `command` as root (setup, patch application): still without capabilities.
-    async fn exec_root(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError>;
+    async fn exec_root(&self, command: &str, timeout: Duration)
+    -> Result<ExecOutput, SandboxError>;
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
     /// Kills and removes the sandbox. Always called, on every path.
     async fn destroy(&self) -> Result<(), SandboxError>;

@@ -45,12 +45,17 @@ impl TrajectoryStore {
     /// worker dies, the partial record survives (and expires like any failure).
     pub async fn checkpoint(&self, record: &TrajectoryRecord) -> Result<(), TrajectoryStoreError> {
         let encoded = codec::encode(record)?;
-        self.objects.put(&Self::checkpoint_key(record), encoded.bytes).await?;
+        self.objects
+            .put(&Self::checkpoint_key(record), encoded.bytes)
+            .await?;
         Ok(())
     }
 
     /// Writes the finished record and commits its metadata item.
-    pub async fn commit(&self, record: &TrajectoryRecord) -> Result<CommitOutcome, TrajectoryStoreError> {
+    pub async fn commit(
+        &self,
+        record: &TrajectoryRecord,
+    ) -> Result<CommitOutcome, TrajectoryStoreError> {
         let encoded = codec::encode(record)?;
         let key = record.object_key();
         let size_bytes = encoded.bytes.len() as u64;
@@ -71,14 +76,22 @@ impl TrajectoryStore {
     }
 
     /// Reads and verifies (checksum, schema) a committed record.
-    pub async fn load(&self, meta: &TrajectoryMeta) -> Result<TrajectoryRecord, TrajectoryStoreError> {
+    pub async fn load(
+        &self,
+        meta: &TrajectoryMeta,
+    ) -> Result<TrajectoryRecord, TrajectoryStoreError> {
         let bytes = self.objects.get(&meta.object_key).await?;
         Ok(codec::decode(&meta.object_key, &bytes, &meta.sha256)?)
     }
 }
 
 /// The metadata item of a finished record.
-pub fn summarize(record: &TrajectoryRecord, object_key: String, sha256: String, size_bytes: u64) -> TrajectoryMeta {
+pub fn summarize(
+    record: &TrajectoryRecord,
+    object_key: String,
+    sha256: String,
+    size_bytes: u64,
+) -> TrajectoryMeta {
     let status = record.status();
     let created_at = record.timings.finished_at.unwrap_or_else(Utc::now);
     TrajectoryMeta {
@@ -92,7 +105,9 @@ pub fn summarize(record: &TrajectoryRecord, object_key: String, sha256: String, 
         exit_status: record
             .exit_status
             .clone()
-            .unwrap_or(crate::trajectory::ExitStatus::Error(crate::trajectory::ErrorKind::Internal)),
+            .unwrap_or(crate::trajectory::ExitStatus::Error(
+                crate::trajectory::ErrorKind::Internal,
+            )),
         resolved: record.verification.as_ref().map(|v| v.resolved),
         reward: record.verification.as_ref().map(|v| v.reward),
         cost_usd: record.totals.cost_usd,
@@ -104,6 +119,7 @@ pub fn summarize(record: &TrajectoryRecord, object_key: String, sha256: String, 
         size_bytes,
         worker_id: record.worker_id.clone(),
         created_at,
-        expires_at: (status == RecordStatus::Failed).then(|| created_at + Duration::days(FAILED_RETENTION_DAYS)),
+        expires_at: (status == RecordStatus::Failed)
+            .then(|| created_at + Duration::days(FAILED_RETENTION_DAYS)),
     }
 }

@@ -31,7 +31,9 @@ pub async fn enqueue_campaign(
 ) -> Result<EnqueueReport, StoreError> {
     let samples = campaign.config.samples_per_task;
     let total = campaign.tasks.len() as u64 * u64::from(samples);
-    metadata.upsert_campaign(campaign.name(), campaign.budget(), total).await?;
+    metadata
+        .upsert_campaign(campaign.name(), campaign.budget(), total)
+        .await?;
     let mut report = EnqueueReport::default();
     for task in &campaign.tasks {
         for sample_index in 0..samples {
@@ -49,7 +51,9 @@ pub async fn enqueue_campaign(
         }
     }
     if report.enqueued > 0 {
-        metadata.add_enqueued(campaign.name(), report.enqueued).await?;
+        metadata
+            .add_enqueued(campaign.name(), report.enqueued)
+            .await?;
     }
     Ok(report)
 }

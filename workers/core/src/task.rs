@@ -62,7 +62,9 @@ pub enum TaskFileError {
         line: usize,
         message: String,
     },
-    #[error("{path}:{line}: instance_id `{instance_id}` already appears on line {first_line}; instance ids must be unique")]
+    #[error(
+        "{path}:{line}: instance_id `{instance_id}` already appears on line {first_line}; instance ids must be unique"
+    )]
     Duplicate {
         path: PathBuf,
         line: usize,
@@ -181,7 +183,9 @@ fn validate(task: &Task) -> Result<(), LineError> {
     {
         return Err(field_error(
             "instance_id",
-            format!("`{id}` may only hold ASCII letters, digits and - _ . + (it becomes part of storage keys)"),
+            format!(
+                "`{id}` may only hold ASCII letters, digits and - _ . + (it becomes part of storage keys)"
+            ),
         ));
     }
     if task.image.trim().is_empty() {
@@ -212,18 +216,22 @@ fn is_swe_bench(object: &Map<String, Value>) -> bool {
 /// are pytest node ids, a pytest run of FAIL_TO_PASS and PASS_TO_PASS. The SWE fields are
 /// kept in `tags` so that reports can group by repository.
 fn swe_bench_task(mut object: Map<String, Value>) -> Result<Task, LineError> {
-    let take_str = |object: &mut Map<String, Value>, key: &str| -> Result<Option<String>, LineError> {
-        match object.remove(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(field_error(key, "must be a string")),
-        }
-    };
-    let instance_id =
-        take_str(&mut object, "instance_id")?.ok_or_else(|| field_error("instance_id", "missing field `instance_id`"))?;
+    let take_str =
+        |object: &mut Map<String, Value>, key: &str| -> Result<Option<String>, LineError> {
+            match object.remove(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(field_error(key, "must be a string")),
+            }
+        };
+    let instance_id = take_str(&mut object, "instance_id")?
+        .ok_or_else(|| field_error("instance_id", "missing field `instance_id`"))?;
     let problem_statement = take_str(&mut object, "problem_statement")?
         .ok_or_else(|| field_error("problem_statement", "missing field `problem_statement`"))?;
-    let image = match (take_str(&mut object, "image")?, take_str(&mut object, "image_name")?) {
+    let image = match (
+        take_str(&mut object, "image")?,
+        take_str(&mut object, "image_name")?,
+    ) {
         (Some(image), _) | (None, Some(image)) => image,
         (None, None) => format!(
             "swebench/sweb.eval.x86_64.{}:latest",
@@ -235,12 +243,15 @@ fn swe_bench_task(mut object: Map<String, Value>) -> Result<Task, LineError> {
             None | Some(Value::Null) => Ok(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| field_error(key, "must be a list of strings")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| field_error(key, "must be a list of strings"))
+                })
                 .collect(),
             // SWE-bench ships these lists JSON-encoded as strings.
-            Some(Value::String(s)) => {
-                serde_json::from_str(s).map_err(|e| field_error(key, format!("is not a JSON list of test ids: {e}")))
-            }
+            Some(Value::String(s)) => serde_json::from_str(s)
+                .map_err(|e| field_error(key, format!("is not a JSON list of test ids: {e}"))),
             Some(_) => Err(field_error(key, "must be a list of test ids")),
         }
     };
@@ -254,7 +265,10 @@ fn swe_bench_task(mut object: Map<String, Value>) -> Result<Task, LineError> {
     let setup = take_str(&mut object, "setup")?;
     let timeout_s = match object.remove("timeout_s") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| field_error("timeout_s", "must be a positive integer"))?),
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| field_error("timeout_s", "must be a positive integer"))?,
+        ),
     };
     let difficulty = object.remove("difficulty");
     let mut tags: BTreeMap<String, Value> = match object.remove("tags") {
@@ -264,7 +278,8 @@ fn swe_bench_task(mut object: Map<String, Value>) -> Result<Task, LineError> {
     };
     let replay = match object.remove("replay") {
         None | Some(Value::Null) => Vec::new(),
-        Some(v) => serde_json::from_value(v).map_err(|_| field_error("replay", "must be a list of strings"))?,
+        Some(v) => serde_json::from_value(v)
+            .map_err(|_| field_error("replay", "must be a list of strings"))?,
     };
     // Everything else of the instance (repo, base_commit, patch, test lists, ...) is provenance.
     for (key, value) in object {
@@ -285,14 +300,22 @@ fn swe_bench_task(mut object: Map<String, Value>) -> Result<Task, LineError> {
 }
 
 fn pytest_eval(fail_to_pass: &[String], pass_to_pass: &[String]) -> Option<String> {
-    let ids: Vec<&String> = fail_to_pass.iter().chain(pass_to_pass).collect::<HashSet<_>>().into_iter().collect();
+    let ids: Vec<&String> = fail_to_pass
+        .iter()
+        .chain(pass_to_pass)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     if ids.is_empty() || !ids.iter().all(|id| id.contains("::")) {
         return None;
     }
     let mut ids: Vec<&str> = ids.into_iter().map(String::as_str).collect();
     ids.sort_unstable();
     let quoted: Vec<String> = ids.iter().map(|id| shell_quote(id)).collect();
-    Some(format!("python -m pytest -rA -p no:cacheprovider {}", quoted.join(" ")))
+    Some(format!(
+        "python -m pytest -rA -p no:cacheprovider {}",
+        quoted.join(" ")
+    ))
 }
 
 /// Quotes a string for POSIX `sh`.
@@ -310,7 +333,8 @@ mod tests {
 
     #[test]
     fn parses_minimal_task_with_defaults() {
-        let tasks = parse(r#"{"instance_id":"a-1","image":"img","problem_statement":"fix it"}"#).expect("valid");
+        let tasks = parse(r#"{"instance_id":"a-1","image":"img","problem_statement":"fix it"}"#)
+            .expect("valid");
         assert_eq!(tasks[0].workdir, "/testbed");
         assert!(tasks[0].eval.is_none());
     }
@@ -325,23 +349,36 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_field() {
-        let err = parse(r#"{"instance_id":"a","image":"i","problem_statement":"p","timeout_s":"soon"}"#)
-            .expect_err("bad type");
+        let err =
+            parse(r#"{"instance_id":"a","image":"i","problem_statement":"p","timeout_s":"soon"}"#)
+                .expect_err("bad type");
         assert!(err.to_string().contains("field `timeout_s`"), "{err}");
     }
 
     #[test]
     fn unknown_field_is_an_error() {
-        let err = parse(r#"{"instance_id":"a","image":"i","problem_statement":"p","imgae":"x"}"#).expect_err("unknown");
+        let err = parse(r#"{"instance_id":"a","image":"i","problem_statement":"p","imgae":"x"}"#)
+            .expect_err("unknown");
         assert!(err.to_string().contains("field `imgae`"), "{err}");
     }
 
     #[test]
     fn bad_json_and_duplicates_and_ids() {
-        assert!(matches!(parse("{not json"), Err(TaskFileError::NotJson { line: 1, .. })));
+        assert!(matches!(
+            parse("{not json"),
+            Err(TaskFileError::NotJson { line: 1, .. })
+        ));
         let dup = "{\"instance_id\":\"a\",\"image\":\"i\",\"problem_statement\":\"p\"}\n{\"instance_id\":\"a\",\"image\":\"i\",\"problem_statement\":\"p\"}";
-        assert!(matches!(parse(dup), Err(TaskFileError::Duplicate { line: 2, first_line: 1, .. })));
-        let err = parse(r#"{"instance_id":"../etc","image":"i","problem_statement":"p"}"#).expect_err("bad id");
+        assert!(matches!(
+            parse(dup),
+            Err(TaskFileError::Duplicate {
+                line: 2,
+                first_line: 1,
+                ..
+            })
+        ));
+        let err = parse(r#"{"instance_id":"../etc","image":"i","problem_statement":"p"}"#)
+            .expect_err("bad id");
         assert!(err.to_string().contains("field `instance_id`"), "{err}");
         assert!(matches!(parse("\n\n"), Err(TaskFileError::Empty { .. })));
     }
@@ -350,7 +387,10 @@ mod tests {
     fn swe_bench_instance_is_adapted() {
         let line = r#"{"instance_id":"astropy__astropy-12907","repo":"astropy/astropy","base_commit":"abc","problem_statement":"p","FAIL_TO_PASS":"[\"t/test_a.py::test_x\"]","PASS_TO_PASS":[]}"#;
         let task = &parse(line).expect("adapted")[0];
-        assert_eq!(task.image, "swebench/sweb.eval.x86_64.astropy_1776_astropy-12907:latest");
+        assert_eq!(
+            task.image,
+            "swebench/sweb.eval.x86_64.astropy_1776_astropy-12907:latest"
+        );
         assert_eq!(task.tags["repo"], "astropy/astropy");
         assert_eq!(
             task.eval.as_deref(),

@@ -276,7 +276,12 @@ impl TrajectoryRecord {
     }
 
     pub fn object_key(&self) -> String {
-        object_key(&self.campaign, self.status(), &self.instance_id, &self.trajectory_id)
+        object_key(
+            &self.campaign,
+            self.status(),
+            &self.instance_id,
+            &self.trajectory_id,
+        )
     }
 }
 
@@ -297,7 +302,12 @@ impl RecordStatus {
 }
 
 /// `trajectories/{campaign}/{status}/{instance_id}/{trajectory_id}.json.zst`
-pub fn object_key(campaign: &str, status: RecordStatus, instance_id: &str, trajectory_id: &str) -> String {
+pub fn object_key(
+    campaign: &str,
+    status: RecordStatus,
+    instance_id: &str,
+    trajectory_id: &str,
+) -> String {
     format!(
         "trajectories/{campaign}/{}/{instance_id}/{trajectory_id}.json.zst",
         status.as_str()
@@ -309,7 +319,9 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     secrets
         .iter()
         .filter(|s| s.len() >= 8)
-        .fold(text.to_owned(), |acc, secret| acc.replace(secret.as_str(), "[REDACTED]"))
+        .fold(text.to_owned(), |acc, secret| {
+            acc.replace(secret.as_str(), "[REDACTED]")
+        })
 }
 
 #[cfg(test)]
@@ -325,7 +337,10 @@ mod tests {
             ExitStatus::Error(ErrorKind::LlmUnavailable),
         ] {
             let json = serde_json::to_string(&status).expect("serialise");
-            assert_eq!(serde_json::from_str::<ExitStatus>(&json).expect("parse"), status);
+            assert_eq!(
+                serde_json::from_str::<ExitStatus>(&json).expect("parse"),
+                status
+            );
         }
         assert_eq!(
             serde_json::to_string(&ExitStatus::Error(ErrorKind::LlmMalformed)).expect("serialise"),
@@ -336,6 +351,9 @@ mod tests {
 
     #[test]
     fn redacts_secrets() {
-        assert_eq!(redact("key sk-12345678 x", &["sk-12345678".into()]), "key [REDACTED] x");
+        assert_eq!(
+            redact("key sk-12345678 x", &["sk-12345678".into()]),
+            "key [REDACTED] x"
+        );
     }
 }

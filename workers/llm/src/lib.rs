@@ -33,6 +33,10 @@ pub fn estimate_request_tokens(request: &synthfleet_core::ports::ChatRequest) ->
                     .sum::<u64>()
         })
         .sum();
-    let tools: u64 = request.tools.iter().map(|t| estimate_tokens(&t.to_string())).sum();
+    let tools: u64 = request
+        .tools
+        .iter()
+        .map(|t| estimate_tokens(&t.to_string()))
+        .sum();
     messages + tools
 }

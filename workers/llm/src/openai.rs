@@ -30,13 +30,19 @@ pub struct OpenAiChat {
 impl std::fmt::Debug for OpenAiChat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The API key is deliberately left out.
-        f.debug_struct("OpenAiChat").field("url", &self.url).field("model", &self.model).finish()
+        f.debug_struct("OpenAiChat")
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .finish()
     }
 }
 
 /// What went wrong with one attempt.
 enum Attempt {
-    Retry { reason: String, after: Option<Duration> },
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
     Fail(LlmError),
 }
 
@@ -115,7 +121,11 @@ impl OpenAiChat {
         let response = match call.send().await {
             Ok(r) => r,
             Err(e) => {
-                let kind = if e.is_timeout() { "timed out" } else { "connection failed" };
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "connection failed"
+                };
                 return Err(Attempt::Retry {
                     reason: format!("{kind}: {e}"),
                     after: None,
@@ -139,12 +149,18 @@ impl OpenAiChat {
                 });
             }
         };
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
             if retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
                 return Err(Attempt::Fail(LlmError::Unavailable {
                     endpoint: self.url.clone(),
                     attempts: 1,
-                    last: format!("{status} with Retry-After beyond {}s", MAX_RETRY_AFTER.as_secs()),
+                    last: format!(
+                        "{status} with Retry-After beyond {}s",
+                        MAX_RETRY_AFTER.as_secs()
+                    ),
                 }));
             }
             return Err(Attempt::Retry {
@@ -211,8 +227,12 @@ struct WireUsage {
 
 /// Parses a chat-completion body; the error says what is missing.
 fn parse_completion(text: &str) -> Result<ChatCompletion, String> {
-    let wire: WireResponse = serde_json::from_str(text)
-        .map_err(|e| format!("not a chat completion ({e}); body starts with {:?}", snippet(text)))?;
+    let wire: WireResponse = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "not a chat completion ({e}); body starts with {:?}",
+            snippet(text)
+        )
+    })?;
     let choice = wire
         .choices
         .into_iter()
@@ -251,7 +271,9 @@ impl ChatModel for OpenAiChat {
                     if completion.input_tokens == 0 && completion.output_tokens == 0 {
                         // Some self-hosted servers omit usage: estimate rather than record zero.
                         completion.input_tokens = crate::estimate_request_tokens(request);
-                        completion.output_tokens = crate::estimate_tokens(&completion.message.content.clone().unwrap_or_default());
+                        completion.output_tokens = crate::estimate_tokens(
+                            &completion.message.content.clone().unwrap_or_default(),
+                        );
                     }
                     return Ok(completion);
                 }
@@ -293,7 +315,15 @@ mod tests {
 
     #[test]
     fn malformed_bodies_say_what_is_wrong() {
-        assert!(parse_completion("{\"choices\":[]}").expect_err("empty").contains("no choices"));
-        assert!(parse_completion("<html>").expect_err("html").contains("not a chat completion"));
+        assert!(
+            parse_completion("{\"choices\":[]}")
+                .expect_err("empty")
+                .contains("no choices")
+        );
+        assert!(
+            parse_completion("<html>")
+                .expect_err("html")
+                .contains("not a chat completion")
+        );
     }
 }

@@ -28,7 +28,10 @@ impl ModelPool {
         let mut clients: HashMap<String, Arc<dyn ChatModel>> = HashMap::new();
         for model in models {
             if model.provider == ProviderKind::Openai {
-                clients.insert(model.name.clone(), Arc::new(OpenAiChat::from_config(model)?));
+                clients.insert(
+                    model.name.clone(),
+                    Arc::new(OpenAiChat::from_config(model)?),
+                );
             }
         }
         Ok(ModelPool {
@@ -60,7 +63,11 @@ impl ModelPool {
     }
 
     /// The most a call could cost anywhere in the chain: prompt estimate plus `max_tokens`.
-    pub fn worst_case_cost(&self, primary: &str, request: &ChatRequest) -> Result<MicroUsd, LlmError> {
+    pub fn worst_case_cost(
+        &self,
+        primary: &str,
+        request: &ChatRequest,
+    ) -> Result<MicroUsd, LlmError> {
         let input = estimate_request_tokens(request);
         Ok(self
             .chain(primary)?
@@ -89,7 +96,10 @@ impl ModelPool {
                 ProviderKind::Replay => ReplayChat::new(replay.to_vec()).complete(&request).await,
                 ProviderKind::Openai => match self.clients.get(&model.name) {
                     Some(client) => client.complete(&request).await,
-                    None => Err(LlmError::Config(format!("no client for model `{}`", model.name))),
+                    None => Err(LlmError::Config(format!(
+                        "no client for model `{}`",
+                        model.name
+                    ))),
                 },
             };
             match result {
@@ -108,6 +118,7 @@ impl ModelPool {
                 Err(e) => return Err(e),
             }
         }
-        Err(last_error.unwrap_or_else(|| LlmError::Config(format!("model `{primary}` has an empty chain"))))
+        Err(last_error
+            .unwrap_or_else(|| LlmError::Config(format!("model `{primary}` has an empty chain"))))
     }
 }

@@ -23,11 +23,22 @@ impl ReplayChat {
 #[async_trait]
 impl ChatModel for ReplayChat {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatCompletion, LlmError> {
-        let turn = request.messages.iter().filter(|m| m.role == Role::Assistant).count();
-        let action = self.actions.get(turn).map(String::as_str).unwrap_or("submit");
+        let turn = request
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count();
+        let action = self
+            .actions
+            .get(turn)
+            .map(String::as_str)
+            .unwrap_or("submit");
         let thought = format!("Replaying scripted step {}.", turn + 1);
         let message = if request.tools.is_empty() {
-            ChatMessage::text(Role::Assistant, format!("{thought}\n\n```bash\n{action}\n```"))
+            ChatMessage::text(
+                Role::Assistant,
+                format!("{thought}\n\n```bash\n{action}\n```"),
+            )
         } else {
             let (name, arguments) = if action.trim() == "submit" {
                 ("submit", json!({}))
@@ -46,7 +57,8 @@ impl ChatModel for ReplayChat {
                 ..ChatMessage::text(Role::Assistant, thought)
             }
         };
-        let output_tokens = crate::estimate_tokens(&serde_json::to_string(&message).unwrap_or_default());
+        let output_tokens =
+            crate::estimate_tokens(&serde_json::to_string(&message).unwrap_or_default());
         Ok(ChatCompletion {
             message,
             input_tokens: crate::estimate_request_tokens(request),

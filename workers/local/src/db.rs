@@ -24,7 +24,11 @@ impl LocalState {
     /// Opens (creating if needed) the state in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<LocalState, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::backend(BACKEND, format!("creating state directory {}", dir.display()), e)
+            StoreError::backend(
+                BACKEND,
+                format!("creating state directory {}", dir.display()),
+                e,
+            )
         })?;
         let path = dir.join("state.redb");
         let db = Database::create(&path).map_err(|e| {
@@ -64,9 +68,13 @@ impl LocalState {
         operation: &str,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<T, TxError>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_write().map_err(|e| StoreError::backend(BACKEND, operation, e))?;
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::backend(BACKEND, operation, e))?;
         let value = f(&tx).map_err(|e| e.into_store(operation))?;
-        tx.commit().map_err(|e| StoreError::backend(BACKEND, operation, e))?;
+        tx.commit()
+            .map_err(|e| StoreError::backend(BACKEND, operation, e))?;
         Ok(value)
     }
 
@@ -75,7 +83,10 @@ impl LocalState {
         operation: &str,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, TxError>,
     ) -> Result<T, StoreError> {
-        let tx = self.db.begin_read().map_err(|e| StoreError::backend(BACKEND, operation, e))?;
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::backend(BACKEND, operation, e))?;
         f(&tx).map_err(|e| e.into_store(operation))
     }
 
@@ -94,14 +105,14 @@ impl LocalState {
 /// Errors inside a transaction closure.
 #[derive(Debug)]
 pub(crate) enum TxError {
-    Db(redb::Error),
+    Db(Box<redb::Error>),
     Store(StoreError),
 }
 
 impl TxError {
     fn into_store(self, operation: &str) -> StoreError {
         match self {
-            TxError::Db(e) => StoreError::backend(BACKEND, operation, e),
+            TxError::Db(e) => StoreError::backend(BACKEND, operation, *e),
             TxError::Store(e) => e,
         }
     }
@@ -109,13 +120,13 @@ impl TxError {
 
 impl From<redb::TableError> for TxError {
     fn from(e: redb::TableError) -> TxError {
-        TxError::Db(e.into())
+        TxError::Db(Box::new(e.into()))
     }
 }
 
 impl From<redb::StorageError> for TxError {
     fn from(e: redb::StorageError) -> TxError {
-        TxError::Db(e.into())
+        TxError::Db(Box::new(e.into()))
     }
 }
 
@@ -126,10 +137,14 @@ impl From<StoreError> for TxError {
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, TxError> {
-    serde_json::to_vec(value).map_err(|e| TxError::Store(StoreError::backend(BACKEND, "encoding an item", e)))
+    serde_json::to_vec(value)
+        .map_err(|e| TxError::Store(StoreError::backend(BACKEND, "encoding an item", e)))
 }
 
-pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, TxError> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, TxError> {
     serde_json::from_slice(bytes).map_err(|e| {
         TxError::Store(StoreError::Corrupt {
             what: what.to_owned(),

@@ -1,7 +1,9 @@
 //! The embedded metadata store: campaign items with the budget ledger, trajectory items,
 //! and the (campaign, instance, sample) → trajectory index that makes commits idempotent.
 
-use crate::db::{CAMPAIGNS, DEAD_LETTERS, LocalState, RESULTS, TRAJECTORIES, TxError, from_json, to_json};
+use crate::db::{
+    CAMPAIGNS, DEAD_LETTERS, LocalState, RESULTS, TRAJECTORIES, TxError, from_json, to_json,
+};
 use async_trait::async_trait;
 use chrono::Utc;
 use redb::{ReadableTable, WriteTransaction};
@@ -20,12 +22,17 @@ pub struct LocalMetadata {
 
 impl LocalMetadata {
     pub fn new(state: &LocalState) -> LocalMetadata {
-        LocalMetadata { state: state.clone() }
+        LocalMetadata {
+            state: state.clone(),
+        }
     }
 }
 
 fn result_key(key: &ResultKey) -> String {
-    format!("{}\0{}\0{:010}", key.campaign, key.instance_id, key.sample_index)
+    format!(
+        "{}\0{}\0{:010}",
+        key.campaign, key.instance_id, key.sample_index
+    )
 }
 
 fn campaign_range(campaign: &str) -> (String, String) {
@@ -81,7 +88,10 @@ impl MetadataStore for LocalMetadata {
                         Some(mut record) => {
                             record.ledger.budget = budget;
                             record.total_samples = total_samples;
-                            let resumable = matches!(record.state, CampaignState::Exhausted | CampaignState::Done);
+                            let resumable = matches!(
+                                record.state,
+                                CampaignState::Exhausted | CampaignState::Done
+                            );
                             if resumable && !record.ledger.is_exhausted() {
                                 record.state = CampaignState::Running;
                                 record.state_reason = None;
@@ -138,7 +148,10 @@ impl MetadataStore for LocalMetadata {
                             record.state = CampaignState::Exhausted;
                             record.state_reason = Some(format!(
                                 "budget cap {} reached: spent {}, reserved {}, a call needed {}",
-                                record.ledger.budget, record.ledger.spent, record.ledger.reserved, amount
+                                record.ledger.budget,
+                                record.ledger.spent,
+                                record.ledger.reserved,
+                                amount
                             ));
                         }
                         Reservation::Refused(Box::new(record.clone()))
@@ -148,7 +161,12 @@ impl MetadataStore for LocalMetadata {
             .await
     }
 
-    async fn settle(&self, campaign: &str, reserved: MicroUsd, actual: MicroUsd) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        campaign: &str,
+        reserved: MicroUsd,
+        actual: MicroUsd,
+    ) -> Result<(), StoreError> {
         let campaign = campaign.to_owned();
         self.state
             .blocking(move |state| {
@@ -157,8 +175,10 @@ impl MetadataStore for LocalMetadata {
                         record.ledger.settle(reserved, actual);
                         if record.ledger.is_exhausted() && record.state == CampaignState::Running {
                             record.state = CampaignState::Exhausted;
-                            record.state_reason =
-                                Some(format!("budget cap {} reached: spent {}", record.ledger.budget, record.ledger.spent));
+                            record.state_reason = Some(format!(
+                                "budget cap {} reached: spent {}",
+                                record.ledger.budget, record.ledger.spent
+                            ));
                         }
                     })
                 })
@@ -166,7 +186,12 @@ impl MetadataStore for LocalMetadata {
             .await
     }
 
-    async fn set_state(&self, campaign: &str, new: CampaignState, reason: Option<String>) -> Result<(), StoreError> {
+    async fn set_state(
+        &self,
+        campaign: &str,
+        new: CampaignState,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
         let campaign = campaign.to_owned();
         self.state
             .blocking(move |state| {
@@ -201,13 +226,15 @@ impl MetadataStore for LocalMetadata {
                     let mut trajectories = tx.open_table(TRAJECTORIES)?;
                     let existing_id = results.get(key.as_str())?.map(|v| v.value().to_owned());
                     if let Some(existing_id) = existing_id {
-                        let existing = trajectories
-                            .get(existing_id.as_str())?
-                            .ok_or_else(|| StoreError::Corrupt {
-                                what: format!("result index for {}", meta.result_key()),
-                                detail: format!("points at missing trajectory {existing_id}"),
+                        let existing =
+                            trajectories.get(existing_id.as_str())?.ok_or_else(|| {
+                                StoreError::Corrupt {
+                                    what: format!("result index for {}", meta.result_key()),
+                                    detail: format!("points at missing trajectory {existing_id}"),
+                                }
                             })?;
-                        let existing: TrajectoryMeta = from_json("trajectory item", existing.value())?;
+                        let existing: TrajectoryMeta =
+                            from_json("trajectory item", existing.value())?;
                         return Ok(CommitOutcome::AlreadyCommitted(Box::new(existing)));
                     }
                     results.insert(key.as_str(), meta.trajectory_id.as_str())?;
@@ -228,7 +255,11 @@ impl MetadataStore for LocalMetadata {
         self.state
             .blocking(move |state| {
                 state.read("reading a result", |tx| {
-                    let Some(id) = tx.open_table(RESULTS)?.get(key.as_str())?.map(|v| v.value().to_owned()) else {
+                    let Some(id) = tx
+                        .open_table(RESULTS)?
+                        .get(key.as_str())?
+                        .map(|v| v.value().to_owned())
+                    else {
                         return Ok(None);
                     };
                     tx.open_table(TRAJECTORIES)?
@@ -252,9 +283,16 @@ impl MetadataStore for LocalMetadata {
                         if !key.value().starts_with(prefix.as_str()) || matches.len() > 1 {
                             break;
                         }
-                        matches.push(from_json::<TrajectoryMeta>("trajectory item", value.value())?);
+                        matches.push(from_json::<TrajectoryMeta>(
+                            "trajectory item",
+                            value.value(),
+                        )?);
                     }
-                    Ok(if matches.len() == 1 { matches.pop() } else { None })
+                    Ok(if matches.len() == 1 {
+                        matches.pop()
+                    } else {
+                        None
+                    })
                 })
             })
             .await
@@ -291,7 +329,9 @@ impl MetadataStore for LocalMetadata {
                         .insert(key.as_str(), to_json(&letter)?.as_slice())?
                         .is_none();
                     if new {
-                        update_campaign(tx, &letter.key.campaign, |record| record.counts.dead_lettered += 1)?;
+                        update_campaign(tx, &letter.key.campaign, |record| {
+                            record.counts.dead_lettered += 1
+                        })?;
                     }
                     Ok(())
                 })
@@ -305,7 +345,10 @@ impl MetadataStore for LocalMetadata {
             .blocking(move |state| {
                 state.read("listing dead letters", |tx| {
                     let mut out = Vec::new();
-                    for item in tx.open_table(DEAD_LETTERS)?.range(start.as_str()..end.as_str())? {
+                    for item in tx
+                        .open_table(DEAD_LETTERS)?
+                        .range(start.as_str()..end.as_str())?
+                    {
                         let (_, value) = item?;
                         out.push(from_json("dead letter", value.value())?);
                     }
@@ -351,34 +394,65 @@ mod tests {
     async fn commit_is_exactly_once_per_sample() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalMetadata::new(&LocalState::open(dir.path()).expect("open"));
-        store.upsert_campaign("c", MicroUsd(10), 2).await.expect("upsert");
-        assert_eq!(store.commit(&meta("01A", 0)).await.expect("commit"), CommitOutcome::Committed);
+        store
+            .upsert_campaign("c", MicroUsd(10), 2)
+            .await
+            .expect("upsert");
+        assert_eq!(
+            store.commit(&meta("01A", 0)).await.expect("commit"),
+            CommitOutcome::Committed
+        );
         match store.commit(&meta("01B", 0)).await.expect("commit") {
             CommitOutcome::AlreadyCommitted(existing) => assert_eq!(existing.trajectory_id, "01A"),
             other => panic!("expected AlreadyCommitted, got {other:?}"),
         }
-        assert_eq!(store.commit(&meta("01C", 1)).await.expect("commit"), CommitOutcome::Committed);
+        assert_eq!(
+            store.commit(&meta("01C", 1)).await.expect("commit"),
+            CommitOutcome::Committed
+        );
         let record = store.campaign("c").await.expect("read").expect("exists");
         assert_eq!(record.counts.success, 2);
         assert_eq!(store.trajectories("c").await.expect("list").len(), 2);
-        assert_eq!(store.trajectory("01C").await.expect("get").expect("found").sample_index, 1);
-        assert!(store.trajectory("01").await.expect("get").is_none(), "ambiguous prefix");
+        assert_eq!(
+            store
+                .trajectory("01C")
+                .await
+                .expect("get")
+                .expect("found")
+                .sample_index,
+            1
+        );
+        assert!(
+            store.trajectory("01").await.expect("get").is_none(),
+            "ambiguous prefix"
+        );
     }
 
     #[tokio::test]
     async fn concurrent_reservations_never_pass_the_cap() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(LocalMetadata::new(&LocalState::open(dir.path()).expect("open")));
-        store.upsert_campaign("c", MicroUsd(1_000), 1).await.expect("upsert");
+        let store = Arc::new(LocalMetadata::new(
+            &LocalState::open(dir.path()).expect("open"),
+        ));
+        store
+            .upsert_campaign("c", MicroUsd(1_000), 1)
+            .await
+            .expect("upsert");
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let mut granted = 0u64;
                     for _ in 0..20 {
-                        if matches!(store.reserve("c", MicroUsd(7)).await.expect("reserve"), Reservation::Granted) {
+                        if matches!(
+                            store.reserve("c", MicroUsd(7)).await.expect("reserve"),
+                            Reservation::Granted
+                        ) {
                             granted += 1;
-                            store.settle("c", MicroUsd(7), MicroUsd(7)).await.expect("settle");
+                            store
+                                .settle("c", MicroUsd(7), MicroUsd(7))
+                                .await
+                                .expect("settle");
                         }
                     }
                     granted

@@ -18,7 +18,9 @@ pub struct LocalObjectStore {
 
 impl LocalObjectStore {
     pub fn new(root: &Path) -> LocalObjectStore {
-        LocalObjectStore { root: root.to_owned() }
+        LocalObjectStore {
+            root: root.to_owned(),
+        }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -26,7 +28,9 @@ impl LocalObjectStore {
             && !key.starts_with('/')
             && !key.ends_with(SIDECAR)
             && !key.contains(TEMP_MARK)
-            && key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+            && key
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
         if !valid {
             return Err(StoreError::backend(
                 BACKEND,
@@ -48,7 +52,10 @@ fn sidecar(path: &Path) -> PathBuf {
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temp = dir.join(format!("{name}{TEMP_MARK}{}", ulid::Ulid::new()));
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
@@ -133,19 +140,30 @@ impl ObjectStore for LocalObjectStore {
                     Err(e) => return Err(io_error("listing", &dir.display().to_string(), e)),
                 };
                 for entry in entries {
-                    let entry = entry.map_err(|e| io_error("listing", &dir.display().to_string(), e))?;
+                    let entry =
+                        entry.map_err(|e| io_error("listing", &dir.display().to_string(), e))?;
                     let path = entry.path();
-                    let meta = entry.metadata().map_err(|e| io_error("stat", &path.display().to_string(), e))?;
+                    let meta = entry
+                        .metadata()
+                        .map_err(|e| io_error("stat", &path.display().to_string(), e))?;
                     if meta.is_dir() {
                         stack.push(path);
                         continue;
                     }
-                    let Ok(relative) = path.strip_prefix(&root) else { continue };
+                    let Ok(relative) = path.strip_prefix(&root) else {
+                        continue;
+                    };
                     let key = relative.to_string_lossy().replace('\\', "/");
-                    if key.ends_with(SIDECAR) || key.contains(TEMP_MARK) || !key.starts_with(prefix.as_str()) {
+                    if key.ends_with(SIDECAR)
+                        || key.contains(TEMP_MARK)
+                        || !key.starts_with(prefix.as_str())
+                    {
                         continue;
                     }
-                    let modified: DateTime<Utc> = meta.modified().map(DateTime::from).unwrap_or_else(|_| Utc::now());
+                    let modified: DateTime<Utc> = meta
+                        .modified()
+                        .map(DateTime::from)
+                        .unwrap_or_else(|_| Utc::now());
                     out.push(ObjectInfo {
                         key,
                         size: meta.len(),
@@ -169,14 +187,26 @@ mod tests {
     async fn round_trip_and_detects_corruption() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = LocalObjectStore::new(dir.path());
-        store.put("a/b/c.json.zst", b"hello".to_vec()).await.expect("put");
+        store
+            .put("a/b/c.json.zst", b"hello".to_vec())
+            .await
+            .expect("put");
         assert_eq!(store.get("a/b/c.json.zst").await.expect("get"), b"hello");
         let listed = store.list("a/").await.expect("list");
-        assert_eq!(listed.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["a/b/c.json.zst"]);
+        assert_eq!(
+            listed.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+            ["a/b/c.json.zst"]
+        );
 
         std::fs::write(dir.path().join("a/b/c.json.zst"), b"hellO").expect("tamper");
-        assert!(matches!(store.get("a/b/c.json.zst").await, Err(StoreError::Corrupt { .. })));
-        assert!(matches!(store.get("nope").await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            store.get("a/b/c.json.zst").await,
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            store.get("nope").await,
+            Err(StoreError::NotFound { .. })
+        ));
         assert!(store.put("../escape", vec![]).await.is_err());
         store.delete("a/b/c.json.zst").await.expect("delete");
         assert!(store.list("").await.expect("list").is_empty());

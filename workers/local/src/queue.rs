@@ -107,7 +107,9 @@ impl LocalQueue {
         &self,
         operation: &'static str,
         receipt: &str,
-        f: impl FnOnce(&redb::WriteTransaction, &str, StoredMessage) -> Result<(), TxError> + Send + 'static,
+        f: impl FnOnce(&redb::WriteTransaction, &str, StoredMessage) -> Result<(), TxError>
+        + Send
+        + 'static,
     ) -> Result<(), StoreError> {
         let queue = self.clone();
         let receipt = receipt.to_owned();
@@ -148,7 +150,8 @@ impl LocalQueue {
             dead_at_ms: now_ms(),
         };
         tx.open_table(MESSAGES)?.remove(key)?;
-        tx.open_table(DEAD)?.insert(key, to_json(&dead)?.as_slice())?;
+        tx.open_table(DEAD)?
+            .insert(key, to_json(&dead)?.as_slice())?;
         Ok(())
     }
 }
@@ -175,8 +178,10 @@ impl Queue for LocalQueue {
                         sent_at_ms: now,
                     };
                     dedup.insert(dedup_key.as_str(), message_id.as_str())?;
-                    tx.open_table(MESSAGES)?
-                        .insert(queue.key(&message_id).as_str(), to_json(&message)?.as_slice())?;
+                    tx.open_table(MESSAGES)?.insert(
+                        queue.key(&message_id).as_str(),
+                        to_json(&message)?.as_slice(),
+                    )?;
                     Ok(true)
                 })
             })
@@ -232,11 +237,16 @@ impl Queue for LocalQueue {
     }
 
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError> {
-        self.with_receipt("extending visibility", receipt, move |tx, key, mut message| {
-            message.visible_at_ms = now_ms() + visibility.as_millis() as u64;
-            tx.open_table(MESSAGES)?.insert(key, to_json(&message)?.as_slice())?;
-            Ok(())
-        })
+        self.with_receipt(
+            "extending visibility",
+            receipt,
+            move |tx, key, mut message| {
+                message.visible_at_ms = now_ms() + visibility.as_millis() as u64;
+                tx.open_table(MESSAGES)?
+                    .insert(key, to_json(&message)?.as_slice())?;
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -249,19 +259,26 @@ impl Queue for LocalQueue {
     }
 
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError> {
-        self.with_receipt("releasing a message", receipt, move |tx, key, mut message| {
-            message.visible_at_ms = now_ms() + delay.as_millis() as u64;
-            tx.open_table(MESSAGES)?.insert(key, to_json(&message)?.as_slice())?;
-            Ok(())
-        })
+        self.with_receipt(
+            "releasing a message",
+            receipt,
+            move |tx, key, mut message| {
+                message.visible_at_ms = now_ms() + delay.as_millis() as u64;
+                tx.open_table(MESSAGES)?
+                    .insert(key, to_json(&message)?.as_slice())?;
+                Ok(())
+            },
+        )
         .await
     }
 
     async fn dead_letter(&self, receipt: &str, reason: &str) -> Result<(), StoreError> {
         let reason = reason.to_owned();
-        self.with_receipt("dead-lettering a message", receipt, move |tx, key, message| {
-            LocalQueue::move_to_dead(tx, key, message, reason)
-        })
+        self.with_receipt(
+            "dead-lettering a message",
+            receipt,
+            move |tx, key, message| LocalQueue::move_to_dead(tx, key, message, reason),
+        )
         .await
     }
 
@@ -273,7 +290,10 @@ impl Queue for LocalQueue {
                     let now = now_ms();
                     let (start, end) = queue.prefix();
                     let mut stats = QueueStats::default();
-                    for item in tx.open_table(MESSAGES)?.range(start.as_str()..end.as_str())? {
+                    for item in tx
+                        .open_table(MESSAGES)?
+                        .range(start.as_str()..end.as_str())?
+                    {
                         let (_, value) = item?;
                         let message: StoredMessage = from_json("queue message", value.value())?;
                         if message.visible_at_ms <= now {
@@ -282,7 +302,10 @@ impl Queue for LocalQueue {
                             stats.in_flight += 1;
                         }
                     }
-                    stats.dead = tx.open_table(DEAD)?.range(start.as_str()..end.as_str())?.count() as u64;
+                    stats.dead = tx
+                        .open_table(DEAD)?
+                        .range(start.as_str()..end.as_str())?
+                        .count() as u64;
                     Ok(stats)
                 })
             })
@@ -306,16 +329,33 @@ mod tests {
         let state = LocalState::open(dir.path()).expect("open");
         let q = LocalQueue::new(&state, "q", 2);
         assert!(q.send("a", "d1").await.expect("send"));
-        assert!(!q.send("a again", "d1").await.expect("send"), "deduplicated");
+        assert!(
+            !q.send("a again", "d1").await.expect("send"),
+            "deduplicated"
+        );
         assert!(q.send("b", "d2").await.expect("send"));
 
-        let first = q.receive(10, Duration::from_secs(60)).await.expect("receive");
-        assert_eq!(first.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert!(q.receive(10, Duration::from_secs(60)).await.expect("receive").is_empty(), "invisible");
+        let first = q
+            .receive(10, Duration::from_secs(60))
+            .await
+            .expect("receive");
+        assert_eq!(
+            first.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(
+            q.receive(10, Duration::from_secs(60))
+                .await
+                .expect("receive")
+                .is_empty(),
+            "invisible"
+        );
         assert_eq!(q.stats().await.expect("stats").in_flight, 2);
 
         q.delete(&first[0].receipt).await.expect("delete");
-        q.release(&first[1].receipt, Duration::ZERO).await.expect("release");
+        q.release(&first[1].receipt, Duration::ZERO)
+            .await
+            .expect("release");
         let second = q.receive(10, Duration::ZERO).await.expect("receive");
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].receive_count, 2);
@@ -325,20 +365,43 @@ mod tests {
             Err(StoreError::StaleReceipt { .. })
         ));
         // a crashed holder's message comes back at once on recovery
-        assert!(q.receive(1, Duration::ZERO).await.expect("receive").is_empty());
+        assert!(
+            q.receive(1, Duration::ZERO)
+                .await
+                .expect("receive")
+                .is_empty()
+        );
         let held = q.send("c", "d3").await.expect("send");
         assert!(held);
-        let c = q.receive(1, Duration::from_secs(600)).await.expect("receive");
+        let c = q
+            .receive(1, Duration::from_secs(600))
+            .await
+            .expect("receive");
         assert_eq!(q.recover_in_flight().await.expect("recover"), 1);
-        let again = q.receive(1, Duration::from_secs(600)).await.expect("receive");
+        let again = q
+            .receive(1, Duration::from_secs(600))
+            .await
+            .expect("receive");
         assert_eq!((again[0].body.as_str(), again[0].receive_count), ("c", 2));
         q.delete(&again[0].receipt).await.expect("delete");
-        assert!(matches!(q.delete(&c[0].receipt).await, Err(StoreError::StaleReceipt { .. })));
+        assert!(matches!(
+            q.delete(&c[0].receipt).await,
+            Err(StoreError::StaleReceipt { .. })
+        ));
         // a third delivery exceeds max_receives = 2: dead-lettered instead
-        assert!(q.receive(10, Duration::ZERO).await.expect("receive").is_empty());
+        assert!(
+            q.receive(10, Duration::ZERO)
+                .await
+                .expect("receive")
+                .is_empty()
+        );
         let stats = q.stats().await.expect("stats");
         assert_eq!((stats.visible, stats.in_flight, stats.dead), (0, 0, 1));
-        assert!(q.dead_messages().await.expect("dead")[0].reason.contains("received 2 times"));
+        assert!(
+            q.dead_messages().await.expect("dead")[0]
+                .reason
+                .contains("received 2 times")
+        );
     }
 
     #[tokio::test]
@@ -346,14 +409,32 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let state = LocalState::open(dir.path()).expect("open");
-            LocalQueue::new(&state, "q", 5).send("x", "x").await.expect("send");
+            LocalQueue::new(&state, "q", 5)
+                .send("x", "x")
+                .await
+                .expect("send");
         }
         let state = LocalState::open(dir.path()).expect("reopen");
         let q = LocalQueue::new(&state, "q", 5);
         let other = LocalQueue::new(&state, "other", 5);
-        assert!(other.receive(1, Duration::ZERO).await.expect("receive").is_empty(), "queues are separate");
-        let d = q.receive(1, Duration::from_secs(30)).await.expect("receive");
-        q.dead_letter(&d[0].receipt, "not a task").await.expect("dead letter");
-        assert_eq!(q.dead_messages().await.expect("dead")[0].reason, "not a task");
+        assert!(
+            other
+                .receive(1, Duration::ZERO)
+                .await
+                .expect("receive")
+                .is_empty(),
+            "queues are separate"
+        );
+        let d = q
+            .receive(1, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        q.dead_letter(&d[0].receipt, "not a task")
+            .await
+            .expect("dead letter");
+        assert_eq!(
+            q.dead_messages().await.expect("dead")[0].reason,
+            "not a task"
+        );
     }
 }

@@ -43,7 +43,10 @@ impl Capture {
     pub(crate) fn finish(self) -> (String, bool) {
         let mut out = String::from_utf8_lossy(&self.head).into_owned();
         if self.dropped > 0 {
-            out.push_str(&format!("\n[... {} bytes of output truncated ...]\n", self.dropped));
+            out.push_str(&format!(
+                "\n[... {} bytes of output truncated ...]\n",
+                self.dropped
+            ));
         }
         let tail: Vec<u8> = self.tail.into_iter().collect();
         out.push_str(&String::from_utf8_lossy(&tail));

@@ -16,7 +16,8 @@ mod capture;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::{
-    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, UploadToContainerOptions,
+    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    UploadToContainerOptions,
 };
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::HostConfig;
@@ -44,7 +45,8 @@ pub struct DockerSandboxes {
 impl DockerSandboxes {
     /// Connects to the engine named by `DOCKER_HOST`, or the local socket.
     pub fn connect(worker_id: &str) -> Result<DockerSandboxes, SandboxError> {
-        let docker = Docker::connect_with_local_defaults().map_err(|e| docker_error("docker", "connecting", e))?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| docker_error("docker", "connecting", e))?;
         Ok(DockerSandboxes {
             docker,
             worker_id: worker_id.to_owned(),
@@ -63,7 +65,11 @@ impl DockerSandboxes {
     }
 
     /// Containers carrying `label=value`, running or not.
-    pub async fn containers_labelled(&self, label: &str, value: &str) -> Result<Vec<String>, SandboxError> {
+    pub async fn containers_labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<String>, SandboxError> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])]);
         let list = self
             .docker
@@ -131,7 +137,9 @@ impl SandboxProvider for DockerSandboxes {
     async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError> {
         let image = match self.docker.inspect_image(&spec.image).await {
             Ok(image) => image,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
                 return Err(SandboxError::ImageMissing {
                     image: spec.image.clone(),
                 });
@@ -190,7 +198,9 @@ impl SandboxProvider for DockerSandboxes {
     }
 
     async fn reap(&self) -> Result<usize, SandboxError> {
-        let ids = self.containers_labelled(LABEL_WORKER, &self.worker_id).await?;
+        let ids = self
+            .containers_labelled(LABEL_WORKER, &self.worker_id)
+            .await?;
         for id in &ids {
             remove(&self.docker, id).await?;
             warn!(container = %id, worker = %self.worker_id, "removed a sandbox left behind by an earlier run");
@@ -206,9 +216,14 @@ async fn remove(docker: &Docker, id: &str) -> Result<(), SandboxError> {
         ..Default::default()
     };
     match docker.remove_container(id, Some(options)).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
         // 409: removal already in progress
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
         Err(e) => Err(docker_error(id, "removing the container", e)),
     }
 }
@@ -233,10 +248,20 @@ impl DockerSandbox {
             synthfleet_core::task::shell_quote(&self.workdir)
         );
         let out = self.run(&probe, "0", HOUSEKEEPING_TIMEOUT).await?;
-        Ok(if out.output.trim() == "1000" { "1000" } else { "0" }.to_owned())
+        Ok(if out.output.trim() == "1000" {
+            "1000"
+        } else {
+            "0"
+        }
+        .to_owned())
     }
 
-    async fn run(&self, command: &str, user: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+    async fn run(
+        &self,
+        command: &str,
+        user: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SandboxError> {
         let started = Instant::now();
         let exec = self
             .docker
@@ -323,7 +348,9 @@ impl DockerSandbox {
             .await
             .map_err(|e| docker_error(&self.id, "creating a kill exec", e))?;
         let killed = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, async {
-            if let Ok(StartExecResults::Attached { mut output, .. }) = self.docker.start_exec(&exec.id, None).await {
+            if let Ok(StartExecResults::Attached { mut output, .. }) =
+                self.docker.start_exec(&exec.id, None).await
+            {
                 while output.next().await.is_some() {}
             }
         })
@@ -351,7 +378,11 @@ impl Sandbox for DockerSandbox {
         self.run(command, &self.user, timeout).await
     }
 
-    async fn exec_root(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SandboxError> {
+    async fn exec_root(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SandboxError> {
         self.run(command, "0", timeout).await
     }
 
