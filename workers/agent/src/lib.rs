@@ -4,12 +4,14 @@
 //! **Architecture invariant:** this crate knows the ports of `synthfleet-core` only; it
 //! never names Docker, redb, HTTP or AWS. The same code runs locally and in the fleet.
 
+mod campaigns;
 mod protocol;
 mod rollout;
 mod templates;
 mod verify;
 mod worker;
 
+pub use campaigns::{CampaignSource, ResolveError, SingleCampaign, StoredCampaigns};
 pub use protocol::{Action, parse_action, tool_schemas};
 pub use rollout::{Interrupted, RolloutEvent, Rollouts};
 pub use templates::{TemplateError, Templates};

@@ -22,6 +22,9 @@ use synthfleet_llm::ModelPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
+/// Pause before asking again for budget held by calls in flight.
+const BUSY_BUDGET_WAIT: Duration = Duration::from_millis(250);
+
 /// Time allowed to read the final patch out of the sandbox.
 const PATCH_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -331,19 +334,23 @@ impl Rollouts {
                 Ok(amount) => amount,
                 Err(e) => return Ending::error(ErrorKind::LlmRejected, e.to_string()),
             };
-            match self.store.metadata.reserve(&key.campaign, reserve).await {
-                Ok(Reservation::Granted) => {}
-                Ok(Reservation::Refused(campaign)) => {
-                    return Ending {
-                        status: ExitStatus::BudgetExhausted,
-                        error: campaign.state_reason.clone(),
-                    };
-                }
-                Err(e) => {
-                    return Ending::error(
-                        ErrorKind::Internal,
-                        format!("budget reservation failed: {}", error_chain(&e)),
-                    );
+            loop {
+                match self.store.metadata.reserve(&key.campaign, reserve).await {
+                    Ok(Reservation::Granted) => break,
+                    // Other calls hold the rest of the budget: wait for them to settle.
+                    Ok(Reservation::Busy) => tokio::time::sleep(BUSY_BUDGET_WAIT).await,
+                    Ok(Reservation::Refused(campaign)) => {
+                        return Ending {
+                            status: ExitStatus::BudgetExhausted,
+                            error: campaign.state_reason.clone(),
+                        };
+                    }
+                    Err(e) => {
+                        return Ending::error(
+                            ErrorKind::Internal,
+                            format!("budget reservation failed: {}", error_chain(&e)),
+                        );
+                    }
                 }
             }
             let llm_started = Instant::now();

@@ -3,6 +3,7 @@
 
 use minijinja::Environment;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const NAMES: [&str; 4] = [
@@ -49,17 +50,30 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// The built-in templates, with any file present in `overrides` taking precedence.
-    pub fn load(overrides: Option<&Path>) -> Result<Templates, TemplateError> {
+    /// Reads the override files present in `dir` (file name → source).
+    pub fn read_overrides(dir: &Path) -> Result<BTreeMap<String, String>, TemplateError> {
+        let mut out = BTreeMap::new();
+        for name in NAMES {
+            let path = dir.join(name);
+            if path.exists() {
+                let source = std::fs::read_to_string(&path)
+                    .map_err(|source| TemplateError::Read { path, source })?;
+                out.insert(name.to_owned(), source);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The built-in templates, with any override taking precedence.
+    pub fn new(overrides: &BTreeMap<String, String>) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         let mut hasher = Sha256::new();
         for name in NAMES {
-            let source = match overrides.map(|dir| dir.join(name)).filter(|p| p.exists()) {
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|source| TemplateError::Read { path, source })?,
-                None => builtin(name).to_owned(),
-            };
+            let source = overrides
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| builtin(name).to_owned());
             hasher.update(name.as_bytes());
             hasher.update([0]);
             hasher.update(source.as_bytes());
@@ -76,6 +90,15 @@ impl Templates {
             .map(|b| format!("{b:02x}"))
             .collect();
         Ok(Templates { env, hash })
+    }
+
+    /// The templates of a campaign: built-ins plus the overrides in its `templates` dir.
+    pub fn load(overrides: Option<&Path>) -> Result<Templates, TemplateError> {
+        let overrides = match overrides {
+            Some(dir) => Templates::read_overrides(dir)?,
+            None => BTreeMap::new(),
+        };
+        Templates::new(&overrides)
     }
 
     /// SHA-256 over all template names and sources.

@@ -1,20 +1,30 @@
-//! The worker loop: receive → (dedupe) → roll out → commit → delete, N at a time.
+//! The worker loop: receive (in batches, for free slots) → dedupe → roll out → commit →
+//! delete, with visibility heartbeats, retries, dead letters and liveness beats.
 //!
-//! Shared by `synthfleet run` (local queue, stops when drained) and the fleet worker.
+//! Shared by `synthfleet run` (one campaign, local queue, stops when drained) and
+//! `synthfleet worker` (any campaign on the queue, runs until told to stop).
 
-use crate::rollout::{Interrupted, RolloutEvent, Rollouts, error_chain};
+use crate::campaigns::{CampaignSource, ResolveError};
+use crate::rollout::{Interrupted, RolloutEvent, error_chain};
 use chrono::Utc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use synthfleet_core::message::{ResultKey, TaskMessage};
-use synthfleet_core::ports::{CommitOutcome, DeadLetter, Delivery, Queue};
+use synthfleet_core::ports::{
+    CommitOutcome, DeadLetter, Delivery, MetadataStore, Queue, WorkerHeartbeat,
+};
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
+/// Most messages one receive asks for (SQS's limit).
+const MAX_BATCH: usize = 10;
+
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
+    pub worker_id: String,
     /// Rollouts run at once.
     pub concurrency: usize,
     /// Visibility timeout of a received message; extended by a heartbeat while it runs.
@@ -27,17 +37,27 @@ pub struct WorkerConfig {
     pub idle_poll: Duration,
     /// Return once the queue has nothing visible and nothing in flight.
     pub stop_when_drained: bool,
+    /// Stop the whole worker when a campaign stops accepting work (the local runner);
+    /// otherwise its messages are deferred by `defer_delay` and others are served.
+    pub stop_when_campaign_stops: bool,
+    pub defer_delay: Duration,
+    /// How often the liveness item is written.
+    pub heartbeat_every: Duration,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
+            worker_id: "worker".into(),
             concurrency: 2,
             visibility: Duration::from_secs(300),
             max_receives: 3,
             retry_backoff: Duration::from_secs(10),
             idle_poll: Duration::from_millis(500),
             stop_when_drained: true,
+            stop_when_campaign_stops: true,
+            defer_delay: Duration::from_secs(300),
+            heartbeat_every: Duration::from_secs(30),
         }
     }
 }
@@ -74,7 +94,7 @@ pub enum WorkerEvent {
         key: Option<ResultKey>,
         reason: String,
     },
-    /// The campaign stopped accepting work (budget exhausted, paused).
+    /// A campaign stopped accepting work (budget exhausted, paused).
     CampaignStopped {
         reason: String,
     },
@@ -86,8 +106,9 @@ pub struct WorkerSummary {
     pub duplicates: u64,
     pub retried: u64,
     pub dead_lettered: u64,
+    pub deferred: u64,
     pub interrupted: bool,
-    /// Set when the campaign stopped accepting work.
+    /// Set when the (local) campaign stopped accepting work.
     pub stop_reason: Option<String>,
 }
 
@@ -97,142 +118,197 @@ struct Counters {
     duplicates: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    deferred: AtomicU64,
+    in_flight: AtomicU32,
 }
 
 pub type EventSink = Arc<dyn Fn(WorkerEvent) + Send + Sync>;
 
 pub struct Worker {
-    rollouts: Arc<Rollouts>,
+    campaigns: Arc<dyn CampaignSource>,
     queue: Arc<dyn Queue>,
+    metadata: Arc<dyn MetadataStore>,
     config: WorkerConfig,
 }
 
-struct Slot {
-    rollouts: Arc<Rollouts>,
+/// What every in-flight message handler shares.
+struct Shared {
+    campaigns: Arc<dyn CampaignSource>,
     queue: Arc<dyn Queue>,
+    metadata: Arc<dyn MetadataStore>,
     config: WorkerConfig,
     events: EventSink,
-    counters: Arc<Counters>,
-    /// Cancelled on shutdown: in-flight rollouts are interrupted and released.
-    cancel: CancellationToken,
-    /// Cancelled when the campaign stops accepting work: no new receives.
-    drain: CancellationToken,
-    stop_reason: Arc<std::sync::Mutex<Option<String>>>,
+    counters: Counters,
+    /// Stop receiving; in-flight rollouts finish.
+    stop: CancellationToken,
+    /// Interrupt in-flight rollouts; their messages are released.
+    interrupt: CancellationToken,
+    stop_reason: std::sync::Mutex<Option<String>>,
 }
 
 impl Worker {
-    pub fn new(rollouts: Arc<Rollouts>, queue: Arc<dyn Queue>, config: WorkerConfig) -> Worker {
+    pub fn new(
+        campaigns: Arc<dyn CampaignSource>,
+        queue: Arc<dyn Queue>,
+        metadata: Arc<dyn MetadataStore>,
+        config: WorkerConfig,
+    ) -> Worker {
         Worker {
-            rollouts,
+            campaigns,
             queue,
+            metadata,
             config,
         }
     }
 
-    /// Runs until `cancel` fires, the campaign stops accepting work, or (with
-    /// `stop_when_drained`) the queue is empty and idle.
-    pub async fn run(&self, cancel: CancellationToken, events: EventSink) -> WorkerSummary {
-        let counters = Arc::new(Counters::default());
-        let drain = CancellationToken::new();
-        let stop_reason = Arc::new(std::sync::Mutex::new(None));
-        let mut slots = tokio::task::JoinSet::new();
-        for index in 0..self.config.concurrency.max(1) {
-            let slot = Slot {
-                rollouts: self.rollouts.clone(),
-                queue: self.queue.clone(),
-                config: self.config.clone(),
-                events: events.clone(),
-                counters: counters.clone(),
-                cancel: cancel.clone(),
-                drain: drain.clone(),
-                stop_reason: stop_reason.clone(),
-            };
-            slots.spawn(slot.run().instrument(info_span!("slot", index)));
-        }
-        while let Some(joined) = slots.join_next().await {
-            if let Err(e) = joined {
-                error!(error = %e, "a worker slot panicked");
-            }
-        }
-        let stop_reason = stop_reason.lock().map(|g| g.clone()).unwrap_or_default();
-        WorkerSummary {
-            committed: counters.committed.load(Ordering::Relaxed),
-            duplicates: counters.duplicates.load(Ordering::Relaxed),
-            retried: counters.retried.load(Ordering::Relaxed),
-            dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
-            interrupted: cancel.is_cancelled(),
-            stop_reason,
-        }
-    }
-}
-
-impl Slot {
-    async fn run(self) {
-        let campaign = self.rollouts.campaign.name().to_owned();
+    /// Runs until `stop` (no new work; in-flight work finishes) or `interrupt` (in-flight
+    /// work is released) fires, or, with `stop_when_drained`, the queue is idle.
+    pub async fn run(
+        &self,
+        stop: CancellationToken,
+        interrupt: CancellationToken,
+        events: EventSink,
+    ) -> WorkerSummary {
+        let shared = Arc::new(Shared {
+            campaigns: self.campaigns.clone(),
+            queue: self.queue.clone(),
+            metadata: self.metadata.clone(),
+            config: self.config.clone(),
+            events,
+            counters: Counters::default(),
+            stop: stop.child_token(),
+            interrupt: interrupt.clone(),
+            stop_reason: std::sync::Mutex::new(None),
+        });
+        let beating = tokio::spawn(heartbeats(shared.clone()));
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut handlers = tokio::task::JoinSet::new();
         loop {
-            if self.cancel.is_cancelled() || self.drain.is_cancelled() {
-                return;
-            }
-            match self.rollouts.store.metadata.campaign(&campaign).await {
-                Ok(Some(record)) if !record.state.accepts_work() => {
-                    let reason = format!(
-                        "campaign `{campaign}` is {}{}",
-                        record.state.as_str(),
-                        record
-                            .state_reason
-                            .map(|r| format!(": {r}"))
-                            .unwrap_or_default()
-                    );
-                    self.stop(reason);
-                    return;
+            while let Some(joined) = handlers.try_join_next() {
+                if let Err(e) = joined {
+                    error!(error = %e, "a message handler panicked");
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %error_chain(&e), "reading the campaign state failed"),
             }
-            let deliveries = match self.queue.receive(1, self.config.visibility).await {
+            let Some(permits) = shared.free_slots(&slots).await else {
+                break;
+            };
+            let received = tokio::select! {
+                r = shared.queue.receive(permits.len(), shared.config.visibility) => r,
+                _ = shared.stop.cancelled() => break,
+                _ = shared.interrupt.cancelled() => break,
+            };
+            let deliveries = match received {
                 Ok(d) => d,
                 Err(e) => {
                     warn!(error = %error_chain(&e), "receiving from the queue failed; retrying");
-                    self.pause().await;
+                    shared.pause().await;
                     continue;
                 }
             };
             if deliveries.is_empty() {
-                if self.config.stop_when_drained
-                    && let Ok(stats) = self.queue.stats().await
-                    && stats.visible == 0
-                    && stats.in_flight == 0
-                {
-                    return;
+                drop(permits);
+                if shared.config.stop_when_drained && handlers.is_empty() && shared.idle().await {
+                    break;
                 }
-                self.pause().await;
+                shared.pause().await;
                 continue;
             }
-            for delivery in deliveries {
-                self.handle(delivery).await;
+            for (delivery, permit) in deliveries.into_iter().zip(permits) {
+                let shared = shared.clone();
+                handlers.spawn(async move {
+                    shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                    shared.handle(delivery).await;
+                    shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
             }
         }
+        while let Some(joined) = handlers.join_next().await {
+            if let Err(e) = joined {
+                error!(error = %e, "a message handler panicked");
+            }
+        }
+        beating.abort();
+        shared.beat().await;
+        let c = &shared.counters;
+        WorkerSummary {
+            committed: c.committed.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            deferred: c.deferred.load(Ordering::Relaxed),
+            interrupted: interrupt.is_cancelled(),
+            stop_reason: shared
+                .stop_reason
+                .lock()
+                .map(|g| g.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+async fn heartbeats(shared: Arc<Shared>) {
+    loop {
+        shared.beat().await;
+        tokio::time::sleep(shared.config.heartbeat_every).await;
+    }
+}
+
+impl Shared {
+    /// Waits for at least one free slot and takes up to a batch of them; `None` on stop.
+    async fn free_slots(&self, slots: &Arc<Semaphore>) -> Option<Vec<OwnedSemaphorePermit>> {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => p.ok()?,
+            _ = self.stop.cancelled() => return None,
+            _ = self.interrupt.cancelled() => return None,
+        };
+        let mut permits = vec![first];
+        while permits.len() < MAX_BATCH {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        Some(permits)
+    }
+
+    async fn idle(&self) -> bool {
+        matches!(self.queue.stats().await, Ok(s) if s.visible == 0 && s.in_flight == 0)
     }
 
     async fn pause(&self) {
         tokio::select! {
             _ = tokio::time::sleep(self.config.idle_poll) => {}
-            _ = self.cancel.cancelled() => {}
-            _ = self.drain.cancelled() => {}
+            _ = self.stop.cancelled() => {}
+            _ = self.interrupt.cancelled() => {}
         }
     }
 
-    fn stop(&self, reason: String) {
+    async fn beat(&self) {
+        let beat = WorkerHeartbeat {
+            worker_id: self.config.worker_id.clone(),
+            at: Utc::now(),
+            in_flight: self.counters.in_flight.load(Ordering::Relaxed),
+            completed: self.counters.committed.load(Ordering::Relaxed),
+            version: crate::SCAFFOLD_VERSION.to_owned(),
+        };
+        if let Err(e) = self.metadata.heartbeat(&beat).await {
+            warn!(error = %error_chain(&e), "writing the liveness heartbeat failed");
+        }
+    }
+
+    fn emit(&self, event: WorkerEvent) {
+        (self.events)(event);
+    }
+
+    fn stop_all(&self, reason: String) {
         if let Ok(mut guard) = self.stop_reason.lock()
             && guard.is_none()
         {
             info!(%reason, "campaign stopped accepting work; draining");
-            (self.events)(WorkerEvent::CampaignStopped {
-                reason: reason.clone(),
-            });
             *guard = Some(reason);
         }
-        self.drain.cancel();
+        self.stop.cancel();
     }
 
     async fn dead_letter(&self, delivery: &Delivery, key: Option<ResultKey>, reason: String) {
@@ -243,13 +319,7 @@ impl Slot {
                 error: reason.clone(),
                 at: Utc::now(),
             };
-            if let Err(e) = self
-                .rollouts
-                .store
-                .metadata
-                .record_dead_letter(&letter)
-                .await
-            {
+            if let Err(e) = self.metadata.record_dead_letter(&letter).await {
                 warn!(error = %error_chain(&e), "recording a dead letter failed");
             }
         }
@@ -257,7 +327,7 @@ impl Slot {
             Ok(()) => {
                 error!(message = %delivery.message_id, %reason, "message dead-lettered");
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                (self.events)(WorkerEvent::DeadLettered { key, reason });
+                self.emit(WorkerEvent::DeadLettered { key, reason });
             }
             Err(e) => {
                 warn!(error = %error_chain(&e), "dead-lettering failed; the queue's redrive policy will")
@@ -271,14 +341,6 @@ impl Slot {
             Err(e) => return self.dead_letter(&delivery, None, e.to_string()).await,
         };
         let key = message.result_key();
-        let campaign = self.rollouts.campaign.name();
-        if message.campaign != campaign {
-            let reason = format!(
-                "message for campaign `{}` reached a worker of `{campaign}`",
-                message.campaign
-            );
-            return self.dead_letter(&delivery, None, reason).await;
-        }
         let span = info_span!("task", campaign = %key.campaign, instance = %key.instance_id, sample = key.sample_index);
         async {
             if let Err(e) = self.process(&delivery, &message, &key).await {
@@ -296,8 +358,40 @@ impl Slot {
         message: &TaskMessage,
         key: &ResultKey,
     ) -> Result<(), String> {
-        let store = &self.rollouts.store;
-        if store
+        let rollouts = match self.campaigns.rollouts(&key.campaign).await {
+            Ok(r) => r,
+            Err(ResolveError::Unknown(reason)) => {
+                self.dead_letter(delivery, None, reason).await;
+                return Ok(());
+            }
+            Err(ResolveError::Unavailable(reason)) => return Err(reason),
+        };
+        let campaign = self
+            .metadata
+            .campaign(&key.campaign)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let Some(campaign) = campaign else {
+            let reason = format!(
+                "campaign `{}` has no campaign item; submit the campaign first",
+                key.campaign
+            );
+            self.dead_letter(delivery, Some(key.clone()), reason).await;
+            return Ok(());
+        };
+        if !campaign.state.accepts_work() {
+            let reason = format!(
+                "campaign `{}` is {}{}",
+                key.campaign,
+                campaign.state.as_str(),
+                campaign
+                    .state_reason
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+            return self.defer(delivery, reason).await;
+        }
+        if self
             .metadata
             .result(key)
             .await
@@ -305,14 +399,14 @@ impl Slot {
             .is_some()
         {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            (self.events)(WorkerEvent::Duplicate { key: key.clone() });
+            self.emit(WorkerEvent::Duplicate { key: key.clone() });
             return self
                 .queue
                 .delete(&delivery.receipt)
                 .await
                 .map_err(|e| error_chain(&e));
         }
-        (self.events)(WorkerEvent::Started {
+        self.emit(WorkerEvent::Started {
             key: key.clone(),
             attempt: delivery.receive_count,
         });
@@ -335,9 +429,8 @@ impl Slot {
                 events(WorkerEvent::Step { key, step, action })
             }
         };
-        let outcome = self
-            .rollouts
-            .run(message, delivery.receive_count, &self.cancel, &on_step)
+        let outcome = rollouts
+            .run(message, delivery.receive_count, &self.interrupt, &on_step)
             .await;
         heartbeat.abort();
         let record = match outcome {
@@ -352,17 +445,12 @@ impl Slot {
         };
         match record.exit_status.clone() {
             Some(ExitStatus::BudgetExhausted) => {
-                self.stop(
-                    record
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| "campaign budget exhausted".into()),
-                );
                 // Not the agent's failure: the sample runs again if the budget is raised.
-                self.queue
-                    .release(&delivery.receipt, Duration::ZERO)
-                    .await
-                    .map_err(|e| error_chain(&e))
+                let reason = record
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "campaign budget exhausted".into());
+                self.defer(delivery, reason).await
             }
             Some(status @ ExitStatus::Error(_)) => {
                 let error = format!("{status}: {}", record.error.clone().unwrap_or_default());
@@ -376,7 +464,7 @@ impl Slot {
                 }
                 warn!(attempt = delivery.receive_count, %error, "infrastructure failure; the sample will be retried");
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                (self.events)(WorkerEvent::Retrying {
+                self.emit(WorkerEvent::Retrying {
                     key: key.clone(),
                     attempt: delivery.receive_count,
                     error,
@@ -389,14 +477,19 @@ impl Slot {
                     .map_err(|e| error_chain(&e))
             }
             _ => {
-                match store.commit(&record).await.map_err(|e| error_chain(&e))? {
+                match rollouts
+                    .store
+                    .commit(&record)
+                    .await
+                    .map_err(|e| error_chain(&e))?
+                {
                     CommitOutcome::Committed => {
                         self.counters.committed.fetch_add(1, Ordering::Relaxed);
                         info!(trajectory = %record.trajectory_id, status = record.status().as_str(),
                             exit_status = %record.exit_status.as_ref().map(ToString::to_string).unwrap_or_default(),
                             resolved = ?record.verification.as_ref().map(|v| v.resolved),
                             cost_usd = record.totals.cost_usd, steps = record.totals.n_steps, "trajectory committed");
-                        (self.events)(WorkerEvent::Finished {
+                        self.emit(WorkerEvent::Finished {
                             key: key.clone(),
                             trajectory_id: record.trajectory_id.clone(),
                             status: record.status(),
@@ -410,7 +503,7 @@ impl Slot {
                     }
                     CommitOutcome::AlreadyCommitted(_) => {
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                        (self.events)(WorkerEvent::Duplicate { key: key.clone() });
+                        self.emit(WorkerEvent::Duplicate { key: key.clone() });
                     }
                 }
                 self.queue
@@ -419,5 +512,26 @@ impl Slot {
                     .map_err(|e| error_chain(&e))
             }
         }
+    }
+
+    /// Puts a message of a campaign that accepts no work back, without counting an attempt.
+    async fn defer(&self, delivery: &Delivery, reason: String) -> Result<(), String> {
+        self.counters.deferred.fetch_add(1, Ordering::Relaxed);
+        let delay = if self.config.stop_when_campaign_stops {
+            Duration::ZERO
+        } else {
+            self.config.defer_delay
+        };
+        self.queue
+            .defer(delivery, delay)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.emit(WorkerEvent::CampaignStopped {
+            reason: reason.clone(),
+        });
+        if self.config.stop_when_campaign_stops {
+            self.stop_all(reason);
+        }
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthfleet_agent::{Rollouts, Templates, Worker, WorkerConfig, WorkerEvent};
+use synthfleet_agent::{Rollouts, SingleCampaign, Templates, Worker, WorkerConfig, WorkerEvent};
 use synthfleet_core::budget::CampaignState;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::ports::{Queue, SandboxProvider};
@@ -119,6 +119,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         secrets: Rollouts::secrets_of(&campaign),
     });
     let config = WorkerConfig {
+        worker_id: worker_id.clone(),
         concurrency: usize::from(args.concurrency),
         max_receives: local::MAX_RECEIVES,
         retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0))
@@ -203,9 +204,14 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     };
 
     let started = Instant::now();
-    let worker = Worker::new(rollouts, queue.clone(), config);
+    let worker = Worker::new(
+        Arc::new(SingleCampaign(rollouts)),
+        queue.clone(),
+        local.store.metadata.clone(),
+        config,
+    );
     let summary = worker
-        .run(cancel.clone(), events)
+        .run(cancel.clone(), cancel.clone(), events)
         .instrument(info_span!("campaign", campaign = %campaign.name(), worker = %worker_id))
         .await;
     bar.finish_and_clear();

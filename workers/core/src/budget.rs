@@ -39,14 +39,21 @@ impl Ledger {
         self.budget.0.checked_sub(amount.0).map(MicroUsd)
     }
 
-    /// Grants and books a reservation, or refuses it leaving the ledger unchanged.
-    pub fn try_reserve(&mut self, amount: MicroUsd) -> bool {
+    /// Grants and books a reservation, or says why not, leaving the ledger unchanged.
+    pub fn try_reserve(&mut self, amount: MicroUsd) -> ReserveOutcome {
+        let outcome = self.classify(amount);
+        if outcome == ReserveOutcome::Granted {
+            self.reserved = self.reserved.saturating_add(amount);
+        }
+        outcome
+    }
+
+    /// What a reservation of `amount` would meet, without booking it.
+    pub fn classify(&self, amount: MicroUsd) -> ReserveOutcome {
         match self.max_committed_for(amount) {
-            Some(max) if self.committed() <= max => {
-                self.reserved = self.reserved.saturating_add(amount);
-                true
-            }
-            _ => false,
+            Some(max) if self.committed() <= max => ReserveOutcome::Granted,
+            Some(max) if self.spent <= max => ReserveOutcome::Busy,
+            _ => ReserveOutcome::Exhausted,
         }
     }
 
@@ -60,6 +67,16 @@ impl Ledger {
     pub fn is_exhausted(&self) -> bool {
         self.spent >= self.budget
     }
+}
+
+/// What a reservation request meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Granted,
+    /// It would fit once reservations in flight settle: wait and ask again.
+    Busy,
+    /// It does not fit even with nothing reserved: the campaign is out of budget.
+    Exhausted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +149,58 @@ impl CampaignRecord {
     pub fn finished(&self) -> u64 {
         self.counts.success + self.counts.failed + self.counts.dead_lettered
     }
+
+    /// A campaign submitted again: the new budget and sample count apply. A finished
+    /// campaign runs again; an exhausted one only when its budget was raised.
+    pub fn resubmit(&mut self, budget: MicroUsd, total_samples: u64) {
+        let raised = budget > self.ledger.budget;
+        self.ledger.budget = budget;
+        self.total_samples = total_samples;
+        let resume = match self.state {
+            CampaignState::Done => true,
+            CampaignState::Exhausted => raised,
+            CampaignState::Running | CampaignState::Paused => false,
+        };
+        if resume {
+            self.state = CampaignState::Running;
+            self.state_reason = None;
+        }
+    }
+
+    /// Applies a reservation request. Only a running campaign grants one; a request that
+    /// cannot fit at all marks the campaign `exhausted`, saying why.
+    pub fn reserve(&mut self, amount: MicroUsd) -> ReserveOutcome {
+        if !self.state.accepts_work() {
+            return ReserveOutcome::Exhausted;
+        }
+        let outcome = self.ledger.try_reserve(amount);
+        if outcome == ReserveOutcome::Exhausted {
+            self.exhaust(format!(
+                "budget cap {} reached: spent {}, a call needs up to {}",
+                self.ledger.budget, self.ledger.spent, amount
+            ));
+        }
+        outcome
+    }
+
+    /// Books a settled call; reaching the cap marks the campaign `exhausted`.
+    pub fn settle(&mut self, reserved: MicroUsd, actual: MicroUsd) {
+        self.ledger.settle(reserved, actual);
+        if self.ledger.is_exhausted() {
+            self.exhaust(format!(
+                "budget cap {} reached: spent {}",
+                self.ledger.budget, self.ledger.spent
+            ));
+        }
+    }
+
+    /// Marks a running campaign exhausted (a paused or done one keeps its state).
+    pub fn exhaust(&mut self, reason: String) {
+        if self.state == CampaignState::Running {
+            self.state = CampaignState::Exhausted;
+            self.state_reason = Some(reason);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -140,23 +209,61 @@ mod tests {
 
     #[test]
     fn reservations_never_commit_past_the_cap() {
+        use ReserveOutcome::*;
         let mut ledger = Ledger::new(MicroUsd(100));
-        assert!(ledger.try_reserve(MicroUsd(60)));
-        assert!(!ledger.try_reserve(MicroUsd(50)), "60 + 50 > 100");
-        assert!(ledger.try_reserve(MicroUsd(40)));
+        assert_eq!(ledger.try_reserve(MicroUsd(60)), Granted);
+        assert_eq!(
+            ledger.try_reserve(MicroUsd(50)),
+            Busy,
+            "60 + 50 > 100, but 50 alone fits"
+        );
+        assert_eq!(ledger.try_reserve(MicroUsd(40)), Granted);
         assert_eq!(ledger.committed(), MicroUsd(100));
         ledger.settle(MicroUsd(60), MicroUsd(10));
         assert_eq!(ledger.committed(), MicroUsd(50));
-        assert!(ledger.try_reserve(MicroUsd(50)));
-        assert!(!ledger.try_reserve(MicroUsd(1)));
-        assert!(!Ledger::new(MicroUsd(5)).try_reserve(MicroUsd(6)));
+        assert_eq!(ledger.try_reserve(MicroUsd(50)), Granted);
+        assert_eq!(
+            ledger.try_reserve(MicroUsd(91)),
+            Exhausted,
+            "10 spent + 91 > 100"
+        );
+        assert_eq!(Ledger::new(MicroUsd(5)).try_reserve(MicroUsd(6)), Exhausted);
     }
 
     #[test]
     fn exhausted_when_spent_reaches_budget() {
         let mut ledger = Ledger::new(MicroUsd(10));
-        assert!(ledger.try_reserve(MicroUsd(10)));
+        assert_eq!(ledger.try_reserve(MicroUsd(10)), ReserveOutcome::Granted);
         ledger.settle(MicroUsd(10), MicroUsd(10));
         assert!(ledger.is_exhausted());
+    }
+
+    #[test]
+    fn campaign_state_follows_the_ledger() {
+        let now = Utc::now();
+        let mut c = CampaignRecord::new("c", MicroUsd(100), 1, now);
+        assert_eq!(c.reserve(MicroUsd(150)), ReserveOutcome::Exhausted);
+        assert_eq!(c.state, CampaignState::Exhausted);
+        assert!(
+            c.state_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("budget cap"))
+        );
+        assert_eq!(
+            c.reserve(MicroUsd(1)),
+            ReserveOutcome::Exhausted,
+            "no calls once exhausted"
+        );
+        c.resubmit(MicroUsd(100), 1);
+        assert_eq!(
+            c.state,
+            CampaignState::Exhausted,
+            "same budget: stays exhausted"
+        );
+        c.resubmit(MicroUsd(200), 1);
+        assert_eq!(c.state, CampaignState::Running, "raised budget: runs again");
+        assert_eq!(c.reserve(MicroUsd(150)), ReserveOutcome::Granted);
+        c.settle(MicroUsd(150), MicroUsd(200));
+        assert_eq!(c.state, CampaignState::Exhausted);
     }
 }

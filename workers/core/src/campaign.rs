@@ -290,6 +290,24 @@ impl Campaign {
         })
     }
 
+    /// A campaign from a stored configuration (a fleet worker's view: no task files, the
+    /// tasks arrive in messages).
+    pub fn from_config(config: CampaignConfig, source: PathBuf) -> Result<Campaign, CampaignError> {
+        config
+            .validate()
+            .map_err(|(field, message)| CampaignError::Invalid {
+                path: source.clone(),
+                field,
+                message,
+            })?;
+        Ok(Campaign {
+            config,
+            source,
+            base_dir: PathBuf::from("."),
+            tasks: Vec::new(),
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name
     }

@@ -71,15 +71,17 @@ pub struct QueueStats {
 /// and a dead-letter queue that takes a message after `max_receives` deliveries.
 #[async_trait]
 pub trait Queue: Send + Sync {
-    /// Enqueues a message unless one with the same `dedup_id` was ever sent; returns
-    /// whether it was enqueued.
-    async fn send(&self, body: &str, dedup_id: &str) -> Result<bool, StoreError>;
+    /// Enqueues a message, visible after `delay`.
+    async fn send(&self, body: &str, delay: Duration) -> Result<(), StoreError>;
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError>;
     /// Extends the visibility of an in-flight delivery (heartbeat).
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError>;
     async fn delete(&self, receipt: &str) -> Result<(), StoreError>;
     /// Makes the message visible again after `delay`.
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError>;
+    /// Puts a delivered message back, visible after `delay`, without counting this
+    /// delivery as an attempt (for campaigns that are paused or out of budget).
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError>;
     /// Moves the message to the dead-letter queue at once, with the reason.
     async fn dead_letter(&self, receipt: &str, reason: &str) -> Result<(), StoreError>;
     async fn stats(&self) -> Result<QueueStats, StoreError>;
@@ -154,6 +156,8 @@ pub enum CommitOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reservation {
     Granted,
+    /// Would fit once reservations in flight settle: ask again shortly.
+    Busy,
     /// Refused; the campaign record as it stands (its state says why).
     Refused(Box<CampaignRecord>),
 }
@@ -167,12 +171,22 @@ pub struct DeadLetter {
     pub at: DateTime<Utc>,
 }
 
+/// A worker's liveness record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerHeartbeat {
+    pub worker_id: String,
+    pub at: DateTime<Utc>,
+    pub in_flight: u32,
+    pub completed: u64,
+    pub version: String,
+}
+
 /// Campaign items (with the budget ledger) and trajectory items. Every write that guards
 /// an invariant is conditional and atomic in the implementation.
 #[async_trait]
 pub trait MetadataStore: Send + Sync {
-    /// Creates the campaign item, or updates budget and sample count of an existing one
-    /// (keeping its spend). A campaign that was exhausted and now has budget left runs again.
+    /// Creates the campaign item, or applies [`CampaignRecord::resubmit`] to an existing
+    /// one (keeping its spend).
     async fn upsert_campaign(
         &self,
         name: &str,
@@ -181,8 +195,8 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<CampaignRecord, StoreError>;
     async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError>;
     async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError>;
-    /// Applies [`crate::budget::Ledger::try_reserve`] atomically; a refusal marks the
-    /// campaign `exhausted` with the reason.
+    /// Applies [`CampaignRecord::reserve`] atomically; a refusal marks the campaign
+    /// `exhausted` with the reason.
     async fn reserve(&self, campaign: &str, amount: MicroUsd) -> Result<Reservation, StoreError>;
     async fn settle(
         &self,
@@ -198,6 +212,13 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Adds to the campaign's enqueued count.
     async fn add_enqueued(&self, campaign: &str, n: u64) -> Result<(), StoreError>;
+    /// Whether a message was ever sent for this sample.
+    async fn enqueued(&self, key: &ResultKey) -> Result<bool, StoreError>;
+    /// Records that a message was sent for this sample (after the send succeeded).
+    async fn mark_enqueued(&self, key: &ResultKey) -> Result<(), StoreError>;
+    /// Records that a worker is alive (liveness; expires on its own).
+    async fn heartbeat(&self, beat: &WorkerHeartbeat) -> Result<(), StoreError>;
+    async fn heartbeats(&self) -> Result<Vec<WorkerHeartbeat>, StoreError>;
     /// Commits the item unless a result for its (campaign, instance, sample) exists;
     /// updates the campaign's counts in the same atomic write.
     async fn commit(&self, meta: &TrajectoryMeta) -> Result<CommitOutcome, StoreError>;

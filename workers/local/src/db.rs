@@ -6,7 +6,8 @@ use synthfleet_core::ports::StoreError;
 pub(crate) const BACKEND: &str = "local store";
 
 pub(crate) const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_messages");
-pub(crate) const DEDUP: TableDefinition<&str, &str> = TableDefinition::new("queue_dedup");
+pub(crate) const ENQUEUED: TableDefinition<&str, ()> = TableDefinition::new("enqueued");
+pub(crate) const HEARTBEATS: TableDefinition<&str, &[u8]> = TableDefinition::new("heartbeats");
 pub(crate) const DEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("queue_dead");
 pub(crate) const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new("campaigns");
 pub(crate) const TRAJECTORIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trajectories");
@@ -47,7 +48,8 @@ impl LocalState {
         };
         state.write("creating tables", |tx| {
             tx.open_table(MESSAGES)?;
-            tx.open_table(DEDUP)?;
+            tx.open_table(ENQUEUED)?;
+            tx.open_table(HEARTBEATS)?;
             tx.open_table(DEAD)?;
             tx.open_table(CAMPAIGNS)?;
             tx.open_table(TRAJECTORIES)?;

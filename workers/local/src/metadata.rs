@@ -2,16 +2,18 @@
 //! and the (campaign, instance, sample) → trajectory index that makes commits idempotent.
 
 use crate::db::{
-    CAMPAIGNS, DEAD_LETTERS, LocalState, RESULTS, TRAJECTORIES, TxError, from_json, to_json,
+    CAMPAIGNS, DEAD_LETTERS, ENQUEUED, HEARTBEATS, LocalState, RESULTS, TRAJECTORIES, TxError,
+    from_json, to_json,
 };
 use async_trait::async_trait;
 use chrono::Utc;
 use redb::{ReadableTable, WriteTransaction};
 use synthfleet_core::MicroUsd;
-use synthfleet_core::budget::{CampaignRecord, CampaignState};
+use synthfleet_core::budget::{CampaignRecord, CampaignState, ReserveOutcome};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
+    WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::RecordStatus;
 
@@ -86,16 +88,7 @@ impl MetadataStore for LocalMetadata {
                     let mut record = match existing {
                         None => CampaignRecord::new(&name, budget, total_samples, Utc::now()),
                         Some(mut record) => {
-                            record.ledger.budget = budget;
-                            record.total_samples = total_samples;
-                            let resumable = matches!(
-                                record.state,
-                                CampaignState::Exhausted | CampaignState::Done
-                            );
-                            if resumable && !record.ledger.is_exhausted() {
-                                record.state = CampaignState::Running;
-                                record.state_reason = None;
-                            }
+                            record.resubmit(budget, total_samples);
                             record
                         }
                     };
@@ -140,21 +133,10 @@ impl MetadataStore for LocalMetadata {
         self.state
             .blocking(move |state| {
                 state.write("reserving budget", |tx| {
-                    update_campaign(tx, &campaign, |record| {
-                        if record.state.accepts_work() && record.ledger.try_reserve(amount) {
-                            return Reservation::Granted;
-                        }
-                        if record.state.accepts_work() {
-                            record.state = CampaignState::Exhausted;
-                            record.state_reason = Some(format!(
-                                "budget cap {} reached: spent {}, reserved {}, a call needed {}",
-                                record.ledger.budget,
-                                record.ledger.spent,
-                                record.ledger.reserved,
-                                amount
-                            ));
-                        }
-                        Reservation::Refused(Box::new(record.clone()))
+                    update_campaign(tx, &campaign, |record| match record.reserve(amount) {
+                        ReserveOutcome::Granted => Reservation::Granted,
+                        ReserveOutcome::Busy => Reservation::Busy,
+                        ReserveOutcome::Exhausted => Reservation::Refused(Box::new(record.clone())),
                     })
                 })
             })
@@ -171,16 +153,7 @@ impl MetadataStore for LocalMetadata {
         self.state
             .blocking(move |state| {
                 state.write("settling budget", |tx| {
-                    update_campaign(tx, &campaign, |record| {
-                        record.ledger.settle(reserved, actual);
-                        if record.ledger.is_exhausted() && record.state == CampaignState::Running {
-                            record.state = CampaignState::Exhausted;
-                            record.state_reason = Some(format!(
-                                "budget cap {} reached: spent {}",
-                                record.ledger.budget, record.ledger.spent
-                            ));
-                        }
-                    })
+                    update_campaign(tx, &campaign, |record| record.settle(reserved, actual))
                 })
             })
             .await
@@ -211,6 +184,57 @@ impl MetadataStore for LocalMetadata {
             .blocking(move |state| {
                 state.write("counting enqueued samples", |tx| {
                     update_campaign(tx, &campaign, |record| record.counts.enqueued += n)
+                })
+            })
+            .await
+    }
+
+    async fn enqueued(&self, key: &ResultKey) -> Result<bool, StoreError> {
+        let key = result_key(key);
+        self.state
+            .blocking(move |state| {
+                state.read("reading an enqueue marker", |tx| {
+                    Ok(tx.open_table(ENQUEUED)?.get(key.as_str())?.is_some())
+                })
+            })
+            .await
+    }
+
+    async fn mark_enqueued(&self, key: &ResultKey) -> Result<(), StoreError> {
+        let key = result_key(key);
+        self.state
+            .blocking(move |state| {
+                state.write("writing an enqueue marker", |tx| {
+                    tx.open_table(ENQUEUED)?.insert(key.as_str(), ())?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn heartbeat(&self, beat: &WorkerHeartbeat) -> Result<(), StoreError> {
+        let beat = beat.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("writing a heartbeat", |tx| {
+                    tx.open_table(HEARTBEATS)?
+                        .insert(beat.worker_id.as_str(), to_json(&beat)?.as_slice())?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn heartbeats(&self) -> Result<Vec<WorkerHeartbeat>, StoreError> {
+        self.state
+            .blocking(|state| {
+                state.read("listing heartbeats", |tx| {
+                    let mut out = Vec::new();
+                    for item in tx.open_table(HEARTBEATS)?.iter()? {
+                        let (_, value) = item?;
+                        out.push(from_json("heartbeat", value.value())?);
+                    }
+                    Ok(out)
                 })
             })
             .await
@@ -443,16 +467,17 @@ mod tests {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let mut granted = 0u64;
-                    for _ in 0..20 {
-                        if matches!(
-                            store.reserve("c", MicroUsd(7)).await.expect("reserve"),
-                            Reservation::Granted
-                        ) {
-                            granted += 1;
-                            store
-                                .settle("c", MicroUsd(7), MicroUsd(7))
-                                .await
-                                .expect("settle");
+                    loop {
+                        match store.reserve("c", MicroUsd(7)).await.expect("reserve") {
+                            Reservation::Granted => {
+                                granted += 1;
+                                store
+                                    .settle("c", MicroUsd(7), MicroUsd(7))
+                                    .await
+                                    .expect("settle");
+                            }
+                            Reservation::Busy => tokio::task::yield_now().await,
+                            Reservation::Refused(_) => break,
                         }
                     }
                     granted

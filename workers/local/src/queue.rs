@@ -1,6 +1,6 @@
 //! An embedded queue with SQS semantics.
 
-use crate::db::{BACKEND, DEAD, DEDUP, LocalState, MESSAGES, TxError, from_json, now_ms, to_json};
+use crate::db::{BACKEND, DEAD, LocalState, MESSAGES, TxError, from_json, now_ms, to_json};
 use async_trait::async_trait;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
@@ -158,34 +158,43 @@ impl LocalQueue {
 
 #[async_trait]
 impl Queue for LocalQueue {
-    async fn send(&self, body: &str, dedup_id: &str) -> Result<bool, StoreError> {
+    async fn send(&self, body: &str, delay: Duration) -> Result<(), StoreError> {
         let queue = self.clone();
         let body = body.to_owned();
-        let dedup_key = self.key(dedup_id);
         self.state
             .blocking(move |state| {
                 state.write("sending a message", |tx| {
-                    let mut dedup = tx.open_table(DEDUP)?;
-                    if dedup.get(dedup_key.as_str())?.is_some() {
-                        return Ok(false);
-                    }
                     let message_id = ulid::Ulid::new().to_string();
                     let now = now_ms();
                     let message = StoredMessage {
                         body,
                         receive_count: 0,
-                        visible_at_ms: now,
+                        visible_at_ms: now + delay.as_millis() as u64,
                         sent_at_ms: now,
                     };
-                    dedup.insert(dedup_key.as_str(), message_id.as_str())?;
                     tx.open_table(MESSAGES)?.insert(
                         queue.key(&message_id).as_str(),
                         to_json(&message)?.as_slice(),
                     )?;
-                    Ok(true)
+                    Ok(())
                 })
             })
             .await
+    }
+
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError> {
+        self.with_receipt(
+            "deferring a message",
+            &delivery.receipt,
+            move |tx, key, mut message| {
+                message.receive_count = message.receive_count.saturating_sub(1);
+                message.visible_at_ms = now_ms() + delay.as_millis() as u64;
+                tx.open_table(MESSAGES)?
+                    .insert(key, to_json(&message)?.as_slice())?;
+                Ok(())
+            },
+        )
+        .await
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError> {
@@ -328,29 +337,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = LocalState::open(dir.path()).expect("open");
         let q = LocalQueue::new(&state, "q", 2);
-        assert!(q.send("a", "d1").await.expect("send"));
-        assert!(
-            !q.send("a again", "d1").await.expect("send"),
-            "deduplicated"
-        );
-        assert!(q.send("b", "d2").await.expect("send"));
+        q.send("a", Duration::ZERO).await.expect("send");
+        q.send("b", Duration::ZERO).await.expect("send");
+        q.send("later", Duration::from_secs(600))
+            .await
+            .expect("send");
 
         let first = q
             .receive(10, Duration::from_secs(60))
             .await
             .expect("receive");
-        assert_eq!(
-            first.iter().map(|d| d.body.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        let bodies: Vec<&str> = first.iter().map(|d| d.body.as_str()).collect();
+        assert_eq!(bodies, ["a", "b"], "the delayed message is not visible yet");
         assert!(
             q.receive(10, Duration::from_secs(60))
                 .await
                 .expect("receive")
-                .is_empty(),
-            "invisible"
+                .is_empty()
         );
-        assert_eq!(q.stats().await.expect("stats").in_flight, 2);
+        assert_eq!(q.stats().await.expect("stats").in_flight, 3);
 
         q.delete(&first[0].receipt).await.expect("delete");
         q.release(&first[1].receipt, Duration::ZERO)
@@ -364,31 +369,7 @@ mod tests {
             q.delete(&first[1].receipt).await,
             Err(StoreError::StaleReceipt { .. })
         ));
-        // a crashed holder's message comes back at once on recovery
-        assert!(
-            q.receive(1, Duration::ZERO)
-                .await
-                .expect("receive")
-                .is_empty()
-        );
-        let held = q.send("c", "d3").await.expect("send");
-        assert!(held);
-        let c = q
-            .receive(1, Duration::from_secs(600))
-            .await
-            .expect("receive");
-        assert_eq!(q.recover_in_flight().await.expect("recover"), 1);
-        let again = q
-            .receive(1, Duration::from_secs(600))
-            .await
-            .expect("receive");
-        assert_eq!((again[0].body.as_str(), again[0].receive_count), ("c", 2));
-        q.delete(&again[0].receipt).await.expect("delete");
-        assert!(matches!(
-            q.delete(&c[0].receipt).await,
-            Err(StoreError::StaleReceipt { .. })
-        ));
-        // a third delivery exceeds max_receives = 2: dead-lettered instead
+        // a third delivery would exceed max_receives = 2: dead-lettered instead
         assert!(
             q.receive(10, Duration::ZERO)
                 .await
@@ -396,7 +377,7 @@ mod tests {
                 .is_empty()
         );
         let stats = q.stats().await.expect("stats");
-        assert_eq!((stats.visible, stats.in_flight, stats.dead), (0, 0, 1));
+        assert_eq!((stats.visible, stats.in_flight, stats.dead), (0, 1, 1));
         assert!(
             q.dead_messages().await.expect("dead")[0]
                 .reason
@@ -405,14 +386,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn survives_reopen_and_dead_letters_explicitly() {
+    async fn recovery_defer_and_explicit_dead_letters() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let state = LocalState::open(dir.path()).expect("open");
-            LocalQueue::new(&state, "q", 5)
-                .send("x", "x")
+            let q = LocalQueue::new(&state, "q", 5);
+            q.send("x", Duration::ZERO).await.expect("send");
+            // received by a run that then died
+            q.receive(1, Duration::from_secs(600))
                 .await
-                .expect("send");
+                .expect("receive");
         }
         let state = LocalState::open(dir.path()).expect("reopen");
         let q = LocalQueue::new(&state, "q", 5);
@@ -425,10 +408,28 @@ mod tests {
                 .is_empty(),
             "queues are separate"
         );
+        assert!(
+            q.receive(1, Duration::ZERO)
+                .await
+                .expect("receive")
+                .is_empty(),
+            "still in flight"
+        );
+        assert_eq!(q.recover_in_flight().await.expect("recover"), 1);
         let d = q
             .receive(1, Duration::from_secs(30))
             .await
             .expect("receive");
+        assert_eq!((d[0].body.as_str(), d[0].receive_count), ("x", 2));
+        q.defer(&d[0], Duration::ZERO).await.expect("defer");
+        let d = q
+            .receive(1, Duration::from_secs(30))
+            .await
+            .expect("receive");
+        assert_eq!(
+            d[0].receive_count, 2,
+            "a deferred delivery is not an attempt"
+        );
         q.dead_letter(&d[0].receipt, "not a task")
             .await
             .expect("dead letter");
