@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real Docker, a real HTTP server speaking OpenAI's
 //! API. Run after `examples/quickstart/build-image.sh` (`.ci/run` does it).
 
+mod aws;
 mod campaign;
 mod cli_errors;
 mod crash;
@@ -174,4 +175,30 @@ pub fn fake_model(url: &str, extra: &str) -> String {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// A minimal trajectory item for store-level tests.
+pub fn sample_meta(key: &synthfleet_core::message::ResultKey, id: &str) -> TrajectoryMeta {
+    TrajectoryMeta {
+        campaign: key.campaign.clone(),
+        trajectory_id: id.to_owned(),
+        instance_id: key.instance_id.clone(),
+        sample_index: key.sample_index,
+        model: "m".into(),
+        provider: "replay".into(),
+        status: synthfleet_core::trajectory::RecordStatus::Failed,
+        exit_status: synthfleet_core::trajectory::ExitStatus::Submitted,
+        resolved: Some(false),
+        reward: Some(0.0),
+        cost_usd: 0.0,
+        input_tokens: 1,
+        output_tokens: 1,
+        n_steps: 1,
+        object_key: format!("trajectories/{}/failed/{}/{id}.json.zst", key.campaign, key.instance_id),
+        sha256: "0".repeat(64),
+        size_bytes: 1,
+        worker_id: "w".into(),
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+    }
 }

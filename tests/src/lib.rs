@@ -1,6 +1,7 @@
 //! The test kit: a fake OpenAI-compatible server, and helpers to drive the real binary.
 
 pub mod fake_llm;
+pub mod moto;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -54,14 +55,21 @@ pub fn synthfleet_bin() -> &'static Path {
     })
 }
 
-/// Runs `synthfleet` with `args`, extra environment and JSON logs.
-pub fn synthfleet(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// A `synthfleet` command with `args`, extra environment and JSON logs.
+pub fn synthfleet_command<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> Command {
     let mut command = Command::new(synthfleet_bin());
-    command.args(["--log-format", "json"]).args(args);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("running synthfleet")
+    command.args(["--log-format", "json"]).args(args).envs(env);
+    command
+}
+
+/// Runs `synthfleet` with `args`, extra environment and JSON logs, to completion.
+pub fn synthfleet(args: &[&str], env: &[(&str, &str)]) -> Output {
+    synthfleet_command(args, env.iter().copied())
+        .output()
+        .expect("running synthfleet")
 }
 
 /// One task line on the test image. `project` is a directory under `/tasks`.

@@ -323,7 +323,7 @@ impl Shared {
                 warn!(error = %error_chain(&e), "recording a dead letter failed");
             }
         }
-        match self.queue.dead_letter(&delivery.receipt, &reason).await {
+        match self.queue.dead_letter(delivery, &reason).await {
             Ok(()) => {
                 error!(message = %delivery.message_id, %reason, "message dead-lettered");
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);

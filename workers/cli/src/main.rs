@@ -1,11 +1,14 @@
 //! `synthfleet`: the binary edge. Parses arguments, wires adapters, reports errors.
 
+mod backend;
 mod local;
 mod logging;
 mod run;
 mod show;
 mod status;
+mod submit;
 mod validate;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -29,6 +32,10 @@ struct Cli {
 enum Command {
     /// Run a campaign on this machine with the embedded local backends.
     Run(run::RunArgs),
+    /// Validate a campaign and enqueue it (for workers; `--backend aws` for a fleet).
+    Submit(submit::SubmitArgs),
+    /// Serve the shared task queue until stopped (the fleet daemon).
+    Worker(worker::WorkerArgs),
     /// Show campaigns, budgets, counts and queue depth.
     Status(status::StatusArgs),
     /// Show one trajectory (verified against its checksum).
@@ -55,6 +62,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args, &cli.log_format).await,
+            Command::Submit(args) => {
+                logging::init(&cli.log_format, None);
+                submit::submit(args).await
+            }
+            Command::Worker(args) => {
+                logging::init(&cli.log_format, None);
+                worker::worker(args).await
+            }
             Command::Status(args) => {
                 logging::init(&cli.log_format, None);
                 status::status(args).await

@@ -1,9 +1,8 @@
 //! `synthfleet show`: a readable view of one trajectory.
 
-use crate::local::{DEFAULT_STATE_DIR, Local};
+use crate::backend::{Backend, BackendArgs};
 use anyhow::Context;
 use clap::Args;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use synthfleet_core::trajectory::{Role, TrajectoryRecord};
 
@@ -11,9 +10,8 @@ use synthfleet_core::trajectory::{Role, TrajectoryRecord};
 pub struct ShowArgs {
     /// Trajectory id (or a unique prefix of it).
     trajectory_id: String,
-    /// State directory to read.
-    #[arg(long, default_value = DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Print the whole record as JSON.
     #[arg(long)]
     json: bool,
@@ -23,26 +21,20 @@ pub struct ShowArgs {
 }
 
 pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    if !args.state_dir.join("state.redb").exists() {
-        anyhow::bail!(
-            "no synthfleet state in {}: pass --state-dir",
-            args.state_dir.display()
-        );
-    }
-    let local = Local::open(&args.state_dir)?;
-    let meta = local
-        .store
+    let backend = Backend::open_existing(&args.backend, None).await?;
+    let store = backend.store();
+    let meta = store
         .metadata
         .trajectory(&args.trajectory_id)
         .await?
         .with_context(|| {
             format!(
-                "no single trajectory matches `{}` in {}; list them with `synthfleet status --json`",
+                "no single trajectory matches `{}` ({}); list them with `synthfleet status --json`",
                 args.trajectory_id,
-                args.state_dir.display()
+                backend.describe()
             )
         })?;
-    let record = local.store.load(&meta).await?;
+    let record = store.load(&meta).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {

@@ -83,7 +83,7 @@ pub trait Queue: Send + Sync {
     /// delivery as an attempt (for campaigns that are paused or out of budget).
     async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError>;
     /// Moves the message to the dead-letter queue at once, with the reason.
-    async fn dead_letter(&self, receipt: &str, reason: &str) -> Result<(), StoreError>;
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError>;
     async fn stats(&self) -> Result<QueueStats, StoreError>;
 }
 

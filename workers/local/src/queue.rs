@@ -281,11 +281,11 @@ impl Queue for LocalQueue {
         .await
     }
 
-    async fn dead_letter(&self, receipt: &str, reason: &str) -> Result<(), StoreError> {
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
         let reason = reason.to_owned();
         self.with_receipt(
             "dead-lettering a message",
-            receipt,
+            &delivery.receipt,
             move |tx, key, message| LocalQueue::move_to_dead(tx, key, message, reason),
         )
         .await
@@ -430,7 +430,7 @@ mod tests {
             d[0].receive_count, 2,
             "a deferred delivery is not an attempt"
         );
-        q.dead_letter(&d[0].receipt, "not a task")
+        q.dead_letter(&d[0], "not a task")
             .await
             .expect("dead letter");
         assert_eq!(

@@ -1,0 +1,661 @@
+//! The DynamoDB metadata store. One table, single-table design (see docs/DATA_MODEL.md):
+//!
+//! | item | pk | sk |
+//! | --- | --- | --- |
+//! | campaign (budget ledger, counts, state) | `CAMPAIGN#{name}` | `CAMPAIGN` |
+//! | trajectory summary | `CAMPAIGN#{name}` | `TRAJ#{trajectory_id}` |
+//! | result index (one per sample) | `CAMPAIGN#{name}` | `RESULT#{instance}#{sample}` |
+//! | enqueue marker | `CAMPAIGN#{name}` | `ENQ#{instance}#{sample}` |
+//! | dead letter | `CAMPAIGN#{name}` | `DEAD#{instance}#{sample}` |
+//! | worker heartbeat | `WORKER#{id}` | `HEARTBEAT` |
+//!
+//! Every invariant is guarded by a condition expression, never read-then-write: a result
+//! commits in one transaction with `attribute_not_exists` on its result item, and a
+//! reservation is granted by `committed <= budget - amount` on the campaign item.
+
+use crate::aws_error;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use synthfleet_core::MicroUsd;
+use synthfleet_core::budget::{CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome};
+use synthfleet_core::message::ResultKey;
+use synthfleet_core::ports::{
+    CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta, WorkerHeartbeat,
+};
+use synthfleet_core::trajectory::RecordStatus;
+
+const BACKEND: &str = "DynamoDB";
+const CAMPAIGN_SK: &str = "CAMPAIGN";
+pub const INDEX_BY_KIND: &str = "by_kind";
+pub const INDEX_BY_TRAJECTORY: &str = "by_trajectory";
+pub const INDEX_BY_STATUS: &str = "by_status";
+/// Conditional updates lost to concurrent writers are retried this often.
+const CONTENTION_RETRIES: usize = 8;
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Clone)]
+pub struct DynamoMetadata {
+    client: Client,
+    table: String,
+}
+
+fn campaign_pk(name: &str) -> String {
+    format!("CAMPAIGN#{name}")
+}
+
+fn sample_sk(prefix: &str, key: &ResultKey) -> String {
+    format!("{prefix}#{}#{:010}", key.instance_id, key.sample_index)
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CampaignItem {
+    pk: String,
+    sk: String,
+    kind: String,
+    name: String,
+    budget: u64,
+    spent: u64,
+    reserved: u64,
+    /// spent + reserved: what the cap is checked against in one condition.
+    committed: u64,
+    state: CampaignState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state_reason: Option<String>,
+    enqueued: u64,
+    success: u64,
+    failed: u64,
+    dead_lettered: u64,
+    total_samples: u64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<&CampaignRecord> for CampaignItem {
+    fn from(r: &CampaignRecord) -> CampaignItem {
+        CampaignItem {
+            pk: campaign_pk(&r.name),
+            sk: CAMPAIGN_SK.into(),
+            kind: "campaign".into(),
+            name: r.name.clone(),
+            budget: r.ledger.budget.0,
+            spent: r.ledger.spent.0,
+            reserved: r.ledger.reserved.0,
+            committed: r.ledger.committed().0,
+            state: r.state,
+            state_reason: r.state_reason.clone(),
+            enqueued: r.counts.enqueued,
+            success: r.counts.success,
+            failed: r.counts.failed,
+            dead_lettered: r.counts.dead_lettered,
+            total_samples: r.total_samples,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl From<CampaignItem> for CampaignRecord {
+    fn from(i: CampaignItem) -> CampaignRecord {
+        CampaignRecord {
+            name: i.name,
+            ledger: Ledger {
+                budget: MicroUsd(i.budget),
+                spent: MicroUsd(i.spent),
+                reserved: MicroUsd(i.reserved),
+            },
+            state: i.state,
+            state_reason: i.state_reason,
+            counts: Counts {
+                enqueued: i.enqueued,
+                success: i.success,
+                failed: i.failed,
+                dead_lettered: i.dead_lettered,
+            },
+            total_samples: i.total_samples,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct TrajectoryItem {
+    pk: String,
+    sk: String,
+    /// `{campaign}#{status}`, the hash key of the `by_status` index.
+    campaign_status: String,
+    /// Epoch seconds; DynamoDB's TTL removes failed items after 30 days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ttl: Option<i64>,
+    #[serde(flatten)]
+    meta: TrajectoryMeta,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DeadLetterItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    letter: DeadLetter,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct HeartbeatItem {
+    pk: String,
+    sk: String,
+    kind: String,
+    ttl: i64,
+    #[serde(flatten)]
+    beat: WorkerHeartbeat,
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::backend(BACKEND, "encoding an item", e))
+}
+
+fn from_item<T: for<'de> Deserialize<'de>>(what: &str, item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Corrupt {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+fn status_str(state: CampaignState) -> AttributeValue {
+    s(state.as_str())
+}
+
+impl DynamoMetadata {
+    pub fn new(client: Client, table: &str) -> DynamoMetadata {
+        DynamoMetadata {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("reading {pk}/{sk} from {}", self.table), e))?;
+        Ok(out.item)
+    }
+
+    async fn campaign_item(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError> {
+        self.get(&campaign_pk(name), CAMPAIGN_SK)
+            .await?
+            .map(|item| from_item::<CampaignItem>("campaign item", item).map(CampaignRecord::from))
+            .transpose()
+    }
+
+    async fn require_campaign(&self, name: &str) -> Result<CampaignRecord, StoreError> {
+        self.campaign_item(name).await?.ok_or_else(|| StoreError::NotFound {
+            what: format!("campaign `{name}` in table {}", self.table),
+        })
+    }
+
+    /// Items of one campaign partition whose sort key starts with `prefix`.
+    async fn query_prefix(&self, campaign: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(campaign_pk(campaign)))
+            .expression_attribute_values(":prefix", s(prefix))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error(BACKEND, format!("querying {campaign}/{prefix}"), e))?;
+            out.extend(page.items().iter().cloned());
+        }
+        Ok(out)
+    }
+
+    async fn query_kind(&self, kind: &str) -> Result<Vec<Item>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(INDEX_BY_KIND)
+            .key_condition_expression("kind = :kind")
+            .expression_attribute_values(":kind", s(kind))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error(BACKEND, format!("listing {kind} items"), e))?;
+            out.extend(page.items().iter().cloned());
+        }
+        Ok(out)
+    }
+
+    /// Marks a running campaign exhausted (a no-op if it already left `running`).
+    async fn exhaust(&self, name: &str, reason: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(name)))
+            .key("sk", s(CAMPAIGN_SK))
+            .update_expression("SET #state = :exhausted, #reason = :reason, #updated = :now")
+            .condition_expression("#state = :running")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#reason", "state_reason")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_values(":exhausted", status_str(CampaignState::Exhausted))
+            .expression_attribute_values(":running", status_str(CampaignState::Running))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(aws_error(BACKEND, format!("marking campaign `{name}` exhausted"), e)),
+        }
+    }
+
+    fn put(&self, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .set_condition_expression(condition.map(str::to_owned))
+            .build()
+            .map_err(|e| aws_error(BACKEND, "building a put", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn count_update(&self, campaign: &str, counter: &str) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(campaign)))
+            .key("sk", s(CAMPAIGN_SK))
+            .update_expression("ADD #counter :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#counter", counter)
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| aws_error(BACKEND, "building an update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+#[async_trait]
+impl MetadataStore for DynamoMetadata {
+    async fn upsert_campaign(
+        &self,
+        name: &str,
+        budget: MicroUsd,
+        total_samples: u64,
+    ) -> Result<CampaignRecord, StoreError> {
+        for _ in 0..CONTENTION_RETRIES {
+            let now = Utc::now();
+            let Some(mut record) = self.campaign_item(name).await? else {
+                let record = CampaignRecord::new(name, budget, total_samples, now);
+                let result = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(to_item(&CampaignItem::from(&record))?))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => return Ok(record),
+                    Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,
+                    Err(e) => return Err(aws_error(BACKEND, format!("creating campaign `{name}`"), e)),
+                }
+            };
+            let previous = record.updated_at;
+            record.resubmit(budget, total_samples);
+            record.updated_at = now;
+            let reason = record.state_reason.clone().unwrap_or_default();
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(campaign_pk(name)))
+                .key("sk", s(CAMPAIGN_SK))
+                .update_expression(
+                    "SET #budget = :budget, #total = :total, #state = :state, #reason = :reason, #updated = :now",
+                )
+                .condition_expression("#updated = :previous")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#budget", "budget")
+                .expression_attribute_names("#total", "total_samples")
+                .expression_attribute_names("#reason", "state_reason")
+                .expression_attribute_names("#updated", "updated_at")
+                .expression_attribute_values(":budget", n(budget.0))
+                .expression_attribute_values(":total", n(total_samples))
+                .expression_attribute_values(":state", status_str(record.state))
+                .expression_attribute_values(":reason", s(reason))
+                .expression_attribute_values(":now", s(now.to_rfc3339()))
+                .expression_attribute_values(":previous", s(previous.to_rfc3339()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(record),
+                Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,
+                Err(e) => return Err(aws_error(BACKEND, format!("updating campaign `{name}`"), e)),
+            }
+        }
+        Err(StoreError::backend(
+            BACKEND,
+            format!("updating campaign `{name}`"),
+            "too much contention on the campaign item; try again",
+        ))
+    }
+
+    async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError> {
+        self.campaign_item(name).await
+    }
+
+    async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError> {
+        self.query_kind("campaign")
+            .await?
+            .into_iter()
+            .map(|item| from_item::<CampaignItem>("campaign item", item).map(CampaignRecord::from))
+            .collect()
+    }
+
+    async fn reserve(&self, campaign: &str, amount: MicroUsd) -> Result<Reservation, StoreError> {
+        for _ in 0..CONTENTION_RETRIES {
+            let record = self.require_campaign(campaign).await?;
+            let mut probe = record.clone();
+            match probe.reserve(amount) {
+                ReserveOutcome::Busy => return Ok(Reservation::Busy),
+                ReserveOutcome::Exhausted => {
+                    if probe.state != record.state {
+                        self.exhaust(campaign, probe.state_reason.as_deref().unwrap_or("budget cap reached"))
+                            .await?;
+                    }
+                    return Ok(Reservation::Refused(Box::new(probe)));
+                }
+                ReserveOutcome::Granted => {}
+            }
+            let Some(max) = record.ledger.max_committed_for(amount) else {
+                continue;
+            };
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(campaign_pk(campaign)))
+                .key("sk", s(CAMPAIGN_SK))
+                .update_expression("SET #reserved = #reserved + :amount, #committed = #committed + :amount")
+                .condition_expression("#state = :running AND #budget = :budget AND #committed <= :max")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_names("#reserved", "reserved")
+                .expression_attribute_names("#committed", "committed")
+                .expression_attribute_names("#budget", "budget")
+                .expression_attribute_values(":amount", n(amount.0))
+                .expression_attribute_values(":running", status_str(CampaignState::Running))
+                .expression_attribute_values(":budget", n(record.ledger.budget.0))
+                .expression_attribute_values(":max", n(max.0))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(Reservation::Granted),
+                // Someone else moved the ledger: look again.
+                Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,
+                Err(e) => return Err(aws_error(BACKEND, format!("reserving budget of `{campaign}`"), e)),
+            }
+        }
+        Ok(Reservation::Busy)
+    }
+
+    async fn settle(&self, campaign: &str, reserved: MicroUsd, actual: MicroUsd) -> Result<(), StoreError> {
+        let delta = actual.0 as i128 - reserved.0 as i128;
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(campaign)))
+            .key("sk", s(CAMPAIGN_SK))
+            .update_expression(
+                "SET #spent = #spent + :actual, #reserved = #reserved - :reserved, #committed = #committed + :delta",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#spent", "spent")
+            .expression_attribute_names("#reserved", "reserved")
+            .expression_attribute_names("#committed", "committed")
+            .expression_attribute_values(":actual", n(actual.0))
+            .expression_attribute_values(":reserved", n(reserved.0))
+            .expression_attribute_values(":delta", n(delta))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("settling budget of `{campaign}`"), e))?;
+        if let Some(item) = out.attributes {
+            let mut record = CampaignRecord::from(from_item::<CampaignItem>("campaign item", item)?);
+            let before = record.state;
+            record.settle(MicroUsd::ZERO, MicroUsd::ZERO);
+            if record.state != before {
+                self.exhaust(campaign, record.state_reason.as_deref().unwrap_or("budget cap reached"))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_state(&self, campaign: &str, state: CampaignState, reason: Option<String>) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(campaign)))
+            .key("sk", s(CAMPAIGN_SK))
+            .update_expression("SET #state = :state, #reason = :reason, #updated = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#reason", "state_reason")
+            .expression_attribute_names("#updated", "updated_at")
+            .expression_attribute_values(":state", status_str(state))
+            .expression_attribute_values(":reason", s(reason.unwrap_or_default()))
+            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("setting the state of `{campaign}`"), e))?;
+        Ok(())
+    }
+
+    async fn add_enqueued(&self, campaign: &str, count: u64) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(campaign)))
+            .key("sk", s(CAMPAIGN_SK))
+            .update_expression("ADD #enqueued :n")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#enqueued", "enqueued")
+            .expression_attribute_values(":n", n(count))
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("counting enqueued samples of `{campaign}`"), e))?;
+        Ok(())
+    }
+
+    async fn enqueued(&self, key: &ResultKey) -> Result<bool, StoreError> {
+        Ok(self
+            .get(&campaign_pk(&key.campaign), &sample_sk("ENQ", key))
+            .await?
+            .is_some())
+    }
+
+    async fn mark_enqueued(&self, key: &ResultKey) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(campaign_pk(&key.campaign)))
+            .item("sk", s(sample_sk("ENQ", key)))
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("marking {key} enqueued"), e))?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, beat: &WorkerHeartbeat) -> Result<(), StoreError> {
+        let item = HeartbeatItem {
+            pk: format!("WORKER#{}", beat.worker_id),
+            sk: "HEARTBEAT".into(),
+            kind: "worker".into(),
+            ttl: (beat.at + ChronoDuration::days(1)).timestamp(),
+            beat: beat.clone(),
+        };
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&item)?))
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("writing the heartbeat of {}", beat.worker_id), e))?;
+        Ok(())
+    }
+
+    async fn heartbeats(&self) -> Result<Vec<WorkerHeartbeat>, StoreError> {
+        self.query_kind("worker")
+            .await?
+            .into_iter()
+            .map(|item| from_item::<HeartbeatItem>("heartbeat item", item).map(|h| h.beat))
+            .collect()
+    }
+
+    async fn commit(&self, meta: &TrajectoryMeta) -> Result<CommitOutcome, StoreError> {
+        let key = meta.result_key();
+        let pk = campaign_pk(&meta.campaign);
+        let mut result_item: Item = HashMap::new();
+        result_item.insert("pk".into(), s(&pk));
+        result_item.insert("sk".into(), s(sample_sk("RESULT", &key)));
+        result_item.insert("result_of".into(), s(&meta.trajectory_id));
+        let trajectory = TrajectoryItem {
+            pk: pk.clone(),
+            sk: format!("TRAJ#{}", meta.trajectory_id),
+            campaign_status: format!("{}#{}", meta.campaign, meta.status.as_str()),
+            ttl: meta.expires_at.map(|t| t.timestamp()),
+            meta: meta.clone(),
+        };
+        let counter = match meta.status {
+            RecordStatus::Success => "success",
+            RecordStatus::Failed => "failed",
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(self.put(result_item, Some("attribute_not_exists(pk)"))?)
+            .transact_items(self.put(to_item(&trajectory)?, None)?)
+            .transact_items(self.count_update(&meta.campaign, counter)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(CommitOutcome::Committed),
+            Err(e) if e.as_service_error().is_some_and(|x| x.is_transaction_canceled_exception()) => {
+                match self.result(&key).await? {
+                    Some(existing) => Ok(CommitOutcome::AlreadyCommitted(Box::new(existing))),
+                    None => Err(aws_error(BACKEND, format!("committing {key}"), e)),
+                }
+            }
+            Err(e) => Err(aws_error(BACKEND, format!("committing {key}"), e)),
+        }
+    }
+
+    async fn result(&self, key: &ResultKey) -> Result<Option<TrajectoryMeta>, StoreError> {
+        let pk = campaign_pk(&key.campaign);
+        let Some(index) = self.get(&pk, &sample_sk("RESULT", key)).await? else {
+            return Ok(None);
+        };
+        let Some(AttributeValue::S(id)) = index.get("result_of") else {
+            return Err(StoreError::Corrupt {
+                what: format!("result item of {key}"),
+                detail: "no result_of attribute".into(),
+            });
+        };
+        self.get(&pk, &format!("TRAJ#{id}"))
+            .await?
+            .map(|item| from_item::<TrajectoryItem>("trajectory item", item).map(|t| t.meta))
+            .transpose()
+    }
+
+    async fn trajectory(&self, trajectory_id: &str) -> Result<Option<TrajectoryMeta>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(INDEX_BY_TRAJECTORY)
+            .key_condition_expression("trajectory_id = :id")
+            .expression_attribute_values(":id", s(trajectory_id))
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("looking up trajectory {trajectory_id}"), e))?;
+        out.items()
+            .first()
+            .cloned()
+            .map(|item| from_item::<TrajectoryItem>("trajectory item", item).map(|t| t.meta))
+            .transpose()
+    }
+
+    async fn trajectories(&self, campaign: &str) -> Result<Vec<TrajectoryMeta>, StoreError> {
+        self.query_prefix(campaign, "TRAJ#")
+            .await?
+            .into_iter()
+            .map(|item| from_item::<TrajectoryItem>("trajectory item", item).map(|t| t.meta))
+            .collect()
+    }
+
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        let item = to_item(&DeadLetterItem {
+            pk: campaign_pk(&letter.key.campaign),
+            sk: sample_sk("DEAD", &letter.key),
+            letter: letter.clone(),
+        })?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(self.put(item.clone(), Some("attribute_not_exists(pk)"))?)
+            .transact_items(self.count_update(&letter.key.campaign, "dead_lettered")?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already dead-lettered once: keep the newest error, count it once.
+            Err(e) if e.as_service_error().is_some_and(|x| x.is_transaction_canceled_exception()) => {
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .send()
+                    .await
+                    .map_err(|e| aws_error(BACKEND, format!("recording the dead letter of {}", letter.key), e))?;
+                Ok(())
+            }
+            Err(e) => Err(aws_error(BACKEND, format!("recording the dead letter of {}", letter.key), e)),
+        }
+    }
+
+    async fn dead_letters(&self, campaign: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.query_prefix(campaign, "DEAD#")
+            .await?
+            .into_iter()
+            .map(|item| from_item::<DeadLetterItem>("dead-letter item", item).map(|d| d.letter))
+            .collect()
+    }
+}

@@ -1,0 +1,72 @@
+//! AWS backends behind the core ports: [`S3ObjectStore`], [`SqsQueue`] and
+//! [`DynamoMetadata`], plus [`provision`] to create the resources on LocalStack or moto
+//! (in AWS, Terraform creates them with the same names and shapes).
+//!
+//! Clients come from the standard chain (`aws-config`): region, credentials and
+//! `AWS_ENDPOINT_URL` from the environment. S3 uses path-style addressing when an endpoint
+//! override is set (LocalStack, moto) or `SYNTHFLEET_S3_PATH_STYLE=1`.
+
+mod dynamo;
+pub mod provision;
+mod s3;
+mod sqs;
+
+pub use dynamo::DynamoMetadata;
+pub use s3::S3ObjectStore;
+pub use sqs::SqsQueue;
+
+use synthfleet_core::ports::StoreError;
+
+/// The names of a deployment's resources (Terraform outputs them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsNames {
+    pub bucket: String,
+    pub table: String,
+    pub queue_url: String,
+    pub dead_letter_queue_url: String,
+}
+
+/// One client per service for the process.
+#[derive(Clone)]
+pub struct AwsClients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl AwsClients {
+    /// Clients configured from the environment (the standard chain).
+    pub async fn from_env() -> AwsClients {
+        let config = aws_config::load_from_env().await;
+        let path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var("SYNTHFLEET_S3_PATH_STYLE").is_ok_and(|v| v == "1" || v == "true");
+        AwsClients::from_sdk_config(&config, path_style)
+    }
+
+    pub fn from_sdk_config(config: &aws_config::SdkConfig, s3_path_style: bool) -> AwsClients {
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(s3_path_style)
+            .build();
+        AwsClients {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+        }
+    }
+}
+
+/// The error and its causes on one line (the SDK's `Display` is terse).
+pub(crate) fn aws_error(
+    backend: &'static str,
+    operation: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    StoreError::backend(backend, operation, detail)
+}

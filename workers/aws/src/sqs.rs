@@ -1,0 +1,202 @@
+//! The SQS queue: long polling, batch receive, visibility heartbeats, explicit and
+//! redrive-policy dead-lettering.
+
+use crate::aws_error;
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use std::time::Duration;
+use synthfleet_core::ports::{Delivery, Queue, QueueStats, StoreError};
+
+const BACKEND: &str = "SQS";
+/// SQS's longest message delay.
+const MAX_DELAY: Duration = Duration::from_secs(900);
+/// SQS's longest visibility timeout.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    dead_letter_queue_url: String,
+    wait: Duration,
+}
+
+fn secs(d: Duration, max: Duration) -> i32 {
+    d.min(max).as_secs() as i32
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: &str, dead_letter_queue_url: &str) -> SqsQueue {
+        SqsQueue {
+            client,
+            queue_url: queue_url.to_owned(),
+            dead_letter_queue_url: dead_letter_queue_url.to_owned(),
+            wait: Duration::from_secs(20),
+        }
+    }
+
+    /// Long-poll wait of each receive (default 20 s, SQS's maximum).
+    pub fn with_wait(mut self, wait: Duration) -> SqsQueue {
+        self.wait = wait.min(Duration::from_secs(20));
+        self
+    }
+
+    async fn set_visibility(&self, receipt: &str, visibility: Duration, operation: &str) -> Result<(), StoreError> {
+        match self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs(visibility, MAX_VISIBILITY))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_receipt_handle_is_invalid() || s.is_message_not_inflight()
+                }) =>
+            {
+                Err(StoreError::StaleReceipt {
+                    receipt: receipt.to_owned(),
+                })
+            }
+            Err(e) => Err(aws_error(BACKEND, format!("{operation} on {}", self.queue_url), e)),
+        }
+    }
+
+    async fn count(&self, url: &str, names: &[QueueAttributeName]) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .set_attribute_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("reading the attributes of {url}"), e))?;
+        let attributes = out.attributes();
+        Ok(names
+            .iter()
+            .filter_map(|n| attributes.and_then(|a| a.get(n)))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum())
+    }
+
+    async fn send_to(&self, url: &str, body: &str, delay: Duration, reason: Option<&str>) -> Result<(), StoreError> {
+        let mut send = self
+            .client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .delay_seconds(secs(delay, MAX_DELAY));
+        if let Some(reason) = reason {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(reason.chars().take(4000).collect::<String>())
+                .build()
+                .map_err(|e| aws_error(BACKEND, "building a message attribute", e))?;
+            send = send.message_attributes("synthfleet_reason", value);
+        }
+        send.send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("sending to {url}"), e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, body: &str, delay: Duration) -> Result<(), StoreError> {
+        self.send_to(&self.queue_url, body, delay, None).await
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(self.wait.as_secs() as i32)
+            .visibility_timeout(secs(visibility, MAX_VISIBILITY))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("receiving from {}", self.queue_url), e))?;
+        Ok(out
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                let receive_count = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1);
+                Some(Delivery {
+                    message_id: m.message_id()?.to_owned(),
+                    receipt: m.receipt_handle()?.to_owned(),
+                    body: m.body().unwrap_or_default().to_owned(),
+                    receive_count,
+                })
+            })
+            .collect())
+    }
+
+    async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError> {
+        self.set_visibility(receipt, visibility, "extending visibility").await
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
+        match self
+            .client
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_receipt_handle_is_invalid()) => {
+                Err(StoreError::StaleReceipt {
+                    receipt: receipt.to_owned(),
+                })
+            }
+            Err(e) => Err(aws_error(BACKEND, format!("deleting from {}", self.queue_url), e)),
+        }
+    }
+
+    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError> {
+        self.set_visibility(receipt, delay, "releasing a message").await
+    }
+
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError> {
+        // A fresh copy starts with a receive count of zero; then the old one goes.
+        self.send_to(&self.queue_url, &delivery.body, delay, None).await?;
+        self.delete(&delivery.receipt).await
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
+        self.send_to(&self.dead_letter_queue_url, &delivery.body, Duration::ZERO, Some(reason))
+            .await?;
+        self.delete(&delivery.receipt).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        Ok(QueueStats {
+            visible: self
+                .count(&self.queue_url, &[QueueAttributeName::ApproximateNumberOfMessages])
+                .await?,
+            in_flight: self
+                .count(
+                    &self.queue_url,
+                    &[
+                        QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+                        QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+                    ],
+                )
+                .await?,
+            dead: self
+                .count(&self.dead_letter_queue_url, &[QueueAttributeName::ApproximateNumberOfMessages])
+                .await?,
+        })
+    }
+}

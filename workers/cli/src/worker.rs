@@ -1,0 +1,138 @@
+//! `synthfleet worker`: the fleet daemon. Pulls tasks of any submitted campaign until
+//! stopped; on SIGTERM stops receiving, lets rollouts finish for a grace period, then
+//! interrupts and releases what is left.
+
+use crate::backend::{Backend, BackendArgs};
+use anyhow::Context;
+use clap::Args;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use synthfleet_agent::{StoredCampaigns, Worker, WorkerConfig, WorkerEvent};
+use synthfleet_core::ports::SandboxProvider;
+use synthfleet_sandbox::DockerSandboxes;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Rollouts run at once.
+    #[arg(short = 'j', long, env = "SYNTHFLEET_CONCURRENCY", default_value_t = 2)]
+    concurrency: u16,
+    /// This worker's id: labels its sandboxes, so a restart reaps what a crash left.
+    /// Default: the host name.
+    #[arg(long, env = "SYNTHFLEET_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Visibility timeout of received messages (extended while a rollout runs), seconds.
+    #[arg(long, env = "SYNTHFLEET_VISIBILITY_S", default_value_t = 300)]
+    visibility_s: u64,
+    /// Deliveries before a failing sample is dead-lettered; match the queue's redrive policy.
+    #[arg(long, env = "SYNTHFLEET_MAX_RECEIVES", default_value_t = 3)]
+    max_receives: u32,
+    /// First delay before a sample that hit an infrastructure failure is retried, seconds.
+    #[arg(long, env = "SYNTHFLEET_RETRY_BACKOFF_S", default_value_t = 10.0)]
+    retry_backoff_s: f64,
+    /// How long in-flight rollouts may finish after SIGTERM before they are released, seconds.
+    #[arg(long, env = "SYNTHFLEET_GRACE_S", default_value_t = 90)]
+    grace_s: u64,
+    /// Long-poll wait of each receive, seconds (at most 20).
+    #[arg(long, env = "SYNTHFLEET_POLL_WAIT_S", default_value_t = 20)]
+    poll_wait_s: u64,
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if args.backend.backend != "aws" {
+        anyhow::bail!(
+            "`synthfleet worker` serves a shared queue: use --backend aws (the local store is single-process; use `synthfleet run` on one machine)"
+        );
+    }
+    let worker_id = match args.worker_id {
+        Some(id) => id,
+        None => hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .context("reading the host name for the worker id (or pass --worker-id)")?,
+    };
+    let backend = Backend::open(&args.backend, None).await?;
+    let Backend::Aws { store, queue, .. } = backend else {
+        anyhow::bail!("the worker needs the aws backend");
+    };
+    let queue = Arc::new((*queue).clone().with_wait(Duration::from_secs(args.poll_wait_s)));
+    let sandboxes = DockerSandboxes::connect(&worker_id)?;
+    sandboxes.ping().await?;
+    let reaped = sandboxes.reap().await?;
+    info!(worker = %worker_id, reaped, "worker starting");
+
+    let campaigns = Arc::new(StoredCampaigns::new(store.clone(), Arc::new(sandboxes.clone()), &worker_id));
+    let config = WorkerConfig {
+        worker_id: worker_id.clone(),
+        concurrency: usize::from(args.concurrency.max(1)),
+        visibility: Duration::from_secs(args.visibility_s.max(3)),
+        max_receives: args.max_receives.max(1),
+        retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0)).unwrap_or(Duration::from_secs(10)),
+        stop_when_drained: false,
+        stop_when_campaign_stops: false,
+        ..WorkerConfig::default()
+    };
+    let stop = CancellationToken::new();
+    let interrupt = CancellationToken::new();
+    {
+        let (stop, interrupt) = (stop.clone(), interrupt.clone());
+        let grace = Duration::from_secs(args.grace_s);
+        tokio::spawn(async move {
+            terminated().await;
+            warn!(grace_s = grace.as_secs(), "stop requested: no new tasks; in-flight rollouts may finish");
+            stop.cancel();
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = terminated() => {}
+            }
+            warn!("grace period over: interrupting and releasing in-flight tasks");
+            interrupt.cancel();
+        });
+    }
+    let events = Arc::new(|event: WorkerEvent| {
+        if let WorkerEvent::CampaignStopped { reason } = event {
+            info!(%reason, "deferred a task of a campaign that accepts no work");
+        }
+    });
+    let worker = Worker::new(campaigns, queue, store.metadata.clone(), config);
+    let summary = worker
+        .run(stop, interrupt, events)
+        .instrument(info_span!("worker", worker = %worker_id))
+        .await;
+    let leftovers = sandboxes.reap().await?;
+    info!(
+        committed = summary.committed,
+        duplicates = summary.duplicates,
+        retried = summary.retried,
+        dead_lettered = summary.dead_lettered,
+        deferred = summary.deferred,
+        leftovers,
+        "worker stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
