@@ -20,8 +20,14 @@ use synthfleet_tests::{synthfleet_command, task_line};
 
 fn store(moto: &Moto) -> TrajectoryStore {
     TrajectoryStore::new(
-        Arc::new(S3ObjectStore::new(moto.clients.s3.clone(), &moto.names.bucket)),
-        Arc::new(DynamoMetadata::new(moto.clients.dynamodb.clone(), &moto.names.table)),
+        Arc::new(S3ObjectStore::new(
+            moto.clients.s3.clone(),
+            &moto.names.bucket,
+        )),
+        Arc::new(DynamoMetadata::new(
+            moto.clients.dynamodb.clone(),
+            &moto.names.table,
+        )),
     )
 }
 
@@ -32,7 +38,9 @@ fn env(moto: &Moto) -> Vec<(String, String)> {
 }
 
 fn run_cli(moto: &Moto, args: &[&str]) -> std::process::Output {
-    synthfleet_command(args, env(moto)).output().expect("running synthfleet")
+    synthfleet_command(args, env(moto))
+        .output()
+        .expect("running synthfleet")
 }
 
 fn spawn_worker(moto: &Moto, id: &str, extra: &[&str]) -> Child {
@@ -63,7 +71,10 @@ fn terminate(child: Child) -> (std::process::ExitStatus, String) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let out = child.wait_with_output().expect("wait for worker");
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
@@ -87,18 +98,31 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
     let moto = Moto::start().await;
     let (mut tasks, mut scripts) = standard_tasks();
     let fix = "sed -i 's/return year % 4 == 0$/return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)/' calendar_utils.py";
-    tasks.push(task_line("slow", "leapyear", "[slow] fix is_leap.", "python3 -m unittest -q"));
+    tasks.push(task_line(
+        "slow",
+        "leapyear",
+        "[slow] fix is_leap.",
+        "python3 -m unittest -q",
+    ));
     scripts.push(Script::new("[slow]", &["sleep 10", fix, "submit"]));
     let llm = FakeLlm::start(scripts);
-    let body = format!("samples_per_task = 2\nbudget_usd = 5.0\n{}", fake_model(&llm.url, ""));
+    let body = format!(
+        "samples_per_task = 2\nbudget_usd = 5.0\n{}",
+        fake_model(&llm.url, "")
+    );
     let fx = Fixture::new("aws-fleet", &tasks, &body);
 
     let submitted = run_cli(&moto, &["submit", fx.campaign_arg()]);
-    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
     assert!(String::from_utf8_lossy(&submitted.stdout).contains("8 enqueued"));
     let again = run_cli(&moto, &["submit", fx.campaign_arg()]);
     assert!(
-        String::from_utf8_lossy(&again.stdout).contains("0 enqueued, 0 already done, 8 already queued"),
+        String::from_utf8_lossy(&again.stdout)
+            .contains("0 enqueued, 0 already done, 8 already queued"),
         "{}",
         String::from_utf8_lossy(&again.stdout)
     );
@@ -124,35 +148,71 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
 
     let store = store(&moto);
     wait_for("all 8 results", Duration::from_secs(240), async || {
-        store.metadata.trajectories(&fx.name).await.map(|t| t.len() >= 8).unwrap_or(false)
+        store
+            .metadata
+            .trajectories(&fx.name)
+            .await
+            .map(|t| t.len() >= 8)
+            .unwrap_or(false)
     })
     .await;
     let (status1, log1) = terminate(w1);
     assert!(w2.try_wait().expect("poll w2").is_none(), "w2 kept serving");
     let (status2, log2) = terminate(w2);
     assert!(status1.success() && status2.success(), "{log1}\n{log2}");
-    assert!(log2.contains("\"worker stopped\""), "graceful stop is logged: {log2}");
-    assert!(log1.contains("\"campaign\":\"aws-fleet\"") || log2.contains("\"campaign\":\"aws-fleet\""), "JSON logs carry campaign spans");
+    assert!(
+        log2.contains("\"worker stopped\""),
+        "graceful stop is logged: {log2}"
+    );
+    assert!(
+        log1.contains("\"campaign\":\"aws-fleet\"") || log2.contains("\"campaign\":\"aws-fleet\""),
+        "JSON logs carry campaign spans"
+    );
 
     // Exactly one result per (instance, sample), each complete and verified on read.
     let metas = store.metadata.trajectories(&fx.name).await.expect("list");
     assert_eq!(metas.len(), 8);
-    let keys: BTreeSet<_> = metas.iter().map(|m| (m.instance_id.clone(), m.sample_index)).collect();
+    let keys: BTreeSet<_> = metas
+        .iter()
+        .map(|m| (m.instance_id.clone(), m.sample_index))
+        .collect();
     assert_eq!(keys.len(), 8, "one result per sample");
     for meta in &metas {
-        let record = store.load(meta).await.expect("checksum-verified read from S3");
+        let record = store
+            .load(meta)
+            .await
+            .expect("checksum-verified read from S3");
         assert_eq!(record.trajectory_id, meta.trajectory_id);
-        let expected = if meta.instance_id == "bsearch" { RecordStatus::Failed } else { RecordStatus::Success };
+        let expected = if meta.instance_id == "bsearch" {
+            RecordStatus::Failed
+        } else {
+            RecordStatus::Success
+        };
         assert_eq!(meta.status, expected, "{}", meta.instance_id);
-        assert_eq!(meta.expires_at.is_some(), meta.status == RecordStatus::Failed);
+        assert_eq!(
+            meta.expires_at.is_some(),
+            meta.status == RecordStatus::Failed
+        );
     }
-    let objects = store.objects.list(&format!("trajectories/{}/success/", fx.name)).await.expect("list S3");
+    let objects = store
+        .objects
+        .list(&format!("trajectories/{}/success/", fx.name))
+        .await
+        .expect("list S3");
     assert_eq!(objects.len(), 6);
-    let campaign = store.metadata.campaign(&fx.name).await.expect("read").expect("campaign item");
+    let campaign = store
+        .metadata
+        .campaign(&fx.name)
+        .await
+        .expect("read")
+        .expect("campaign item");
     assert_eq!((campaign.counts.success, campaign.counts.failed), (6, 2));
     assert_eq!(campaign.ledger.reserved, MicroUsd::ZERO);
     assert!(campaign.ledger.spent > MicroUsd::ZERO);
-    assert!(labelled("synthfleet.campaign", &fx.name).await.is_empty(), "no sandbox survives");
+    assert!(
+        labelled("synthfleet.campaign", &fx.name).await.is_empty(),
+        "no sandbox survives"
+    );
     let beats = store.metadata.heartbeats().await.expect("heartbeats");
     assert!(beats.iter().any(|b| b.worker_id == "w1") && beats.iter().any(|b| b.worker_id == "w2"));
     let status = run_cli(&moto, &["status", "--json"]);
@@ -173,7 +233,11 @@ async fn poison_tasks_bad_messages_and_duplicates() {
     let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("aws-poison", &tasks, &body);
     let submitted = run_cli(&moto, &["submit", fx.campaign_arg()]);
-    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
 
     // Bad messages straight onto the queue, and a duplicate of the good task's message.
     let sqs = &moto.clients.sqs;
@@ -189,10 +253,19 @@ async fn poison_tasks_bad_messages_and_duplicates() {
         r#"{"schema_version": 1, "campaign": "aws-poison", "sample_index": 0}"#.to_owned(),
         median_message.to_body(),
     ] {
-        sqs.send_message().queue_url(queue).message_body(body).send().await.expect("send");
+        sqs.send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
     }
 
-    let worker = spawn_worker(&moto, "wp", &["--retry-backoff-s", "0", "--max-receives", "2"]);
+    let worker = spawn_worker(
+        &moto,
+        "wp",
+        &["--retry-backoff-s", "0", "--max-receives", "2"],
+    );
     let store = store(&moto);
     let dlq = &moto.names.dead_letter_queue_url;
     let dead_count = async || {
@@ -202,12 +275,25 @@ async fn poison_tasks_bad_messages_and_duplicates() {
             .send()
             .await
             .ok()
-            .and_then(|o| o.attributes().and_then(|a| a.values().next().and_then(|v| v.parse::<u32>().ok())))
+            .and_then(|o| {
+                o.attributes()
+                    .and_then(|a| a.values().next().and_then(|v| v.parse::<u32>().ok()))
+            })
             .unwrap_or(0)
     };
-    wait_for("4 dead letters and the good result", Duration::from_secs(180), async || {
-        dead_count().await >= 4 && store.metadata.trajectories(&fx.name).await.map(|t| t.len() == 1).unwrap_or(false)
-    })
+    wait_for(
+        "4 dead letters and the good result",
+        Duration::from_secs(180),
+        async || {
+            dead_count().await >= 4
+                && store
+                    .metadata
+                    .trajectories(&fx.name)
+                    .await
+                    .map(|t| t.len() == 1)
+                    .unwrap_or(false)
+        },
+    )
     .await;
     // Let the duplicate settle, then stop.
     wait_for("an empty task queue", Duration::from_secs(60), async || {
@@ -241,26 +327,60 @@ async fn poison_tasks_bad_messages_and_duplicates() {
     let reasons: Vec<String> = received
         .messages()
         .iter()
-        .filter_map(|m| m.message_attributes()?.get("synthfleet_reason")?.string_value().map(str::to_owned))
+        .filter_map(|m| {
+            m.message_attributes()?
+                .get("synthfleet_reason")?
+                .string_value()
+                .map(str::to_owned)
+        })
         .collect();
     assert_eq!(reasons.len(), 4, "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("not JSON")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("schema_version 99")), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r.contains("missing field") || r.contains("task")), "{reasons:?}");
     assert!(
-        reasons.iter().any(|r| r.contains("gave up after 2 attempts") && r.contains("no-such-image")),
+        reasons.iter().any(|r| r.contains("not JSON")),
         "{reasons:?}"
     );
-    let letters = store.metadata.dead_letters(&fx.name).await.expect("dead letters");
+    assert!(
+        reasons.iter().any(|r| r.contains("schema_version 99")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("missing field") || r.contains("task")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("gave up after 2 attempts") && r.contains("no-such-image")),
+        "{reasons:?}"
+    );
+    let letters = store
+        .metadata
+        .dead_letters(&fx.name)
+        .await
+        .expect("dead letters");
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].key.instance_id, "poison");
-    assert!(letters[0].error.contains("error:sandbox"), "{}", letters[0].error);
+    assert!(
+        letters[0].error.contains("error:sandbox"),
+        "{}",
+        letters[0].error
+    );
 
     // The duplicate delivery made no second result.
     let metas = store.metadata.trajectories(&fx.name).await.expect("list");
     assert_eq!(metas.len(), 1);
-    let campaign = store.metadata.campaign(&fx.name).await.expect("read").expect("item");
-    assert_eq!((campaign.counts.success, campaign.counts.dead_lettered), (1, 1));
+    let campaign = store
+        .metadata
+        .campaign(&fx.name)
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(
+        (campaign.counts.success, campaign.counts.dead_lettered),
+        (1, 1)
+    );
     assert!(labelled("synthfleet.campaign", &fx.name).await.is_empty());
     let _ = MAX_RECEIVES;
 }
@@ -270,17 +390,27 @@ async fn dynamodb_budget_and_commit_are_atomic_under_concurrency() {
     let moto = Moto::start().await;
     let store = store(&moto);
     let metadata = store.metadata.clone();
-    metadata.upsert_campaign("ledger", MicroUsd(1_000), 4).await.expect("create");
+    metadata
+        .upsert_campaign("ledger", MicroUsd(1_000), 4)
+        .await
+        .expect("create");
     let workers: Vec<_> = (0..8)
         .map(|_| {
             let metadata = metadata.clone();
             tokio::spawn(async move {
                 let mut granted = 0u64;
                 loop {
-                    match metadata.reserve("ledger", MicroUsd(30)).await.expect("reserve") {
+                    match metadata
+                        .reserve("ledger", MicroUsd(30))
+                        .await
+                        .expect("reserve")
+                    {
                         Reservation::Granted => {
                             granted += 1;
-                            metadata.settle("ledger", MicroUsd(30), MicroUsd(25)).await.expect("settle");
+                            metadata
+                                .settle("ledger", MicroUsd(30), MicroUsd(25))
+                                .await
+                                .expect("settle");
                         }
                         Reservation::Busy => tokio::time::sleep(Duration::from_millis(5)).await,
                         Reservation::Refused(_) => return granted,
@@ -293,15 +423,40 @@ async fn dynamodb_budget_and_commit_are_atomic_under_concurrency() {
     for w in workers {
         granted += w.await.expect("join");
     }
-    let campaign = metadata.campaign("ledger").await.expect("read").expect("item");
+    let campaign = metadata
+        .campaign("ledger")
+        .await
+        .expect("read")
+        .expect("item");
     assert_eq!(campaign.ledger.reserved, MicroUsd::ZERO);
     assert_eq!(campaign.ledger.spent, MicroUsd(granted * 25));
-    assert!(campaign.ledger.spent <= campaign.ledger.budget, "{:?}", campaign.ledger);
-    assert!(campaign.ledger.spent.0 + 30 > 1_000, "stopped only when no call could fit");
+    assert!(
+        campaign.ledger.spent <= campaign.ledger.budget,
+        "{:?}",
+        campaign.ledger
+    );
+    assert!(
+        campaign.ledger.spent.0 + 30 > 1_000,
+        "stopped only when no call could fit"
+    );
     assert_eq!(campaign.state, CampaignState::Exhausted);
     // Same budget: stays exhausted; a raised budget resumes.
-    assert_eq!(metadata.upsert_campaign("ledger", MicroUsd(1_000), 4).await.expect("resubmit").state, CampaignState::Exhausted);
-    assert_eq!(metadata.upsert_campaign("ledger", MicroUsd(2_000), 4).await.expect("resubmit").state, CampaignState::Running);
+    assert_eq!(
+        metadata
+            .upsert_campaign("ledger", MicroUsd(1_000), 4)
+            .await
+            .expect("resubmit")
+            .state,
+        CampaignState::Exhausted
+    );
+    assert_eq!(
+        metadata
+            .upsert_campaign("ledger", MicroUsd(2_000), 4)
+            .await
+            .expect("resubmit")
+            .state,
+        CampaignState::Running
+    );
 
     // Concurrent commits of one sample: exactly one wins.
     let key = ResultKey {
@@ -324,11 +479,27 @@ async fn dynamodb_budget_and_commit_are_atomic_under_concurrency() {
         }
     }
     assert_eq!(won, 1);
-    assert_eq!(metadata.trajectories("ledger").await.expect("list").len(), 1);
-    assert_eq!(metadata.campaign("ledger").await.expect("read").expect("item").counts.success, 1);
+    assert_eq!(
+        metadata.trajectories("ledger").await.expect("list").len(),
+        1
+    );
+    assert_eq!(
+        metadata
+            .campaign("ledger")
+            .await
+            .expect("read")
+            .expect("item")
+            .counts
+            .success,
+        1
+    );
 
     // S3 verifies checksums on read.
-    store.objects.put("x/y", b"payload".to_vec()).await.expect("put");
+    store
+        .objects
+        .put("x/y", b"payload".to_vec())
+        .await
+        .expect("put");
     assert_eq!(store.objects.get("x/y").await.expect("get"), b"payload");
     moto.clients
         .s3
@@ -340,9 +511,22 @@ async fn dynamodb_budget_and_commit_are_atomic_under_concurrency() {
         .send()
         .await
         .expect("tamper");
-    assert!(matches!(store.objects.get("x/y").await, Err(StoreError::Corrupt { .. })));
-    assert!(matches!(store.objects.get("nope").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.objects.get("x/y").await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store.objects.get("nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
     let big = vec![7u8; 20 * 1024 * 1024];
-    store.objects.put("big", big.clone()).await.expect("multipart put");
-    assert_eq!(store.objects.get("big").await.expect("get").len(), big.len());
+    store
+        .objects
+        .put("big", big.clone())
+        .await
+        .expect("multipart put");
+    assert_eq!(
+        store.objects.get("big").await.expect("get").len(),
+        big.len()
+    );
 }

@@ -194,7 +194,10 @@ pub fn sample_meta(key: &synthfleet_core::message::ResultKey, id: &str) -> Traje
         input_tokens: 1,
         output_tokens: 1,
         n_steps: 1,
-        object_key: format!("trajectories/{}/failed/{}/{id}.json.zst", key.campaign, key.instance_id),
+        object_key: format!(
+            "trajectories/{}/failed/{}/{id}.json.zst",
+            key.campaign, key.instance_id
+        ),
         sha256: "0".repeat(64),
         size_bytes: 1,
         worker_id: "w".into(),

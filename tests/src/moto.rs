@@ -52,17 +52,24 @@ impl Moto {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting moto's server with {python}: {e}; pip install 'moto[server]'"));
+            .unwrap_or_else(|e| {
+                panic!("starting moto's server with {python}: {e}; pip install 'moto[server]'")
+            });
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto's server did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto's server did not start on port {port}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let endpoint = format!("http://127.0.0.1:{port}");
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&endpoint)
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "moto"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
             .load()
             .await;
         let clients = AwsClients::from_sdk_config(&config, true);
@@ -89,7 +96,10 @@ impl Moto {
             ("SYNTHFLEET_BUCKET".into(), self.names.bucket.clone()),
             ("SYNTHFLEET_TABLE".into(), self.names.table.clone()),
             ("SYNTHFLEET_QUEUE_URL".into(), self.names.queue_url.clone()),
-            ("SYNTHFLEET_DLQ_URL".into(), self.names.dead_letter_queue_url.clone()),
+            (
+                "SYNTHFLEET_DLQ_URL".into(),
+                self.names.dead_letter_queue_url.clone(),
+            ),
         ]
     }
 }

@@ -24,7 +24,8 @@ use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta, WorkerHeartbeat,
+    CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
+    WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::RecordStatus;
 
@@ -173,6 +174,13 @@ fn from_item<T: for<'de> Deserialize<'de>>(what: &str, item: Item) -> Result<T, 
     })
 }
 
+/// A timestamp exactly as the items store it (serde's RFC 3339 form), so conditions on
+/// it compare equal.
+fn ts(t: DateTime<Utc>) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(t)
+        .map_err(|e| StoreError::backend(BACKEND, "encoding a timestamp", e))
+}
+
 fn status_str(state: CampaignState) -> AttributeValue {
     s(state.as_str())
 }
@@ -207,9 +215,11 @@ impl DynamoMetadata {
     }
 
     async fn require_campaign(&self, name: &str) -> Result<CampaignRecord, StoreError> {
-        self.campaign_item(name).await?.ok_or_else(|| StoreError::NotFound {
-            what: format!("campaign `{name}` in table {}", self.table),
-        })
+        self.campaign_item(name)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("campaign `{name}` in table {}", self.table),
+            })
     }
 
     /// Items of one campaign partition whose sort key starts with `prefix`.
@@ -226,7 +236,8 @@ impl DynamoMetadata {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| aws_error(BACKEND, format!("querying {campaign}/{prefix}"), e))?;
+            let page =
+                page.map_err(|e| aws_error(BACKEND, format!("querying {campaign}/{prefix}"), e))?;
             out.extend(page.items().iter().cloned());
         }
         Ok(out)
@@ -266,13 +277,22 @@ impl DynamoMetadata {
             .expression_attribute_values(":exhausted", status_str(CampaignState::Exhausted))
             .expression_attribute_values(":running", status_str(CampaignState::Running))
             .expression_attribute_values(":reason", s(reason))
-            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .expression_attribute_values(":now", ts(Utc::now())?)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(aws_error(BACKEND, format!("marking campaign `{name}` exhausted"), e)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(aws_error(
+                BACKEND,
+                format!("marking campaign `{name}` exhausted"),
+                e,
+            )),
         }
     }
 
@@ -323,8 +343,15 @@ impl MetadataStore for DynamoMetadata {
                     .await;
                 match result {
                     Ok(_) => return Ok(record),
-                    Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,
-                    Err(e) => return Err(aws_error(BACKEND, format!("creating campaign `{name}`"), e)),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(aws_error(BACKEND, format!("creating campaign `{name}`"), e));
+                    }
                 }
             };
             let previous = record.updated_at;
@@ -350,13 +377,18 @@ impl MetadataStore for DynamoMetadata {
                 .expression_attribute_values(":total", n(total_samples))
                 .expression_attribute_values(":state", status_str(record.state))
                 .expression_attribute_values(":reason", s(reason))
-                .expression_attribute_values(":now", s(now.to_rfc3339()))
-                .expression_attribute_values(":previous", s(previous.to_rfc3339()))
+                .expression_attribute_values(":now", ts(now)?)
+                .expression_attribute_values(":previous", ts(previous)?)
                 .send()
                 .await;
             match result {
                 Ok(_) => return Ok(record),
-                Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(aws_error(BACKEND, format!("updating campaign `{name}`"), e)),
             }
         }
@@ -387,8 +419,14 @@ impl MetadataStore for DynamoMetadata {
                 ReserveOutcome::Busy => return Ok(Reservation::Busy),
                 ReserveOutcome::Exhausted => {
                     if probe.state != record.state {
-                        self.exhaust(campaign, probe.state_reason.as_deref().unwrap_or("budget cap reached"))
-                            .await?;
+                        self.exhaust(
+                            campaign,
+                            probe
+                                .state_reason
+                                .as_deref()
+                                .unwrap_or("budget cap reached"),
+                        )
+                        .await?;
                     }
                     return Ok(Reservation::Refused(Box::new(probe)));
                 }
@@ -403,8 +441,12 @@ impl MetadataStore for DynamoMetadata {
                 .table_name(&self.table)
                 .key("pk", s(campaign_pk(campaign)))
                 .key("sk", s(CAMPAIGN_SK))
-                .update_expression("SET #reserved = #reserved + :amount, #committed = #committed + :amount")
-                .condition_expression("#state = :running AND #budget = :budget AND #committed <= :max")
+                .update_expression(
+                    "SET #reserved = #reserved + :amount, #committed = #committed + :amount",
+                )
+                .condition_expression(
+                    "#state = :running AND #budget = :budget AND #committed <= :max",
+                )
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_names("#reserved", "reserved")
                 .expression_attribute_names("#committed", "committed")
@@ -418,14 +460,30 @@ impl MetadataStore for DynamoMetadata {
             match result {
                 Ok(_) => return Ok(Reservation::Granted),
                 // Someone else moved the ledger: look again.
-                Err(e) if e.as_service_error().is_some_and(|x| x.is_conditional_check_failed_exception()) => continue,
-                Err(e) => return Err(aws_error(BACKEND, format!("reserving budget of `{campaign}`"), e)),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    return Err(aws_error(
+                        BACKEND,
+                        format!("reserving budget of `{campaign}`"),
+                        e,
+                    ));
+                }
             }
         }
         Ok(Reservation::Busy)
     }
 
-    async fn settle(&self, campaign: &str, reserved: MicroUsd, actual: MicroUsd) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        campaign: &str,
+        reserved: MicroUsd,
+        actual: MicroUsd,
+    ) -> Result<(), StoreError> {
         let delta = actual.0 as i128 - reserved.0 as i128;
         let out = self
             .client
@@ -448,18 +506,30 @@ impl MetadataStore for DynamoMetadata {
             .await
             .map_err(|e| aws_error(BACKEND, format!("settling budget of `{campaign}`"), e))?;
         if let Some(item) = out.attributes {
-            let mut record = CampaignRecord::from(from_item::<CampaignItem>("campaign item", item)?);
+            let mut record =
+                CampaignRecord::from(from_item::<CampaignItem>("campaign item", item)?);
             let before = record.state;
             record.settle(MicroUsd::ZERO, MicroUsd::ZERO);
             if record.state != before {
-                self.exhaust(campaign, record.state_reason.as_deref().unwrap_or("budget cap reached"))
-                    .await?;
+                self.exhaust(
+                    campaign,
+                    record
+                        .state_reason
+                        .as_deref()
+                        .unwrap_or("budget cap reached"),
+                )
+                .await?;
             }
         }
         Ok(())
     }
 
-    async fn set_state(&self, campaign: &str, state: CampaignState, reason: Option<String>) -> Result<(), StoreError> {
+    async fn set_state(
+        &self,
+        campaign: &str,
+        state: CampaignState,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -472,7 +542,7 @@ impl MetadataStore for DynamoMetadata {
             .expression_attribute_names("#updated", "updated_at")
             .expression_attribute_values(":state", status_str(state))
             .expression_attribute_values(":reason", s(reason.unwrap_or_default()))
-            .expression_attribute_values(":now", s(Utc::now().to_rfc3339()))
+            .expression_attribute_values(":now", ts(Utc::now())?)
             .send()
             .await
             .map_err(|e| aws_error(BACKEND, format!("setting the state of `{campaign}`"), e))?;
@@ -491,7 +561,13 @@ impl MetadataStore for DynamoMetadata {
             .expression_attribute_values(":n", n(count))
             .send()
             .await
-            .map_err(|e| aws_error(BACKEND, format!("counting enqueued samples of `{campaign}`"), e))?;
+            .map_err(|e| {
+                aws_error(
+                    BACKEND,
+                    format!("counting enqueued samples of `{campaign}`"),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
@@ -528,7 +604,13 @@ impl MetadataStore for DynamoMetadata {
             .set_item(Some(to_item(&item)?))
             .send()
             .await
-            .map_err(|e| aws_error(BACKEND, format!("writing the heartbeat of {}", beat.worker_id), e))?;
+            .map_err(|e| {
+                aws_error(
+                    BACKEND,
+                    format!("writing the heartbeat of {}", beat.worker_id),
+                    e,
+                )
+            })?;
         Ok(())
     }
 
@@ -568,7 +650,10 @@ impl MetadataStore for DynamoMetadata {
             .await;
         match result {
             Ok(_) => Ok(CommitOutcome::Committed),
-            Err(e) if e.as_service_error().is_some_and(|x| x.is_transaction_canceled_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_transaction_canceled_exception()) =>
+            {
                 match self.result(&key).await? {
                     Some(existing) => Ok(CommitOutcome::AlreadyCommitted(Box::new(existing))),
                     None => Err(aws_error(BACKEND, format!("committing {key}"), e)),
@@ -637,17 +722,30 @@ impl MetadataStore for DynamoMetadata {
         match result {
             Ok(_) => Ok(()),
             // Already dead-lettered once: keep the newest error, count it once.
-            Err(e) if e.as_service_error().is_some_and(|x| x.is_transaction_canceled_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_transaction_canceled_exception()) =>
+            {
                 self.client
                     .put_item()
                     .table_name(&self.table)
                     .set_item(Some(item))
                     .send()
                     .await
-                    .map_err(|e| aws_error(BACKEND, format!("recording the dead letter of {}", letter.key), e))?;
+                    .map_err(|e| {
+                        aws_error(
+                            BACKEND,
+                            format!("recording the dead letter of {}", letter.key),
+                            e,
+                        )
+                    })?;
                 Ok(())
             }
-            Err(e) => Err(aws_error(BACKEND, format!("recording the dead letter of {}", letter.key), e)),
+            Err(e) => Err(aws_error(
+                BACKEND,
+                format!("recording the dead letter of {}", letter.key),
+                e,
+            )),
         }
     }
 

@@ -8,11 +8,12 @@ use crate::dynamo::{INDEX_BY_KIND, INDEX_BY_STATUS, INDEX_BY_TRAJECTORY};
 use crate::s3::FAILED_TAG;
 use crate::{AwsClients, AwsNames, aws_error};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, Tag,
+    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, Tag,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use synthfleet_core::ports::StoreError;
@@ -52,7 +53,11 @@ fn index(name: &str, hash: &str, range: Option<&str>) -> Result<GlobalSecondaryI
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .set_key_schema(Some(keys))
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
         .build()
         .map_err(|e| aws_error("DynamoDB", "building an index", e))
 }
@@ -68,7 +73,14 @@ pub async fn ensure(
     max_receives: u32,
 ) -> Result<AwsNames, StoreError> {
     // Bucket, with the retention rule for failed trajectories.
-    if clients.s3.head_bucket().bucket(bucket).send().await.is_err() {
+    if clients
+        .s3
+        .head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .is_err()
+    {
         clients
             .s3
             .create_bucket()
@@ -86,7 +98,11 @@ pub async fn ensure(
         .id("expire-failed-trajectories")
         .status(ExpirationStatus::Enabled)
         .filter(LifecycleRuleFilter::builder().tag(tag).build())
-        .expiration(LifecycleExpiration::builder().days(FAILED_RETENTION_DAYS as i32).build())
+        .expiration(
+            LifecycleExpiration::builder()
+                .days(FAILED_RETENTION_DAYS as i32)
+                .build(),
+        )
         .build()
         .map_err(|e| aws_error("S3", "building a lifecycle rule", e))?;
     let lifecycle = BucketLifecycleConfiguration::builder()
@@ -103,7 +119,14 @@ pub async fn ensure(
         .map_err(|e| aws_error("S3", format!("setting the lifecycle of {bucket}"), e))?;
 
     // Table.
-    if clients.dynamodb.describe_table().table_name(table).send().await.is_err() {
+    if clients
+        .dynamodb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .is_err()
+    {
         clients
             .dynamodb
             .create_table()
@@ -112,14 +135,25 @@ pub async fn ensure(
             .key_schema(key("pk", KeyType::Hash)?)
             .key_schema(key("sk", KeyType::Range)?)
             .set_attribute_definitions(Some(
-                ["pk", "sk", "kind", "trajectory_id", "campaign_status", "created_at"]
-                    .into_iter()
-                    .map(attribute)
-                    .collect::<Result<Vec<_>, _>>()?,
+                [
+                    "pk",
+                    "sk",
+                    "kind",
+                    "trajectory_id",
+                    "campaign_status",
+                    "created_at",
+                ]
+                .into_iter()
+                .map(attribute)
+                .collect::<Result<Vec<_>, _>>()?,
             ))
             .global_secondary_indexes(index(INDEX_BY_KIND, "kind", Some("sk"))?)
             .global_secondary_indexes(index(INDEX_BY_TRAJECTORY, "trajectory_id", None)?)
-            .global_secondary_indexes(index(INDEX_BY_STATUS, "campaign_status", Some("created_at"))?)
+            .global_secondary_indexes(index(
+                INDEX_BY_STATUS,
+                "campaign_status",
+                Some("created_at"),
+            )?)
             .send()
             .await
             .map_err(|e| aws_error("DynamoDB", format!("creating table {table}"), e))?;
@@ -160,7 +194,9 @@ pub async fn ensure(
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .unwrap_or_default();
-    let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string();
+    let redrive =
+        serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
+            .to_string();
     let main = clients
         .sqs
         .create_queue()

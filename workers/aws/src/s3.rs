@@ -16,7 +16,8 @@ const SHA_KEY: &str = "sha256";
 pub const FAILED_TAG: (&str, &str) = ("synthfleet-status", "failed");
 
 fn tagging(key: &str) -> Option<String> {
-    key.contains("/failed/").then(|| format!("{}={}", FAILED_TAG.0, FAILED_TAG.1))
+    key.contains("/failed/")
+        .then(|| format!("{}={}", FAILED_TAG.0, FAILED_TAG.1))
 }
 /// Objects above this size are uploaded in parts of this size.
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -41,16 +42,31 @@ impl S3ObjectStore {
 
     /// Whether `key` exists with this SHA-256 metadata and size.
     async fn has_object(&self, key: &str, sha: &str, size: usize) -> bool {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(head) => {
-                head.metadata().and_then(|m| m.get(SHA_KEY)).map(String::as_str) == Some(sha)
+                head.metadata()
+                    .and_then(|m| m.get(SHA_KEY))
+                    .map(String::as_str)
+                    == Some(sha)
                     && head.content_length() == Some(size as i64)
             }
             Err(_) => false,
         }
     }
 
-    async fn put_multipart(&self, key: &str, bytes: Vec<u8>, sha: String) -> Result<(), StoreError> {
+    async fn put_multipart(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        sha: String,
+    ) -> Result<(), StoreError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -64,7 +80,9 @@ impl S3ObjectStore {
         let sha = sha.as_str();
         let upload_id = created
             .upload_id()
-            .ok_or_else(|| StoreError::backend(BACKEND, self.op("uploading", key), "no upload id returned"))?
+            .ok_or_else(|| {
+                StoreError::backend(BACKEND, self.op("uploading", key), "no upload id returned")
+            })?
             .to_owned();
         let result = async {
             let mut parts = Vec::new();
@@ -80,7 +98,13 @@ impl S3ObjectStore {
                     .body(ByteStream::from(chunk.to_vec()))
                     .send()
                     .await
-                    .map_err(|e| aws_error(BACKEND, self.op(&format!("uploading part {number} of"), key), e))?;
+                    .map_err(|e| {
+                        aws_error(
+                            BACKEND,
+                            self.op(&format!("uploading part {number} of"), key),
+                            e,
+                        )
+                    })?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
@@ -94,7 +118,11 @@ impl S3ObjectStore {
                 .bucket(&self.bucket)
                 .key(key)
                 .upload_id(&upload_id)
-                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
                 .send()
                 .await;
             if let Err(e) = completed {
@@ -102,7 +130,11 @@ impl S3ObjectStore {
                 // SDK cannot parse although the upload completed: trust the object only if it
                 // is there with our checksum and size.
                 if !self.has_object(key, sha, bytes.len()).await {
-                    return Err(aws_error(BACKEND, self.op("completing the upload of", key), e));
+                    return Err(aws_error(
+                        BACKEND,
+                        self.op("completing the upload of", key),
+                        e,
+                    ));
                 }
             }
             Ok(())
@@ -144,7 +176,14 @@ impl ObjectStore for S3ObjectStore {
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(output) => output,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 return Err(StoreError::NotFound {

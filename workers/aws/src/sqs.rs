@@ -26,7 +26,11 @@ fn secs(d: Duration, max: Duration) -> i32 {
 }
 
 impl SqsQueue {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: &str, dead_letter_queue_url: &str) -> SqsQueue {
+    pub fn new(
+        client: aws_sdk_sqs::Client,
+        queue_url: &str,
+        dead_letter_queue_url: &str,
+    ) -> SqsQueue {
         SqsQueue {
             client,
             queue_url: queue_url.to_owned(),
@@ -41,7 +45,12 @@ impl SqsQueue {
         self
     }
 
-    async fn set_visibility(&self, receipt: &str, visibility: Duration, operation: &str) -> Result<(), StoreError> {
+    async fn set_visibility(
+        &self,
+        receipt: &str,
+        visibility: Duration,
+        operation: &str,
+    ) -> Result<(), StoreError> {
         match self
             .client
             .change_message_visibility()
@@ -61,7 +70,11 @@ impl SqsQueue {
                     receipt: receipt.to_owned(),
                 })
             }
-            Err(e) => Err(aws_error(BACKEND, format!("{operation} on {}", self.queue_url), e)),
+            Err(e) => Err(aws_error(
+                BACKEND,
+                format!("{operation} on {}", self.queue_url),
+                e,
+            )),
         }
     }
 
@@ -82,7 +95,13 @@ impl SqsQueue {
             .sum())
     }
 
-    async fn send_to(&self, url: &str, body: &str, delay: Duration, reason: Option<&str>) -> Result<(), StoreError> {
+    async fn send_to(
+        &self,
+        url: &str,
+        body: &str,
+        delay: Duration,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
         let mut send = self
             .client
             .send_message()
@@ -142,7 +161,8 @@ impl Queue for SqsQueue {
     }
 
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError> {
-        self.set_visibility(receipt, visibility, "extending visibility").await
+        self.set_visibility(receipt, visibility, "extending visibility")
+            .await
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), StoreError> {
@@ -155,35 +175,52 @@ impl Queue for SqsQueue {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_receipt_handle_is_invalid()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_receipt_handle_is_invalid()) =>
+            {
                 Err(StoreError::StaleReceipt {
                     receipt: receipt.to_owned(),
                 })
             }
-            Err(e) => Err(aws_error(BACKEND, format!("deleting from {}", self.queue_url), e)),
+            Err(e) => Err(aws_error(
+                BACKEND,
+                format!("deleting from {}", self.queue_url),
+                e,
+            )),
         }
     }
 
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError> {
-        self.set_visibility(receipt, delay, "releasing a message").await
+        self.set_visibility(receipt, delay, "releasing a message")
+            .await
     }
 
     async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError> {
         // A fresh copy starts with a receive count of zero; then the old one goes.
-        self.send_to(&self.queue_url, &delivery.body, delay, None).await?;
+        self.send_to(&self.queue_url, &delivery.body, delay, None)
+            .await?;
         self.delete(&delivery.receipt).await
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
-        self.send_to(&self.dead_letter_queue_url, &delivery.body, Duration::ZERO, Some(reason))
-            .await?;
+        self.send_to(
+            &self.dead_letter_queue_url,
+            &delivery.body,
+            Duration::ZERO,
+            Some(reason),
+        )
+        .await?;
         self.delete(&delivery.receipt).await
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         Ok(QueueStats {
             visible: self
-                .count(&self.queue_url, &[QueueAttributeName::ApproximateNumberOfMessages])
+                .count(
+                    &self.queue_url,
+                    &[QueueAttributeName::ApproximateNumberOfMessages],
+                )
                 .await?,
             in_flight: self
                 .count(
@@ -195,7 +232,10 @@ impl Queue for SqsQueue {
                 )
                 .await?,
             dead: self
-                .count(&self.dead_letter_queue_url, &[QueueAttributeName::ApproximateNumberOfMessages])
+                .count(
+                    &self.dead_letter_queue_url,
+                    &[QueueAttributeName::ApproximateNumberOfMessages],
+                )
                 .await?,
         })
     }

@@ -33,8 +33,15 @@ pub struct BackendArgs {
 }
 
 pub enum Backend {
-    Local { local: Local, dir: PathBuf },
-    Aws { store: TrajectoryStore, queue: Arc<SqsQueue>, names: synthfleet_aws::AwsNames },
+    Local {
+        local: Local,
+        dir: PathBuf,
+    },
+    Aws {
+        store: TrajectoryStore,
+        queue: Arc<SqsQueue>,
+        names: synthfleet_aws::AwsNames,
+    },
 }
 
 fn required(value: &Option<String>, flag: &str, env: &str) -> anyhow::Result<String> {
@@ -50,15 +57,27 @@ impl Backend {
                 bucket: required(&args.bucket, "bucket", "SYNTHFLEET_BUCKET")?,
                 table: required(&args.table, "table", "SYNTHFLEET_TABLE")?,
                 queue_url: required(&args.queue_url, "queue-url", "SYNTHFLEET_QUEUE_URL")?,
-                dead_letter_queue_url: required(&args.dead_letter_queue_url, "dead-letter-queue-url", "SYNTHFLEET_DLQ_URL")?,
+                dead_letter_queue_url: required(
+                    &args.dead_letter_queue_url,
+                    "dead-letter-queue-url",
+                    "SYNTHFLEET_DLQ_URL",
+                )?,
             };
             let clients = AwsClients::from_env().await;
             let store = TrajectoryStore::new(
                 Arc::new(S3ObjectStore::new(clients.s3.clone(), &names.bucket)),
                 Arc::new(DynamoMetadata::new(clients.dynamodb.clone(), &names.table)),
             );
-            let queue = Arc::new(SqsQueue::new(clients.sqs.clone(), &names.queue_url, &names.dead_letter_queue_url));
-            return Ok(Backend::Aws { store, queue, names });
+            let queue = Arc::new(SqsQueue::new(
+                clients.sqs.clone(),
+                &names.queue_url,
+                &names.dead_letter_queue_url,
+            ));
+            return Ok(Backend::Aws {
+                store,
+                queue,
+                names,
+            });
         }
         let dir = match (campaign, &args.state_dir) {
             (Some(campaign), dir) => local::state_dir(campaign, dir.as_deref()),
@@ -72,7 +91,10 @@ impl Backend {
     }
 
     /// Opens an existing local state only (for read commands), with a helpful error.
-    pub async fn open_existing(args: &BackendArgs, campaign: Option<&Campaign>) -> anyhow::Result<Backend> {
+    pub async fn open_existing(
+        args: &BackendArgs,
+        campaign: Option<&Campaign>,
+    ) -> anyhow::Result<Backend> {
         if args.backend == "local" {
             let dir = match (campaign, &args.state_dir) {
                 (Some(campaign), dir) => local::state_dir(campaign, dir.as_deref()),

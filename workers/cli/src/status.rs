@@ -50,9 +50,16 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "campaign {}  [{}]{}",
             c.name,
             c.state.as_str(),
-            c.state_reason.as_ref().filter(|r| !r.is_empty()).map(|r| format!(" {r}")).unwrap_or_default()
+            c.state_reason
+                .as_ref()
+                .filter(|r| !r.is_empty())
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default()
         );
-        println!("  budget   spent {} + reserved {} of {}", c.ledger.spent, c.ledger.reserved, c.ledger.budget);
+        println!(
+            "  budget   spent {} + reserved {} of {}",
+            c.ledger.spent, c.ledger.reserved, c.ledger.budget
+        );
         println!(
             "  samples  {} total: {} success, {} failed, {} dead-lettered, {} to go",
             c.total_samples,
@@ -61,14 +68,20 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             c.counts.dead_lettered,
             c.total_samples.saturating_sub(c.finished())
         );
-        println!("  queue    {} waiting, {} in flight, {} dead", q.visible, q.in_flight, q.dead);
+        println!(
+            "  queue    {} waiting, {} in flight, {} dead",
+            q.visible, q.in_flight, q.dead
+        );
         for letter in dead {
             println!("  dead     {}: {}", letter.key, letter.error);
         }
         println!("  updated  {}", c.updated_at.to_rfc3339());
     }
     let now = chrono::Utc::now();
-    for w in workers.iter().filter(|w| now - w.at < chrono::Duration::minutes(5)) {
+    for w in workers
+        .iter()
+        .filter(|w| now - w.at < chrono::Duration::minutes(5))
+    {
         println!(
             "worker {}  seen {}s ago, {} in flight, {} completed (v{})",
             w.worker_id,

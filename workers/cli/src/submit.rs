@@ -21,7 +21,8 @@ pub struct SubmitArgs {
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let campaign = Campaign::load(&args.campaign)?;
     let templates = match &campaign.config.scaffold.templates {
-        Some(dir) => Templates::read_overrides(&campaign.resolve(dir)).context("reading template overrides")?,
+        Some(dir) => Templates::read_overrides(&campaign.resolve(dir))
+            .context("reading template overrides")?,
         None => Default::default(),
     };
     // Fail here, not on every worker, if a template does not compile.

@@ -80,19 +80,28 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let Backend::Aws { store, queue, .. } = backend else {
         anyhow::bail!("the worker needs the aws backend");
     };
-    let queue = Arc::new((*queue).clone().with_wait(Duration::from_secs(args.poll_wait_s)));
+    let queue = Arc::new(
+        (*queue)
+            .clone()
+            .with_wait(Duration::from_secs(args.poll_wait_s)),
+    );
     let sandboxes = DockerSandboxes::connect(&worker_id)?;
     sandboxes.ping().await?;
     let reaped = sandboxes.reap().await?;
     info!(worker = %worker_id, reaped, "worker starting");
 
-    let campaigns = Arc::new(StoredCampaigns::new(store.clone(), Arc::new(sandboxes.clone()), &worker_id));
+    let campaigns = Arc::new(StoredCampaigns::new(
+        store.clone(),
+        Arc::new(sandboxes.clone()),
+        &worker_id,
+    ));
     let config = WorkerConfig {
         worker_id: worker_id.clone(),
         concurrency: usize::from(args.concurrency.max(1)),
         visibility: Duration::from_secs(args.visibility_s.max(3)),
         max_receives: args.max_receives.max(1),
-        retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0)).unwrap_or(Duration::from_secs(10)),
+        retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0))
+            .unwrap_or(Duration::from_secs(10)),
         stop_when_drained: false,
         stop_when_campaign_stops: false,
         ..WorkerConfig::default()
@@ -104,7 +113,10 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let grace = Duration::from_secs(args.grace_s);
         tokio::spawn(async move {
             terminated().await;
-            warn!(grace_s = grace.as_secs(), "stop requested: no new tasks; in-flight rollouts may finish");
+            warn!(
+                grace_s = grace.as_secs(),
+                "stop requested: no new tasks; in-flight rollouts may finish"
+            );
             stop.cancel();
             tokio::select! {
                 _ = tokio::time::sleep(grace) => {}
