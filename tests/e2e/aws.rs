@@ -530,3 +530,38 @@ async fn dynamodb_budget_and_commit_are_atomic_under_concurrency() {
         big.len()
     );
 }
+
+#[test]
+fn localstack_init_script_matches_the_provisioning_code() {
+    let script = std::fs::read_to_string(
+        synthfleet_tests::workspace_root().join("localstack/init/ready.d/10-synthfleet.sh"),
+    )
+    .expect("read the LocalStack init script");
+    let (bucket, table, queue, dlq) = synthfleet_aws::provision::default_names("synthfleet");
+    for (name, suffix) in [
+        (&bucket, "-trajectories"),
+        (&table, "-metadata"),
+        (&queue, "-tasks"),
+        (&dlq, "-tasks-dlq"),
+    ] {
+        assert!(name.ends_with(suffix));
+        assert!(
+            script.contains(&format!("\"${{prefix}}{suffix}\"")),
+            "script lacks {suffix}"
+        );
+    }
+    use synthfleet_aws::dynamo::{INDEX_BY_KIND, INDEX_BY_STATUS, INDEX_BY_TRAJECTORY};
+    for index in [INDEX_BY_KIND, INDEX_BY_TRAJECTORY, INDEX_BY_STATUS] {
+        assert!(
+            script.contains(&format!("\"IndexName\": \"{index}\"")),
+            "script lacks index {index}"
+        );
+    }
+    assert!(script.contains("AttributeName=ttl"));
+    let (tag, value) = synthfleet_aws::FAILED_TAG;
+    assert!(script.contains(&format!("\"Key\": \"{tag}\", \"Value\": \"{value}\"")));
+    assert!(script.contains(&format!(
+        "\"Days\": {}",
+        synthfleet_core::store::FAILED_RETENTION_DAYS
+    )));
+}

@@ -1,23 +1,23 @@
 //! AWS backends behind the core ports: [`S3ObjectStore`], [`SqsQueue`] and
 //! [`DynamoMetadata`], plus [`provision`] to create the resources on LocalStack or moto
-//! (in AWS, Terraform creates them with the same names and shapes).
+//! (the LocalStack init script creates the same).
 //!
 //! Clients come from the standard chain (`aws-config`): region, credentials and
 //! `AWS_ENDPOINT_URL` from the environment. S3 uses path-style addressing when an endpoint
 //! override is set (LocalStack, moto) or `SYNTHFLEET_S3_PATH_STYLE=1`.
 
-mod dynamo;
+pub mod dynamo;
 pub mod provision;
 mod s3;
 mod sqs;
 
 pub use dynamo::DynamoMetadata;
-pub use s3::S3ObjectStore;
+pub use s3::{FAILED_TAG, S3ObjectStore};
 pub use sqs::SqsQueue;
 
 use synthfleet_core::ports::StoreError;
 
-/// The names of a deployment's resources (Terraform outputs them).
+/// The names of a deployment's resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsNames {
     pub bucket: String,

@@ -1,5 +1,5 @@
-//! Creates a deployment's resources where Terraform does not run: LocalStack and moto.
-//! The shapes match `infra/` and `localstack/init/ready.d/10-synthfleet.sh`: one bucket
+//! Creates a deployment's resources on LocalStack or moto. The shapes match
+//! `localstack/init/ready.d/10-synthfleet.sh` (a test checks it): one bucket
 //! (failed objects expire after 30 days), one table (keys `pk`/`sk`, indexes
 //! `by_kind`, `by_trajectory`, `by_status`, TTL on `ttl`), a task queue whose redrive
 //! policy moves a message to the dead-letter queue after `max_receives` deliveries.
@@ -19,7 +19,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use synthfleet_core::ports::StoreError;
 use synthfleet_core::store::FAILED_RETENTION_DAYS;
 
-/// Default names, the same as Terraform's defaults for `name_prefix = "synthfleet"`.
+/// The resource names for a prefix (bucket, table, queue, dead-letter queue).
 pub fn default_names(prefix: &str) -> (String, String, String, String) {
     (
         format!("{prefix}-trajectories"),

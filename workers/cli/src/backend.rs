@@ -46,7 +46,9 @@ pub enum Backend {
 
 fn required(value: &Option<String>, flag: &str, env: &str) -> anyhow::Result<String> {
     value.clone().filter(|v| !v.is_empty()).with_context(|| {
-        format!("--backend aws needs --{flag} (or ${env}); `terraform output` or localstack/README.md gives it")
+        format!(
+            "--backend aws needs --{flag} (or ${env}); localstack/env.sh sets them for LocalStack"
+        )
     })
 }
 

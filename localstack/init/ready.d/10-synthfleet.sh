@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Creates synthfleet's resources in LocalStack, with the names and shapes of
+# synthfleet_aws::provision (prefix "synthfleet" by default):
+#   bucket  synthfleet-trajectories   (failed objects, tagged synthfleet-status=failed, expire after 30 days)
+#   table   synthfleet-metadata       (pk/sk; indexes by_kind, by_trajectory, by_status; TTL on ttl)
+#   queue   synthfleet-tasks          (redrive to synthfleet-tasks-dlq after SYNTHFLEET_MAX_RECEIVES receives)
+#   queue   synthfleet-tasks-dlq
+set -euo pipefail
+prefix="${SYNTHFLEET_PREFIX:-synthfleet}"
+max_receives="${SYNTHFLEET_MAX_RECEIVES:-3}"
+bucket="${prefix}-trajectories"
+table="${prefix}-metadata"
+queue="${prefix}-tasks"
+dlq="${prefix}-tasks-dlq"
+
+awslocal s3api create-bucket --bucket "$bucket" >/dev/null 2>&1 || true
+awslocal s3api put-bucket-lifecycle-configuration --bucket "$bucket" --lifecycle-configuration '{
+  "Rules": [{"ID": "expire-failed-trajectories", "Status": "Enabled",
+             "Filter": {"Tag": {"Key": "synthfleet-status", "Value": "failed"}},
+             "Expiration": {"Days": 30}}]}'
+
+if ! awslocal dynamodb describe-table --table-name "$table" >/dev/null 2>&1; then
+  awslocal dynamodb create-table --table-name "$table" --billing-mode PAY_PER_REQUEST \
+    --attribute-definitions \
+      AttributeName=pk,AttributeType=S AttributeName=sk,AttributeType=S \
+      AttributeName=kind,AttributeType=S AttributeName=trajectory_id,AttributeType=S \
+      AttributeName=campaign_status,AttributeType=S AttributeName=created_at,AttributeType=S \
+    --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
+    --global-secondary-indexes '[
+      {"IndexName": "by_kind", "KeySchema": [{"AttributeName": "kind", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "ALL"}},
+      {"IndexName": "by_trajectory", "KeySchema": [{"AttributeName": "trajectory_id", "KeyType": "HASH"}], "Projection": {"ProjectionType": "ALL"}},
+      {"IndexName": "by_status", "KeySchema": [{"AttributeName": "campaign_status", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "ALL"}}
+    ]' >/dev/null
+  awslocal dynamodb update-time-to-live --table-name "$table" \
+    --time-to-live-specification Enabled=true,AttributeName=ttl >/dev/null
+fi
+
+dlq_url="$(awslocal sqs create-queue --queue-name "$dlq" --attributes MessageRetentionPeriod=1209600 --query QueueUrl --output text)"
+dlq_arn="$(awslocal sqs get-queue-attributes --queue-url "$dlq_url" --attribute-names QueueArn --query Attributes.QueueArn --output text)"
+awslocal sqs create-queue --queue-name "$queue" --attributes "{
+  \"VisibilityTimeout\": \"300\", \"ReceiveMessageWaitTimeSeconds\": \"20\", \"MessageRetentionPeriod\": \"1209600\",
+  \"RedrivePolicy\": \"{\\\"deadLetterTargetArn\\\":\\\"$dlq_arn\\\",\\\"maxReceiveCount\\\":$max_receives}\"}" >/dev/null
+echo "synthfleet resources ready: s3://$bucket, table $table, queues $queue and $dlq"
