@@ -5,6 +5,7 @@ use minijinja::Environment;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use synthfleet_core::campaign::Campaign;
 
 const NAMES: [&str; 4] = [
     "system.j2",
@@ -92,13 +93,17 @@ impl Templates {
         Ok(Templates { env, hash })
     }
 
-    /// The templates of a campaign: built-ins plus the overrides in its `templates` dir.
-    pub fn load(overrides: Option<&Path>) -> Result<Templates, TemplateError> {
-        let overrides = match overrides {
-            Some(dir) => Templates::read_overrides(dir)?,
-            None => BTreeMap::new(),
-        };
-        Templates::new(&overrides)
+    /// The overrides of a campaign: the files in its `scaffold.templates` directory.
+    pub fn overrides_of(campaign: &Campaign) -> Result<BTreeMap<String, String>, TemplateError> {
+        match &campaign.config.scaffold.templates {
+            Some(dir) => Templates::read_overrides(&campaign.resolve(dir)),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// The templates of a campaign: built-ins plus its overrides.
+    pub fn of(campaign: &Campaign) -> Result<Templates, TemplateError> {
+        Templates::new(&Templates::overrides_of(campaign)?)
     }
 
     /// SHA-256 over all template names and sources.
@@ -126,7 +131,7 @@ mod tests {
 
     #[test]
     fn renders_builtins_and_overrides_change_the_hash() {
-        let builtin = Templates::load(None).expect("builtin");
+        let builtin = Templates::new(&BTreeMap::new()).expect("builtin");
         let text = builtin
             .render(
                 "observation.j2",
@@ -146,7 +151,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sf-templates-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("instance.j2"), "Do: {{ problem_statement }}").expect("write");
-        let custom = Templates::load(Some(&dir)).expect("custom");
+        let custom =
+            Templates::new(&Templates::read_overrides(&dir).expect("read")).expect("custom");
         assert_ne!(custom.hash(), builtin.hash());
         assert_eq!(
             custom

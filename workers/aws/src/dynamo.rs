@@ -16,6 +16,7 @@
 use crate::aws_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
@@ -174,6 +175,27 @@ fn from_item<T: for<'de> Deserialize<'de>>(what: &str, item: Item) -> Result<T, 
     })
 }
 
+/// Whether a conditional write went through: `Ok(false)` when its condition failed.
+fn written<O, E, R>(
+    result: Result<O, SdkError<E, R>>,
+    operation: impl FnOnce() -> String,
+) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error().and_then(|s| s.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(aws_error(BACKEND, operation(), e)),
+    }
+}
+
 /// A timestamp exactly as the items store it (serde's RFC 3339 form), so conditions on
 /// it compare equal.
 fn ts(t: DateTime<Utc>) -> Result<AttributeValue, StoreError> {
@@ -264,11 +286,7 @@ impl DynamoMetadata {
     /// Marks a running campaign exhausted (a no-op if it already left `running`).
     async fn exhaust(&self, name: &str, reason: &str) -> Result<(), StoreError> {
         let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(campaign_pk(name)))
-            .key("sk", s(CAMPAIGN_SK))
+            .update_campaign(name)
             .update_expression("SET #state = :exhausted, #reason = :reason, #updated = :now")
             .condition_expression("#state = :running")
             .expression_attribute_names("#state", "state")
@@ -280,20 +298,21 @@ impl DynamoMetadata {
             .expression_attribute_values(":now", ts(Utc::now())?)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(aws_error(
-                BACKEND,
-                format!("marking campaign `{name}` exhausted"),
-                e,
-            )),
-        }
+        // A failed condition means the campaign already left `running`: nothing to do.
+        written(result, || format!("marking campaign `{name}` exhausted"))?;
+        Ok(())
+    }
+
+    /// An update of a campaign item.
+    fn update_campaign(
+        &self,
+        name: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(name)))
+            .key("sk", s(CAMPAIGN_SK))
     }
 
     fn put(&self, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
@@ -341,29 +360,17 @@ impl MetadataStore for DynamoMetadata {
                     .condition_expression("attribute_not_exists(pk)")
                     .send()
                     .await;
-                match result {
-                    Ok(_) => return Ok(record),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                    {
-                        continue;
-                    }
-                    Err(e) => {
-                        return Err(aws_error(BACKEND, format!("creating campaign `{name}`"), e));
-                    }
+                if written(result, || format!("creating campaign `{name}`"))? {
+                    return Ok(record);
                 }
+                continue;
             };
             let previous = record.updated_at;
             record.resubmit(budget, total_samples);
             record.updated_at = now;
             let reason = record.state_reason.clone().unwrap_or_default();
             let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(campaign_pk(name)))
-                .key("sk", s(CAMPAIGN_SK))
+                .update_campaign(name)
                 .update_expression(
                     "SET #budget = :budget, #total = :total, #state = :state, #reason = :reason, #updated = :now",
                 )
@@ -381,15 +388,8 @@ impl MetadataStore for DynamoMetadata {
                 .expression_attribute_values(":previous", ts(previous)?)
                 .send()
                 .await;
-            match result {
-                Ok(_) => return Ok(record),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(aws_error(BACKEND, format!("updating campaign `{name}`"), e)),
+            if written(result, || format!("updating campaign `{name}`"))? {
+                return Ok(record);
             }
         }
         Err(StoreError::backend(
@@ -436,11 +436,7 @@ impl MetadataStore for DynamoMetadata {
                 continue;
             };
             let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(campaign_pk(campaign)))
-                .key("sk", s(CAMPAIGN_SK))
+                .update_campaign(campaign)
                 .update_expression(
                     "SET #reserved = #reserved + :amount, #committed = #committed + :amount",
                 )
@@ -457,22 +453,9 @@ impl MetadataStore for DynamoMetadata {
                 .expression_attribute_values(":max", n(max.0))
                 .send()
                 .await;
-            match result {
-                Ok(_) => return Ok(Reservation::Granted),
-                // Someone else moved the ledger: look again.
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    return Err(aws_error(
-                        BACKEND,
-                        format!("reserving budget of `{campaign}`"),
-                        e,
-                    ));
-                }
+            // A failed condition means someone else moved the ledger: look again.
+            if written(result, || format!("reserving budget of `{campaign}`"))? {
+                return Ok(Reservation::Granted);
             }
         }
         Ok(Reservation::Busy)
@@ -486,11 +469,7 @@ impl MetadataStore for DynamoMetadata {
     ) -> Result<(), StoreError> {
         let delta = actual.0 as i128 - reserved.0 as i128;
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(campaign_pk(campaign)))
-            .key("sk", s(CAMPAIGN_SK))
+            .update_campaign(campaign)
             .update_expression(
                 "SET #spent = #spent + :actual, #reserved = #reserved - :reserved, #committed = #committed + :delta",
             )
@@ -530,11 +509,7 @@ impl MetadataStore for DynamoMetadata {
         state: CampaignState,
         reason: Option<String>,
     ) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(campaign_pk(campaign)))
-            .key("sk", s(CAMPAIGN_SK))
+        self.update_campaign(campaign)
             .update_expression("SET #state = :state, #reason = :reason, #updated = :now")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#state", "state")
@@ -550,11 +525,7 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn add_enqueued(&self, campaign: &str, count: u64) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(campaign_pk(campaign)))
-            .key("sk", s(CAMPAIGN_SK))
+        self.update_campaign(campaign)
             .update_expression("ADD #enqueued :n")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#enqueued", "enqueued")

@@ -45,16 +45,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let queue = Arc::new(local.queue(campaign.name()));
     let worker_id = local::worker_id(&dir);
 
-    let templates = Templates::load(
-        campaign
-            .config
-            .scaffold
-            .templates
-            .as_ref()
-            .map(|p| campaign.resolve(p))
-            .as_deref(),
-    )
-    .context("loading the scaffold's prompt templates")?;
+    let templates = Templates::of(&campaign).context("loading the scaffold's prompt templates")?;
     let pool = ModelPool::new(&campaign.config.models).context("setting up the model pool")?;
     let sandboxes = DockerSandboxes::connect(&worker_id)?;
     sandboxes.ping().await?;

@@ -20,11 +20,7 @@ pub struct SubmitArgs {
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let campaign = Campaign::load(&args.campaign)?;
-    let templates = match &campaign.config.scaffold.templates {
-        Some(dir) => Templates::read_overrides(&campaign.resolve(dir))
-            .context("reading template overrides")?,
-        None => Default::default(),
-    };
+    let templates = Templates::overrides_of(&campaign).context("reading template overrides")?;
     // Fail here, not on every worker, if a template does not compile.
     Templates::new(&templates).context("checking the prompt templates")?;
     let backend = Backend::open(&args.backend, Some(&campaign)).await?;

@@ -9,16 +9,7 @@ use synthfleet_llm::ModelPool;
 
 pub async fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let campaign = Campaign::load(path)?;
-    let templates = Templates::load(
-        campaign
-            .config
-            .scaffold
-            .templates
-            .as_ref()
-            .map(|p| campaign.resolve(p))
-            .as_deref(),
-    )
-    .context("loading the scaffold's prompt templates")?;
+    let templates = Templates::of(&campaign).context("loading the scaffold's prompt templates")?;
     ModelPool::new(&campaign.config.models).context("checking the model pool")?;
     let images: std::collections::BTreeSet<&str> =
         campaign.tasks.iter().map(|t| t.image.as_str()).collect();
