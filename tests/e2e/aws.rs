@@ -1,6 +1,7 @@
 //! The fleet path against moto's server: `submit --backend aws`, `synthfleet worker`
 //! processes, SQS/S3/DynamoDB, crashes, poison tasks and bad messages.
 
+use crate::synthfleet_command;
 use crate::{Fixture, SECRET, fake_model, standard_tasks};
 use std::collections::BTreeSet;
 use std::process::{Child, Stdio};
@@ -16,7 +17,7 @@ use synthfleet_core::trajectory::RecordStatus;
 use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_tests::fake_llm::{FakeLlm, Script};
 use synthfleet_tests::moto::{MAX_RECEIVES, Moto};
-use synthfleet_tests::{synthfleet_command, task_line};
+use synthfleet_tests::task_line;
 
 fn store(moto: &Moto) -> TrajectoryStore {
     TrajectoryStore::new(

@@ -1,11 +1,12 @@
 //! Whole campaigns through the binary: records, checksums, verification, costs, retries.
 
+use crate::synthfleet;
 use crate::{Fixture, SECRET, containers_of, fake_model, path_str, standard_tasks};
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::CampaignState;
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus, Role};
 use synthfleet_tests::fake_llm::{FakeLlm, Fault, Script};
-use synthfleet_tests::{synthfleet, task_line};
+use synthfleet_tests::task_line;
 
 /// The fake model's prices (see `fake_model`): $1 / $2 per million tokens.
 fn cost(input_tokens: u64, output_tokens: u64) -> MicroUsd {

@@ -1,6 +1,6 @@
 //! Bad campaign and task files: the error names the file, the line and the field.
 
-use synthfleet_tests::synthfleet;
+use crate::synthfleet;
 
 fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

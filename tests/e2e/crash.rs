@@ -2,9 +2,10 @@
 //! completes every sample exactly once.
 
 use crate::{Fixture, SECRET, containers_of, fake_model};
+use crate::{synthfleet, synthfleet_bin};
 use std::time::{Duration, Instant};
 use synthfleet_tests::fake_llm::{FakeLlm, Script};
-use synthfleet_tests::{synthfleet, synthfleet_bin, task_line};
+use synthfleet_tests::task_line;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_run_resumes_with_exactly_one_result_per_sample() {

@@ -18,6 +18,28 @@ use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_tests::fake_llm::Script;
 use synthfleet_tests::{require_test_image, task_line};
 
+/// The binary under test, built by cargo with this test (same features, no rebuild).
+pub fn synthfleet_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_synthfleet"))
+}
+
+/// A `synthfleet` command with `args`, extra environment and JSON logs.
+pub fn synthfleet_command<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (K, V)>,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(synthfleet_bin());
+    command.args(["--log-format", "json"]).args(args).envs(env);
+    command
+}
+
+/// Runs `synthfleet` with `args`, extra environment and JSON logs, to completion.
+pub fn synthfleet(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    synthfleet_command(args, env.iter().copied())
+        .output()
+        .expect("running synthfleet")
+}
+
 /// The secret the fake provider's key variable holds; it must never reach a record.
 pub const SECRET: &str = "sk-test-0123456789abcdef";
 

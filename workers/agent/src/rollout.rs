@@ -20,7 +20,7 @@ use synthfleet_core::trajectory::{
 };
 use synthfleet_llm::ModelPool;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Pause before asking again for budget held by calls in flight.
 const BUSY_BUDGET_WAIT: Duration = Duration::from_millis(250);
@@ -499,6 +499,19 @@ impl Rollouts {
                     false
                 }
             };
+            info!(
+                step = index,
+                model = %step.model,
+                exit_code = ?step.exit_code,
+                timed_out = step.timed_out,
+                format_error = step.format_error,
+                duration_ms = step.duration_ms,
+                llm_ms = step.llm_duration_ms,
+                tokens_in = step.input_tokens,
+                tokens_out = step.output_tokens,
+                llm_retries = step.llm_retries,
+                "step"
+            );
             events(RolloutEvent::Step {
                 key: key.clone(),
                 step: index,

@@ -54,6 +54,21 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         .await
         .context("enqueueing the campaign")?;
     let total = campaign.tasks.len() as u64 * u64::from(campaign.config.samples_per_task);
+    if let Some(record) = local.store.metadata.campaign(campaign.name()).await?
+        && !record.state.accepts_work()
+    {
+        // Nothing is dequeued for a campaign that accepts no work.
+        println!(
+            "campaign {} is {}{}\nraise budget_usd (or resume the campaign) and run again to finish",
+            campaign.name(),
+            record.state.as_str(),
+            record
+                .state_reason
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        );
+        return Ok(ExitCode::from(2));
+    }
 
     let show_bar = !args.no_progress && std::io::stderr().is_terminal();
     let bar = ProgressBar::with_draw_target(

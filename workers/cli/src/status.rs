@@ -45,6 +45,14 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if rows.is_empty() {
         println!("no campaigns ({})", backend.describe());
     }
+    // On AWS all campaigns share one queue: show it once.
+    let shared_queue = matches!(backend, Backend::Aws { .. });
+    if shared_queue && let Some((_, q, _)) = rows.first() {
+        println!(
+            "queue    {} waiting, {} in flight, {} dead (all campaigns)",
+            q.visible, q.in_flight, q.dead
+        );
+    }
     for (c, q, dead) in rows {
         println!(
             "campaign {}  [{}]{}",
@@ -68,10 +76,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             c.counts.dead_lettered,
             c.total_samples.saturating_sub(c.finished())
         );
-        println!(
-            "  queue    {} waiting, {} in flight, {} dead",
-            q.visible, q.in_flight, q.dead
-        );
+        if !shared_queue {
+            println!(
+                "  queue    {} waiting, {} in flight, {} dead",
+                q.visible, q.in_flight, q.dead
+            );
+        }
         for letter in dead {
             println!("  dead     {}: {}", letter.key, letter.error);
         }

@@ -34,6 +34,16 @@ pub struct DeadMessage {
     pub dead_at_ms: u64,
 }
 
+/// Message ids sort in send order (monotonic ULIDs), so delivery is first in, first out.
+fn next_message_id() -> String {
+    static IDS: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+    // Only a poisoned lock or 2^80 ids in one millisecond fall back to a plain ULID.
+    match IDS.lock().ok().and_then(|mut ids| ids.generate().ok()) {
+        Some(id) => id.to_string(),
+        None => ulid::Ulid::new().to_string(),
+    }
+}
+
 impl LocalQueue {
     pub fn new(state: &LocalState, name: &str, max_receives: u32) -> LocalQueue {
         LocalQueue {
@@ -164,7 +174,7 @@ impl Queue for LocalQueue {
         self.state
             .blocking(move |state| {
                 state.write("sending a message", |tx| {
-                    let message_id = ulid::Ulid::new().to_string();
+                    let message_id = next_message_id();
                     let now = now_ms();
                     let message = StoredMessage {
                         body,
