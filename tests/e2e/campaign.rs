@@ -359,3 +359,42 @@ async fn budget_cap_stops_new_calls_and_says_why() {
     assert_eq!(llm.requests().len(), calls_before);
     assert!(containers_of(&fx.name).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollout_wall_clock_limit_ends_the_rollout() {
+    let mut task: serde_json::Value = serde_json::from_str(&task_line(
+        "hang",
+        "median",
+        "[hang] wait for it.",
+        "python3 -m unittest -q test_stats",
+    ))
+    .expect("task json");
+    task["timeout_s"] = serde_json::json!(3);
+    let llm = FakeLlm::start(vec![Script::new("[hang]", &["sleep 60", "submit"])]);
+    let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
+    let fx = Fixture::new("e2e-timeout", &[task.to_string()], &body);
+    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = fx.results().await;
+    let r = results.record("hang", 0);
+    assert_eq!(r.exit_status, Some(ExitStatus::Timeout));
+    assert!(
+        r.steps[0].timed_out,
+        "the command was cut at the rollout limit"
+    );
+    assert!(
+        r.timings.duration_ms < 30_000,
+        "{} ms",
+        r.timings.duration_ms
+    );
+    assert!(
+        r.verification.as_ref().is_some_and(|v| !v.resolved),
+        "a timed-out rollout is still verified"
+    );
+    assert_eq!(results.campaign.ledger.reserved, MicroUsd::ZERO);
+    assert!(containers_of(&fx.name).await.is_empty());
+}

@@ -224,13 +224,11 @@ impl Rollouts {
                 Ok(sandbox) => {
                     record.image_digest = sandbox.image_digest().map(str::to_owned);
                     let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
-                    let ending = tokio::select! {
-                        ended = tokio::time::timeout(limit, self.agent_loop(sandbox.as_ref(), task, &key, &mut record, events)) => {
-                            Some(ended.unwrap_or_else(|_| Ending::ok(ExitStatus::Timeout)))
-                        }
-                        _ = cancel.cancelled() => None,
-                    };
-                    let Some(ending) = ending else {
+                    let deadline = tokio::time::Instant::now() + limit;
+                    let ending = self
+                        .agent_loop(sandbox.as_ref(), task, &mut record, deadline, cancel, events)
+                        .await;
+                    let Ok(ending) = ending else {
                         destroy(sandbox.as_ref()).await;
                         return Err(Interrupted);
                     };
@@ -284,10 +282,16 @@ impl Rollouts {
         &self,
         sandbox: &dyn Sandbox,
         task: &Task,
-        key: &ResultKey,
         record: &mut TrajectoryRecord,
+        deadline: tokio::time::Instant,
+        cancel: &CancellationToken,
         events: &(dyn Fn(RolloutEvent) + Send + Sync),
-    ) -> Ending {
+    ) -> Result<Ending, Interrupted> {
+        let key = &ResultKey {
+            campaign: record.campaign.clone(),
+            instance_id: record.instance_id.clone(),
+            sample_index: record.sample_index,
+        };
         let scaffold = &self.campaign.config.scaffold;
         let protocol = match scaffold.protocol {
             Protocol::ToolCalls => "tool_calls",
@@ -306,7 +310,7 @@ impl Rollouts {
         ) {
             (Ok(s), Ok(i)) => (s, i),
             (Err(e), _) | (_, Err(e)) => {
-                return Ending::error(ErrorKind::Internal, error_chain(&e));
+                return Ok(Ending::error(ErrorKind::Internal, error_chain(&e)));
             }
         };
         record
@@ -320,8 +324,14 @@ impl Rollouts {
         let mut spent = MicroUsd::ZERO;
 
         for index in 0..scaffold.max_steps {
+            if cancel.is_cancelled() {
+                return Err(Interrupted);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(Ending::ok(ExitStatus::Timeout));
+            }
             if cost_limit.is_some_and(|limit| spent >= limit) {
-                return Ending::ok(ExitStatus::CostLimit);
+                return Ok(Ending::ok(ExitStatus::CostLimit));
             }
             let request = ChatRequest {
                 messages: record.messages.clone(),
@@ -332,32 +342,53 @@ impl Rollouts {
             // Budget: reserve the worst case before the call, settle the real cost after.
             let reserve = match self.pool.worst_case_cost(&record.model, &request) {
                 Ok(amount) => amount,
-                Err(e) => return Ending::error(ErrorKind::LlmRejected, e.to_string()),
+                Err(e) => return Ok(Ending::error(ErrorKind::LlmRejected, e.to_string())),
             };
             loop {
                 match self.store.metadata.reserve(&key.campaign, reserve).await {
                     Ok(Reservation::Granted) => break,
                     // Other calls hold the rest of the budget: wait for them to settle.
-                    Ok(Reservation::Busy) => tokio::time::sleep(BUSY_BUDGET_WAIT).await,
+                    Ok(Reservation::Busy) => tokio::select! {
+                        _ = tokio::time::sleep(BUSY_BUDGET_WAIT) => {}
+                        _ = tokio::time::sleep_until(deadline) => return Ok(Ending::ok(ExitStatus::Timeout)),
+                        _ = cancel.cancelled() => return Err(Interrupted),
+                    },
                     Ok(Reservation::Refused(campaign)) => {
-                        return Ending {
+                        return Ok(Ending {
                             status: ExitStatus::BudgetExhausted,
                             error: campaign.state_reason.clone(),
-                        };
+                        });
                     }
                     Err(e) => {
-                        return Ending::error(
+                        return Ok(Ending::error(
                             ErrorKind::Internal,
                             format!("budget reservation failed: {}", error_chain(&e)),
-                        );
+                        ));
                     }
                 }
             }
             let llm_started = Instant::now();
-            let reply = self
-                .pool
-                .complete(&record.model, &task.replay, &request)
-                .await;
+            // A call cut off by the rollout limit or a shutdown may still be billed: it is
+            // booked at its worst case, never at zero.
+            let cut_off = tokio::select! {
+                reply = self.pool.complete(&record.model, &task.replay, &request) => Ok(reply),
+                _ = tokio::time::sleep_until(deadline) => Err(Ok(Ending::ok(ExitStatus::Timeout))),
+                _ = cancel.cancelled() => Err(Err(Interrupted)),
+            };
+            let reply = match cut_off {
+                Ok(reply) => reply,
+                Err(ending) => {
+                    if let Err(e) = self
+                        .store
+                        .metadata
+                        .settle(&key.campaign, reserve, reserve)
+                        .await
+                    {
+                        warn!(error = %error_chain(&e), "settling a cut-off call failed");
+                    }
+                    return ending;
+                }
+            };
             let llm_ms = ms(llm_started.elapsed());
             record.timings.llm_ms += llm_ms;
             let (completion, served_by) = match reply {
@@ -372,10 +403,10 @@ impl Rollouts {
                         warn!(error = %error_chain(&settle), "releasing a budget reservation failed");
                     }
                     record.totals.llm_calls += 1;
-                    return Ending {
+                    return Ok(Ending {
                         status: e.exit_status(),
                         error: Some(e.to_string()),
-                    };
+                    });
                 }
             };
             let cost = served_by.cost(completion.input_tokens, completion.output_tokens);
@@ -385,10 +416,10 @@ impl Rollouts {
                 .settle(&key.campaign, reserve, cost)
                 .await
             {
-                return Ending::error(
+                return Ok(Ending::error(
                     ErrorKind::Internal,
                     format!("budget settlement failed: {}", error_chain(&e)),
-                );
+                ));
             }
             spent = spent.saturating_add(cost);
             let totals = &mut record.totals;
@@ -446,7 +477,7 @@ impl Rollouts {
                         protocol_context(json!({"reason": reason})),
                     ) {
                         Ok(text) => text,
-                        Err(e) => return Ending::error(ErrorKind::Internal, error_chain(&e)),
+                        Err(e) => return Ok(Ending::error(ErrorKind::Internal, error_chain(&e))),
                     };
                     step.observation = text.clone();
                     if tool_call_ids.is_empty() {
@@ -465,11 +496,16 @@ impl Rollouts {
                     tool_call_id,
                 } => {
                     step.action = Some(command.clone());
-                    let output = match sandbox.exec(&command, step_timeout).await {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let exec = tokio::select! {
+                        output = sandbox.exec(&command, step_timeout.min(left).max(Duration::from_secs(1))) => output,
+                        _ = cancel.cancelled() => return Err(Interrupted),
+                    };
+                    let output = match exec {
                         Ok(output) => output,
                         Err(e) => {
                             record.steps.push(step);
-                            return Ending::error(ErrorKind::Sandbox, error_chain(&e));
+                            return Ok(Ending::error(ErrorKind::Sandbox, error_chain(&e)));
                         }
                     };
                     record.timings.sandbox_ms += ms(output.duration);
@@ -485,7 +521,7 @@ impl Rollouts {
                         })),
                     ) {
                         Ok(text) => text,
-                        Err(e) => return Ending::error(ErrorKind::Internal, error_chain(&e)),
+                        Err(e) => return Ok(Ending::error(ErrorKind::Internal, error_chain(&e))),
                     };
                     step.exit_code = output.exit_code;
                     step.timed_out = output.timed_out;
@@ -519,7 +555,7 @@ impl Rollouts {
             });
             record.steps.push(step);
             if submitted {
-                return Ending::ok(ExitStatus::Submitted);
+                return Ok(Ending::ok(ExitStatus::Submitted));
             }
             // Keep the partial record: a crash from here on loses nothing already done.
             let mut checkpoint = record.clone();
@@ -528,7 +564,7 @@ impl Rollouts {
                 warn!(error = %error_chain(&e), "writing the step checkpoint failed");
             }
         }
-        Ending::ok(ExitStatus::StepLimit)
+        Ok(Ending::ok(ExitStatus::StepLimit))
     }
 }
 
