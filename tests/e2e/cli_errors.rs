@@ -95,3 +95,23 @@ fn semantic_campaign_errors_and_missing_keys_are_explained() {
         "{missing}"
     );
 }
+
+#[test]
+fn missing_task_image_fails_fast_and_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "tasks.jsonl",
+        r#"{"instance_id":"a","image":"synthfleet/not-built-here:0","problem_statement":"p"}"#,
+    );
+    let path = write(dir.path(), "c.toml", CAMPAIGN);
+    let err = stderr_of(&["run", &path]);
+    assert!(
+        err.contains("not available locally: synthfleet/not-built-here:0"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join(".synthfleet").exists(),
+        "no state is created for a run that cannot start"
+    );
+}

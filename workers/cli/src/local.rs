@@ -54,10 +54,9 @@ pub fn worker_id(state_dir: &Path) -> String {
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "host".into());
-    let canonical = state_dir
-        .canonicalize()
-        .unwrap_or_else(|_| state_dir.to_owned());
-    let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
+    // `absolute`, not `canonicalize`: the same before and after the directory exists.
+    let absolute = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    let digest = Sha256::digest(absolute.to_string_lossy().as_bytes());
     let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     format!("local-{host}-{short}")
 }

@@ -41,14 +41,24 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let campaign = Arc::new(Campaign::load(&args.campaign)?);
     let dir = local::state_dir(&campaign, args.state_dir.as_deref());
-    let local = Local::open(&dir)?;
-    let queue = Arc::new(local.queue(campaign.name()));
     let worker_id = local::worker_id(&dir);
 
     let templates = Templates::of(&campaign).context("loading the scaffold's prompt templates")?;
     let pool = ModelPool::new(&campaign.config.models).context("setting up the model pool")?;
     let sandboxes = DockerSandboxes::connect(&worker_id)?;
     sandboxes.ping().await?;
+    let images: std::collections::BTreeSet<&str> =
+        campaign.tasks.iter().map(|t| t.image.as_str()).collect();
+    let missing = sandboxes.missing_images(images).await?;
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "task images not available locally: {}\nbuild them (the quick start's: examples/quickstart/build-image.sh) or `docker pull` them; synthfleet never pulls on its own",
+            missing.join(", ")
+        );
+    }
+    // Only now, with everything checked, is any state created.
+    let local = Local::open(&dir)?;
+    let queue = Arc::new(local.queue(campaign.name()));
 
     let report = enqueue_campaign(&campaign, queue.as_ref(), local.store.metadata.as_ref())
         .await

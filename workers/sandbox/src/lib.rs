@@ -64,6 +64,24 @@ impl DockerSandboxes {
         })
     }
 
+    /// The images among `images` that the engine does not have locally.
+    pub async fn missing_images<'a>(
+        &self,
+        images: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<String>, SandboxError> {
+        let mut missing = Vec::new();
+        for image in images {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => missing.push(image.to_owned()),
+                Err(e) => return Err(docker_error(image, "inspecting the image", e)),
+            }
+        }
+        Ok(missing)
+    }
+
     /// Containers carrying `label=value`, running or not.
     pub async fn containers_labelled(
         &self,
