@@ -398,3 +398,65 @@ async fn rollout_wall_clock_limit_ends_the_rollout() {
     assert_eq!(results.campaign.ledger.reserved, MicroUsd::ZERO);
     assert!(containers_of(&fx.name).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paused_campaign_hands_out_nothing_until_resumed() {
+    let (mut tasks, mut scripts) = standard_tasks();
+    tasks.truncate(1);
+    scripts.truncate(1);
+    let llm = FakeLlm::start(scripts);
+    let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
+    let fx = Fixture::new("e2e-pause", &tasks, &body);
+    let env = [("FAKE_LLM_KEY", SECRET)];
+    let state = fx.state_dir();
+    let state = path_str(&state);
+
+    let submitted = synthfleet(&["submit", fx.campaign_arg()], &env);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let paused = synthfleet(
+        &[
+            "pause",
+            "e2e-pause",
+            "--state-dir",
+            state,
+            "--reason",
+            "holiday",
+        ],
+        &env,
+    );
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+
+    let blocked = synthfleet(&["run", fx.campaign_arg()], &env);
+    assert_eq!(blocked.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&blocked.stdout).contains("is paused: holiday"));
+    assert!(llm.requests().is_empty(), "no task was handed out");
+    assert!(
+        !synthfleet(&["pause", "e2e-pause", "--state-dir", state], &env)
+            .status
+            .success()
+    );
+
+    let resumed = synthfleet(&["resume", "e2e-pause", "--state-dir", state], &env);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let run = synthfleet(&["run", fx.campaign_arg()], &env);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results = fx.results().await;
+    assert_eq!(results.records.len(), 1);
+    assert_eq!(results.campaign.state, CampaignState::Done);
+}

@@ -1,6 +1,7 @@
 //! `synthfleet`: the binary edge. Parses arguments, wires adapters, reports errors.
 
 mod backend;
+mod control;
 mod local;
 mod logging;
 mod run;
@@ -36,6 +37,10 @@ enum Command {
     Submit(submit::SubmitArgs),
     /// Serve the shared task queue until stopped (the fleet daemon).
     Worker(worker::WorkerArgs),
+    /// Stop handing out a campaign's tasks (running rollouts finish).
+    Pause(control::ControlArgs),
+    /// Hand out a paused campaign's tasks again.
+    Resume(control::ControlArgs),
     /// Show campaigns, budgets, counts and queue depth.
     Status(status::StatusArgs),
     /// Show one trajectory (verified against its checksum).
@@ -69,6 +74,14 @@ fn main() -> ExitCode {
             Command::Worker(args) => {
                 logging::init(&cli.log_format, None);
                 worker::worker(args).await
+            }
+            Command::Pause(args) => {
+                logging::init(&cli.log_format, None);
+                control::pause(args).await
+            }
+            Command::Resume(args) => {
+                logging::init(&cli.log_format, None);
+                control::resume(args).await
             }
             Command::Status(args) => {
                 logging::init(&cli.log_format, None);

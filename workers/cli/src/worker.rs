@@ -37,6 +37,10 @@ pub struct WorkerArgs {
     /// How long in-flight rollouts may finish after SIGTERM before they are released, seconds.
     #[arg(long, env = "SYNTHFLEET_GRACE_S", default_value_t = 90)]
     grace_s: u64,
+    /// How long a task of a paused or exhausted campaign waits before it is looked at
+    /// again, seconds (at most 900).
+    #[arg(long, env = "SYNTHFLEET_DEFER_S", default_value_t = 300)]
+    defer_s: u64,
     /// Long-poll wait of each receive, seconds (at most 20).
     #[arg(long, env = "SYNTHFLEET_POLL_WAIT_S", default_value_t = 20)]
     poll_wait_s: u64,
@@ -104,6 +108,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or(Duration::from_secs(10)),
         stop_when_drained: false,
         stop_when_campaign_stops: false,
+        defer_delay: Duration::from_secs(args.defer_s.min(900)),
         ..WorkerConfig::default()
     };
     let stop = CancellationToken::new();

@@ -1,0 +1,72 @@
+//! `synthfleet pause` / `synthfleet resume`: stop and restart a campaign's work. Workers
+//! take no new task of a paused campaign (its messages wait without counting attempts);
+//! rollouts already running finish.
+
+use crate::backend::{Backend, BackendArgs};
+use anyhow::Context;
+use clap::Args;
+use std::process::ExitCode;
+use synthfleet_core::budget::CampaignState;
+
+#[derive(Args)]
+pub struct ControlArgs {
+    /// The campaign's name.
+    campaign: String,
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// Why (recorded in the campaign state; pause only).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+pub async fn pause(args: ControlArgs) -> anyhow::Result<ExitCode> {
+    let backend = Backend::open_existing(&args.backend, None).await?;
+    let metadata = &backend.store().metadata;
+    let record = metadata
+        .campaign(&args.campaign)
+        .await?
+        .with_context(|| format!("no campaign `{}` ({})", args.campaign, backend.describe()))?;
+    if record.state != CampaignState::Running {
+        anyhow::bail!(
+            "campaign `{}` is {}, not running: nothing to pause",
+            record.name,
+            record.state.as_str()
+        );
+    }
+    let reason = args
+        .reason
+        .unwrap_or_else(|| "paused by an operator".into());
+    metadata
+        .set_state(&record.name, CampaignState::Paused, Some(reason.clone()))
+        .await?;
+    println!("campaign {} paused: {reason}", record.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn resume(args: ControlArgs) -> anyhow::Result<ExitCode> {
+    let backend = Backend::open_existing(&args.backend, None).await?;
+    let metadata = &backend.store().metadata;
+    let record = metadata
+        .campaign(&args.campaign)
+        .await?
+        .with_context(|| format!("no campaign `{}` ({})", args.campaign, backend.describe()))?;
+    match record.state {
+        CampaignState::Paused => {}
+        CampaignState::Exhausted => anyhow::bail!(
+            "campaign `{}` is out of budget ({} of {} spent): raise budget_usd in its file and submit or run it again",
+            record.name,
+            record.ledger.spent,
+            record.ledger.budget
+        ),
+        other => anyhow::bail!(
+            "campaign `{}` is {}, not paused",
+            record.name,
+            other.as_str()
+        ),
+    }
+    metadata
+        .set_state(&record.name, CampaignState::Running, None)
+        .await?;
+    println!("campaign {} resumed", record.name);
+    Ok(ExitCode::SUCCESS)
+}
