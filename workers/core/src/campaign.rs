@@ -80,6 +80,31 @@ pub struct ModelConfig {
     /// Attempts per call on 429/5xx/timeouts before the provider counts as unavailable.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Name of the completion-length field: `max_tokens` (most servers) or
+    /// `max_completion_tokens` (OpenAI's reasoning models).
+    #[serde(default)]
+    pub max_tokens_field: MaxTokensField,
+    /// Extra fields merged into every request body (e.g. `reasoning_effort`, `top_k`).
+    /// They cannot override the model, messages or tools.
+    #[serde(default)]
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MaxTokensField {
+    #[default]
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
+impl MaxTokensField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
 }
 
 fn default_max_tokens() -> u32 {
@@ -424,6 +449,11 @@ impl CampaignConfig {
                 && !(0.0..=2.0).contains(&t)
             {
                 return Err((field("temperature"), "must be between 0 and 2".into()));
+            }
+            if let Some(key) = m.extra_body.keys().find(|k| {
+                ["model", "messages", "tools", "tool_choice", "stream"].contains(&k.as_str())
+            }) {
+                return Err((field("extra_body"), format!("may not set `{key}`")));
             }
             for fallback in &m.fallbacks {
                 if !names.contains(fallback.as_str()) || fallback == &m.name {

@@ -23,6 +23,8 @@ pub struct OpenAiChat {
     model: String,
     api_key: Option<String>,
     max_attempts: u32,
+    max_tokens_field: &'static str,
+    extra_body: serde_json::Map<String, Value>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     backoff: backon::ExponentialBuilder,
 }
@@ -79,6 +81,8 @@ impl OpenAiChat {
             model: config.model_id().to_owned(),
             api_key,
             max_attempts: config.max_attempts,
+            max_tokens_field: config.max_tokens_field.as_str(),
+            extra_body: config.extra_body.clone(),
             limiter,
             backoff: backon::ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(500))
@@ -95,11 +99,10 @@ impl OpenAiChat {
     }
 
     fn body(&self, request: &ChatRequest) -> Value {
-        let mut body = json!({
-            "model": self.model,
-            "messages": request.messages,
-            "max_tokens": request.max_tokens,
-        });
+        let mut body = Value::Object(self.extra_body.clone());
+        body["model"] = json!(self.model);
+        body["messages"] = json!(request.messages);
+        body[self.max_tokens_field] = json!(request.max_tokens);
         if let Some(t) = request.temperature {
             body["temperature"] = json!(t);
         }
@@ -301,6 +304,29 @@ impl ChatModel for OpenAiChat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_body_follows_the_model_config() {
+        let config: ModelConfig = serde_json::from_value(serde_json::json!({
+            "name": "o", "provider": "openai", "endpoint": "http://127.0.0.1:9/v1",
+            "max_tokens_field": "max_completion_tokens", "temperature": 0.2,
+            "extra_body": {"reasoning_effort": "low", "model": "ignored"}
+        }))
+        .expect("config");
+        let client = OpenAiChat::from_config(&config).expect("client");
+        let body = client.body(&ChatRequest {
+            messages: vec![ChatMessage::text(Role::User, "hi")],
+            tools: vec![json!({"type": "function"})],
+            max_tokens: 77,
+            temperature: Some(0.2),
+        });
+        assert_eq!(body["max_completion_tokens"], 77);
+        assert!(body.get("max_tokens").is_none());
+        assert_eq!(body["reasoning_effort"], "low");
+        assert_eq!(body["model"], "o", "extra fields never override the model");
+        assert_eq!(body["tool_choice"], "auto");
+        assert_eq!(body["messages"][0]["content"], "hi");
+    }
 
     #[test]
     fn parses_tool_calls_reasoning_and_usage() {
