@@ -6,7 +6,7 @@ use crate::backend::{Backend, BackendArgs};
 use anyhow::Context;
 use clap::Args;
 use std::process::ExitCode;
-use synthfleet_core::budget::CampaignState;
+use synthfleet_core::budget::{CampaignRecord, CampaignState};
 
 #[derive(Args)]
 pub struct ControlArgs {
@@ -19,13 +19,21 @@ pub struct ControlArgs {
     reason: Option<String>,
 }
 
-pub async fn pause(args: ControlArgs) -> anyhow::Result<ExitCode> {
+/// The backend and the campaign item named by the arguments.
+async fn open(args: &ControlArgs) -> anyhow::Result<(Backend, CampaignRecord)> {
     let backend = Backend::open_existing(&args.backend, None).await?;
-    let metadata = &backend.store().metadata;
-    let record = metadata
+    let record = backend
+        .store()
+        .metadata
         .campaign(&args.campaign)
         .await?
         .with_context(|| format!("no campaign `{}` ({})", args.campaign, backend.describe()))?;
+    Ok((backend, record))
+}
+
+pub async fn pause(args: ControlArgs) -> anyhow::Result<ExitCode> {
+    let (backend, record) = open(&args).await?;
+    let metadata = &backend.store().metadata;
     if record.state != CampaignState::Running {
         anyhow::bail!(
             "campaign `{}` is {}, not running: nothing to pause",
@@ -44,12 +52,8 @@ pub async fn pause(args: ControlArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn resume(args: ControlArgs) -> anyhow::Result<ExitCode> {
-    let backend = Backend::open_existing(&args.backend, None).await?;
+    let (backend, record) = open(&args).await?;
     let metadata = &backend.store().metadata;
-    let record = metadata
-        .campaign(&args.campaign)
-        .await?
-        .with_context(|| format!("no campaign `{}` ({})", args.campaign, backend.describe()))?;
     match record.state {
         CampaignState::Paused => {}
         CampaignState::Exhausted => anyhow::bail!(

@@ -64,37 +64,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `run` installs logging itself, once it knows whether a progress bar is drawn.
+    if !matches!(cli.command, Command::Run(_)) {
+        logging::init(&cli.log_format, None);
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run::run(args, &cli.log_format).await,
-            Command::Submit(args) => {
-                logging::init(&cli.log_format, None);
-                submit::submit(args).await
-            }
-            Command::Worker(args) => {
-                logging::init(&cli.log_format, None);
-                worker::worker(args).await
-            }
-            Command::Pause(args) => {
-                logging::init(&cli.log_format, None);
-                control::pause(args).await
-            }
-            Command::Resume(args) => {
-                logging::init(&cli.log_format, None);
-                control::resume(args).await
-            }
-            Command::Status(args) => {
-                logging::init(&cli.log_format, None);
-                status::status(args).await
-            }
-            Command::Show(args) => {
-                logging::init(&cli.log_format, None);
-                show::show(args).await
-            }
-            Command::Validate { campaign } => {
-                logging::init(&cli.log_format, None);
-                validate::validate(&campaign).await
-            }
+            Command::Submit(args) => submit::submit(args).await,
+            Command::Worker(args) => worker::worker(args).await,
+            Command::Pause(args) => control::pause(args).await,
+            Command::Resume(args) => control::resume(args).await,
+            Command::Status(args) => status::status(args).await,
+            Command::Show(args) => show::show(args).await,
+            Command::Validate { campaign } => validate::validate(&campaign).await,
         }
     });
     match result {
