@@ -6,8 +6,18 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 docker info >/dev/null 2>&1 || { echo "error: Docker is not reachable; start dockerd first" >&2; exit 1; }
-# moto's server (S3, SQS, DynamoDB) for the AWS tests; each test starts its own.
-python3 -c "import moto.server" >/dev/null 2>&1 || python3 -m pip install --quiet 'moto[server]'
+# moto's server (S3, SQS, DynamoDB) for the AWS tests, each test starting its own;
+# pyarrow and Hugging Face `datasets` read the exports back.
+python3 -c "import moto.server, pyarrow, datasets" >/dev/null 2>&1 ||
+  python3 -m pip install --quiet 'moto[server]' pyarrow datasets
+# Headless Chromium renders the HTML dashboard in its test.
+if ! command -v chromium-headless-shell >/dev/null 2>&1 && ! command -v chromium >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell >/dev/null
+  else
+    echo "error: headless Chromium is missing: sudo apt-get install chromium-headless-shell" >&2; exit 1
+  fi
+fi
 
 examples/quickstart/build-image.sh
 cargo test --workspace --locked "$@"

@@ -21,4 +21,11 @@ if [[ -n "$id" ]]; then
   echo "one verified trajectory (synthfleet show $id --state-dir $here/.synthfleet):"
   "$bin" show "$id" --state-dir "$here/.synthfleet"
 fi
+echo
+if [[ -x "$root/target/debug/synthfleet-jobs" ]]; then
+  "$bin" report "$here/campaign.toml"
+else
+  echo "quality report: build the DuckDB jobs once (about 25 min: cargo build -p synthfleet-jobs),"
+  echo "then: $bin report $here/campaign.toml"
+fi
 exit "$status"

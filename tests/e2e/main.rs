@@ -5,6 +5,7 @@ mod aws;
 mod campaign;
 mod cli_errors;
 mod crash;
+mod quality;
 mod sandbox;
 
 use std::path::{Path, PathBuf};

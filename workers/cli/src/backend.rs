@@ -138,3 +138,22 @@ impl Backend {
         }
     }
 }
+
+/// Stores the campaign's configuration and template overrides where workers and the
+/// quality jobs read them (`campaigns/{name}/spec.json`), after checking the templates.
+pub async fn store_spec(
+    campaign: &Campaign,
+    objects: &dyn synthfleet_core::ports::ObjectStore,
+) -> anyhow::Result<()> {
+    let templates = synthfleet_agent::Templates::overrides_of(campaign)
+        .context("reading template overrides")?;
+    // Fail here, not on every worker, if a template does not compile.
+    synthfleet_agent::Templates::new(&templates).context("checking the prompt templates")?;
+    let spec = synthfleet_core::submit::CampaignSpec {
+        config: campaign.config.clone(),
+        templates,
+    };
+    synthfleet_core::submit::put_spec(objects, &spec)
+        .await
+        .context("storing the campaign spec")
+}

@@ -1,15 +1,15 @@
 //! `synthfleet`: the binary edge. Parses arguments, wires adapters, reports errors.
 
-mod backend;
 mod control;
-mod local;
-mod logging;
+mod gc;
+mod jobs;
 mod run;
-mod show;
 mod status;
 mod submit;
 mod validate;
 mod worker;
+
+use synthfleet_cli::{backend, local, logging, show};
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +50,16 @@ enum Command {
         /// The campaign file (TOML).
         campaign: PathBuf,
     },
+    /// Run the quality stages (and the LLM judge, if configured) and record the verdicts.
+    Assess(jobs::JobArgs),
+    /// Report on a campaign: text, JSON or an HTML dashboard.
+    Report(jobs::JobArgs),
+    /// Export a campaign's trajectories as Parquet or a Hugging Face dataset.
+    Export(jobs::JobArgs),
+    /// Human review: draw a stratified sample, record verdicts.
+    Review(jobs::JobArgs),
+    /// Delete failed trajectories past their 30-day retention from the local store.
+    Gc(gc::GcArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +88,11 @@ fn main() -> ExitCode {
             Command::Status(args) => status::status(args).await,
             Command::Show(args) => show::show(args).await,
             Command::Validate { campaign } => validate::validate(&campaign).await,
+            Command::Assess(args) => jobs::forward("assess", args, &cli.log_format),
+            Command::Report(args) => jobs::forward("report", args, &cli.log_format),
+            Command::Export(args) => jobs::forward("export", args, &cli.log_format),
+            Command::Review(args) => jobs::forward("review", args, &cli.log_format),
+            Command::Gc(args) => gc::gc(args).await,
         }
     });
     match result {

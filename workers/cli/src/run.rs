@@ -1,5 +1,6 @@
 //! `synthfleet run`: a whole campaign on this machine.
 
+use crate::backend::store_spec;
 use crate::local::{self, Local};
 use crate::logging;
 use anyhow::Context;
@@ -58,6 +59,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     }
     // Only now, with everything checked, is any state created.
     let local = Local::open(&dir)?;
+    store_spec(&campaign, local.store.objects.as_ref()).await?;
     let queue = Arc::new(local.queue(campaign.name()));
 
     let report = enqueue_campaign(&campaign, queue.as_ref(), local.store.metadata.as_ref())

@@ -47,7 +47,7 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
-fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
+pub fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
     let mut out = String::new();
     let status = r
         .exit_status

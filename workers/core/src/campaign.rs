@@ -25,6 +25,8 @@ pub struct CampaignConfig {
     pub sandbox: SandboxConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub quality: QualityConfig,
 }
 
 fn one() -> u32 {
@@ -220,6 +222,65 @@ impl Default for SandboxConfig {
             user: "auto".into(),
         }
     }
+}
+
+/// Thresholds of the quality pipeline (`[quality]`): which trajectories the heuristics
+/// reject, what counts as a near duplicate, and when diversity raises an alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// The same action this many times in a row is a loop.
+    pub max_repeated_actions: u32,
+    /// Share of steps that failed (non-zero exit, timeout or format error) above which a
+    /// trajectory is rejected.
+    pub max_error_ratio: f64,
+    pub min_steps: u32,
+    /// Defaults to the scaffold's `max_steps`.
+    pub max_steps: Option<u32>,
+    /// Share of observations cut for length above which a trajectory is rejected.
+    pub max_truncated_ratio: f64,
+    /// Estimated Jaccard similarity of action shingles from which two trajectories of one
+    /// task are near duplicates.
+    pub near_duplicate_threshold: f64,
+    /// Alarm when one action pattern makes up more than this share of a model's (or the
+    /// campaign's) accepted trajectories...
+    pub max_pattern_share: f64,
+    /// ...among at least this many trajectories.
+    pub min_trajectories_for_alarm: u32,
+    /// A second, independent verifier: an LLM judge.
+    pub judge: Option<JudgeConfig>,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        QualityConfig {
+            max_repeated_actions: 3,
+            max_error_ratio: 0.5,
+            min_steps: 1,
+            max_steps: None,
+            max_truncated_ratio: 0.25,
+            near_duplicate_threshold: 0.9,
+            max_pattern_share: 0.6,
+            min_trajectories_for_alarm: 10,
+            judge: None,
+        }
+    }
+}
+
+/// The LLM judge: one of the campaign's models, asked whether the final patch solves the
+/// task. Its calls are reserved against the campaign budget like any other.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeConfig {
+    /// Name of a `[[models]]` entry (weight 0 keeps it out of rollouts).
+    pub model: String,
+    /// Judge only trajectories that passed every earlier stage (default), or all.
+    #[serde(default = "yes")]
+    pub only_accepted: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -495,6 +556,33 @@ impl CampaignConfig {
             return err(
                 "sandbox",
                 "limits too small: memory_mb >= 32, cpus > 0, pids >= 16, tmp_mb >= 1, max_output_bytes >= 1024",
+            );
+        }
+        let q = &self.quality;
+        let share = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        if ![
+            q.max_error_ratio,
+            q.max_truncated_ratio,
+            q.near_duplicate_threshold,
+            q.max_pattern_share,
+        ]
+        .into_iter()
+        .all(share)
+        {
+            return err(
+                "quality",
+                "max_error_ratio, max_truncated_ratio, near_duplicate_threshold and max_pattern_share are shares between 0 and 1",
+            );
+        }
+        if q.max_repeated_actions < 2 {
+            return err("quality.max_repeated_actions", "must be at least 2");
+        }
+        if let Some(judge) = &q.judge
+            && !names.contains(judge.model.as_str())
+        {
+            return err(
+                "quality.judge.model",
+                "must name one of the campaign's [[models]] (give it weight = 0 to keep it out of rollouts)",
             );
         }
         Ok(())

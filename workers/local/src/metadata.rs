@@ -28,6 +28,43 @@ impl LocalMetadata {
             state: state.clone(),
         }
     }
+
+    /// Removes the items of trajectories whose `expires_at` has passed (what DynamoDB's
+    /// TTL does on AWS), with their result index entries; returns the removed items so
+    /// their objects can be deleted too. The campaign counts keep them: they happened.
+    pub async fn expire(
+        &self,
+        now: chrono::DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Vec<TrajectoryMeta>, StoreError> {
+        self.state
+            .blocking(move |state| {
+                state.write("expiring trajectory items", |tx| {
+                    let mut results = tx.open_table(RESULTS)?;
+                    let mut trajectories = tx.open_table(TRAJECTORIES)?;
+                    let mut expired = Vec::new();
+                    for item in trajectories.iter()? {
+                        let (_, value) = item?;
+                        let meta: TrajectoryMeta = from_json("trajectory item", value.value())?;
+                        if meta.expires_at.is_some_and(|at| at <= now) {
+                            expired.push(meta);
+                        }
+                    }
+                    if !dry_run {
+                        for meta in &expired {
+                            trajectories.remove(meta.trajectory_id.as_str())?;
+                            let key = result_key(&meta.result_key());
+                            let indexed = results.get(key.as_str())?.map(|v| v.value().to_owned());
+                            if indexed.as_deref() == Some(meta.trajectory_id.as_str()) {
+                                results.remove(key.as_str())?;
+                            }
+                        }
+                    }
+                    Ok(expired)
+                })
+            })
+            .await
+    }
 }
 
 fn result_key(key: &ResultKey) -> String {

@@ -1,0 +1,416 @@
+//! `synthfleet-jobs`: the DuckDB side of synthfleet (quality stages, reports, exports,
+//! review). A binary of its own so that workers and Lambdas never link DuckDB;
+//! `synthfleet assess|report|export|review` run it.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use synthfleet_cli::backend::{Backend, BackendArgs};
+use synthfleet_cli::{logging, show};
+use synthfleet_core::campaign::Campaign;
+use synthfleet_llm::ModelPool;
+use synthfleet_quality::export::{ExportOptions, Filter, Format};
+use synthfleet_quality::review::{self, HumanVerdict, Review};
+use synthfleet_quality::stages::{Assessment, Stage};
+use synthfleet_quality::{CampaignData, judge, report, stages};
+
+#[derive(Parser)]
+#[command(
+    name = "synthfleet-jobs",
+    version,
+    about = "synthfleet's quality jobs on DuckDB: assess, report, export, review."
+)]
+struct Cli {
+    /// Log format: `auto` is pretty on a terminal and JSON otherwise.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "pretty", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which campaign, and where its data lives.
+#[derive(Args)]
+struct Target {
+    /// Campaign name, or its campaign file (whose [storage] gives the local state dir).
+    campaign: String,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the quality stages (and the LLM judge, when configured: it spends budget) and
+    /// record every trajectory's verdicts.
+    Assess {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Report: outcomes, cost, tokens, funnel, diversity, review agreement.
+    Report {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ReportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Export trajectories as Parquet or a Hugging Face dataset.
+    Export {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value = "hf")]
+        format: ExportFormat,
+        #[arg(long, value_enum, default_value = "accepted")]
+        filter: ExportFilter,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace e-mail addresses, keys, tokens and user names in paths.
+        #[arg(long)]
+        anonymize: bool,
+        /// Rows per Parquet file of a Hugging Face export.
+        #[arg(long, default_value_t = 50_000)]
+        rows_per_shard: usize,
+    },
+    /// Human review of a stratified sample.
+    #[command(subcommand)]
+    Review(ReviewCommand),
+}
+
+#[derive(Subcommand)]
+enum ReviewCommand {
+    /// Draw a sample stratified by model and outcome, spread over tasks.
+    Sample {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 20)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Review the sample's pending trajectories one by one in the terminal.
+    Next {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, env = "USER", default_value = "reviewer")]
+        reviewer: String,
+    },
+    /// Record one verdict (for scripts and other tools).
+    Record {
+        #[command(flatten)]
+        target: Target,
+        trajectory_id: String,
+        #[arg(long)]
+        verdict: HumanVerdict,
+        #[arg(long)]
+        note: Option<String>,
+        #[arg(long, env = "USER", default_value = "reviewer")]
+        reviewer: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+    Html,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Parquet,
+    Hf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFilter {
+    Accepted,
+    Resolved,
+    All,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log_format, None);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the backend and loads the campaign's data, with a progress bar on a terminal.
+async fn open(target: &Target) -> anyhow::Result<(Backend, CampaignData)> {
+    let path = Path::new(&target.campaign);
+    let campaign = if target.campaign.ends_with(".toml") || path.is_file() {
+        Some(Campaign::load(path)?)
+    } else {
+        None
+    };
+    let name = campaign
+        .as_ref()
+        .map_or(target.campaign.clone(), |c| c.name().to_owned());
+    let backend = Backend::open_existing(&target.backend, campaign.as_ref()).await?;
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) = ProgressStyle::with_template("reading trajectories {bar:30} {pos}/{len}") {
+        bar.set_style(style);
+    }
+    let data = CampaignData::load(backend.store(), &name, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await
+    .with_context(|| format!("loading campaign `{name}` ({})", backend.describe()))?;
+    bar.finish_and_clear();
+    Ok((backend, data))
+}
+
+/// Runs the stages and records the verdicts.
+async fn assess(backend: &Backend, data: &CampaignData) -> anyhow::Result<Vec<Assessment>> {
+    let assessments = data.assess();
+    data.publish(backend.store().objects.as_ref(), &assessments)
+        .await
+        .context("recording the verdicts")?;
+    Ok(assessments)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Assess { target } => {
+            let (backend, mut data) = open(&target).await?;
+            let mut assessments = data.assess();
+            if data.config.quality.judge.is_some() {
+                let pool = ModelPool::new(&data.config.models).context("the judge's model")?;
+                let judged = judge::run(&mut data, &assessments, backend.store(), &pool).await?;
+                println!(
+                    "judge: {} judged ({} pass), {} malformed replies, {} left for lack of budget, ${:.4}",
+                    judged.judged,
+                    judged.passed,
+                    judged.malformed,
+                    judged.out_of_budget,
+                    judged.cost_usd
+                );
+                assessments = data.assess();
+            }
+            data.publish(backend.store().objects.as_ref(), &assessments)
+                .await?;
+            println!("campaign {}: quality funnel", data.name());
+            for (stage, n) in stages::funnel(&assessments, data.judged.is_some()) {
+                println!("  {stage:<11} {n}");
+            }
+        }
+        Command::Report {
+            target,
+            format,
+            out,
+        } => {
+            let (backend, data) = open(&target).await?;
+            let assessments = assess(&backend, &data).await?;
+            let report = report::build(&data, &assessments)?;
+            let text = match format {
+                ReportFormat::Text => report.to_text(),
+                ReportFormat::Json => report.to_json(),
+                ReportFormat::Html => report.to_html()?,
+            };
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        Command::Export {
+            target,
+            format,
+            filter,
+            out,
+            anonymize,
+            rows_per_shard,
+        } => {
+            let (backend, data) = open(&target).await?;
+            let assessments = assess(&backend, &data).await?;
+            let options = ExportOptions {
+                format: match format {
+                    ExportFormat::Parquet => Format::Parquet,
+                    ExportFormat::Hf => Format::Hf,
+                },
+                filter: match filter {
+                    ExportFilter::Accepted => Filter::Accepted,
+                    ExportFilter::Resolved => Filter::Resolved,
+                    ExportFilter::All => Filter::All,
+                },
+                out,
+                anonymize,
+                rows_per_shard,
+            };
+            let summary = synthfleet_quality::export::export(&data, &assessments, &options)?;
+            println!(
+                "exported {} rows of campaign {} ({} bytes):",
+                summary.rows,
+                data.name(),
+                summary.bytes
+            );
+            for file in summary.files {
+                println!("  {}", file.display());
+            }
+        }
+        Command::Review(command) => review_command(command).await?,
+    }
+    Ok(())
+}
+
+async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
+    match command {
+        ReviewCommand::Sample { target, size, seed } => {
+            let (backend, data) = open(&target).await?;
+            let assessments = assess(&backend, &data).await?;
+            let rows: Vec<_> = data.rows(&assessments).collect();
+            let sample = review::draw(data.name(), &rows, size, seed);
+            review::save_sample(backend.store().objects.as_ref(), &sample).await?;
+            println!(
+                "sampled {} of {} trajectories of campaign {} (seed {seed}):",
+                sample.trajectory_ids.len(),
+                rows.len(),
+                data.name()
+            );
+            for s in &sample.strata {
+                println!(
+                    "  {:<24} {:<10} {} of {}",
+                    s.model, s.outcome, s.drawn, s.population
+                );
+            }
+            println!(
+                "review them with `synthfleet review next {}`",
+                target.campaign
+            );
+        }
+        ReviewCommand::Next { target, reviewer } => {
+            let (backend, data) = open(&target).await?;
+            let sample = data.sample.as_ref().with_context(|| {
+                format!(
+                    "campaign {} has no review sample yet: draw one with `synthfleet review sample {}`",
+                    data.name(),
+                    target.campaign
+                )
+            })?;
+            let assessments = data.assess();
+            let pending: Vec<&String> = sample
+                .trajectory_ids
+                .iter()
+                .filter(|id| !data.reviews.contains_key(*id))
+                .collect();
+            println!(
+                "{} of {} sampled trajectories to review",
+                pending.len(),
+                sample.trajectory_ids.len()
+            );
+            let stdin = std::io::stdin();
+            let mut lines = stdin.lock().lines();
+            for (i, id) in pending.iter().enumerate() {
+                let Some(at) = data.records.iter().position(|r| &r.trajectory_id == *id) else {
+                    println!("{id}: no longer stored (expired?); skipped");
+                    continue;
+                };
+                let record = &data.records[at];
+                println!("\n===== {} of {} =====", i + 1, pending.len());
+                print!("{}", show::render(record, false));
+                println!(
+                    "patch:\n{}",
+                    if record.patch.is_empty() {
+                        "(none)"
+                    } else {
+                        &record.patch
+                    }
+                );
+                println!("automatic verdicts:");
+                for stage in Stage::ALL {
+                    let v = assessments[at].verdict(stage);
+                    println!(
+                        "  {:<11} {}{}",
+                        stage.as_str(),
+                        v.label(),
+                        v.reason().map(|r| format!(": {r}")).unwrap_or_default()
+                    );
+                }
+                print!("verdict? [a]ccept / [r]eject (then an optional note), [s]kip, [q]uit: ");
+                std::io::stdout().flush()?;
+                let Some(line) = lines.next().transpose()? else {
+                    break;
+                };
+                let line = line.trim();
+                let (word, note) = line.split_once(' ').unwrap_or((line, ""));
+                let verdict = match word {
+                    "q" | "quit" => break,
+                    "s" | "skip" | "" => continue,
+                    other => match other.parse::<HumanVerdict>() {
+                        Ok(v) => v,
+                        Err(e) => {
+                            println!("{e}; skipped");
+                            continue;
+                        }
+                    },
+                };
+                let review = Review {
+                    trajectory_id: record.trajectory_id.clone(),
+                    verdict,
+                    reviewer: reviewer.clone(),
+                    note: (!note.trim().is_empty()).then(|| note.trim().to_owned()),
+                    at: chrono::Utc::now(),
+                };
+                review::save_review(backend.store().objects.as_ref(), data.name(), &review).await?;
+                println!("recorded: {}", verdict.as_str());
+            }
+        }
+        ReviewCommand::Record {
+            target,
+            trajectory_id,
+            verdict,
+            note,
+            reviewer,
+        } => {
+            let (backend, data) = open(&target).await?;
+            let record = data
+                .records
+                .iter()
+                .find(|r| r.trajectory_id == trajectory_id)
+                .with_context(|| {
+                    format!("no trajectory {trajectory_id} in campaign {}", data.name())
+                })?;
+            let review = Review {
+                trajectory_id: record.trajectory_id.clone(),
+                verdict,
+                reviewer,
+                note,
+                at: chrono::Utc::now(),
+            };
+            review::save_review(backend.store().objects.as_ref(), data.name(), &review).await?;
+            println!("recorded {} for {}", verdict.as_str(), review.trajectory_id);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! Exports: Parquet, or a Hugging Face dataset (`data/train-*.parquet` and a dataset card).
+//!
+//! Column names follow the public trajectory datasets trainers already load (SWE-smith,
+//! SWE-rebench): `instance_id`, `trajectory_id`, `model`, `messages` (OpenAI chat format, a
+//! list of structs: SFT-ready), `tools`, `model_patch`, `exit_status`, `resolved`, plus
+//! ours and the quality-stage verdicts.
+
+use crate::anonymize::Anonymizer;
+use crate::dataset::{Dataset, MESSAGE_TYPE, sql_path};
+use crate::stages::{Assessment, Stage};
+use crate::{CampaignData, QualityError};
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use synthfleet_core::trajectory::{ChatMessage, TrajectoryRecord};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One Parquet file.
+    Parquet,
+    /// A Hugging Face dataset folder.
+    Hf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    /// Trajectories that passed every quality stage (SFT data).
+    Accepted,
+    /// Verified resolved, whatever the later stages said.
+    Resolved,
+    /// Everything committed (RL data, analyses).
+    All,
+}
+
+impl Filter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Filter::Accepted => "accepted",
+            Filter::Resolved => "resolved",
+            Filter::All => "all",
+        }
+    }
+
+    fn keeps(self, record: &TrajectoryRecord, assessment: &Assessment) -> bool {
+        match self {
+            Filter::Accepted => assessment.accepted,
+            Filter::Resolved => record.verification.as_ref().is_some_and(|v| v.resolved),
+            Filter::All => true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub format: Format,
+    pub filter: Filter,
+    pub out: PathBuf,
+    pub anonymize: bool,
+    /// Rows per Parquet file of a Hugging Face export.
+    pub rows_per_shard: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExportSummary {
+    pub rows: u64,
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+/// The exported columns: (name, DuckDB type, description for the dataset card).
+fn columns() -> Vec<(&'static str, String, &'static str)> {
+    let text = |name, doc| (name, "VARCHAR".to_owned(), doc);
+    vec![
+        text("instance_id", "Task id."),
+        text("trajectory_id", "Unique id of the rollout (ULID)."),
+        text("model", "Model pool entry that ran the rollout."),
+        (
+            "messages",
+            format!("{MESSAGE_TYPE}[]"),
+            "The conversation in OpenAI chat format: role, content, reasoning_content, tool_calls (id, type, function{name, arguments}), tool_call_id.",
+        ),
+        text(
+            "tools",
+            "Tool schemas offered to the model (JSON, OpenAI format); `[]` in text mode.",
+        ),
+        text("model_patch", "Final `git diff` of the working tree."),
+        text(
+            "exit_status",
+            "How the rollout ended: submitted, step_limit, timeout, cost_limit, budget_exhausted, error:<kind>.",
+        ),
+        (
+            "resolved",
+            "BOOLEAN".into(),
+            "The task's eval passed on the patch, in a fresh sandbox.",
+        ),
+        (
+            "reward",
+            "DOUBLE".into(),
+            "Reward from verification (1.0 resolved, else 0.0).",
+        ),
+        ("cost_usd", "DOUBLE".into(), "LLM spend of the rollout."),
+        ("n_steps", "UINTEGER".into(), "Agent steps."),
+        (
+            "input_tokens",
+            "UBIGINT".into(),
+            "Prompt tokens over the rollout.",
+        ),
+        (
+            "output_tokens",
+            "UBIGINT".into(),
+            "Completion tokens over the rollout.",
+        ),
+        text("scaffold", "Scaffold name@version."),
+        text("template_hash", "SHA-256 of the prompt templates."),
+        text("provider", "API family of the model."),
+        text("campaign", "synthfleet campaign."),
+        (
+            "sample_index",
+            "UINTEGER".into(),
+            "Sample number of this task in the campaign.",
+        ),
+        text("image_digest", "Digest of the sandbox image."),
+        text(
+            "structural",
+            "Quality stage verdict: pass / fail / skipped.",
+        ),
+        text("execution", "Quality stage verdict: pass / fail / skipped."),
+        text(
+            "heuristics",
+            "Quality stage verdict: pass / fail / skipped.",
+        ),
+        text("dedup", "Quality stage verdict: pass / fail / skipped."),
+        text(
+            "judge",
+            "Second verifier (LLM judge) verdict: pass / fail / skipped.",
+        ),
+        ("accepted", "BOOLEAN".into(), "Passed every quality stage."),
+        text(
+            "reject_reason",
+            "Why the first failing stage rejected the trajectory.",
+        ),
+    ]
+}
+
+#[derive(Serialize)]
+struct ExportRow<'a> {
+    instance_id: &'a str,
+    trajectory_id: &'a str,
+    model: &'a str,
+    messages: Vec<ChatMessage>,
+    tools: String,
+    model_patch: String,
+    exit_status: String,
+    resolved: bool,
+    reward: f64,
+    cost_usd: f64,
+    n_steps: u32,
+    input_tokens: u64,
+    output_tokens: u64,
+    scaffold: String,
+    template_hash: &'a str,
+    provider: &'a str,
+    campaign: &'a str,
+    sample_index: u32,
+    image_digest: Option<&'a str>,
+    structural: &'static str,
+    execution: &'static str,
+    heuristics: &'static str,
+    dedup: &'static str,
+    judge: &'static str,
+    accepted: bool,
+    reject_reason: Option<&'a str>,
+}
+
+fn export_row<'a>(
+    record: &'a TrajectoryRecord,
+    a: &'a Assessment,
+    anonymizer: Option<&Anonymizer>,
+) -> ExportRow<'a> {
+    let clean = |text: &str| match anonymizer {
+        Some(an) => an.apply(text),
+        None => text.to_owned(),
+    };
+    let messages = record
+        .messages
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            m.content = m.content.as_deref().map(clean);
+            m.reasoning_content = m.reasoning_content.as_deref().map(clean);
+            for call in &mut m.tool_calls {
+                call.function.arguments = clean(&call.function.arguments);
+            }
+            m
+        })
+        .collect();
+    let verification = record.verification.as_ref();
+    ExportRow {
+        instance_id: &record.instance_id,
+        trajectory_id: &record.trajectory_id,
+        model: &record.model,
+        messages,
+        tools: serde_json::Value::Array(record.tools.clone()).to_string(),
+        model_patch: clean(&record.patch),
+        exit_status: record
+            .exit_status
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "unfinished".into()),
+        resolved: verification.is_some_and(|v| v.resolved),
+        reward: verification.map_or(0.0, |v| v.reward),
+        cost_usd: record.totals.cost_usd,
+        n_steps: record.totals.n_steps,
+        input_tokens: record.totals.input_tokens,
+        output_tokens: record.totals.output_tokens,
+        scaffold: format!("{}@{}", record.scaffold.name, record.scaffold.version),
+        template_hash: &record.scaffold.template_hash,
+        provider: &record.provider,
+        campaign: &record.campaign,
+        sample_index: record.sample_index,
+        image_digest: record.image_digest.as_deref(),
+        structural: a.verdict(Stage::Structural).label(),
+        execution: a.verdict(Stage::Execution).label(),
+        heuristics: a.verdict(Stage::Heuristics).label(),
+        dedup: a.verdict(Stage::Dedup).label(),
+        judge: a.verdict(Stage::Judge).label(),
+        accepted: a.accepted,
+        reject_reason: a.rejected_at().and_then(|s| a.verdict(s).reason()),
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QualityError + '_ {
+    move |source| QualityError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes the export and returns what it wrote.
+pub fn export(
+    data: &CampaignData,
+    assessments: &[Assessment],
+    options: &ExportOptions,
+) -> Result<ExportSummary, QualityError> {
+    if options.rows_per_shard == 0 {
+        return Err(QualityError::Invalid(
+            "--rows-per-shard must be at least 1".into(),
+        ));
+    }
+    let anonymizer = options.anonymize.then(Anonymizer::new);
+    let rows = data
+        .records
+        .iter()
+        .zip(assessments)
+        .filter(|(r, a)| options.filter.keeps(r, a))
+        .map(|(r, a)| export_row(r, a, anonymizer.as_ref()));
+    let dataset = Dataset::new()?;
+    let columns = columns();
+    let spec: Vec<(&str, &str)> = columns.iter().map(|(n, t, _)| (*n, t.as_str())).collect();
+    dataset.load("export", &spec, rows)?;
+    let n = dataset.count("export")?;
+    std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
+    let targets: Vec<(PathBuf, u64, u64)> = match options.format {
+        Format::Parquet => vec![(options.out.join(format!("{}.parquet", data.name())), 0, n)],
+        Format::Hf => {
+            let dir = options.out.join("data");
+            // A re-export must not leave shards of an earlier, larger one behind.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            }
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let per = options.rows_per_shard as u64;
+            let shards = n.div_ceil(per).max(1);
+            (0..shards)
+                .map(|i| {
+                    (
+                        dir.join(format!("train-{i:05}-of-{shards:05}.parquet")),
+                        i * per,
+                        per,
+                    )
+                })
+                .collect()
+        }
+    };
+    let mut files = Vec::new();
+    let mut bytes = 0;
+    for (path, offset, limit) in targets {
+        dataset.execute(&format!(
+            "COPY (SELECT * FROM export ORDER BY trajectory_id LIMIT {limit} OFFSET {offset}) TO '{}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)",
+            sql_path(&path)
+        ))?;
+        bytes += std::fs::metadata(&path).map_err(io(&path))?.len();
+        files.push(path);
+    }
+    if options.format == Format::Hf {
+        let card = options.out.join("README.md");
+        std::fs::write(&card, dataset_card(data, assessments, options, n)).map_err(io(&card))?;
+        files.push(card);
+    }
+    Ok(ExportSummary {
+        rows: n,
+        files,
+        bytes,
+    })
+}
+
+/// The dataset card: Hugging Face metadata, provenance and schema.
+fn dataset_card(
+    data: &CampaignData,
+    assessments: &[Assessment],
+    options: &ExportOptions,
+    rows: u64,
+) -> String {
+    let config = &data.config;
+    let scaffolds: BTreeSet<String> = data
+        .records
+        .iter()
+        .map(|r| {
+            format!(
+                "{}@{} ({:?} protocol, templates sha256 {})",
+                r.scaffold.name, r.scaffold.version, r.scaffold.protocol, r.scaffold.template_hash
+            )
+        })
+        .collect();
+    let images: BTreeSet<String> = data
+        .records
+        .iter()
+        .map(|r| format!("{} {}", r.image, r.image_digest.as_deref().unwrap_or("")))
+        .collect();
+    let funnel = crate::stages::funnel(assessments, data.judged.is_some());
+    let mut card = format!(
+        "---\npretty_name: \"synthfleet campaign {name}\"\nlicense: other\ntags:\n- synthetic\n- agent-trajectories\n- code\n- synthfleet\ntask_categories:\n- text-generation\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n---\n\n# synthfleet campaign `{name}`\n\nAgent trajectories generated by [synthfleet](https://github.com/synthfleet/synthfleet): an LLM agent worked on each task in a Docker sandbox; every step, its cost and the outcome were recorded, and the final patch was verified by running the task's eval in a fresh sandbox.\n\n- Rows: {rows} (filter `{filter}`{anon})\n- Exported: {now} by synthfleet {version}\n\n## Provenance\n\n- Campaign: `{name}`, {tasks} trajectories committed, budget ${budget:.2}{spent}\n",
+        name = config.name,
+        filter = options.filter.as_str(),
+        anon = if options.anonymize {
+            ", anonymised: e-mails, keys, tokens and user paths replaced"
+        } else {
+            ""
+        },
+        now = chrono::Utc::now().to_rfc3339(),
+        version = env!("CARGO_PKG_VERSION"),
+        tasks = data.records.len(),
+        budget = config.budget_usd,
+        spent = data
+            .record
+            .as_ref()
+            .map(|r| format!(", ${:.4} spent", r.ledger.spent.as_usd()))
+            .unwrap_or_default(),
+    );
+    card += "- Models:\n";
+    for m in &config.models {
+        card += &format!(
+            "  - `{}`: provider {:?}, model `{}`{}\n",
+            m.name,
+            m.provider,
+            m.model_id(),
+            m.endpoint
+                .as_deref()
+                .map(|e| format!(", endpoint {e}"))
+                .unwrap_or_default()
+        );
+    }
+    card += "- Scaffolds:\n";
+    for s in &scaffolds {
+        card += &format!("  - {s}\n");
+    }
+    card += "- Sandbox images:\n";
+    for i in &images {
+        card += &format!("  - `{}`\n", i.trim());
+    }
+    card += "- Quality funnel (trajectories surviving each stage):";
+    for (stage, n) in &funnel {
+        card += &format!(" {stage} {n} →");
+    }
+    card = card.trim_end_matches(" →").to_owned()
+        + "\n\n## Schema\n\n| column | type | description |\n|---|---|---|\n";
+    for (name, ty, doc) in columns() {
+        let ty = if name == "messages" {
+            "list<struct>".to_owned()
+        } else {
+            ty.to_lowercase()
+        };
+        card += &format!("| `{name}` | {ty} | {doc} |\n");
+    }
+    card += "\n## Loading\n\n```python\nfrom datasets import load_dataset\nds = load_dataset(\"parquet\", data_files=\"data/train-*.parquet\", split=\"train\")\nprint(ds[0][\"messages\"][0])\n```\n";
+    card
+}

@@ -1,0 +1,198 @@
+//! The second, independent verifier: an LLM judge, through the same model layer (and the
+//! same hard budget) as the rollouts. It sees the task and the final patch, never the eval
+//! result, so it cannot simply echo the first verifier.
+
+use crate::stages::{Assessment, JudgeVerdict, Stage, Verdict};
+use crate::{CampaignData, QualityError, quality_key, write_json};
+use serde::Deserialize;
+use std::time::Duration;
+use synthfleet_core::MicroUsd;
+use synthfleet_core::ports::{ChatRequest, Reservation};
+use synthfleet_core::store::TrajectoryStore;
+use synthfleet_core::trajectory::{ChatMessage, Role, TrajectoryRecord};
+use synthfleet_llm::ModelPool;
+use tracing::{info, warn};
+
+const SYSTEM: &str = "You are an independent reviewer of code changes. You are shown a task and the final patch a coding agent produced for it. Decide whether the patch correctly and completely solves the task, without unrelated or harmful changes. Answer with exactly one JSON object and nothing else: {\"verdict\": \"pass\" or \"fail\", \"reason\": \"<one sentence>\"}.";
+
+/// Patch characters shown to the judge; longer patches are cut with a marker.
+const MAX_PATCH_CHARS: usize = 30_000;
+const BUSY_WAIT: Duration = Duration::from_millis(250);
+/// How long to wait for in-flight reservations elsewhere to settle before giving up.
+const BUSY_LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct JudgeRun {
+    pub judged: u64,
+    pub passed: u64,
+    /// Replies that were not the JSON asked for (left unjudged; a re-run retries them).
+    pub malformed: u64,
+    /// Left unjudged because the campaign budget was exhausted.
+    pub out_of_budget: u64,
+    pub cost_usd: f64,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    verdict: String,
+    #[serde(default)]
+    reason: String,
+}
+
+fn request(record: &TrajectoryRecord) -> ChatRequest {
+    let task = record
+        .messages
+        .iter()
+        .find(|m| m.role == Role::User)
+        .and_then(|m| m.content.as_deref())
+        .unwrap_or("(no task text recorded)");
+    let patch = if record.patch.chars().count() > MAX_PATCH_CHARS {
+        let cut: String = record.patch.chars().take(MAX_PATCH_CHARS).collect();
+        format!("{cut}\n[... patch truncated ...]")
+    } else {
+        record.patch.clone()
+    };
+    let patch = if patch.trim().is_empty() {
+        "(empty: the agent changed nothing)".to_owned()
+    } else {
+        patch
+    };
+    ChatRequest {
+        messages: vec![
+            ChatMessage::text(Role::System, SYSTEM),
+            ChatMessage::text(
+                Role::User,
+                format!("## Task\n\n{task}\n\n## Final patch\n\n```diff\n{patch}\n```"),
+            ),
+        ],
+        tools: Vec::new(),
+        max_tokens: 0,
+        temperature: Some(0.0),
+    }
+}
+
+/// Reads the judge's JSON answer out of its reply (tolerating prose or fences around it).
+fn parse(text: &str) -> Option<(bool, String)> {
+    let start = text.find('{')?;
+    let end = text.rfind('}')?;
+    let reply: Reply = serde_json::from_str(text.get(start..=end)?).ok()?;
+    match reply.verdict.trim().to_ascii_lowercase().as_str() {
+        "pass" => Some((true, reply.reason)),
+        "fail" => Some((false, reply.reason)),
+        _ => None,
+    }
+}
+
+/// Judges every trajectory that needs it (not judged yet; with `only_accepted`, only those
+/// that passed every earlier stage), stores each verdict, and adds them to `data.judged`.
+#[tracing::instrument(name = "judge", skip_all, fields(campaign = %data.config.name))]
+pub async fn run(
+    data: &mut CampaignData,
+    assessments: &[Assessment],
+    store: &TrajectoryStore,
+    pool: &ModelPool,
+) -> Result<JudgeRun, QualityError> {
+    let Some(judge) = data.config.quality.judge.clone() else {
+        return Ok(JudgeRun::default());
+    };
+    let campaign = data.config.name.clone();
+    let mut run = JudgeRun::default();
+    let judged = data.judged.get_or_insert_with(Default::default);
+    let candidates: Vec<&TrajectoryRecord> = data
+        .records
+        .iter()
+        .zip(assessments)
+        .filter(|(r, a)| {
+            !judged.contains_key(&r.trajectory_id)
+                && (!judge.only_accepted
+                    || [
+                        Stage::Structural,
+                        Stage::Execution,
+                        Stage::Heuristics,
+                        Stage::Dedup,
+                    ]
+                    .iter()
+                    .all(|s| a.verdict(*s) == &Verdict::Pass))
+        })
+        .map(|(r, _)| r)
+        .collect();
+    info!(candidates = candidates.len(), "judging");
+    for (i, record) in candidates.iter().enumerate() {
+        let request = request(record);
+        let reserve = pool
+            .worst_case_cost(&judge.model, &request)
+            .map_err(|e| QualityError::Invalid(format!("judge model: {e}")))?;
+        let started = tokio::time::Instant::now();
+        let granted = loop {
+            match store.metadata.reserve(&campaign, reserve).await? {
+                Reservation::Granted => break true,
+                Reservation::Busy if started.elapsed() < BUSY_LIMIT => {
+                    tokio::time::sleep(BUSY_WAIT).await;
+                }
+                Reservation::Busy | Reservation::Refused(_) => break false,
+            }
+        };
+        if !granted {
+            run.out_of_budget = (candidates.len() - i) as u64;
+            warn!(
+                left = run.out_of_budget,
+                "campaign budget exhausted: judging stopped"
+            );
+            break;
+        }
+        let reply = pool.complete(&judge.model, &[], &request).await;
+        let cost = match &reply {
+            Ok(r) => r
+                .served_by
+                .cost(r.completion.input_tokens, r.completion.output_tokens),
+            Err(_) => MicroUsd::ZERO,
+        };
+        store.metadata.settle(&campaign, reserve, cost).await?;
+        let reply = reply.map_err(|e| {
+            QualityError::Invalid(format!("judge model `{}` failed: {e}", judge.model))
+        })?;
+        run.cost_usd += cost.as_usd();
+        let text = reply.completion.message.content.unwrap_or_default();
+        let Some((pass, reason)) = parse(&text) else {
+            warn!(trajectory = %record.trajectory_id, reply = %text.chars().take(200).collect::<String>(), "judge reply is not the JSON verdict asked for");
+            run.malformed += 1;
+            continue;
+        };
+        let verdict = JudgeVerdict {
+            trajectory_id: record.trajectory_id.clone(),
+            model: reply.served_by.name.clone(),
+            pass,
+            reason,
+            cost_usd: cost.as_usd(),
+        };
+        write_json(
+            store.objects.as_ref(),
+            &quality_key(&campaign, &format!("judge/{}.json", record.trajectory_id)),
+            &verdict,
+        )
+        .await?;
+        run.judged += 1;
+        run.passed += u64::from(pass);
+        judged.insert(verdict.trajectory_id.clone(), verdict);
+    }
+    Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_verdicts_inside_prose_and_fences() {
+        assert_eq!(
+            parse("```json\n{\"verdict\": \"PASS\", \"reason\": \"fixes it\"}\n```"),
+            Some((true, "fixes it".into()))
+        );
+        assert_eq!(
+            parse("Sure. {\"verdict\":\"fail\",\"reason\":\"no test\"}"),
+            Some((false, "no test".into()))
+        );
+        assert_eq!(parse("{\"verdict\": \"maybe\"}"), None);
+        assert_eq!(parse("no json"), None);
+    }
+}

@@ -1,0 +1,316 @@
+//! synthfleet's quality pipeline: the filtering stages, review sampling, reports and the
+//! dashboard, and Parquet / Hugging Face exports, on DuckDB.
+//!
+//! It reads what campaigns stored through the ports (local store or S3 + DynamoDB) and
+//! writes its own results back beside them, under `quality/{campaign}/` and
+//! `reviews/{campaign}/`. Only the `synthfleet-jobs` binary links this crate, so the worker
+//! and the Lambdas never carry DuckDB.
+
+pub mod anonymize;
+pub mod dashboard;
+pub mod dataset;
+pub mod export;
+pub mod features;
+pub mod judge;
+pub mod report;
+pub mod review;
+pub mod stages;
+#[cfg(test)]
+mod tests;
+
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, TryStreamExt};
+use review::{Review, ReviewSample};
+use serde::{Deserialize, Serialize};
+use stages::{Assessment, JudgeVerdict, Stage};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use synthfleet_core::budget::CampaignRecord;
+use synthfleet_core::campaign::CampaignConfig;
+use synthfleet_core::ports::{ObjectStore, StoreError};
+use synthfleet_core::store::{TrajectoryStore, TrajectoryStoreError};
+use synthfleet_core::submit::{SpecError, get_spec};
+use synthfleet_core::trajectory::TrajectoryRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QualityError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("reading trajectory {key}")]
+    Load {
+        key: String,
+        #[source]
+        source: TrajectoryStoreError,
+    },
+    #[error(
+        "campaign `{0}` not found: check the name with `synthfleet status` (and the backend flags)"
+    )]
+    UnknownCampaign(String),
+    #[error("DuckDB: {operation}")]
+    DuckDb {
+        operation: String,
+        #[source]
+        source: duckdb::Error,
+    },
+    #[error("{}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot decode {what}: {detail}")]
+    Decode { what: String, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Trajectories read in parallel from the object store.
+const LOAD_CONCURRENCY: usize = 16;
+
+/// Everything the pipeline knows about one campaign.
+pub struct CampaignData {
+    pub config: CampaignConfig,
+    pub record: Option<CampaignRecord>,
+    pub records: Vec<TrajectoryRecord>,
+    /// The judge's cached verdicts; `None` when the campaign has no judge.
+    pub judged: Option<HashMap<String, JudgeVerdict>>,
+    pub reviews: HashMap<String, Review>,
+    pub sample: Option<ReviewSample>,
+    pub dead_letters: u64,
+}
+
+/// `quality/{campaign}/{name}`
+pub fn quality_key(campaign: &str, name: &str) -> String {
+    format!("quality/{campaign}/{name}")
+}
+
+/// Reads every JSON object under `prefix`.
+pub(crate) async fn read_all<T: serde::de::DeserializeOwned>(
+    objects: &dyn ObjectStore,
+    prefix: &str,
+) -> Result<Vec<T>, QualityError> {
+    let mut out = Vec::new();
+    for info in objects.list(prefix).await? {
+        out.push(read_json(objects, &info.key).await?);
+    }
+    Ok(out)
+}
+
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    objects: &dyn ObjectStore,
+    key: &str,
+) -> Result<T, QualityError> {
+    let bytes = objects.get(key).await?;
+    serde_json::from_slice(&bytes).map_err(|e| QualityError::Decode {
+        what: key.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+pub(crate) async fn write_json<T: Serialize>(
+    objects: &dyn ObjectStore,
+    key: &str,
+    value: &T,
+) -> Result<(), QualityError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| QualityError::Decode {
+        what: key.to_owned(),
+        detail: e.to_string(),
+    })?;
+    Ok(objects.put(key, bytes).await?)
+}
+
+impl CampaignData {
+    /// Loads the campaign's spec, ledger, every committed trajectory (checksums verified),
+    /// the judge's verdicts and the reviews. `progress` is called with (done, total).
+    pub async fn load(
+        store: &TrajectoryStore,
+        campaign: &str,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<CampaignData, QualityError> {
+        let objects = store.objects.as_ref();
+        let record = store.metadata.campaign(campaign).await?;
+        let config = match get_spec(objects, campaign).await {
+            Ok(spec) => spec.config,
+            Err(SpecError::Store(StoreError::NotFound { .. })) if record.is_none() => {
+                return Err(QualityError::UnknownCampaign(campaign.to_owned()));
+            }
+            Err(SpecError::Store(StoreError::NotFound { .. })) => {
+                return Err(QualityError::Invalid(format!(
+                    "campaign `{campaign}` has no stored spec ({}): it was run by an older synthfleet; run or submit it again to store one (finished samples are not re-run)",
+                    synthfleet_core::submit::spec_key(campaign)
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let metas = store.metadata.trajectories(campaign).await?;
+        let total = metas.len() as u64;
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let mut records: Vec<TrajectoryRecord> = futures_util::stream::iter(metas)
+            .map(|meta| {
+                let done = &done;
+                async move {
+                    let record = store
+                        .load(&meta)
+                        .await
+                        .map_err(|source| QualityError::Load {
+                            key: meta.object_key.clone(),
+                            source,
+                        })?;
+                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    progress(n, total);
+                    Ok::<_, QualityError>(record)
+                }
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        records.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+        let judged = match &config.quality.judge {
+            None => None,
+            Some(_) => Some(
+                read_all::<JudgeVerdict>(objects, &quality_key(campaign, "judge/"))
+                    .await?
+                    .into_iter()
+                    .map(|j| (j.trajectory_id.clone(), j))
+                    .collect(),
+            ),
+        };
+        let reviews = review::load_reviews(objects, campaign)
+            .await?
+            .into_iter()
+            .map(|r| (r.trajectory_id.clone(), r))
+            .collect();
+        let sample = review::load_sample(objects, campaign).await?;
+        let dead_letters = store.metadata.dead_letters(campaign).await?.len() as u64;
+        Ok(CampaignData {
+            config,
+            record,
+            records,
+            judged,
+            reviews,
+            sample,
+            dead_letters,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Runs the stages (the judge's verdicts come from its cache).
+    pub fn assess(&self) -> Vec<Assessment> {
+        stages::assess(
+            &self.records,
+            &self.config.quality,
+            self.config.scaffold.max_steps,
+            self.judged.as_ref(),
+        )
+    }
+
+    /// One row per trajectory, for DuckDB. `assessments` is in the order of `records`.
+    pub fn rows<'a>(
+        &'a self,
+        assessments: &'a [Assessment],
+    ) -> impl Iterator<Item = TrajectoryRow> + 'a {
+        self.records
+            .iter()
+            .zip(assessments)
+            .map(|(record, a)| TrajectoryRow::new(record, a, self.reviews.get(&a.trajectory_id)))
+    }
+
+    /// Records every trajectory's verdicts at `quality/{campaign}/assessments.json`.
+    pub async fn publish(
+        &self,
+        objects: &dyn ObjectStore,
+        assessments: &[Assessment],
+    ) -> Result<(), QualityError> {
+        write_json(
+            objects,
+            &quality_key(self.name(), "assessments.json"),
+            &assessments,
+        )
+        .await
+    }
+}
+
+/// A trajectory's row in the `trajectories` table (columns: [`dataset::TRAJECTORY_COLUMNS`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryRow {
+    pub campaign: String,
+    pub trajectory_id: String,
+    pub instance_id: String,
+    pub sample_index: u32,
+    pub model: String,
+    pub provider: String,
+    pub scaffold: String,
+    pub exit_status: String,
+    pub resolved: bool,
+    pub reward: f64,
+    pub cost_usd: f64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub n_steps: u32,
+    pub duration_ms: u64,
+    pub created_at: DateTime<Utc>,
+    pub structural: String,
+    pub execution: String,
+    pub heuristics: String,
+    pub dedup: String,
+    pub judge: String,
+    pub rejected_at: Option<String>,
+    pub reject_reason: Option<String>,
+    pub accepted: bool,
+    pub pattern: String,
+    pub patch_hash: Option<String>,
+    pub duplicate_of: Option<String>,
+    /// The human verdict (`accept` / `reject`), when reviewed.
+    pub review: Option<String>,
+}
+
+impl TrajectoryRow {
+    pub fn new(record: &TrajectoryRecord, a: &Assessment, review: Option<&Review>) -> Self {
+        let rejected_at = a.rejected_at();
+        let verification = record.verification.as_ref();
+        TrajectoryRow {
+            campaign: record.campaign.clone(),
+            trajectory_id: record.trajectory_id.clone(),
+            instance_id: record.instance_id.clone(),
+            sample_index: record.sample_index,
+            model: record.model.clone(),
+            provider: record.provider.clone(),
+            scaffold: format!("{}@{}", record.scaffold.name, record.scaffold.version),
+            exit_status: record
+                .exit_status
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "unfinished".into()),
+            resolved: verification.is_some_and(|v| v.resolved),
+            reward: verification.map_or(0.0, |v| v.reward),
+            cost_usd: record.totals.cost_usd,
+            input_tokens: record.totals.input_tokens,
+            output_tokens: record.totals.output_tokens,
+            n_steps: record.totals.n_steps,
+            duration_ms: record.timings.duration_ms,
+            created_at: record
+                .timings
+                .finished_at
+                .unwrap_or(record.timings.started_at),
+            structural: a.verdict(Stage::Structural).label().into(),
+            execution: a.verdict(Stage::Execution).label().into(),
+            heuristics: a.verdict(Stage::Heuristics).label().into(),
+            dedup: a.verdict(Stage::Dedup).label().into(),
+            judge: a.verdict(Stage::Judge).label().into(),
+            rejected_at: rejected_at.map(|s| s.as_str().to_owned()),
+            reject_reason: rejected_at
+                .and_then(|s| a.verdict(s).reason())
+                .map(str::to_owned),
+            accepted: a.accepted,
+            pattern: a.pattern.clone(),
+            patch_hash: a.patch_hash.clone(),
+            duplicate_of: a.duplicate_of.clone(),
+            review: review.map(|r| r.verdict.as_str().to_owned()),
+        }
+    }
+}

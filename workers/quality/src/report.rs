@@ -1,0 +1,492 @@
+//! The campaign report: outcomes, cost and tokens by model / scaffold / task, the filter
+//! funnel, diversity (with mode-collapse alarms) and review agreement, computed with
+//! DuckDB over the `trajectories` table, and rendered as text, JSON or a self-contained
+//! HTML dashboard.
+
+use crate::dataset::{Dataset, TRAJECTORY_COLUMNS};
+use crate::stages::{Assessment, Stage};
+use crate::{CampaignData, QualityError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use synthfleet_core::campaign::QualityConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub campaign: String,
+    pub generated_at: DateTime<Utc>,
+    /// `running`, `paused`, `exhausted` or `done`, with why.
+    pub state: Option<String>,
+    pub state_reason: Option<String>,
+    pub budget_usd: Option<f64>,
+    pub spent_usd: Option<f64>,
+    /// Samples given up on (dead-lettered): they have no trajectory.
+    pub dead_letters: u64,
+    pub totals: Group,
+    pub by_model: Vec<Group>,
+    pub by_scaffold: Vec<Group>,
+    pub by_task: Vec<Group>,
+    pub funnel: Vec<FunnelStage>,
+    pub rejections: Vec<Rejection>,
+    pub diversity: Vec<Diversity>,
+    pub alarms: Vec<String>,
+    pub review: ReviewSummary,
+}
+
+/// Outcomes of one group of trajectories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub key: String,
+    pub trajectories: u64,
+    pub resolved: u64,
+    pub accepted: u64,
+    pub success_rate: f64,
+    pub cost_usd: f64,
+    /// Spend divided by resolved trajectories; `None` when none resolved.
+    pub cost_per_resolved: Option<f64>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub mean_steps: f64,
+    pub median_steps: f64,
+    pub mean_duration_s: f64,
+}
+
+/// Trajectories still in after a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunnelStage {
+    pub stage: String,
+    pub survivors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub stage: String,
+    /// The reason with ids and numbers masked, so alike reasons group.
+    pub reason: String,
+    pub count: u64,
+}
+
+/// How varied the structurally valid trajectories of one model / task / the campaign are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diversity {
+    pub scope: String,
+    pub key: String,
+    pub trajectories: u64,
+    pub distinct_patterns: u64,
+    pub top_pattern: String,
+    pub top_pattern_share: f64,
+    pub patches: u64,
+    pub distinct_patches: u64,
+}
+
+/// Human verdicts against one automatic verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// `pipeline` (accepted by every stage), `execution` (verified resolved) or `judge`.
+    pub verifier: String,
+    pub both_accept: u64,
+    pub both_reject: u64,
+    pub only_human_accepts: u64,
+    pub only_verifier_accepts: u64,
+    /// Share of reviewed trajectories where both agree.
+    pub agreement: Option<f64>,
+    /// Cohen's kappa: agreement beyond chance.
+    pub kappa: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewSummary {
+    pub sampled: u64,
+    pub reviewed: u64,
+    /// Sampled but not reviewed yet.
+    pub pending: u64,
+    pub agreements: Vec<Agreement>,
+}
+
+/// Builds the report of a loaded campaign.
+pub fn build(data: &CampaignData, assessments: &[Assessment]) -> Result<Report, QualityError> {
+    let dataset = Dataset::new()?;
+    dataset.load("trajectories", TRAJECTORY_COLUMNS, data.rows(assessments))?;
+    let mut report = query(&dataset, &data.config.quality, data.judged.is_some())?;
+    let record = data.record.as_ref();
+    report.campaign = data.name().to_owned();
+    report.state = record.map(|r| r.state.as_str().to_owned());
+    report.state_reason = record.and_then(|r| r.state_reason.clone());
+    report.budget_usd = record.map(|r| r.ledger.budget.as_usd());
+    report.spent_usd = record.map(|r| r.ledger.spent.as_usd());
+    report.dead_letters = data.dead_letters;
+    let review = &mut report.review;
+    if let Some(sample) = &data.sample {
+        review.sampled = sample.trajectory_ids.len() as u64;
+        review.pending = sample
+            .trajectory_ids
+            .iter()
+            .filter(|id| !data.reviews.contains_key(*id))
+            .count() as u64;
+    }
+    Ok(report)
+}
+
+/// The report's numbers, from a loaded `trajectories` table (see [`TRAJECTORY_COLUMNS`]).
+/// Campaign-level fields (state, budget, sample size) are left for the caller.
+pub fn query(
+    dataset: &Dataset,
+    quality: &QualityConfig,
+    judge: bool,
+) -> Result<Report, QualityError> {
+    let group = |key: &str, by: bool| -> Result<Vec<Group>, QualityError> {
+        let tail = if by { "GROUP BY key ORDER BY key" } else { "" };
+        dataset.query(&format!(
+            "SELECT {key} AS key,
+                count(*)::UBIGINT AS trajectories,
+                count(*) FILTER (WHERE resolved)::UBIGINT AS resolved,
+                count(*) FILTER (WHERE accepted)::UBIGINT AS accepted,
+                coalesce(avg(resolved::INTEGER), 0)::DOUBLE AS success_rate,
+                coalesce(sum(cost_usd), 0)::DOUBLE AS cost_usd,
+                (sum(cost_usd) / nullif(count(*) FILTER (WHERE resolved), 0))::DOUBLE AS cost_per_resolved,
+                coalesce(sum(input_tokens), 0)::UBIGINT AS input_tokens,
+                coalesce(sum(output_tokens), 0)::UBIGINT AS output_tokens,
+                coalesce(avg(n_steps), 0)::DOUBLE AS mean_steps,
+                coalesce(median(n_steps), 0)::DOUBLE AS median_steps,
+                coalesce(avg(duration_ms) / 1000, 0)::DOUBLE AS mean_duration_s
+             FROM trajectories {tail}"
+        ))
+    };
+    let totals = group("'all'", false)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| QualityError::Invalid("the totals query returned no row".into()))?;
+    let mut funnel = vec![FunnelStage {
+        stage: "total".into(),
+        survivors: totals.trajectories,
+    }];
+    for stage in Stage::ALL {
+        if stage == Stage::Judge && !judge {
+            continue;
+        }
+        // A later stage runs only on survivors, so its passes are the survivors.
+        funnel.push(dataset.query_one(&format!(
+            "SELECT '{0}' AS stage, count(*) FILTER (WHERE {0} = 'pass')::UBIGINT AS survivors FROM trajectories",
+            stage.as_str()
+        ))?);
+    }
+    let rejections = dataset.query(
+        r"SELECT rejected_at AS stage,
+                regexp_replace(regexp_replace(regexp_replace(reject_reason,
+                    '`[^`]*`', '`…`', 'g'),
+                    '[0-9A-HJKMNP-TV-Z]{26}', '<id>', 'g'),
+                    '\d+(\.\d+)?', '#', 'g') AS reason,
+                count(*)::UBIGINT AS count
+           FROM trajectories WHERE rejected_at IS NOT NULL
+           GROUP BY ALL ORDER BY count DESC, stage, reason",
+    )?;
+    let mut diversity = Vec::new();
+    for (scope, key) in [
+        ("campaign", "'all'"),
+        ("model", "model"),
+        ("task", "instance_id"),
+    ] {
+        diversity.extend(dataset.query::<Diversity>(&format!(
+            "WITH valid AS (SELECT {key} AS key, pattern, patch_hash FROM trajectories WHERE structural = 'pass'),
+                  p AS (SELECT key, pattern, count(*) AS n FROM valid GROUP BY key, pattern),
+                  top AS (SELECT key, first(pattern ORDER BY n DESC, pattern) AS top_pattern,
+                                 max(n) AS top_n, sum(n) AS total, count(*) AS patterns
+                          FROM p GROUP BY key),
+                  patches AS (SELECT key, count(patch_hash) AS patches,
+                                     count(DISTINCT patch_hash) AS distinct_patches
+                              FROM valid GROUP BY key)
+             SELECT '{scope}' AS scope, top.key AS key, total::UBIGINT AS trajectories,
+                    patterns::UBIGINT AS distinct_patterns, top_pattern,
+                    (top_n / total)::DOUBLE AS top_pattern_share,
+                    patches::UBIGINT AS patches, distinct_patches::UBIGINT AS distinct_patches
+             FROM top JOIN patches USING (key) ORDER BY key"
+        ))?);
+    }
+    let alarms = diversity
+        .iter()
+        .filter(|d| d.scope != "task")
+        .filter(|d| {
+            d.trajectories >= u64::from(quality.min_trajectories_for_alarm)
+                && d.top_pattern_share > quality.max_pattern_share
+        })
+        .map(|d| {
+            format!(
+                "mode collapse? {} `{}`: one action pattern ({}) makes up {:.0}% of {} trajectories (max_pattern_share = {})",
+                d.scope,
+                d.key,
+                d.top_pattern,
+                d.top_pattern_share * 100.0,
+                d.trajectories,
+                quality.max_pattern_share
+            )
+        })
+        .collect();
+    let mut agreements = Vec::new();
+    let verifiers = [
+        ("pipeline", "accepted"),
+        ("execution", "resolved"),
+        ("judge", "judge = 'pass'"),
+    ];
+    for (name, accepts) in verifiers {
+        if name == "judge" && !judge {
+            continue;
+        }
+        let mut a: Agreement = dataset.query_one(&format!(
+            "SELECT '{name}' AS verifier,
+                count(*) FILTER (WHERE review = 'accept' AND {accepts})::UBIGINT AS both_accept,
+                count(*) FILTER (WHERE review = 'reject' AND NOT ({accepts}))::UBIGINT AS both_reject,
+                count(*) FILTER (WHERE review = 'accept' AND NOT ({accepts}))::UBIGINT AS only_human_accepts,
+                count(*) FILTER (WHERE review = 'reject' AND {accepts})::UBIGINT AS only_verifier_accepts,
+                NULL::DOUBLE AS agreement, NULL::DOUBLE AS kappa
+             FROM trajectories"
+        ))?;
+        (a.agreement, a.kappa) = agreement(&a);
+        agreements.push(a);
+    }
+    let reviewed = dataset.count("trajectories WHERE review IS NOT NULL")?;
+    Ok(Report {
+        campaign: String::new(),
+        generated_at: Utc::now(),
+        state: None,
+        state_reason: None,
+        budget_usd: None,
+        spent_usd: None,
+        dead_letters: 0,
+        totals,
+        by_model: group("model", true)?,
+        by_scaffold: group("scaffold", true)?,
+        by_task: group("instance_id", true)?,
+        funnel,
+        rejections,
+        diversity,
+        alarms,
+        review: ReviewSummary {
+            sampled: 0,
+            reviewed,
+            pending: 0,
+            agreements,
+        },
+    })
+}
+
+/// Observed agreement and Cohen's kappa of a 2×2 table.
+fn agreement(a: &Agreement) -> (Option<f64>, Option<f64>) {
+    let n = (a.both_accept + a.both_reject + a.only_human_accepts + a.only_verifier_accepts) as f64;
+    if n == 0.0 {
+        return (None, None);
+    }
+    let observed = (a.both_accept + a.both_reject) as f64 / n;
+    let human_yes = (a.both_accept + a.only_human_accepts) as f64 / n;
+    let auto_yes = (a.both_accept + a.only_verifier_accepts) as f64 / n;
+    let chance = human_yes * auto_yes + (1.0 - human_yes) * (1.0 - auto_yes);
+    let kappa = (chance < 1.0).then(|| (observed - chance) / (1.0 - chance));
+    (Some(observed), kappa)
+}
+
+/// Tasks listed in the text report (JSON and HTML list all).
+const TEXT_TASK_ROWS: usize = 40;
+
+fn usd(x: f64) -> String {
+    if x != 0.0 && x.abs() < 0.01 {
+        format!("${x:.4}")
+    } else {
+        format!("${x:.2}")
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn table(headers: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(headers.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    t.to_string()
+}
+
+fn group_table(title: &str, groups: &[Group]) -> String {
+    let rows = groups.iter().map(|g| {
+        vec![
+            g.key.clone(),
+            g.trajectories.to_string(),
+            g.resolved.to_string(),
+            pct(g.success_rate),
+            g.accepted.to_string(),
+            usd(g.cost_usd),
+            g.cost_per_resolved.map_or("-".into(), usd),
+            (g.input_tokens + g.output_tokens).to_string(),
+            format!("{:.1}", g.mean_steps),
+        ]
+    });
+    format!(
+        "{title}\n{}\n",
+        table(
+            &[
+                "",
+                "trajectories",
+                "resolved",
+                "success",
+                "accepted",
+                "cost",
+                "cost/resolved",
+                "tokens",
+                "steps",
+            ],
+            rows,
+        )
+    )
+}
+
+impl Report {
+    pub fn to_text(&self) -> String {
+        let mut out = format!("synthfleet report: campaign {}\n", self.campaign);
+        if let Some(state) = &self.state {
+            out += &format!(
+                "state {state}{}; spent {} of {}; {} dead-lettered\n",
+                self.state_reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default(),
+                usd(self.spent_usd.unwrap_or(0.0)),
+                usd(self.budget_usd.unwrap_or(0.0)),
+                self.dead_letters
+            );
+        }
+        out += "\n";
+        out += &group_table("All trajectories", std::slice::from_ref(&self.totals));
+        out += &group_table("\nBy model", &self.by_model);
+        out += &group_table("\nBy scaffold", &self.by_scaffold);
+        let shown = self.by_task.len().min(TEXT_TASK_ROWS);
+        out += &group_table("\nBy task", &self.by_task[..shown]);
+        if shown < self.by_task.len() {
+            out += &format!(
+                "... and {} more tasks (--format json or html lists them all)\n",
+                self.by_task.len() - shown
+            );
+        }
+        let total = self.totals.trajectories.max(1) as f64;
+        out += &format!(
+            "\nFilter funnel\n{}\n",
+            table(
+                &["stage", "survivors", "share"],
+                self.funnel.iter().map(|f| {
+                    vec![
+                        f.stage.clone(),
+                        f.survivors.to_string(),
+                        pct(f.survivors as f64 / total),
+                    ]
+                }),
+            )
+        );
+        if !self.rejections.is_empty() {
+            out += &format!(
+                "\nWhy trajectories were rejected\n{}\n",
+                table(
+                    &["stage", "reason", "count"],
+                    self.rejections.iter().map(|r| vec![
+                        r.stage.clone(),
+                        r.reason.clone(),
+                        r.count.to_string()
+                    ]),
+                )
+            );
+        }
+        out += &format!(
+            "\nDiversity (structurally valid trajectories)\n{}\n",
+            table(
+                &[
+                    "scope",
+                    "key",
+                    "n",
+                    "patterns",
+                    "top pattern share",
+                    "distinct patches"
+                ],
+                self.diversity
+                    .iter()
+                    .filter(|d| d.scope != "task")
+                    .map(|d| {
+                        vec![
+                            d.scope.clone(),
+                            d.key.clone(),
+                            d.trajectories.to_string(),
+                            d.distinct_patterns.to_string(),
+                            pct(d.top_pattern_share),
+                            format!("{}/{}", d.distinct_patches, d.patches),
+                        ]
+                    }),
+            )
+        );
+        if self.alarms.is_empty() {
+            out += "No diversity alarm.\n";
+        }
+        for alarm in &self.alarms {
+            out += &format!("ALARM: {alarm}\n");
+        }
+        let r = &self.review;
+        out += &format!(
+            "\nHuman review: {} sampled, {} reviewed, {} pending\n",
+            r.sampled, r.reviewed, r.pending
+        );
+        if r.reviewed > 0 {
+            out += &format!(
+                "{}\n",
+                table(
+                    &[
+                        "verifier",
+                        "agree",
+                        "kappa",
+                        "both accept",
+                        "both reject",
+                        "only human accepts",
+                        "only verifier accepts"
+                    ],
+                    r.agreements.iter().map(|a| {
+                        vec![
+                            a.verifier.clone(),
+                            a.agreement.map_or("-".into(), pct),
+                            a.kappa.map_or("-".into(), |k| format!("{k:.2}")),
+                            a.both_accept.to_string(),
+                            a.both_reject.to_string(),
+                            a.only_human_accepts.to_string(),
+                            a.only_verifier_accepts.to_string(),
+                        ]
+                    }),
+                )
+            );
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kappa_of_known_tables() {
+        let table = |ba, br, h, v| Agreement {
+            verifier: "x".into(),
+            both_accept: ba,
+            both_reject: br,
+            only_human_accepts: h,
+            only_verifier_accepts: v,
+            agreement: None,
+            kappa: None,
+        };
+        // Perfect agreement on a mixed table: kappa 1.
+        assert_eq!(agreement(&table(5, 5, 0, 0)), (Some(1.0), Some(1.0)));
+        // Textbook example: 20/5/10/15 → p_o 0.7, p_e 0.5, kappa 0.4.
+        let (p, k) = agreement(&table(20, 15, 5, 10));
+        assert!((p.unwrap_or_default() - 0.7).abs() < 1e-9);
+        assert!((k.unwrap_or_default() - 0.4).abs() < 1e-9);
+        assert_eq!(agreement(&table(0, 0, 0, 0)), (None, None));
+    }
+}

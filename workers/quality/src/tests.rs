@@ -1,0 +1,430 @@
+//! The pipeline on generated campaigns with known answers: stage verdicts, the funnel,
+//! duplicates found, report numbers and the export, checked number by number.
+
+use crate::export::{ExportOptions, Filter, Format, export};
+use crate::report;
+use crate::stages::{Stage, Verdict, assess, funnel};
+use crate::{CampaignData, TrajectoryRow};
+use chrono::{Duration, TimeZone, Utc};
+use synthfleet_core::campaign::{CampaignConfig, Protocol, QualityConfig};
+use synthfleet_core::trajectory::{
+    ChatMessage, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step, Timings, Totals,
+    TrajectoryRecord, Verification,
+};
+
+/// A trajectory of `actions` (each a successful step unless it starts with `!`).
+fn record(
+    id: &str,
+    task: &str,
+    model: &str,
+    actions: &[&str],
+    resolved: bool,
+    minute: i64,
+) -> TrajectoryRecord {
+    let started = Utc
+        .with_ymd_and_hms(2026, 11, 1, 12, 0, 0)
+        .single()
+        .unwrap_or_default()
+        + Duration::minutes(minute);
+    let mut messages = vec![
+        ChatMessage::text(Role::System, "You are a coding agent."),
+        ChatMessage::text(Role::User, format!("Fix {task}. Contact jane@example.com")),
+    ];
+    let steps: Vec<Step> = actions
+        .iter()
+        .enumerate()
+        .map(|(i, action)| {
+            let failed = action.starts_with('!');
+            let action = action.trim_start_matches('!');
+            messages.push(ChatMessage::text(
+                Role::Assistant,
+                format!("```bash\n{action}\n```"),
+            ));
+            messages.push(ChatMessage::text(Role::User, "ok"));
+            Step {
+                index: i as u32,
+                action: Some(action.to_owned()),
+                observation: "ok".into(),
+                observation_truncated: false,
+                exit_code: Some(if failed { 1 } else { 0 }),
+                timed_out: false,
+                duration_ms: 100,
+                llm_duration_ms: 200,
+                input_tokens: 1000,
+                output_tokens: 100,
+                cost_usd: 0.001,
+                llm_retries: 0,
+                model: model.into(),
+                format_error: false,
+            }
+        })
+        .collect();
+    let n = steps.len() as u32;
+    TrajectoryRecord {
+        schema_version: SCHEMA_VERSION,
+        trajectory_id: id.into(),
+        campaign: "known".into(),
+        instance_id: task.into(),
+        sample_index: 0,
+        model: model.into(),
+        provider: "openai".into(),
+        scaffold: ScaffoldInfo {
+            name: "bash".into(),
+            version: "1".into(),
+            protocol: Protocol::Text,
+            template_hash: "abc".into(),
+        },
+        messages,
+        tools: Vec::new(),
+        steps,
+        patch: format!("diff --git a/{task}.py b/{task}.py\n+fix by {model}\n"),
+        exit_status: Some(ExitStatus::Submitted),
+        error: None,
+        verification: Some(Verification {
+            eval_exit_code: Some(if resolved { 0 } else { 1 }),
+            resolved,
+            reward: if resolved { 1.0 } else { 0.0 },
+            patch_applied: true,
+            output: String::new(),
+            duration_ms: 500,
+        }),
+        totals: Totals {
+            input_tokens: 1000 * u64::from(n),
+            output_tokens: 100 * u64::from(n),
+            cost_usd: 0.001 * f64::from(n),
+            llm_calls: n,
+            llm_retries: 0,
+            n_steps: n,
+        },
+        timings: Timings {
+            started_at: started,
+            finished_at: Some(started + Duration::seconds(30)),
+            duration_ms: 30_000,
+            llm_ms: 0,
+            sandbox_ms: 0,
+            verification_ms: 0,
+        },
+        image: "img".into(),
+        image_digest: Some("sha256:00".into()),
+        worker_id: "w".into(),
+        attempt: 1,
+        tags: Default::default(),
+    }
+}
+
+/// Seven trajectories over three tasks and two models, each stage rejecting someone.
+fn known_records() -> Vec<TrajectoryRecord> {
+    let long: Vec<String> = (0..40)
+        .map(|i| format!("sed -i 's/a{i}/b{i}/' x.py"))
+        .collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let mut near = long.clone();
+    near[39] = "sed -i 's/zz/yy/' x.py";
+    let mut broken = record("t6", "beta", "m2", &["cat a"], true, 6);
+    broken.exit_status = Some(ExitStatus::Error(ErrorKind::LlmUnavailable));
+    broken.error = Some("429s outlasted every retry".into());
+    vec![
+        record("t1", "alpha", "m1", &long, true, 1),
+        // Same task, 39 of 40 actions equal: a near duplicate of t1.
+        record("t2", "alpha", "m1", &near, true, 2),
+        // Exact duplicate of t3's actions on the same task.
+        record(
+            "t3",
+            "beta",
+            "m1",
+            &["cat b.py", "python3 fix.py", "pytest"],
+            true,
+            3,
+        ),
+        record(
+            "t4",
+            "beta",
+            "m2",
+            &["cat b.py", "python3 fix.py", "pytest"],
+            true,
+            4,
+        ),
+        // A loop.
+        record(
+            "t5",
+            "gamma",
+            "m2",
+            &["ls", "ls", "ls", "python3 fix.py"],
+            true,
+            5,
+        ),
+        broken,
+        // Verification says no.
+        record(
+            "t7",
+            "gamma",
+            "m1",
+            &["cat c.py", "!python3 wrong.py", "pytest"],
+            false,
+            7,
+        ),
+    ]
+}
+
+fn data(records: Vec<TrajectoryRecord>) -> CampaignData {
+    let config: CampaignConfig = toml::from_str(
+        "name = \"known\"\ntasks = [\"t.jsonl\"]\nbudget_usd = 1.0\n[[models]]\nname = \"m1\"\nprovider = \"replay\"\n",
+    )
+    .expect("config");
+    CampaignData {
+        config,
+        record: None,
+        records,
+        judged: None,
+        reviews: Default::default(),
+        sample: None,
+        dead_letters: 0,
+    }
+}
+
+#[test]
+fn stages_reject_with_reasons_and_the_funnel_counts_survivors() {
+    let data = data(known_records());
+    let a = data.assess();
+    let by_id = |id: &str| a.iter().find(|x| x.trajectory_id == id).expect("assessed");
+    let reason =
+        |id: &str, stage: Stage| by_id(id).verdict(stage).reason().unwrap_or("").to_owned();
+    assert!(by_id("t1").accepted);
+    assert_eq!(by_id("t2").rejected_at(), Some(Stage::Dedup));
+    assert!(
+        reason("t2", Stage::Dedup).starts_with("near duplicate of t1"),
+        "{}",
+        reason("t2", Stage::Dedup)
+    );
+    assert!(by_id("t3").accepted);
+    assert_eq!(
+        reason("t4", Stage::Dedup),
+        "exact duplicate of t3 (same actions)"
+    );
+    assert_eq!(by_id("t4").duplicate_of.as_deref(), Some("t3"));
+    assert_eq!(
+        reason("t5", Stage::Heuristics),
+        "action loop: `ls` repeated 3 times in a row"
+    );
+    assert_eq!(
+        reason("t6", Stage::Structural),
+        "rollout ended in error:llm_unavailable: 429s outlasted every retry"
+    );
+    assert_eq!(
+        by_id("t6").verdict(Stage::Execution),
+        &Verdict::skipped("rejected by an earlier stage")
+    );
+    assert_eq!(reason("t7", Stage::Execution), "eval failed (exit code 1)");
+    assert_eq!(
+        by_id("t1").verdict(Stage::Judge),
+        &Verdict::skipped("no judge configured")
+    );
+    assert_eq!(
+        funnel(&a, false),
+        [
+            ("total", 7),
+            ("structural", 6),
+            ("execution", 5),
+            ("heuristics", 4),
+            ("dedup", 2)
+        ]
+        .map(|(s, n)| (s.to_owned(), n))
+    );
+    assert_eq!(by_id("t3").pattern, "cat > python3 > pytest > submit");
+}
+
+#[test]
+fn thresholds_come_from_the_campaign() {
+    let records = known_records();
+    // Looser: loops of 4, near duplicates only from 0.999 on.
+    let loose = QualityConfig {
+        max_repeated_actions: 4,
+        near_duplicate_threshold: 0.999,
+        ..QualityConfig::default()
+    };
+    let a = assess(&records, &loose, 50, None);
+    let accepted: Vec<&str> = a
+        .iter()
+        .filter(|x| x.accepted)
+        .map(|x| x.trajectory_id.as_str())
+        .collect();
+    assert_eq!(accepted, ["t1", "t2", "t3", "t5"]);
+    // Stricter: at most 2 steps.
+    let strict = QualityConfig {
+        max_steps: Some(2),
+        ..QualityConfig::default()
+    };
+    let a = assess(&records, &strict, 50, None);
+    assert_eq!(a.iter().filter(|x| x.accepted).count(), 0);
+    assert!(
+        a[0].verdict(Stage::Heuristics)
+            .reason()
+            .unwrap_or("")
+            .contains("more than max_steps = 2")
+    );
+    // Error ratio: one failed step of three is above 0.3.
+    let mut r = record("e", "delta", "m1", &["a", "!b", "c"], true, 0);
+    r.verification.as_mut().expect("verified").resolved = true;
+    let tight = QualityConfig {
+        max_error_ratio: 0.3,
+        ..QualityConfig::default()
+    };
+    let a = assess(std::slice::from_ref(&r), &tight, 50, None);
+    assert_eq!(a[0].rejected_at(), Some(Stage::Heuristics));
+}
+
+#[test]
+fn report_numbers_on_a_known_campaign() {
+    let data = data(known_records());
+    let a = data.assess();
+    let r = report::build(&data, &a).expect("report");
+    assert_eq!(r.totals.trajectories, 7);
+    assert_eq!(r.totals.resolved, 6);
+    assert_eq!(r.totals.accepted, 2);
+    // 40 + 40 + 3 + 3 + 4 + 1 + 3 steps at $0.001.
+    assert!(
+        (r.totals.cost_usd - 0.094).abs() < 1e-9,
+        "{}",
+        r.totals.cost_usd
+    );
+    assert!((r.totals.cost_per_resolved.unwrap_or_default() - 0.094 / 6.0).abs() < 1e-9);
+    assert_eq!(r.totals.input_tokens, 94_000);
+    let m1 = r.by_model.iter().find(|g| g.key == "m1").expect("m1");
+    assert_eq!((m1.trajectories, m1.resolved, m1.accepted), (4, 3, 2));
+    assert!((m1.success_rate - 0.75).abs() < 1e-12);
+    assert!((m1.mean_steps - 86.0 / 4.0).abs() < 1e-12);
+    let funnel: Vec<(&str, u64)> = r
+        .funnel
+        .iter()
+        .map(|f| (f.stage.as_str(), f.survivors))
+        .collect();
+    assert_eq!(
+        funnel,
+        [
+            ("total", 7),
+            ("structural", 6),
+            ("execution", 5),
+            ("heuristics", 4),
+            ("dedup", 2)
+        ]
+    );
+    let rejections: Vec<(&str, &str, u64)> = r
+        .rejections
+        .iter()
+        .map(|x| (x.stage.as_str(), x.reason.as_str(), x.count))
+        .collect();
+    assert!(
+        rejections.contains(&("dedup", "near duplicate of t# (action similarity #)", 1)),
+        "{rejections:?}"
+    );
+    assert!(rejections.contains(&(
+        "heuristics",
+        "action loop: `…` repeated # times in a row",
+        1
+    )));
+    let campaign = r
+        .diversity
+        .iter()
+        .find(|d| d.scope == "campaign")
+        .expect("campaign row");
+    // Structurally valid: 6; patterns: sed×40 (t1, t2), cat > python3 > pytest (t3, t4,
+    // t7), the ls loop. Patches differ by task and model: 5 distinct of 6.
+    assert_eq!((campaign.trajectories, campaign.distinct_patterns), (6, 3));
+    assert_eq!((campaign.patches, campaign.distinct_patches), (6, 5));
+    assert!(r.alarms.is_empty());
+    // A campaign where one pattern dominates raises the alarm.
+    let same: Vec<TrajectoryRecord> = (0..12)
+        .map(|i| {
+            record(
+                &format!("s{i:02}"),
+                &format!("task{i}"),
+                "m1",
+                &["cat a", "python3 f.py"],
+                true,
+                i,
+            )
+        })
+        .collect();
+    let collapsed = self::data(same);
+    let r = report::build(&collapsed, &collapsed.assess()).expect("report");
+    assert_eq!(r.alarms.len(), 2, "{:?}", r.alarms);
+    assert!(
+        r.alarms[0].contains("100% of 12 trajectories"),
+        "{}",
+        r.alarms[0]
+    );
+    let html = r.to_html().expect("html");
+    assert!(html.contains("class=\"alarm\""));
+    assert!(r.to_text().contains("ALARM: mode collapse?"));
+}
+
+#[test]
+fn export_writes_an_hf_layout_that_duckdb_reads_back() {
+    let data = data(known_records());
+    let a = data.assess();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let summary = export(
+        &data,
+        &a,
+        &ExportOptions {
+            format: Format::Hf,
+            filter: Filter::Resolved,
+            out: dir.path().to_owned(),
+            anonymize: true,
+            rows_per_shard: 4,
+        },
+    )
+    .expect("export");
+    assert_eq!(summary.rows, 6);
+    assert_eq!(
+        summary.files.len(),
+        3,
+        "2 shards and the card: {:?}",
+        summary.files
+    );
+    let ds = crate::dataset::Dataset::new().expect("duckdb");
+    #[derive(serde::Deserialize)]
+    struct Back {
+        n: u64,
+        accepted: u64,
+        roles: String,
+        leaked: u64,
+    }
+    let glob = dir.path().join("data/train-*.parquet");
+    let back: Back = ds
+        .query_one(&format!(
+            "SELECT count(*)::UBIGINT AS n, count(*) FILTER (WHERE accepted)::UBIGINT AS accepted,
+                    (SELECT string_agg(m.role, ',') FROM (SELECT unnest(messages) AS m FROM read_parquet('{0}') WHERE trajectory_id = 't3')) AS roles,
+                    count(*) FILTER (WHERE CAST(messages AS VARCHAR) LIKE '%jane@example.com%')::UBIGINT AS leaked
+             FROM read_parquet('{0}')",
+            crate::dataset::sql_path(&glob)
+        ))
+        .expect("read back");
+    assert_eq!((back.n, back.accepted, back.leaked), (6, 2, 0));
+    assert_eq!(
+        back.roles,
+        "system,user,assistant,user,assistant,user,assistant,user"
+    );
+    let card = std::fs::read_to_string(dir.path().join("README.md")).expect("card");
+    assert!(
+        card.contains("anonymised") && card.contains("dedup 2"),
+        "{card}"
+    );
+}
+
+#[test]
+fn rows_carry_the_first_rejection() {
+    let data = data(known_records());
+    let a = data.assess();
+    let rows: Vec<TrajectoryRow> = data.rows(&a).collect();
+    let t7 = rows.iter().find(|r| r.trajectory_id == "t7").expect("t7");
+    assert_eq!(t7.rejected_at.as_deref(), Some("execution"));
+    assert_eq!(
+        (
+            t7.structural.as_str(),
+            t7.execution.as_str(),
+            t7.heuristics.as_str()
+        ),
+        ("pass", "fail", "skipped")
+    );
+}
