@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_aws::{DynamoMetadata, S3ObjectStore};
 use synthfleet_core::MicroUsd;
-use synthfleet_core::budget::CampaignState;
+use synthfleet_core::budget::{CampaignState, Spend};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{CommitOutcome, Reservation, StoreError};
 use synthfleet_core::store::TrajectoryStore;
@@ -402,7 +402,7 @@ async fn dynamodb_budget_and_commit_are_atomic_under_concurrency() {
                 let mut granted = 0u64;
                 loop {
                     match metadata
-                        .reserve("ledger", MicroUsd(30))
+                        .reserve("ledger", MicroUsd(30), Spend::Rollout)
                         .await
                         .expect("reserve")
                     {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_core::MicroUsd;
+use synthfleet_core::budget::Spend;
 use synthfleet_core::campaign::{Campaign, Protocol};
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::{ChatRequest, Reservation, Sandbox, SandboxProvider, SandboxSpec};
@@ -345,7 +346,12 @@ impl Rollouts {
                 Err(e) => return Ok(Ending::error(ErrorKind::LlmRejected, e.to_string())),
             };
             loop {
-                match self.store.metadata.reserve(&key.campaign, reserve).await {
+                match self
+                    .store
+                    .metadata
+                    .reserve(&key.campaign, reserve, Spend::Rollout)
+                    .await
+                {
                     Ok(Reservation::Granted) => break,
                     // Other calls hold the rest of the budget: wait for them to settle.
                     Ok(Reservation::Busy) => tokio::select! {

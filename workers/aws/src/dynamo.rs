@@ -22,7 +22,9 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use synthfleet_core::MicroUsd;
-use synthfleet_core::budget::{CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome};
+use synthfleet_core::budget::{
+    CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Spend,
+};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
@@ -411,11 +413,21 @@ impl MetadataStore for DynamoMetadata {
             .collect()
     }
 
-    async fn reserve(&self, campaign: &str, amount: MicroUsd) -> Result<Reservation, StoreError> {
+    async fn reserve(
+        &self,
+        campaign: &str,
+        amount: MicroUsd,
+        spend: Spend,
+    ) -> Result<Reservation, StoreError> {
+        // The state condition of `Spend::allowed_in`, as DynamoDB checks it.
+        let (state_condition, state) = match spend {
+            Spend::Rollout => ("#state = :state", CampaignState::Running),
+            Spend::Quality => ("#state <> :state", CampaignState::Exhausted),
+        };
         for _ in 0..CONTENTION_RETRIES {
             let record = self.require_campaign(campaign).await?;
             let mut probe = record.clone();
-            match probe.reserve(amount) {
+            match probe.reserve(amount, spend) {
                 ReserveOutcome::Busy => return Ok(Reservation::Busy),
                 ReserveOutcome::Exhausted => {
                     if probe.state != record.state {
@@ -440,15 +452,15 @@ impl MetadataStore for DynamoMetadata {
                 .update_expression(
                     "SET #reserved = #reserved + :amount, #committed = #committed + :amount",
                 )
-                .condition_expression(
-                    "#state = :running AND #budget = :budget AND #committed <= :max",
-                )
+                .condition_expression(format!(
+                    "{state_condition} AND #budget = :budget AND #committed <= :max"
+                ))
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_names("#reserved", "reserved")
                 .expression_attribute_names("#committed", "committed")
                 .expression_attribute_names("#budget", "budget")
                 .expression_attribute_values(":amount", n(amount.0))
-                .expression_attribute_values(":running", status_str(CampaignState::Running))
+                .expression_attribute_values(":state", status_str(state))
                 .expression_attribute_values(":budget", n(record.ledger.budget.0))
                 .expression_attribute_values(":max", n(max.0))
                 .send()

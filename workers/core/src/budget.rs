@@ -104,6 +104,25 @@ impl CampaignState {
     }
 }
 
+/// What a reservation pays for: it decides which campaign states may still spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    /// A rollout's LLM call: only while the campaign runs.
+    Rollout,
+    /// Quality work on what the campaign produced (the LLM judge): also when the campaign
+    /// is paused or done, never past the cap (`exhausted`).
+    Quality,
+}
+
+impl Spend {
+    pub fn allowed_in(self, state: CampaignState) -> bool {
+        match self {
+            Spend::Rollout => state.accepts_work(),
+            Spend::Quality => state != CampaignState::Exhausted,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub enqueued: u64,
@@ -167,10 +186,10 @@ impl CampaignRecord {
         }
     }
 
-    /// Applies a reservation request. Only a running campaign grants one; a request that
-    /// cannot fit at all marks the campaign `exhausted`, saying why.
-    pub fn reserve(&mut self, amount: MicroUsd) -> ReserveOutcome {
-        if !self.state.accepts_work() {
+    /// Applies a reservation request. Only a campaign whose state allows `spend` grants
+    /// one; a request that cannot fit at all marks a running campaign `exhausted`, saying why.
+    pub fn reserve(&mut self, amount: MicroUsd, spend: Spend) -> ReserveOutcome {
+        if !spend.allowed_in(self.state) {
             return ReserveOutcome::Exhausted;
         }
         let outcome = self.ledger.try_reserve(amount);
@@ -242,7 +261,10 @@ mod tests {
     fn campaign_state_follows_the_ledger() {
         let now = Utc::now();
         let mut c = CampaignRecord::new("c", MicroUsd(100), 1, now);
-        assert_eq!(c.reserve(MicroUsd(150)), ReserveOutcome::Exhausted);
+        assert_eq!(
+            c.reserve(MicroUsd(150), Spend::Rollout),
+            ReserveOutcome::Exhausted
+        );
         assert_eq!(c.state, CampaignState::Exhausted);
         assert!(
             c.state_reason
@@ -250,9 +272,14 @@ mod tests {
                 .is_some_and(|r| r.contains("budget cap"))
         );
         assert_eq!(
-            c.reserve(MicroUsd(1)),
+            c.reserve(MicroUsd(1), Spend::Rollout),
             ReserveOutcome::Exhausted,
             "no calls once exhausted"
+        );
+        assert_eq!(
+            c.reserve(MicroUsd(1), Spend::Quality),
+            ReserveOutcome::Exhausted,
+            "not even quality work"
         );
         c.resubmit(MicroUsd(100), 1);
         assert_eq!(
@@ -262,8 +289,35 @@ mod tests {
         );
         c.resubmit(MicroUsd(200), 1);
         assert_eq!(c.state, CampaignState::Running, "raised budget: runs again");
-        assert_eq!(c.reserve(MicroUsd(150)), ReserveOutcome::Granted);
+        assert_eq!(
+            c.reserve(MicroUsd(150), Spend::Rollout),
+            ReserveOutcome::Granted
+        );
         c.settle(MicroUsd(150), MicroUsd(200));
         assert_eq!(c.state, CampaignState::Exhausted);
+    }
+
+    #[test]
+    fn a_done_campaign_still_pays_for_quality_work_within_its_cap() {
+        let mut c = CampaignRecord::new("c", MicroUsd(100), 1, Utc::now());
+        c.state = CampaignState::Done;
+        assert_eq!(
+            c.reserve(MicroUsd(10), Spend::Rollout),
+            ReserveOutcome::Exhausted
+        );
+        assert_eq!(
+            c.reserve(MicroUsd(60), Spend::Quality),
+            ReserveOutcome::Granted
+        );
+        assert_eq!(
+            c.reserve(MicroUsd(60), Spend::Quality),
+            ReserveOutcome::Busy
+        );
+        c.settle(MicroUsd(60), MicroUsd(50));
+        assert_eq!(
+            c.reserve(MicroUsd(60), Spend::Quality),
+            ReserveOutcome::Exhausted
+        );
+        assert_eq!(c.state, CampaignState::Done, "done stays done");
     }
 }

@@ -4,7 +4,7 @@
 //! and a test implementation can all honour it exactly.
 
 use crate::MicroUsd;
-use crate::budget::{CampaignRecord, CampaignState};
+use crate::budget::{CampaignRecord, CampaignState, Spend};
 use crate::message::ResultKey;
 use crate::trajectory::{ChatMessage, ExitStatus, RecordStatus};
 use async_trait::async_trait;
@@ -195,9 +195,14 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<CampaignRecord, StoreError>;
     async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError>;
     async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError>;
-    /// Applies [`CampaignRecord::reserve`] atomically; a refusal marks the campaign
+    /// Applies [`CampaignRecord::reserve`] atomically; a refusal marks a running campaign
     /// `exhausted` with the reason.
-    async fn reserve(&self, campaign: &str, amount: MicroUsd) -> Result<Reservation, StoreError>;
+    async fn reserve(
+        &self,
+        campaign: &str,
+        amount: MicroUsd,
+        spend: Spend,
+    ) -> Result<Reservation, StoreError>;
     async fn settle(
         &self,
         campaign: &str,

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use redb::{ReadableTable, WriteTransaction};
 use synthfleet_core::MicroUsd;
-use synthfleet_core::budget::{CampaignRecord, CampaignState, ReserveOutcome};
+use synthfleet_core::budget::{CampaignRecord, CampaignState, ReserveOutcome, Spend};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
@@ -165,15 +165,24 @@ impl MetadataStore for LocalMetadata {
             .await
     }
 
-    async fn reserve(&self, campaign: &str, amount: MicroUsd) -> Result<Reservation, StoreError> {
+    async fn reserve(
+        &self,
+        campaign: &str,
+        amount: MicroUsd,
+        spend: Spend,
+    ) -> Result<Reservation, StoreError> {
         let campaign = campaign.to_owned();
         self.state
             .blocking(move |state| {
                 state.write("reserving budget", |tx| {
-                    update_campaign(tx, &campaign, |record| match record.reserve(amount) {
-                        ReserveOutcome::Granted => Reservation::Granted,
-                        ReserveOutcome::Busy => Reservation::Busy,
-                        ReserveOutcome::Exhausted => Reservation::Refused(Box::new(record.clone())),
+                    update_campaign(tx, &campaign, |record| {
+                        match record.reserve(amount, spend) {
+                            ReserveOutcome::Granted => Reservation::Granted,
+                            ReserveOutcome::Busy => Reservation::Busy,
+                            ReserveOutcome::Exhausted => {
+                                Reservation::Refused(Box::new(record.clone()))
+                            }
+                        }
                     })
                 })
             })
@@ -505,7 +514,11 @@ mod tests {
                 tokio::spawn(async move {
                     let mut granted = 0u64;
                     loop {
-                        match store.reserve("c", MicroUsd(7)).await.expect("reserve") {
+                        match store
+                            .reserve("c", MicroUsd(7), Spend::Rollout)
+                            .await
+                            .expect("reserve")
+                        {
                             Reservation::Granted => {
                                 granted += 1;
                                 store

@@ -23,17 +23,29 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// How long the longest possible bar is.
+#[derive(Clone, Copy)]
+enum Scale {
+    /// Shares: a full bar is 100%.
+    Share,
+    /// Amounts: the largest value fills the plot.
+    Largest,
+}
+
 /// A horizontal bar chart as inline SVG; each bar is a `rect.bar` with its value in
 /// `data-value`, so a browser test can read the chart back.
-fn bar_chart(id: &str, title: &str, bars: &[Bar]) -> String {
+fn bar_chart(id: &str, title: &str, scale: Scale, bars: &[Bar]) -> String {
     const ROW: usize = 22;
     const LABEL: usize = 180;
     const WIDTH: usize = 640;
     let plot = WIDTH - LABEL - 90;
-    let max = bars.iter().map(|b| b.value).fold(0.0_f64, f64::max);
+    let max = match scale {
+        Scale::Share => 1.0,
+        Scale::Largest => bars.iter().map(|b| b.value).fold(0.0_f64, f64::max),
+    };
     let height = 30 + ROW * bars.len().max(1);
     let mut svg = format!(
-        r#"<figure class="chart" id="{id}"><figcaption>{}</figcaption><svg width="{WIDTH}" height="{height}" role="img" aria-label="{}">"#,
+        r#"<figure class="chart" id="{id}"><figcaption>{}</figcaption><svg viewBox="0 0 {WIDTH} {height}" width="100%" preserveAspectRatio="xMinYMin meet" role="img" aria-label="{}">"#,
         escape(title),
         escape(title)
     );
@@ -43,7 +55,7 @@ fn bar_chart(id: &str, title: &str, bars: &[Bar]) -> String {
     for (i, bar) in bars.iter().enumerate() {
         let y = 10 + i * ROW;
         let w = if max > 0.0 {
-            (bar.value / max * plot as f64).max(1.0)
+            (bar.value.min(max) / max * plot as f64).max(1.0)
         } else {
             1.0
         };
@@ -98,16 +110,19 @@ impl Report {
             bar_chart(
                 "success-by-model",
                 "Success rate by model",
+                Scale::Share,
                 &bars(m, |g| Some(g.success_rate), pct),
             ),
             bar_chart(
                 "cost-per-resolved-by-model",
                 "Cost per resolved trajectory by model (USD)",
+                Scale::Largest,
                 &bars(m, |g| g.cost_per_resolved, usd),
             ),
             bar_chart(
                 "tokens-by-model",
                 "Tokens by model (input + output)",
+                Scale::Largest,
                 &bars(
                     m,
                     |g| Some((g.input_tokens + g.output_tokens) as f64),
@@ -117,16 +132,19 @@ impl Report {
             bar_chart(
                 "steps-by-model",
                 "Mean steps by model",
+                Scale::Largest,
                 &bars(m, |g| Some(g.mean_steps), |v| format!("{v:.1}")),
             ),
             bar_chart(
                 "success-by-scaffold",
                 "Success rate by scaffold",
+                Scale::Share,
                 &bars(&self.by_scaffold, |g| Some(g.success_rate), pct),
             ),
             bar_chart(
                 "funnel",
                 "Filter funnel (trajectories surviving each stage)",
+                Scale::Largest,
                 &self
                     .funnel
                     .iter()
@@ -140,6 +158,7 @@ impl Report {
             bar_chart(
                 "diversity-by-model",
                 "Share of the most common action pattern, by model",
+                Scale::Share,
                 &self
                     .diversity
                     .iter()
@@ -154,6 +173,7 @@ impl Report {
             bar_chart(
                 "success-by-task",
                 "Success rate by task (first tasks by name)",
+                Scale::Share,
                 &bars(
                     &self.by_task[..self.by_task.len().min(CHART_TASKS)],
                     |g| Some(g.success_rate),

@@ -98,7 +98,7 @@ impl Dataset {
             .join(", ");
         let sql = format!(
             "CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_json('{}', format = 'newline_delimited', columns = {{{spec}}}, maximum_object_size = 1073741824)",
-            sql_path(&path)
+            sql_path(path)
         );
         self.conn
             .execute_batch(&sql)

@@ -7,6 +7,7 @@ use crate::{CampaignData, QualityError, quality_key, write_json};
 use serde::Deserialize;
 use std::time::Duration;
 use synthfleet_core::MicroUsd;
+use synthfleet_core::budget::Spend;
 use synthfleet_core::ports::{ChatRequest, Reservation};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::trajectory::{ChatMessage, Role, TrajectoryRecord};
@@ -124,7 +125,11 @@ pub async fn run(
             .map_err(|e| QualityError::Invalid(format!("judge model: {e}")))?;
         let started = tokio::time::Instant::now();
         let granted = loop {
-            match store.metadata.reserve(&campaign, reserve).await? {
+            match store
+                .metadata
+                .reserve(&campaign, reserve, Spend::Quality)
+                .await?
+            {
                 Reservation::Granted => break true,
                 Reservation::Busy if started.elapsed() < BUSY_LIMIT => {
                     tokio::time::sleep(BUSY_WAIT).await;
