@@ -218,6 +218,45 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
     assert!(beats.iter().any(|b| b.worker_id == "w1") && beats.iter().any(|b| b.worker_id == "w2"));
     let status = run_cli(&moto, &["status", "--json"]);
     assert!(status.status.success());
+
+    // The quality jobs read the campaign from S3 and DynamoDB and record beside it.
+    let report = run_cli(&moto, &["report", &fx.name, "--format", "json"]);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    // Each task's two samples took the same actions: dedup keeps one of each resolved task.
+    assert_eq!(report["totals"]["trajectories"], 8);
+    assert_eq!(report["totals"]["resolved"], 6);
+    assert_eq!(report["totals"]["accepted"], 3);
+    let assessments = store
+        .objects
+        .get(&format!("quality/{}/assessments.json", fx.name))
+        .await
+        .expect("verdicts recorded in S3");
+    assert!(!assessments.is_empty());
+    let out = tempfile::tempdir().expect("tempdir");
+    let export = run_cli(
+        &moto,
+        &[
+            "export",
+            &fx.name,
+            "--out",
+            out.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&export.stdout).contains("exported 3 rows"),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    assert!(
+        out.path()
+            .join("data/train-00000-of-00001.parquet")
+            .is_file()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -457,6 +496,39 @@ async fn dynamodb_budget_and_commit_are_atomic_under_concurrency() {
             .expect("resubmit")
             .state,
         CampaignState::Running
+    );
+
+    // A done campaign takes no rollout spend but still pays for quality work (the judge),
+    // under the same conditional write.
+    metadata
+        .set_state("ledger", CampaignState::Done, None)
+        .await
+        .expect("done");
+    assert!(matches!(
+        metadata
+            .reserve("ledger", MicroUsd(30), Spend::Rollout)
+            .await,
+        Ok(Reservation::Refused(_))
+    ));
+    assert_eq!(
+        metadata
+            .reserve("ledger", MicroUsd(30), Spend::Quality)
+            .await
+            .expect("reserve"),
+        Reservation::Granted
+    );
+    metadata
+        .settle("ledger", MicroUsd(30), MicroUsd(20))
+        .await
+        .expect("settle");
+    let done = metadata
+        .campaign("ledger")
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(
+        (done.state, done.ledger.reserved),
+        (CampaignState::Done, MicroUsd::ZERO)
     );
 
     // Concurrent commits of one sample: exactly one wins.

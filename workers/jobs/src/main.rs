@@ -375,14 +375,16 @@ async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
                         }
                     },
                 };
-                let review = Review {
-                    trajectory_id: record.trajectory_id.clone(),
+                let note = (!note.trim().is_empty()).then(|| note.trim().to_owned());
+                record_review(
+                    &backend,
+                    &data,
+                    &record.trajectory_id,
                     verdict,
-                    reviewer: reviewer.clone(),
-                    note: (!note.trim().is_empty()).then(|| note.trim().to_owned()),
-                    at: chrono::Utc::now(),
-                };
-                review::save_review(backend.store().objects.as_ref(), data.name(), &review).await?;
+                    &reviewer,
+                    note,
+                )
+                .await?;
                 println!("recorded: {}", verdict.as_str());
             }
         }
@@ -401,16 +403,38 @@ async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
                 .with_context(|| {
                     format!("no trajectory {trajectory_id} in campaign {}", data.name())
                 })?;
-            let review = Review {
-                trajectory_id: record.trajectory_id.clone(),
+            record_review(
+                &backend,
+                &data,
+                &record.trajectory_id,
                 verdict,
-                reviewer,
+                &reviewer,
                 note,
-                at: chrono::Utc::now(),
-            };
-            review::save_review(backend.store().objects.as_ref(), data.name(), &review).await?;
-            println!("recorded {} for {}", verdict.as_str(), review.trajectory_id);
+            )
+            .await?;
+            println!("recorded {} for {}", verdict.as_str(), record.trajectory_id);
         }
     }
     Ok(())
+}
+
+/// Stores one reviewer's verdict (the latest one counts).
+async fn record_review(
+    backend: &Backend,
+    data: &CampaignData,
+    trajectory_id: &str,
+    verdict: HumanVerdict,
+    reviewer: &str,
+    note: Option<String>,
+) -> anyhow::Result<()> {
+    let review = Review {
+        trajectory_id: trajectory_id.to_owned(),
+        verdict,
+        reviewer: reviewer.to_owned(),
+        note,
+        at: chrono::Utc::now(),
+    };
+    review::save_review(backend.store().objects.as_ref(), data.name(), &review)
+        .await
+        .with_context(|| format!("storing the verdict on {trajectory_id}"))
 }
