@@ -3,6 +3,7 @@
 //! logging, and the readable view of a trajectory.
 
 pub mod backend;
+pub mod entry;
 pub mod local;
 pub mod logging;
 pub mod show;

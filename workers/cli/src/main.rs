@@ -9,6 +9,7 @@ mod submit;
 mod validate;
 mod worker;
 
+use synthfleet_cli::entry::{self, LogArgs};
 use synthfleet_cli::{backend, local, logging, show};
 
 use clap::{Parser, Subcommand};
@@ -22,9 +23,8 @@ use std::process::ExitCode;
     about = "Generate verified agent trajectories in Docker sandboxes, at scale."
 )]
 struct Cli {
-    /// Log format: `auto` is pretty on a terminal and JSON otherwise.
-    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "pretty", "json"])]
-    log_format: String,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,23 +64,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let log_format = cli.log.log_format;
     // `run` installs logging itself, once it knows whether a progress bar is drawn.
     if !matches!(cli.command, Command::Run(_)) {
-        logging::init(&cli.log_format, None);
+        logging::init(&log_format, None);
     }
-    let result = runtime.block_on(async {
+    entry::run(async {
         match cli.command {
-            Command::Run(args) => run::run(args, &cli.log_format).await,
+            Command::Run(args) => run::run(args, &log_format).await,
             Command::Submit(args) => submit::submit(args).await,
             Command::Worker(args) => worker::worker(args).await,
             Command::Pause(args) => control::pause(args).await,
@@ -88,18 +79,11 @@ fn main() -> ExitCode {
             Command::Status(args) => status::status(args).await,
             Command::Show(args) => show::show(args).await,
             Command::Validate { campaign } => validate::validate(&campaign).await,
-            Command::Assess(args) => jobs::forward("assess", args, &cli.log_format),
-            Command::Report(args) => jobs::forward("report", args, &cli.log_format),
-            Command::Export(args) => jobs::forward("export", args, &cli.log_format),
-            Command::Review(args) => jobs::forward("review", args, &cli.log_format),
+            Command::Assess(args) => jobs::forward("assess", args, &log_format),
+            Command::Report(args) => jobs::forward("report", args, &log_format),
+            Command::Export(args) => jobs::forward("export", args, &log_format),
+            Command::Review(args) => jobs::forward("review", args, &log_format),
             Command::Gc(args) => gc::gc(args).await,
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -9,6 +9,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use synthfleet_cli::backend::{Backend, BackendArgs};
+use synthfleet_cli::entry::{self, LogArgs};
 use synthfleet_cli::{logging, show};
 use synthfleet_core::campaign::Campaign;
 use synthfleet_llm::ModelPool;
@@ -24,9 +25,8 @@ use synthfleet_quality::{CampaignData, judge, report, stages};
     about = "synthfleet's quality jobs on DuckDB: assess, report, export, review."
 )]
 struct Cli {
-    /// Log format: `auto` is pretty on a terminal and JSON otherwise.
-    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "pretty", "json"])]
-    log_format: String,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -135,24 +135,11 @@ enum ExportFilter {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.log_format, None);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    logging::init(&cli.log.log_format, None);
+    entry::run(async {
+        run(cli.command).await?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Opens the backend and loads the campaign's data, with a progress bar on a terminal.

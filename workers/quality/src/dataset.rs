@@ -12,40 +12,102 @@ use serde::de::DeserializeOwned;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// DuckDB type of one chat message (OpenAI format), shared by every table that holds them.
-pub const MESSAGE_TYPE: &str = "STRUCT(role VARCHAR, content VARCHAR, reasoning_content VARCHAR, tool_calls STRUCT(id VARCHAR, \"type\" VARCHAR, \"function\" STRUCT(name VARCHAR, arguments VARCHAR))[], tool_call_id VARCHAR)";
+/// One column of a table: its name, DuckDB type, and meaning (for dataset cards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub ty: &'static str,
+    pub doc: &'static str,
+}
+
+const fn col(name: &'static str, ty: &'static str, doc: &'static str) -> Column {
+    Column { name, ty, doc }
+}
+
+const VERDICT: &str = "Quality stage verdict: pass / fail / skipped.";
 
 /// Columns of the `trajectories` table, in order (names match [`crate::TrajectoryRow`]).
-pub const TRAJECTORY_COLUMNS: &[(&str, &str)] = &[
-    ("campaign", "VARCHAR"),
-    ("trajectory_id", "VARCHAR"),
-    ("instance_id", "VARCHAR"),
-    ("sample_index", "UINTEGER"),
-    ("model", "VARCHAR"),
-    ("provider", "VARCHAR"),
-    ("scaffold", "VARCHAR"),
-    ("exit_status", "VARCHAR"),
-    ("resolved", "BOOLEAN"),
-    ("reward", "DOUBLE"),
-    ("cost_usd", "DOUBLE"),
-    ("input_tokens", "UBIGINT"),
-    ("output_tokens", "UBIGINT"),
-    ("n_steps", "UINTEGER"),
-    ("duration_ms", "UBIGINT"),
-    ("created_at", "VARCHAR"),
-    ("structural", "VARCHAR"),
-    ("execution", "VARCHAR"),
-    ("heuristics", "VARCHAR"),
-    ("dedup", "VARCHAR"),
-    ("judge", "VARCHAR"),
-    ("rejected_at", "VARCHAR"),
-    ("reject_reason", "VARCHAR"),
-    ("accepted", "BOOLEAN"),
-    ("pattern", "VARCHAR"),
-    ("patch_hash", "VARCHAR"),
-    ("duplicate_of", "VARCHAR"),
-    ("review", "VARCHAR"),
+pub const TRAJECTORY_COLUMNS: &[Column] = &[
+    col("instance_id", "VARCHAR", "Task id."),
+    col(
+        "trajectory_id",
+        "VARCHAR",
+        "Unique id of the rollout (ULID).",
+    ),
+    col("model", "VARCHAR", "Model pool entry that ran the rollout."),
+    col(
+        "exit_status",
+        "VARCHAR",
+        "How the rollout ended: submitted, step_limit, timeout, cost_limit, budget_exhausted, error:<kind>.",
+    ),
+    col(
+        "resolved",
+        "BOOLEAN",
+        "The task's eval passed on the patch, in a fresh sandbox.",
+    ),
+    col(
+        "reward",
+        "DOUBLE",
+        "Reward from verification (1.0 resolved, else 0.0).",
+    ),
+    col("cost_usd", "DOUBLE", "LLM spend of the rollout (USD)."),
+    col("n_steps", "UINTEGER", "Agent steps."),
+    col("input_tokens", "UBIGINT", "Prompt tokens over the rollout."),
+    col(
+        "output_tokens",
+        "UBIGINT",
+        "Completion tokens over the rollout.",
+    ),
+    col("duration_ms", "UBIGINT", "Wall-clock time of the rollout."),
+    col("scaffold", "VARCHAR", "Scaffold name@version."),
+    col("provider", "VARCHAR", "API family of the model."),
+    col("campaign", "VARCHAR", "synthfleet campaign."),
+    col(
+        "sample_index",
+        "UINTEGER",
+        "Sample number of this task in the campaign.",
+    ),
+    col(
+        "created_at",
+        "VARCHAR",
+        "When the rollout finished (RFC 3339, UTC).",
+    ),
+    col("structural", "VARCHAR", VERDICT),
+    col("execution", "VARCHAR", VERDICT),
+    col("heuristics", "VARCHAR", VERDICT),
+    col("dedup", "VARCHAR", VERDICT),
+    col(
+        "judge",
+        "VARCHAR",
+        "Second verifier (LLM judge) verdict: pass / fail / skipped.",
+    ),
+    col(
+        "rejected_at",
+        "VARCHAR",
+        "The first stage that rejected the trajectory.",
+    ),
+    col("reject_reason", "VARCHAR", "Why it did."),
+    col("accepted", "BOOLEAN", "Passed every quality stage."),
+    col(
+        "pattern",
+        "VARCHAR",
+        "The sequence of command names (diversity accounting).",
+    ),
+    col("patch_hash", "VARCHAR", "SHA-256 of the final patch."),
+    col(
+        "duplicate_of",
+        "VARCHAR",
+        "The trajectory this one duplicates, when dedup rejected it.",
+    ),
+    col(
+        "review",
+        "VARCHAR",
+        "Human review verdict: accept / reject, when reviewed.",
+    ),
 ];
+
+/// DuckDB type of a list of chat messages in OpenAI format.
+pub const MESSAGES_TYPE: &str = "STRUCT(role VARCHAR, content VARCHAR, reasoning_content VARCHAR, tool_calls STRUCT(id VARCHAR, \"type\" VARCHAR, \"function\" STRUCT(name VARCHAR, arguments VARCHAR))[], tool_call_id VARCHAR)[]";
 
 /// An in-memory DuckDB database and a scratch directory for the files it reads.
 pub struct Dataset {
@@ -76,7 +138,7 @@ impl Dataset {
     pub fn load<T: Serialize>(
         &self,
         table: &str,
-        columns: &[(&str, &str)],
+        columns: &[Column],
         rows: impl IntoIterator<Item = T>,
     ) -> Result<(), QualityError> {
         let path = self.scratch.path().join(format!("{table}.jsonl"));
@@ -88,12 +150,12 @@ impl Dataset {
     pub fn load_jsonl(
         &self,
         table: &str,
-        columns: &[(&str, &str)],
+        columns: &[Column],
         path: &Path,
     ) -> Result<(), QualityError> {
         let spec = columns
             .iter()
-            .map(|(name, ty)| format!("'{name}': '{}'", ty.replace('\'', "''")))
+            .map(|c| format!("'{}': '{}'", c.name, c.ty.replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(

@@ -6,9 +6,10 @@
 //! ours and the quality-stage verdicts.
 
 use crate::anonymize::Anonymizer;
-use crate::dataset::{Dataset, MESSAGE_TYPE, sql_path};
-use crate::stages::{Assessment, Stage};
-use crate::{CampaignData, QualityError};
+use crate::dataset::{Column, Dataset, MESSAGES_TYPE, TRAJECTORY_COLUMNS, sql_path};
+use crate::review::Review;
+use crate::stages::Assessment;
+use crate::{CampaignData, QualityError, TrajectoryRow};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,114 +68,60 @@ pub struct ExportSummary {
     pub bytes: u64,
 }
 
-/// The exported columns: (name, DuckDB type, description for the dataset card).
-fn columns() -> Vec<(&'static str, String, &'static str)> {
-    let text = |name, doc| (name, "VARCHAR".to_owned(), doc);
-    vec![
-        text("instance_id", "Task id."),
-        text("trajectory_id", "Unique id of the rollout (ULID)."),
-        text("model", "Model pool entry that ran the rollout."),
-        (
-            "messages",
-            format!("{MESSAGE_TYPE}[]"),
-            "The conversation in OpenAI chat format: role, content, reasoning_content, tool_calls (id, type, function{name, arguments}), tool_call_id.",
-        ),
-        text(
-            "tools",
-            "Tool schemas offered to the model (JSON, OpenAI format); `[]` in text mode.",
-        ),
-        text("model_patch", "Final `git diff` of the working tree."),
-        text(
-            "exit_status",
-            "How the rollout ended: submitted, step_limit, timeout, cost_limit, budget_exhausted, error:<kind>.",
-        ),
-        (
-            "resolved",
-            "BOOLEAN".into(),
-            "The task's eval passed on the patch, in a fresh sandbox.",
-        ),
-        (
-            "reward",
-            "DOUBLE".into(),
-            "Reward from verification (1.0 resolved, else 0.0).",
-        ),
-        ("cost_usd", "DOUBLE".into(), "LLM spend of the rollout."),
-        ("n_steps", "UINTEGER".into(), "Agent steps."),
-        (
-            "input_tokens",
-            "UBIGINT".into(),
-            "Prompt tokens over the rollout.",
-        ),
-        (
-            "output_tokens",
-            "UBIGINT".into(),
-            "Completion tokens over the rollout.",
-        ),
-        text("scaffold", "Scaffold name@version."),
-        text("template_hash", "SHA-256 of the prompt templates."),
-        text("provider", "API family of the model."),
-        text("campaign", "synthfleet campaign."),
-        (
-            "sample_index",
-            "UINTEGER".into(),
-            "Sample number of this task in the campaign.",
-        ),
-        text("image_digest", "Digest of the sandbox image."),
-        text(
-            "structural",
-            "Quality stage verdict: pass / fail / skipped.",
-        ),
-        text("execution", "Quality stage verdict: pass / fail / skipped."),
-        text(
-            "heuristics",
-            "Quality stage verdict: pass / fail / skipped.",
-        ),
-        text("dedup", "Quality stage verdict: pass / fail / skipped."),
-        text(
-            "judge",
-            "Second verifier (LLM judge) verdict: pass / fail / skipped.",
-        ),
-        ("accepted", "BOOLEAN".into(), "Passed every quality stage."),
-        text(
-            "reject_reason",
-            "Why the first failing stage rejected the trajectory.",
-        ),
-    ]
+/// The exported columns: the trajectory table's, with the conversation, tools and patch
+/// after the ids (where trainers look first) and the provenance hashes last.
+fn columns() -> Vec<Column> {
+    let (ids, rest) = TRAJECTORY_COLUMNS.split_at(3);
+    let mut columns = ids.to_vec();
+    columns.extend([
+        Column {
+            name: "messages",
+            ty: MESSAGES_TYPE,
+            doc: "The conversation in OpenAI chat format: role, content, reasoning_content, tool_calls (id, type, function {name, arguments}), tool_call_id.",
+        },
+        Column {
+            name: "tools",
+            ty: "VARCHAR",
+            doc: "Tool schemas offered to the model (JSON, OpenAI format); `[]` in text mode.",
+        },
+        Column {
+            name: "model_patch",
+            ty: "VARCHAR",
+            doc: "Final `git diff` of the working tree.",
+        },
+    ]);
+    columns.extend_from_slice(rest);
+    columns.extend([
+        Column {
+            name: "template_hash",
+            ty: "VARCHAR",
+            doc: "SHA-256 of the prompt templates.",
+        },
+        Column {
+            name: "image_digest",
+            ty: "VARCHAR",
+            doc: "Digest of the sandbox image.",
+        },
+    ]);
+    columns
 }
 
+/// A trajectory's row with what trainers need of the record itself.
 #[derive(Serialize)]
 struct ExportRow<'a> {
-    instance_id: &'a str,
-    trajectory_id: &'a str,
-    model: &'a str,
+    #[serde(flatten)]
+    row: TrajectoryRow,
     messages: Vec<ChatMessage>,
     tools: String,
     model_patch: String,
-    exit_status: String,
-    resolved: bool,
-    reward: f64,
-    cost_usd: f64,
-    n_steps: u32,
-    input_tokens: u64,
-    output_tokens: u64,
-    scaffold: String,
     template_hash: &'a str,
-    provider: &'a str,
-    campaign: &'a str,
-    sample_index: u32,
     image_digest: Option<&'a str>,
-    structural: &'static str,
-    execution: &'static str,
-    heuristics: &'static str,
-    dedup: &'static str,
-    judge: &'static str,
-    accepted: bool,
-    reject_reason: Option<&'a str>,
 }
 
 fn export_row<'a>(
     record: &'a TrajectoryRecord,
-    a: &'a Assessment,
+    a: &Assessment,
+    review: Option<&Review>,
     anonymizer: Option<&Anonymizer>,
 ) -> ExportRow<'a> {
     let clean = |text: &str| match anonymizer {
@@ -194,38 +141,15 @@ fn export_row<'a>(
             m
         })
         .collect();
-    let verification = record.verification.as_ref();
+    let mut row = TrajectoryRow::new(record, a, review);
+    row.reject_reason = row.reject_reason.as_deref().map(clean);
     ExportRow {
-        instance_id: &record.instance_id,
-        trajectory_id: &record.trajectory_id,
-        model: &record.model,
+        row,
         messages,
         tools: serde_json::Value::Array(record.tools.clone()).to_string(),
         model_patch: clean(&record.patch),
-        exit_status: record
-            .exit_status
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "unfinished".into()),
-        resolved: verification.is_some_and(|v| v.resolved),
-        reward: verification.map_or(0.0, |v| v.reward),
-        cost_usd: record.totals.cost_usd,
-        n_steps: record.totals.n_steps,
-        input_tokens: record.totals.input_tokens,
-        output_tokens: record.totals.output_tokens,
-        scaffold: format!("{}@{}", record.scaffold.name, record.scaffold.version),
         template_hash: &record.scaffold.template_hash,
-        provider: &record.provider,
-        campaign: &record.campaign,
-        sample_index: record.sample_index,
         image_digest: record.image_digest.as_deref(),
-        structural: a.verdict(Stage::Structural).label(),
-        execution: a.verdict(Stage::Execution).label(),
-        heuristics: a.verdict(Stage::Heuristics).label(),
-        dedup: a.verdict(Stage::Dedup).label(),
-        judge: a.verdict(Stage::Judge).label(),
-        accepted: a.accepted,
-        reject_reason: a.rejected_at().and_then(|s| a.verdict(s).reason()),
     }
 }
 
@@ -253,11 +177,16 @@ pub fn export(
         .iter()
         .zip(assessments)
         .filter(|(r, a)| options.filter.keeps(r, a))
-        .map(|(r, a)| export_row(r, a, anonymizer.as_ref()));
+        .map(|(r, a)| {
+            export_row(
+                r,
+                a,
+                data.reviews.get(&r.trajectory_id),
+                anonymizer.as_ref(),
+            )
+        });
     let dataset = Dataset::new()?;
-    let columns = columns();
-    let spec: Vec<(&str, &str)> = columns.iter().map(|(n, t, _)| (*n, t.as_str())).collect();
-    dataset.load("export", &spec, rows)?;
+    dataset.load("export", &columns(), rows)?;
     let n = dataset.count("export")?;
     std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
     let targets: Vec<(PathBuf, u64, u64)> = match options.format {
@@ -374,13 +303,13 @@ fn dataset_card(
     }
     card = card.trim_end_matches(" →").to_owned()
         + "\n\n## Schema\n\n| column | type | description |\n|---|---|---|\n";
-    for (name, ty, doc) in columns() {
-        let ty = if name == "messages" {
+    for c in columns() {
+        let ty = if c.name == "messages" {
             "list<struct>".to_owned()
         } else {
-            ty.to_lowercase()
+            c.ty.to_lowercase()
         };
-        card += &format!("| `{name}` | {ty} | {doc} |\n");
+        card += &format!("| `{}` | {ty} | {} |\n", c.name, c.doc);
     }
     card += "\n## Loading\n\n```python\nfrom datasets import load_dataset\nds = load_dataset(\"parquet\", data_files=\"data/train-*.parquet\", split=\"train\")\nprint(ds[0][\"messages\"][0])\n```\n";
     card

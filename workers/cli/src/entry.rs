@@ -1,0 +1,34 @@
+//! What both binaries do at their edge: the `--log-format` flag, the async runtime, and
+//! printing an error chain as the one thing a user sees.
+
+use clap::Args;
+use std::future::Future;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct LogArgs {
+    /// Log format: `auto` is pretty on a terminal and JSON otherwise.
+    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "pretty", "json"])]
+    pub log_format: String,
+}
+
+/// Runs `command` on a multi-threaded runtime; an error is printed with its whole chain.
+pub fn run(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
