@@ -428,3 +428,53 @@ fn rows_carry_the_first_rejection() {
         ("pass", "fail", "skipped")
     );
 }
+
+#[test]
+fn the_judge_decides_last_and_holds_back_what_it_has_not_seen() {
+    use crate::stages::JudgeVerdict;
+    let records = known_records();
+    let verdict = |id: &str, pass: bool| JudgeVerdict {
+        trajectory_id: id.into(),
+        model: "judge".into(),
+        pass,
+        reason: if pass {
+            "fine".into()
+        } else {
+            "edits the tests".into()
+        },
+        cost_usd: 0.0,
+    };
+    // t1 and t3 survive the other stages: one passes, one fails; t5 (a loop) was judged
+    // too (only_accepted = false) but its earlier rejection stands.
+    let judged: std::collections::HashMap<String, JudgeVerdict> = [
+        verdict("t1", true),
+        verdict("t3", false),
+        verdict("t5", true),
+    ]
+    .into_iter()
+    .map(|j| (j.trajectory_id.clone(), j))
+    .collect();
+    let a = assess(&records, &QualityConfig::default(), 50, Some(&judged));
+    let by_id = |id: &str| a.iter().find(|x| x.trajectory_id == id).expect("assessed");
+    assert!(by_id("t1").accepted);
+    assert_eq!(
+        by_id("t3").verdict(Stage::Judge),
+        &Verdict::fail("judge judge: edits the tests")
+    );
+    assert!(!by_id("t3").accepted);
+    assert_eq!(by_id("t5").rejected_at(), Some(Stage::Heuristics));
+    assert_eq!(funnel(&a, true).last(), Some(&("judge".to_owned(), 1)));
+    // Nothing judged yet: the stage holds everything back, and says why.
+    let a = assess(
+        &records,
+        &QualityConfig::default(),
+        50,
+        Some(&Default::default()),
+    );
+    assert_eq!(a.iter().filter(|x| x.accepted).count(), 0);
+    assert!(
+        a[0].verdict(Stage::Judge)
+            .reason()
+            .is_some_and(|r| r.contains("synthfleet assess"))
+    );
+}
