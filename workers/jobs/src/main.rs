@@ -255,7 +255,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 anonymize,
                 rows_per_shard,
             };
-            let summary = synthfleet_quality::export::export(&data, &assessments, &options)?;
+            let summary =
+                synthfleet_quality::export::export(&data, &assessments, backend.store(), &options)
+                    .await?;
             println!(
                 "exported {} rows of campaign {} ({} bytes):",
                 summary.rows,
@@ -319,13 +321,13 @@ async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
             let stdin = std::io::stdin();
             let mut lines = stdin.lock().lines();
             for (i, id) in pending.iter().enumerate() {
-                let Some(at) = data.records.iter().position(|r| &r.trajectory_id == *id) else {
+                let Some(at) = data.items.iter().position(|i| &i.meta.trajectory_id == *id) else {
                     println!("{id}: no longer stored (expired?); skipped");
                     continue;
                 };
-                let record = &data.records[at];
+                let record = data.items[at].record(backend.store()).await?;
                 println!("\n===== {} of {} =====", i + 1, pending.len());
-                print!("{}", show::render(record, false));
+                print!("{}", show::render(&record, false));
                 println!(
                     "patch:\n{}",
                     if record.patch.is_empty() {
@@ -383,23 +385,11 @@ async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
             reviewer,
         } => {
             let (backend, data) = open(&target).await?;
-            let record = data
-                .records
-                .iter()
-                .find(|r| r.trajectory_id == trajectory_id)
-                .with_context(|| {
-                    format!("no trajectory {trajectory_id} in campaign {}", data.name())
-                })?;
-            record_review(
-                &backend,
-                &data,
-                &record.trajectory_id,
-                verdict,
-                &reviewer,
-                note,
-            )
-            .await?;
-            println!("recorded {} for {}", verdict.as_str(), record.trajectory_id);
+            data.item(&trajectory_id).with_context(|| {
+                format!("no trajectory {trajectory_id} in campaign {}", data.name())
+            })?;
+            record_review(&backend, &data, &trajectory_id, verdict, &reviewer, note).await?;
+            println!("recorded {} for {trajectory_id}", verdict.as_str());
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ use duckdb::Connection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One column of a table: its name, DuckDB type, and meaning (for dataset cards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,8 +130,9 @@ impl Dataset {
         Ok(Dataset { conn, scratch })
     }
 
-    pub fn connection(&self) -> &Connection {
-        &self.conn
+    /// A path in the dataset's scratch directory (removed with it).
+    pub fn scratch_file(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
     }
 
     /// Creates `table` from `rows` with the given columns.
@@ -141,7 +142,7 @@ impl Dataset {
         columns: &[Column],
         rows: impl IntoIterator<Item = T>,
     ) -> Result<(), QualityError> {
-        let path = self.scratch.path().join(format!("{table}.jsonl"));
+        let path = self.scratch_file(&format!("{table}.jsonl"));
         write_jsonl(&path, rows)?;
         self.load_jsonl(table, columns, &path)
     }
@@ -222,22 +223,52 @@ pub fn sql_path(path: &Path) -> String {
     path.to_string_lossy().replace('\'', "''")
 }
 
+/// Writes rows as newline-delimited JSON, one at a time.
+pub struct JsonlWriter {
+    path: PathBuf,
+    out: BufWriter<std::fs::File>,
+}
+
+impl JsonlWriter {
+    pub fn create(path: &Path) -> Result<JsonlWriter, QualityError> {
+        let file = std::fs::File::create(path).map_err(|source| QualityError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(JsonlWriter {
+            path: path.to_owned(),
+            out: BufWriter::new(file),
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> QualityError {
+        QualityError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn write<T: Serialize>(&mut self, row: &T) -> Result<(), QualityError> {
+        serde_json::to_writer(&mut self.out, row).map_err(|e| QualityError::Decode {
+            what: format!("a row for {}", self.path.display()),
+            detail: e.to_string(),
+        })?;
+        self.out.write_all(b"\n").map_err(|e| self.io(e))
+    }
+
+    pub fn finish(mut self) -> Result<(), QualityError> {
+        self.out.flush().map_err(|e| self.io(e))
+    }
+}
+
 /// Writes `rows` as newline-delimited JSON.
 pub fn write_jsonl<T: Serialize>(
     path: &Path,
     rows: impl IntoIterator<Item = T>,
 ) -> Result<(), QualityError> {
-    let io = |source| QualityError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut out = BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    let mut out = JsonlWriter::create(path)?;
     for row in rows {
-        serde_json::to_writer(&mut out, &row).map_err(|e| QualityError::Decode {
-            what: format!("a row for {}", path.display()),
-            detail: e.to_string(),
-        })?;
-        out.write_all(b"\n").map_err(io)?;
+        out.write(&row)?;
     }
-    out.flush().map_err(io)
+    out.finish()
 }

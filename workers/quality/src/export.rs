@@ -6,13 +6,15 @@
 //! ours and the quality-stage verdicts.
 
 use crate::anonymize::Anonymizer;
-use crate::dataset::{Column, Dataset, MESSAGES_TYPE, TRAJECTORY_COLUMNS, sql_path};
+use crate::dataset::{Column, Dataset, JsonlWriter, MESSAGES_TYPE, TRAJECTORY_COLUMNS, sql_path};
 use crate::review::Review;
 use crate::stages::Assessment;
-use crate::{CampaignData, QualityError, TrajectoryRow};
+use crate::{CampaignData, Item, LOAD_CONCURRENCY, QualityError, TrajectoryRow};
+use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::trajectory::{ChatMessage, TrajectoryRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +44,10 @@ impl Filter {
         }
     }
 
-    fn keeps(self, record: &TrajectoryRecord, assessment: &Assessment) -> bool {
+    fn keeps(self, item: &Item, assessment: &Assessment) -> bool {
         match self {
             Filter::Accepted => assessment.accepted,
-            Filter::Resolved => record.verification.as_ref().is_some_and(|v| v.resolved),
+            Filter::Resolved => item.row.resolved,
             Filter::All => true,
         }
     }
@@ -119,6 +121,7 @@ struct ExportRow<'a> {
 }
 
 fn export_row<'a>(
+    item: &Item,
     record: &'a TrajectoryRecord,
     a: &Assessment,
     review: Option<&Review>,
@@ -141,7 +144,7 @@ fn export_row<'a>(
             m
         })
         .collect();
-    let mut row = TrajectoryRow::new(record, a, review);
+    let mut row = item.row.assessed(a, review);
     row.reject_reason = row.reject_reason.as_deref().map(clean);
     ExportRow {
         row,
@@ -160,10 +163,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QualityError + '_ {
     }
 }
 
-/// Writes the export and returns what it wrote.
-pub fn export(
+/// Writes the export and returns what it wrote. Records are read again one at a time
+/// (checksums verified) and streamed to DuckDB through a file, so memory stays bounded.
+pub async fn export(
     data: &CampaignData,
     assessments: &[Assessment],
+    store: &TrajectoryStore,
     options: &ExportOptions,
 ) -> Result<ExportSummary, QualityError> {
     if options.rows_per_shard == 0 {
@@ -172,21 +177,24 @@ pub fn export(
         ));
     }
     let anonymizer = options.anonymize.then(Anonymizer::new);
-    let rows = data
-        .records
-        .iter()
-        .zip(assessments)
-        .filter(|(r, a)| options.filter.keeps(r, a))
-        .map(|(r, a)| {
-            export_row(
-                r,
-                a,
-                data.reviews.get(&r.trajectory_id),
-                anonymizer.as_ref(),
-            )
-        });
     let dataset = Dataset::new()?;
-    dataset.load("export", &columns(), rows)?;
+    let jsonl = dataset.scratch_file("export.jsonl");
+    let mut out = JsonlWriter::create(&jsonl)?;
+    let mut records = futures_util::stream::iter(
+        data.items
+            .iter()
+            .zip(assessments)
+            .filter(|(item, a)| options.filter.keeps(item, a)),
+    )
+    .map(|(item, a)| async move { Ok::<_, QualityError>((item, a, item.record(store).await?)) })
+    .buffered(LOAD_CONCURRENCY);
+    while let Some(next) = records.next().await {
+        let (item, a, record) = next?;
+        let review = data.reviews.get(&item.meta.trajectory_id);
+        out.write(&export_row(item, &record, a, review, anonymizer.as_ref()))?;
+    }
+    out.finish()?;
+    dataset.load_jsonl("export", &columns(), &jsonl)?;
     let n = dataset.count("export")?;
     std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
     let targets: Vec<(PathBuf, u64, u64)> = match options.format {
@@ -241,21 +249,8 @@ fn dataset_card(
     rows: u64,
 ) -> String {
     let config = &data.config;
-    let scaffolds: BTreeSet<String> = data
-        .records
-        .iter()
-        .map(|r| {
-            format!(
-                "{}@{} ({:?} protocol, templates sha256 {})",
-                r.scaffold.name, r.scaffold.version, r.scaffold.protocol, r.scaffold.template_hash
-            )
-        })
-        .collect();
-    let images: BTreeSet<String> = data
-        .records
-        .iter()
-        .map(|r| format!("{} {}", r.image, r.image_digest.as_deref().unwrap_or("")))
-        .collect();
+    let scaffolds: BTreeSet<&str> = data.items.iter().map(|i| i.scaffold.as_str()).collect();
+    let images: BTreeSet<&str> = data.items.iter().map(|i| i.image.as_str()).collect();
     let funnel = crate::stages::funnel(assessments, data.judged.is_some());
     let mut card = format!(
         "---\npretty_name: \"synthfleet campaign {name}\"\nlicense: other\ntags:\n- synthetic\n- agent-trajectories\n- code\n- synthfleet\ntask_categories:\n- text-generation\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n---\n\n# synthfleet campaign `{name}`\n\nAgent trajectories generated by [synthfleet](https://github.com/synthfleet/synthfleet): an LLM agent worked on each task in a Docker sandbox; every step, its cost and the outcome were recorded, and the final patch was verified by running the task's eval in a fresh sandbox.\n\n- Rows: {rows} (filter `{filter}`{anon})\n- Exported: {now} by synthfleet {version}\n\n## Provenance\n\n- Campaign: `{name}`, {tasks} trajectories committed, budget ${budget:.2}{spent}\n",
@@ -268,7 +263,7 @@ fn dataset_card(
         },
         now = chrono::Utc::now().to_rfc3339(),
         version = env!("CARGO_PKG_VERSION"),
-        tasks = data.records.len(),
+        tasks = data.items.len(),
         budget = config.budget_usd,
         spent = data
             .record
@@ -295,7 +290,7 @@ fn dataset_card(
     }
     card += "- Sandbox images:\n";
     for i in &images {
-        card += &format!("  - `{}`\n", i.trim());
+        card += &format!("  - `{i}`\n");
     }
     card += "- Quality funnel (trajectories surviving each stage):";
     for (stage, n) in &funnel {

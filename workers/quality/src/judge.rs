@@ -3,7 +3,7 @@
 //! result, so it cannot simply echo the first verifier.
 
 use crate::stages::{Assessment, JudgeVerdict, Stage, Verdict};
-use crate::{CampaignData, QualityError, quality_key, write_json};
+use crate::{CampaignData, Item, QualityError, quality_key, write_json};
 use serde::Deserialize;
 use std::time::Duration;
 use synthfleet_core::MicroUsd;
@@ -99,12 +99,12 @@ pub async fn run(
     let campaign = data.config.name.clone();
     let mut run = JudgeRun::default();
     let judged = data.judged.get_or_insert_with(Default::default);
-    let candidates: Vec<&TrajectoryRecord> = data
-        .records
+    let candidates: Vec<&Item> = data
+        .items
         .iter()
         .zip(assessments)
-        .filter(|(r, a)| {
-            !judged.contains_key(&r.trajectory_id)
+        .filter(|(item, a)| {
+            !judged.contains_key(&item.meta.trajectory_id)
                 && (!judge.only_accepted
                     || [
                         Stage::Structural,
@@ -115,11 +115,12 @@ pub async fn run(
                     .iter()
                     .all(|s| a.verdict(*s) == &Verdict::Pass))
         })
-        .map(|(r, _)| r)
+        .map(|(item, _)| item)
         .collect();
     info!(candidates = candidates.len(), "judging");
-    for (i, record) in candidates.iter().enumerate() {
-        let request = request(record);
+    for (i, item) in candidates.iter().enumerate() {
+        let record = item.record(store).await?;
+        let request = request(&record);
         let reserve = pool
             .worst_case_cost(&judge.model, &request)
             .map_err(|e| QualityError::Invalid(format!("judge model: {e}")))?;

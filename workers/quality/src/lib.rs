@@ -22,12 +22,12 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use review::{Review, ReviewSample};
 use serde::{Deserialize, Serialize};
-use stages::{Assessment, JudgeVerdict, Stage};
+use stages::{Assessment, Facts, JudgeVerdict, Stage};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::campaign::CampaignConfig;
-use synthfleet_core::ports::{ObjectStore, StoreError};
+use synthfleet_core::ports::{ObjectStore, StoreError, TrajectoryMeta};
 use synthfleet_core::store::{TrajectoryStore, TrajectoryStoreError};
 use synthfleet_core::submit::{SpecError, get_spec};
 use synthfleet_core::trajectory::TrajectoryRecord;
@@ -67,13 +67,66 @@ pub enum QualityError {
 }
 
 /// Trajectories read in parallel from the object store.
-const LOAD_CONCURRENCY: usize = 16;
+pub(crate) const LOAD_CONCURRENCY: usize = 16;
+
+/// One committed trajectory as the pipeline keeps it: what the stages, reports and
+/// provenance need, not the conversation. Records are read again, one at a time, only
+/// where their text is needed (the judge, exports, review), so memory stays bounded by the
+/// number of trajectories, not their length.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// Where the record lives and its checksum.
+    pub meta: TrajectoryMeta,
+    pub facts: Facts,
+    /// The row, before the campaign-wide stages fill in the verdicts.
+    pub row: TrajectoryRow,
+    /// `name@version (protocol, templates sha256 …)`, for the dataset card.
+    pub scaffold: String,
+    /// `image digest`, for the dataset card.
+    pub image: String,
+}
+
+impl Item {
+    fn of(meta: TrajectoryMeta, record: &TrajectoryRecord, config: &CampaignConfig) -> Item {
+        Item {
+            facts: Facts::of(record, &config.quality, config.scaffold.max_steps),
+            row: TrajectoryRow::new(record),
+            scaffold: format!(
+                "{}@{} ({:?} protocol, templates sha256 {})",
+                record.scaffold.name,
+                record.scaffold.version,
+                record.scaffold.protocol,
+                record.scaffold.template_hash
+            ),
+            image: format!(
+                "{} {}",
+                record.image,
+                record.image_digest.as_deref().unwrap_or("")
+            )
+            .trim()
+            .to_owned(),
+            meta,
+        }
+    }
+
+    /// Reads the whole record again (checksum verified).
+    pub async fn record(&self, store: &TrajectoryStore) -> Result<TrajectoryRecord, QualityError> {
+        store
+            .load(&self.meta)
+            .await
+            .map_err(|source| QualityError::Load {
+                key: self.meta.object_key.clone(),
+                source,
+            })
+    }
+}
 
 /// Everything the pipeline knows about one campaign.
 pub struct CampaignData {
     pub config: CampaignConfig,
     pub record: Option<CampaignRecord>,
-    pub records: Vec<TrajectoryRecord>,
+    /// Every committed trajectory, by id.
+    pub items: Vec<Item>,
     /// The judge's cached verdicts; `None` when the campaign has no judge.
     pub judged: Option<HashMap<String, JudgeVerdict>>,
     pub reviews: HashMap<String, Review>,
@@ -147,7 +200,8 @@ impl CampaignData {
         let metas = store.metadata.trajectories(campaign).await?;
         let total = metas.len() as u64;
         let done = std::sync::atomic::AtomicU64::new(0);
-        let mut records: Vec<TrajectoryRecord> = futures_util::stream::iter(metas)
+        let config = &config;
+        let mut items: Vec<Item> = futures_util::stream::iter(metas)
             .map(|meta| {
                 let done = &done;
                 async move {
@@ -160,13 +214,14 @@ impl CampaignData {
                         })?;
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     progress(n, total);
-                    Ok::<_, QualityError>(record)
+                    Ok::<_, QualityError>(Item::of(meta, &record, config))
                 }
             })
             .buffer_unordered(LOAD_CONCURRENCY)
             .try_collect()
             .await?;
-        records.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+        items.sort_by(|a, b| a.meta.trajectory_id.cmp(&b.meta.trajectory_id));
+        let config = config.clone();
         let judged = match &config.quality.judge {
             None => None,
             Some(_) => Some(
@@ -187,7 +242,7 @@ impl CampaignData {
         Ok(CampaignData {
             config,
             record,
-            records,
+            items,
             judged,
             reviews,
             sample,
@@ -201,23 +256,27 @@ impl CampaignData {
 
     /// Runs the stages (the judge's verdicts come from its cache).
     pub fn assess(&self) -> Vec<Assessment> {
-        stages::assess(
-            &self.records,
-            &self.config.quality,
-            self.config.scaffold.max_steps,
-            self.judged.as_ref(),
-        )
+        let facts: Vec<Facts> = self.items.iter().map(|i| i.facts.clone()).collect();
+        stages::assess(&facts, &self.config.quality, self.judged.as_ref())
     }
 
-    /// One row per trajectory, for DuckDB. `assessments` is in the order of `records`.
+    /// The item of a trajectory id.
+    pub fn item(&self, trajectory_id: &str) -> Option<&Item> {
+        self.items
+            .binary_search_by(|i| i.meta.trajectory_id.as_str().cmp(trajectory_id))
+            .ok()
+            .map(|at| &self.items[at])
+    }
+
+    /// One row per trajectory, for DuckDB. `assessments` is in the order of `items`.
     pub fn rows<'a>(
         &'a self,
         assessments: &'a [Assessment],
     ) -> impl Iterator<Item = TrajectoryRow> + 'a {
-        self.records
+        self.items
             .iter()
             .zip(assessments)
-            .map(|(record, a)| TrajectoryRow::new(record, a, self.reviews.get(&a.trajectory_id)))
+            .map(|(item, a)| item.row.assessed(a, self.reviews.get(&a.trajectory_id)))
     }
 
     /// Records every trajectory's verdicts at `quality/{campaign}/assessments.json`.
@@ -270,8 +329,8 @@ pub struct TrajectoryRow {
 }
 
 impl TrajectoryRow {
-    pub fn new(record: &TrajectoryRecord, a: &Assessment, review: Option<&Review>) -> Self {
-        let rejected_at = a.rejected_at();
+    /// The row of a record; the verdict columns stay empty until [`Self::assessed`].
+    pub fn new(record: &TrajectoryRecord) -> Self {
         let verification = record.verification.as_ref();
         TrajectoryRow {
             campaign: record.campaign.clone(),
@@ -297,6 +356,25 @@ impl TrajectoryRow {
                 .timings
                 .finished_at
                 .unwrap_or(record.timings.started_at),
+            structural: String::new(),
+            execution: String::new(),
+            heuristics: String::new(),
+            dedup: String::new(),
+            judge: String::new(),
+            rejected_at: None,
+            reject_reason: None,
+            accepted: false,
+            pattern: String::new(),
+            patch_hash: None,
+            duplicate_of: None,
+            review: None,
+        }
+    }
+
+    /// The row with the stages' verdicts and the human one.
+    pub fn assessed(&self, a: &Assessment, review: Option<&Review>) -> Self {
+        let rejected_at = a.rejected_at();
+        TrajectoryRow {
             structural: a.verdict(Stage::Structural).label().into(),
             execution: a.verdict(Stage::Execution).label().into(),
             heuristics: a.verdict(Stage::Heuristics).label().into(),
@@ -311,6 +389,7 @@ impl TrajectoryRow {
             patch_hash: a.patch_hash.clone(),
             duplicate_of: a.duplicate_of.clone(),
             review: review.map(|r| r.verdict.as_str().to_owned()),
+            ..self.clone()
         }
     }
 }

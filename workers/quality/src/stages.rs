@@ -4,9 +4,12 @@
 //! (how many survive each stage, and why the others did not) is visible.
 //!
 //! Pure functions of the records and the campaign's `[quality]` thresholds: no storage, no
-//! DuckDB. Stages after the first failure are `skipped`.
+//! DuckDB. The stages that judge one record alone run as it is read ([`Facts::of`]);
+//! dedup and the judge's verdicts are applied over the whole campaign ([`assess`]).
+//! Stages after the first failure are `skipped`.
 
 use crate::features::Features;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use synthfleet_core::campaign::QualityConfig;
@@ -255,26 +258,54 @@ fn first_line(text: &str) -> &str {
     line.get(..60).unwrap_or(line)
 }
 
-/// Runs every stage over a campaign's records. `judged` holds the judge's cached verdicts
-/// (`None` when no judge is configured).
+/// What the stages need of one record, computed when it is read: the verdicts of the
+/// stages that look at one record alone, and the features dedup compares. The record
+/// itself (its conversation) is not kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    pub trajectory_id: String,
+    pub instance_id: String,
+    pub model: String,
+    pub started_at: DateTime<Utc>,
+    pub structural: Verdict,
+    pub execution: Verdict,
+    pub heuristics: Verdict,
+    pub features: Features,
+}
+
+impl Facts {
+    pub fn of(record: &TrajectoryRecord, config: &QualityConfig, scaffold_max_steps: u32) -> Facts {
+        let max_steps = config.max_steps.unwrap_or(scaffold_max_steps);
+        Facts {
+            trajectory_id: record.trajectory_id.clone(),
+            instance_id: record.instance_id.clone(),
+            model: record.model.clone(),
+            started_at: record.timings.started_at,
+            structural: structural(record),
+            execution: execution(record),
+            heuristics: heuristics(record, config, max_steps),
+            features: Features::of(record),
+        }
+    }
+}
+
+/// Runs every stage over a campaign's trajectories; the assessments come in the order of
+/// `facts`. `judged` holds the judge's cached verdicts (`None`: no judge configured).
 pub fn assess(
-    records: &[TrajectoryRecord],
+    facts: &[Facts],
     config: &QualityConfig,
-    scaffold_max_steps: u32,
     judged: Option<&HashMap<String, JudgeVerdict>>,
 ) -> Vec<Assessment> {
-    let max_steps = config.max_steps.unwrap_or(scaffold_max_steps);
     // Oldest first, so that of two duplicates the first one made is kept.
-    let mut order: Vec<usize> = (0..records.len()).collect();
+    let mut order: Vec<usize> = (0..facts.len()).collect();
     order.sort_by(|a, b| {
-        let (a, b) = (&records[*a], &records[*b]);
-        (a.timings.started_at, &a.trajectory_id).cmp(&(b.timings.started_at, &b.trajectory_id))
+        let (a, b) = (&facts[*a], &facts[*b]);
+        (a.started_at, &a.trajectory_id).cmp(&(b.started_at, &b.trajectory_id))
     });
-    let mut kept: HashMap<&str, Vec<(usize, Features)>> = HashMap::new();
-    let mut out: Vec<Option<Assessment>> = vec![None; records.len()];
+    let mut kept: HashMap<&str, Vec<&Facts>> = HashMap::new();
+    let mut out: Vec<Option<Assessment>> = vec![None; facts.len()];
     for i in order {
-        let record = &records[i];
-        let features = Features::of(record);
+        let f = &facts[i];
         let mut stages = BTreeMap::new();
         let mut duplicate_of = None;
         let mut alive = true;
@@ -287,20 +318,18 @@ pub fn assess(
             alive &= verdict == Verdict::Pass;
             stages.insert(stage, verdict);
         };
-        decide(Stage::Structural, &mut || structural(record));
-        decide(Stage::Execution, &mut || execution(record));
-        decide(Stage::Heuristics, &mut || {
-            heuristics(record, config, max_steps)
-        });
-        let same_task = kept.entry(record.instance_id.as_str()).or_default();
+        decide(Stage::Structural, &mut || f.structural.clone());
+        decide(Stage::Execution, &mut || f.execution.clone());
+        decide(Stage::Heuristics, &mut || f.heuristics.clone());
+        let same_task = kept.entry(f.instance_id.as_str()).or_default();
         decide(Stage::Dedup, &mut || {
-            for (j, other) in same_task.iter() {
-                let other_id = &records[*j].trajectory_id;
-                if other.action_hash == features.action_hash {
+            for other in same_task.iter() {
+                let other_id = &other.trajectory_id;
+                if other.features.action_hash == f.features.action_hash {
                     duplicate_of = Some(other_id.clone());
                     return Verdict::fail(format!("exact duplicate of {other_id} (same actions)"));
                 }
-                let similarity = other.minhash.similarity(&features.minhash);
+                let similarity = other.features.minhash.similarity(&f.features.minhash);
                 if similarity >= config.near_duplicate_threshold {
                     duplicate_of = Some(other_id.clone());
                     return Verdict::fail(format!(
@@ -312,7 +341,7 @@ pub fn assess(
         });
         decide(Stage::Judge, &mut || match judged {
             None => Verdict::skipped("no judge configured"),
-            Some(judged) => match judged.get(&record.trajectory_id) {
+            Some(judged) => match judged.get(&f.trajectory_id) {
                 None => Verdict::fail("not judged yet: run `synthfleet assess`"),
                 Some(j) if j.pass => Verdict::Pass,
                 Some(j) => Verdict::fail(format!("judge {}: {}", j.model, j.reason)),
@@ -322,17 +351,17 @@ pub fn assess(
             .iter()
             .all(|(stage, v)| v == &Verdict::Pass || (*stage == Stage::Judge && judged.is_none()));
         if stages.get(&Stage::Dedup) == Some(&Verdict::Pass) {
-            same_task.push((i, features.clone()));
+            same_task.push(f);
         }
         out[i] = Some(Assessment {
-            trajectory_id: record.trajectory_id.clone(),
-            instance_id: record.instance_id.clone(),
-            model: record.model.clone(),
+            trajectory_id: f.trajectory_id.clone(),
+            instance_id: f.instance_id.clone(),
+            model: f.model.clone(),
             stages,
             accepted,
             duplicate_of,
-            pattern: features.pattern,
-            patch_hash: features.patch_hash,
+            pattern: f.features.pattern.clone(),
+            patch_hash: f.features.patch_hash.clone(),
         });
     }
     out.into_iter().flatten().collect()

@@ -3,14 +3,19 @@
 
 use crate::export::{ExportOptions, Filter, Format, export};
 use crate::report;
-use crate::stages::{Stage, Verdict, assess, funnel};
+use crate::stages::{Facts, Stage, Verdict, assess, funnel};
 use crate::{CampaignData, TrajectoryRow};
 use chrono::{Duration, TimeZone, Utc};
+use std::sync::Arc;
+use synthfleet_core::MicroUsd;
 use synthfleet_core::campaign::{CampaignConfig, Protocol, QualityConfig};
+use synthfleet_core::store::TrajectoryStore;
+use synthfleet_core::submit::{CampaignSpec, put_spec};
 use synthfleet_core::trajectory::{
     ChatMessage, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step, Timings, Totals,
     TrajectoryRecord, Verification,
 };
+use synthfleet_local::{LocalMetadata, LocalObjectStore, LocalState};
 
 /// A trajectory of `actions` (each a successful step unless it starts with `!`).
 fn record(
@@ -65,7 +70,7 @@ fn record(
         trajectory_id: id.into(),
         campaign: "known".into(),
         instance_id: task.into(),
-        sample_index: 0,
+        sample_index: minute as u32,
         model: model.into(),
         provider: "openai".into(),
         scaffold: ScaffoldInfo {
@@ -166,25 +171,60 @@ fn known_records() -> Vec<TrajectoryRecord> {
     ]
 }
 
-fn data(records: Vec<TrajectoryRecord>) -> CampaignData {
+/// The records committed to a real local store, and the campaign loaded back from it.
+struct Stored {
+    _dir: tempfile::TempDir,
+    store: TrajectoryStore,
+    data: CampaignData,
+}
+
+async fn stored(records: Vec<TrajectoryRecord>) -> Stored {
     let config: CampaignConfig = toml::from_str(
         "name = \"known\"\ntasks = [\"t.jsonl\"]\nbudget_usd = 1.0\n[[models]]\nname = \"m1\"\nprovider = \"replay\"\n",
     )
     .expect("config");
-    CampaignData {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = LocalState::open(dir.path()).expect("state");
+    let store = TrajectoryStore::new(
+        Arc::new(LocalObjectStore::new(&dir.path().join("objects"))),
+        Arc::new(LocalMetadata::new(&state)),
+    );
+    store
+        .metadata
+        .upsert_campaign("known", MicroUsd::from_usd_ceil(1.0), records.len() as u64)
+        .await
+        .expect("campaign");
+    let spec = CampaignSpec {
         config,
-        record: None,
-        records,
-        judged: None,
-        reviews: Default::default(),
-        sample: None,
-        dead_letters: 0,
+        templates: Default::default(),
+    };
+    put_spec(store.objects.as_ref(), &spec).await.expect("spec");
+    for record in &records {
+        store.commit(record).await.expect("commit");
+    }
+    let data = CampaignData::load(&store, "known", &|_, _| {})
+        .await
+        .expect("load");
+    Stored {
+        _dir: dir,
+        store,
+        data,
     }
 }
 
-#[test]
-fn stages_reject_with_reasons_and_the_funnel_counts_survivors() {
-    let data = data(known_records());
+fn assess_with(
+    records: &[TrajectoryRecord],
+    config: &QualityConfig,
+    judged: Option<&std::collections::HashMap<String, crate::stages::JudgeVerdict>>,
+) -> Vec<crate::stages::Assessment> {
+    let facts: Vec<Facts> = records.iter().map(|r| Facts::of(r, config, 50)).collect();
+    assess(&facts, config, judged)
+}
+
+#[tokio::test]
+async fn stages_reject_with_reasons_and_the_funnel_counts_survivors() {
+    let known = stored(known_records()).await;
+    let data = &known.data;
     let a = data.assess();
     let by_id = |id: &str| a.iter().find(|x| x.trajectory_id == id).expect("assessed");
     let reason =
@@ -242,7 +282,7 @@ fn thresholds_come_from_the_campaign() {
         near_duplicate_threshold: 0.999,
         ..QualityConfig::default()
     };
-    let a = assess(&records, &loose, 50, None);
+    let a = assess_with(&records, &loose, None);
     let accepted: Vec<&str> = a
         .iter()
         .filter(|x| x.accepted)
@@ -254,7 +294,7 @@ fn thresholds_come_from_the_campaign() {
         max_steps: Some(2),
         ..QualityConfig::default()
     };
-    let a = assess(&records, &strict, 50, None);
+    let a = assess_with(&records, &strict, None);
     assert_eq!(a.iter().filter(|x| x.accepted).count(), 0);
     assert!(
         a[0].verdict(Stage::Heuristics)
@@ -269,15 +309,16 @@ fn thresholds_come_from_the_campaign() {
         max_error_ratio: 0.3,
         ..QualityConfig::default()
     };
-    let a = assess(std::slice::from_ref(&r), &tight, 50, None);
+    let a = assess_with(std::slice::from_ref(&r), &tight, None);
     assert_eq!(a[0].rejected_at(), Some(Stage::Heuristics));
 }
 
-#[test]
-fn report_numbers_on_a_known_campaign() {
-    let data = data(known_records());
+#[tokio::test]
+async fn report_numbers_on_a_known_campaign() {
+    let known = stored(known_records()).await;
+    let data = &known.data;
     let a = data.assess();
-    let r = report::build(&data, &a).expect("report");
+    let r = report::build(data, &a).expect("report");
     assert_eq!(r.totals.trajectories, 7);
     assert_eq!(r.totals.resolved, 6);
     assert_eq!(r.totals.accepted, 2);
@@ -345,8 +386,9 @@ fn report_numbers_on_a_known_campaign() {
             )
         })
         .collect();
-    let collapsed = self::data(same);
-    let r = report::build(&collapsed, &collapsed.assess()).expect("report");
+    let collapsed = stored(same).await;
+    let collapsed = &collapsed.data;
+    let r = report::build(collapsed, &collapsed.assess()).expect("report");
     assert_eq!(r.alarms.len(), 2, "{:?}", r.alarms);
     assert!(
         r.alarms[0].contains("100% of 12 trajectories"),
@@ -358,14 +400,16 @@ fn report_numbers_on_a_known_campaign() {
     assert!(r.to_text().contains("ALARM: mode collapse?"));
 }
 
-#[test]
-fn export_writes_an_hf_layout_that_duckdb_reads_back() {
-    let data = data(known_records());
+#[tokio::test]
+async fn export_writes_an_hf_layout_that_duckdb_reads_back() {
+    let known = stored(known_records()).await;
+    let data = &known.data;
     let a = data.assess();
     let dir = tempfile::tempdir().expect("tempdir");
     let summary = export(
-        &data,
+        data,
         &a,
+        &known.store,
         &ExportOptions {
             format: Format::Hf,
             filter: Filter::Resolved,
@@ -374,6 +418,7 @@ fn export_writes_an_hf_layout_that_duckdb_reads_back() {
             rows_per_shard: 4,
         },
     )
+    .await
     .expect("export");
     assert_eq!(summary.rows, 6);
     assert_eq!(
@@ -412,9 +457,10 @@ fn export_writes_an_hf_layout_that_duckdb_reads_back() {
     );
 }
 
-#[test]
-fn rows_carry_the_first_rejection() {
-    let data = data(known_records());
+#[tokio::test]
+async fn rows_carry_the_first_rejection() {
+    let known = stored(known_records()).await;
+    let data = &known.data;
     let a = data.assess();
     let rows: Vec<TrajectoryRow> = data.rows(&a).collect();
     let t7 = rows.iter().find(|r| r.trajectory_id == "t7").expect("t7");
@@ -454,7 +500,7 @@ fn the_judge_decides_last_and_holds_back_what_it_has_not_seen() {
     .into_iter()
     .map(|j| (j.trajectory_id.clone(), j))
     .collect();
-    let a = assess(&records, &QualityConfig::default(), 50, Some(&judged));
+    let a = assess_with(&records, &QualityConfig::default(), Some(&judged));
     let by_id = |id: &str| a.iter().find(|x| x.trajectory_id == id).expect("assessed");
     assert!(by_id("t1").accepted);
     assert_eq!(
@@ -465,10 +511,9 @@ fn the_judge_decides_last_and_holds_back_what_it_has_not_seen() {
     assert_eq!(by_id("t5").rejected_at(), Some(Stage::Heuristics));
     assert_eq!(funnel(&a, true).last(), Some(&("judge".to_owned(), 1)));
     // Nothing judged yet: the stage holds everything back, and says why.
-    let a = assess(
+    let a = assess_with(
         &records,
         &QualityConfig::default(),
-        50,
         Some(&Default::default()),
     );
     assert_eq!(a.iter().filter(|x| x.accepted).count(), 0);
