@@ -188,10 +188,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Assess { target } => {
             let (backend, mut data) = open(&target).await?;
-            let mut assessments = data.assess();
             if data.config.quality.judge.is_some() {
                 let pool = ModelPool::new(&data.config.models).context("the judge's model")?;
-                let judged = judge::run(&mut data, &assessments, backend.store(), &pool).await?;
+                let before = data.assess();
+                let judged = judge::run(&mut data, &before, backend.store(), &pool).await?;
                 println!(
                     "judge: {} judged ({} pass), {} malformed replies, {} left for lack of budget, ${:.4}",
                     judged.judged,
@@ -200,10 +200,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     judged.out_of_budget,
                     judged.cost_usd
                 );
-                assessments = data.assess();
             }
-            data.publish(backend.store().objects.as_ref(), &assessments)
-                .await?;
+            let assessments = assess(&backend, &data).await?;
             println!("campaign {}: quality funnel", data.name());
             for (stage, n) in stages::funnel(&assessments, data.judged.is_some()) {
                 println!("  {stage:<11} {n}");
