@@ -135,7 +135,14 @@ pub async fn run(
                 Reservation::Busy if started.elapsed() < BUSY_LIMIT => {
                     tokio::time::sleep(BUSY_WAIT).await;
                 }
-                Reservation::Busy | Reservation::Refused(_) => break false,
+                Reservation::Busy => {
+                    return Err(QualityError::Invalid(format!(
+                        "campaign `{campaign}`: calls in flight elsewhere held the rest of its budget for {}s; run `synthfleet assess` again when they have settled ({} judged so far are kept)",
+                        BUSY_LIMIT.as_secs(),
+                        run.judged
+                    )));
+                }
+                Reservation::Refused(_) => break false,
             }
         };
         if !granted {
