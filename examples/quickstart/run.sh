@@ -25,7 +25,7 @@ echo
 if [[ -x "$root/target/debug/synthfleet-jobs" ]]; then
   "$bin" report "$here/campaign.toml"
 else
-  echo "quality report: build the DuckDB jobs once (about 25 min: cargo build -p synthfleet-jobs),"
+  echo "quality report: build the DuckDB jobs once (about 15 min: cargo build -p synthfleet-jobs),"
   echo "then: $bin report $here/campaign.toml"
 fi
 exit "$status"
