@@ -265,6 +265,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             for file in summary.files {
                 println!("  {}", file.display());
             }
+            if summary.rows == 0 {
+                eprintln!(
+                    "note: no trajectory matched --filter {}; `synthfleet report {}` shows the funnel and why",
+                    options.filter.as_str(),
+                    target.campaign
+                );
+            }
         }
         Command::Review(command) => review_command(command).await?,
     }
