@@ -243,7 +243,7 @@ pub struct QualityConfig {
     /// task are near duplicates.
     pub near_duplicate_threshold: f64,
     /// Alarm when one action pattern makes up more than this share of a model's (or the
-    /// campaign's) accepted trajectories...
+    /// campaign's) structurally valid trajectories...
     pub max_pattern_share: f64,
     /// ...among at least this many trajectories.
     pub min_trajectories_for_alarm: u32,

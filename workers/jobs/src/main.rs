@@ -326,7 +326,7 @@ async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
             let stdin = std::io::stdin();
             let mut lines = stdin.lock().lines();
             for (i, id) in pending.iter().enumerate() {
-                let Some(at) = data.items.iter().position(|i| &i.meta.trajectory_id == *id) else {
+                let Some(at) = data.position(id) else {
                     println!("{id}: no longer stored (expired?); skipped");
                     continue;
                 };
@@ -390,7 +390,7 @@ async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
             reviewer,
         } => {
             let (backend, data) = open(&target).await?;
-            data.item(&trajectory_id).with_context(|| {
+            data.position(&trajectory_id).with_context(|| {
                 format!("no trajectory {trajectory_id} in campaign {}", data.name())
             })?;
             record_review(&backend, &data, &trajectory_id, verdict, &reviewer, note).await?;

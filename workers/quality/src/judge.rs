@@ -2,7 +2,7 @@
 //! same hard budget) as the rollouts. It sees the task and the final patch, never the eval
 //! result, so it cannot simply echo the first verifier.
 
-use crate::stages::{Assessment, JudgeVerdict, Stage, Verdict};
+use crate::stages::{Assessment, JudgeVerdict, Stage};
 use crate::{CampaignData, Item, QualityError, quality_key, write_json};
 use serde::Deserialize;
 use std::time::Duration;
@@ -105,15 +105,7 @@ pub async fn run(
         .zip(assessments)
         .filter(|(item, a)| {
             !judged.contains_key(&item.meta.trajectory_id)
-                && (!judge.only_accepted
-                    || [
-                        Stage::Structural,
-                        Stage::Execution,
-                        Stage::Heuristics,
-                        Stage::Dedup,
-                    ]
-                    .iter()
-                    .all(|s| a.verdict(*s) == &Verdict::Pass))
+                && (!judge.only_accepted || a.survived(Stage::Dedup))
         })
         .map(|(item, _)| item)
         .collect();

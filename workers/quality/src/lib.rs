@@ -111,14 +111,19 @@ impl Item {
 
     /// Reads the whole record again (checksum verified).
     pub async fn record(&self, store: &TrajectoryStore) -> Result<TrajectoryRecord, QualityError> {
-        store
-            .load(&self.meta)
-            .await
-            .map_err(|source| QualityError::Load {
-                key: self.meta.object_key.clone(),
-                source,
-            })
+        load_record(store, &self.meta).await
     }
+}
+
+/// Reads and verifies the record of a metadata item.
+async fn load_record(
+    store: &TrajectoryStore,
+    meta: &TrajectoryMeta,
+) -> Result<TrajectoryRecord, QualityError> {
+    store.load(meta).await.map_err(|source| QualityError::Load {
+        key: meta.object_key.clone(),
+        source,
+    })
 }
 
 /// Everything the pipeline knows about one campaign.
@@ -200,28 +205,18 @@ impl CampaignData {
         let metas = store.metadata.trajectories(campaign).await?;
         let total = metas.len() as u64;
         let done = std::sync::atomic::AtomicU64::new(0);
-        let config = &config;
+        let (done, config_ref) = (&done, &config);
         let mut items: Vec<Item> = futures_util::stream::iter(metas)
-            .map(|meta| {
-                let done = &done;
-                async move {
-                    let record = store
-                        .load(&meta)
-                        .await
-                        .map_err(|source| QualityError::Load {
-                            key: meta.object_key.clone(),
-                            source,
-                        })?;
-                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    progress(n, total);
-                    Ok::<_, QualityError>(Item::of(meta, &record, config))
-                }
+            .map(|meta| async move {
+                let record = load_record(store, &meta).await?;
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                progress(n, total);
+                Ok::<_, QualityError>(Item::of(meta, &record, config_ref))
             })
             .buffer_unordered(LOAD_CONCURRENCY)
             .try_collect()
             .await?;
         items.sort_by(|a, b| a.meta.trajectory_id.cmp(&b.meta.trajectory_id));
-        let config = config.clone();
         let judged = match &config.quality.judge {
             None => None,
             Some(_) => Some(
@@ -256,16 +251,15 @@ impl CampaignData {
 
     /// Runs the stages (the judge's verdicts come from its cache).
     pub fn assess(&self) -> Vec<Assessment> {
-        let facts: Vec<Facts> = self.items.iter().map(|i| i.facts.clone()).collect();
+        let facts: Vec<&Facts> = self.items.iter().map(|i| &i.facts).collect();
         stages::assess(&facts, &self.config.quality, self.judged.as_ref())
     }
 
-    /// The item of a trajectory id.
-    pub fn item(&self, trajectory_id: &str) -> Option<&Item> {
+    /// Where a trajectory id is in `items` (and so in its assessments).
+    pub fn position(&self, trajectory_id: &str) -> Option<usize> {
         self.items
             .binary_search_by(|i| i.meta.trajectory_id.as_str().cmp(trajectory_id))
             .ok()
-            .map(|at| &self.items[at])
     }
 
     /// One row per trajectory, for DuckDB. `assessments` is in the order of `items`.

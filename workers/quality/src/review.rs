@@ -131,51 +131,53 @@ fn rank(seed: u64, id: &str) -> [u8; 32] {
 /// proportional to its size (largest remainders), at least one while the size allows;
 /// inside a stratum the draw goes round the tasks so that one task cannot fill it.
 pub fn draw(campaign: &str, rows: &[TrajectoryRow], size: usize, seed: u64) -> ReviewSample {
-    let mut strata: BTreeMap<(String, &'static str), Vec<&TrajectoryRow>> = BTreeMap::new();
+    let mut by_key: BTreeMap<(&str, &'static str), Vec<&TrajectoryRow>> = BTreeMap::new();
     for row in rows {
-        strata
-            .entry((row.model.clone(), outcome(row)))
+        by_key
+            .entry((row.model.as_str(), outcome(row)))
             .or_default()
             .push(row);
     }
     let size = size.min(rows.len());
     let total = rows.len().max(1) as f64;
-    // Quotas: one each first (when the size allows), the rest by largest remainder.
-    let keys: Vec<_> = strata.keys().cloned().collect();
-    let mut quota: BTreeMap<_, usize> = keys.iter().map(|k| (k.clone(), 0)).collect();
+    // (key, members, quota, what the proportional share still wants beyond the quota)
+    let mut strata: Vec<_> = by_key
+        .into_iter()
+        .map(|(key, members)| {
+            let share = members.len() as f64 / total * size as f64;
+            (key, members, 0usize, share)
+        })
+        .collect();
     let mut left = size;
-    let mut by_size: Vec<_> = keys.iter().collect();
-    by_size.sort_by_key(|k| std::cmp::Reverse(strata[*k].len()));
-    for key in &by_size {
-        if left == 0 {
-            break;
-        }
-        *quota.entry((*key).clone()).or_default() += 1;
+    // One each first, largest strata first, while the size allows...
+    let mut by_size: Vec<usize> = (0..strata.len()).collect();
+    by_size.sort_by_key(|i| std::cmp::Reverse(strata[*i].1.len()));
+    for i in by_size.into_iter().take(left) {
+        strata[i].2 += 1;
+        strata[i].3 -= 1.0;
         left -= 1;
     }
-    let exact: Vec<(f64, &(String, &str))> = keys
-        .iter()
-        .map(|k| (strata[k].len() as f64 / total * size as f64, k))
-        .collect();
-    let mut remainders: Vec<(f64, &(String, &str))> = exact
-        .iter()
-        .map(|(share, k)| (share - quota[*k] as f64, *k))
-        .collect();
+    // ...then the rest by largest remainder (the first stratum wins a tie).
     while left > 0 {
-        remainders.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let Some((share, key)) = remainders
-            .iter_mut()
-            .find(|(_, k)| quota[*k] < strata[*k].len())
+        let Some(i) = (0..strata.len())
+            .filter(|i| strata[*i].2 < strata[*i].1.len())
+            .reduce(|best, i| {
+                if strata[i].3 > strata[best].3 {
+                    i
+                } else {
+                    best
+                }
+            })
         else {
             break;
         };
-        *quota.entry((*key).clone()).or_default() += 1;
-        *share -= 1.0;
+        strata[i].2 += 1;
+        strata[i].3 -= 1.0;
         left -= 1;
     }
     let mut picked = Vec::new();
     let mut described = Vec::new();
-    for (key, members) in &strata {
+    for ((model, outcome), members, want, _) in &strata {
         // Tasks in seeded order, each task's trajectories in seeded order, then round robin.
         let mut by_task: BTreeMap<&str, Vec<&TrajectoryRow>> = BTreeMap::new();
         for row in members {
@@ -186,25 +188,24 @@ pub fn draw(campaign: &str, rows: &[TrajectoryRow], size: usize, seed: u64) -> R
             queue.sort_by_key(|r| std::cmp::Reverse(rank(seed, &r.trajectory_id)));
         }
         queues.sort_by_key(|q| rank(seed, &q[0].instance_id));
-        let want = quota[key];
         let mut drawn = 0;
         loop {
             let before = drawn;
             for queue in queues.iter_mut() {
-                if drawn < want
+                if drawn < *want
                     && let Some(row) = queue.pop()
                 {
                     picked.push(row.trajectory_id.clone());
                     drawn += 1;
                 }
             }
-            if drawn == want || drawn == before {
+            if drawn == *want || drawn == before {
                 break;
             }
         }
         described.push(Stratum {
-            model: key.0.clone(),
-            outcome: key.1.to_owned(),
+            model: (*model).to_owned(),
+            outcome: (*outcome).to_owned(),
             population: members.len() as u64,
             drawn: drawn as u64,
         });

@@ -122,6 +122,12 @@ impl Assessment {
         self.stages.get(&stage).unwrap_or(&SKIPPED)
     }
 
+    /// Whether the trajectory is still in after `stage`: a stage runs only on the survivors
+    /// of the earlier ones, so passing it means passing all of them.
+    pub fn survived(&self, stage: Stage) -> bool {
+        self.verdict(stage) == &Verdict::Pass
+    }
+
     /// The first stage that rejected this trajectory.
     pub fn rejected_at(&self) -> Option<Stage> {
         Stage::ALL
@@ -292,7 +298,7 @@ impl Facts {
 /// Runs every stage over a campaign's trajectories; the assessments come in the order of
 /// `facts`. `judged` holds the judge's cached verdicts (`None`: no judge configured).
 pub fn assess(
-    facts: &[Facts],
+    facts: &[&Facts],
     config: &QualityConfig,
     judged: Option<&HashMap<String, JudgeVerdict>>,
 ) -> Vec<Assessment> {
@@ -305,7 +311,7 @@ pub fn assess(
     let mut kept: HashMap<&str, Vec<&Facts>> = HashMap::new();
     let mut out: Vec<Option<Assessment>> = vec![None; facts.len()];
     for i in order {
-        let f = &facts[i];
+        let f = facts[i];
         let mut stages = BTreeMap::new();
         let mut duplicate_of = None;
         let mut alive = true;
@@ -374,12 +380,7 @@ pub fn funnel(assessments: &[Assessment], judge_configured: bool) -> Vec<(String
         if stage == Stage::Judge && !judge_configured {
             continue;
         }
-        let upto = Stage::ALL.iter().take_while(|s| **s <= stage);
-        let survivors: Vec<Stage> = upto.copied().collect();
-        let n = assessments
-            .iter()
-            .filter(|a| survivors.iter().all(|s| a.verdict(*s) == &Verdict::Pass))
-            .count();
+        let n = assessments.iter().filter(|a| a.survived(stage)).count();
         rows.push((stage.as_str().to_owned(), n as u64));
     }
     rows

@@ -218,7 +218,7 @@ fn assess_with(
     judged: Option<&std::collections::HashMap<String, crate::stages::JudgeVerdict>>,
 ) -> Vec<crate::stages::Assessment> {
     let facts: Vec<Facts> = records.iter().map(|r| Facts::of(r, config, 50)).collect();
-    assess(&facts, config, judged)
+    assess(&facts.iter().collect::<Vec<_>>(), config, judged)
 }
 
 #[tokio::test]
