@@ -194,7 +194,11 @@ pub async fn export(
         out.write(&export_row(item, &record, a, review, anonymizer.as_ref()))?;
     }
     out.finish()?;
-    dataset.load_jsonl("export", &columns(), &jsonl)?;
+    dataset.load_jsonl("export_rows", &columns(), &jsonl)?;
+    // Numbered once in id order, so each shard is a range, not another sort.
+    dataset.execute(
+        "CREATE TABLE export AS SELECT row_number() OVER (ORDER BY trajectory_id) - 1 AS shard_row, * FROM export_rows; DROP TABLE export_rows",
+    )?;
     let n = dataset.count("export")?;
     std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
     let targets: Vec<(PathBuf, u64, u64)> = match options.format {
@@ -223,7 +227,7 @@ pub async fn export(
     let mut bytes = 0;
     for (path, offset, limit) in targets {
         dataset.execute(&format!(
-            "COPY (SELECT * FROM export ORDER BY trajectory_id LIMIT {limit} OFFSET {offset}) TO '{}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)",
+            "COPY (SELECT * EXCLUDE (shard_row) FROM export WHERE shard_row >= {offset} AND shard_row < {offset} + {limit} ORDER BY shard_row) TO '{}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)",
             sql_path(&path)
         ))?;
         bytes += std::fs::metadata(&path).map_err(io(&path))?.len();
