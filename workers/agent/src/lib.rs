@@ -5,6 +5,7 @@
 //! never names Docker, redb, HTTP or AWS. The same code runs locally and in the fleet.
 
 mod campaigns;
+mod gold;
 mod protocol;
 mod rollout;
 mod templates;
@@ -12,9 +13,11 @@ mod verify;
 mod worker;
 
 pub use campaigns::{CampaignSource, ResolveError, SingleCampaign, StoredCampaigns};
+pub use gold::{GoldEvent, validate_gold};
 pub use protocol::{Action, parse_action, tool_schemas};
 pub use rollout::{Interrupted, RolloutEvent, Rollouts};
 pub use templates::{TemplateError, Templates};
+pub use verify::Verifier;
 pub use worker::{Worker, WorkerConfig, WorkerEvent, WorkerSummary};
 
 /// Version of the built-in scaffold, recorded in every trajectory.

@@ -2,7 +2,8 @@
 
 use crate::protocol::{Action, parse_action, tool_schemas};
 use crate::templates::Templates;
-use crate::{SCAFFOLD_VERSION, truncate_middle, verify};
+use crate::verify::Verifier;
+use crate::{SCAFFOLD_VERSION, truncate_middle};
 use chrono::Utc;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::Spend;
 use synthfleet_core::campaign::{Campaign, Protocol};
 use synthfleet_core::message::{ResultKey, TaskMessage};
-use synthfleet_core::ports::{ChatRequest, Reservation, Sandbox, SandboxProvider, SandboxSpec};
+use synthfleet_core::ports::{ChatRequest, Reservation, Sandbox, SandboxProvider};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::task::{Task, shell_quote};
 use synthfleet_core::trajectory::{
@@ -94,21 +95,7 @@ impl Rollouts {
             .collect()
     }
 
-    fn spec(&self, task: &Task, labels: BTreeMap<String, String>) -> SandboxSpec {
-        SandboxSpec {
-            image: task.image.clone(),
-            workdir: task.workdir.clone(),
-            labels,
-            limits: self.campaign.config.sandbox.clone(),
-        }
-    }
-
-    pub(crate) fn labels(
-        &self,
-        key: &ResultKey,
-        trajectory_id: &str,
-        role: &str,
-    ) -> BTreeMap<String, String> {
+    fn labels(&self, key: &ResultKey, trajectory_id: &str, role: &str) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("synthfleet.campaign".to_owned(), key.campaign.clone()),
             ("synthfleet.instance".to_owned(), key.instance_id.clone()),
@@ -118,42 +105,11 @@ impl Rollouts {
         ])
     }
 
-    pub(crate) async fn create_sandbox(
-        &self,
-        task: &Task,
-        key: &ResultKey,
-        trajectory_id: &str,
-        role: &str,
-    ) -> Result<Box<dyn Sandbox>, String> {
-        let spec = self.spec(task, self.labels(key, trajectory_id, role));
-        let sandbox = self
-            .sandboxes
-            .create(&spec)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        if let Some(setup) = &task.setup {
-            let out = sandbox
-                .exec_root(
-                    setup,
-                    Duration::from_secs(self.campaign.config.scaffold.eval_timeout_s),
-                )
-                .await;
-            let failure = match out {
-                Ok(out) if out.exit_code == Some(0) => None,
-                Ok(out) => Some(format!(
-                    "task setup exited with {:?}{}: {}",
-                    out.exit_code,
-                    if out.timed_out { " (timed out)" } else { "" },
-                    truncate_middle(&out.output, 2000).0
-                )),
-                Err(e) => Some(error_chain(&e)),
-            };
-            if let Some(failure) = failure {
-                destroy(sandbox.as_ref()).await;
-                return Err(failure);
-            }
+    fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            campaign: &self.campaign,
+            sandboxes: self.sandboxes.as_ref(),
         }
-        Ok(sandbox)
     }
 
     /// Runs one rollout to a finished (not yet committed) record. Only cancellation
@@ -217,7 +173,7 @@ impl Rollouts {
             };
 
             let sandbox = tokio::select! {
-                created = self.create_sandbox(task, &key, &trajectory_id, "rollout") => created,
+                created = self.verifier().create_sandbox(task, self.labels(&key, &trajectory_id, "rollout")) => created,
                 _ = cancel.cancelled() => return Err(Interrupted),
             };
             let ending = match sandbox {
@@ -253,10 +209,11 @@ impl Rollouts {
             record.error = ending.error;
 
             let verifiable = !matches!(ending.status, ExitStatus::Error(_) | ExitStatus::BudgetExhausted);
-            if verifiable && task.eval.is_some() {
+            if verifiable && task.is_verifiable() {
                 let started = Instant::now();
+                let labels = self.labels(&key, &trajectory_id, "verify");
                 let verified = tokio::select! {
-                    v = verify::verify(self, task, &key, &trajectory_id, &record.patch) => v,
+                    v = self.verifier().verify(task, labels, &record.patch) => v,
                     _ = cancel.cancelled() => return Err(Interrupted),
                 };
                 record.timings.verification_ms = ms(started.elapsed());

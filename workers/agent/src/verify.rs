@@ -1,11 +1,14 @@
-//! Execution verification: the task's eval in a fresh sandbox with the patch applied.
+//! Execution verification: the patch applied in a fresh sandbox, then the task's eval
+//! script, or — for tasks of a public set — its harness's eval script, graded per test.
 //! The agent's own claim (submitting) is never trusted.
 
-use crate::rollout::{Rollouts, destroy, error_chain};
+use crate::rollout::{destroy, error_chain};
 use crate::truncate_middle;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use synthfleet_core::message::ResultKey;
-use synthfleet_core::ports::Sandbox;
+use synthfleet_core::campaign::Campaign;
+use synthfleet_core::harness::{APPLY_COMMANDS, Grade, TEST_PATCH_FAILED};
+use synthfleet_core::ports::{ExecOutput, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 use synthfleet_core::task::Task;
 use synthfleet_core::trajectory::Verification;
 
@@ -13,77 +16,211 @@ const PATCH_PATH: &str = "/.synthfleet/patch.diff";
 const EVAL_PATH: &str = "/.synthfleet/eval.sh";
 const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 const KEPT_OUTPUT_CHARS: usize = 20_000;
+/// Lets git work in a repository another uid owns, without writing a global config.
+const GIT_SAFE: &str =
+    "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'";
 
-/// Runs verification; `Err` means it could not run (an infrastructure failure).
-pub(crate) async fn verify(
-    rollouts: &Rollouts,
-    task: &Task,
-    key: &ResultKey,
-    trajectory_id: &str,
-    patch: &str,
-) -> Result<Verification, String> {
-    let started = Instant::now();
-    let sandbox = rollouts
-        .create_sandbox(task, key, trajectory_id, "verify")
-        .await?;
-    let result = run(rollouts, sandbox.as_ref(), task, patch).await;
-    destroy(sandbox.as_ref()).await;
-    result.map(|mut v| {
-        v.duration_ms = started.elapsed().as_millis() as u64;
-        v
-    })
+/// Creates sandboxes for a campaign's tasks and verifies patches in them.
+pub struct Verifier<'a> {
+    pub campaign: &'a Campaign,
+    pub sandboxes: &'a dyn SandboxProvider,
 }
 
-async fn run(
-    rollouts: &Rollouts,
-    sandbox: &dyn Sandbox,
-    task: &Task,
-    patch: &str,
-) -> Result<Verification, String> {
-    let eval = task.eval.as_deref().unwrap_or("true");
-    if !patch.trim().is_empty() {
-        sandbox
-            .write_file(PATCH_PATH, patch.as_bytes())
+impl Verifier<'_> {
+    /// A sandbox of `task`'s image with the task's setup done (as root, capabilities still
+    /// dropped).
+    pub(crate) async fn create_sandbox(
+        &self,
+        task: &Task,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Box<dyn Sandbox>, String> {
+        let spec = SandboxSpec {
+            image: task.image.clone(),
+            workdir: task.workdir.clone(),
+            labels,
+            limits: self.campaign.config.sandbox.clone(),
+        };
+        let sandbox = self
+            .sandboxes
+            .create(&spec)
             .await
             .map_err(|e| error_chain(&e))?;
-        let applied = sandbox
-            .exec(
-                &format!("git -c safe.directory='*' apply --whitespace=nowarn {PATCH_PATH}"),
-                APPLY_TIMEOUT,
-            )
-            .await
-            .map_err(|e| error_chain(&e))?;
-        if applied.exit_code != Some(0) {
-            return Ok(Verification {
-                eval_exit_code: None,
-                resolved: false,
-                reward: 0.0,
-                patch_applied: false,
-                output: truncate_middle(&applied.output, KEPT_OUTPUT_CHARS).0,
-                duration_ms: 0,
-            });
+        if let Some(setup) = &task.setup {
+            let out = sandbox.exec_root(setup, self.eval_timeout()).await;
+            let failure = match out {
+                Ok(out) if out.exit_code == Some(0) => None,
+                Ok(out) => Some(format!(
+                    "task setup exited with {:?}{}: {}",
+                    out.exit_code,
+                    if out.timed_out { " (timed out)" } else { "" },
+                    truncate_middle(&out.output, 2000).0
+                )),
+                Err(e) => Some(error_chain(&e)),
+            };
+            if let Some(failure) = failure {
+                destroy(sandbox.as_ref()).await;
+                return Err(failure);
+            }
         }
+        Ok(sandbox)
     }
-    sandbox
-        .write_file(EVAL_PATH, eval.as_bytes())
-        .await
-        .map_err(|e| error_chain(&e))?;
-    let timeout = Duration::from_secs(rollouts.campaign.config.scaffold.eval_timeout_s);
-    let out = sandbox
-        .exec(&format!("bash {EVAL_PATH}"), timeout)
-        .await
-        .map_err(|e| error_chain(&e))?;
-    let resolved = out.exit_code == Some(0) && !out.timed_out;
-    let mut output = truncate_middle(&out.output, KEPT_OUTPUT_CHARS).0;
-    if out.timed_out {
-        output.push_str(&format!("\n[eval timed out after {}s]", timeout.as_secs()));
+
+    fn eval_timeout(&self) -> Duration {
+        Duration::from_secs(self.campaign.config.scaffold.eval_timeout_s)
     }
-    Ok(Verification {
-        eval_exit_code: out.exit_code,
+
+    /// Verifies `patch` in a fresh sandbox labelled `labels`; `Err` means verification
+    /// could not run (an infrastructure failure, not a verdict).
+    pub async fn verify(
+        &self,
+        task: &Task,
+        labels: BTreeMap<String, String>,
+        patch: &str,
+    ) -> Result<Verification, String> {
+        let started = Instant::now();
+        let sandbox = self.create_sandbox(task, labels).await?;
+        let result = self.run(sandbox.as_ref(), task, patch).await;
+        destroy(sandbox.as_ref()).await;
+        result.map(|mut v| {
+            v.duration_ms = started.elapsed().as_millis() as u64;
+            v
+        })
+    }
+
+    async fn run(
+        &self,
+        sandbox: &dyn Sandbox,
+        task: &Task,
+        patch: &str,
+    ) -> Result<Verification, String> {
+        // A public set's harness runs as root, as its own does; a task's own eval runs as
+        // the sandbox user, like the agent.
+        let as_root = task.tests.is_some();
+        let exec = |command: String, timeout: Duration| async move {
+            let out: Result<ExecOutput, SandboxError> = if as_root {
+                sandbox.exec_root(&command, timeout).await
+            } else {
+                sandbox.exec(&command, timeout).await
+            };
+            out.map_err(|e| error_chain(&e))
+        };
+        if let Some(tests) = &task.tests
+            && !tests.before_patch.is_empty()
+        {
+            let script = std::iter::once(GIT_SAFE.to_owned())
+                .chain(tests.before_patch.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" && ");
+            let out = exec(script, APPLY_TIMEOUT).await?;
+            if out.exit_code != Some(0) {
+                return Err(format!(
+                    "preparing the verification sandbox failed ({}): {}",
+                    tests.before_patch.join("; "),
+                    truncate_middle(&out.output, 2000).0
+                ));
+            }
+        }
+        if !patch.trim().is_empty() {
+            sandbox
+                .write_file(PATCH_PATH, patch.as_bytes())
+                .await
+                .map_err(|e| error_chain(&e))?;
+            // SWE-bench's order: strict, then with rejects, then `patch` with fuzz.
+            let mut failures = Vec::new();
+            let mut applied = false;
+            for command in APPLY_COMMANDS {
+                let out = exec(
+                    format!("{GIT_SAFE} && {command} {PATCH_PATH}"),
+                    APPLY_TIMEOUT,
+                )
+                .await?;
+                if out.exit_code == Some(0) {
+                    applied = true;
+                    break;
+                }
+                failures.push(format!("$ {command}\n{}", out.output));
+            }
+            if !applied {
+                let grade = task
+                    .tests
+                    .as_ref()
+                    .map(|t| Grade::nothing_ran(&t.fail_to_pass, &t.pass_to_pass));
+                return Ok(verification(
+                    task,
+                    grade,
+                    None,
+                    false,
+                    truncate_middle(&failures.join("\n"), KEPT_OUTPUT_CHARS).0,
+                ));
+            }
+        }
+        let script = match &task.tests {
+            Some(tests) => tests.eval_script(&task.workdir),
+            None => task.eval.clone().unwrap_or_else(|| "true".to_owned()),
+        };
+        sandbox
+            .write_file(EVAL_PATH, script.as_bytes())
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let timeout = self.eval_timeout();
+        let out = exec(format!("bash {EVAL_PATH}"), timeout).await?;
+        let mut output = truncate_middle(&out.output, KEPT_OUTPUT_CHARS).0;
+        if out.timed_out {
+            output.push_str(&format!("\n[eval timed out after {}s]", timeout.as_secs()));
+        }
+        let Some(tests) = &task.tests else {
+            let resolved = out.exit_code == Some(0) && !out.timed_out;
+            let mut v = verification(task, None, out.exit_code, true, output);
+            v.resolved = resolved;
+            v.reward = if resolved { 1.0 } else { 0.0 };
+            return Ok(v);
+        };
+        let grade = if out.timed_out {
+            Grade::nothing_ran(&tests.fail_to_pass, &tests.pass_to_pass)
+        } else {
+            tests.grade(&out.output)
+        };
+        if out.truncated && !grade.resolved() {
+            return Err(format!(
+                "the test log exceeded the sandbox's output cap (sandbox.max_output_bytes = {} bytes), so tests may be missing from it; raise the cap to verify this task",
+                self.campaign.config.sandbox.max_output_bytes
+            ));
+        }
+        if out.output.contains(TEST_PATCH_FAILED) {
+            output.push_str("\n[the task's test_patch did not apply: its harness is broken]");
+        }
+        Ok(verification(task, Some(grade), out.exit_code, true, output))
+    }
+}
+
+/// The record of one verification; `resolved` and `reward` follow the grade when there
+/// is one.
+fn verification(
+    task: &Task,
+    grade: Option<Grade>,
+    eval_exit_code: Option<i64>,
+    patch_applied: bool,
+    output: String,
+) -> Verification {
+    let resolved = grade.as_ref().is_some_and(Grade::resolved);
+    let (fail_to_pass, pass_to_pass, resolution) = match grade {
+        Some(g) => (
+            Some(g.fail_to_pass),
+            Some(g.pass_to_pass),
+            Some(g.resolution),
+        ),
+        None => (None, None, None),
+    };
+    Verification {
+        eval_exit_code,
         resolved,
         reward: if resolved { 1.0 } else { 0.0 },
-        patch_applied: true,
+        patch_applied,
         output,
         duration_ms: 0,
-    })
+        harness: task.tests.as_ref().map(|t| t.harness),
+        fail_to_pass,
+        pass_to_pass,
+        resolution,
+    }
 }

@@ -13,7 +13,6 @@ use synthfleet_cli::entry::{self, LogArgs};
 use synthfleet_cli::{backend, local, logging, show};
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -45,11 +44,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Show one trajectory (verified against its checksum).
     Show(show::ShowArgs),
-    /// Check a campaign file and its task files without running anything.
-    Validate {
-        /// The campaign file (TOML).
-        campaign: PathBuf,
-    },
+    /// Check a campaign file and its task files; `--gold` also checks each task's harness.
+    Validate(validate::ValidateArgs),
     /// Run the quality stages (and the LLM judge, if configured) and record the verdicts.
     Assess(jobs::JobArgs),
     /// Report on a campaign: text, JSON or an HTML dashboard.
@@ -78,7 +74,7 @@ fn main() -> ExitCode {
             Command::Resume(args) => control::resume(args).await,
             Command::Status(args) => status::status(args).await,
             Command::Show(args) => show::show(args).await,
-            Command::Validate { campaign } => validate::validate(&campaign).await,
+            Command::Validate(args) => validate::validate(args).await,
             Command::Assess(args) => jobs::forward("assess", args, &log_format),
             Command::Report(args) => jobs::forward("report", args, &log_format),
             Command::Export(args) => jobs::forward("export", args, &log_format),

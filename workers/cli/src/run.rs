@@ -40,7 +40,7 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
-    let campaign = Arc::new(Campaign::load(&args.campaign)?);
+    let campaign = Arc::new(synthfleet_tasks::load_campaign(&args.campaign)?);
     let dir = local::state_dir(&campaign, args.state_dir.as_deref());
     let worker_id = local::worker_id(&dir);
 
@@ -62,10 +62,15 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     store_spec(&campaign, local.store.objects.as_ref()).await?;
     let queue = Arc::new(local.queue(campaign.name()));
 
-    let report = enqueue_campaign(&campaign, queue.as_ref(), local.store.metadata.as_ref())
-        .await
-        .context("enqueueing the campaign")?;
-    let total = campaign.tasks.len() as u64 * u64::from(campaign.config.samples_per_task);
+    let report = enqueue_campaign(
+        &campaign,
+        queue.as_ref(),
+        local.store.metadata.as_ref(),
+        local.store.objects.as_ref(),
+    )
+    .await
+    .context("enqueueing the campaign")?;
+    let total = report.total;
     if let Some(record) = local.store.metadata.campaign(campaign.name()).await?
         && !record.state.accepts_work()
     {
@@ -101,7 +106,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     eprintln!(
         "campaign {}: {} tasks x {} samples = {total}; {} enqueued now, {} already done, {} already queued; state in {}{}",
         campaign.name(),
-        campaign.tasks.len(),
+        campaign.tasks.len() - report.excluded.len(),
         campaign.config.samples_per_task,
         report.enqueued,
         report.already_done,
@@ -113,6 +118,13 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
+    if !report.excluded.is_empty() {
+        eprintln!(
+            "left out {} task(s) that gold validation found broken: {}",
+            report.excluded.len(),
+            report.excluded.join(", ")
+        );
+    }
     if recovered > 0 {
         eprintln!(
             "{recovered} tasks were in flight when an earlier run stopped; they run again now"

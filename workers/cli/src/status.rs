@@ -18,7 +18,11 @@ pub struct StatusArgs {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let campaign = args.campaign.as_deref().map(Campaign::load).transpose()?;
+    let campaign = args
+        .campaign
+        .as_deref()
+        .map(synthfleet_tasks::load_campaign)
+        .transpose()?;
     let backend = Backend::open_existing(&args.backend, campaign.as_ref()).await?;
     let metadata = &backend.store().metadata;
     let mut campaigns = metadata.campaigns().await?;

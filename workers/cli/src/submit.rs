@@ -18,13 +18,25 @@ pub struct SubmitArgs {
 }
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let campaign = Campaign::load(&args.campaign)?;
+    let campaign = synthfleet_tasks::load_campaign(&args.campaign)?;
     let backend = Backend::open(&args.backend, Some(&campaign)).await?;
     store_spec(&campaign, backend.store().objects.as_ref()).await?;
     let queue = backend.queue(campaign.name());
-    let report = enqueue_campaign(&campaign, queue.as_ref(), backend.store().metadata.as_ref())
-        .await
-        .context("enqueueing the campaign")?;
+    let report = enqueue_campaign(
+        &campaign,
+        queue.as_ref(),
+        backend.store().metadata.as_ref(),
+        backend.store().objects.as_ref(),
+    )
+    .await
+    .context("enqueueing the campaign")?;
+    if !report.excluded.is_empty() {
+        println!(
+            "left out {} task(s) that gold validation found broken: {}",
+            report.excluded.len(),
+            report.excluded.join(", ")
+        );
+    }
     println!(
         "campaign {}: {} enqueued, {} already done, {} already queued ({})",
         campaign.name(),

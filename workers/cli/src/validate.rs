@@ -1,19 +1,57 @@
-//! `synthfleet validate`: every check `run` would make before starting, and no more.
+//! `synthfleet validate`: every check `run` would make before starting, and no more; with
+//! `--gold`, each task's reference patch and the empty patch through the real verification.
 
+use crate::backend::{Backend, BackendArgs};
+use crate::local;
 use anyhow::Context;
-use std::path::Path;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use synthfleet_agent::Templates;
+use synthfleet_agent::{GoldEvent, Templates, validate_gold};
 use synthfleet_core::campaign::Campaign;
+use synthfleet_core::gold::{self, Problem};
 use synthfleet_llm::ModelPool;
+use synthfleet_sandbox::DockerSandboxes;
 
-pub async fn validate(path: &Path) -> anyhow::Result<ExitCode> {
-    let campaign = Campaign::load(path)?;
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// The campaign file (TOML).
+    campaign: PathBuf,
+    /// Also run every task's reference patch and the empty patch through verification (in
+    /// Docker) and store the verdicts, so `skip_broken_tasks = true` can leave broken tasks
+    /// out.
+    #[arg(long)]
+    gold: bool,
+    /// Sandboxes at once for --gold.
+    #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let path = &args.campaign;
+    let campaign = synthfleet_tasks::load_campaign(path)?;
     let templates = Templates::of(&campaign).context("loading the scaffold's prompt templates")?;
     ModelPool::new(&campaign.config.models).context("checking the model pool")?;
     let images: std::collections::BTreeSet<&str> =
         campaign.tasks.iter().map(|t| t.image.as_str()).collect();
-    let no_eval = campaign.tasks.iter().filter(|t| t.eval.is_none()).count();
+    let unverifiable = campaign.tasks.iter().filter(|t| !t.is_verifiable()).count();
+    let mut harnesses: BTreeMap<&str, usize> = BTreeMap::new();
+    for task in &campaign.tasks {
+        let name = task.tests.as_ref().map_or(
+            if task.eval.is_some() {
+                "eval script"
+            } else {
+                "none"
+            },
+            |t| t.harness.as_str(),
+        );
+        *harnesses.entry(name).or_default() += 1;
+    }
     println!(
         "{}: valid. {} tasks x {} samples, {} models, budget ${}, templates {}",
         path.display(),
@@ -24,13 +62,112 @@ pub async fn validate(path: &Path) -> anyhow::Result<ExitCode> {
         &templates.hash()[..12]
     );
     println!(
-        "images: {}",
-        images.into_iter().collect::<Vec<_>>().join(", ")
+        "verification: {}",
+        harnesses
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    if no_eval > 0 {
+    println!(
+        "images: {}",
+        images.iter().copied().collect::<Vec<_>>().join(", ")
+    );
+    if unverifiable > 0 {
         println!(
-            "warning: {no_eval} tasks have no eval script; their trajectories cannot be verified"
+            "warning: {unverifiable} tasks have no eval script; their trajectories cannot be verified"
         );
     }
-    Ok(ExitCode::SUCCESS)
+    if !args.gold {
+        return Ok(ExitCode::SUCCESS);
+    }
+    gold_validation(&args, &campaign, images).await
+}
+
+async fn gold_validation(
+    args: &ValidateArgs,
+    campaign: &Campaign,
+    images: std::collections::BTreeSet<&str>,
+) -> anyhow::Result<ExitCode> {
+    let backend = Backend::open(&args.backend, Some(campaign)).await?;
+    let worker_id = match &backend {
+        Backend::Local { dir, .. } => format!("{}-gold", local::worker_id(dir)),
+        Backend::Aws { .. } => format!("gold-{}", ulid::Ulid::new()),
+    };
+    let sandboxes = DockerSandboxes::connect(&worker_id)?;
+    sandboxes.ping().await?;
+    let missing = sandboxes.missing_images(images).await?;
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "task images not available locally: {}\nload them first (docs/FORMATS.md, \"Images\"); synthfleet never pulls on its own",
+            missing.join(", ")
+        );
+    }
+    let bar = ProgressBar::with_draw_target(
+        Some(campaign.tasks.len() as u64),
+        if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} gold [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let events = |event: GoldEvent| match event {
+        GoldEvent::Checked { instance_id, .. } => {
+            bar.inc(1);
+            bar.set_message(instance_id);
+        }
+    };
+    let report = validate_gold(campaign, &sandboxes, usize::from(args.concurrency), &events).await;
+    bar.finish_and_clear();
+    sandboxes.reap().await?;
+    gold::put_report(backend.store().objects.as_ref(), &report)
+        .await
+        .context("storing the gold report")?;
+
+    let broken = report.broken();
+    let mut errors = 0;
+    for task in &report.tasks {
+        match &task.problem {
+            None => println!("ok       {}", task.instance_id),
+            Some(p @ (Problem::GoldFails { .. } | Problem::EmptyPasses)) => {
+                println!("BROKEN   {}: {p}", task.instance_id)
+            }
+            Some(p @ Problem::Unchecked { .. }) => println!("unchecked {}: {p}", task.instance_id),
+            Some(p @ Problem::Error { .. }) => {
+                errors += 1;
+                println!("ERROR    {}: {p}", task.instance_id)
+            }
+        }
+    }
+    println!(
+        "gold validation of {}: {} tasks, {} sound, {} broken, {} errors; report stored at {} ({})",
+        campaign.name(),
+        report.tasks.len(),
+        report.tasks.iter().filter(|t| t.problem.is_none()).count(),
+        broken.len(),
+        errors,
+        gold::report_key(campaign.name()),
+        backend.describe()
+    );
+    if !broken.is_empty() {
+        println!(
+            "{}",
+            if campaign.config.skip_broken_tasks {
+                "the campaign sets skip_broken_tasks: run and submit leave the broken tasks out"
+            } else {
+                "set skip_broken_tasks = true in the campaign to leave the broken tasks out"
+            }
+        );
+    }
+    Ok(if broken.is_empty() && errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

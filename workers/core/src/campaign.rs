@@ -1,7 +1,8 @@
 //! Campaign files (TOML): what to run, on which models, within which limits.
 
 use crate::MicroUsd;
-use crate::task::{Task, TaskFileError, load_task_file};
+use crate::task::Task;
+use crate::taskset::TaskFormat;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -12,8 +13,9 @@ use std::path::{Path, PathBuf};
 #[serde(deny_unknown_fields)]
 pub struct CampaignConfig {
     pub name: String,
-    /// Task files (JSONL), relative to the campaign file.
-    pub tasks: Vec<PathBuf>,
+    /// Task sources: files (JSONL, Parquet) or dataset directories, relative to the
+    /// campaign file, each a path or a table with a format and filters.
+    pub tasks: Vec<TaskSource>,
     #[serde(default = "one")]
     pub samples_per_task: u32,
     /// Hard cap on LLM spend for the whole campaign, in USD.
@@ -27,6 +29,107 @@ pub struct CampaignConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub quality: QualityConfig,
+    /// Leave out the tasks `synthfleet validate --gold` found broken (the reference patch
+    /// does not resolve them, or the empty patch already does).
+    #[serde(default)]
+    pub skip_broken_tasks: bool,
+}
+
+/// Where tasks come from: `"tasks.jsonl"`, or
+/// `{ path = "SWE-bench_Verified/", split = "test", repos = ["django/django"], limit = 50 }`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskSource {
+    /// A JSONL or Parquet file, or a directory laid out as a Hugging Face dataset
+    /// (`data/{split}-*.parquet` or `*.jsonl`).
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: TaskFormat,
+    /// The split to read from a dataset directory (`train`, `test`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    /// Only these instances (each must exist).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instance_ids: Vec<String>,
+    /// Only rows whose `repo` is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repos: Vec<String>,
+    /// At most this many tasks (the first, in file order, after the other filters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// The test command for rows that carry none and whose repository SWE-bench's table
+    /// does not know (e.g. SWE-Gym's repositories); the test files are appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_cmd: Option<String>,
+    /// The log parser for rows that carry none (`pytest`, `django`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_parser: Option<String>,
+}
+
+impl TaskSource {
+    fn of_path(path: PathBuf) -> TaskSource {
+        TaskSource {
+            path,
+            format: TaskFormat::Auto,
+            split: None,
+            instance_ids: Vec::new(),
+            repos: Vec::new(),
+            limit: None,
+            test_cmd: None,
+            log_parser: None,
+        }
+    }
+}
+
+/// A source is a path or a table; anything else is an error that says so.
+impl<'de> Deserialize<'de> for TaskSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TaskSource, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            path: PathBuf,
+            #[serde(default)]
+            format: TaskFormat,
+            #[serde(default)]
+            split: Option<String>,
+            #[serde(default)]
+            instance_ids: Vec<String>,
+            #[serde(default)]
+            repos: Vec<String>,
+            #[serde(default)]
+            limit: Option<usize>,
+            #[serde(default)]
+            test_cmd: Option<String>,
+            #[serde(default)]
+            log_parser: Option<String>,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TaskSource;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a task file path or a table { path = ..., format, split, instance_ids, repos, limit, test_cmd, log_parser }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TaskSource, E> {
+                Ok(TaskSource::of_path(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TaskSource, A::Error> {
+                let t = Table::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(TaskSource {
+                    path: t.path,
+                    format: t.format,
+                    split: t.split,
+                    instance_ids: t.instance_ids,
+                    repos: t.repos,
+                    limit: t.limit,
+                    test_cmd: t.test_cmd,
+                    log_parser: t.log_parser,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 fn one() -> u32 {
@@ -324,54 +427,49 @@ pub enum CampaignError {
         field: String,
         message: String,
     },
-    #[error(transparent)]
-    Tasks(#[from] TaskFileError),
 }
 
 impl Campaign {
-    /// Reads, validates and resolves a campaign file, loading all its task files.
-    pub fn load(path: &Path) -> Result<Campaign, CampaignError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CampaignError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config: CampaignConfig = toml::from_str(&text).map_err(|e| CampaignError::Parse {
+    /// Parses and validates a campaign file's text; `path` names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<CampaignConfig, CampaignError> {
+        let config: CampaignConfig = toml::from_str(text).map_err(|e| CampaignError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let invalid = |field: &str, message: String| CampaignError::Invalid {
-            path: path.to_owned(),
-            field: field.to_owned(),
-            message,
-        };
         config
             .validate()
-            .map_err(|(field, message)| invalid(&field, message))?;
-        let base_dir = path
-            .parent()
-            .map(Path::to_owned)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."));
-        let mut tasks = Vec::new();
+            .map_err(|(field, message)| CampaignError::Invalid {
+                path: path.to_owned(),
+                field,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// The campaign of the file at `source`, with the tasks its sources gave, in order.
+    /// An instance id may appear once across all sources.
+    pub fn with_tasks(
+        config: CampaignConfig,
+        source: PathBuf,
+        tasks: Vec<Task>,
+    ) -> Result<Campaign, CampaignError> {
         let mut ids = BTreeSet::new();
-        for file in &config.tasks {
-            for task in load_task_file(&base_dir.join(file))? {
-                if !ids.insert(task.instance_id.clone()) {
-                    return Err(invalid(
-                        "tasks",
-                        format!(
-                            "instance_id `{}` appears in more than one task file",
-                            task.instance_id
-                        ),
-                    ));
-                }
-                tasks.push(task);
+        for task in &tasks {
+            if !ids.insert(task.instance_id.as_str()) {
+                return Err(CampaignError::Invalid {
+                    path: source,
+                    field: "tasks".to_owned(),
+                    message: format!(
+                        "instance_id `{}` appears in more than one task source",
+                        task.instance_id
+                    ),
+                });
             }
         }
         Ok(Campaign {
             config,
-            source: path.to_owned(),
-            base_dir,
+            base_dir: base_dir_of(&source),
+            source,
             tasks,
         })
     }
@@ -397,7 +495,18 @@ impl Campaign {
     pub fn name(&self) -> &str {
         &self.config.name
     }
+}
 
+/// The directory a campaign file's relative paths are resolved against.
+pub fn base_dir_of(source: &Path) -> PathBuf {
+    source
+        .parent()
+        .map(Path::to_owned)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl Campaign {
     pub fn budget(&self) -> MicroUsd {
         MicroUsd::from_usd_ceil(self.config.budget_usd)
     }
@@ -452,7 +561,7 @@ impl CampaignConfig {
             );
         }
         if self.tasks.is_empty() {
-            return err("tasks", "must list at least one task file");
+            return err("tasks", "must list at least one task source");
         }
         if self.samples_per_task == 0 {
             return err("samples_per_task", "must be at least 1");
@@ -592,19 +701,12 @@ impl CampaignConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let path = dir.join(name);
-        let mut f = std::fs::File::create(&path).expect("create");
-        f.write_all(text.as_bytes()).expect("write");
-        path
-    }
+    use crate::task::parse_tasks;
 
     const TASK: &str = r#"{"instance_id":"t1","image":"img","problem_statement":"p"}"#;
     const CAMPAIGN: &str = r#"
 name = "demo"
-tasks = ["tasks.jsonl"]
+tasks = ["tasks.jsonl", { path = "swe/", format = "swe-bench", split = "test", repos = ["django/django"], limit = 3 }]
 samples_per_task = 2
 budget_usd = 1.5
 
@@ -621,12 +723,23 @@ api_key_env = "KEY"
 fallbacks = ["a"]
 "#;
 
+    fn parse(text: &str) -> Result<CampaignConfig, CampaignError> {
+        Campaign::parse(Path::new("dir/c.toml"), text)
+    }
+
     #[test]
-    fn loads_valid_campaign() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "tasks.jsonl", TASK);
-        let c = Campaign::load(&write(dir.path(), "c.toml", CAMPAIGN)).expect("valid");
-        assert_eq!(c.tasks.len(), 1);
+    fn parses_valid_campaign_and_routes_by_weight() {
+        let config = parse(CAMPAIGN).expect("valid");
+        assert_eq!(config.tasks[0].path, PathBuf::from("tasks.jsonl"));
+        assert_eq!(config.tasks[0].format, TaskFormat::Auto);
+        let swe = &config.tasks[1];
+        assert_eq!(
+            (swe.format, swe.split.as_deref(), swe.limit, swe.repos.len()),
+            (TaskFormat::SweBench, Some("test"), Some(3), 1)
+        );
+        let tasks = parse_tasks(Path::new("tasks.jsonl"), TASK).expect("task");
+        let c = Campaign::with_tasks(config, PathBuf::from("dir/c.toml"), tasks).expect("campaign");
+        assert_eq!(c.base_dir, PathBuf::from("dir"));
         assert_eq!(c.budget(), MicroUsd(1_500_000));
         assert_eq!(c.config.scaffold.max_steps, 50);
         // deterministic routing, following the weights roughly
@@ -640,40 +753,43 @@ fallbacks = ["a"]
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "tasks.jsonl", TASK);
         let text = CAMPAIGN.replace("samples_per_task = 2", "samples_per_task = 2\nbudget = 3");
-        let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("unknown key");
-        let msg = err.to_string();
+        let msg = parse(&text).expect_err("unknown key").to_string();
         assert!(
             msg.contains("c.toml") && msg.contains("line 5") && msg.contains("`budget`"),
+            "{msg}"
+        );
+        let text = CAMPAIGN.replace("limit = 3", "limt = 3");
+        let msg = parse(&text).expect_err("unknown source key").to_string();
+        assert!(msg.contains("`limt`"), "{msg}");
+        let text = CAMPAIGN.replace("format = \"swe-bench\"", "format = \"swe-bnech\"");
+        let msg = parse(&text).expect_err("unknown format").to_string();
+        assert!(
+            msg.contains("swe-bnech") && msg.contains("swe-smith"),
             "{msg}"
         );
     }
 
     #[test]
     fn semantic_errors_name_the_field() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "tasks.jsonl", TASK);
         let text = CAMPAIGN.replace("fallbacks = [\"a\"]", "fallbacks = [\"zzz\"]");
-        let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("bad fallback");
+        let err = parse(&text).expect_err("bad fallback");
         assert!(
             err.to_string().contains("field `models[1].fallbacks`"),
             "{err}"
         );
         let text = CAMPAIGN.replace("endpoint = \"http://127.0.0.1:1/v1\"\n", "");
-        let err = Campaign::load(&write(dir.path(), "c.toml", &text)).expect_err("no endpoint");
+        let err = parse(&text).expect_err("no endpoint");
         assert!(err.to_string().contains("models[1].endpoint"), "{err}");
     }
 
     #[test]
-    fn task_file_errors_propagate_with_path() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        write(dir.path(), "tasks.jsonl", "{\"instance_id\":\"x\"}");
-        let err = Campaign::load(&write(dir.path(), "c.toml", CAMPAIGN)).expect_err("bad task");
-        assert!(
-            err.to_string().contains("tasks.jsonl:1: field `image`"),
-            "{err}"
-        );
+    fn an_instance_appears_once_across_sources() {
+        let config = parse(CAMPAIGN).expect("valid");
+        let mut tasks = parse_tasks(Path::new("a.jsonl"), TASK).expect("task");
+        tasks.extend(parse_tasks(Path::new("b.jsonl"), TASK).expect("task"));
+        let err =
+            Campaign::with_tasks(config, PathBuf::from("c.toml"), tasks).expect_err("duplicate");
+        assert!(err.to_string().contains("`t1`"), "{err}");
     }
 }

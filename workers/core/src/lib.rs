@@ -9,12 +9,15 @@
 pub mod budget;
 pub mod campaign;
 pub mod codec;
+pub mod gold;
+pub mod harness;
 pub mod message;
 pub mod money;
 pub mod ports;
 pub mod store;
 pub mod submit;
 pub mod task;
+pub mod taskset;
 pub mod trajectory;
 
 pub use money::MicroUsd;

@@ -2,14 +2,19 @@
 //! runner, `synthfleet submit` and the enqueue function.
 
 use crate::campaign::{Campaign, CampaignConfig};
+use crate::gold::{self, GoldError};
 use crate::message::TaskMessage;
 use crate::ports::ObjectStore;
 use crate::ports::{MetadataStore, Queue, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnqueueReport {
+    /// Samples of the campaign (tasks left out excepted).
+    pub total: u64,
+    /// Tasks left out because gold validation found them broken (`skip_broken_tasks`).
+    pub excluded: Vec<String>,
     /// Messages sent now.
     pub enqueued: u64,
     /// Samples that already have a committed result.
@@ -18,7 +23,17 @@ pub struct EnqueueReport {
     pub already_queued: u64,
 }
 
-/// Creates or updates the campaign item and enqueues every sample not yet done.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Gold(#[from] GoldError),
+}
+
+/// Creates or updates the campaign item and enqueues every sample not yet done. With
+/// `skip_broken_tasks`, the tasks the stored gold report found broken are left out (and a
+/// task the report does not cover is an error: validate again).
 ///
 /// The campaign was fully validated when loaded, so no bad task can stop this half way.
 /// Each sample is sent, then marked as enqueued: re-submitting skips marked samples, and a
@@ -28,14 +43,34 @@ pub async fn enqueue_campaign(
     campaign: &Campaign,
     queue: &dyn Queue,
     metadata: &dyn MetadataStore,
-) -> Result<EnqueueReport, StoreError> {
-    let samples = campaign.config.samples_per_task;
-    let total = campaign.tasks.len() as u64 * u64::from(samples);
-    metadata
-        .upsert_campaign(campaign.name(), campaign.budget(), total)
-        .await?;
+    objects: &dyn ObjectStore,
+) -> Result<EnqueueReport, EnqueueError> {
     let mut report = EnqueueReport::default();
-    for task in &campaign.tasks {
+    let mut tasks: Vec<&crate::task::Task> = campaign.tasks.iter().collect();
+    if campaign.config.skip_broken_tasks {
+        let gold = gold::get_report(objects, campaign.name())
+            .await?
+            .ok_or_else(|| GoldError::NoReport {
+                campaign: campaign.name().to_owned(),
+            })?;
+        let missing = gold.missing(&campaign.tasks);
+        if !missing.is_empty() {
+            return Err(GoldError::NotValidated {
+                campaign: campaign.name().to_owned(),
+                missing: missing.into_iter().map(str::to_owned).collect(),
+            }
+            .into());
+        }
+        let broken = gold.broken();
+        tasks.retain(|t| !broken.contains(t.instance_id.as_str()));
+        report.excluded = broken.into_iter().map(str::to_owned).collect();
+    }
+    let samples = campaign.config.samples_per_task;
+    report.total = tasks.len() as u64 * u64::from(samples);
+    metadata
+        .upsert_campaign(campaign.name(), campaign.budget(), report.total)
+        .await?;
+    for task in tasks {
         for sample_index in 0..samples {
             let message = TaskMessage::new(campaign.name(), task, sample_index);
             if metadata.result(&message.result_key()).await?.is_some() {

@@ -1,5 +1,6 @@
-//! The trajectory record, schema version 1 (see SPEC.md "The trajectory record").
+//! The trajectory record, schema version 1 (docs/FORMATS.md, "Trajectory record").
 
+use crate::harness::{Harness, Resolution, TestSplit};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -198,15 +199,31 @@ pub struct Step {
     pub format_error: bool,
 }
 
+/// How a rollout's patch was verified, in a fresh sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
+    /// Exit code of the eval script (tests of a per-test harness exit non-zero whenever
+    /// any test fails, so there the grade decides, not this).
     pub eval_exit_code: Option<i64>,
     pub resolved: bool,
+    /// 1 when resolved, else 0.
     pub reward: f64,
-    /// The patch applied cleanly to a fresh sandbox.
+    /// The patch applied to a fresh sandbox.
     pub patch_applied: bool,
     pub output: String,
     pub duration_ms: u64,
+    /// The public harness reproduced, for tasks graded per test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness: Option<Harness>,
+    /// FAIL_TO_PASS tests that passed and that failed (per-test harnesses only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_to_pass: Option<TestSplit>,
+    /// PASS_TO_PASS tests that still pass and that broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_to_pass: Option<TestSplit>,
+    /// SWE-bench's resolution: `full` (resolved), `partial` or `no`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

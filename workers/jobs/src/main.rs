@@ -146,7 +146,7 @@ fn main() -> ExitCode {
 async fn open(target: &Target) -> anyhow::Result<(Backend, CampaignData)> {
     let path = Path::new(&target.campaign);
     let campaign = if target.campaign.ends_with(".toml") || path.is_file() {
-        Some(Campaign::load(path)?)
+        Some(synthfleet_tasks::load_campaign(path)?)
     } else {
         None
     };
