@@ -20,4 +20,5 @@ if ! command -v chromium-headless-shell >/dev/null 2>&1 && ! command -v chromium
 fi
 
 examples/quickstart/build-image.sh
+tests/images/build-swe-fixture.sh
 cargo test --workspace --locked "$@"

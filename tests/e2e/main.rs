@@ -5,6 +5,7 @@ mod aws;
 mod campaign;
 mod cli_errors;
 mod crash;
+mod harness;
 mod quality;
 mod sandbox;
 

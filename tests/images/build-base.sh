@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the Debian base image that synthfleet's sandboxes and tests use, with no registry.
 #
-#   tests/images/build-base.sh            # builds synthfleet/debian-base:bookworm if absent
+#   tests/images/build-base.sh            # builds synthfleet/debian-base:bookworm-2 if absent
 #   FORCE=1 tests/images/build-base.sh    # rebuild even if the tag exists
 #
 # The rootfs comes from Debian's own packages (debootstrap, minbase variant) and is
@@ -10,10 +10,12 @@
 # any image with `bash`, `git` and coreutils works as a task image (see docs/SANDBOX.md).
 set -euo pipefail
 
-TAG="${SYNTHFLEET_BASE_IMAGE:-synthfleet/debian-base:bookworm}"
+TAG="${SYNTHFLEET_BASE_IMAGE:-synthfleet/debian-base:bookworm-2}"
 SUITE="${DEBIAN_SUITE:-bookworm}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
-PACKAGES="git,python3,ca-certificates,procps"
+# pytest, pip and patch for the SWE-style test image (tests/images/swe-fixture). Bump the
+# tag suffix (-2) with this list, or a cached image would lack the new packages.
+PACKAGES="git,python3,ca-certificates,procps,patch,python3-pytest,python3-pip"
 
 if [[ -z "${FORCE:-}" ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
   echo "base image $TAG already present"

@@ -17,17 +17,45 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The SWE-bench-style image: a repository at /testbed, pytest, a conda stand-in (built by
+/// `tests/images/build-swe-fixture.sh`).
+pub const SWE_IMAGE: &str = "synthfleet/swe-fixture:1";
+
 /// Panics with the fix when the test image is missing.
 pub fn require_test_image() {
+    require_image(TEST_IMAGE, "examples/quickstart/build-image.sh");
+}
+
+/// Panics with the fix when the SWE-style test image is missing.
+pub fn require_swe_image() {
+    require_image(SWE_IMAGE, "tests/images/build-swe-fixture.sh");
+}
+
+fn require_image(image: &str, script: &str) {
     let status = Command::new("docker")
-        .args(["image", "inspect", TEST_IMAGE])
+        .args(["image", "inspect", image])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
     assert!(
         status,
-        "test image {TEST_IMAGE} is missing: run examples/quickstart/build-image.sh (or .ci/run) first"
+        "test image {image} is missing: run {script} (or tests/run.sh) first"
     );
+}
+
+/// Runs `script` with bash in a throwaway container of `image` (no network) and returns
+/// its stdout: how the tests derive diffs and commits from the image itself.
+pub fn in_image(image: &str, script: &str) -> String {
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--network", "none", image, "bash", "-c", script])
+        .output()
+        .expect("running docker");
+    assert!(
+        out.status.success(),
+        "`{script}` in {image} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
 /// One task line on the test image. `project` is a directory under `/tasks`.

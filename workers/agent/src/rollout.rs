@@ -172,8 +172,9 @@ impl Rollouts {
                 tags: task.tags.clone().into_iter().collect(),
             };
 
+            let verifier = self.verifier();
             let sandbox = tokio::select! {
-                created = self.verifier().create_sandbox(task, self.labels(&key, &trajectory_id, "rollout")) => created,
+                created = verifier.create_sandbox(task, self.labels(&key, &trajectory_id, "rollout")) => created,
                 _ = cancel.cancelled() => return Err(Interrupted),
             };
             let ending = match sandbox {
@@ -213,7 +214,7 @@ impl Rollouts {
                 let started = Instant::now();
                 let labels = self.labels(&key, &trajectory_id, "verify");
                 let verified = tokio::select! {
-                    v = self.verifier().verify(task, labels, &record.patch) => v,
+                    v = verifier.verify(task, labels, &record.patch) => v,
                     _ = cancel.cancelled() => return Err(Interrupted),
                 };
                 record.timings.verification_ms = ms(started.elapsed());

@@ -72,12 +72,15 @@ pub fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
     ));
     let verdict = match &r.verification {
         Some(v) => format!(
-            "{} (eval exit {}, patch {}, reward {})",
+            "{}{} (eval exit {}, patch {}, reward {})",
             if v.resolved {
                 "RESOLVED"
             } else {
                 "not resolved"
             },
+            v.harness
+                .map(|h| format!(" by {h}'s harness"))
+                .unwrap_or_default(),
             v.eval_exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "none".into()),
@@ -157,6 +160,20 @@ pub fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
     });
     out.push_str(&indent(&r.patch));
     if let Some(v) = &r.verification {
+        for (list, split) in [("FAIL_TO_PASS", &v.fail_to_pass), ("PASS_TO_PASS", &v.pass_to_pass)] {
+            if let Some(split) = split {
+                out.push_str(&format!(
+                    "\n{list}: {} passed, {} failed{}\n",
+                    split.passed.len(),
+                    split.failed.len(),
+                    if split.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", split.failed.join(", "))
+                    }
+                ));
+            }
+        }
         out.push_str("\n── verification output ──\n");
         out.push_str(&indent(&v.output));
     }

@@ -38,6 +38,8 @@ pub enum QualityError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    Gold(#[from] synthfleet_core::gold::GoldError),
     #[error("reading trajectory {key}")]
     Load {
         key: String,
@@ -137,6 +139,9 @@ pub struct CampaignData {
     pub reviews: HashMap<String, Review>,
     pub sample: Option<ReviewSample>,
     pub dead_letters: u64,
+    /// Tasks left out because gold validation found them broken, with why
+    /// (`skip_broken_tasks`).
+    pub excluded: Vec<(String, String)>,
 }
 
 /// `quality/{campaign}/{name}`
@@ -234,6 +239,21 @@ impl CampaignData {
             .collect();
         let sample = review::load_sample(objects, campaign).await?;
         let dead_letters = store.metadata.dead_letters(campaign).await?.len() as u64;
+        let excluded = match config.skip_broken_tasks {
+            false => Vec::new(),
+            true => synthfleet_core::gold::get_report(objects, campaign)
+                .await?
+                .map(|gold| {
+                    gold.tasks
+                        .into_iter()
+                        .filter_map(|t| {
+                            let problem = t.problem.filter(|p| p.is_broken())?;
+                            Some((t.instance_id, problem.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         Ok(CampaignData {
             config,
             record,
@@ -242,6 +262,7 @@ impl CampaignData {
             reviews,
             sample,
             dead_letters,
+            excluded,
         })
     }
 

@@ -21,6 +21,8 @@ pub struct Report {
     pub spent_usd: Option<f64>,
     /// Samples given up on (dead-lettered): they have no trajectory.
     pub dead_letters: u64,
+    /// Tasks the campaign left out because gold validation found them broken.
+    pub excluded_tasks: Vec<ExcludedTask>,
     pub totals: Group,
     pub by_model: Vec<Group>,
     pub by_scaffold: Vec<Group>,
@@ -30,6 +32,13 @@ pub struct Report {
     pub diversity: Vec<Diversity>,
     pub alarms: Vec<String>,
     pub review: ReviewSummary,
+}
+
+/// A task left out of the campaign, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExcludedTask {
+    pub instance_id: String,
+    pub reason: String,
 }
 
 /// Outcomes of one group of trajectories.
@@ -114,6 +123,14 @@ pub fn build(data: &CampaignData, assessments: &[Assessment]) -> Result<Report, 
     report.budget_usd = record.map(|r| r.ledger.budget.as_usd());
     report.spent_usd = record.map(|r| r.ledger.spent.as_usd());
     report.dead_letters = data.dead_letters;
+    report.excluded_tasks = data
+        .excluded
+        .iter()
+        .map(|(instance_id, reason)| ExcludedTask {
+            instance_id: instance_id.clone(),
+            reason: reason.clone(),
+        })
+        .collect();
     let review = &mut report.review;
     if let Some(sample) = &data.sample {
         review.sampled = sample.trajectory_ids.len() as u64;
@@ -251,6 +268,7 @@ pub fn query(
         budget_usd: None,
         spent_usd: None,
         dead_letters: 0,
+        excluded_tasks: Vec::new(),
         totals,
         by_model: group("model", true)?,
         by_scaffold: group("scaffold", true)?,
@@ -354,6 +372,15 @@ impl Report {
                 usd(self.budget_usd.unwrap_or(0.0)),
                 self.dead_letters
             );
+        }
+        if !self.excluded_tasks.is_empty() {
+            out += &format!(
+                "{} task(s) left out by gold validation:\n",
+                self.excluded_tasks.len()
+            );
+            for task in &self.excluded_tasks {
+                out += &format!("  {}: {}\n", task.instance_id, task.reason);
+            }
         }
         out += "\n";
         out += &group_table("All trajectories", std::slice::from_ref(&self.totals));

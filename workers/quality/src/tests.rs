@@ -92,6 +92,10 @@ fn record(
             patch_applied: true,
             output: String::new(),
             duration_ms: 500,
+            harness: None,
+            fail_to_pass: None,
+            pass_to_pass: None,
+            resolution: None,
         }),
         totals: Totals {
             input_tokens: 1000 * u64::from(n),

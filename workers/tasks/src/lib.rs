@@ -140,3 +140,99 @@ fn fill(row: &mut Map<String, Value>, key: &str, value: Option<&str>) {
         row.insert(key.to_owned(), Value::String(value.to_owned()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn row(id: &str, repo: &str) -> String {
+        serde_json::json!({
+            "instance_id": id,
+            "repo": repo,
+            "base_commit": "abc",
+            "test_patch": "diff --git a/t/test_x.py b/t/test_x.py\n--- a/t/test_x.py\n+++ b/t/test_x.py\n",
+            "FAIL_TO_PASS": "[\"t/test_x.py::test_a\"]",
+            "PASS_TO_PASS": "[]",
+            "problem_statement": "p",
+        })
+        .to_string()
+    }
+
+    fn source(path: &str) -> TaskSource {
+        let text = format!("name = \"c\"\ntasks = [{{ path = \"{path}\" }}]\nbudget_usd = 1.0\n[[models]]\nname = \"r\"\nprovider = \"replay\"\n");
+        Campaign::parse(Path::new("c.toml"), &text)
+            .expect("campaign")
+            .tasks
+            .remove(0)
+    }
+
+    #[test]
+    fn a_dataset_directory_is_read_one_split_at_a_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("ds/data");
+        fs::create_dir_all(&data).expect("mkdir");
+        fs::write(data.join("test.jsonl"), row("psf__requests-1", "psf/requests")).expect("write");
+        fs::write(data.join("train.jsonl"), "{ not read").expect("write");
+        let mut ds = source("ds");
+        let err = read_source(dir.path(), &ds).expect_err("two splits");
+        assert!(err.to_string().contains("several splits (test, train)"), "{err}");
+        ds.split = Some("dev".into());
+        let err = read_source(dir.path(), &ds).expect_err("no such split");
+        assert!(err.to_string().contains("no `dev` split here; the splits are: test, train"), "{err}");
+        ds.split = Some("test".into());
+        let tasks = read_source(dir.path(), &ds).expect("test split");
+        assert_eq!(tasks[0].instance_id, "psf__requests-1");
+    }
+
+    #[test]
+    fn filters_apply_to_raw_rows_before_parsing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lines = [
+            row("psf__requests-1", "psf/requests"),
+            // Not selected, so never parsed: an unknown repository without a test command.
+            row("acme__widgets-1", "acme/widgets"),
+            row("psf__requests-2", "psf/requests"),
+            row("psf__requests-3", "psf/requests"),
+        ];
+        fs::write(dir.path().join("t.jsonl"), lines.join("\n")).expect("write");
+        let mut s = source("t.jsonl");
+        s.repos = vec!["psf/requests".into()];
+        s.limit = Some(2);
+        let ids: Vec<String> = read_source(dir.path(), &s)
+            .expect("filtered")
+            .into_iter()
+            .map(|t| t.instance_id)
+            .collect();
+        assert_eq!(ids, ["psf__requests-1", "psf__requests-2"]);
+        let mut s = source("t.jsonl");
+        s.instance_ids = vec!["psf__requests-3".into(), "psf__requests-9".into()];
+        let err = read_source(dir.path(), &s).expect_err("unknown id");
+        assert!(err.to_string().contains("instance_ids not found in the source: psf__requests-9"), "{err}");
+        // Unfiltered, the unknown repository is an error naming its line.
+        let err = read_source(dir.path(), &source("t.jsonl")).expect_err("unknown repo");
+        assert!(err.to_string().contains("t.jsonl:2: field `test_cmd`"), "{err}");
+        // A source-level test command fills in what the row lacks.
+        let mut s = source("t.jsonl");
+        s.test_cmd = Some("python -m pytest -rA".into());
+        s.log_parser = Some("pytest".into());
+        assert_eq!(read_source(dir.path(), &s).expect("filled").len(), 4);
+    }
+
+    #[test]
+    fn campaign_loads_its_sources_and_names_bad_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("t.jsonl"), row("psf__requests-1", "psf/requests")).expect("write");
+        let campaign = dir.path().join("c.toml");
+        fs::write(&campaign, "name = \"c\"\ntasks = [\"t.jsonl\"]\nbudget_usd = 1.0\n[[models]]\nname = \"r\"\nprovider = \"replay\"\n").expect("write");
+        let c = load_campaign(&campaign).expect("loads");
+        assert_eq!(c.tasks.len(), 1);
+        fs::write(dir.path().join("t.jsonl"), "{\"instance_id\":\"x\"}").expect("write");
+        let err = load_campaign(&campaign).expect_err("bad task");
+        assert!(err.to_string().contains("t.jsonl:1: field `image`"), "{err}");
+        fs::write(dir.path().join("t.parquet"), b"PAR1 but not really").expect("write");
+        fs::write(&campaign, "name = \"c\"\ntasks = [\"t.parquet\"]\nbudget_usd = 1.0\n[[models]]\nname = \"r\"\nprovider = \"replay\"\n").expect("write");
+        let err = load_campaign(&campaign).expect_err("bad parquet");
+        assert!(err.to_string().contains("cannot read Parquet file"), "{err}");
+    }
+}
