@@ -21,7 +21,10 @@ const FAKE_TEST: &str =
 
 /// A diff made in the image by `change` (so it applies to the image's repository).
 fn diff_of(change: &str) -> String {
-    in_image(SWE_IMAGE, &format!("cd /testbed && {change} && git diff"))
+    in_image(
+        SWE_IMAGE,
+        &format!("cd /testbed && {change} && git -c safe.directory='*' diff"),
+    )
 }
 
 struct Rows {
@@ -34,9 +37,12 @@ impl Rows {
     fn new() -> Rows {
         require_swe_image();
         Rows {
-            base_commit: in_image(SWE_IMAGE, "git -C /testbed rev-parse HEAD")
-                .trim()
-                .to_owned(),
+            base_commit: in_image(
+                SWE_IMAGE,
+                "git -c safe.directory='*' -C /testbed rev-parse HEAD",
+            )
+            .trim()
+            .to_owned(),
             test_patch: diff_of(
                 "printf '\\n\\ndef test_clamp_high():\\n    assert clamp(15, 0, 10) == 10\\n' >> tests/test_calc.py",
             ),
@@ -46,7 +52,13 @@ impl Rows {
 
     /// A SWE-bench row as the dataset ships it (test lists as JSON strings), for the
     /// fixture's repository under a SWE-bench repository name (pytest, `pytest -rA`).
-    fn swe_bench(&self, number: u32, needle: &str, fail_to_pass: &str, gold: &str) -> serde_json::Value {
+    fn swe_bench(
+        &self,
+        number: u32,
+        needle: &str,
+        fail_to_pass: &str,
+        gold: &str,
+    ) -> serde_json::Value {
         serde_json::json!({
             "repo": "pallets/flask",
             "instance_id": format!("pallets__flask-{number}"),
@@ -72,10 +84,12 @@ impl Rows {
 const F2P: &str = "tests/test_calc.py::test_clamp_high";
 
 fn verification(record: &TrajectoryRecord) -> &Verification {
-    record
-        .verification
-        .as_ref()
-        .unwrap_or_else(|| panic!("{} was not verified: {:?}", record.instance_id, record.error))
+    record.verification.as_ref().unwrap_or_else(|| {
+        panic!(
+            "{} was not verified: {:?}",
+            record.instance_id, record.error
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -93,13 +107,23 @@ async fn swe_bench_rows_are_graded_per_test_as_swe_bench_does() {
     let llm = FakeLlm::start(vec![
         Script::new("[swe-fix]", &[FIX, "python3 -m pytest -q tests", "submit"]),
         Script::new("[swe-wrong]", &[WRONG_FIX, "submit"]),
-        Script::new("[swe-fake-test]", &[FAKE_TEST, "python3 -m pytest -q tests", "submit"]),
+        Script::new(
+            "[swe-fake-test]",
+            &[FAKE_TEST, "python3 -m pytest -q tests", "submit"],
+        ),
         Script::new("[swe-regression]", &[FIX, BREAK_MUL, "submit"]),
     ]);
     let body = format!("budget_usd = 5.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("swe-bench", &tasks, &body);
-    let out = synthfleet(&["run", fx.campaign_arg(), "-j", "4"], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(out.status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = synthfleet(
+        &["run", fx.campaign_arg(), "-j", "4"],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = fx.results().await;
     assert_eq!(results.records.len(), 4);
 
@@ -109,12 +133,18 @@ async fn swe_bench_rows_are_graded_per_test_as_swe_bench_does() {
     assert_eq!(fixed.resolution, Some(Resolution::Full));
     assert_eq!(fixed.reward, 1.0);
     let f2p = fixed.fail_to_pass.as_ref().expect("per-test outcome");
-    assert_eq!((f2p.passed.as_slice(), f2p.failed.len()), ([F2P.to_owned()].as_slice(), 0));
+    assert_eq!(
+        (f2p.passed.as_slice(), f2p.failed.len()),
+        ([F2P.to_owned()].as_slice(), 0)
+    );
     assert_eq!(fixed.pass_to_pass.as_ref().expect("p2p").passed.len(), 3);
 
     let wrong = verification(results.record("pallets__flask-102", 0));
     assert!(!wrong.resolved, "{wrong:?}");
-    assert_eq!(wrong.fail_to_pass.as_ref().expect("f2p").failed, vec![F2P.to_owned()]);
+    assert_eq!(
+        wrong.fail_to_pass.as_ref().expect("f2p").failed,
+        vec![F2P.to_owned()]
+    );
     assert_eq!(wrong.reward, 0.0);
 
     // The agent's own test of the FAIL_TO_PASS name is reset away: the real one fails.
@@ -123,18 +153,30 @@ async fn swe_bench_rows_are_graded_per_test_as_swe_bench_does() {
     assert_eq!(faked.exit_status, Some(ExitStatus::Submitted));
     let faked = verification(faked);
     assert!(!faked.resolved, "{faked:?}");
-    assert_eq!(faked.fail_to_pass.as_ref().expect("f2p").failed, vec![F2P.to_owned()]);
+    assert_eq!(
+        faked.fail_to_pass.as_ref().expect("f2p").failed,
+        vec![F2P.to_owned()]
+    );
     assert_eq!(faked.pass_to_pass.as_ref().expect("p2p").failed.len(), 0);
 
     let regression = verification(results.record("pallets__flask-104", 0));
     assert!(!regression.resolved, "{regression:?}");
-    assert_eq!(regression.fail_to_pass.as_ref().expect("f2p").passed, vec![F2P.to_owned()]);
+    assert_eq!(
+        regression.fail_to_pass.as_ref().expect("f2p").passed,
+        vec![F2P.to_owned()]
+    );
     assert_eq!(
         regression.pass_to_pass.as_ref().expect("p2p").failed,
         vec!["tests/test_calc.py::test_mul".to_owned()]
     );
     assert_eq!(regression.resolution, Some(Resolution::No));
-    assert_eq!((results.campaign.counts.success, results.campaign.counts.failed), (1, 3));
+    assert_eq!(
+        (
+            results.campaign.counts.success,
+            results.campaign.counts.failed
+        ),
+        (1, 3)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,7 +185,12 @@ async fn gold_validation_flags_broken_tasks_of_a_parquet_dataset_and_the_campaig
     let jsonl: Vec<String> = [
         rows.swe_bench(201, "[gold-sound]", F2P, &rows.gold),
         // Broken: its FAIL_TO_PASS test passes before any change.
-        rows.swe_bench(202, "[gold-empty]", "tests/test_calc.py::test_add", &rows.gold),
+        rows.swe_bench(
+            202,
+            "[gold-empty]",
+            "tests/test_calc.py::test_add",
+            &rows.gold,
+        ),
         // Broken: its reference patch does not fix the bug.
         rows.swe_bench(203, "[gold-wrong]", F2P, &diff_of(WRONG_FIX)),
     ]
@@ -165,34 +212,71 @@ async fn gold_validation_flags_broken_tasks_of_a_parquet_dataset_and_the_campaig
         ])
         .output()
         .expect("python3");
-    assert!(convert.status.success(), "{}", String::from_utf8_lossy(&convert.stderr));
-    std::fs::write(data.join("train-00000-of-00001.parquet"), b"not read: another split")
-        .expect("write");
+    assert!(
+        convert.status.success(),
+        "{}",
+        String::from_utf8_lossy(&convert.stderr)
+    );
+    std::fs::write(
+        data.join("train-00000-of-00001.parquet"),
+        b"not read: another split",
+    )
+    .expect("write");
     let campaign = std::fs::read_to_string(&fx.campaign).expect("read campaign");
     let parquet_source = "tasks = [{ path = \"dataset\", split = \"test\", format = \"swe-bench\" }]\nskip_broken_tasks = true";
-    std::fs::write(&fx.campaign, campaign.replace("tasks = [\"tasks.jsonl\"]", parquet_source))
-        .expect("write campaign");
+    std::fs::write(
+        &fx.campaign,
+        campaign.replace("tasks = [\"tasks.jsonl\"]", parquet_source),
+    )
+    .expect("write campaign");
 
-    let out = synthfleet(&["validate", fx.campaign_arg()], &[]);
+    let out = synthfleet(
+        &["validate", fx.campaign_arg()],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("3 tasks x 1 samples") && stdout.contains("swe-bench 3"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("3 tasks x 1 samples") && stdout.contains("swe-bench 3"),
+        "{stdout}"
+    );
 
     // Without a gold report, a campaign that skips broken tasks does not start.
     let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("validate --gold"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("validate --gold"),
+        "{stderr}"
+    );
 
-    let out = synthfleet(&["validate", "--gold", fx.campaign_arg(), "-j", "4"], &[]);
+    let out = synthfleet(
+        &["validate", "--gold", fx.campaign_arg(), "-j", "4"],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "broken tasks fail validation: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "broken tasks fail validation: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ok       pallets__flask-201"), "{stdout}");
-    assert!(stdout.contains("BROKEN   pallets__flask-202: the empty patch already resolves it"), "{stdout}");
+    assert!(
+        stdout.contains("BROKEN   pallets__flask-202: the empty patch already resolves it"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("BROKEN   pallets__flask-203: the reference patch does not resolve it (failing: tests/test_calc.py::test_clamp_high)"),
         "{stdout}"
     );
-    assert!(stdout.contains("3 tasks, 1 sound, 2 broken, 0 errors"), "{stdout}");
+    assert!(
+        stdout.contains("3 tasks, 1 sound, 2 broken, 0 errors"),
+        "{stdout}"
+    );
 
     let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -204,7 +288,10 @@ async fn gold_validation_flags_broken_tasks_of_a_parquet_dataset_and_the_campaig
     let results = fx.results().await;
     assert_eq!(results.records.len(), 1, "only the sound task ran");
     assert!(verification(results.record("pallets__flask-201", 0)).resolved);
-    assert!(crate::containers_of("swe-gold").await.is_empty(), "gold sandboxes are removed");
+    assert!(
+        crate::containers_of("swe-gold").await.is_empty(),
+        "gold sandboxes are removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -227,30 +314,67 @@ async fn swe_smith_row_is_rebuilt_from_its_bug_and_evaluated_at_the_bug_commit()
     let tasks = vec![row("fix", "[smith-fix]"), row("nofix", "[smith-nofix]")];
     let llm = FakeLlm::start(vec![
         // The F2P test file is gone from the agent's view; the bug is in calc.py.
-        Script::new("[smith-fix]", &["test ! -e tests/test_calc.py && grep -n 'a + b' calc.py", "python3 -c \"p = 'calc.py'; s = open(p).read(); open(p, 'w').write(s.replace('def mul(a, b):\\n    return a + b', 'def mul(a, b):\\n    return a * b'))\"", "cat calc.py", "submit"]),
+        Script::new(
+            "[smith-fix]",
+            &[
+                "test ! -e tests/test_calc.py && grep -n 'a + b' calc.py",
+                "python3 -c \"p = 'calc.py'; s = open(p).read(); open(p, 'w').write(s.replace('def mul(a, b):\\n    return a + b', 'def mul(a, b):\\n    return a * b'))\"",
+                "cat calc.py",
+                "submit",
+            ],
+        ),
         Script::new("[smith-nofix]", &["submit"]),
     ]);
     let body = format!("budget_usd = 5.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("swe-smith", &tasks, &body);
-    let out = synthfleet(&["run", fx.campaign_arg(), "-j", "2"], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(out.status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = synthfleet(
+        &["run", fx.campaign_arg(), "-j", "2"],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = fx.results().await;
 
     let fixed = results.record("acme__calc.1a2b3c4d.func_pm_op_swap__fix", 0);
-    assert_eq!(fixed.steps[0].exit_code, Some(0), "the agent sees the bug and not the F2P tests: {}", fixed.steps[0].observation);
-    assert!(!fixed.patch.contains("test_calc"), "the agent's diff is its own: {}", fixed.patch);
+    assert_eq!(
+        fixed.steps[0].exit_code,
+        Some(0),
+        "the agent sees the bug and not the F2P tests: {}",
+        fixed.steps[0].observation
+    );
+    assert!(
+        !fixed.patch.contains("test_calc"),
+        "the agent's diff is its own: {}",
+        fixed.patch
+    );
     let v = verification(fixed);
     assert!(v.resolved, "{v:?}");
     assert_eq!(v.harness, Some(Harness::SweSmith));
-    assert_eq!(v.fail_to_pass.as_ref().expect("f2p").passed, vec!["tests/test_calc.py::test_mul".to_owned()]);
+    assert_eq!(
+        v.fail_to_pass.as_ref().expect("f2p").passed,
+        vec!["tests/test_calc.py::test_mul".to_owned()]
+    );
 
     let v = verification(results.record("acme__calc.1a2b3c4d.func_pm_op_swap__nofix", 0));
     assert!(!v.resolved, "{v:?}");
-    assert_eq!(v.fail_to_pass.as_ref().expect("f2p").failed, vec!["tests/test_calc.py::test_mul".to_owned()]);
+    assert_eq!(
+        v.fail_to_pass.as_ref().expect("f2p").failed,
+        vec!["tests/test_calc.py::test_mul".to_owned()]
+    );
 
     // The reference solution (the bug reversed) resolves it; the empty patch does not.
-    let out = synthfleet(&["validate", "--gold", fx.campaign_arg()], &[]);
+    let out = synthfleet(
+        &["validate", "--gold", fx.campaign_arg()],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("2 tasks, 2 sound, 0 broken"), "{stdout}");
 }

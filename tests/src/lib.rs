@@ -47,7 +47,16 @@ fn require_image(image: &str, script: &str) {
 /// its stdout: how the tests derive diffs and commits from the image itself.
 pub fn in_image(image: &str, script: &str) -> String {
     let out = Command::new("docker")
-        .args(["run", "--rm", "--network", "none", image, "bash", "-c", script])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            image,
+            "bash",
+            "-c",
+            script,
+        ])
         .output()
         .expect("running docker");
     assert!(

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::harness::{APPLY_COMMANDS, Grade, TEST_PATCH_FAILED};
-use synthfleet_core::ports::{ExecOutput, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use synthfleet_core::ports::{Sandbox, SandboxProvider, SandboxSpec};
 use synthfleet_core::task::Task;
 use synthfleet_core::trajectory::Verification;
 
@@ -28,7 +28,7 @@ pub struct Verifier<'a> {
 
 impl Verifier<'_> {
     /// A sandbox of `task`'s image with the task's setup done (as root, capabilities still
-    /// dropped).
+    /// dropped) and the instance's code checked out (as the sandbox user).
     pub(crate) async fn create_sandbox(
         &self,
         task: &Task,
@@ -45,12 +45,25 @@ impl Verifier<'_> {
             .create(&spec)
             .await
             .map_err(|e| error_chain(&e))?;
-        if let Some(setup) = &task.setup {
-            let out = sandbox.exec_root(setup, self.eval_timeout()).await;
+        let steps = [
+            ("task setup", task.setup.as_deref(), true),
+            (
+                "the instance's checkout",
+                task.tests.as_ref().and_then(|t| t.checkout.as_deref()),
+                false,
+            ),
+        ];
+        for (what, script, as_root) in steps {
+            let Some(script) = script else { continue };
+            let out = if as_root {
+                sandbox.exec_root(script, self.eval_timeout()).await
+            } else {
+                sandbox.exec(script, self.eval_timeout()).await
+            };
             let failure = match out {
                 Ok(out) if out.exit_code == Some(0) => None,
                 Ok(out) => Some(format!(
-                    "task setup exited with {:?}{}: {}",
+                    "{what} exited with {:?}{}: {}",
                     out.exit_code,
                     if out.timed_out { " (timed out)" } else { "" },
                     truncate_middle(&out.output, 2000).0
@@ -93,16 +106,14 @@ impl Verifier<'_> {
         task: &Task,
         patch: &str,
     ) -> Result<Verification, String> {
-        // A public set's harness runs as root, as its own does; a task's own eval runs as
-        // the sandbox user, like the agent.
-        let as_root = task.tests.is_some();
+        // Everything runs as the sandbox user, who owns the repository (root in the public
+        // sets' images, as their harnesses run): root without capabilities could not write
+        // to a repository another uid owns.
         let exec = |command: String, timeout: Duration| async move {
-            let out: Result<ExecOutput, SandboxError> = if as_root {
-                sandbox.exec_root(&command, timeout).await
-            } else {
-                sandbox.exec(&command, timeout).await
-            };
-            out.map_err(|e| error_chain(&e))
+            sandbox
+                .exec(&command, timeout)
+                .await
+                .map_err(|e| error_chain(&e))
         };
         if let Some(tests) = &task.tests
             && !tests.before_patch.is_empty()

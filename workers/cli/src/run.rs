@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_agent::{Rollouts, SingleCampaign, Templates, Worker, WorkerConfig, WorkerEvent};
 use synthfleet_core::budget::CampaignState;
-use synthfleet_core::campaign::Campaign;
 use synthfleet_core::ports::{Queue, SandboxProvider};
 use synthfleet_core::submit::enqueue_campaign;
 use synthfleet_llm::ModelPool;

@@ -160,7 +160,10 @@ pub fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
     });
     out.push_str(&indent(&r.patch));
     if let Some(v) = &r.verification {
-        for (list, split) in [("FAIL_TO_PASS", &v.fail_to_pass), ("PASS_TO_PASS", &v.pass_to_pass)] {
+        for (list, split) in [
+            ("FAIL_TO_PASS", &v.fail_to_pass),
+            ("PASS_TO_PASS", &v.pass_to_pass),
+        ] {
             if let Some(split) = split {
                 out.push_str(&format!(
                     "\n{list}: {} passed, {} failed{}\n",

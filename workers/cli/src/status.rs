@@ -4,7 +4,6 @@ use crate::backend::{Backend, BackendArgs};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use synthfleet_core::campaign::Campaign;
 
 #[derive(Args)]
 pub struct StatusArgs {

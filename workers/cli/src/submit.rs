@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use synthfleet_core::campaign::Campaign;
 use synthfleet_core::submit::enqueue_campaign;
 
 #[derive(Args)]

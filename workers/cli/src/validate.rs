@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use synthfleet_agent::{GoldEvent, Templates, validate_gold};
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::gold::{self, Problem};
+use synthfleet_core::ports::SandboxProvider;
 use synthfleet_llm::ModelPool;
 use synthfleet_sandbox::DockerSandboxes;
 

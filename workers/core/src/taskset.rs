@@ -86,9 +86,9 @@ pub fn task_from_row(row: Map<String, Value>, format: TaskFormat) -> Result<Task
     let workdir = row
         .str("workdir")?
         .unwrap_or_else(|| DEFAULT_WORKDIR.to_owned());
-    let (tests, setup) = match harness {
-        Harness::SweSmith => swe_smith(&row, &instance_id, &workdir)?,
-        _ => (swe_bench(&row, harness)?, None),
+    let tests = match harness {
+        Harness::SweSmith => swe_smith(&row, &instance_id)?,
+        _ => swe_bench(&row, harness)?,
     };
     let image = match row
         .str("image")?
@@ -129,7 +129,7 @@ pub fn task_from_row(row: Map<String, Value>, format: TaskFormat) -> Result<Task
         image,
         problem_statement,
         workdir,
-        setup,
+        setup: None,
         eval: None,
         tests: Some(tests),
         timeout_s,
@@ -277,6 +277,7 @@ fn swe_bench(row: &Row, harness: Harness) -> Result<TestSpec, FieldError> {
         .join(" ");
     Ok(TestSpec {
         harness,
+        checkout: None,
         before_patch: Vec::new(),
         reset_ref: base_commit,
         reset_files: harness::modified_files(&test_patch),
@@ -296,12 +297,8 @@ const SWE_SMITH_TEST_CMD: &str = "source /opt/miniconda3/bin/activate; conda act
 
 /// SWE-smith rows: `patch` is the bug. Upstream keeps a branch per instance in a mirror
 /// ("Bug Patch", then "Remove F2P Tests") and checks it out; when the image does not hold
-/// that branch, the task's setup rebuilds the same two commits from the row.
-fn swe_smith(
-    row: &Row,
-    instance_id: &str,
-    workdir: &str,
-) -> Result<(TestSpec, Option<String>), FieldError> {
+/// that branch, the task's checkout rebuilds the same two commits from the row.
+fn swe_smith(row: &Row, instance_id: &str) -> Result<TestSpec, FieldError> {
     let bug = row.required_str("patch")?;
     let fail_to_pass = row.tests("FAIL_TO_PASS")?;
     let pass_to_pass = row.tests("PASS_TO_PASS")?;
@@ -331,9 +328,9 @@ fn swe_smith(
             )
         })?,
     };
-    let setup = swe_smith_setup(instance_id, workdir, &bug, &f2p_files);
-    let tests = TestSpec {
+    Ok(TestSpec {
         harness: Harness::SweSmith,
+        checkout: Some(swe_smith_checkout(instance_id, &bug, &f2p_files)),
         // Back to "Bug Patch": the tests the agent did not see return.
         before_patch: vec!["git checkout -q HEAD~1".to_owned()],
         reset_ref: "HEAD".to_owned(),
@@ -348,15 +345,14 @@ fn swe_smith(
         fail_to_pass,
         pass_to_pass,
         gold_patch: Some(harness::reverse_diff(&bug)),
-    };
-    Ok((tests, Some(setup)))
+    })
 }
 
-/// The setup (run as root) that puts a SWE-smith instance's branch in place: checked out
-/// when the image has it, else rebuilt — the bug committed as "Bug Patch", the
-/// FAIL_TO_PASS test files removed in "Remove F2P Tests" — so that the agent's diff is its
-/// own and `HEAD~1` holds the tests again.
-fn swe_smith_setup(instance_id: &str, workdir: &str, bug: &str, f2p_files: &[String]) -> String {
+/// The checkout that puts a SWE-smith instance's branch in place: checked out when the
+/// image has it, else rebuilt — the bug committed as "Bug Patch", the FAIL_TO_PASS test
+/// files removed in "Remove F2P Tests" — so that the agent's diff is its own and `HEAD~1`
+/// holds the tests again.
+fn swe_smith_checkout(instance_id: &str, bug: &str, f2p_files: &[String]) -> String {
     let id = shell_quote(instance_id);
     let mut bug = bug.to_owned();
     if !bug.ends_with('\n') {
@@ -374,7 +370,6 @@ export GIT_CONFIG_COUNT=4 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'
   GIT_CONFIG_KEY_1=user.name GIT_CONFIG_VALUE_1=swesmith \\
   GIT_CONFIG_KEY_2=user.email GIT_CONFIG_VALUE_2=swesmith@swesmith.ai \\
   GIT_CONFIG_KEY_3=commit.gpgsign GIT_CONFIG_VALUE_3=false
-cd {dir}
 if git rev-parse --verify -q refs/heads/{id} >/dev/null; then
   git checkout -q {id}
 else
@@ -384,9 +379,7 @@ else
   git add -A && git commit -q -m 'Bug Patch'
 {remove}  git add -A && git commit -q --allow-empty -m 'Remove F2P Tests'
 fi
-chown -R --reference=. .
-",
-        dir = shell_quote(workdir),
+"
     )
 }
 

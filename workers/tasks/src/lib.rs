@@ -160,7 +160,9 @@ mod tests {
     }
 
     fn source(path: &str) -> TaskSource {
-        let text = format!("name = \"c\"\ntasks = [{{ path = \"{path}\" }}]\nbudget_usd = 1.0\n[[models]]\nname = \"r\"\nprovider = \"replay\"\n");
+        let text = format!(
+            "name = \"c\"\ntasks = [{{ path = \"{path}\" }}]\nbudget_usd = 1.0\n[[models]]\nname = \"r\"\nprovider = \"replay\"\n"
+        );
         Campaign::parse(Path::new("c.toml"), &text)
             .expect("campaign")
             .tasks
@@ -172,14 +174,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("ds/data");
         fs::create_dir_all(&data).expect("mkdir");
-        fs::write(data.join("test.jsonl"), row("psf__requests-1", "psf/requests")).expect("write");
+        fs::write(
+            data.join("test.jsonl"),
+            row("psf__requests-1", "psf/requests"),
+        )
+        .expect("write");
         fs::write(data.join("train.jsonl"), "{ not read").expect("write");
         let mut ds = source("ds");
         let err = read_source(dir.path(), &ds).expect_err("two splits");
-        assert!(err.to_string().contains("several splits (test, train)"), "{err}");
+        assert!(
+            err.to_string().contains("several splits (test, train)"),
+            "{err}"
+        );
         ds.split = Some("dev".into());
         let err = read_source(dir.path(), &ds).expect_err("no such split");
-        assert!(err.to_string().contains("no `dev` split here; the splits are: test, train"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no `dev` split here; the splits are: test, train"),
+            "{err}"
+        );
         ds.split = Some("test".into());
         let tasks = read_source(dir.path(), &ds).expect("test split");
         assert_eq!(tasks[0].instance_id, "psf__requests-1");
@@ -208,10 +221,17 @@ mod tests {
         let mut s = source("t.jsonl");
         s.instance_ids = vec!["psf__requests-3".into(), "psf__requests-9".into()];
         let err = read_source(dir.path(), &s).expect_err("unknown id");
-        assert!(err.to_string().contains("instance_ids not found in the source: psf__requests-9"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("instance_ids not found in the source: psf__requests-9"),
+            "{err}"
+        );
         // Unfiltered, the unknown repository is an error naming its line.
         let err = read_source(dir.path(), &source("t.jsonl")).expect_err("unknown repo");
-        assert!(err.to_string().contains("t.jsonl:2: field `test_cmd`"), "{err}");
+        assert!(
+            err.to_string().contains("t.jsonl:2: field `test_cmd`"),
+            "{err}"
+        );
         // A source-level test command fills in what the row lacks.
         let mut s = source("t.jsonl");
         s.test_cmd = Some("python -m pytest -rA".into());
@@ -222,17 +242,27 @@ mod tests {
     #[test]
     fn campaign_loads_its_sources_and_names_bad_files() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(dir.path().join("t.jsonl"), row("psf__requests-1", "psf/requests")).expect("write");
+        fs::write(
+            dir.path().join("t.jsonl"),
+            row("psf__requests-1", "psf/requests"),
+        )
+        .expect("write");
         let campaign = dir.path().join("c.toml");
         fs::write(&campaign, "name = \"c\"\ntasks = [\"t.jsonl\"]\nbudget_usd = 1.0\n[[models]]\nname = \"r\"\nprovider = \"replay\"\n").expect("write");
         let c = load_campaign(&campaign).expect("loads");
         assert_eq!(c.tasks.len(), 1);
         fs::write(dir.path().join("t.jsonl"), "{\"instance_id\":\"x\"}").expect("write");
         let err = load_campaign(&campaign).expect_err("bad task");
-        assert!(err.to_string().contains("t.jsonl:1: field `image`"), "{err}");
+        assert!(
+            err.to_string().contains("t.jsonl:1: field `image`"),
+            "{err}"
+        );
         fs::write(dir.path().join("t.parquet"), b"PAR1 but not really").expect("write");
         fs::write(&campaign, "name = \"c\"\ntasks = [\"t.parquet\"]\nbudget_usd = 1.0\n[[models]]\nname = \"r\"\nprovider = \"replay\"\n").expect("write");
         let err = load_campaign(&campaign).expect_err("bad parquet");
-        assert!(err.to_string().contains("cannot read Parquet file"), "{err}");
+        assert!(
+            err.to_string().contains("cannot read Parquet file"),
+            "{err}"
+        );
     }
 }

@@ -78,6 +78,11 @@ impl fmt::Display for Harness {
 #[serde(deny_unknown_fields)]
 pub struct TestSpec {
     pub harness: Harness,
+    /// Shell run in the workdir, as the sandbox user, whenever a sandbox of the task is
+    /// created (after the task's `setup`): puts the instance's code in place (SWE-smith:
+    /// the instance's branch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<String>,
     /// Shell lines run in the workdir before the candidate patch is applied (SWE-smith:
     /// `git checkout HEAD~1`, back to the commit that still holds the tests).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

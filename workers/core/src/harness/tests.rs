@@ -383,7 +383,11 @@ fn swe_smith_row_rebuilds_the_branch_and_evaluates_at_the_bug_commit() {
         task.image,
         "jyangballin/swesmith.x86_64.acme_1776_calc.1a2b3c4d"
     );
-    let setup = task.setup.as_deref().expect("setup rebuilds the branch");
+    let tests = task.tests.as_ref().expect("tests");
+    let setup = tests
+        .checkout
+        .as_deref()
+        .expect("the checkout rebuilds the branch");
     assert!(
         setup.contains("git apply - <<'EOF_SWESMITH_BUG'\ndiff --git a/calc.py"),
         "{setup}"
@@ -393,7 +397,6 @@ fn swe_smith_row_rebuilds_the_branch_and_evaluates_at_the_bug_commit() {
         "{setup}"
     );
     assert!(setup.contains("rm -f -- 'tests/test_calc.py'"), "{setup}");
-    let tests = task.tests.as_ref().expect("tests");
     assert_eq!(tests.harness, Harness::SweSmith);
     assert_eq!(tests.before_patch, ids(&["git checkout -q HEAD~1"]));
     assert_eq!(
