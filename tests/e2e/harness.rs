@@ -83,6 +83,19 @@ impl Rows {
 
 const F2P: &str = "tests/test_calc.py::test_clamp_high";
 
+/// Runs the fixture's campaign to completion with `jobs` rollouts at once.
+fn run(fx: &Fixture, jobs: &str) {
+    let out = synthfleet(
+        &["run", fx.campaign_arg(), "-j", jobs],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
+    assert!(
+        out.status.success(),
+        "run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn verification(record: &TrajectoryRecord) -> &Verification {
     record.verification.as_ref().unwrap_or_else(|| {
         panic!(
@@ -115,15 +128,7 @@ async fn swe_bench_rows_are_graded_per_test_as_swe_bench_does() {
     ]);
     let body = format!("budget_usd = 5.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("swe-bench", &tasks, &body);
-    let out = synthfleet(
-        &["run", fx.campaign_arg(), "-j", "4"],
-        &[("FAKE_LLM_KEY", SECRET)],
-    );
-    assert!(
-        out.status.success(),
-        "run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(&fx, "4");
     let results = fx.results().await;
     assert_eq!(results.records.len(), 4);
 
@@ -327,15 +332,7 @@ async fn swe_smith_row_is_rebuilt_from_its_bug_and_evaluated_at_the_bug_commit()
     ]);
     let body = format!("budget_usd = 5.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("swe-smith", &tasks, &body);
-    let out = synthfleet(
-        &["run", fx.campaign_arg(), "-j", "2"],
-        &[("FAKE_LLM_KEY", SECRET)],
-    );
-    assert!(
-        out.status.success(),
-        "run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(&fx, "2");
     let results = fx.results().await;
 
     let fixed = results.record("acme__calc.1a2b3c4d.func_pm_op_swap__fix", 0);
