@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use synthfleet_cli::backend::{Backend, BackendArgs};
 use synthfleet_cli::entry::{self, LogArgs};
 use synthfleet_cli::{logging, show};
-use synthfleet_core::campaign::Campaign;
 use synthfleet_llm::ModelPool;
 use synthfleet_quality::export::{ExportOptions, Filter, Format};
 use synthfleet_quality::review::{self, HumanVerdict, Review};
