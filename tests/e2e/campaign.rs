@@ -240,10 +240,16 @@ async fn rate_limits_and_outages_are_retried_and_recorded() {
             code: 503,
             retry_after: Some(0),
         },
+        // A body cut off mid-way is a transport fault too: retried at the call.
+        Fault::Malformed,
+        Fault::Status {
+            code: 409,
+            retry_after: Some(0),
+        },
     ]);
     let body = format!(
         "budget_usd = 1.0\n{}",
-        fake_model(&llm.url, "request_timeout_s = 1\nmax_attempts = 6")
+        fake_model(&llm.url, "request_timeout_s = 1\nmax_attempts = 8")
     );
     let fx = Fixture::new("e2e-retry", &tasks, &body);
     let started = std::time::Instant::now();
@@ -260,13 +266,64 @@ async fn rate_limits_and_outages_are_retried_and_recorded() {
     let results = fx.results().await;
     let r = results.record("leap", 0);
     assert_eq!(
-        r.steps[0].llm_retries, 4,
-        "429, 500, timeout and 503 were each retried"
+        r.steps[0].llm_retries, 6,
+        "429, 500, timeout, 503, a cut-off body and 409 were each retried"
     );
-    assert_eq!(r.totals.llm_retries, 4);
+    assert_eq!(r.totals.llm_retries, 6);
     assert_eq!(r.exit_status, Some(ExitStatus::Submitted));
+    assert_eq!(r.attempt, 1, "no fault cost the sample an attempt");
     assert!(r.verification.as_ref().is_some_and(|v| v.resolved));
-    assert_eq!(llm.requests().len(), 4 + 2);
+    assert_eq!(llm.requests().len(), 6 + 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_context_overflow_ends_the_rollout_as_its_own_outcome_without_retries() {
+    let tasks = vec![task_line(
+        "leap",
+        "leapyear",
+        "[leap-long] fix is_leap.",
+        "python3 -m unittest -q",
+    )];
+    let llm = FakeLlm::start(vec![Script::new(
+        "[leap-long]",
+        &[
+            "sed -i 's/return year % 4 == 0$/return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)/' calendar_utils.py",
+            "python3 -m unittest -q",
+            "submit",
+        ],
+    )]);
+    // The first call is answered; the second finds the conversation too long.
+    llm.push_faults([
+        Fault::Delay(std::time::Duration::ZERO),
+        Fault::ContextOverflow,
+    ]);
+    let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
+    let fx = Fixture::new("e2e-context", &tasks, &body);
+    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = fx.results().await;
+    let r = results.record("leap", 0);
+    assert_eq!(r.exit_status, Some(ExitStatus::ContextExceeded));
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("context window")),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(
+        (r.attempt, r.steps.len()),
+        (1, 1),
+        "neither the call nor the rollout was retried"
+    );
+    assert_eq!(llm.requests().len(), 2);
+    // The agent's work up to the overflow is verified like any ending.
+    assert!(r.verification.as_ref().is_some_and(|v| v.resolved));
+    assert!(results.dead.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,7 +337,11 @@ async fn malformed_replies_are_a_clear_recorded_infrastructure_error() {
         ..Script::new("[broken]", &["ls"])
     });
     let llm = FakeLlm::start(scripts);
-    let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
+    // A server that only ever answers garbage: each call is retried, then the rollout ends.
+    let body = format!(
+        "budget_usd = 1.0\n{}",
+        fake_model(&llm.url, "max_attempts = 2")
+    );
     let fx = Fixture::new("e2e-malformed", &tasks, &body);
     let out = synthfleet(
         &["run", fx.campaign_arg(), "--retry-backoff-s", "0"],
@@ -297,7 +358,8 @@ async fn malformed_replies_are_a_clear_recorded_infrastructure_error() {
     assert_eq!(letter.attempts, 3);
     assert!(
         letter.error.contains("error:llm_malformed")
-            && letter.error.contains("malformed completion"),
+            && letter.error.contains("malformed completion")
+            && letter.error.contains("(after 2 attempts)"),
         "{}",
         letter.error
     );

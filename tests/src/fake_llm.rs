@@ -24,6 +24,8 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 200 with a body that is not a chat completion.
     Malformed,
+    /// Answer 400 as OpenAI does when the conversation outgrows the context window.
+    ContextOverflow,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +150,18 @@ fn apply(fault: &Fault) -> Option<Response> {
             Some(response)
         }
         Fault::Malformed => Some((StatusCode::OK, "{\"choices\": [{\"mess").into_response()),
+        Fault::ContextOverflow => Some(
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {
+                    "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens.",
+                    "type": "invalid_request_error",
+                    "code": "context_length_exceeded"
+                }})
+                .to_string(),
+            )
+                .into_response(),
+        ),
         Fault::Delay(_) => None,
     }
 }

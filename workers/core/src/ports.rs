@@ -330,6 +330,10 @@ pub enum LlmError {
     },
     #[error("{endpoint} returned a malformed completion: {detail}")]
     Malformed { endpoint: String, detail: String },
+    /// The conversation no longer fits the model's context window: deterministic, so not
+    /// retried; the rollout ends with its own outcome.
+    #[error("{endpoint} refused the request as longer than the model's context window: {detail}")]
+    ContextExceeded { endpoint: String, detail: String },
     #[error("{endpoint} rejected the request ({status}): {detail}")]
     Rejected {
         endpoint: String,
@@ -343,11 +347,14 @@ pub enum LlmError {
 impl LlmError {
     pub fn exit_status(&self) -> ExitStatus {
         use crate::trajectory::ErrorKind;
-        ExitStatus::Error(match self {
-            LlmError::Unavailable { .. } => ErrorKind::LlmUnavailable,
-            LlmError::Malformed { .. } => ErrorKind::LlmMalformed,
-            LlmError::Rejected { .. } | LlmError::Config(_) => ErrorKind::LlmRejected,
-        })
+        match self {
+            LlmError::ContextExceeded { .. } => ExitStatus::ContextExceeded,
+            LlmError::Unavailable { .. } => ExitStatus::Error(ErrorKind::LlmUnavailable),
+            LlmError::Malformed { .. } => ExitStatus::Error(ErrorKind::LlmMalformed),
+            LlmError::Rejected { .. } | LlmError::Config(_) => {
+                ExitStatus::Error(ErrorKind::LlmRejected)
+            }
+        }
     }
 }
 

@@ -71,7 +71,7 @@ pub struct FunctionCall {
 }
 
 /// How a rollout ended. Serialised as a string: `submitted`, `step_limit`, `timeout`,
-/// `cost_limit`, `budget_exhausted`, or `error:<kind>`.
+/// `cost_limit`, `context_exceeded`, `budget_exhausted`, or `error:<kind>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum ExitStatus {
@@ -80,6 +80,9 @@ pub enum ExitStatus {
     Timeout,
     /// The rollout's own cost limit was reached.
     CostLimit,
+    /// The conversation outgrew the model's context window: the agent's horizon ended, as
+    /// at the step limit (verified, not retried).
+    ContextExceeded,
     /// The campaign's hard budget was reached.
     BudgetExhausted,
     Error(ErrorKind),
@@ -133,6 +136,7 @@ impl fmt::Display for ExitStatus {
             ExitStatus::StepLimit => f.write_str("step_limit"),
             ExitStatus::Timeout => f.write_str("timeout"),
             ExitStatus::CostLimit => f.write_str("cost_limit"),
+            ExitStatus::ContextExceeded => f.write_str("context_exceeded"),
             ExitStatus::BudgetExhausted => f.write_str("budget_exhausted"),
             ExitStatus::Error(kind) => write!(f, "error:{}", kind.as_str()),
         }
@@ -154,6 +158,7 @@ impl TryFrom<String> for ExitStatus {
             "step_limit" => ExitStatus::StepLimit,
             "timeout" => ExitStatus::Timeout,
             "cost_limit" => ExitStatus::CostLimit,
+            "context_exceeded" => ExitStatus::ContextExceeded,
             "budget_exhausted" => ExitStatus::BudgetExhausted,
             other => {
                 let kind = other
@@ -350,6 +355,7 @@ mod tests {
         for status in [
             ExitStatus::Submitted,
             ExitStatus::StepLimit,
+            ExitStatus::ContextExceeded,
             ExitStatus::BudgetExhausted,
             ExitStatus::Error(ErrorKind::LlmUnavailable),
         ] {

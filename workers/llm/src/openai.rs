@@ -41,11 +41,40 @@ impl std::fmt::Debug for OpenAiChat {
 
 /// What went wrong with one attempt.
 enum Attempt {
+    /// A transport fault: retried at the call, with backoff (or as `after` says).
     Retry {
         reason: String,
         after: Option<Duration>,
+        /// The server answered 200 with a body that is not a chat completion (cut off mid-body,
+        /// or garbage): retried like any transport fault, and named so if it persists.
+        malformed: bool,
     },
     Fail(LlmError),
+}
+
+/// Statuses that say "try again": timeouts, conflicts, too early, rate limits, server errors.
+fn is_transient(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 409 | 425 | 429) || status.is_server_error()
+}
+
+/// Whether a rejection says the request is longer than the model's context window (each
+/// server words it its own way: OpenAI's `context_length_exceeded`, vLLM's "maximum context
+/// length", llama.cpp's "exceeds the available context size", Anthropic-style "prompt is too
+/// long").
+fn is_context_overflow(status: StatusCode, body: &str) -> bool {
+    let body = body.to_ascii_lowercase();
+    matches!(status.as_u16(), 400 | 413 | 422)
+        && [
+            "context_length_exceeded",
+            "maximum context length",
+            "context length",
+            "context size",
+            "context window",
+            "prompt is too long",
+            "too many tokens",
+        ]
+        .iter()
+        .any(|needle| body.contains(needle))
 }
 
 impl OpenAiChat {
@@ -132,6 +161,7 @@ impl OpenAiChat {
                 return Err(Attempt::Retry {
                     reason: format!("{kind}: {e}"),
                     after: None,
+                    malformed: false,
                 });
             }
         };
@@ -147,15 +177,13 @@ impl OpenAiChat {
             Ok(text) => text,
             Err(e) => {
                 return Err(Attempt::Retry {
-                    reason: format!("reading the body failed: {e}"),
+                    reason: format!("reading the body failed (cut off?): {e}"),
                     after: None,
+                    malformed: false,
                 });
             }
         };
-        if status == StatusCode::TOO_MANY_REQUESTS
-            || status.is_server_error()
-            || status == StatusCode::REQUEST_TIMEOUT
-        {
+        if is_transient(status) {
             if retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
                 return Err(Attempt::Fail(LlmError::Unavailable {
                     endpoint: self.url.clone(),
@@ -169,7 +197,14 @@ impl OpenAiChat {
             return Err(Attempt::Retry {
                 reason: format!("{status}: {}", snippet(&text)),
                 after: retry_after,
+                malformed: false,
             });
+        }
+        if is_context_overflow(status, &text) {
+            return Err(Attempt::Fail(LlmError::ContextExceeded {
+                endpoint: self.url.clone(),
+                detail: snippet(&text),
+            }));
         }
         if !status.is_success() {
             return Err(Attempt::Fail(LlmError::Rejected {
@@ -178,11 +213,10 @@ impl OpenAiChat {
                 detail: snippet(&text),
             }));
         }
-        parse_completion(&text).map_err(|detail| {
-            Attempt::Fail(LlmError::Malformed {
-                endpoint: self.url.clone(),
-                detail,
-            })
+        parse_completion(&text).map_err(|detail| Attempt::Retry {
+            reason: detail,
+            after: None,
+            malformed: true,
         })
     }
 }
@@ -267,6 +301,7 @@ impl ChatModel for OpenAiChat {
         let body = self.body(request);
         let mut delays = self.backoff.build();
         let mut last = String::new();
+        let mut last_malformed = false;
         for attempt in 1..=self.max_attempts {
             match self.attempt(&body).await {
                 Ok(mut completion) => {
@@ -281,7 +316,11 @@ impl ChatModel for OpenAiChat {
                     return Ok(completion);
                 }
                 Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry { reason, after }) => {
+                Err(Attempt::Retry {
+                    reason,
+                    after,
+                    malformed,
+                }) => {
                     let backoff = delays.next().unwrap_or(Duration::from_secs(60));
                     let wait = after.unwrap_or(backoff);
                     if attempt < self.max_attempts {
@@ -289,14 +328,22 @@ impl ChatModel for OpenAiChat {
                         tokio::time::sleep(wait).await;
                     }
                     last = reason;
+                    last_malformed = malformed;
                 }
             }
         }
         debug!(url = %self.url, "LLM attempts exhausted");
-        Err(LlmError::Unavailable {
-            endpoint: self.url.clone(),
-            attempts: self.max_attempts,
-            last,
+        Err(if last_malformed {
+            LlmError::Malformed {
+                endpoint: self.url.clone(),
+                detail: format!("{last} (after {} attempts)", self.max_attempts),
+            }
+        } else {
+            LlmError::Unavailable {
+                endpoint: self.url.clone(),
+                attempts: self.max_attempts,
+                last,
+            }
         })
     }
 }
@@ -337,6 +384,31 @@ mod tests {
         assert_eq!(c.message.tool_calls[0].function.name, "bash");
         assert_eq!(c.message.reasoning_content.as_deref(), Some("think"));
         assert_eq!((c.input_tokens, c.output_tokens), (12, 5));
+    }
+
+    #[test]
+    fn transient_statuses_and_context_overflows_are_told_apart() {
+        for code in [408, 409, 425, 429, 500, 502, 503, 529] {
+            assert!(
+                is_transient(StatusCode::from_u16(code).expect("status")),
+                "{code}"
+            );
+        }
+        for code in [400, 401, 403, 404, 422] {
+            assert!(
+                !is_transient(StatusCode::from_u16(code).expect("status")),
+                "{code}"
+            );
+        }
+        let openai = r#"{"error":{"message":"This model's maximum context length is 8192 tokens.","code":"context_length_exceeded"}}"#;
+        assert!(is_context_overflow(StatusCode::BAD_REQUEST, openai));
+        let llama = r#"{"error":{"message":"the request exceeds the available context size"}}"#;
+        assert!(is_context_overflow(StatusCode::BAD_REQUEST, llama));
+        assert!(!is_context_overflow(
+            StatusCode::BAD_REQUEST,
+            r#"{"error":"unknown model"}"#
+        ));
+        assert!(!is_context_overflow(StatusCode::UNAUTHORIZED, openai));
     }
 
     #[test]
