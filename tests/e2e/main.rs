@@ -3,6 +3,7 @@
 
 mod aws;
 mod campaign;
+mod chaos;
 mod cli_errors;
 mod crash;
 mod harness;

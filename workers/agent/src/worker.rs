@@ -434,10 +434,11 @@ impl Shared {
             .await;
         heartbeat.abort();
         let record = match outcome {
+            // Stopped by a signal, not by the sample: handed back without costing an attempt.
             Err(Interrupted) => {
                 return self
                     .queue
-                    .release(&delivery.receipt, Duration::ZERO)
+                    .defer(&delivery, Duration::ZERO)
                     .await
                     .map_err(|e| error_chain(&e));
             }

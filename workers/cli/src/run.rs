@@ -102,6 +102,14 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     logging::init(log_format, show_bar.then_some(&bar));
     let reaped = sandboxes.reap().await?;
     let recovered = queue.recover_in_flight().await?;
+    let reclaimed = synthfleet_local::LocalMetadata::new(&local.state)
+        .reclaim_reservations()
+        .await?;
+    for (name, amount) in reclaimed {
+        eprintln!(
+            "campaign {name}: {amount} was reserved by calls of a run that died; booked as spent (the provider may have billed them)"
+        );
+    }
     eprintln!(
         "campaign {}: {} tasks x {} samples = {total}; {} enqueued now, {} already done, {} already queued; state in {}{}",
         campaign.name(),
@@ -254,10 +262,19 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         .context("the campaign item vanished during the run")?;
     let stats = queue.stats().await?;
     let drained = stats.visible == 0 && stats.in_flight == 0;
+    let finished = record.is_finished();
     if drained && record.state == CampaignState::Running && !summary.interrupted {
-        metadata
-            .set_state(campaign.name(), CampaignState::Done, None)
-            .await?;
+        if finished {
+            metadata
+                .set_state(campaign.name(), CampaignState::Done, None)
+                .await?;
+        } else {
+            eprintln!(
+                "warning: the queue is empty but only {} of {} samples have a result or a dead letter; the campaign stays running (run again, and see `synthfleet status`)",
+                record.accounted(),
+                record.total_samples
+            );
+        }
     }
     let trajectories = metadata.trajectories(campaign.name()).await?;
     let resolved = trajectories

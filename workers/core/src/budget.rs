@@ -147,6 +147,17 @@ pub struct CampaignRecord {
 }
 
 impl CampaignRecord {
+    /// Samples with an outcome: a committed result or a dead letter with its reason.
+    pub fn accounted(&self) -> u64 {
+        self.counts.success + self.counts.failed + self.counts.dead_lettered
+    }
+
+    /// A campaign is finished only when every sample it asks for is accounted for; a
+    /// drained queue alone proves nothing (a message may have been lost or moved aside).
+    pub fn is_finished(&self) -> bool {
+        self.accounted() >= self.total_samples
+    }
+
     pub fn new(
         name: &str,
         budget: MicroUsd,
@@ -225,6 +236,20 @@ impl CampaignRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_means_every_sample_accounted_for() {
+        let mut record = CampaignRecord::new("c", MicroUsd(1), 4, Utc::now());
+        record.counts = Counts {
+            enqueued: 4,
+            success: 2,
+            failed: 1,
+            dead_lettered: 0,
+        };
+        assert!(!record.is_finished(), "one sample has no outcome");
+        record.counts.dead_lettered = 1;
+        assert!(record.is_finished());
+    }
 
     #[test]
     fn reservations_never_commit_past_the_cap() {

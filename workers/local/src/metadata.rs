@@ -105,6 +105,60 @@ fn update_campaign<T>(
     Ok(out)
 }
 
+impl LocalMetadata {
+    /// Settles every reservation left in a ledger, at its worst case (the provider may have
+    /// billed the call), and returns what was reclaimed per campaign.
+    ///
+    /// Only the process holding the state directory (redb locks it exclusively) can call
+    /// this, so every reservation found belongs to a process that died mid-call.
+    pub async fn reclaim_reservations(&self) -> Result<Vec<(String, MicroUsd)>, StoreError> {
+        self.state
+            .blocking(|state| {
+                state.write("reclaiming dead reservations", |tx| {
+                    let mut held = Vec::new();
+                    for item in tx.open_table(CAMPAIGNS)?.iter()? {
+                        let (key, value) = item?;
+                        let record: CampaignRecord = from_json("campaign", value.value())?;
+                        if record.ledger.reserved > MicroUsd::ZERO {
+                            held.push((key.value().to_owned(), record.ledger.reserved));
+                        }
+                    }
+                    for (name, reserved) in &held {
+                        update_campaign(tx, name, |record| record.settle(*reserved, *reserved))?;
+                    }
+                    Ok(held)
+                })
+            })
+            .await
+    }
+}
+
+/// Records a dead letter in `tx` and counts it on its campaign, once per sample (the first
+/// record, the worker's with its error, wins): the one path for the worker's dead letters
+/// and the queue's receive-count backstop alike.
+pub(crate) fn record_dead_letter_in(
+    tx: &WriteTransaction,
+    letter: &DeadLetter,
+) -> Result<(), TxError> {
+    let key = result_key(&letter.key);
+    let mut table = tx.open_table(DEAD_LETTERS)?;
+    if table.get(key.as_str())?.is_some() {
+        return Ok(());
+    }
+    table.insert(key.as_str(), to_json(letter)?.as_slice())?;
+    drop(table);
+    if tx
+        .open_table(CAMPAIGNS)?
+        .get(letter.key.campaign.as_str())?
+        .is_some()
+    {
+        update_campaign(tx, &letter.key.campaign, |record| {
+            record.counts.dead_lettered += 1
+        })?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl MetadataStore for LocalMetadata {
     async fn upsert_campaign(
@@ -393,17 +447,7 @@ impl MetadataStore for LocalMetadata {
         self.state
             .blocking(move |state| {
                 state.write("recording a dead letter", |tx| {
-                    let key = result_key(&letter.key);
-                    let new = tx
-                        .open_table(DEAD_LETTERS)?
-                        .insert(key.as_str(), to_json(&letter)?.as_slice())?
-                        .is_none();
-                    if new {
-                        update_campaign(tx, &letter.key.campaign, |record| {
-                            record.counts.dead_lettered += 1
-                        })?;
-                    }
-                    Ok(())
+                    record_dead_letter_in(tx, &letter)
                 })
             })
             .await
@@ -495,6 +539,44 @@ mod tests {
         assert!(
             store.trajectory("01").await.expect("get").is_none(),
             "ambiguous prefix"
+        );
+    }
+
+    #[tokio::test]
+    async fn reservations_of_a_dead_process_are_reclaimed_at_their_worst_case() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = LocalMetadata::new(&LocalState::open(dir.path()).expect("open"));
+            store
+                .upsert_campaign("c", MicroUsd(1_000), 1)
+                .await
+                .expect("upsert");
+            let granted = store
+                .reserve("c", MicroUsd(300), Spend::Rollout)
+                .await
+                .expect("reserve");
+            assert_eq!(granted, Reservation::Granted);
+            // The process dies here, its call in flight.
+        }
+        let store = LocalMetadata::new(&LocalState::open(dir.path()).expect("reopen"));
+        let reclaimed = store.reclaim_reservations().await.expect("reclaim");
+        assert_eq!(reclaimed, vec![("c".to_owned(), MicroUsd(300))]);
+        let ledger = store
+            .campaign("c")
+            .await
+            .expect("read")
+            .expect("campaign")
+            .ledger;
+        assert_eq!(
+            (ledger.reserved, ledger.spent),
+            (MicroUsd::ZERO, MicroUsd(300))
+        );
+        assert!(
+            store
+                .reclaim_reservations()
+                .await
+                .expect("again")
+                .is_empty()
         );
     }
 

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
-use synthfleet_core::ports::{Delivery, Queue, QueueStats, StoreError};
+use synthfleet_core::message::TaskMessage;
+use synthfleet_core::ports::{DeadLetter, Delivery, Queue, QueueStats, StoreError};
 
 /// A named queue inside a [`LocalState`]: at-least-once delivery, visibility timeouts,
 /// receive counts, and a dead-letter queue that takes a message on the delivery after
@@ -61,7 +62,8 @@ impl LocalQueue {
         (format!("{}\0", self.name), format!("{}\u{1}", self.name))
     }
 
-    /// Makes every in-flight message visible again, keeping its receive count.
+    /// Makes every in-flight message visible again, and takes back the delivery the dead
+    /// run had made: a crash is not the sample's failure, so it costs no attempt.
     ///
     /// Only the process holding the state directory (redb locks it exclusively) can call
     /// this, so any message in flight at that moment belongs to a run that died: waiting
@@ -85,6 +87,7 @@ impl LocalQueue {
                     let count = stuck.len() as u64;
                     for (key, mut message) in stuck {
                         message.visible_at_ms = now;
+                        message.receive_count -= 1;
                         table.insert(key.as_str(), to_json(&message)?.as_slice())?;
                     }
                     Ok(count)
@@ -159,6 +162,17 @@ impl LocalQueue {
             reason,
             dead_at_ms: now_ms(),
         };
+        // A task message that dies here has its dead letter recorded with it (a message
+        // that is not one is kept in the dead queue with its reason, and nothing else).
+        if let Ok(task) = TaskMessage::parse(&dead.body) {
+            let letter = DeadLetter {
+                key: task.result_key(),
+                attempts: dead.receive_count,
+                error: dead.reason.clone(),
+                at: chrono::Utc::now(),
+            };
+            crate::metadata::record_dead_letter_in(tx, &letter)?;
+        }
         tx.open_table(MESSAGES)?.remove(key)?;
         tx.open_table(DEAD)?
             .insert(key, to_json(&dead)?.as_slice())?;
@@ -396,6 +410,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_receive_count_backstop_records_the_dead_letter() {
+        use synthfleet_core::ports::MetadataStore;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = LocalState::open(dir.path()).expect("open");
+        let metadata = crate::LocalMetadata::new(&state);
+        metadata
+            .upsert_campaign("c", synthfleet_core::MicroUsd(10), 1)
+            .await
+            .expect("upsert");
+        let task = synthfleet_core::task::parse_tasks(
+            std::path::Path::new("t.jsonl"),
+            r#"{"instance_id":"t1","image":"img","problem_statement":"p"}"#,
+        )
+        .expect("task")
+        .remove(0);
+        let q = LocalQueue::new(&state, "q", 1);
+        q.send(&TaskMessage::new("c", &task, 0).to_body(), Duration::ZERO)
+            .await
+            .expect("send");
+        // Received once, never deleted (the worker crashed each time), then the backstop.
+        assert_eq!(
+            q.receive(1, Duration::ZERO).await.expect("receive").len(),
+            1
+        );
+        assert!(
+            q.receive(1, Duration::ZERO)
+                .await
+                .expect("receive")
+                .is_empty()
+        );
+        let letters = metadata.dead_letters("c").await.expect("letters");
+        assert_eq!(
+            letters.len(),
+            1,
+            "no sample vanishes into the dead queue unrecorded"
+        );
+        assert_eq!(
+            (letters[0].key.instance_id.as_str(), letters[0].attempts),
+            ("t1", 1)
+        );
+        assert!(
+            letters[0].error.contains("without being deleted"),
+            "{}",
+            letters[0].error
+        );
+        let campaign = metadata
+            .campaign("c")
+            .await
+            .expect("read")
+            .expect("campaign");
+        assert_eq!(campaign.counts.dead_lettered, 1);
+    }
+
+    #[tokio::test]
     async fn recovery_defer_and_explicit_dead_letters() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
@@ -430,14 +498,18 @@ mod tests {
             .receive(1, Duration::from_secs(30))
             .await
             .expect("receive");
-        assert_eq!((d[0].body.as_str(), d[0].receive_count), ("x", 2));
+        assert_eq!(
+            (d[0].body.as_str(), d[0].receive_count),
+            ("x", 1),
+            "the dead run's delivery is not an attempt"
+        );
         q.defer(&d[0], Duration::ZERO).await.expect("defer");
         let d = q
             .receive(1, Duration::from_secs(30))
             .await
             .expect("receive");
         assert_eq!(
-            d[0].receive_count, 2,
+            d[0].receive_count, 1,
             "a deferred delivery is not an attempt"
         );
         q.dead_letter(&d[0], "not a task")
