@@ -438,7 +438,7 @@ impl Shared {
             Err(Interrupted) => {
                 return self
                     .queue
-                    .defer(&delivery, Duration::ZERO)
+                    .defer(delivery, Duration::ZERO)
                     .await
                     .map_err(|e| error_chain(&e));
             }
