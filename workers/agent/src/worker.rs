@@ -410,15 +410,29 @@ impl Shared {
             key: key.clone(),
             attempt: delivery.receive_count,
         });
+        // The lease on the message: extended while the rollout runs. Once an extension
+        // fails twice in a row the message may already be another worker's, so the rollout
+        // stops rather than race a duplicate (the conditional commit would keep one anyway).
+        let lease = self.interrupt.child_token();
         let heartbeat = {
             let queue = self.queue.clone();
             let receipt = delivery.receipt.clone();
             let visibility = self.config.visibility;
+            let lease = lease.clone();
             tokio::spawn(async move {
+                let mut failures = 0;
                 loop {
                     tokio::time::sleep(visibility / 3).await;
-                    if let Err(e) = queue.extend(&receipt, visibility).await {
-                        warn!(error = %error_chain(&e), "visibility heartbeat failed");
+                    match queue.extend(&receipt, visibility).await {
+                        Ok(()) => failures = 0,
+                        Err(e) => {
+                            failures += 1;
+                            warn!(error = %error_chain(&e), failures, "visibility heartbeat failed");
+                            if failures >= 2 {
+                                lease.cancel();
+                                return;
+                            }
+                        }
                     }
                 }
             })
@@ -430,10 +444,15 @@ impl Shared {
             }
         };
         let outcome = rollouts
-            .run(message, delivery.receive_count, &self.interrupt, &on_step)
+            .run(message, delivery.receive_count, &lease, &on_step)
             .await;
         heartbeat.abort();
         let record = match outcome {
+            Err(Interrupted) if !self.interrupt.is_cancelled() => {
+                // The lease was lost: the message is redelivered when its visibility ends.
+                warn!("the message's lease was lost; the rollout stopped and the sample runs again");
+                return Ok(());
+            }
             // Stopped by a signal, not by the sample: handed back without costing an attempt.
             Err(Interrupted) => {
                 return self

@@ -8,6 +8,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
 use synthfleet_core::codec::sha256_hex;
 use synthfleet_core::ports::{ObjectInfo, ObjectStore, StoreError};
+use synthfleet_core::trajectory::{RecordStatus, status_of_key};
 
 const BACKEND: &str = "S3";
 const SHA_KEY: &str = "sha256";
@@ -16,7 +17,7 @@ const SHA_KEY: &str = "sha256";
 pub const FAILED_TAG: (&str, &str) = ("synthfleet-status", "failed");
 
 fn tagging(key: &str) -> Option<String> {
-    key.contains("/failed/")
+    (status_of_key(key) == Some(RecordStatus::Failed))
         .then(|| format!("{}={}", FAILED_TAG.0, FAILED_TAG.1))
 }
 /// Objects above this size are uploaded in parts of this size.

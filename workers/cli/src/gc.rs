@@ -7,6 +7,7 @@ use clap::Args;
 use std::collections::HashSet;
 use std::process::ExitCode;
 use synthfleet_core::store::FAILED_RETENTION_DAYS;
+use synthfleet_core::trajectory::{RecordStatus, status_of_key};
 use synthfleet_local::LocalMetadata;
 
 #[derive(Args)]
@@ -58,7 +59,8 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     let cutoff = now - chrono::Duration::days(FAILED_RETENTION_DAYS);
     let mut orphans = 0u64;
     for info in objects.list("trajectories/").await? {
-        if info.key.contains("/failed/") && info.modified < cutoff && !live.contains(&info.key) {
+        let failed = status_of_key(&info.key) == Some(RecordStatus::Failed);
+        if failed && info.modified < cutoff && !live.contains(&info.key) {
             if args.dry_run {
                 println!(
                     "would delete {} (partial record, {})",

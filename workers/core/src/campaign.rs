@@ -454,7 +454,20 @@ impl Campaign {
         tasks: Vec<Task>,
     ) -> Result<Campaign, CampaignError> {
         let mut ids = BTreeSet::new();
+        let eval = config.scaffold.eval_timeout_s;
         for task in &tasks {
+            if let Some(timeout) = task.timeout_s
+                && timeout.saturating_add(eval.saturating_mul(2)) > MAX_LEASE_S
+            {
+                return Err(CampaignError::Invalid {
+                    path: source,
+                    field: "tasks".to_owned(),
+                    message: format!(
+                        "task `{}` has timeout_s = {timeout}: with twice eval_timeout_s ({eval}) that exceeds the 12-hour ceiling of a queue message's lease ({MAX_LEASE_S} s)",
+                        task.instance_id
+                    ),
+                });
+            }
             if !ids.insert(task.instance_id.as_str()) {
                 return Err(CampaignError::Invalid {
                     path: source,
@@ -539,6 +552,10 @@ impl Campaign {
         &models[0]
     }
 }
+
+/// The longest a queue message can be held: SQS's 12-hour visibility ceiling. A rollout
+/// (with its setup and verification) must fit in it, or no worker could ever finish it.
+pub const MAX_LEASE_S: u64 = 12 * 3600;
 
 /// Names used in storage keys: campaign names and instance ids.
 pub fn is_valid_name(name: &str) -> bool {
@@ -649,6 +666,12 @@ impl CampaignConfig {
             return err(
                 "scaffold.max_steps",
                 "max_steps, step_timeout_s, rollout_timeout_s and eval_timeout_s must be at least 1",
+            );
+        }
+        if s.rollout_timeout_s.saturating_add(s.eval_timeout_s.saturating_mul(2)) > MAX_LEASE_S {
+            return err(
+                "scaffold.rollout_timeout_s",
+                "rollout_timeout_s plus twice eval_timeout_s (the sandbox setup and the verification) must stay within 43200 s: a queue message can be held for at most 12 hours (SQS's visibility ceiling)",
             );
         }
         if s.max_observation_chars < 100 {
@@ -781,6 +804,21 @@ fallbacks = ["a"]
         let text = CAMPAIGN.replace("endpoint = \"http://127.0.0.1:1/v1\"\n", "");
         let err = parse(&text).expect_err("no endpoint");
         assert!(err.to_string().contains("models[1].endpoint"), "{err}");
+    }
+
+    #[test]
+    fn a_rollout_must_fit_a_queue_lease() {
+        let text = CAMPAIGN.replace(
+            "budget_usd = 1.5",
+            "budget_usd = 1.5\n[scaffold]\nrollout_timeout_s = 43000\neval_timeout_s = 900",
+        );
+        let err = parse(&text).expect_err("too long");
+        assert!(err.to_string().contains("12 hours"), "{err}");
+        let config = parse(CAMPAIGN).expect("valid");
+        let long = r#"{"instance_id":"t1","image":"img","problem_statement":"p","timeout_s":43000}"#;
+        let tasks = parse_tasks(Path::new("t.jsonl"), long).expect("task");
+        let err = Campaign::with_tasks(config, PathBuf::from("c.toml"), tasks).expect_err("task too long");
+        assert!(err.to_string().contains("task `t1` has timeout_s = 43000"), "{err}");
     }
 
     #[test]

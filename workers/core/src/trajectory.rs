@@ -336,6 +336,20 @@ pub fn object_key(
     )
 }
 
+/// The status segment of a key laid out by [`object_key`], read by position: a campaign or
+/// instance named `failed` does not make a success look failed.
+pub fn status_of_key(key: &str) -> Option<RecordStatus> {
+    let parts: Vec<&str> = key.split('/').collect();
+    match parts.as_slice() {
+        ["trajectories", _, status, _, file] if file.ends_with(".json.zst") => match *status {
+            "success" => Some(RecordStatus::Success),
+            "failed" => Some(RecordStatus::Failed),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Replaces a known secret everywhere it appears in a text.
 pub fn redact(text: &str, secrets: &[String]) -> String {
     secrets
@@ -370,6 +384,15 @@ mod tests {
             "\"error:llm_malformed\""
         );
         assert!(serde_json::from_str::<ExitStatus>("\"error:nope\"").is_err());
+    }
+
+    #[test]
+    fn the_status_of_a_key_is_read_by_position() {
+        let key = object_key("failed", RecordStatus::Success, "failed", "01ABC");
+        assert_eq!(status_of_key(&key), Some(RecordStatus::Success));
+        let key = object_key("c", RecordStatus::Failed, "t", "01ABC");
+        assert_eq!(status_of_key(&key), Some(RecordStatus::Failed));
+        assert_eq!(status_of_key("quality/failed/report.json"), None);
     }
 
     #[test]
