@@ -462,6 +462,48 @@ async fn rollout_wall_clock_limit_ends_the_rollout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn waiting_on_the_provider_is_not_the_agents_time() {
+    let mut task: serde_json::Value = serde_json::from_str(&task_line(
+        "leap",
+        "leapyear",
+        "[leap-patient] fix is_leap.",
+        "python3 -m unittest -q",
+    ))
+    .expect("task json");
+    // 3 s for the agent; the provider makes it wait 4 s in rate limits first.
+    task["timeout_s"] = serde_json::json!(3);
+    let llm = FakeLlm::start(vec![Script::new(
+        "[leap-patient]",
+        &[
+            "sed -i 's/return year % 4 == 0$/return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)/' calendar_utils.py",
+            "submit",
+        ],
+    )]);
+    let limited = Fault::Status {
+        code: 429,
+        retry_after: Some(2),
+    };
+    llm.push_faults([limited.clone(), limited]);
+    let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
+    let fx = Fixture::new("e2e-patient", &[task.to_string()], &body);
+    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = fx.results().await;
+    let r = results.record("leap", 0);
+    assert_eq!(r.exit_status, Some(ExitStatus::Submitted), "{:?}", r.error);
+    assert!(r.timings.infra_wait_ms >= 4_000, "{:?}", r.timings);
+    assert!(
+        r.timings.duration_ms > 3_000,
+        "the rollout outlived the agent's 3 s"
+    );
+    assert!(r.verification.as_ref().is_some_and(|v| v.resolved));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn paused_campaign_hands_out_nothing_until_resumed() {
     let (mut tasks, mut scripts) = standard_tasks();
     tasks.truncate(1);

@@ -164,6 +164,7 @@ impl Rollouts {
                     llm_ms: 0,
                     sandbox_ms: 0,
                     verification_ms: 0,
+                    infra_wait_ms: 0,
                 },
                 image: task.image.clone(),
                 image_digest: None,
@@ -242,7 +243,7 @@ impl Rollouts {
         sandbox: &dyn Sandbox,
         task: &Task,
         record: &mut TrajectoryRecord,
-        deadline: tokio::time::Instant,
+        mut deadline: tokio::time::Instant,
         cancel: &CancellationToken,
         events: &(dyn Fn(RolloutEvent) + Send + Sync),
     ) -> Result<Ending, Interrupted> {
@@ -279,6 +280,9 @@ impl Rollouts {
             .messages
             .push(ChatMessage::text(Role::User, instance));
         let step_timeout = Duration::from_secs(scaffold.step_timeout_s);
+        // How long a rollout waits for budget that other calls hold before it gives up as
+        // an infrastructure failure (the sample is retried, never scored as a timeout).
+        let busy_patience = Duration::from_secs(scaffold.rollout_timeout_s);
         let cost_limit = scaffold.cost_limit_usd.map(MicroUsd::from_usd_ceil);
         let mut spent = MicroUsd::ZERO;
 
@@ -303,6 +307,7 @@ impl Rollouts {
                 Ok(amount) => amount,
                 Err(e) => return Ok(Ending::error(ErrorKind::LlmRejected, e.to_string())),
             };
+            let waiting_since = Instant::now();
             loop {
                 match self
                     .store
@@ -311,12 +316,23 @@ impl Rollouts {
                     .await
                 {
                     Ok(Reservation::Granted) => break,
-                    // Other calls hold the rest of the budget: wait for them to settle.
-                    Ok(Reservation::Busy) => tokio::select! {
-                        _ = tokio::time::sleep(BUSY_BUDGET_WAIT) => {}
-                        _ = tokio::time::sleep_until(deadline) => return Ok(Ending::ok(ExitStatus::Timeout)),
-                        _ = cancel.cancelled() => return Err(Interrupted),
-                    },
+                    // Other calls hold the rest of the budget: wait for them to settle, on
+                    // the infrastructure's time, not the agent's.
+                    Ok(Reservation::Busy) => {
+                        if waiting_since.elapsed() > busy_patience {
+                            return Ok(Ending::error(
+                                ErrorKind::Internal,
+                                format!(
+                                    "the campaign's remaining budget was held by other calls for {}s",
+                                    waiting_since.elapsed().as_secs()
+                                ),
+                            ));
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(BUSY_BUDGET_WAIT) => {}
+                            _ = cancel.cancelled() => return Err(Interrupted),
+                        }
+                    }
                     Ok(Reservation::Refused(campaign)) => {
                         return Ok(Ending {
                             status: ExitStatus::BudgetExhausted,
@@ -331,17 +347,20 @@ impl Rollouts {
                     }
                 }
             }
+            let busy = waiting_since.elapsed();
+            deadline += busy;
+            record.timings.infra_wait_ms += ms(busy);
             let llm_started = Instant::now();
-            // A call cut off by the rollout limit or a shutdown may still be billed: it is
-            // booked at its worst case, never at zero.
+            // The call is bounded by its own retries, not by the agent's clock (its waits
+            // are the infrastructure's). A call cut off by a shutdown may still be billed:
+            // it is booked at its worst case, never at zero.
             let cut_off = tokio::select! {
                 reply = self.pool.complete(&record.model, &task.replay, &request) => Ok(reply),
-                _ = tokio::time::sleep_until(deadline) => Err(Ok(Ending::ok(ExitStatus::Timeout))),
-                _ = cancel.cancelled() => Err(Err(Interrupted)),
+                _ = cancel.cancelled() => Err(Interrupted),
             };
             let reply = match cut_off {
                 Ok(reply) => reply,
-                Err(ending) => {
+                Err(Interrupted) => {
                     if let Err(e) = self
                         .store
                         .metadata
@@ -350,13 +369,20 @@ impl Rollouts {
                     {
                         warn!(error = %error_chain(&e), "settling a cut-off call failed");
                     }
-                    return ending;
+                    return Err(Interrupted);
                 }
             };
-            let llm_ms = ms(llm_started.elapsed());
+            let llm_elapsed = llm_started.elapsed();
+            let llm_ms = ms(llm_elapsed);
             record.timings.llm_ms += llm_ms;
             let (completion, served_by) = match reply {
-                Ok(reply) => (reply.completion, reply.served_by),
+                Ok(reply) => {
+                    // Only the model's own time counts against the agent's deadline.
+                    let waited = llm_elapsed.saturating_sub(reply.completion.generation);
+                    deadline += waited;
+                    record.timings.infra_wait_ms += ms(waited);
+                    (reply.completion, reply.served_by)
+                }
                 Err(e) => {
                     if let Err(settle) = self
                         .store

@@ -450,7 +450,9 @@ impl Shared {
         let record = match outcome {
             Err(Interrupted) if !self.interrupt.is_cancelled() => {
                 // The lease was lost: the message is redelivered when its visibility ends.
-                warn!("the message's lease was lost; the rollout stopped and the sample runs again");
+                warn!(
+                    "the message's lease was lost; the rollout stopped and the sample runs again"
+                );
                 return Ok(());
             }
             // Stopped by a signal, not by the sample: handed back without costing an attempt.

@@ -668,7 +668,10 @@ impl CampaignConfig {
                 "max_steps, step_timeout_s, rollout_timeout_s and eval_timeout_s must be at least 1",
             );
         }
-        if s.rollout_timeout_s.saturating_add(s.eval_timeout_s.saturating_mul(2)) > MAX_LEASE_S {
+        if s.rollout_timeout_s
+            .saturating_add(s.eval_timeout_s.saturating_mul(2))
+            > MAX_LEASE_S
+        {
             return err(
                 "scaffold.rollout_timeout_s",
                 "rollout_timeout_s plus twice eval_timeout_s (the sandbox setup and the verification) must stay within 43200 s: a queue message can be held for at most 12 hours (SQS's visibility ceiling)",
@@ -815,10 +818,15 @@ fallbacks = ["a"]
         let err = parse(&text).expect_err("too long");
         assert!(err.to_string().contains("12 hours"), "{err}");
         let config = parse(CAMPAIGN).expect("valid");
-        let long = r#"{"instance_id":"t1","image":"img","problem_statement":"p","timeout_s":43000}"#;
+        let long =
+            r#"{"instance_id":"t1","image":"img","problem_statement":"p","timeout_s":43000}"#;
         let tasks = parse_tasks(Path::new("t.jsonl"), long).expect("task");
-        let err = Campaign::with_tasks(config, PathBuf::from("c.toml"), tasks).expect_err("task too long");
-        assert!(err.to_string().contains("task `t1` has timeout_s = 43000"), "{err}");
+        let err = Campaign::with_tasks(config, PathBuf::from("c.toml"), tasks)
+            .expect_err("task too long");
+        assert!(
+            err.to_string().contains("task `t1` has timeout_s = 43000"),
+            "{err}"
+        );
     }
 
     #[test]

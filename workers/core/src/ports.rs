@@ -318,6 +318,10 @@ pub struct ChatCompletion {
     /// Attempts beyond the first.
     pub retries: u32,
     pub finish_reason: Option<String>,
+    /// How long the request that succeeded took: the model's own time. Everything else a
+    /// call spends (rate-limiter waits, failed attempts, backoff, fallbacks) is the
+    /// infrastructure's, and is not counted against the agent's time.
+    pub generation: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -249,6 +249,10 @@ pub struct Timings {
     pub llm_ms: u64,
     pub sandbox_ms: u64,
     pub verification_ms: u64,
+    /// Time the infrastructure made the agent wait (rate limits, retried LLM calls,
+    /// fallbacks, a busy budget): not counted against `rollout_timeout_s`.
+    #[serde(default)]
+    pub infra_wait_ms: u64,
 }
 
 /// A whole rollout. Written after every step (so a crash keeps a partial record) and once

@@ -146,6 +146,7 @@ impl OpenAiChat {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
+        let sent = std::time::Instant::now();
         let mut call = self.http.post(&self.url).json(body);
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
@@ -213,11 +214,13 @@ impl OpenAiChat {
                 detail: snippet(&text),
             }));
         }
-        parse_completion(&text).map_err(|detail| Attempt::Retry {
+        let mut completion = parse_completion(&text).map_err(|detail| Attempt::Retry {
             reason: detail,
             after: None,
             malformed: true,
-        })
+        })?;
+        completion.generation = sent.elapsed();
+        Ok(completion)
     }
 }
 
@@ -292,6 +295,7 @@ fn parse_completion(text: &str) -> Result<ChatCompletion, String> {
         output_tokens,
         retries: 0,
         finish_reason: choice.finish_reason,
+        generation: Duration::ZERO,
     })
 }
 

@@ -65,6 +65,7 @@ impl ChatModel for ReplayChat {
             output_tokens,
             retries: 0,
             finish_reason: Some("stop".into()),
+            generation: std::time::Duration::ZERO,
         })
     }
 }

@@ -112,6 +112,7 @@ fn record(
             llm_ms: 0,
             sandbox_ms: 0,
             verification_ms: 0,
+            infra_wait_ms: 0,
         },
         image: "img".into(),
         image_digest: Some("sha256:00".into()),
