@@ -500,10 +500,19 @@ async fn dynamodb_budget_and_commit_are_atomic_under_concurrency() {
 
     // A done campaign takes no rollout spend but still pays for quality work (the judge),
     // under the same conditional write.
-    metadata
-        .set_state("ledger", CampaignState::Done, None)
-        .await
-        .expect("done");
+    assert!(
+        metadata
+            .set_state("ledger", CampaignState::Done, None)
+            .await
+            .expect("done")
+    );
+    assert!(
+        !metadata
+            .set_state("ledger", CampaignState::Paused, None)
+            .await
+            .expect("pause"),
+        "state changes are conditional: a done campaign is not paused"
+    );
     assert!(matches!(
         metadata
             .reserve("ledger", MicroUsd(30), Spend::Rollout)

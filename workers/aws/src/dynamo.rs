@@ -209,6 +209,17 @@ fn status_str(state: CampaignState) -> AttributeValue {
     s(state.as_str())
 }
 
+/// `#state IN (:prefix0, ...)` and its values: a core rule's list of states as a condition.
+fn state_in(prefix: &str, states: &[CampaignState]) -> (String, Vec<(String, AttributeValue)>) {
+    let values: Vec<(String, AttributeValue)> = states
+        .iter()
+        .enumerate()
+        .map(|(i, state)| (format!(":{prefix}{i}"), status_str(*state)))
+        .collect();
+    let names: Vec<&str> = values.iter().map(|(name, _)| name.as_str()).collect();
+    (format!("#state IN ({})", names.join(", ")), values)
+}
+
 impl DynamoMetadata {
     pub fn new(client: Client, table: &str) -> DynamoMetadata {
         DynamoMetadata {
@@ -420,10 +431,7 @@ impl MetadataStore for DynamoMetadata {
         spend: Spend,
     ) -> Result<Reservation, StoreError> {
         // The state condition of `Spend::allowed_in`, as DynamoDB checks it.
-        let (state_condition, state) = match spend {
-            Spend::Rollout => ("#state = :state", CampaignState::Running),
-            Spend::Quality => ("#state <> :state", CampaignState::Exhausted),
-        };
+        let (state_condition, state_values) = state_in("state", spend.allowed_states());
         for _ in 0..CONTENTION_RETRIES {
             let record = self.require_campaign(campaign).await?;
             let mut probe = record.clone();
@@ -447,7 +455,7 @@ impl MetadataStore for DynamoMetadata {
             let Some(max) = record.ledger.max_committed_for(amount) else {
                 continue;
             };
-            let result = self
+            let update = self
                 .update_campaign(campaign)
                 .update_expression(
                     "SET #reserved = #reserved + :amount, #committed = #committed + :amount",
@@ -460,9 +468,13 @@ impl MetadataStore for DynamoMetadata {
                 .expression_attribute_names("#committed", "committed")
                 .expression_attribute_names("#budget", "budget")
                 .expression_attribute_values(":amount", n(amount.0))
-                .expression_attribute_values(":state", status_str(state))
                 .expression_attribute_values(":budget", n(record.ledger.budget.0))
-                .expression_attribute_values(":max", n(max.0))
+                .expression_attribute_values(":max", n(max.0));
+            let result = state_values
+                .iter()
+                .fold(update, |u, (name, value)| {
+                    u.expression_attribute_values(name, value.clone())
+                })
                 .send()
                 .await;
             // A failed condition means someone else moved the ledger: look again.
@@ -520,20 +532,24 @@ impl MetadataStore for DynamoMetadata {
         campaign: &str,
         state: CampaignState,
         reason: Option<String>,
-    ) -> Result<(), StoreError> {
-        self.update_campaign(campaign)
+    ) -> Result<bool, StoreError> {
+        let (from, values) = state_in("from", state.reachable_from());
+        let update = self
+            .update_campaign(campaign)
             .update_expression("SET #state = :state, #reason = :reason, #updated = :now")
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression(format!("attribute_exists(pk) AND {from}"))
             .expression_attribute_names("#state", "state")
             .expression_attribute_names("#reason", "state_reason")
             .expression_attribute_names("#updated", "updated_at")
             .expression_attribute_values(":state", status_str(state))
             .expression_attribute_values(":reason", s(reason.unwrap_or_default()))
-            .expression_attribute_values(":now", ts(Utc::now())?)
-            .send()
-            .await
-            .map_err(|e| aws_error(BACKEND, format!("setting the state of `{campaign}`"), e))?;
-        Ok(())
+            .expression_attribute_values(":now", ts(Utc::now())?);
+        let update = values.into_iter().fold(update, |u, (name, value)| {
+            u.expression_attribute_values(name, value)
+        });
+        written(update.send().await, || {
+            format!("setting the state of `{campaign}`")
+        })
     }
 
     async fn add_enqueued(&self, campaign: &str, count: u64) -> Result<(), StoreError> {

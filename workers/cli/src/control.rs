@@ -44,10 +44,19 @@ pub async fn pause(args: ControlArgs) -> anyhow::Result<ExitCode> {
     let reason = args
         .reason
         .unwrap_or_else(|| "paused by an operator".into());
-    metadata
+    if !metadata
         .set_state(&record.name, CampaignState::Paused, Some(reason.clone()))
-        .await?;
-    println!("campaign {} paused: {reason}", record.name);
+        .await?
+    {
+        anyhow::bail!(
+            "campaign `{}` stopped running meanwhile (see `synthfleet status`): nothing to pause",
+            record.name
+        );
+    }
+    println!(
+        "campaign {} paused: {reason}; rollouts already running finish, no new task starts",
+        record.name
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -68,9 +77,15 @@ pub async fn resume(args: ControlArgs) -> anyhow::Result<ExitCode> {
             other.as_str()
         ),
     }
-    metadata
+    if !metadata
         .set_state(&record.name, CampaignState::Running, None)
-        .await?;
+        .await?
+    {
+        anyhow::bail!(
+            "campaign `{}` is no longer paused (see `synthfleet status`)",
+            record.name
+        );
+    }
     println!("campaign {} resumed", record.name);
     Ok(ExitCode::SUCCESS)
 }

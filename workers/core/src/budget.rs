@@ -102,6 +102,19 @@ impl CampaignState {
     pub fn accepts_work(self) -> bool {
         self == CampaignState::Running
     }
+
+    /// The states a campaign may move to `self` from, applied atomically by every store (a
+    /// read-then-write would let a pause overwrite `exhausted`, or `done` overwrite a
+    /// pause). Leaving `exhausted` is not a state change but a raised budget
+    /// (`upsert_campaign`).
+    pub fn reachable_from(self) -> &'static [CampaignState] {
+        match self {
+            CampaignState::Paused => &[CampaignState::Running],
+            CampaignState::Running => &[CampaignState::Paused],
+            CampaignState::Done => &[CampaignState::Running],
+            CampaignState::Exhausted => &[CampaignState::Running, CampaignState::Paused],
+        }
+    }
 }
 
 /// What a reservation pays for: it decides which campaign states may still spend.
@@ -115,11 +128,21 @@ pub enum Spend {
 }
 
 impl Spend {
-    pub fn allowed_in(self, state: CampaignState) -> bool {
+    /// The campaign states in which this spend may reserve budget. A pause stops new tasks,
+    /// not the rollouts already running: they may still call their model.
+    pub fn allowed_states(self) -> &'static [CampaignState] {
         match self {
-            Spend::Rollout => state.accepts_work(),
-            Spend::Quality => state != CampaignState::Exhausted,
+            Spend::Rollout => &[CampaignState::Running, CampaignState::Paused],
+            Spend::Quality => &[
+                CampaignState::Running,
+                CampaignState::Paused,
+                CampaignState::Done,
+            ],
         }
+    }
+
+    pub fn allowed_in(self, state: CampaignState) -> bool {
+        self.allowed_states().contains(&state)
     }
 }
 
@@ -236,6 +259,24 @@ impl CampaignRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_changes_follow_the_table() {
+        use CampaignState::*;
+        assert!(Paused.reachable_from().contains(&Running));
+        assert!(
+            !Paused.reachable_from().contains(&Exhausted),
+            "a pause never hides exhaustion"
+        );
+        assert!(
+            !Done.reachable_from().contains(&Paused),
+            "done never overwrites a pause"
+        );
+        assert!(
+            !Running.reachable_from().contains(&Exhausted),
+            "only a raised budget resumes"
+        );
+    }
 
     #[test]
     fn finished_means_every_sample_accounted_for() {

@@ -209,12 +209,14 @@ pub trait MetadataStore: Send + Sync {
         reserved: MicroUsd,
         actual: MicroUsd,
     ) -> Result<(), StoreError>;
+    /// Moves the campaign to `state` if its current state allows it
+    /// ([`CampaignState::reachable_from`]), atomically; `Ok(false)` when it does not.
     async fn set_state(
         &self,
         campaign: &str,
         state: CampaignState,
         reason: Option<String>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Adds to the campaign's enqueued count.
     async fn add_enqueued(&self, campaign: &str, n: u64) -> Result<(), StoreError>;
     /// Whether a message was ever sent for this sample.

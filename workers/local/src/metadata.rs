@@ -264,15 +264,22 @@ impl MetadataStore for LocalMetadata {
         campaign: &str,
         new: CampaignState,
         reason: Option<String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let campaign = campaign.to_owned();
         self.state
             .blocking(move |state| {
                 state.write("setting campaign state", |tx| {
+                    if !new
+                        .reachable_from()
+                        .contains(&load_campaign(tx, &campaign)?.state)
+                    {
+                        return Ok(false);
+                    }
                     update_campaign(tx, &campaign, |record| {
                         record.state = new;
                         record.state_reason = reason;
-                    })
+                    })?;
+                    Ok(true)
                 })
             })
             .await
