@@ -10,9 +10,10 @@ use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
+use synthfleet_core::liveness;
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, Delivery, MetadataStore, Queue, WorkerHeartbeat,
+    CommitOutcome, DeadLetter, Delivery, MetadataStore, Queue, SandboxProvider, WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -129,6 +130,7 @@ pub struct Worker {
     queue: Arc<dyn Queue>,
     metadata: Arc<dyn MetadataStore>,
     config: WorkerConfig,
+    reaper: Option<Arc<dyn SandboxProvider>>,
 }
 
 /// What every in-flight message handler shares.
@@ -144,6 +146,7 @@ struct Shared {
     /// Interrupt in-flight rollouts; their messages are released.
     interrupt: CancellationToken,
     stop_reason: std::sync::Mutex<Option<String>>,
+    reaper: Option<Arc<dyn SandboxProvider>>,
 }
 
 impl Worker {
@@ -158,7 +161,15 @@ impl Worker {
             queue,
             metadata,
             config,
+            reaper: None,
         }
+    }
+
+    /// With every heartbeat, also remove the sandboxes on this host whose owner's
+    /// heartbeat is stale (a worker killed for good, or restarted under a new id).
+    pub fn reaping_dead_owners(mut self, sandboxes: Arc<dyn SandboxProvider>) -> Worker {
+        self.reaper = Some(sandboxes);
+        self
     }
 
     /// Runs until `stop` (no new work; in-flight work finishes) or `interrupt` (in-flight
@@ -179,6 +190,7 @@ impl Worker {
             stop: stop.child_token(),
             interrupt: interrupt.clone(),
             stop_reason: std::sync::Mutex::new(None),
+            reaper: self.reaper.clone(),
         });
         let beating = tokio::spawn(heartbeats(shared.clone()));
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
@@ -250,6 +262,7 @@ impl Worker {
 async fn heartbeats(shared: Arc<Shared>) {
     loop {
         shared.beat().await;
+        shared.reap_dead_owners().await;
         tokio::time::sleep(shared.config.heartbeat_every).await;
     }
 }
@@ -284,6 +297,47 @@ impl Shared {
         }
     }
 
+    /// Removes the sandboxes on this host of workers whose heartbeat is stale.
+    async fn reap_dead_owners(&self) {
+        let Some(sandboxes) = &self.reaper else {
+            return;
+        };
+        let found = async {
+            let owners = sandboxes.owners().await.map_err(|e| error_chain(&e))?;
+            if owners.is_empty() {
+                return Ok(Default::default());
+            }
+            let beats = self
+                .metadata
+                .heartbeats()
+                .await
+                .map_err(|e| error_chain(&e))?;
+            Ok::<_, String>(liveness::dead_owners(
+                owners.iter().map(String::as_str),
+                &beats,
+                &self.config.worker_id,
+                Utc::now(),
+            ))
+        };
+        let dead = match found.await {
+            Ok(dead) => dead,
+            Err(error) => {
+                warn!(%error, "looking for sandboxes of dead workers failed");
+                return;
+            }
+        };
+        for owner in dead {
+            match sandboxes.reap_owner(&owner).await {
+                Ok(n) => {
+                    info!(owner = %owner, removed = n, "removed the sandboxes of a dead worker")
+                }
+                Err(e) => {
+                    warn!(owner = %owner, error = %error_chain(&e), "removing a dead worker's sandboxes failed")
+                }
+            }
+        }
+    }
+
     async fn beat(&self) {
         let beat = WorkerHeartbeat {
             worker_id: self.config.worker_id.clone(),
@@ -291,6 +345,7 @@ impl Shared {
             in_flight: self.counters.in_flight.load(Ordering::Relaxed),
             completed: self.counters.committed.load(Ordering::Relaxed),
             version: crate::SCAFFOLD_VERSION.to_owned(),
+            interval_s: self.config.heartbeat_every.as_secs().max(1),
         };
         if let Err(e) = self.metadata.heartbeat(&beat).await {
             warn!(error = %error_chain(&e), "writing the liveness heartbeat failed");

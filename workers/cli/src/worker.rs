@@ -44,6 +44,10 @@ pub struct WorkerArgs {
     /// Long-poll wait of each receive, seconds (at most 20).
     #[arg(long, env = "SYNTHFLEET_POLL_WAIT_S", default_value_t = 20)]
     poll_wait_s: u64,
+    /// Seconds between liveness heartbeats; a worker that misses three is dead, and any
+    /// worker on its host removes its sandboxes.
+    #[arg(long, env = "SYNTHFLEET_HEARTBEAT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_s: u64,
 }
 
 async fn terminated() {
@@ -109,6 +113,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         stop_when_drained: false,
         stop_when_campaign_stops: false,
         defer_delay: Duration::from_secs(args.defer_s.min(900)),
+        heartbeat_every: Duration::from_secs(args.heartbeat_s),
         ..WorkerConfig::default()
     };
     let stop = CancellationToken::new();
@@ -136,7 +141,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             info!(%reason, "deferred a task of a campaign that accepts no work");
         }
     });
-    let worker = Worker::new(campaigns, queue, store.metadata.clone(), config);
+    let worker = Worker::new(campaigns, queue, store.metadata.clone(), config)
+        .reaping_dead_owners(Arc::new(sandboxes.clone()));
     let summary = worker
         .run(stop, interrupt, events)
         .instrument(info_span!("worker", worker = %worker_id))

@@ -179,6 +179,10 @@ pub struct WorkerHeartbeat {
     pub in_flight: u32,
     pub completed: u64,
     pub version: String,
+    /// Seconds between this worker's beats (0 in beats from before it was recorded): the
+    /// worker is dead once it missed a few ([`crate::liveness`]).
+    #[serde(default)]
+    pub interval_s: u64,
 }
 
 /// Campaign items (with the budget ledger) and trajectory items. Every write that guards
@@ -298,6 +302,10 @@ pub trait SandboxProvider: Send + Sync {
     async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError>;
     /// Removes every sandbox left behind by this worker (after a crash); returns how many.
     async fn reap(&self) -> Result<usize, SandboxError>;
+    /// The workers that own sandboxes on this host, any of them.
+    async fn owners(&self) -> Result<Vec<String>, SandboxError>;
+    /// Removes every sandbox of `owner` on this host (a dead worker's); returns how many.
+    async fn reap_owner(&self, owner: &str) -> Result<usize, SandboxError>;
 }
 
 // ---------------------------------------------------------------------------------------

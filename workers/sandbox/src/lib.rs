@@ -216,12 +216,34 @@ impl SandboxProvider for DockerSandboxes {
     }
 
     async fn reap(&self) -> Result<usize, SandboxError> {
-        let ids = self
-            .containers_labelled(LABEL_WORKER, &self.worker_id)
-            .await?;
+        self.reap_owner(&self.worker_id).await
+    }
+
+    async fn owners(&self) -> Result<Vec<String>, SandboxError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")])]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: true,
+                filters,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| docker_error("docker", "listing containers", e))?;
+        let mut owners: Vec<String> = list
+            .into_iter()
+            .filter_map(|c| c.labels?.get(LABEL_WORKER).cloned())
+            .collect();
+        owners.sort();
+        owners.dedup();
+        Ok(owners)
+    }
+
+    async fn reap_owner(&self, owner: &str) -> Result<usize, SandboxError> {
+        let ids = self.containers_labelled(LABEL_WORKER, owner).await?;
         for id in &ids {
             remove(&self.docker, id).await?;
-            warn!(container = %id, worker = %self.worker_id, "removed a sandbox left behind by an earlier run");
+            warn!(container = %id, owner, reaper = %self.worker_id, "removed a sandbox its owner left behind");
         }
         Ok(ids.len())
     }
