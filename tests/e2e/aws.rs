@@ -297,6 +297,12 @@ async fn poison_tasks_bad_messages_and_duplicates() {
         r#"{"schema_version": 99, "campaign": "x"}"#.to_owned(),
         r#"{"schema_version": 1, "campaign": "aws-poison", "sample_index": 0}"#.to_owned(),
         median_message.to_body(),
+        // A well-formed message for a sample the campaign does not have.
+        synthfleet_core::message::TaskMessage {
+            sample_index: 7,
+            ..median_message.clone()
+        }
+        .to_body(),
     ] {
         sqs.send_message()
             .queue_url(queue)
@@ -327,10 +333,10 @@ async fn poison_tasks_bad_messages_and_duplicates() {
             .unwrap_or(0)
     };
     wait_for(
-        "4 dead letters and the good result",
+        "5 dead letters and the good result",
         Duration::from_secs(180),
         async || {
-            dead_count().await >= 4
+            dead_count().await >= 5
                 && store
                     .metadata
                     .trajectories(&fx.name)
@@ -379,7 +385,13 @@ async fn poison_tasks_bad_messages_and_duplicates() {
                 .map(str::to_owned)
         })
         .collect();
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("sample 7 of `median` is outside campaign")),
+        "{reasons:?}"
+    );
     assert!(
         reasons.iter().any(|r| r.contains("not JSON")),
         "{reasons:?}"

@@ -421,6 +421,10 @@ impl Shared {
             }
             Err(ResolveError::Unavailable(reason)) => return Err(reason),
         };
+        if let Err(reason) = rollouts.campaign.admits(key) {
+            self.dead_letter(delivery, None, reason).await;
+            return Ok(());
+        }
         let campaign = self
             .metadata
             .campaign(&key.campaign)

@@ -520,6 +520,26 @@ pub fn base_dir_of(source: &Path) -> PathBuf {
 }
 
 impl Campaign {
+    /// Whether a queue message's sample belongs to this campaign: its index is within
+    /// `samples_per_task` and, when the campaign's tasks are known (not in a fleet worker's
+    /// view), its instance is one of them. The error says why not.
+    pub fn admits(&self, key: &crate::message::ResultKey) -> Result<(), String> {
+        let samples = self.config.samples_per_task;
+        if key.sample_index >= samples {
+            return Err(format!(
+                "sample {} of `{}` is outside campaign `{}` (samples_per_task = {samples})",
+                key.sample_index, key.instance_id, key.campaign
+            ));
+        }
+        if !self.tasks.is_empty() && !self.tasks.iter().any(|t| t.instance_id == key.instance_id) {
+            return Err(format!(
+                "instance `{}` is not a task of campaign `{}`",
+                key.instance_id, key.campaign
+            ));
+        }
+        Ok(())
+    }
+
     pub fn budget(&self) -> MicroUsd {
         MicroUsd::from_usd_ceil(self.config.budget_usd)
     }
@@ -827,6 +847,28 @@ fallbacks = ["a"]
             err.to_string().contains("task `t1` has timeout_s = 43000"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_message_must_name_a_sample_of_the_campaign() {
+        use crate::message::ResultKey;
+        let tasks = parse_tasks(Path::new("t.jsonl"), TASK).expect("task");
+        let c = Campaign::with_tasks(
+            parse(CAMPAIGN).expect("valid"),
+            PathBuf::from("c.toml"),
+            tasks,
+        )
+        .expect("campaign");
+        let key = |instance: &str, sample_index| ResultKey {
+            campaign: "demo".into(),
+            instance_id: instance.into(),
+            sample_index,
+        };
+        assert!(c.admits(&key("t1", 1)).is_ok());
+        let err = c.admits(&key("t1", 2)).expect_err("out of range");
+        assert!(err.contains("samples_per_task = 2"), "{err}");
+        let err = c.admits(&key("t9", 0)).expect_err("foreign instance");
+        assert!(err.contains("not a task"), "{err}");
     }
 
     #[test]
