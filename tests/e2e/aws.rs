@@ -189,6 +189,11 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
             .await
             .expect("checksum-verified read from S3");
         assert_eq!(record.trajectory_id, meta.trajectory_id);
+        assert_eq!(
+            record.attempt, 1,
+            "{}: the killed worker's delivery cost no attempt",
+            meta.instance_id
+        );
         let expected = if meta.instance_id == "bsearch" {
             RecordStatus::Failed
         } else {
@@ -315,7 +320,7 @@ async fn poison_tasks_bad_messages_and_duplicates() {
     let worker = spawn_worker(
         &moto,
         "wp",
-        &["--retry-backoff-s", "0", "--max-receives", "2"],
+        &["--retry-backoff-s", "0", "--max-attempts", "2"],
     );
     let store = store(&moto);
     let dlq = &moto.names.dead_letter_queue_url;

@@ -3,11 +3,12 @@
 # synthfleet_aws::provision (prefix "synthfleet" by default):
 #   bucket  synthfleet-trajectories   (failed objects, tagged synthfleet-status=failed, expire after 30 days)
 #   table   synthfleet-metadata       (pk/sk; indexes by_kind, by_trajectory, by_status; TTL on ttl)
-#   queue   synthfleet-tasks          (redrive to synthfleet-tasks-dlq after SYNTHFLEET_MAX_RECEIVES receives)
+#   queue   synthfleet-tasks          (redrive to synthfleet-tasks-dlq after SYNTHFLEET_MAX_RECEIVES receives: the
+#                                      backstop for workers that die; matches the worker's default of 10)
 #   queue   synthfleet-tasks-dlq
 set -euo pipefail
 prefix="${SYNTHFLEET_PREFIX:-synthfleet}"
-max_receives="${SYNTHFLEET_MAX_RECEIVES:-3}"
+max_receives="${SYNTHFLEET_MAX_RECEIVES:-10}"
 bucket="${prefix}-trajectories"
 table="${prefix}-metadata"
 queue="${prefix}-tasks"

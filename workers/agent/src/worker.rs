@@ -30,7 +30,12 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Visibility timeout of a received message; extended by a heartbeat while it runs.
     pub visibility: Duration,
-    /// Deliveries before a failing sample is dead-lettered.
+    /// Attempts that failed on an infrastructure fault before a sample is dead-lettered
+    /// (counted in the message; crashes and signals are not attempts).
+    pub max_attempts: u32,
+    /// Deliveries of one message to workers that never finished it (they crashed, were
+    /// killed or lost the lease) before it is dead-lettered as a poison task, with its
+    /// record, before the queue's redrive policy would move it silently.
     pub max_receives: u32,
     /// First delay before an infrastructure failure is retried (doubles per attempt).
     pub retry_backoff: Duration,
@@ -52,7 +57,8 @@ impl Default for WorkerConfig {
             worker_id: "worker".into(),
             concurrency: 2,
             visibility: Duration::from_secs(300),
-            max_receives: 3,
+            max_attempts: 3,
+            max_receives: 10,
             retry_backoff: Duration::from_secs(10),
             idle_poll: Duration::from_millis(500),
             stop_when_drained: true,
@@ -366,11 +372,18 @@ impl Shared {
         self.stop.cancel();
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, key: Option<ResultKey>, reason: String) {
-        if let Some(key) = &key {
+    /// Dead-letters a delivery; for a task message of the campaign, with its record.
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        message: Option<&TaskMessage>,
+        reason: String,
+    ) {
+        let key = message.map(TaskMessage::result_key);
+        if let Some(message) = message {
             let letter = DeadLetter {
-                key: key.clone(),
-                attempts: delivery.receive_count,
+                key: message.result_key(),
+                attempts: message.attempt(),
                 error: reason.clone(),
                 at: Utc::now(),
             };
@@ -425,6 +438,17 @@ impl Shared {
             self.dead_letter(delivery, None, reason).await;
             return Ok(());
         }
+        // Real failures re-send a fresh copy, so a receive count this high means workers
+        // kept dying on this message: a poison task, dead-lettered with its record now
+        // rather than moved aside silently by the queue's redrive policy.
+        if delivery.receive_count >= self.config.max_receives {
+            let reason = format!(
+                "delivered {} times to workers that never finished it (they crashed, were killed or lost the lease): a poison task?",
+                delivery.receive_count
+            );
+            self.dead_letter(delivery, Some(message), reason).await;
+            return Ok(());
+        }
         let campaign = self
             .metadata
             .campaign(&key.campaign)
@@ -435,7 +459,7 @@ impl Shared {
                 "campaign `{}` has no campaign item; submit the campaign first",
                 key.campaign
             );
-            self.dead_letter(delivery, Some(key.clone()), reason).await;
+            self.dead_letter(delivery, Some(message), reason).await;
             return Ok(());
         };
         if !campaign.state.accepts_work() {
@@ -467,7 +491,7 @@ impl Shared {
         }
         self.emit(WorkerEvent::Started {
             key: key.clone(),
-            attempt: delivery.receive_count,
+            attempt: message.attempt(),
         });
         // The lease on the message: extended while the rollout runs. Once an extension
         // fails twice in a row the message may already be another worker's, so the rollout
@@ -503,7 +527,7 @@ impl Shared {
             }
         };
         let outcome = rollouts
-            .run(message, delivery.receive_count, &lease, &on_step)
+            .run(message, message.attempt(), &lease, &on_step)
             .await;
         heartbeat.abort();
         let record = match outcome {
@@ -535,25 +559,26 @@ impl Shared {
             }
             Some(status @ ExitStatus::Error(_)) => {
                 let error = format!("{status}: {}", record.error.clone().unwrap_or_default());
-                if delivery.receive_count >= self.config.max_receives {
-                    let reason = format!(
-                        "gave up after {} attempts; last error: {error}",
-                        delivery.receive_count
-                    );
-                    self.dead_letter(delivery, Some(key.clone()), reason).await;
+                let attempt = message.attempt();
+                if attempt >= self.config.max_attempts {
+                    let reason = format!("gave up after {attempt} attempts; last error: {error}");
+                    self.dead_letter(delivery, Some(message), reason).await;
                     return Ok(());
                 }
-                warn!(attempt = delivery.receive_count, %error, "infrastructure failure; the sample will be retried");
+                warn!(attempt, %error, "infrastructure failure; the sample will be retried");
                 self.counters.retried.fetch_add(1, Ordering::Relaxed);
                 self.emit(WorkerEvent::Retrying {
                     key: key.clone(),
-                    attempt: delivery.receive_count,
+                    attempt,
                     error,
                 });
-                let delay = self.config.retry_backoff
-                    * 2u32.saturating_pow(delivery.receive_count.saturating_sub(1));
+                let delay = self.config.retry_backoff * 2u32.saturating_pow(attempt - 1);
                 self.queue
-                    .release(&delivery.receipt, delay.min(Duration::from_secs(900)))
+                    .requeue(
+                        delivery,
+                        &message.after_failure().to_body(),
+                        delay.min(Duration::from_secs(900)),
+                    )
                     .await
                     .map_err(|e| error_chain(&e))
             }

@@ -196,10 +196,14 @@ impl Queue for SqsQueue {
             .await
     }
 
-    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError> {
+    async fn requeue(
+        &self,
+        delivery: &Delivery,
+        body: &str,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
         // A fresh copy starts with a receive count of zero; then the old one goes.
-        self.send_to(&self.queue_url, &delivery.body, delay, None)
-            .await?;
+        self.send_to(&self.queue_url, body, delay, None).await?;
         self.delete(&delivery.receipt).await
     }
 

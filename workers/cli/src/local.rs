@@ -10,8 +10,12 @@ use synthfleet_local::{LocalMetadata, LocalObjectStore, LocalQueue, LocalState};
 
 pub const DEFAULT_STATE_DIR: &str = ".synthfleet";
 
-/// Deliveries of one sample before it is dead-lettered.
-pub const MAX_RECEIVES: u32 = 3;
+/// Attempts that fail on an infrastructure fault before a sample is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// Deliveries of one message to runs that never finished it before it is dead-lettered
+/// as a poison task (a crashed run's delivery is taken back at the next start anyway).
+pub const MAX_RECEIVES: u32 = 10;
 
 pub struct Local {
     pub state: LocalState,

@@ -158,6 +158,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let config = WorkerConfig {
         worker_id: worker_id.clone(),
         concurrency: usize::from(args.concurrency),
+        max_attempts: local::MAX_ATTEMPTS,
         max_receives: local::MAX_RECEIVES,
         retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0))
             .unwrap_or(Duration::from_secs(10)),

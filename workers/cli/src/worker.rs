@@ -28,8 +28,13 @@ pub struct WorkerArgs {
     /// Visibility timeout of received messages (extended while a rollout runs), seconds.
     #[arg(long, env = "SYNTHFLEET_VISIBILITY_S", default_value_t = 300)]
     visibility_s: u64,
-    /// Deliveries before a failing sample is dead-lettered; match the queue's redrive policy.
-    #[arg(long, env = "SYNTHFLEET_MAX_RECEIVES", default_value_t = 3)]
+    /// Attempts that fail on an infrastructure fault before a sample is dead-lettered
+    /// (crashes, kills and signals are not attempts).
+    #[arg(long, env = "SYNTHFLEET_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// Deliveries of one message to workers that never finished it (crashed, killed) before
+    /// it is dead-lettered as a poison task; keep the queue's redrive maxReceiveCount above.
+    #[arg(long, env = "SYNTHFLEET_MAX_RECEIVES", default_value_t = 10)]
     max_receives: u32,
     /// First delay before a sample that hit an infrastructure failure is retried, seconds.
     #[arg(long, env = "SYNTHFLEET_RETRY_BACKOFF_S", default_value_t = 10.0)]
@@ -107,7 +112,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         worker_id: worker_id.clone(),
         concurrency: usize::from(args.concurrency.max(1)),
         visibility: Duration::from_secs(args.visibility_s.max(3)),
-        max_receives: args.max_receives.max(1),
+        max_attempts: args.max_attempts.max(1),
+        max_receives: args.max_receives.max(2),
         retry_backoff: Duration::try_from_secs_f64(args.retry_backoff_s.max(0.0))
             .unwrap_or(Duration::from_secs(10)),
         stop_when_drained: false,

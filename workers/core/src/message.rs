@@ -12,6 +12,15 @@ pub struct TaskMessage {
     pub campaign: String,
     pub sample_index: u32,
     pub task: Task,
+    /// Attempts of this sample that failed on an infrastructure fault so far. Carried in
+    /// the message (each retry is a fresh copy), so a delivery to a worker that crashed,
+    /// was killed or was stopped is never counted as an attempt.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +40,20 @@ impl TaskMessage {
             campaign: campaign.to_owned(),
             sample_index,
             task: task.clone(),
+            failures: 0,
+        }
+    }
+
+    /// The attempt this delivery is: one more than the failures so far.
+    pub fn attempt(&self) -> u32 {
+        self.failures + 1
+    }
+
+    /// The message of the next attempt, after one more failure.
+    pub fn after_failure(&self) -> TaskMessage {
+        TaskMessage {
+            failures: self.failures + 1,
+            ..self.clone()
         }
     }
 
@@ -85,6 +108,25 @@ impl std::fmt::Display for ResultKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_travel_in_the_message_and_old_messages_read() {
+        let task = crate::task::parse_tasks(
+            std::path::Path::new("t.jsonl"),
+            r#"{"instance_id":"t1","image":"img","problem_statement":"p"}"#,
+        )
+        .expect("task")
+        .remove(0);
+        let first = TaskMessage::new("c", &task, 0);
+        assert!(
+            !first.to_body().contains("failures"),
+            "a first message is a version-1 message"
+        );
+        assert_eq!(first.attempt(), 1);
+        let retry = TaskMessage::parse(&first.after_failure().to_body()).expect("parse");
+        assert_eq!((retry.failures, retry.attempt()), (1, 2));
+        assert_eq!(retry.result_key(), first.result_key());
+    }
 
     #[test]
     fn rejects_bad_messages_clearly() {

@@ -79,9 +79,20 @@ pub trait Queue: Send + Sync {
     async fn delete(&self, receipt: &str) -> Result<(), StoreError>;
     /// Makes the message visible again after `delay`.
     async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError>;
-    /// Puts a delivered message back, visible after `delay`, without counting this
-    /// delivery as an attempt (for campaigns that are paused or out of budget).
-    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError>;
+    /// Puts a delivered message back as `body`, visible after `delay`, without counting
+    /// this delivery as a receive: a fresh copy replaces it (SQS cannot reset a receive
+    /// count). For retries (the body carries the failure count) and deferrals.
+    async fn requeue(
+        &self,
+        delivery: &Delivery,
+        body: &str,
+        delay: Duration,
+    ) -> Result<(), StoreError>;
+    /// Puts a delivered message back unchanged, visible after `delay`, without counting
+    /// this delivery (campaigns paused or out of budget, a stopped worker).
+    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError> {
+        self.requeue(delivery, &delivery.body, delay).await
+    }
     /// Moves the message to the dead-letter queue at once, with the reason.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError>;
     async fn stats(&self) -> Result<QueueStats, StoreError>;

@@ -206,11 +206,18 @@ impl Queue for LocalQueue {
             .await
     }
 
-    async fn defer(&self, delivery: &Delivery, delay: Duration) -> Result<(), StoreError> {
+    async fn requeue(
+        &self,
+        delivery: &Delivery,
+        body: &str,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        let body = body.to_owned();
         self.with_receipt(
-            "deferring a message",
+            "putting a message back",
             &delivery.receipt,
             move |tx, key, mut message| {
+                message.body = body;
                 message.receive_count = message.receive_count.saturating_sub(1);
                 message.visible_at_ms = now_ms() + delay.as_millis() as u64;
                 tx.open_table(MESSAGES)?
