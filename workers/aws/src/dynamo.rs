@@ -17,6 +17,7 @@ use crate::aws_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
@@ -175,6 +176,53 @@ fn from_item<T: for<'de> Deserialize<'de>>(what: &str, item: Item) -> Result<T, 
         what: what.to_owned(),
         detail: e.to_string(),
     })
+}
+
+/// Why a transaction did not go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancelled {
+    /// A condition of ours failed: the answer to the question the write asked.
+    Condition,
+    /// Contention or throttling: nothing was decided, try again.
+    Contention,
+}
+
+/// Classifies a failed `TransactWriteItems` by its cancellation reasons (DynamoDB names
+/// one per item); `None` when it is not a cancellation or contention at all. A
+/// cancellation without reasons is taken as a failed condition, as it always was.
+fn cancelled(error: &TransactWriteItemsError) -> Option<Cancelled> {
+    const CONTENTION: [&str; 5] = [
+        "TransactionConflict",
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "RequestLimitExceeded",
+        "TransactionInProgress",
+    ];
+    match error {
+        TransactWriteItemsError::TransactionCanceledException(e) => {
+            let codes: Vec<&str> = e
+                .cancellation_reasons()
+                .iter()
+                .filter_map(|r| r.code())
+                .collect();
+            if codes.contains(&"ConditionalCheckFailed") {
+                Some(Cancelled::Condition)
+            } else if codes.iter().any(|c| CONTENTION.contains(c)) {
+                Some(Cancelled::Contention)
+            } else {
+                Some(Cancelled::Condition)
+            }
+        }
+        TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+        | TransactWriteItemsError::RequestLimitExceeded(_)
+        | TransactWriteItemsError::TransactionInProgressException(_) => Some(Cancelled::Contention),
+        _ => None,
+    }
+}
+
+/// Pause before retrying a transaction that lost to contention (doubles, from 20 ms).
+fn contention_backoff(round: usize) -> std::time::Duration {
+    std::time::Duration::from_millis(20u64 << round.min(6))
 }
 
 /// Whether a conditional write went through: `Ok(false)` when its condition failed.
@@ -639,26 +687,35 @@ impl MetadataStore for DynamoMetadata {
             RecordStatus::Success => "success",
             RecordStatus::Failed => "failed",
         };
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(self.put(result_item, Some("attribute_not_exists(pk)"))?)
-            .transact_items(self.put(to_item(&trajectory)?, None)?)
-            .transact_items(self.count_update(&meta.campaign, counter)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(CommitOutcome::Committed),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_transaction_canceled_exception()) =>
-            {
-                match self.result(&key).await? {
-                    Some(existing) => Ok(CommitOutcome::AlreadyCommitted(Box::new(existing))),
-                    None => Err(aws_error(BACKEND, format!("committing {key}"), e)),
+        let mut round = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(self.put(result_item.clone(), Some("attribute_not_exists(pk)"))?)
+                .transact_items(self.put(to_item(&trajectory)?, None)?)
+                .transact_items(self.count_update(&meta.campaign, counter)?)
+                .send()
+                .await;
+            let e = match result {
+                Ok(_) => return Ok(CommitOutcome::Committed),
+                Err(e) => e,
+            };
+            match e.as_service_error().and_then(cancelled) {
+                // Lost to contention: the finished rollout is committed again, never thrown
+                // away (re-running it would orphan its object).
+                Some(Cancelled::Contention) if round < CONTENTION_RETRIES => {
+                    tokio::time::sleep(contention_backoff(round)).await;
+                    round += 1;
                 }
+                Some(Cancelled::Condition) => {
+                    return match self.result(&key).await? {
+                        Some(existing) => Ok(CommitOutcome::AlreadyCommitted(Box::new(existing))),
+                        None => Err(aws_error(BACKEND, format!("committing {key}"), e)),
+                    };
+                }
+                _ => return Err(aws_error(BACKEND, format!("committing {key}"), e)),
             }
-            Err(e) => Err(aws_error(BACKEND, format!("committing {key}"), e)),
         }
     }
 
@@ -711,20 +768,33 @@ impl MetadataStore for DynamoMetadata {
             sk: sample_sk("DEAD", &letter.key),
             letter: letter.clone(),
         })?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(self.put(item.clone(), Some("attribute_not_exists(pk)"))?)
-            .transact_items(self.count_update(&letter.key.campaign, "dead_lettered")?)
-            .send()
-            .await;
+        let mut round = 0;
+        let result = loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(self.put(item.clone(), Some("attribute_not_exists(pk)"))?)
+                .transact_items(self.count_update(&letter.key.campaign, "dead_lettered")?)
+                .send()
+                .await;
+            let contention = result
+                .as_ref()
+                .err()
+                .and_then(|e| e.as_service_error())
+                .and_then(cancelled)
+                == Some(Cancelled::Contention);
+            if contention && round < CONTENTION_RETRIES {
+                // Retried, so the count stays exact under contention.
+                tokio::time::sleep(contention_backoff(round)).await;
+                round += 1;
+                continue;
+            }
+            break result;
+        };
         match result {
             Ok(_) => Ok(()),
             // Already dead-lettered once: keep the newest error, count it once.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_transaction_canceled_exception()) =>
-            {
+            Err(e) if e.as_service_error().and_then(cancelled) == Some(Cancelled::Condition) => {
                 self.client
                     .put_item()
                     .table_name(&self.table)
@@ -754,5 +824,41 @@ impl MetadataStore for DynamoMetadata {
             .into_iter()
             .map(|item| from_item::<DeadLetterItem>("dead-letter item", item).map(|d| d.letter))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cancelled, TransactWriteItemsError, cancelled};
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+
+    fn cancellation(codes: &[&str]) -> TransactWriteItemsError {
+        let mut e = TransactionCanceledException::builder();
+        for code in codes {
+            e = e.cancellation_reasons(CancellationReason::builder().code(*code).build());
+        }
+        TransactWriteItemsError::TransactionCanceledException(e.build())
+    }
+
+    #[test]
+    fn cancellations_are_told_apart_by_their_reasons() {
+        assert_eq!(
+            cancelled(&cancellation(&["ConditionalCheckFailed", "None"])),
+            Some(Cancelled::Condition)
+        );
+        assert_eq!(
+            cancelled(&cancellation(&["None", "TransactionConflict"])),
+            Some(Cancelled::Contention)
+        );
+        assert_eq!(
+            cancelled(&cancellation(&["ThrottlingError"])),
+            Some(Cancelled::Contention)
+        );
+        assert_eq!(
+            cancelled(&cancellation(&[])),
+            Some(Cancelled::Condition),
+            "no reasons: a failed condition, as before"
+        );
     }
 }
