@@ -208,3 +208,57 @@ async fn missing_image_is_a_clear_error() {
         Ok(_) => panic!("expected ImageMissing"),
     }
 }
+
+/// SWE-bench's images have no unprivileged user: commands run as root (without
+/// capabilities). A command that hangs there is killed at its timeout, and the sandbox
+/// (whose init also runs as root) survives for the next step.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_root_command_that_times_out_leaves_the_sandbox_usable() {
+    const ROOT_ONLY: &str = "synthfleet/root-only:1";
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", ROOT_ONLY, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker build");
+    {
+        use std::io::Write;
+        let mut stdin = build.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"FROM synthfleet/debian-base:bookworm-2\nRUN userdel -r agent && mkdir -p /testbed\nWORKDIR /testbed\n")
+            .expect("write Dockerfile");
+    }
+    assert!(
+        build.wait().expect("docker build").success(),
+        "building {ROOT_ONLY}"
+    );
+    let provider = DockerSandboxes::connect("test-root-timeout").expect("docker");
+    let sandbox = provider
+        .create(&SandboxSpec {
+            image: ROOT_ONLY.into(),
+            workdir: "/testbed".into(),
+            labels: BTreeMap::from([("synthfleet.campaign".to_owned(), "t-root".to_owned())]),
+            limits: SandboxConfig::default(),
+        })
+        .await
+        .expect("create");
+    let s = sandbox.as_ref();
+    assert_eq!(
+        run(s, "id -u").await,
+        (Some(0), "0".to_owned()),
+        "no uid 1000: root"
+    );
+    let hang = s
+        .exec("sleep 300 & sleep 301", Duration::from_secs(2))
+        .await
+        .expect("exec");
+    assert!(hang.timed_out && hang.exit_code.is_none(), "{hang:?}");
+    assert_eq!(
+        run(s, "pgrep -c -f 'sleep 30[01]' || true").await.1,
+        "0",
+        "nothing of the hang survives"
+    );
+    assert_eq!(run(s, "echo alive").await, (Some(0), "alive".to_owned()));
+    sandbox.destroy().await.expect("destroy");
+}

@@ -32,6 +32,31 @@ use tracing::{debug, warn};
 pub const LABEL_MANAGED: &str = "synthfleet.managed";
 pub const LABEL_WORKER: &str = "synthfleet.worker";
 
+/// Kills every process the caller may signal except init (PID 1), the keeper (the
+/// container's `sleep infinity`: init's first child, so the lowest PID whose parent is 1)
+/// and itself. `kill -1` would do for an unprivileged user, who cannot signal the keeper
+/// (it runs as root); as root — SWE-bench's images have no other user — it would kill
+/// the keeper too, and the container with it. Only /proc and bash builtins: no procps.
+const KILL_ALL_BUT_INIT_AND_KEEPER: &str = r#"
+keeper=
+for d in /proc/[0-9]*; do
+  pid=${d#/proc/}
+  [ "$pid" = 1 ] && continue
+  while read -r key value; do
+    if [ "$key" = "PPid:" ]; then
+      if [ "$value" = 1 ] && { [ -z "$keeper" ] || [ "$pid" -lt "$keeper" ]; }; then keeper=$pid; fi
+      break
+    fi
+  done < "$d/status" 2>/dev/null
+done
+for d in /proc/[0-9]*; do
+  pid=${d#/proc/}
+  case "$pid" in 1|"$$"|"$keeper") continue ;; esac
+  kill -KILL "$pid" 2>/dev/null
+done
+exit 0
+"#;
+
 /// Time allowed for housekeeping commands (user detection, kills).
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -380,7 +405,7 @@ impl DockerSandbox {
             .create_exec(
                 &self.id,
                 CreateExecOptions {
-                    cmd: Some(vec!["kill", "-KILL", "-1"]),
+                    cmd: Some(vec!["bash", "-c", KILL_ALL_BUT_INIT_AND_KEEPER]),
                     user: Some(user),
                     ..Default::default()
                 },
