@@ -191,11 +191,6 @@ impl Queue for SqsQueue {
         }
     }
 
-    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError> {
-        self.set_visibility(receipt, delay, "releasing a message")
-            .await
-    }
-
     async fn requeue(
         &self,
         delivery: &Delivery,

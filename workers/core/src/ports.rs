@@ -77,8 +77,6 @@ pub trait Queue: Send + Sync {
     /// Extends the visibility of an in-flight delivery (heartbeat).
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError>;
     async fn delete(&self, receipt: &str) -> Result<(), StoreError>;
-    /// Makes the message visible again after `delay`.
-    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError>;
     /// Puts a delivered message back as `body`, visible after `delay`, without counting
     /// this delivery as a receive: a fresh copy replaces it (SQS cannot reset a receive
     /// count). For retries (the body carries the failure count) and deferrals.

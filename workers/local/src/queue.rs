@@ -298,20 +298,6 @@ impl Queue for LocalQueue {
         .await
     }
 
-    async fn release(&self, receipt: &str, delay: Duration) -> Result<(), StoreError> {
-        self.with_receipt(
-            "releasing a message",
-            receipt,
-            move |tx, key, mut message| {
-                message.visible_at_ms = now_ms() + delay.as_millis() as u64;
-                tx.open_table(MESSAGES)?
-                    .insert(key, to_json(&message)?.as_slice())?;
-                Ok(())
-            },
-        )
-        .await
-    }
-
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError> {
         let reason = reason.to_owned();
         self.with_receipt(
@@ -389,9 +375,10 @@ mod tests {
         assert_eq!(q.stats().await.expect("stats").in_flight, 3);
 
         q.delete(&first[0].receipt).await.expect("delete");
-        q.release(&first[1].receipt, Duration::ZERO)
+        // Visibility cut to zero: visible again at once.
+        q.extend(&first[1].receipt, Duration::ZERO)
             .await
-            .expect("release");
+            .expect("extend");
         let second = q.receive(10, Duration::ZERO).await.expect("receive");
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].receive_count, 2);

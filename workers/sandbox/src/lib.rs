@@ -113,17 +113,28 @@ impl DockerSandboxes {
         label: &str,
         value: &str,
     ) -> Result<Vec<String>, SandboxError> {
+        Ok(self
+            .list_labelled(label, value)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect())
+    }
+
+    async fn list_labelled(
+        &self,
+        label: &str,
+        value: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, SandboxError> {
         let filters = HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])]);
-        let list = self
-            .docker
+        self.docker
             .list_containers(Some(ListContainersOptions::<String> {
                 all: true,
                 filters,
                 ..Default::default()
             }))
             .await
-            .map_err(|e| docker_error("docker", "listing containers", e))?;
-        Ok(list.into_iter().filter_map(|c| c.id).collect())
+            .map_err(|e| docker_error("docker", "listing containers", e))
     }
 
     pub fn worker_id(&self) -> &str {
@@ -245,17 +256,9 @@ impl SandboxProvider for DockerSandboxes {
     }
 
     async fn owners(&self) -> Result<Vec<String>, SandboxError> {
-        let filters = HashMap::from([("label".to_owned(), vec![format!("{LABEL_MANAGED}=true")])]);
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions::<String> {
-                all: true,
-                filters,
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| docker_error("docker", "listing containers", e))?;
-        let mut owners: Vec<String> = list
+        let mut owners: Vec<String> = self
+            .list_labelled(LABEL_MANAGED, "true")
+            .await?
             .into_iter()
             .filter_map(|c| c.labels?.get(LABEL_WORKER).cloned())
             .collect();
