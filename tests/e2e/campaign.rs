@@ -186,12 +186,7 @@ async fn text_protocol_records_format_errors() {
         fake_model(&llm.url, "")
     );
     let fx = Fixture::new("e2e-text", &tasks, &body);
-    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.run_ok(&[]);
     let results = fx.results().await;
     let r = results.record("leap", 0);
     assert!(r.tools.is_empty());
@@ -253,12 +248,7 @@ async fn rate_limits_and_outages_are_retried_and_recorded() {
     );
     let fx = Fixture::new("e2e-retry", &tasks, &body);
     let started = std::time::Instant::now();
-    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.run_ok(&[]);
     assert!(
         started.elapsed().as_secs_f64() >= 1.0,
         "Retry-After: 1 was honoured"
@@ -299,12 +289,7 @@ async fn a_context_overflow_ends_the_rollout_as_its_own_outcome_without_retries(
     ]);
     let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("e2e-context", &tasks, &body);
-    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.run_ok(&[]);
     let results = fx.results().await;
     let r = results.record("leap", 0);
     assert_eq!(r.exit_status, Some(ExitStatus::ContextExceeded));
@@ -435,12 +420,7 @@ async fn rollout_wall_clock_limit_ends_the_rollout() {
     let llm = FakeLlm::start(vec![Script::new("[hang]", &["sleep 60", "submit"])]);
     let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("e2e-timeout", &[task.to_string()], &body);
-    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.run_ok(&[]);
     let results = fx.results().await;
     let r = results.record("hang", 0);
     assert_eq!(r.exit_status, Some(ExitStatus::Timeout));
@@ -486,12 +466,7 @@ async fn waiting_on_the_provider_is_not_the_agents_time() {
     llm.push_faults([limited.clone(), limited]);
     let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("e2e-patient", &[task.to_string()], &body);
-    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.run_ok(&[]);
     let results = fx.results().await;
     let r = results.record("leap", 0);
     assert_eq!(r.exit_status, Some(ExitStatus::Submitted), "{:?}", r.error);

@@ -2,8 +2,8 @@
 //! providers produce (429 with Retry-After, 500, bodies cut off mid-way, latency), with
 //! the runner killed -9 at random points five times, then resumed to the end.
 
+use crate::synthfleet_command;
 use crate::{Fixture, SECRET, containers_of, fake_model, standard_tasks};
-use crate::{synthfleet, synthfleet_bin};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use synthfleet_core::MicroUsd;
@@ -64,14 +64,21 @@ async fn killed_five_times_under_provider_faults_every_sample_gets_exactly_one_r
     let fx = Fixture::new("e2e-chaos", &tasks, &body);
 
     for kill in 0..5 {
-        let mut child = std::process::Command::new(synthfleet_bin())
-            .args(["--log-format", "json", "run", fx.campaign_arg(), "-j", "4"])
-            .args(["--retry-backoff-s", "0"])
-            .env("FAKE_LLM_KEY", SECRET)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn synthfleet run");
+        let mut child = synthfleet_command(
+            &[
+                "run",
+                fx.campaign_arg(),
+                "-j",
+                "4",
+                "--retry-backoff-s",
+                "0",
+            ],
+            [("FAKE_LLM_KEY", SECRET)],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn synthfleet run");
         // Wait for rollouts in flight, then kill at a random point of them.
         let deadline = Instant::now() + Duration::from_secs(60);
         while containers_of(&fx.name).await.is_empty() {
@@ -90,19 +97,8 @@ async fn killed_five_times_under_provider_faults_every_sample_gets_exactly_one_r
         child.wait().expect("reap child");
     }
 
-    let out = synthfleet(
-        &[
-            "run",
-            fx.campaign_arg(),
-            "-j",
-            "4",
-            "--retry-backoff-s",
-            "0",
-        ],
-        &[("FAKE_LLM_KEY", SECRET)],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "seed {seed}: {stderr}");
+    // The seed is printed above: a failure here names it in the captured output.
+    fx.run_ok(&["-j", "4", "--retry-backoff-s", "0"]);
 
     let results = fx.results().await;
     let keys: BTreeSet<(String, u32)> = results

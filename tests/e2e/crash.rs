@@ -1,8 +1,8 @@
 //! A run killed with SIGKILL mid-rollout: the next run reaps its orphaned sandboxes and
 //! completes every sample exactly once.
 
+use crate::synthfleet_command;
 use crate::{Fixture, SECRET, containers_of, fake_model};
-use crate::{synthfleet, synthfleet_bin};
 use std::time::{Duration, Instant};
 use synthfleet_tests::fake_llm::{FakeLlm, Script};
 use synthfleet_tests::task_line;
@@ -31,20 +31,14 @@ async fn killed_run_resumes_with_exactly_one_result_per_sample() {
     let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("e2e-crash", &tasks, &body);
 
-    let mut child = std::process::Command::new(synthfleet_bin())
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            fx.campaign_arg(),
-            "--concurrency",
-            "2",
-        ])
-        .env("FAKE_LLM_KEY", SECRET)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn synthfleet run");
+    let mut child = synthfleet_command(
+        &["run", fx.campaign_arg(), "--concurrency", "2"],
+        [("FAKE_LLM_KEY", SECRET)],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("spawn synthfleet run");
     // Wait until both rollouts are inside their `sleep` step.
     let deadline = Instant::now() + Duration::from_secs(60);
     while llm.requests().len() < 2 || containers_of(&fx.name).await.len() < 2 {
@@ -57,9 +51,8 @@ async fn killed_run_resumes_with_exactly_one_result_per_sample() {
     let orphans = containers_of(&fx.name).await;
     assert_eq!(orphans.len(), 2, "the killed run left its sandboxes behind");
 
-    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
+    let out = fx.run_ok(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("removed 2 leftover sandboxes"), "{stderr}");
     assert!(
         containers_of(&fx.name).await.is_empty(),

@@ -83,19 +83,6 @@ impl Rows {
 
 const F2P: &str = "tests/test_calc.py::test_clamp_high";
 
-/// Runs the fixture's campaign to completion with `jobs` rollouts at once.
-fn run(fx: &Fixture, jobs: &str) {
-    let out = synthfleet(
-        &["run", fx.campaign_arg(), "-j", jobs],
-        &[("FAKE_LLM_KEY", SECRET)],
-    );
-    assert!(
-        out.status.success(),
-        "run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn verification(record: &TrajectoryRecord) -> &Verification {
     record.verification.as_ref().unwrap_or_else(|| {
         panic!(
@@ -128,7 +115,7 @@ async fn swe_bench_rows_are_graded_per_test_as_swe_bench_does() {
     ]);
     let body = format!("budget_usd = 5.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("swe-bench", &tasks, &body);
-    run(&fx, "4");
+    fx.run_ok(&["-j", "4"]);
     let results = fx.results().await;
     assert_eq!(results.records.len(), 4);
 
@@ -283,9 +270,8 @@ async fn gold_validation_flags_broken_tasks_of_a_parquet_dataset_and_the_campaig
         "{stdout}"
     );
 
-    let out = synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
+    let out = fx.run_ok(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("left out 2 task(s) that gold validation found broken: pallets__flask-202, pallets__flask-203"),
         "{stderr}"
@@ -332,7 +318,7 @@ async fn swe_smith_row_is_rebuilt_from_its_bug_and_evaluated_at_the_bug_commit()
     ]);
     let body = format!("budget_usd = 5.0\n{}", fake_model(&llm.url, ""));
     let fx = Fixture::new("swe-smith", &tasks, &body);
-    run(&fx, "2");
+    fx.run_ok(&["-j", "2"]);
     let results = fx.results().await;
 
     let fixed = results.record("acme__calc.1a2b3c4d.func_pm_op_swap__fix", 0);

@@ -72,6 +72,22 @@ impl Fixture {
         }
     }
 
+    /// Runs the campaign (with `extra` arguments and the fake provider's key) and asserts
+    /// it succeeded; returns the output.
+    pub fn run_ok(&self, extra: &[&str]) -> std::process::Output {
+        let args: Vec<&str> = ["run", self.campaign_arg()]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let out = synthfleet(&args, &[("FAKE_LLM_KEY", SECRET)]);
+        assert!(
+            out.status.success(),
+            "run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub fn campaign_arg(&self) -> &str {
         self.campaign.to_str().expect("utf-8 path")
     }

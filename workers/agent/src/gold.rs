@@ -1,9 +1,8 @@
 //! Gold-patch validation: every task's reference patch and the empty patch through the
 //! same verification a rollout gets, in parallel, before any money is spent.
 
-use crate::verify::Verifier;
+use crate::verify::{self, Verifier};
 use futures_util::StreamExt;
-use std::collections::BTreeMap;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::gold::{self, GoldReport, Problem, Run, TaskResult};
 use synthfleet_core::ports::SandboxProvider;
@@ -70,16 +69,15 @@ async fn validate_task(verifier: &Verifier<'_>, task: &Task, run_id: &str) -> Ta
             }),
         );
     }
+    let trajectory = format!("gold-{run_id}");
     let labels = |role: &str| {
-        BTreeMap::from([
-            (
-                "synthfleet.campaign".to_owned(),
-                verifier.campaign.name().to_owned(),
-            ),
-            ("synthfleet.instance".to_owned(), task.instance_id.clone()),
-            ("synthfleet.trajectory".to_owned(), format!("gold-{run_id}")),
-            ("synthfleet.role".to_owned(), role.to_owned()),
-        ])
+        verify::labels(
+            verifier.campaign.name(),
+            &task.instance_id,
+            None,
+            &trajectory,
+            role,
+        )
     };
     let reference = task.tests.as_ref().and_then(|t| t.gold_patch.as_deref());
     let gold_run = async {

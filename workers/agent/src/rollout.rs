@@ -2,7 +2,7 @@
 
 use crate::protocol::{Action, parse_action, tool_schemas};
 use crate::templates::Templates;
-use crate::verify::Verifier;
+use crate::verify::{self, Verifier};
 use crate::{SCAFFOLD_VERSION, truncate_middle};
 use chrono::Utc;
 use serde_json::json;
@@ -96,13 +96,13 @@ impl Rollouts {
     }
 
     fn labels(&self, key: &ResultKey, trajectory_id: &str, role: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("synthfleet.campaign".to_owned(), key.campaign.clone()),
-            ("synthfleet.instance".to_owned(), key.instance_id.clone()),
-            ("synthfleet.sample".to_owned(), key.sample_index.to_string()),
-            ("synthfleet.trajectory".to_owned(), trajectory_id.to_owned()),
-            ("synthfleet.role".to_owned(), role.to_owned()),
-        ])
+        verify::labels(
+            &key.campaign,
+            &key.instance_id,
+            Some(key.sample_index),
+            trajectory_id,
+            role,
+        )
     }
 
     fn verifier(&self) -> Verifier<'_> {
@@ -117,11 +117,11 @@ impl Rollouts {
     pub async fn run(
         &self,
         message: &TaskMessage,
-        attempt: u32,
         cancel: &CancellationToken,
         events: &(dyn Fn(RolloutEvent) + Send + Sync),
     ) -> Result<TrajectoryRecord, Interrupted> {
         let key = message.result_key();
+        let attempt = message.attempt();
         let task = &message.task;
         let model = self
             .campaign

@@ -20,6 +20,27 @@ const KEPT_OUTPUT_CHARS: usize = 20_000;
 const GIT_SAFE: &str =
     "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'";
 
+/// The labels of a sandbox: whose it is (campaign, instance, sample when there is one,
+/// trajectory) and what for (`rollout`, `verify`, `gold`, ...).
+pub(crate) fn labels(
+    campaign: &str,
+    instance: &str,
+    sample: Option<u32>,
+    trajectory: &str,
+    role: &str,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("synthfleet.campaign".to_owned(), campaign.to_owned()),
+        ("synthfleet.instance".to_owned(), instance.to_owned()),
+        ("synthfleet.trajectory".to_owned(), trajectory.to_owned()),
+        ("synthfleet.role".to_owned(), role.to_owned()),
+    ]);
+    if let Some(sample) = sample {
+        labels.insert("synthfleet.sample".to_owned(), sample.to_string());
+    }
+    labels
+}
+
 /// Creates sandboxes for a campaign's tasks and verifies patches in them.
 pub struct Verifier<'a> {
     pub campaign: &'a Campaign,
@@ -158,6 +179,7 @@ impl Verifier<'_> {
                     .map(|t| Grade::nothing_ran(&t.fail_to_pass, &t.pass_to_pass));
                 return Ok(verification(
                     task,
+                    false,
                     grade,
                     None,
                     false,
@@ -181,10 +203,14 @@ impl Verifier<'_> {
         }
         let Some(tests) = &task.tests else {
             let resolved = out.exit_code == Some(0) && !out.timed_out;
-            let mut v = verification(task, None, out.exit_code, true, output);
-            v.resolved = resolved;
-            v.reward = if resolved { 1.0 } else { 0.0 };
-            return Ok(v);
+            return Ok(verification(
+                task,
+                resolved,
+                None,
+                out.exit_code,
+                true,
+                output,
+            ));
         };
         let grade = if out.timed_out {
             Grade::nothing_ran(&tests.fail_to_pass, &tests.pass_to_pass)
@@ -200,20 +226,27 @@ impl Verifier<'_> {
         if out.output.contains(TEST_PATCH_FAILED) {
             output.push_str("\n[the task's test_patch did not apply: its harness is broken]");
         }
-        Ok(verification(task, Some(grade), out.exit_code, true, output))
+        Ok(verification(
+            task,
+            grade.resolved(),
+            Some(grade),
+            out.exit_code,
+            true,
+            output,
+        ))
     }
 }
 
-/// The record of one verification; `resolved` and `reward` follow the grade when there
-/// is one.
+/// The record of one verification: the reward follows `resolved`, the per-test outcomes
+/// the grade, when the task is graded per test.
 fn verification(
     task: &Task,
+    resolved: bool,
     grade: Option<Grade>,
     eval_exit_code: Option<i64>,
     patch_applied: bool,
     output: String,
 ) -> Verification {
-    let resolved = grade.as_ref().is_some_and(Grade::resolved);
     let (fail_to_pass, pass_to_pass, resolution) = match grade {
         Some(g) => (
             Some(g.fail_to_pass),

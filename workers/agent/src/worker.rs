@@ -380,9 +380,9 @@ impl Shared {
         reason: String,
     ) {
         let key = message.map(TaskMessage::result_key);
-        if let Some(message) = message {
+        if let (Some(message), Some(key)) = (message, &key) {
             let letter = DeadLetter {
-                key: message.result_key(),
+                key: key.clone(),
                 attempts: message.attempt(),
                 error: reason.clone(),
                 at: Utc::now(),
@@ -526,9 +526,7 @@ impl Shared {
                 events(WorkerEvent::Step { key, step, action })
             }
         };
-        let outcome = rollouts
-            .run(message, message.attempt(), &lease, &on_step)
-            .await;
+        let outcome = rollouts.run(message, &lease, &on_step).await;
         heartbeat.abort();
         let record = match outcome {
             Err(Interrupted) if !self.interrupt.is_cancelled() => {

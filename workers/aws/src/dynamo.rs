@@ -269,6 +269,35 @@ fn state_in(prefix: &str, states: &[CampaignState]) -> (String, Vec<(String, Att
 }
 
 impl DynamoMetadata {
+    /// Runs a transaction; again, after a short backoff, while it loses to contention (a
+    /// bounded number of times). `Ok(false)` when one of its conditions failed.
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+        operation: impl Fn() -> String,
+    ) -> Result<bool, StoreError> {
+        let mut round = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let Err(e) = result else {
+                return Ok(true);
+            };
+            match e.as_service_error().and_then(cancelled) {
+                Some(Cancelled::Contention) if round < CONTENTION_RETRIES => {
+                    tokio::time::sleep(contention_backoff(round)).await;
+                    round += 1;
+                }
+                Some(Cancelled::Condition) => return Ok(false),
+                _ => return Err(aws_error(BACKEND, operation(), e)),
+            }
+        }
+    }
+
     pub fn new(client: Client, table: &str) -> DynamoMetadata {
         DynamoMetadata {
             client,
@@ -687,35 +716,23 @@ impl MetadataStore for DynamoMetadata {
             RecordStatus::Success => "success",
             RecordStatus::Failed => "failed",
         };
-        let mut round = 0;
-        loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(self.put(result_item.clone(), Some("attribute_not_exists(pk)"))?)
-                .transact_items(self.put(to_item(&trajectory)?, None)?)
-                .transact_items(self.count_update(&meta.campaign, counter)?)
-                .send()
-                .await;
-            let e = match result {
-                Ok(_) => return Ok(CommitOutcome::Committed),
-                Err(e) => e,
-            };
-            match e.as_service_error().and_then(cancelled) {
-                // Lost to contention: the finished rollout is committed again, never thrown
-                // away (re-running it would orphan its object).
-                Some(Cancelled::Contention) if round < CONTENTION_RETRIES => {
-                    tokio::time::sleep(contention_backoff(round)).await;
-                    round += 1;
-                }
-                Some(Cancelled::Condition) => {
-                    return match self.result(&key).await? {
-                        Some(existing) => Ok(CommitOutcome::AlreadyCommitted(Box::new(existing))),
-                        None => Err(aws_error(BACKEND, format!("committing {key}"), e)),
-                    };
-                }
-                _ => return Err(aws_error(BACKEND, format!("committing {key}"), e)),
-            }
+        let items = vec![
+            self.put(result_item, Some("attribute_not_exists(pk)"))?,
+            self.put(to_item(&trajectory)?, None)?,
+            self.count_update(&meta.campaign, counter)?,
+        ];
+        // Contention is retried inside: a finished rollout is never thrown away (re-running
+        // it would orphan its object).
+        if self.transact(items, || format!("committing {key}")).await? {
+            return Ok(CommitOutcome::Committed);
+        }
+        match self.result(&key).await? {
+            Some(existing) => Ok(CommitOutcome::AlreadyCommitted(Box::new(existing))),
+            None => Err(StoreError::backend(
+                BACKEND,
+                format!("committing {key}"),
+                std::io::Error::other("the transaction's condition failed but no result is stored"),
+            )),
         }
     }
 
@@ -768,54 +785,23 @@ impl MetadataStore for DynamoMetadata {
             sk: sample_sk("DEAD", &letter.key),
             letter: letter.clone(),
         })?;
-        let mut round = 0;
-        let result = loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(self.put(item.clone(), Some("attribute_not_exists(pk)"))?)
-                .transact_items(self.count_update(&letter.key.campaign, "dead_lettered")?)
-                .send()
-                .await;
-            let contention = result
-                .as_ref()
-                .err()
-                .and_then(|e| e.as_service_error())
-                .and_then(cancelled)
-                == Some(Cancelled::Contention);
-            if contention && round < CONTENTION_RETRIES {
-                // Retried, so the count stays exact under contention.
-                tokio::time::sleep(contention_backoff(round)).await;
-                round += 1;
-                continue;
-            }
-            break result;
-        };
-        match result {
-            Ok(_) => Ok(()),
+        let items = vec![
+            self.put(item.clone(), Some("attribute_not_exists(pk)"))?,
+            self.count_update(&letter.key.campaign, "dead_lettered")?,
+        ];
+        let operation = || format!("recording the dead letter of {}", letter.key);
+        // Contention is retried inside, so the count stays exact.
+        if !self.transact(items, operation).await? {
             // Already dead-lettered once: keep the newest error, count it once.
-            Err(e) if e.as_service_error().and_then(cancelled) == Some(Cancelled::Condition) => {
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        aws_error(
-                            BACKEND,
-                            format!("recording the dead letter of {}", letter.key),
-                            e,
-                        )
-                    })?;
-                Ok(())
-            }
-            Err(e) => Err(aws_error(
-                BACKEND,
-                format!("recording the dead letter of {}", letter.key),
-                e,
-            )),
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| aws_error(BACKEND, operation(), e))?;
         }
+        Ok(())
     }
 
     async fn dead_letters(&self, campaign: &str) -> Result<Vec<DeadLetter>, StoreError> {

@@ -1,10 +1,27 @@
 //! Logs: pretty on a terminal (through the progress bar, so lines do not tear it), JSON in
 //! the fleet. `RUST_LOG` overrides the default level.
 
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+
+/// A progress bar of `len` steps drawn on stderr with `template`, or a hidden one when
+/// `visible` is false (not a terminal, or `--no-progress`).
+pub fn progress_bar(len: Option<u64>, visible: bool, template: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        len,
+        if visible {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
 
 /// Writes log lines above the progress bar.
 #[derive(Clone)]

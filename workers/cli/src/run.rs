@@ -5,7 +5,6 @@ use crate::local::{self, Local};
 use crate::logging;
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,17 +86,10 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     }
 
     let show_bar = !args.no_progress && std::io::stderr().is_terminal();
-    let bar = ProgressBar::with_draw_target(
+    let bar = logging::progress_bar(
         Some(total),
-        if show_bar {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        show_bar,
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
     );
     logging::init(log_format, show_bar.then_some(&bar));
     let reaped = sandboxes.reap().await?;

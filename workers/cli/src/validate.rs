@@ -2,10 +2,9 @@
 //! `--gold`, each task's reference patch and the empty patch through the real verification.
 
 use crate::backend::{Backend, BackendArgs};
-use crate::local;
+use crate::{local, logging};
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -104,19 +103,10 @@ async fn gold_validation(
             missing.join(", ")
         );
     }
-    let bar = ProgressBar::with_draw_target(
+    let bar = logging::progress_bar(
         Some(campaign.tasks.len() as u64),
-        if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} gold [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        std::io::stderr().is_terminal(),
+        "{spinner} gold [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
     );
     let events = |event: GoldEvent| match event {
         GoldEvent::Checked { instance_id, .. } => {

@@ -106,27 +106,31 @@ pub enum TaskFileError {
 
 /// Parses JSONL text; `path` is only used to name the source in errors.
 pub fn parse_tasks(path: &Path, text: &str) -> Result<Vec<Task>, TaskFileError> {
-    let rows = text
-        .lines()
+    tasks_from_rows(path, jsonl_rows(path, text), TaskFormat::Auto)
+}
+
+/// The rows of JSONL text, numbered by line (from 1); blank lines are skipped and a line
+/// that is not a JSON object is an error naming `path` and the line.
+pub fn jsonl_rows<'a>(
+    path: &'a Path,
+    text: &'a str,
+) -> impl Iterator<Item = Result<(usize, Map<String, Value>), TaskFileError>> + 'a {
+    text.lines()
         .enumerate()
         .filter(|(_, raw)| !raw.trim().is_empty())
-        .map(|(index, raw)| {
+        .map(move |(index, raw)| {
             let line = index + 1;
+            let not_json = |message: String| TaskFileError::NotJson {
+                path: path.to_owned(),
+                line,
+                message,
+            };
             match serde_json::from_str::<Value>(raw) {
                 Ok(Value::Object(row)) => Ok((line, row)),
-                Ok(_) => Err(TaskFileError::NotJson {
-                    path: path.to_owned(),
-                    line,
-                    message: "the line is not a JSON object".into(),
-                }),
-                Err(e) => Err(TaskFileError::NotJson {
-                    path: path.to_owned(),
-                    line,
-                    message: e.to_string(),
-                }),
+                Ok(_) => Err(not_json("the line is not a JSON object".into())),
+                Err(e) => Err(not_json(e.to_string())),
             }
-        });
-    tasks_from_rows(path, rows, TaskFormat::Auto)
+        })
 }
 
 /// Turns numbered rows (line or row numbers, from 1) into tasks: all, or the first error,

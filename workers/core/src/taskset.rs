@@ -188,6 +188,19 @@ impl Row {
     }
 }
 
+/// The parser a row's `field` names, or an error listing the known ones.
+fn log_parser_named(field: &str, name: &str) -> Result<LogParser, FieldError> {
+    LogParser::from_name(name).ok_or_else(|| {
+        FieldError::new(
+            field,
+            format!(
+                "unknown log parser `{name}`; known: {}",
+                LogParser::ALL.map(LogParser::as_str).join(", ")
+            ),
+        )
+    })
+}
+
 /// SWE-bench, SWE-Gym and SWE-rebench rows: SWE-bench's eval script.
 fn swe_bench(row: &Row, harness: Harness) -> Result<TestSpec, FieldError> {
     let repo = row.required_str("repo")?;
@@ -231,15 +244,7 @@ fn swe_bench(row: &Row, harness: Harness) -> Result<TestSpec, FieldError> {
         None => config_str("log_parser")?.map(|n| ("install_config.log_parser", n)),
     };
     let log_parser = match (parser_name, &known) {
-        (Some((field, name)), _) => LogParser::from_name(&name).ok_or_else(|| {
-            FieldError::new(
-                field,
-                format!(
-                    "unknown log parser `{name}`; known: {}",
-                    LogParser::ALL.map(LogParser::as_str).join(", ")
-                ),
-            )
-        })?,
+        (Some((field, name)), _) => log_parser_named(field, &name)?,
         (None, Some(known)) => known.log_parser,
         (None, None) => {
             return Err(FieldError::new(
@@ -318,15 +323,7 @@ fn swe_smith(row: &Row, instance_id: &str) -> Result<TestSpec, FieldError> {
     test_files.dedup();
     let log_parser = match row.str("log_parser")? {
         None => LogParser::Swesmith,
-        Some(name) => LogParser::from_name(&name).ok_or_else(|| {
-            FieldError::new(
-                "log_parser",
-                format!(
-                    "unknown log parser `{name}`; known: {}",
-                    LogParser::ALL.map(LogParser::as_str).join(", ")
-                ),
-            )
-        })?,
+        Some(name) => log_parser_named("log_parser", &name)?,
     };
     Ok(TestSpec {
         harness: Harness::SweSmith,

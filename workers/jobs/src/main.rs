@@ -4,7 +4,6 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -153,17 +152,11 @@ async fn open(target: &Target) -> anyhow::Result<(Backend, CampaignData)> {
         .as_ref()
         .map_or(target.campaign.clone(), |c| c.name().to_owned());
     let backend = Backend::open_existing(&target.backend, campaign.as_ref()).await?;
-    let bar = ProgressBar::with_draw_target(
+    let bar = logging::progress_bar(
         None,
-        if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
+        std::io::stderr().is_terminal(),
+        "reading trajectories {bar:30} {pos}/{len}",
     );
-    if let Ok(style) = ProgressStyle::with_template("reading trajectories {bar:30} {pos}/{len}") {
-        bar.set_style(style);
-    }
     let data = CampaignData::load(backend.store(), &name, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);

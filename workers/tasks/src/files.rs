@@ -117,24 +117,7 @@ fn jsonl_rows(path: &Path) -> Result<Box<dyn Iterator<Item = NumberedRow>>, Sour
         path: path.to_owned(),
         source,
     })?;
-    let owned = path.to_owned();
-    let rows: Vec<NumberedRow> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, raw)| !raw.trim().is_empty())
-        .map(|(index, raw)| {
-            let not_json = |message: String| TaskFileError::NotJson {
-                path: owned.clone(),
-                line: index + 1,
-                message,
-            };
-            match serde_json::from_str::<Value>(raw) {
-                Ok(Value::Object(row)) => Ok((index + 1, row)),
-                Ok(_) => Err(not_json("the line is not a JSON object".into())),
-                Err(e) => Err(not_json(e.to_string())),
-            }
-        })
-        .collect();
+    let rows: Vec<NumberedRow> = synthfleet_core::task::jsonl_rows(path, &text).collect();
     if rows.is_empty() {
         return Err(TaskFileError::Empty {
             path: path.to_owned(),
