@@ -354,6 +354,39 @@ async fn malformed_replies_are_a_clear_recorded_infrastructure_error() {
         text.contains("1 dead-lettered") && text.contains("broken"),
         "{text}"
     );
+
+    // A redrive gives the sample fresh attempts and keeps why it died before.
+    let state = fx.state_dir();
+    let state = path_str(&state);
+    let redriven = synthfleet(&["redrive", "e2e-malformed", "--state-dir", state], &[]);
+    let text = String::from_utf8_lossy(&redriven.stdout);
+    assert!(
+        redriven.status.success() && text.contains("1 dead-lettered samples moved back"),
+        "{text}{}",
+        String::from_utf8_lossy(&redriven.stderr)
+    );
+    let between = fx.results().await;
+    assert!(between.dead.is_empty(), "{:?}", between.dead);
+    assert_eq!(between.campaign.counts.dead_lettered, 0);
+    assert_ne!(between.campaign.state, CampaignState::Done);
+    let again = synthfleet(
+        &["run", fx.campaign_arg(), "--retry-backoff-s", "0"],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    let results = fx.results().await;
+    let letter = &results.dead[0];
+    assert_eq!(
+        (letter.attempts, results.campaign.counts.dead_lettered),
+        (3, 1),
+        "fresh attempts, counted once"
+    );
+    assert_eq!(letter.history.len(), 1);
+    assert!(
+        letter.history[0].contains("error:llm_malformed"),
+        "{:?}",
+        letter.history
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,7 @@ mod aws;
 mod campaign;
 mod chaos;
 mod cli_errors;
+mod conformance;
 mod crash;
 mod harness;
 mod quality;
@@ -218,31 +219,3 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// A minimal trajectory item for store-level tests.
-pub fn sample_meta(key: &synthfleet_core::message::ResultKey, id: &str) -> TrajectoryMeta {
-    TrajectoryMeta {
-        campaign: key.campaign.clone(),
-        trajectory_id: id.to_owned(),
-        instance_id: key.instance_id.clone(),
-        sample_index: key.sample_index,
-        model: "m".into(),
-        provider: "replay".into(),
-        status: synthfleet_core::trajectory::RecordStatus::Failed,
-        exit_status: synthfleet_core::trajectory::ExitStatus::Submitted,
-        resolved: Some(false),
-        reward: Some(0.0),
-        cost_usd: 0.0,
-        input_tokens: 1,
-        output_tokens: 1,
-        n_steps: 1,
-        object_key: format!(
-            "trajectories/{}/failed/{}/{id}.json.zst",
-            key.campaign, key.instance_id
-        ),
-        sha256: "0".repeat(64),
-        size_bytes: 1,
-        worker_id: "w".into(),
-        created_at: chrono::Utc::now(),
-        expires_at: None,
-    }
-}

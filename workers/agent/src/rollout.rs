@@ -13,19 +13,16 @@ use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::Spend;
 use synthfleet_core::campaign::{Campaign, Protocol};
 use synthfleet_core::message::{ResultKey, TaskMessage};
-use synthfleet_core::ports::{ChatRequest, Reservation, Sandbox, SandboxProvider};
+use synthfleet_core::ports::{ChatRequest, Sandbox, SandboxProvider};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::task::{Task, shell_quote};
 use synthfleet_core::trajectory::{
     ChatMessage, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step, Timings, Totals,
     TrajectoryRecord, redact,
 };
-use synthfleet_llm::ModelPool;
+use synthfleet_llm::{Meter, MeterError, Metered, MeteredRequest, ModelPool, PoolCompletion};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
-
-/// Pause before asking again for budget held by calls in flight.
-const BUSY_BUDGET_WAIT: Duration = Duration::from_millis(250);
 
 /// Time allowed to read the final patch out of the sandbox.
 const PATCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -302,115 +299,62 @@ impl Rollouts {
                 max_tokens: 0,
                 temperature: None,
             };
-            // Budget: reserve the worst case before the call, settle the real cost after.
-            let reserve = match self.pool.worst_case_cost(&record.model, &request) {
-                Ok(amount) => amount,
-                Err(e) => return Ok(Ending::error(ErrorKind::LlmRejected, e.to_string())),
+            // Budget: the worst case is reserved before the call, the real cost booked after.
+            let meter = Meter {
+                pool: &self.pool,
+                metadata: self.store.metadata.as_ref(),
+                owner: &self.worker_id,
+                cancel,
             };
-            let waiting_since = Instant::now();
-            loop {
-                match self
-                    .store
-                    .metadata
-                    .reserve(&key.campaign, reserve, Spend::Rollout)
-                    .await
-                {
-                    Ok(Reservation::Granted) => break,
-                    // Other calls hold the rest of the budget: wait for them to settle, on
-                    // the infrastructure's time, not the agent's.
-                    Ok(Reservation::Busy) => {
-                        if waiting_since.elapsed() > busy_patience {
-                            return Ok(Ending::error(
-                                ErrorKind::Internal,
-                                format!(
-                                    "the campaign's remaining budget was held by other calls for {}s",
-                                    waiting_since.elapsed().as_secs()
-                                ),
-                            ));
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(BUSY_BUDGET_WAIT) => {}
-                            _ = cancel.cancelled() => return Err(Interrupted),
-                        }
-                    }
-                    Ok(Reservation::Refused(campaign)) => {
-                        return Ok(Ending {
-                            status: ExitStatus::BudgetExhausted,
-                            error: campaign.state_reason.clone(),
-                        });
-                    }
-                    Err(e) => {
-                        return Ok(Ending::error(
-                            ErrorKind::Internal,
-                            format!("budget reservation failed: {}", error_chain(&e)),
-                        ));
-                    }
-                }
-            }
-            let busy = waiting_since.elapsed();
-            deadline += busy;
-            record.timings.infra_wait_ms += ms(busy);
             let llm_started = Instant::now();
-            // The call is bounded by its own retries, not by the agent's clock (its waits
-            // are the infrastructure's). A call cut off by a shutdown may still be billed:
-            // it is booked at its worst case, never at zero.
-            let cut_off = tokio::select! {
-                reply = self.pool.complete(&record.model, &task.replay, &request) => Ok(reply),
-                _ = cancel.cancelled() => Err(Interrupted),
-            };
-            let reply = match cut_off {
-                Ok(reply) => reply,
-                Err(Interrupted) => {
-                    if let Err(e) = self
-                        .store
-                        .metadata
-                        .settle(&key.campaign, reserve, reserve)
-                        .await
-                    {
-                        warn!(error = %error_chain(&e), "settling a cut-off call failed");
-                    }
-                    return Err(Interrupted);
-                }
-            };
+            let metered = meter
+                .call(&MeteredRequest {
+                    campaign: &key.campaign,
+                    spend: Spend::Rollout,
+                    model: &record.model,
+                    replay: &task.replay,
+                    request: &request,
+                    busy_patience,
+                })
+                .await;
             let llm_elapsed = llm_started.elapsed();
-            let llm_ms = ms(llm_elapsed);
-            record.timings.llm_ms += llm_ms;
-            let (completion, served_by) = match reply {
-                Ok(reply) => {
-                    // Only the model's own time counts against the agent's deadline.
-                    let waited = llm_elapsed.saturating_sub(reply.completion.generation);
-                    deadline += waited;
-                    record.timings.infra_wait_ms += ms(waited);
-                    (reply.completion, reply.served_by)
+            let call = match metered {
+                Ok(call) => call,
+                Err(MeterError::Interrupted) => return Err(Interrupted),
+                Err(MeterError::Cost(e)) => {
+                    return Ok(Ending::error(ErrorKind::LlmRejected, e.to_string()));
                 }
-                Err(e) => {
-                    if let Err(settle) = self
-                        .store
-                        .metadata
-                        .settle(&key.campaign, reserve, MicroUsd::ZERO)
-                        .await
-                    {
-                        warn!(error = %error_chain(&settle), "releasing a budget reservation failed");
-                    }
+                Err(e) => return Ok(Ending::error(ErrorKind::Internal, error_chain(&e))),
+            };
+            let (reply, cost) = match call.outcome {
+                Metered::Completed { reply, cost } => (reply, cost),
+                Metered::Refused(campaign) => {
+                    return Ok(Ending {
+                        status: ExitStatus::BudgetExhausted,
+                        error: campaign.state_reason.clone(),
+                    });
+                }
+                Metered::Failed(e) => {
                     record.totals.llm_calls += 1;
+                    record.timings.llm_ms += ms(llm_elapsed.saturating_sub(call.waited));
                     return Ok(Ending {
                         status: e.exit_status(),
                         error: Some(e.to_string()),
                     });
                 }
             };
-            let cost = served_by.cost(completion.input_tokens, completion.output_tokens);
-            if let Err(e) = self
-                .store
-                .metadata
-                .settle(&key.campaign, reserve, cost)
-                .await
-            {
-                return Ok(Ending::error(
-                    ErrorKind::Internal,
-                    format!("budget settlement failed: {}", error_chain(&e)),
-                ));
-            }
+            // Only the model's own time counts against the agent's deadline: budget waits,
+            // rate limits, failed attempts and backoff are the infrastructure's.
+            let waited = llm_elapsed.saturating_sub(reply.completion.generation);
+            deadline += waited;
+            record.timings.infra_wait_ms += ms(waited);
+            let llm_ms = ms(llm_elapsed.saturating_sub(call.waited));
+            record.timings.llm_ms += llm_ms;
+            let PoolCompletion {
+                completion,
+                served_by,
+                ..
+            } = *reply;
             spent = spent.saturating_add(cost);
             let totals = &mut record.totals;
             totals.input_tokens += completion.input_tokens;

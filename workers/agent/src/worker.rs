@@ -10,7 +10,7 @@ use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
-use synthfleet_core::liveness;
+use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, Delivery, MetadataStore, Queue, SandboxProvider, WorkerHeartbeat,
@@ -269,6 +269,7 @@ async fn heartbeats(shared: Arc<Shared>) {
     loop {
         shared.beat().await;
         shared.reap_dead_owners().await;
+        shared.reclaim_stale_leases().await;
         tokio::time::sleep(shared.config.heartbeat_every).await;
     }
 }
@@ -300,6 +301,19 @@ impl Shared {
             _ = tokio::time::sleep(self.config.idle_poll) => {}
             _ = self.stop.cancelled() => {}
             _ = self.interrupt.cancelled() => {}
+        }
+    }
+
+    /// Reclaims the budget leases of dead workers and of calls that stopped renewing them
+    /// (the fleet's reconciler: every worker runs it with its heartbeat; it is idempotent).
+    async fn reclaim_stale_leases(&self) {
+        match liveness::reclaim_leases(self.metadata.as_ref(), Reclaim::Stale(Utc::now())).await {
+            Ok(reclaimed) => {
+                for lease in reclaimed {
+                    info!(campaign = %lease.campaign, owner = %lease.owner, amount = %lease.amount, "reclaimed the budget lease of a dead call, booked at its worst case");
+                }
+            }
+            Err(e) => warn!(error = %error_chain(&e), "reclaiming stale budget leases failed"),
         }
     }
 
@@ -380,13 +394,8 @@ impl Shared {
         reason: String,
     ) {
         let key = message.map(TaskMessage::result_key);
-        if let (Some(message), Some(key)) = (message, &key) {
-            let letter = DeadLetter {
-                key: key.clone(),
-                attempts: message.attempt(),
-                error: reason.clone(),
-                at: Utc::now(),
-            };
+        if let Some(message) = message {
+            let letter = DeadLetter::of(message, message.attempt(), &reason);
             if let Err(e) = self.metadata.record_dead_letter(&letter).await {
                 warn!(error = %error_chain(&e), "recording a dead letter failed");
             }

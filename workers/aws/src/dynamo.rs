@@ -7,24 +7,27 @@
 //! | result index (one per sample) | `CAMPAIGN#{name}` | `RESULT#{instance}#{sample}` |
 //! | enqueue marker | `CAMPAIGN#{name}` | `ENQ#{instance}#{sample}` |
 //! | dead letter | `CAMPAIGN#{name}` | `DEAD#{instance}#{sample}` |
+//! | budget lease (one per reservation in flight) | `CAMPAIGN#{name}` | `LEASE#{id}` |
 //! | worker heartbeat | `WORKER#{id}` | `HEARTBEAT` |
 //!
 //! Every invariant is guarded by a condition expression, never read-then-write: a result
-//! commits in one transaction with `attribute_not_exists` on its result item, and a
-//! reservation is granted by `committed <= budget - amount` on the campaign item.
+//! commits in one transaction with `attribute_not_exists` on its result item, a
+//! reservation is granted by `committed <= budget - amount` on the campaign item in the
+//! transaction that puts its lease, and a settle deletes the lease on `attribute_exists`
+//! in the transaction that books it (so a second settle books nothing).
 
 use crate::aws_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{
-    CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Spend,
+    BudgetLease, CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Spend,
 };
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
@@ -155,6 +158,18 @@ struct DeadLetterItem {
     sk: String,
     #[serde(flatten)]
     letter: DeadLetter,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    lease: BudgetLease,
+}
+
+fn lease_sk(lease: &BudgetLease) -> String {
+    format!("LEASE#{}", lease.id)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -415,6 +430,34 @@ impl DynamoMetadata {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    /// An update of the campaign item inside a transaction.
+    fn ledger_update(
+        &self,
+        campaign: &str,
+        expression: &str,
+        condition: String,
+        values: Vec<(String, AttributeValue)>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(campaign)))
+            .key("sk", s(CAMPAIGN_SK))
+            .update_expression(expression)
+            .condition_expression(&condition)
+            // DynamoDB refuses names an expression does not use.
+            .set_expression_attribute_names(Some(
+                ["state", "budget", "spent", "reserved", "committed"]
+                    .into_iter()
+                    .map(|name| (format!("#{name}"), name.to_owned()))
+                    .filter(|(alias, _)| expression.contains(alias) || condition.contains(alias))
+                    .collect(),
+            ))
+            .set_expression_attribute_values(Some(values.into_iter().collect()))
+            .build()
+            .map_err(|e| aws_error(BACKEND, "building a ledger update", e))?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
     fn count_update(&self, campaign: &str, counter: &str) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
@@ -501,14 +544,16 @@ impl MetadataStore for DynamoMetadata {
             .collect()
     }
 
-    async fn reserve(
-        &self,
-        campaign: &str,
-        amount: MicroUsd,
-        spend: Spend,
-    ) -> Result<Reservation, StoreError> {
+    async fn reserve(&self, lease: &BudgetLease, spend: Spend) -> Result<Reservation, StoreError> {
+        let campaign = lease.campaign.as_str();
+        let amount = lease.amount;
         // The state condition of `Spend::allowed_in`, as DynamoDB checks it.
         let (state_condition, state_values) = state_in("state", spend.allowed_states());
+        let lease_item = to_item(&LeaseItem {
+            pk: campaign_pk(campaign),
+            sk: lease_sk(lease),
+            lease: lease.clone(),
+        })?;
         for _ in 0..CONTENTION_RETRIES {
             let record = self.require_campaign(campaign).await?;
             let mut probe = record.clone();
@@ -532,76 +577,100 @@ impl MetadataStore for DynamoMetadata {
             let Some(max) = record.ledger.max_committed_for(amount) else {
                 continue;
             };
-            let update = self
-                .update_campaign(campaign)
-                .update_expression(
+            let mut values = state_values.clone();
+            values.extend([
+                (":amount".to_owned(), n(amount.0)),
+                (":budget".to_owned(), n(record.ledger.budget.0)),
+                (":max".to_owned(), n(max.0)),
+            ]);
+            let items = vec![
+                self.ledger_update(
+                    campaign,
                     "SET #reserved = #reserved + :amount, #committed = #committed + :amount",
-                )
-                .condition_expression(format!(
-                    "{state_condition} AND #budget = :budget AND #committed <= :max"
-                ))
-                .expression_attribute_names("#state", "state")
-                .expression_attribute_names("#reserved", "reserved")
-                .expression_attribute_names("#committed", "committed")
-                .expression_attribute_names("#budget", "budget")
-                .expression_attribute_values(":amount", n(amount.0))
-                .expression_attribute_values(":budget", n(record.ledger.budget.0))
-                .expression_attribute_values(":max", n(max.0));
-            let result = state_values
-                .iter()
-                .fold(update, |u, (name, value)| {
-                    u.expression_attribute_values(name, value.clone())
-                })
-                .send()
-                .await;
+                    format!("{state_condition} AND #budget = :budget AND #committed <= :max"),
+                    values,
+                )?,
+                self.put(lease_item.clone(), Some("attribute_not_exists(pk)"))?,
+            ];
             // A failed condition means someone else moved the ledger: look again.
-            if written(result, || format!("reserving budget of `{campaign}`"))? {
+            if self
+                .transact(items, || format!("reserving budget of `{campaign}`"))
+                .await?
+            {
                 return Ok(Reservation::Granted);
             }
         }
         Ok(Reservation::Busy)
     }
 
-    async fn settle(
-        &self,
-        campaign: &str,
-        reserved: MicroUsd,
-        actual: MicroUsd,
-    ) -> Result<(), StoreError> {
-        let delta = actual.0 as i128 - reserved.0 as i128;
-        let out = self
-            .update_campaign(campaign)
-            .update_expression(
-                "SET #spent = #spent + :actual, #reserved = #reserved - :reserved, #committed = #committed + :delta",
-            )
+    async fn settle(&self, lease: &BudgetLease, actual: MicroUsd) -> Result<bool, StoreError> {
+        let campaign = lease.campaign.as_str();
+        let delta = actual.0 as i128 - lease.amount.0 as i128;
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(campaign)))
+            .key("sk", s(lease_sk(lease)))
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#spent", "spent")
-            .expression_attribute_names("#reserved", "reserved")
-            .expression_attribute_names("#committed", "committed")
-            .expression_attribute_values(":actual", n(actual.0))
-            .expression_attribute_values(":reserved", n(reserved.0))
-            .expression_attribute_values(":delta", n(delta))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(|e| aws_error(BACKEND, format!("settling budget of `{campaign}`"), e))?;
-        if let Some(item) = out.attributes {
-            let mut record =
-                CampaignRecord::from(from_item::<CampaignItem>("campaign item", item)?);
-            let before = record.state;
-            record.settle(MicroUsd::ZERO, MicroUsd::ZERO);
-            if record.state != before {
-                self.exhaust(
-                    campaign,
-                    record
-                        .state_reason
-                        .as_deref()
-                        .unwrap_or("budget cap reached"),
-                )
-                .await?;
-            }
+            .build()
+            .map_err(|e| aws_error(BACKEND, "building a lease delete", e))?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            self.ledger_update(
+                campaign,
+                "SET #spent = #spent + :actual, #reserved = #reserved - :reserved, #committed = #committed + :delta",
+                "attribute_exists(pk)".to_owned(),
+                vec![
+                    (":actual".to_owned(), n(actual.0)),
+                    (":reserved".to_owned(), n(lease.amount.0)),
+                    (":delta".to_owned(), n(delta)),
+                ],
+            )?,
+        ];
+        // A failed condition: the lease is gone, settled or reclaimed before. Nothing booked.
+        if !self
+            .transact(items, || format!("settling budget of `{campaign}`"))
+            .await?
+        {
+            return Ok(false);
         }
-        Ok(())
+        let mut record = self.require_campaign(campaign).await?;
+        let before = record.state;
+        record.settle(MicroUsd::ZERO, MicroUsd::ZERO);
+        if record.state != before {
+            self.exhaust(
+                campaign,
+                record
+                    .state_reason
+                    .as_deref()
+                    .unwrap_or("budget cap reached"),
+            )
+            .await?;
+        }
+        Ok(true)
+    }
+
+    async fn renew(&self, lease: &BudgetLease) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(&lease.campaign)))
+            .key("sk", s(lease_sk(lease)))
+            .update_expression("SET #expires = :expires")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#expires", "expires_at")
+            .expression_attribute_values(":expires", ts(lease.expires_at)?)
+            .send()
+            .await;
+        written(result, || format!("renewing budget lease {}", lease.id))
+    }
+
+    async fn leases(&self, campaign: &str) -> Result<Vec<BudgetLease>, StoreError> {
+        self.query_prefix(campaign, "LEASE#")
+            .await?
+            .into_iter()
+            .map(|item| from_item::<LeaseItem>("lease item", item).map(|l| l.lease))
+            .collect()
     }
 
     async fn set_state(
@@ -786,22 +855,51 @@ impl MetadataStore for DynamoMetadata {
             letter: letter.clone(),
         })?;
         let items = vec![
-            self.put(item.clone(), Some("attribute_not_exists(pk)"))?,
+            self.put(item, Some("attribute_not_exists(pk)"))?,
             self.count_update(&letter.key.campaign, "dead_lettered")?,
         ];
-        let operation = || format!("recording the dead letter of {}", letter.key);
-        // Contention is retried inside, so the count stays exact.
-        if !self.transact(items, operation).await? {
-            // Already dead-lettered once: keep the newest error, count it once.
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(|e| aws_error(BACKEND, operation(), e))?;
-        }
+        // Contention is retried inside, so the count stays exact. A failed condition: the
+        // sample was dead-lettered before, and its first record (the worker's error) stays.
+        self.transact(items, || {
+            format!("recording the dead letter of {}", letter.key)
+        })
+        .await?;
         Ok(())
+    }
+
+    async fn clear_dead_letter(&self, key: &ResultKey) -> Result<Option<DeadLetter>, StoreError> {
+        let pk = campaign_pk(&key.campaign);
+        let sk = sample_sk("DEAD", key);
+        let Some(item) = self.get(&pk, &sk).await? else {
+            return Ok(None);
+        };
+        let letter = from_item::<DeadLetterItem>("dead-letter item", item)?.letter;
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(&sk))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| aws_error(BACKEND, "building a dead-letter delete", e))?;
+        let uncount = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(&pk))
+            .key("sk", s(CAMPAIGN_SK))
+            .update_expression("ADD #counter :minus_one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#counter", "dead_lettered")
+            .expression_attribute_values(":minus_one", n(-1))
+            .build()
+            .map_err(|e| aws_error(BACKEND, "building an update", e))?;
+        let items = vec![
+            TransactWriteItem::builder().delete(delete).build(),
+            TransactWriteItem::builder().update(uncount).build(),
+        ];
+        // A failed condition: cleared meanwhile by another redrive.
+        Ok(self
+            .transact(items, || format!("clearing the dead letter of {key}"))
+            .await?
+            .then_some(letter))
     }
 
     async fn dead_letters(&self, campaign: &str) -> Result<Vec<DeadLetter>, StoreError> {

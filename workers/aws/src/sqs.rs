@@ -5,7 +5,7 @@ use crate::aws_error;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use std::time::Duration;
-use synthfleet_core::ports::{Delivery, Queue, QueueStats, StoreError};
+use synthfleet_core::ports::{Delivery, Queue, QueueStats, RedriveSelect, StoreError};
 
 const BACKEND: &str = "SQS";
 /// SQS's longest message delay.
@@ -211,6 +211,54 @@ impl Queue for SqsQueue {
         )
         .await?;
         self.delete(&delivery.receipt).await
+    }
+
+    async fn redrive(&self, select: &RedriveSelect<'_>) -> Result<u64, StoreError> {
+        // Messages left where they are stay invisible for this long, so one pass sees each
+        // message once; they are back in the dead-letter queue right after.
+        const PASS: Duration = Duration::from_secs(60);
+        let dlq = &self.dead_letter_queue_url;
+        let mut moved = 0;
+        let mut empty = 0;
+        while empty < 2 {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(dlq)
+                .max_number_of_messages(10)
+                .wait_time_seconds(self.wait.min(Duration::from_secs(1)).as_secs() as i32)
+                .visibility_timeout(secs(PASS, MAX_VISIBILITY))
+                .send()
+                .await
+                .map_err(|e| aws_error(BACKEND, format!("receiving from {dlq}"), e))?;
+            if out.messages().is_empty() {
+                empty += 1;
+                continue;
+            }
+            empty = 0;
+            for message in out.messages() {
+                let (Some(dead), Some(receipt)) = (message.body(), message.receipt_handle())
+                else {
+                    continue;
+                };
+                let Some(body) = select(dead) else {
+                    continue;
+                };
+                // Sent before it is deleted: a crash in between leaves a duplicate (which
+                // the commit's condition absorbs), never a lost sample.
+                self.send_to(&self.queue_url, &body, Duration::ZERO, None)
+                    .await?;
+                self.client
+                    .delete_message()
+                    .queue_url(dlq)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error(BACKEND, format!("deleting from {dlq}"), e))?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {

@@ -1,6 +1,6 @@
-//! `synthfleet pause` / `synthfleet resume`: stop and restart a campaign's work. Workers
-//! take no new task of a paused campaign (its messages wait without counting attempts);
-//! rollouts already running finish.
+//! `synthfleet pause` / `resume` / `redrive`: stop and restart a campaign's work, and give
+//! its dead-lettered samples fresh attempts. Workers take no new task of a paused campaign
+//! (its messages wait without counting attempts); rollouts already running finish.
 
 use crate::backend::{Backend, BackendArgs};
 use anyhow::Context;
@@ -14,7 +14,7 @@ pub struct ControlArgs {
     campaign: String,
     #[command(flatten)]
     backend: BackendArgs,
-    /// Why (recorded in the campaign state; pause only).
+    /// Why (recorded in the campaign state; `pause` only).
     #[arg(long)]
     reason: Option<String>,
 }
@@ -87,5 +87,37 @@ pub async fn resume(args: ControlArgs) -> anyhow::Result<ExitCode> {
         );
     }
     println!("campaign {} resumed", record.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn redrive(args: ControlArgs) -> anyhow::Result<ExitCode> {
+    let (backend, record) = open(&args).await?;
+    let queue = backend.queue(&record.name);
+    let report = synthfleet_core::redrive::redrive(
+        queue.as_ref(),
+        backend.store().metadata.as_ref(),
+        &record.name,
+    )
+    .await
+    .with_context(|| format!("redriving campaign `{}`", record.name))?;
+    println!(
+        "campaign {}: {} dead-lettered samples moved back to the queue with fresh attempts{}",
+        record.name,
+        report.moved.len(),
+        if report.reopened {
+            " (the campaign runs again)"
+        } else {
+            ""
+        }
+    );
+    for letter in &report.missing {
+        println!(
+            "  {}: its message is no longer in the dead-letter queue; it stays dead-lettered (submit the campaign again under a new name to retry it)",
+            letter.key
+        );
+    }
+    if report.moved.is_empty() && report.missing.is_empty() {
+        println!("  nothing to redrive");
+    }
     Ok(ExitCode::SUCCESS)
 }

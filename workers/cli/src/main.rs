@@ -40,6 +40,8 @@ enum Command {
     Pause(control::ControlArgs),
     /// Hand out a paused campaign's tasks again.
     Resume(control::ControlArgs),
+    /// Move a campaign's dead-lettered samples back to its queue, with fresh attempts.
+    Redrive(control::ControlArgs),
     /// Show campaigns, budgets, counts and queue depth.
     Status(status::StatusArgs),
     /// Show one trajectory (verified against its checksum).
@@ -72,6 +74,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker::worker(args).await,
             Command::Pause(args) => control::pause(args).await,
             Command::Resume(args) => control::resume(args).await,
+            Command::Redrive(args) => control::redrive(args).await,
             Command::Status(args) => status::status(args).await,
             Command::Show(args) => show::show(args).await,
             Command::Validate(args) => validate::validate(args).await,

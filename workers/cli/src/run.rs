@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_agent::{Rollouts, SingleCampaign, Templates, Worker, WorkerConfig, WorkerEvent};
 use synthfleet_core::budget::CampaignState;
+use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::{Queue, SandboxProvider};
 use synthfleet_core::submit::enqueue_campaign;
 use synthfleet_llm::ModelPool;
@@ -94,12 +95,13 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     logging::init(log_format, show_bar.then_some(&bar));
     let reaped = sandboxes.reap().await?;
     let recovered = queue.recover_in_flight().await?;
-    let reclaimed = synthfleet_local::LocalMetadata::new(&local.state)
-        .reclaim_reservations()
-        .await?;
-    for (name, amount) in reclaimed {
+    // This process holds the state directory exclusively: every lease left in it belongs to
+    // a run that died mid-call.
+    let metadata = synthfleet_local::LocalMetadata::new(&local.state);
+    for lease in liveness::reclaim_leases(&metadata, Reclaim::All).await? {
         eprintln!(
-            "campaign {name}: {amount} was reserved by calls of a run that died; booked as spent (the provider may have billed them)"
+            "campaign {}: {} was reserved by a call of a run that died; booked as spent (the provider may have billed it)",
+            lease.campaign, lease.amount
         );
     }
     eprintln!(

@@ -79,6 +79,51 @@ pub enum ReserveOutcome {
     Exhausted,
 }
 
+/// One reservation, as a record with an owner: what a call holds of its campaign's budget
+/// until it settles. Stores keep it next to the ledger and apply reserve/settle to both in
+/// one atomic write, so a reservation whose owner died can be found and reclaimed
+/// ([`crate::liveness::stale_leases`]) and a settle applied twice counts once (the second
+/// finds no lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetLease {
+    pub campaign: String,
+    /// Unique per reservation (a ULID).
+    pub id: String,
+    /// The worker (or process) that holds it: its heartbeat keeps the lease alive.
+    pub owner: String,
+    pub amount: MicroUsd,
+    pub created_at: DateTime<Utc>,
+    /// Past this, the lease is presumed dead: its call stopped renewing it.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl BudgetLease {
+    /// How long a lease lives without renewal. Its call renews it while it runs (every
+    /// [`BudgetLease::RENEW_EVERY`]), so only a lease whose call ended without a settle (the
+    /// owner died, or the settle kept failing) outlives it.
+    pub const TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+    pub const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub fn new(campaign: &str, owner: &str, amount: MicroUsd, now: DateTime<Utc>) -> BudgetLease {
+        BudgetLease {
+            campaign: campaign.to_owned(),
+            id: ulid::Ulid::new().to_string(),
+            owner: owner.to_owned(),
+            amount,
+            created_at: now,
+            expires_at: now + Self::TTL,
+        }
+    }
+
+    /// The lease renewed at `now`.
+    pub fn renewed(&self, now: DateTime<Utc>) -> BudgetLease {
+        BudgetLease {
+            expires_at: now + Self::TTL,
+            ..self.clone()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CampaignState {
@@ -110,7 +155,8 @@ impl CampaignState {
     pub fn reachable_from(self) -> &'static [CampaignState] {
         match self {
             CampaignState::Paused => &[CampaignState::Running],
-            CampaignState::Running => &[CampaignState::Paused],
+            // Resumed, or reopened by a redrive of its dead letters.
+            CampaignState::Running => &[CampaignState::Paused, CampaignState::Done],
             CampaignState::Done => &[CampaignState::Running],
             CampaignState::Exhausted => &[CampaignState::Running, CampaignState::Paused],
         }

@@ -15,6 +15,7 @@ pub mod liveness;
 pub mod message;
 pub mod money;
 pub mod ports;
+pub mod redrive;
 pub mod store;
 pub mod submit;
 pub mod task;

@@ -1,6 +1,8 @@
-//! Who is alive in the fleet: the rule that decides whose sandboxes may be reaped.
+//! Who is alive in the fleet: the rules that decide whose sandboxes may be reaped and
+//! whose budget reservations may be reclaimed.
 
-use crate::ports::WorkerHeartbeat;
+use crate::budget::BudgetLease;
+use crate::ports::{MetadataStore, StoreError, WorkerHeartbeat};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 
@@ -43,6 +45,66 @@ pub fn dead_owners<'a>(
         .collect()
 }
 
+/// The leases held by the dead, to be reclaimed: expired ones (their call stopped
+/// renewing them) and those of a worker whose heartbeat is stale (killed mid-call: no
+/// need to wait for the expiry).
+pub fn stale_leases<'a>(
+    leases: &'a [BudgetLease],
+    beats: &[WorkerHeartbeat],
+    now: DateTime<Utc>,
+) -> Vec<&'a BudgetLease> {
+    leases
+        .iter()
+        .filter(|lease| {
+            lease.expires_at < now
+                || beats
+                    .iter()
+                    .any(|b| b.worker_id == lease.owner && is_stale(b, now))
+        })
+        .collect()
+}
+
+/// Which leases [`reclaim_leases`] takes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaim {
+    /// Those of the dead ([`stale_leases`]): what the fleet's reconciler takes.
+    Stale(DateTime<Utc>),
+    /// Every lease: only for a process that holds the store exclusively (a local run's
+    /// state directory is locked), where any lease left belongs to a process that died.
+    All,
+}
+
+/// Settles the chosen leases of every campaign at their full amount (the provider may
+/// have billed a call its owner never saw the end of), so `reserved` returns to what live
+/// calls hold. Safe to run anywhere, any number of times: settling is idempotent, and a
+/// lease settled meanwhile by its owner is skipped. Returns what was reclaimed.
+pub async fn reclaim_leases(
+    metadata: &dyn MetadataStore,
+    which: Reclaim,
+) -> Result<Vec<BudgetLease>, StoreError> {
+    let beats = match which {
+        Reclaim::Stale(_) => metadata.heartbeats().await?,
+        Reclaim::All => Vec::new(),
+    };
+    let mut reclaimed = Vec::new();
+    for campaign in metadata.campaigns().await? {
+        if campaign.ledger.reserved == crate::MicroUsd::ZERO {
+            continue;
+        }
+        let leases = metadata.leases(&campaign.name).await?;
+        let chosen: Vec<&BudgetLease> = match which {
+            Reclaim::Stale(now) => stale_leases(&leases, &beats, now),
+            Reclaim::All => leases.iter().collect(),
+        };
+        for lease in chosen {
+            if metadata.settle(lease, lease.amount).await? {
+                reclaimed.push(lease.clone());
+            }
+        }
+    }
+    Ok(reclaimed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +135,36 @@ mod tests {
             dead.into_iter().collect::<Vec<_>>(),
             ["dead", "fast-dead"],
             "no heartbeat means not this fleet's; never reap yourself"
+        );
+    }
+
+    #[test]
+    fn leases_of_dead_owners_or_not_renewed_are_stale() {
+        let now = Utc::now();
+        let beats = [beat("alive", 5, 30, now), beat("dead", 100, 30, now)];
+        let lease = |owner: &str, age_min: i64| {
+            crate::budget::BudgetLease::new(
+                "c",
+                owner,
+                crate::MicroUsd(10),
+                now - chrono::Duration::minutes(age_min),
+            )
+        };
+        let leases = [
+            lease("alive", 1),
+            lease("alive", 6),
+            lease("dead", 0),
+            lease("judge", 1),
+            lease("judge", 6),
+        ];
+        let stale: Vec<(&str, bool)> = stale_leases(&leases, &beats, now)
+            .into_iter()
+            .map(|l| (l.owner.as_str(), l.expires_at < now))
+            .collect();
+        assert_eq!(
+            stale,
+            [("alive", true), ("dead", false), ("judge", true)],
+            "a dead owner loses its leases at once; anyone's unrenewed lease expires"
         );
     }
 }

@@ -17,6 +17,10 @@ pub struct TaskMessage {
     /// was killed or was stopped is never counted as an attempt.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failures: u32,
+    /// Why the sample was dead-lettered before, once per `synthfleet redrive` that gave it
+    /// fresh attempts (oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -41,6 +45,7 @@ impl TaskMessage {
             sample_index,
             task: task.clone(),
             failures: 0,
+            history: Vec::new(),
         }
     }
 
@@ -53,6 +58,18 @@ impl TaskMessage {
     pub fn after_failure(&self) -> TaskMessage {
         TaskMessage {
             failures: self.failures + 1,
+            ..self.clone()
+        }
+    }
+
+    /// The message moved back from the dead-letter queue: fresh attempts, and why it died
+    /// kept in its history.
+    pub fn redriven(&self, error: &str) -> TaskMessage {
+        let mut history = self.history.clone();
+        history.push(error.to_owned());
+        TaskMessage {
+            failures: 0,
+            history,
             ..self.clone()
         }
     }

@@ -4,7 +4,7 @@
 //! and a test implementation can all honour it exactly.
 
 use crate::MicroUsd;
-use crate::budget::{CampaignRecord, CampaignState, Spend};
+use crate::budget::{BudgetLease, CampaignRecord, CampaignState, Spend};
 use crate::message::ResultKey;
 use crate::trajectory::{ChatMessage, ExitStatus, RecordStatus};
 use async_trait::async_trait;
@@ -93,6 +93,10 @@ pub trait Queue: Send + Sync {
     }
     /// Moves the message to the dead-letter queue at once, with the reason.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), StoreError>;
+    /// Moves the dead-letter queue's messages for which `select` returns a body back to
+    /// the queue with that body, as fresh messages (receive count 0); leaves the others.
+    /// Returns how many moved.
+    async fn redrive(&self, select: &RedriveSelect<'_>) -> Result<u64, StoreError>;
     async fn stats(&self) -> Result<QueueStats, StoreError>;
 }
 
@@ -171,6 +175,10 @@ pub enum Reservation {
     Refused(Box<CampaignRecord>),
 }
 
+/// Chooses and rewrites the messages [`Queue::redrive`] moves back: the new body, or
+/// `None` to leave a message where it is.
+pub type RedriveSelect<'a> = dyn Fn(&str) -> Option<String> + Send + Sync + 'a;
+
 /// A sample that could not be completed, kept with its error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
@@ -178,6 +186,22 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub error: String,
     pub at: DateTime<Utc>,
+    /// Why it died before earlier redrives (oldest first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
+}
+
+impl DeadLetter {
+    /// The dead letter of `message` after `attempts` deliveries, for `error`.
+    pub fn of(message: &crate::message::TaskMessage, attempts: u32, error: &str) -> DeadLetter {
+        DeadLetter {
+            key: message.result_key(),
+            attempts,
+            error: error.to_owned(),
+            at: Utc::now(),
+            history: message.history.clone(),
+        }
+    }
 }
 
 /// A worker's liveness record.
@@ -208,20 +232,18 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<CampaignRecord, StoreError>;
     async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError>;
     async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError>;
-    /// Applies [`CampaignRecord::reserve`] atomically; a refusal marks a running campaign
-    /// `exhausted` with the reason.
-    async fn reserve(
-        &self,
-        campaign: &str,
-        amount: MicroUsd,
-        spend: Spend,
-    ) -> Result<Reservation, StoreError>;
-    async fn settle(
-        &self,
-        campaign: &str,
-        reserved: MicroUsd,
-        actual: MicroUsd,
-    ) -> Result<(), StoreError>;
+    /// Applies [`CampaignRecord::reserve`] for `lease.amount` and stores the lease, in one
+    /// atomic write; a refusal marks a running campaign `exhausted` with the reason.
+    async fn reserve(&self, lease: &BudgetLease, spend: Spend) -> Result<Reservation, StoreError>;
+    /// Removes the lease and books `actual` against it, in one atomic write. Idempotent:
+    /// `Ok(false)` when the lease is gone already (settled, or reclaimed as dead), and
+    /// nothing is booked twice.
+    async fn settle(&self, lease: &BudgetLease, actual: MicroUsd) -> Result<bool, StoreError>;
+    /// Moves the lease's expiry to `lease.expires_at` while its call runs; `Ok(false)` when
+    /// it is gone (reclaimed: its settle will book nothing).
+    async fn renew(&self, lease: &BudgetLease) -> Result<bool, StoreError>;
+    /// The reservations the campaign's ledger holds right now.
+    async fn leases(&self, campaign: &str) -> Result<Vec<BudgetLease>, StoreError>;
     /// Moves the campaign to `state` if its current state allows it
     /// ([`CampaignState::reachable_from`]), atomically; `Ok(false)` when it does not.
     async fn set_state(
@@ -246,9 +268,13 @@ pub trait MetadataStore: Send + Sync {
     /// Looks a trajectory up by id (or a unique prefix of it).
     async fn trajectory(&self, trajectory_id: &str) -> Result<Option<TrajectoryMeta>, StoreError>;
     async fn trajectories(&self, campaign: &str) -> Result<Vec<TrajectoryMeta>, StoreError>;
-    /// Records a sample given up on, and counts it.
+    /// Records a sample given up on, and counts it, once per sample: a second record
+    /// (the queue's receive-count backstop after the worker's own) leaves the first.
     async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError>;
     async fn dead_letters(&self, campaign: &str) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Removes a sample's dead-letter record and uncounts it, atomically (a redrive gives
+    /// the sample fresh attempts); `None` when there was none.
+    async fn clear_dead_letter(&self, key: &ResultKey) -> Result<Option<DeadLetter>, StoreError>;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -5,11 +5,14 @@
 //!   429/5xx/timeouts, honouring `Retry-After`.
 //! * [`ReplayChat`]: keyless, plays the scripted actions of a task.
 //! * [`ModelPool`]: the campaign's models, with fallbacks.
+//! * [`Meter`]: the budgeted call (reserve → call → settle) every caller goes through.
 
+mod metered;
 mod openai;
 mod pool;
 mod replay;
 
+pub use metered::{Meter, MeterError, Metered, MeteredCall, MeteredRequest};
 pub use openai::OpenAiChat;
 pub use pool::{ModelPool, PoolCompletion};
 pub use replay::ReplayChat;

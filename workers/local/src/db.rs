@@ -13,6 +13,8 @@ pub(crate) const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(crate) const TRAJECTORIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trajectories");
 pub(crate) const RESULTS: TableDefinition<&str, &str> = TableDefinition::new("results");
 pub(crate) const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
+/// Budget leases, by `{campaign}\0{lease id}`.
+pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("budget_leases");
 
 /// One local state directory: `state.redb` plus `objects/`.
 #[derive(Clone)]
@@ -55,6 +57,7 @@ impl LocalState {
             tx.open_table(TRAJECTORIES)?;
             tx.open_table(RESULTS)?;
             tx.open_table(DEAD_LETTERS)?;
+            tx.open_table(LEASES)?;
             Ok(())
         })?;
         Ok(state)

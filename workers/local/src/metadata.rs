@@ -2,14 +2,15 @@
 //! and the (campaign, instance, sample) → trajectory index that makes commits idempotent.
 
 use crate::db::{
-    CAMPAIGNS, DEAD_LETTERS, ENQUEUED, HEARTBEATS, LocalState, RESULTS, TRAJECTORIES, TxError,
+    CAMPAIGNS, DEAD_LETTERS, ENQUEUED, HEARTBEATS, LEASES, LocalState, RESULTS, TRAJECTORIES,
+    TxError,
     from_json, to_json,
 };
 use async_trait::async_trait;
 use chrono::Utc;
 use redb::{ReadableTable, WriteTransaction};
 use synthfleet_core::MicroUsd;
-use synthfleet_core::budget::{CampaignRecord, CampaignState, ReserveOutcome, Spend};
+use synthfleet_core::budget::{BudgetLease, CampaignRecord, CampaignState, ReserveOutcome, Spend};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
@@ -74,6 +75,10 @@ fn result_key(key: &ResultKey) -> String {
     )
 }
 
+fn lease_key(lease: &BudgetLease) -> String {
+    format!("{}\0{}", lease.campaign, lease.id)
+}
+
 fn campaign_range(campaign: &str) -> (String, String) {
     (format!("{campaign}\0"), format!("{campaign}\u{1}"))
 }
@@ -103,34 +108,6 @@ fn update_campaign<T>(
     let out = f(&mut record);
     store_campaign(tx, &mut record)?;
     Ok(out)
-}
-
-impl LocalMetadata {
-    /// Settles every reservation left in a ledger, at its worst case (the provider may have
-    /// billed the call), and returns what was reclaimed per campaign.
-    ///
-    /// Only the process holding the state directory (redb locks it exclusively) can call
-    /// this, so every reservation found belongs to a process that died mid-call.
-    pub async fn reclaim_reservations(&self) -> Result<Vec<(String, MicroUsd)>, StoreError> {
-        self.state
-            .blocking(|state| {
-                state.write("reclaiming dead reservations", |tx| {
-                    let mut held = Vec::new();
-                    for item in tx.open_table(CAMPAIGNS)?.iter()? {
-                        let (key, value) = item?;
-                        let record: CampaignRecord = from_json("campaign", value.value())?;
-                        if record.ledger.reserved > MicroUsd::ZERO {
-                            held.push((key.value().to_owned(), record.ledger.reserved));
-                        }
-                    }
-                    for (name, reserved) in &held {
-                        update_campaign(tx, name, |record| record.settle(*reserved, *reserved))?;
-                    }
-                    Ok(held)
-                })
-            })
-            .await
-    }
 }
 
 /// Records a dead letter in `tx` and counts it on its campaign, once per sample (the first
@@ -219,41 +196,80 @@ impl MetadataStore for LocalMetadata {
             .await
     }
 
-    async fn reserve(
-        &self,
-        campaign: &str,
-        amount: MicroUsd,
-        spend: Spend,
-    ) -> Result<Reservation, StoreError> {
-        let campaign = campaign.to_owned();
+    async fn reserve(&self, lease: &BudgetLease, spend: Spend) -> Result<Reservation, StoreError> {
+        let lease = lease.clone();
         self.state
             .blocking(move |state| {
                 state.write("reserving budget", |tx| {
-                    update_campaign(tx, &campaign, |record| {
-                        match record.reserve(amount, spend) {
-                            ReserveOutcome::Granted => Reservation::Granted,
-                            ReserveOutcome::Busy => Reservation::Busy,
-                            ReserveOutcome::Exhausted => {
-                                Reservation::Refused(Box::new(record.clone()))
+                    let outcome =
+                        update_campaign(tx, &lease.campaign, |record| {
+                            match record.reserve(lease.amount, spend) {
+                                ReserveOutcome::Granted => Reservation::Granted,
+                                ReserveOutcome::Busy => Reservation::Busy,
+                                ReserveOutcome::Exhausted => {
+                                    Reservation::Refused(Box::new(record.clone()))
+                                }
                             }
-                        }
-                    })
+                        })?;
+                    if outcome == Reservation::Granted {
+                        tx.open_table(LEASES)?
+                            .insert(lease_key(&lease).as_str(), to_json(&lease)?.as_slice())?;
+                    }
+                    Ok(outcome)
                 })
             })
             .await
     }
 
-    async fn settle(
-        &self,
-        campaign: &str,
-        reserved: MicroUsd,
-        actual: MicroUsd,
-    ) -> Result<(), StoreError> {
-        let campaign = campaign.to_owned();
+    async fn settle(&self, lease: &BudgetLease, actual: MicroUsd) -> Result<bool, StoreError> {
+        let lease = lease.clone();
         self.state
             .blocking(move |state| {
                 state.write("settling budget", |tx| {
-                    update_campaign(tx, &campaign, |record| record.settle(reserved, actual))
+                    if tx
+                        .open_table(LEASES)?
+                        .remove(lease_key(&lease).as_str())?
+                        .is_none()
+                    {
+                        return Ok(false);
+                    }
+                    update_campaign(tx, &lease.campaign, |record| {
+                        record.settle(lease.amount, actual)
+                    })?;
+                    Ok(true)
+                })
+            })
+            .await
+    }
+
+    async fn renew(&self, lease: &BudgetLease) -> Result<bool, StoreError> {
+        let lease = lease.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("renewing a budget lease", |tx| {
+                    let mut table = tx.open_table(LEASES)?;
+                    let key = lease_key(&lease);
+                    if table.get(key.as_str())?.is_none() {
+                        return Ok(false);
+                    }
+                    table.insert(key.as_str(), to_json(&lease)?.as_slice())?;
+                    Ok(true)
+                })
+            })
+            .await
+    }
+
+    async fn leases(&self, campaign: &str) -> Result<Vec<BudgetLease>, StoreError> {
+        let (start, end) = campaign_range(campaign);
+        self.state
+            .blocking(move |state| {
+                state.read("listing budget leases", |tx| {
+                    let mut out = Vec::new();
+                    for item in tx.open_table(LEASES)?.range(start.as_str()..end.as_str())? {
+                        let (_, value) = item?;
+                        out.push(from_json("budget lease", value.value())?);
+                    }
+                    Ok(out)
                 })
             })
             .await
@@ -478,160 +494,26 @@ impl MetadataStore for LocalMetadata {
             })
             .await
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-    use synthfleet_core::trajectory::ExitStatus;
-
-    fn meta(id: &str, sample: u32) -> TrajectoryMeta {
-        TrajectoryMeta {
-            campaign: "c".into(),
-            trajectory_id: id.into(),
-            instance_id: "i".into(),
-            sample_index: sample,
-            model: "m".into(),
-            provider: "replay".into(),
-            status: RecordStatus::Success,
-            exit_status: ExitStatus::Submitted,
-            resolved: Some(true),
-            reward: Some(1.0),
-            cost_usd: 0.0,
-            input_tokens: 0,
-            output_tokens: 0,
-            n_steps: 1,
-            object_key: format!("k/{id}"),
-            sha256: String::new(),
-            size_bytes: 0,
-            worker_id: "w".into(),
-            created_at: Utc::now(),
-            expires_at: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn commit_is_exactly_once_per_sample() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = LocalMetadata::new(&LocalState::open(dir.path()).expect("open"));
-        store
-            .upsert_campaign("c", MicroUsd(10), 2)
-            .await
-            .expect("upsert");
-        assert_eq!(
-            store.commit(&meta("01A", 0)).await.expect("commit"),
-            CommitOutcome::Committed
-        );
-        match store.commit(&meta("01B", 0)).await.expect("commit") {
-            CommitOutcome::AlreadyCommitted(existing) => assert_eq!(existing.trajectory_id, "01A"),
-            other => panic!("expected AlreadyCommitted, got {other:?}"),
-        }
-        assert_eq!(
-            store.commit(&meta("01C", 1)).await.expect("commit"),
-            CommitOutcome::Committed
-        );
-        let record = store.campaign("c").await.expect("read").expect("exists");
-        assert_eq!(record.counts.success, 2);
-        assert_eq!(store.trajectories("c").await.expect("list").len(), 2);
-        assert_eq!(
-            store
-                .trajectory("01C")
-                .await
-                .expect("get")
-                .expect("found")
-                .sample_index,
-            1
-        );
-        assert!(
-            store.trajectory("01").await.expect("get").is_none(),
-            "ambiguous prefix"
-        );
-    }
-
-    #[tokio::test]
-    async fn reservations_of_a_dead_process_are_reclaimed_at_their_worst_case() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let store = LocalMetadata::new(&LocalState::open(dir.path()).expect("open"));
-            store
-                .upsert_campaign("c", MicroUsd(1_000), 1)
-                .await
-                .expect("upsert");
-            let granted = store
-                .reserve("c", MicroUsd(300), Spend::Rollout)
-                .await
-                .expect("reserve");
-            assert_eq!(granted, Reservation::Granted);
-            // The process dies here, its call in flight.
-        }
-        let store = LocalMetadata::new(&LocalState::open(dir.path()).expect("reopen"));
-        let reclaimed = store.reclaim_reservations().await.expect("reclaim");
-        assert_eq!(reclaimed, vec![("c".to_owned(), MicroUsd(300))]);
-        let ledger = store
-            .campaign("c")
-            .await
-            .expect("read")
-            .expect("campaign")
-            .ledger;
-        assert_eq!(
-            (ledger.reserved, ledger.spent),
-            (MicroUsd::ZERO, MicroUsd(300))
-        );
-        assert!(
-            store
-                .reclaim_reservations()
-                .await
-                .expect("again")
-                .is_empty()
-        );
-    }
-
-    #[tokio::test]
-    async fn concurrent_reservations_never_pass_the_cap() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(LocalMetadata::new(
-            &LocalState::open(dir.path()).expect("open"),
-        ));
-        store
-            .upsert_campaign("c", MicroUsd(1_000), 1)
-            .await
-            .expect("upsert");
-        let tasks: Vec<_> = (0..16)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let mut granted = 0u64;
-                    loop {
-                        match store
-                            .reserve("c", MicroUsd(7), Spend::Rollout)
-                            .await
-                            .expect("reserve")
-                        {
-                            Reservation::Granted => {
-                                granted += 1;
-                                store
-                                    .settle("c", MicroUsd(7), MicroUsd(7))
-                                    .await
-                                    .expect("settle");
-                            }
-                            Reservation::Busy => tokio::task::yield_now().await,
-                            Reservation::Refused(_) => break,
-                        }
-                    }
-                    granted
+    async fn clear_dead_letter(&self, key: &ResultKey) -> Result<Option<DeadLetter>, StoreError> {
+        let key = key.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("clearing a dead letter", |tx| {
+                    let Some(letter) = tx
+                        .open_table(DEAD_LETTERS)?
+                        .remove(result_key(&key).as_str())?
+                        .map(|v| from_json::<DeadLetter>("dead letter", v.value()))
+                        .transpose()?
+                    else {
+                        return Ok(None);
+                    };
+                    update_campaign(tx, &key.campaign, |record| {
+                        record.counts.dead_lettered = record.counts.dead_lettered.saturating_sub(1)
+                    })?;
+                    Ok(Some(letter))
                 })
             })
-            .collect();
-        let mut granted = 0;
-        for t in tasks {
-            granted += t.await.expect("join");
-        }
-        let record = store.campaign("c").await.expect("read").expect("exists");
-        assert_eq!(granted, 1_000 / 7);
-        assert_eq!(record.ledger.spent, MicroUsd(granted * 7));
-        assert!(record.ledger.spent <= record.ledger.budget);
-        assert_eq!(record.state, CampaignState::Exhausted);
-        assert!(record.state_reason.expect("reason").contains("budget cap"));
+            .await
     }
 }

@@ -6,7 +6,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use synthfleet_core::message::TaskMessage;
-use synthfleet_core::ports::{DeadLetter, Delivery, Queue, QueueStats, StoreError};
+use synthfleet_core::ports::{DeadLetter, Delivery, Queue, QueueStats, RedriveSelect, StoreError};
 
 /// A named queue inside a [`LocalState`]: at-least-once delivery, visibility timeouts,
 /// receive counts, and a dead-letter queue that takes a message on the delivery after
@@ -165,12 +165,7 @@ impl LocalQueue {
         // A task message that dies here has its dead letter recorded with it (a message
         // that is not one is kept in the dead queue with its reason, and nothing else).
         if let Ok(task) = TaskMessage::parse(&dead.body) {
-            let letter = DeadLetter {
-                key: task.result_key(),
-                attempts: dead.receive_count,
-                error: dead.reason.clone(),
-                at: chrono::Utc::now(),
-            };
+            let letter = DeadLetter::of(&task, dead.receive_count, &dead.reason);
             crate::metadata::record_dead_letter_in(tx, &letter)?;
         }
         tx.open_table(MESSAGES)?.remove(key)?;
@@ -306,6 +301,43 @@ impl Queue for LocalQueue {
             move |tx, key, message| LocalQueue::move_to_dead(tx, key, message, reason),
         )
         .await
+    }
+
+    async fn redrive(&self, select: &RedriveSelect<'_>) -> Result<u64, StoreError> {
+        let chosen: Vec<(String, String)> = self
+            .dead_messages()
+            .await?
+            .into_iter()
+            .filter_map(|dead| select(&dead.body).map(|body| (self.key(&dead.message_id), body)))
+            .collect();
+        let queue = self.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("redriving dead letters", |tx| {
+                    let mut dead = tx.open_table(DEAD)?;
+                    let mut messages = tx.open_table(MESSAGES)?;
+                    let mut moved = 0;
+                    for (key, body) in chosen {
+                        if dead.remove(key.as_str())?.is_none() {
+                            continue;
+                        }
+                        let now = now_ms();
+                        let message = StoredMessage {
+                            body,
+                            receive_count: 0,
+                            visible_at_ms: now,
+                            sent_at_ms: now,
+                        };
+                        messages.insert(
+                            queue.key(&next_message_id()).as_str(),
+                            to_json(&message)?.as_slice(),
+                        )?;
+                        moved += 1;
+                    }
+                    Ok(moved)
+                })
+            })
+            .await
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {

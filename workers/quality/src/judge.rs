@@ -6,19 +6,18 @@ use crate::stages::{Assessment, JudgeVerdict, Stage};
 use crate::{CampaignData, Item, QualityError, quality_key, write_json};
 use serde::Deserialize;
 use std::time::Duration;
-use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::Spend;
-use synthfleet_core::ports::{ChatRequest, Reservation};
+use synthfleet_core::ports::ChatRequest;
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::trajectory::{ChatMessage, Role, TrajectoryRecord};
-use synthfleet_llm::ModelPool;
+use synthfleet_llm::{Meter, Metered, MeteredRequest, ModelPool};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 const SYSTEM: &str = "You are an independent reviewer of code changes. You are shown a task and the final patch a coding agent produced for it. Decide whether the patch correctly and completely solves the task, without unrelated or harmful changes. Answer with exactly one JSON object and nothing else: {\"verdict\": \"pass\" or \"fail\", \"reason\": \"<one sentence>\"}.";
 
 /// Patch characters shown to the judge; longer patches are cut with a marker.
 const MAX_PATCH_CHARS: usize = 30_000;
-const BUSY_WAIT: Duration = Duration::from_millis(250);
 /// How long to wait for in-flight reservations elsewhere to settle before giving up.
 const BUSY_LIMIT: Duration = Duration::from_secs(120);
 
@@ -110,52 +109,45 @@ pub async fn run(
         .map(|(item, _)| item)
         .collect();
     info!(candidates = candidates.len(), "judging");
+    // A judge run sends no heartbeats: its leases live as long as its calls renew them.
+    let owner = format!("judge-pid{}", std::process::id());
+    let never = CancellationToken::new();
+    let meter = Meter {
+        pool,
+        metadata: store.metadata.as_ref(),
+        owner: &owner,
+        cancel: &never,
+    };
     for (i, item) in candidates.iter().enumerate() {
         let record = item.record(store).await?;
         let request = request(&record);
-        let reserve = pool
-            .worst_case_cost(&judge.model, &request)
-            .map_err(|e| QualityError::Invalid(format!("judge model: {e}")))?;
-        let started = tokio::time::Instant::now();
-        let granted = loop {
-            match store
-                .metadata
-                .reserve(&campaign, reserve, Spend::Quality)
-                .await?
-            {
-                Reservation::Granted => break true,
-                Reservation::Busy if started.elapsed() < BUSY_LIMIT => {
-                    tokio::time::sleep(BUSY_WAIT).await;
-                }
-                Reservation::Busy => {
-                    return Err(QualityError::Invalid(format!(
-                        "campaign `{campaign}`: calls in flight elsewhere held the rest of its budget for {}s; run `synthfleet assess` again when they have settled ({} judged so far are kept)",
-                        BUSY_LIMIT.as_secs(),
-                        run.judged
-                    )));
-                }
-                Reservation::Refused(_) => break false,
+        let call = meter
+            .call(&MeteredRequest {
+                campaign: &campaign,
+                spend: Spend::Quality,
+                model: &judge.model,
+                replay: &[],
+                request: &request,
+                busy_patience: BUSY_LIMIT,
+            })
+            .await?;
+        let (reply, cost) = match call.outcome {
+            Metered::Completed { reply, cost } => (reply, cost),
+            Metered::Failed(e) => {
+                return Err(QualityError::Invalid(format!(
+                    "judge model `{}` failed: {e}",
+                    judge.model
+                )));
+            }
+            Metered::Refused(_) => {
+                run.out_of_budget = (candidates.len() - i) as u64;
+                warn!(
+                    left = run.out_of_budget,
+                    "campaign budget exhausted: judging stopped"
+                );
+                break;
             }
         };
-        if !granted {
-            run.out_of_budget = (candidates.len() - i) as u64;
-            warn!(
-                left = run.out_of_budget,
-                "campaign budget exhausted: judging stopped"
-            );
-            break;
-        }
-        let reply = pool.complete(&judge.model, &[], &request).await;
-        let cost = match &reply {
-            Ok(r) => r
-                .served_by
-                .cost(r.completion.input_tokens, r.completion.output_tokens),
-            Err(_) => MicroUsd::ZERO,
-        };
-        store.metadata.settle(&campaign, reserve, cost).await?;
-        let reply = reply.map_err(|e| {
-            QualityError::Invalid(format!("judge model `{}` failed: {e}", judge.model))
-        })?;
         run.cost_usd += cost.as_usd();
         let text = reply.completion.message.content.unwrap_or_default();
         let Some((pass, reason)) = parse(&text) else {

@@ -40,6 +40,8 @@ pub enum QualityError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Gold(#[from] synthfleet_core::gold::GoldError),
+    #[error(transparent)]
+    Meter(#[from] synthfleet_llm::MeterError),
     #[error("reading trajectory {key}")]
     Load {
         key: String,

@@ -1,0 +1,426 @@
+//! The metadata port: campaign states, the budget ledger with its leases, exactly-once
+//! commits, dead letters, liveness.
+
+use chrono::{Duration as Age, Utc};
+use std::sync::Arc;
+use synthfleet_core::MicroUsd;
+use synthfleet_core::budget::{BudgetLease, CampaignState, Spend};
+use synthfleet_core::liveness::{self, Reclaim};
+use synthfleet_core::message::ResultKey;
+use synthfleet_core::ports::{
+    CommitOutcome, DeadLetter, MetadataStore, Reservation, TrajectoryMeta, WorkerHeartbeat,
+};
+use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
+
+/// Concurrent reservers in [`the_cap_holds_under_concurrency`].
+pub const RESERVERS: usize = 50;
+
+/// Runs the whole suite on an empty store.
+pub async fn conforms(store: Arc<dyn MetadataStore>) {
+    states_change_only_along_the_rules(store.as_ref()).await;
+    the_cap_holds_under_concurrency(store.clone()).await;
+    settling_twice_books_once(store.as_ref()).await;
+    leases_of_the_dead_are_reclaimed(store.as_ref()).await;
+    a_sample_commits_exactly_once(store.clone()).await;
+    dead_letters_count_once(store.as_ref()).await;
+    markers_and_heartbeats(store.as_ref()).await;
+}
+
+fn lease(campaign: &str, owner: &str, amount: u64) -> BudgetLease {
+    BudgetLease::new(campaign, owner, MicroUsd(amount), Utc::now())
+}
+
+async fn ledger(store: &dyn MetadataStore, campaign: &str) -> synthfleet_core::budget::Ledger {
+    store
+        .campaign(campaign)
+        .await
+        .expect("read campaign")
+        .expect("campaign exists")
+        .ledger
+}
+
+/// A trajectory item of `key`, as a worker commits it.
+pub fn sample_meta(key: &ResultKey, trajectory_id: &str) -> TrajectoryMeta {
+    TrajectoryMeta {
+        campaign: key.campaign.clone(),
+        trajectory_id: trajectory_id.into(),
+        instance_id: key.instance_id.clone(),
+        sample_index: key.sample_index,
+        model: "m".into(),
+        provider: "replay".into(),
+        status: RecordStatus::Success,
+        exit_status: ExitStatus::Submitted,
+        resolved: Some(true),
+        reward: Some(1.0),
+        cost_usd: 0.0,
+        input_tokens: 0,
+        output_tokens: 0,
+        n_steps: 1,
+        object_key: format!("trajectories/{}/{trajectory_id}", key.campaign),
+        sha256: "0".repeat(64),
+        size_bytes: 1,
+        worker_id: "w".into(),
+        created_at: Utc::now(),
+        expires_at: None,
+    }
+}
+
+async fn states_change_only_along_the_rules(store: &dyn MetadataStore) {
+    let created = store
+        .upsert_campaign("states", MicroUsd(100), 2)
+        .await
+        .expect("create");
+    assert_eq!(created.state, CampaignState::Running);
+    assert!(store.campaign("absent").await.expect("read").is_none());
+    assert!(
+        store
+            .set_state("states", CampaignState::Paused, Some("by hand".into()))
+            .await
+            .expect("pause")
+    );
+    // Rollouts already running may finish their calls while paused.
+    let running_call = lease("states", "w", 10);
+    assert_eq!(
+        store
+            .reserve(&running_call, Spend::Rollout)
+            .await
+            .expect("reserve"),
+        Reservation::Granted
+    );
+    assert!(store.settle(&running_call, MicroUsd(5)).await.expect("settle"));
+    assert!(
+        store
+            .set_state("states", CampaignState::Running, None)
+            .await
+            .expect("resume")
+    );
+    assert!(
+        store
+            .set_state("states", CampaignState::Done, None)
+            .await
+            .expect("done")
+    );
+    assert!(
+        !store
+            .set_state("states", CampaignState::Paused, None)
+            .await
+            .expect("pause"),
+        "a done campaign is not paused"
+    );
+    // Done: no rollout spend, but quality work (the judge) may still pay.
+    assert!(matches!(
+        store.reserve(&lease("states", "w", 10), Spend::Rollout).await,
+        Ok(Reservation::Refused(_))
+    ));
+    let judge = lease("states", "judge", 10);
+    assert_eq!(
+        store.reserve(&judge, Spend::Quality).await.expect("reserve"),
+        Reservation::Granted
+    );
+    assert!(store.settle(&judge, MicroUsd(10)).await.expect("settle"));
+    let record = store.campaign("states").await.expect("read").expect("item");
+    assert_eq!(
+        (record.state, record.ledger.spent, record.ledger.reserved),
+        (CampaignState::Done, MicroUsd(15), MicroUsd::ZERO)
+    );
+    let names: Vec<String> = store
+        .campaigns()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert!(names.contains(&"states".to_owned()), "{names:?}");
+}
+
+/// [`RESERVERS`] concurrent callers reserve 30 and settle 25 until refused: nothing is
+/// granted past the cap, every lease is settled, and the campaign says why it stopped.
+async fn the_cap_holds_under_concurrency(store: Arc<dyn MetadataStore>) {
+    store
+        .upsert_campaign("cap", MicroUsd(1_000), 4)
+        .await
+        .expect("create");
+    let reservers: Vec<_> = (0..RESERVERS)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut granted = 0u64;
+                loop {
+                    let lease = lease("cap", &format!("w{i}"), 30);
+                    match store.reserve(&lease, Spend::Rollout).await.expect("reserve") {
+                        Reservation::Granted => {
+                            granted += 1;
+                            assert!(store.settle(&lease, MicroUsd(25)).await.expect("settle"));
+                        }
+                        Reservation::Busy => {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                        }
+                        Reservation::Refused(_) => return granted,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for r in reservers {
+        granted += r.await.expect("join");
+    }
+    let record = store.campaign("cap").await.expect("read").expect("item");
+    let ledger = record.ledger;
+    assert_eq!(ledger.reserved, MicroUsd::ZERO);
+    assert_eq!(ledger.spent, MicroUsd(granted * 25));
+    assert!(ledger.spent <= ledger.budget, "{ledger:?}");
+    assert!(ledger.spent.0 + 30 > 1_000, "stopped only when no call could fit");
+    assert!(store.leases("cap").await.expect("leases").is_empty());
+    assert_eq!(record.state, CampaignState::Exhausted);
+    assert!(
+        record.state_reason.as_deref().is_some_and(|r| r.contains("budget cap")),
+        "{:?}",
+        record.state_reason
+    );
+    // Same budget: stays exhausted; a raised one resumes, keeping what was spent.
+    let same = store
+        .upsert_campaign("cap", MicroUsd(1_000), 4)
+        .await
+        .expect("resubmit");
+    assert_eq!(same.state, CampaignState::Exhausted);
+    let raised = store
+        .upsert_campaign("cap", MicroUsd(2_000), 4)
+        .await
+        .expect("resubmit");
+    assert_eq!(
+        (raised.state, raised.ledger.spent),
+        (CampaignState::Running, ledger.spent)
+    );
+}
+
+async fn settling_twice_books_once(store: &dyn MetadataStore) {
+    store
+        .upsert_campaign("settle", MicroUsd(1_000), 1)
+        .await
+        .expect("create");
+    let call = lease("settle", "w", 100);
+    assert_eq!(
+        store.reserve(&call, Spend::Rollout).await.expect("reserve"),
+        Reservation::Granted
+    );
+    assert_eq!(
+        store.leases("settle").await.expect("leases"),
+        std::slice::from_ref(&call),
+        "the reservation is a record with its owner"
+    );
+    let renewed = call.renewed(Utc::now() + Age::minutes(1));
+    assert!(store.renew(&renewed).await.expect("renew"));
+    assert_eq!(
+        store.leases("settle").await.expect("leases")[0].expires_at,
+        renewed.expires_at
+    );
+    assert!(store.settle(&call, MicroUsd(40)).await.expect("settle"));
+    assert!(
+        !store.settle(&call, MicroUsd(40)).await.expect("settle again"),
+        "a retried settle finds no lease"
+    );
+    assert!(!store.renew(&renewed).await.expect("renew"), "gone");
+    let ledger = ledger(store, "settle").await;
+    assert_eq!((ledger.spent, ledger.reserved), (MicroUsd(40), MicroUsd::ZERO));
+}
+
+/// A worker killed mid-call leaves its lease; the reconciler books it at its worst case
+/// once the worker's heartbeat is stale (or the lease expired), and spares live calls.
+async fn leases_of_the_dead_are_reclaimed(store: &dyn MetadataStore) {
+    store
+        .upsert_campaign("reclaim", MicroUsd(1_000), 1)
+        .await
+        .expect("create");
+    let now = Utc::now();
+    for (worker, age_s) in [("dead-worker", 600), ("live-worker", 1)] {
+        store
+            .heartbeat(&WorkerHeartbeat {
+                worker_id: worker.into(),
+                at: now - Age::seconds(age_s),
+                in_flight: 1,
+                completed: 0,
+                version: "test".into(),
+                interval_s: 30,
+            })
+            .await
+            .expect("heartbeat");
+    }
+    let dead = lease("reclaim", "dead-worker", 300);
+    let live = lease("reclaim", "live-worker", 200);
+    let mut forgotten = lease("reclaim", "judge-pid1", 50);
+    forgotten.created_at = now - Age::minutes(10);
+    forgotten.expires_at = now - Age::minutes(5);
+    for l in [&dead, &live, &forgotten] {
+        assert_eq!(
+            store.reserve(l, Spend::Rollout).await.expect("reserve"),
+            Reservation::Granted
+        );
+    }
+    assert_eq!(ledger(store, "reclaim").await.reserved, MicroUsd(550));
+
+    let mut reclaimed: Vec<String> = liveness::reclaim_leases(store, Reclaim::Stale(Utc::now()))
+        .await
+        .expect("reclaim")
+        .into_iter()
+        .map(|l| l.owner)
+        .collect();
+    reclaimed.sort();
+    assert_eq!(reclaimed, ["dead-worker", "judge-pid1"]);
+    let after = ledger(store, "reclaim").await;
+    assert_eq!(
+        (after.reserved, after.spent),
+        (MicroUsd(200), MicroUsd(350)),
+        "reclaimed at the worst case; the live call keeps its reservation"
+    );
+    assert!(
+        liveness::reclaim_leases(store, Reclaim::Stale(Utc::now()))
+            .await
+            .expect("again")
+            .is_empty(),
+        "reclaiming is idempotent"
+    );
+    // The dead worker's late settle (it was only partitioned) books nothing more.
+    assert!(!store.settle(&dead, MicroUsd(10)).await.expect("late settle"));
+    assert!(store.settle(&live, MicroUsd(20)).await.expect("settle"));
+    let end = ledger(store, "reclaim").await;
+    assert_eq!((end.reserved, end.spent), (MicroUsd::ZERO, MicroUsd(370)));
+}
+
+async fn a_sample_commits_exactly_once(store: Arc<dyn MetadataStore>) {
+    store
+        .upsert_campaign("commit", MicroUsd(10), 2)
+        .await
+        .expect("create");
+    let key = ResultKey {
+        campaign: "commit".into(),
+        instance_id: "i".into(),
+        sample_index: 0,
+    };
+    let commits: Vec<_> = (0..6)
+        .map(|i| {
+            let store = store.clone();
+            let meta = sample_meta(&key, &format!("01T{i}"));
+            tokio::spawn(async move { store.commit(&meta).await.expect("commit") })
+        })
+        .collect();
+    let mut winners = 0;
+    for c in commits {
+        if c.await.expect("join") == CommitOutcome::Committed {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+    let stored = store.result(&key).await.expect("result").expect("one result");
+    match store
+        .commit(&sample_meta(&key, "01TLATE"))
+        .await
+        .expect("commit")
+    {
+        CommitOutcome::AlreadyCommitted(existing) => assert_eq!(*existing, stored),
+        other => panic!("expected AlreadyCommitted, got {other:?}"),
+    }
+    let mut failed = sample_meta(
+        &ResultKey {
+            sample_index: 1,
+            ..key.clone()
+        },
+        "01TFAILED",
+    );
+    failed.status = RecordStatus::Failed;
+    assert_eq!(
+        store.commit(&failed).await.expect("commit"),
+        CommitOutcome::Committed
+    );
+    assert_eq!(store.trajectories("commit").await.expect("list").len(), 2);
+    assert_eq!(
+        store
+            .trajectory("01TFAILED")
+            .await
+            .expect("lookup")
+            .expect("found")
+            .sample_index,
+        1
+    );
+    let counts = store
+        .campaign("commit")
+        .await
+        .expect("read")
+        .expect("item")
+        .counts;
+    assert_eq!((counts.success, counts.failed), (1, 1));
+}
+
+async fn dead_letters_count_once(store: &dyn MetadataStore) {
+    store
+        .upsert_campaign("dead", MicroUsd(10), 1)
+        .await
+        .expect("create");
+    let key = ResultKey {
+        campaign: "dead".into(),
+        instance_id: "poison".into(),
+        sample_index: 0,
+    };
+    for (attempts, error) in [(3, "the worker's error"), (4, "the queue's backstop")] {
+        store
+            .record_dead_letter(&DeadLetter {
+                key: key.clone(),
+                attempts,
+                error: error.into(),
+                at: Utc::now(),
+                history: Vec::new(),
+            })
+            .await
+            .expect("record");
+    }
+    let letters = store.dead_letters("dead").await.expect("letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].error, "the worker's error",
+        "the first record, with the worker's error, is kept"
+    );
+    let record = store.campaign("dead").await.expect("read").expect("item");
+    assert_eq!(record.counts.dead_lettered, 1);
+    assert!(record.is_finished());
+    // A redrive clears the record and uncounts it, once.
+    let cleared = store.clear_dead_letter(&key).await.expect("clear");
+    assert_eq!(cleared.map(|l| l.error), Some("the worker's error".to_owned()));
+    assert!(store.clear_dead_letter(&key).await.expect("clear").is_none());
+    let record = store.campaign("dead").await.expect("read").expect("item");
+    assert_eq!(record.counts.dead_lettered, 0);
+    assert!(!record.is_finished());
+}
+
+async fn markers_and_heartbeats(store: &dyn MetadataStore) {
+    store
+        .upsert_campaign("markers", MicroUsd(10), 1)
+        .await
+        .expect("create");
+    let key = ResultKey {
+        campaign: "markers".into(),
+        instance_id: "i".into(),
+        sample_index: 3,
+    };
+    assert!(!store.enqueued(&key).await.expect("read"));
+    store.mark_enqueued(&key).await.expect("mark");
+    assert!(store.enqueued(&key).await.expect("read"));
+    store.add_enqueued("markers", 1).await.expect("count");
+    let beat = WorkerHeartbeat {
+        worker_id: "beating".into(),
+        at: Utc::now(),
+        in_flight: 2,
+        completed: 7,
+        version: "test".into(),
+        interval_s: 5,
+    };
+    store.heartbeat(&beat).await.expect("beat");
+    let beats = store.heartbeats().await.expect("beats");
+    let found = beats
+        .iter()
+        .find(|b| b.worker_id == "beating")
+        .expect("the beat is listed");
+    assert_eq!(
+        (found.in_flight, found.completed, found.interval_s),
+        (2, 7, 5)
+    );
+}
