@@ -27,7 +27,7 @@ fn missing_state_and_unknown_campaign_are_explained() {
 
     // An existing state without that campaign.
     let empty = dir.path().join("empty");
-    synthfleet_cli::local::Local::open(&empty).expect("create an empty local state");
+    synthfleet_backend::local::Local::open(&empty).expect("create an empty local state");
     let (ok, err) = jobs(&[
         "export",
         "nope",

@@ -9,13 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_aws::{DynamoMetadata, S3ObjectStore};
 use synthfleet_core::MicroUsd;
-use synthfleet_core::budget::{CampaignState, Spend};
-use synthfleet_core::message::ResultKey;
-use synthfleet_core::ports::{CommitOutcome, Reservation, StoreError};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::trajectory::RecordStatus;
 use synthfleet_sandbox::DockerSandboxes;
-use synthfleet_tests::fake_llm::{FakeLlm, Script};
+use synthfleet_tests::fake_llm::{FakeLlm, Fault, Script};
 use synthfleet_tests::moto::{MAX_RECEIVES, Moto};
 use synthfleet_tests::task_line;
 
@@ -107,6 +104,8 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
     ));
     scripts.push(Script::new("[slow]", &["sleep 10", fix, "submit"]));
     let llm = FakeLlm::start(scripts);
+    // The first calls take a while, so a worker can be killed in the middle of one.
+    llm.push_faults(vec![Fault::Delay(Duration::from_millis(1_500)); 16]);
     let body = format!(
         "samples_per_task = 2\nbudget_usd = 5.0\n{}",
         fake_model(&llm.url, "")
@@ -132,9 +131,32 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
     let beats = ["--heartbeat-s", "1"];
     let w1 = spawn_worker(&moto, "w1", &beats);
     let mut w2 = spawn_worker(&moto, "w2", &beats);
-    // Kill w1 with SIGKILL while one of its rollouts runs.
-    wait_for("a rollout on w1", Duration::from_secs(90), async || {
-        !labelled("synthfleet.worker", "w1").await.is_empty()
+    // A worker without the model's key variable hands every task back, costing no attempt.
+    let keyless = synthfleet_command(
+        &[
+            "worker",
+            "--worker-id",
+            "keyless",
+            "--poll-wait-s",
+            "0",
+            "--defer-s",
+            "1",
+        ],
+        moto.env(),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn the keyless worker");
+    // Kill w1 with SIGKILL in the middle of an LLM call of one of its rollouts: it holds
+    // a budget lease and a sandbox.
+    let store = store(&moto);
+    wait_for("an LLM call on w1", Duration::from_secs(90), async || {
+        store
+            .metadata
+            .leases(&fx.name)
+            .await
+            .is_ok_and(|leases| leases.iter().any(|l| l.owner == "w1"))
     })
     .await;
     let mut w1 = w1;
@@ -142,6 +164,19 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
     w1.wait().expect("reap w1");
     let orphans = labelled("synthfleet.worker", "w1").await;
     assert!(!orphans.is_empty(), "the killed worker left its sandboxes");
+    // w2 reclaims the dead worker's reservation once w1's heartbeat is stale.
+    wait_for(
+        "w2 reclaiming the dead worker's budget lease",
+        Duration::from_secs(60),
+        async || {
+            store
+                .metadata
+                .leases(&fx.name)
+                .await
+                .is_ok_and(|leases| leases.iter().all(|l| l.owner != "w1"))
+        },
+    )
+    .await;
     // w1 may never come back: w2, on the same host, sees its heartbeat go stale and
     // removes what it left.
     wait_for(
@@ -152,7 +187,6 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
     .await;
     let w1 = spawn_worker(&moto, "w1", &beats);
 
-    let store = store(&moto);
     wait_for("all 8 results", Duration::from_secs(240), async || {
         store
             .metadata
@@ -162,6 +196,11 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
             .unwrap_or(false)
     })
     .await;
+    let (_, keyless_log) = terminate(keyless);
+    assert!(
+        keyless_log.contains("cannot serve the campaign on this worker"),
+        "{keyless_log}"
+    );
     let (status1, log1) = terminate(w1);
     assert!(w2.try_wait().expect("poll w2").is_none(), "w2 kept serving");
     let (status2, log2) = terminate(w2);
@@ -218,8 +257,29 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
         .expect("read")
         .expect("campaign item");
     assert_eq!((campaign.counts.success, campaign.counts.failed), (6, 2));
-    assert_eq!(campaign.ledger.reserved, MicroUsd::ZERO);
+    assert_eq!(
+        campaign.ledger.reserved,
+        MicroUsd::ZERO,
+        "no reservation outlives a killed worker"
+    );
+    assert!(
+        store
+            .metadata
+            .leases(&fx.name)
+            .await
+            .expect("leases")
+            .is_empty()
+    );
     assert!(campaign.ledger.spent > MicroUsd::ZERO);
+    assert!(
+        store
+            .metadata
+            .dead_letters(&fx.name)
+            .await
+            .expect("dead letters")
+            .is_empty(),
+        "a killed worker costs no sample"
+    );
     assert!(
         labelled("synthfleet.campaign", &fx.name).await.is_empty(),
         "no sandbox survives"

@@ -373,7 +373,11 @@ async fn malformed_replies_are_a_clear_recorded_infrastructure_error() {
         &["run", fx.campaign_arg(), "--retry-backoff-s", "0"],
         &[("FAKE_LLM_KEY", SECRET)],
     );
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let results = fx.results().await;
     let letter = &results.dead[0];
     assert_eq!(

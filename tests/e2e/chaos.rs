@@ -145,6 +145,11 @@ async fn killed_five_times_under_provider_faults_every_sample_gets_exactly_one_r
         12
     );
     assert!(
+        results.checkpoints.is_empty(),
+        "seed {seed}: partial records of killed attempts were left beside the results: {:?}",
+        results.checkpoints
+    );
+    assert!(
         containers_of(&fx.name).await.is_empty(),
         "seed {seed}: no sandbox outlives its run"
     );

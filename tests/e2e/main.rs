@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, real Docker, a real HTTP server speaking OpenAI's
 //! API. Run after `examples/quickstart/build-image.sh` (`.ci/run` does it).
 
+mod architecture;
 mod aws;
 mod campaign;
 mod chaos;
@@ -122,11 +123,20 @@ impl Fixture {
             .dead_letters(&self.name)
             .await
             .expect("dead letters");
+        let checkpoints = store
+            .objects
+            .list(&format!("checkpoints/{}/", self.name))
+            .await
+            .expect("list checkpoints")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         Results {
             campaign,
             metas,
             records,
             dead,
+            checkpoints,
         }
     }
 }
@@ -136,6 +146,8 @@ pub struct Results {
     pub metas: Vec<TrajectoryMeta>,
     pub records: Vec<TrajectoryRecord>,
     pub dead: Vec<DeadLetter>,
+    /// Mid-rollout records still stored (none once every sample committed).
+    pub checkpoints: Vec<String>,
 }
 
 impl Results {
@@ -218,4 +230,3 @@ pub fn fake_model(url: &str, extra: &str) -> String {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
-

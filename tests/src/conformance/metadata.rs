@@ -87,7 +87,12 @@ async fn states_change_only_along_the_rules(store: &dyn MetadataStore) {
             .expect("reserve"),
         Reservation::Granted
     );
-    assert!(store.settle(&running_call, MicroUsd(5)).await.expect("settle"));
+    assert!(
+        store
+            .settle(&running_call, MicroUsd(5))
+            .await
+            .expect("settle")
+    );
     assert!(
         store
             .set_state("states", CampaignState::Running, None)
@@ -109,12 +114,17 @@ async fn states_change_only_along_the_rules(store: &dyn MetadataStore) {
     );
     // Done: no rollout spend, but quality work (the judge) may still pay.
     assert!(matches!(
-        store.reserve(&lease("states", "w", 10), Spend::Rollout).await,
+        store
+            .reserve(&lease("states", "w", 10), Spend::Rollout)
+            .await,
         Ok(Reservation::Refused(_))
     ));
     let judge = lease("states", "judge", 10);
     assert_eq!(
-        store.reserve(&judge, Spend::Quality).await.expect("reserve"),
+        store
+            .reserve(&judge, Spend::Quality)
+            .await
+            .expect("reserve"),
         Reservation::Granted
     );
     assert!(store.settle(&judge, MicroUsd(10)).await.expect("settle"));
@@ -147,7 +157,11 @@ async fn the_cap_holds_under_concurrency(store: Arc<dyn MetadataStore>) {
                 let mut granted = 0u64;
                 loop {
                     let lease = lease("cap", &format!("w{i}"), 30);
-                    match store.reserve(&lease, Spend::Rollout).await.expect("reserve") {
+                    match store
+                        .reserve(&lease, Spend::Rollout)
+                        .await
+                        .expect("reserve")
+                    {
                         Reservation::Granted => {
                             granted += 1;
                             assert!(store.settle(&lease, MicroUsd(25)).await.expect("settle"));
@@ -170,11 +184,17 @@ async fn the_cap_holds_under_concurrency(store: Arc<dyn MetadataStore>) {
     assert_eq!(ledger.reserved, MicroUsd::ZERO);
     assert_eq!(ledger.spent, MicroUsd(granted * 25));
     assert!(ledger.spent <= ledger.budget, "{ledger:?}");
-    assert!(ledger.spent.0 + 30 > 1_000, "stopped only when no call could fit");
+    assert!(
+        ledger.spent.0 + 30 > 1_000,
+        "stopped only when no call could fit"
+    );
     assert!(store.leases("cap").await.expect("leases").is_empty());
     assert_eq!(record.state, CampaignState::Exhausted);
     assert!(
-        record.state_reason.as_deref().is_some_and(|r| r.contains("budget cap")),
+        record
+            .state_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("budget cap")),
         "{:?}",
         record.state_reason
     );
@@ -217,12 +237,18 @@ async fn settling_twice_books_once(store: &dyn MetadataStore) {
     );
     assert!(store.settle(&call, MicroUsd(40)).await.expect("settle"));
     assert!(
-        !store.settle(&call, MicroUsd(40)).await.expect("settle again"),
+        !store
+            .settle(&call, MicroUsd(40))
+            .await
+            .expect("settle again"),
         "a retried settle finds no lease"
     );
     assert!(!store.renew(&renewed).await.expect("renew"), "gone");
     let ledger = ledger(store, "settle").await;
-    assert_eq!((ledger.spent, ledger.reserved), (MicroUsd(40), MicroUsd::ZERO));
+    assert_eq!(
+        (ledger.spent, ledger.reserved),
+        (MicroUsd(40), MicroUsd::ZERO)
+    );
 }
 
 /// A worker killed mid-call leaves its lease; the reconciler books it at its worst case
@@ -281,7 +307,12 @@ async fn leases_of_the_dead_are_reclaimed(store: &dyn MetadataStore) {
         "reclaiming is idempotent"
     );
     // The dead worker's late settle (it was only partitioned) books nothing more.
-    assert!(!store.settle(&dead, MicroUsd(10)).await.expect("late settle"));
+    assert!(
+        !store
+            .settle(&dead, MicroUsd(10))
+            .await
+            .expect("late settle")
+    );
     assert!(store.settle(&live, MicroUsd(20)).await.expect("settle"));
     let end = ledger(store, "reclaim").await;
     assert_eq!((end.reserved, end.spent), (MicroUsd::ZERO, MicroUsd(370)));
@@ -311,7 +342,11 @@ async fn a_sample_commits_exactly_once(store: Arc<dyn MetadataStore>) {
         }
     }
     assert_eq!(winners, 1);
-    let stored = store.result(&key).await.expect("result").expect("one result");
+    let stored = store
+        .result(&key)
+        .await
+        .expect("result")
+        .expect("one result");
     match store
         .commit(&sample_meta(&key, "01TLATE"))
         .await
@@ -384,8 +419,17 @@ async fn dead_letters_count_once(store: &dyn MetadataStore) {
     assert!(record.is_finished());
     // A redrive clears the record and uncounts it, once.
     let cleared = store.clear_dead_letter(&key).await.expect("clear");
-    assert_eq!(cleared.map(|l| l.error), Some("the worker's error".to_owned()));
-    assert!(store.clear_dead_letter(&key).await.expect("clear").is_none());
+    assert_eq!(
+        cleared.map(|l| l.error),
+        Some("the worker's error".to_owned())
+    );
+    assert!(
+        store
+            .clear_dead_letter(&key)
+            .await
+            .expect("clear")
+            .is_none()
+    );
     let record = store.campaign("dead").await.expect("read").expect("item");
     assert_eq!(record.counts.dead_lettered, 0);
     assert!(!record.is_finished());

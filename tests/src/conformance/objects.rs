@@ -52,7 +52,10 @@ pub async fn conforms(store: &dyn ObjectStore, tamper: impl AsyncFn(&str, Vec<u8
     assert!(store.get("big").await.expect("get") == big, "large object");
 
     store.delete("a/b/c.json.zst").await.expect("delete");
-    store.delete("a/b/c.json.zst").await.expect("deleting twice is fine");
+    store
+        .delete("a/b/c.json.zst")
+        .await
+        .expect("deleting twice is fine");
     let left: Vec<String> = store
         .list("a/")
         .await

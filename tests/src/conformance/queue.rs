@@ -8,7 +8,10 @@ pub async fn conforms(queue: &dyn Queue) {
     let long = Duration::from_secs(600);
     queue.send("a", Duration::ZERO).await.expect("send");
     queue.send("b", Duration::ZERO).await.expect("send");
-    queue.send("later", Duration::from_secs(600)).await.expect("send");
+    queue
+        .send("later", Duration::from_secs(600))
+        .await
+        .expect("send");
 
     let first = receive_all(queue, 2, long).await;
     let mut bodies: Vec<&str> = first.iter().map(|d| d.body.as_str()).collect();
@@ -81,7 +84,11 @@ pub async fn conforms(queue: &dyn Queue) {
         ("redriven", 1)
     );
     assert_eq!(queue.stats().await.expect("stats").dead, 0);
-    assert_eq!(queue.redrive(&select).await.expect("redrive"), 0, "moved once");
+    assert_eq!(
+        queue.redrive(&select).await.expect("redrive"),
+        0,
+        "moved once"
+    );
 }
 
 /// Receives until `n` deliveries arrived (a backend may hand them out over several calls).
@@ -92,7 +99,12 @@ async fn receive_all(
 ) -> Vec<synthfleet_core::ports::Delivery> {
     let mut out = Vec::new();
     for _ in 0..50 {
-        out.extend(queue.receive(n - out.len(), visibility).await.expect("receive"));
+        out.extend(
+            queue
+                .receive(n - out.len(), visibility)
+                .await
+                .expect("receive"),
+        );
         if out.len() == n {
             return out;
         }

@@ -1,7 +1,6 @@
 //! Where a worker gets the rollout context of a message's campaign.
 
 use crate::rollout::{Rollouts, error_chain};
-use crate::templates::Templates;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +10,7 @@ use synthfleet_core::campaign::Campaign;
 use synthfleet_core::ports::{SandboxProvider, StoreError};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::submit::{SpecError, get_spec};
+use synthfleet_core::templates::Templates;
 use synthfleet_llm::ModelPool;
 use tokio::sync::Mutex;
 

@@ -8,7 +8,6 @@ mod campaigns;
 mod gold;
 mod protocol;
 mod rollout;
-mod templates;
 mod verify;
 mod worker;
 
@@ -16,7 +15,6 @@ pub use campaigns::{CampaignSource, ResolveError, SingleCampaign, StoredCampaign
 pub use gold::{GoldEvent, validate_gold};
 pub use protocol::{Action, parse_action, tool_schemas};
 pub use rollout::{Interrupted, RolloutEvent, Rollouts};
-pub use templates::{TemplateError, Templates};
 pub use verify::Verifier;
 pub use worker::{Worker, WorkerConfig, WorkerEvent, WorkerSummary};
 

@@ -1,7 +1,6 @@
 //! One rollout: sandbox → agent loop → patch → verification → a finished record.
 
 use crate::protocol::{Action, parse_action, tool_schemas};
-use crate::templates::Templates;
 use crate::verify::{self, Verifier};
 use crate::{SCAFFOLD_VERSION, truncate_middle};
 use chrono::Utc;
@@ -16,6 +15,7 @@ use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::{ChatRequest, Sandbox, SandboxProvider};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::task::{Task, shell_quote};
+use synthfleet_core::templates::Templates;
 use synthfleet_core::trajectory::{
     ChatMessage, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step, Timings, Totals,
     TrajectoryRecord, redact,

@@ -441,7 +441,17 @@ impl Shared {
                 self.dead_letter(delivery, None, reason).await;
                 return Ok(());
             }
-            Err(ResolveError::Unavailable(reason)) => return Err(reason),
+            Err(ResolveError::Unavailable(reason)) => {
+                // This worker cannot serve the campaign now (a key variable it lacks, the
+                // store out of reach): the task goes back as it was, costing no attempt,
+                // for a worker that can.
+                warn!(%reason, "cannot serve the campaign on this worker; the task is handed back");
+                return self
+                    .queue
+                    .defer(delivery, self.config.defer_delay)
+                    .await
+                    .map_err(|e| error_chain(&e));
+            }
         };
         if let Err(reason) = rollouts.campaign.admits(key) {
             self.dead_letter(delivery, None, reason).await;

@@ -1,4 +1,4 @@
-//! The DynamoDB metadata store. One table, single-table design (see docs/DATA_MODEL.md):
+//! The DynamoDB metadata store. One table, single-table design (see docs/AWS.md, "DynamoDB: one table"):
 //!
 //! | item | pk | sk |
 //! | --- | --- | --- |
@@ -370,6 +370,20 @@ impl DynamoMetadata {
         Ok(out)
     }
 
+    /// [`Self::query_prefix`], each item decoded as a `T`.
+    async fn query_decoded<T: for<'de> Deserialize<'de>>(
+        &self,
+        campaign: &str,
+        prefix: &str,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        self.query_prefix(campaign, prefix)
+            .await?
+            .into_iter()
+            .map(|item| from_item(what, item))
+            .collect()
+    }
+
     async fn query_kind(&self, kind: &str) -> Result<Vec<Item>, StoreError> {
         let mut pages = self
             .client
@@ -420,6 +434,18 @@ impl DynamoMetadata {
             .key("sk", s(CAMPAIGN_SK))
     }
 
+    /// A delete that fails its condition when the item is gone already.
+    fn delete_existing(&self, pk: &str, sk: &str) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| aws_error(BACKEND, "building a delete", e))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
     fn put(&self, item: Item, condition: Option<&str>) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
@@ -458,15 +484,21 @@ impl DynamoMetadata {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    fn count_update(&self, campaign: &str, counter: &str) -> Result<TransactWriteItem, StoreError> {
+    /// Adds `delta` to one of the campaign item's counts, inside a transaction.
+    fn count_update(
+        &self,
+        campaign: &str,
+        counter: &str,
+        delta: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
             .key("pk", s(campaign_pk(campaign)))
             .key("sk", s(CAMPAIGN_SK))
-            .update_expression("ADD #counter :one")
+            .update_expression("ADD #counter :delta")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#counter", counter)
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":delta", n(delta))
             .build()
             .map_err(|e| aws_error(BACKEND, "building an update", e))?;
         Ok(TransactWriteItem::builder().update(update).build())
@@ -606,15 +638,8 @@ impl MetadataStore for DynamoMetadata {
     async fn settle(&self, lease: &BudgetLease, actual: MicroUsd) -> Result<bool, StoreError> {
         let campaign = lease.campaign.as_str();
         let delta = actual.0 as i128 - lease.amount.0 as i128;
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .key("pk", s(campaign_pk(campaign)))
-            .key("sk", s(lease_sk(lease)))
-            .condition_expression("attribute_exists(pk)")
-            .build()
-            .map_err(|e| aws_error(BACKEND, "building a lease delete", e))?;
         let items = vec![
-            TransactWriteItem::builder().delete(delete).build(),
+            self.delete_existing(&campaign_pk(campaign), &lease_sk(lease))?,
             self.ledger_update(
                 campaign,
                 "SET #spent = #spent + :actual, #reserved = #reserved - :reserved, #committed = #committed + :delta",
@@ -666,11 +691,8 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn leases(&self, campaign: &str) -> Result<Vec<BudgetLease>, StoreError> {
-        self.query_prefix(campaign, "LEASE#")
-            .await?
-            .into_iter()
-            .map(|item| from_item::<LeaseItem>("lease item", item).map(|l| l.lease))
-            .collect()
+        let items: Vec<LeaseItem> = self.query_decoded(campaign, "LEASE#", "lease item").await?;
+        Ok(items.into_iter().map(|l| l.lease).collect())
     }
 
     async fn set_state(
@@ -774,6 +796,11 @@ impl MetadataStore for DynamoMetadata {
         result_item.insert("pk".into(), s(&pk));
         result_item.insert("sk".into(), s(sample_sk("RESULT", &key)));
         result_item.insert("result_of".into(), s(&meta.trajectory_id));
+        // A failed result expires with its trajectory item (TTL removes both; until it has,
+        // `result` reads an index whose trajectory is gone as no result).
+        if let Some(expires_at) = meta.expires_at {
+            result_item.insert("ttl".into(), n(expires_at.timestamp()));
+        }
         let trajectory = TrajectoryItem {
             pk: pk.clone(),
             sk: format!("TRAJ#{}", meta.trajectory_id),
@@ -788,7 +815,7 @@ impl MetadataStore for DynamoMetadata {
         let items = vec![
             self.put(result_item, Some("attribute_not_exists(pk)"))?,
             self.put(to_item(&trajectory)?, None)?,
-            self.count_update(&meta.campaign, counter)?,
+            self.count_update(&meta.campaign, counter, 1)?,
         ];
         // Contention is retried inside: a finished rollout is never thrown away (re-running
         // it would orphan its object).
@@ -841,11 +868,10 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn trajectories(&self, campaign: &str) -> Result<Vec<TrajectoryMeta>, StoreError> {
-        self.query_prefix(campaign, "TRAJ#")
-            .await?
-            .into_iter()
-            .map(|item| from_item::<TrajectoryItem>("trajectory item", item).map(|t| t.meta))
-            .collect()
+        let items: Vec<TrajectoryItem> = self
+            .query_decoded(campaign, "TRAJ#", "trajectory item")
+            .await?;
+        Ok(items.into_iter().map(|t| t.meta).collect())
     }
 
     async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
@@ -856,7 +882,7 @@ impl MetadataStore for DynamoMetadata {
         })?;
         let items = vec![
             self.put(item, Some("attribute_not_exists(pk)"))?,
-            self.count_update(&letter.key.campaign, "dead_lettered")?,
+            self.count_update(&letter.key.campaign, "dead_lettered", 1)?,
         ];
         // Contention is retried inside, so the count stays exact. A failed condition: the
         // sample was dead-lettered before, and its first record (the worker's error) stays.
@@ -874,26 +900,9 @@ impl MetadataStore for DynamoMetadata {
             return Ok(None);
         };
         let letter = from_item::<DeadLetterItem>("dead-letter item", item)?.letter;
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(&sk))
-            .condition_expression("attribute_exists(pk)")
-            .build()
-            .map_err(|e| aws_error(BACKEND, "building a dead-letter delete", e))?;
-        let uncount = Update::builder()
-            .table_name(&self.table)
-            .key("pk", s(&pk))
-            .key("sk", s(CAMPAIGN_SK))
-            .update_expression("ADD #counter :minus_one")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#counter", "dead_lettered")
-            .expression_attribute_values(":minus_one", n(-1))
-            .build()
-            .map_err(|e| aws_error(BACKEND, "building an update", e))?;
         let items = vec![
-            TransactWriteItem::builder().delete(delete).build(),
-            TransactWriteItem::builder().update(uncount).build(),
+            self.delete_existing(&pk, &sk)?,
+            self.count_update(&key.campaign, "dead_lettered", -1)?,
         ];
         // A failed condition: cleared meanwhile by another redrive.
         Ok(self
@@ -903,11 +912,10 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn dead_letters(&self, campaign: &str) -> Result<Vec<DeadLetter>, StoreError> {
-        self.query_prefix(campaign, "DEAD#")
-            .await?
-            .into_iter()
-            .map(|item| from_item::<DeadLetterItem>("dead-letter item", item).map(|d| d.letter))
-            .collect()
+        let items: Vec<DeadLetterItem> = self
+            .query_decoded(campaign, "DEAD#", "dead-letter item")
+            .await?;
+        Ok(items.into_iter().map(|d| d.letter).collect())
     }
 }
 

@@ -8,17 +8,17 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
 use synthfleet_core::codec::sha256_hex;
 use synthfleet_core::ports::{ObjectInfo, ObjectStore, StoreError};
-use synthfleet_core::trajectory::{RecordStatus, status_of_key};
+use synthfleet_core::trajectory::expires;
 
 const BACKEND: &str = "S3";
 const SHA_KEY: &str = "sha256";
-/// Objects under a `failed/` status prefix carry this tag; the bucket's lifecycle rule
-/// expires tagged objects after 30 days (S3 rules cannot match a prefix in the middle).
+/// Objects that expire (failed records, checkpoints: [`expires`]) carry this tag; the
+/// bucket's lifecycle rule expires tagged objects after 30 days (S3 rules cannot match a
+/// prefix in the middle).
 pub const FAILED_TAG: (&str, &str) = ("synthfleet-status", "failed");
 
 fn tagging(key: &str) -> Option<String> {
-    (status_of_key(key) == Some(RecordStatus::Failed))
-        .then(|| format!("{}={}", FAILED_TAG.0, FAILED_TAG.1))
+    expires(key).then(|| format!("{}={}", FAILED_TAG.0, FAILED_TAG.1))
 }
 /// Objects above this size are uploaded in parts of this size.
 const PART_SIZE: usize = 8 * 1024 * 1024;

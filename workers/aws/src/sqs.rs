@@ -237,8 +237,7 @@ impl Queue for SqsQueue {
             }
             empty = 0;
             for message in out.messages() {
-                let (Some(dead), Some(receipt)) = (message.body(), message.receipt_handle())
-                else {
+                let (Some(dead), Some(receipt)) = (message.body(), message.receipt_handle()) else {
                     continue;
                 };
                 let Some(body) = select(dead) else {

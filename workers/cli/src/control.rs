@@ -2,11 +2,12 @@
 //! its dead-lettered samples fresh attempts. Workers take no new task of a paused campaign
 //! (its messages wait without counting attempts); rollouts already running finish.
 
-use crate::backend::{Backend, BackendArgs};
 use anyhow::Context;
 use clap::Args;
 use std::process::ExitCode;
+use synthfleet_backend::Backend;
 use synthfleet_core::budget::{CampaignRecord, CampaignState};
+use synthfleet_term::BackendArgs;
 
 #[derive(Args)]
 pub struct ControlArgs {
@@ -21,7 +22,7 @@ pub struct ControlArgs {
 
 /// The backend and the campaign item named by the arguments.
 async fn open(args: &ControlArgs) -> anyhow::Result<(Backend, CampaignRecord)> {
-    let backend = Backend::open_existing(&args.backend, None).await?;
+    let backend = Backend::open_existing(&args.backend.config()?, None).await?;
     let record = backend
         .store()
         .metadata

@@ -1,14 +1,15 @@
 //! `synthfleet gc`: the 30-day retention of failed trajectories on the local store. On AWS
 //! the S3 lifecycle rule and DynamoDB's TTL do the same on their own.
 
-use crate::backend::{Backend, BackendArgs};
 use chrono::Utc;
 use clap::Args;
 use std::collections::HashSet;
 use std::process::ExitCode;
+use synthfleet_backend::Backend;
 use synthfleet_core::store::FAILED_RETENTION_DAYS;
-use synthfleet_core::trajectory::{RecordStatus, status_of_key};
+use synthfleet_core::trajectory::expires;
 use synthfleet_local::LocalMetadata;
+use synthfleet_term::BackendArgs;
 
 #[derive(Args)]
 pub struct GcArgs {
@@ -24,7 +25,7 @@ pub struct GcArgs {
 }
 
 pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
-    let backend = Backend::open_existing(&args.backend, None).await?;
+    let backend = Backend::open_existing(&args.backend.config()?, None).await?;
     let Backend::Local { local, dir } = &backend else {
         anyhow::bail!(
             "synthfleet gc works on the local store; on AWS, the S3 lifecycle rule and DynamoDB's TTL expire failed trajectories after {FAILED_RETENTION_DAYS} days"
@@ -45,8 +46,8 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
         }
         deleted += 1;
     }
-    // Checkpoints of rollouts that never committed (a crashed worker's partial records)
-    // live under failed/ without an item: they expire by age.
+    // Checkpoints of samples no attempt ever committed (a commit removes its sample's) and
+    // objects a crash left without an item expire by age.
     let live: HashSet<String> = {
         let mut keys = HashSet::new();
         for campaign in local.store.metadata.campaigns().await? {
@@ -58,9 +59,10 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     };
     let cutoff = now - chrono::Duration::days(FAILED_RETENTION_DAYS);
     let mut orphans = 0u64;
-    for info in objects.list("trajectories/").await? {
-        let failed = status_of_key(&info.key) == Some(RecordStatus::Failed);
-        if failed && info.modified < cutoff && !live.contains(&info.key) {
+    let mut candidates = objects.list("checkpoints/").await?;
+    candidates.extend(objects.list("trajectories/").await?);
+    for info in candidates {
+        if expires(&info.key) && info.modified < cutoff && !live.contains(&info.key) {
             if args.dry_run {
                 println!(
                     "would delete {} (partial record, {})",

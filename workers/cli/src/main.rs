@@ -9,8 +9,10 @@ mod submit;
 mod validate;
 mod worker;
 
-use synthfleet_cli::entry::{self, LogArgs};
-use synthfleet_cli::{backend, local, logging, show};
+mod show;
+
+use synthfleet_term::entry::{self, LogArgs};
+use synthfleet_term::logging;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

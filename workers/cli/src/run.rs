@@ -1,8 +1,5 @@
 //! `synthfleet run`: a whole campaign on this machine.
 
-use crate::backend::store_spec;
-use crate::local::{self, Local};
-use crate::logging;
 use anyhow::Context;
 use clap::Args;
 use std::io::IsTerminal;
@@ -10,13 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthfleet_agent::{Rollouts, SingleCampaign, Templates, Worker, WorkerConfig, WorkerEvent};
+use synthfleet_agent::{Rollouts, SingleCampaign, Worker, WorkerConfig, WorkerEvent};
+use synthfleet_backend::local::{self, Local};
 use synthfleet_core::budget::CampaignState;
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::{Queue, SandboxProvider};
-use synthfleet_core::submit::enqueue_campaign;
+use synthfleet_core::templates::Templates;
 use synthfleet_llm::ModelPool;
 use synthfleet_sandbox::DockerSandboxes;
+use synthfleet_term::logging;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
 
@@ -43,7 +42,11 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let dir = local::state_dir(&campaign, args.state_dir.as_deref());
     let worker_id = local::worker_id(&dir);
 
-    let templates = Templates::of(&campaign).context("loading the scaffold's prompt templates")?;
+    let templates = Templates::new(
+        &synthfleet_tasks::template_overrides(&campaign)
+            .context("loading the scaffold's prompt templates")?,
+    )
+    .context("checking the scaffold's prompt templates")?;
     let pool = ModelPool::new(&campaign.config.models).context("setting up the model pool")?;
     let sandboxes = DockerSandboxes::connect(&worker_id)?;
     sandboxes.ping().await?;
@@ -58,17 +61,8 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     }
     // Only now, with everything checked, is any state created.
     let local = Local::open(&dir)?;
-    store_spec(&campaign, local.store.objects.as_ref()).await?;
     let queue = Arc::new(local.queue(campaign.name()));
-
-    let report = enqueue_campaign(
-        &campaign,
-        queue.as_ref(),
-        local.store.metadata.as_ref(),
-        local.store.objects.as_ref(),
-    )
-    .await
-    .context("enqueueing the campaign")?;
+    let report = synthfleet_backend::submit(&campaign, queue.as_ref(), &local.store).await?;
     let total = report.total;
     if let Some(record) = local.store.metadata.campaign(campaign.name()).await?
         && !record.state.accepts_work()

@@ -1,9 +1,10 @@
 //! `synthfleet status`.
 
-use crate::backend::{Backend, BackendArgs};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use synthfleet_backend::Backend;
+use synthfleet_term::BackendArgs;
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -22,7 +23,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(synthfleet_tasks::load_campaign)
         .transpose()?;
-    let backend = Backend::open_existing(&args.backend, campaign.as_ref()).await?;
+    let backend = Backend::open_existing(&args.backend.config()?, campaign.as_ref()).await?;
     let metadata = &backend.store().metadata;
     let mut campaigns = metadata.campaigns().await?;
     campaigns.retain(|c| campaign.as_ref().is_none_or(|only| c.name == only.name()));

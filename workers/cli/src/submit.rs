@@ -1,12 +1,11 @@
 //! `synthfleet submit`: validate a campaign and enqueue it, through the same core path the
 //! enqueue function uses. Re-submitting never enqueues a sample twice.
 
-use crate::backend::{Backend, BackendArgs, store_spec};
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use synthfleet_core::submit::enqueue_campaign;
+use synthfleet_backend::Backend;
+use synthfleet_term::BackendArgs;
 
 #[derive(Args)]
 pub struct SubmitArgs {
@@ -18,17 +17,8 @@ pub struct SubmitArgs {
 
 pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let campaign = synthfleet_tasks::load_campaign(&args.campaign)?;
-    let backend = Backend::open(&args.backend, Some(&campaign)).await?;
-    store_spec(&campaign, backend.store().objects.as_ref()).await?;
-    let queue = backend.queue(campaign.name());
-    let report = enqueue_campaign(
-        &campaign,
-        queue.as_ref(),
-        backend.store().metadata.as_ref(),
-        backend.store().objects.as_ref(),
-    )
-    .await
-    .context("enqueueing the campaign")?;
+    let backend = Backend::open(&args.backend.config()?, Some(&campaign)).await?;
+    let report = backend.submit(&campaign).await?;
     if !report.excluded.is_empty() {
         println!(
             "left out {} task(s) that gold validation found broken: {}",

@@ -1,20 +1,23 @@
 //! `synthfleet validate`: every check `run` would make before starting, and no more; with
 //! `--gold`, each task's reference patch and the empty patch through the real verification.
 
-use crate::backend::{Backend, BackendArgs};
-use crate::{local, logging};
 use anyhow::Context;
 use clap::Args;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use synthfleet_agent::{GoldEvent, Templates, validate_gold};
+use synthfleet_agent::{GoldEvent, validate_gold};
+use synthfleet_backend::Backend;
+use synthfleet_backend::local;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::gold::{self, Problem};
 use synthfleet_core::ports::SandboxProvider;
+use synthfleet_core::templates::Templates;
 use synthfleet_llm::ModelPool;
 use synthfleet_sandbox::DockerSandboxes;
+use synthfleet_term::BackendArgs;
+use synthfleet_term::logging;
 
 #[derive(Args)]
 pub struct ValidateArgs {
@@ -35,7 +38,11 @@ pub struct ValidateArgs {
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let path = &args.campaign;
     let campaign = synthfleet_tasks::load_campaign(path)?;
-    let templates = Templates::of(&campaign).context("loading the scaffold's prompt templates")?;
+    let templates = Templates::new(
+        &synthfleet_tasks::template_overrides(&campaign)
+            .context("loading the scaffold's prompt templates")?,
+    )
+    .context("checking the scaffold's prompt templates")?;
     ModelPool::new(&campaign.config.models).context("checking the model pool")?;
     let images: std::collections::BTreeSet<&str> =
         campaign.tasks.iter().map(|t| t.image.as_str()).collect();
@@ -89,7 +96,7 @@ async fn gold_validation(
     campaign: &Campaign,
     images: std::collections::BTreeSet<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let backend = Backend::open(&args.backend, Some(campaign)).await?;
+    let backend = Backend::open(&args.backend.config()?, Some(campaign)).await?;
     let worker_id = match &backend {
         Backend::Local { dir, .. } => format!("{}-gold", local::worker_id(dir)),
         Backend::Aws { .. } => format!("gold-{}", ulid::Ulid::new()),

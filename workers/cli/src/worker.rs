@@ -2,15 +2,16 @@
 //! stopped; on SIGTERM stops receiving, lets rollouts finish for a grace period, then
 //! interrupts and releases what is left.
 
-use crate::backend::{Backend, BackendArgs};
 use anyhow::Context;
 use clap::Args;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use synthfleet_agent::{StoredCampaigns, Worker, WorkerConfig, WorkerEvent};
+use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_sandbox::DockerSandboxes;
+use synthfleet_term::BackendArgs;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -42,8 +43,9 @@ pub struct WorkerArgs {
     /// How long in-flight rollouts may finish after SIGTERM before they are released, seconds.
     #[arg(long, env = "SYNTHFLEET_GRACE_S", default_value_t = 90)]
     grace_s: u64,
-    /// How long a task of a paused or exhausted campaign waits before it is looked at
-    /// again, seconds (at most 900).
+    /// How long a task of a paused or exhausted campaign (or of one this worker cannot
+    /// serve, e.g. lacking a model's key variable) waits before it is looked at again,
+    /// seconds (at most 900).
     #[arg(long, env = "SYNTHFLEET_DEFER_S", default_value_t = 300)]
     defer_s: u64,
     /// Long-poll wait of each receive, seconds (at most 20).
@@ -89,7 +91,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             .map(|h| h.to_string_lossy().into_owned())
             .context("reading the host name for the worker id (or pass --worker-id)")?,
     };
-    let backend = Backend::open(&args.backend, None).await?;
+    let backend = Backend::open(&args.backend.config()?, None).await?;
     let Backend::Aws { store, queue, .. } = backend else {
         anyhow::bail!("the worker needs the aws backend");
     };

@@ -20,6 +20,7 @@ pub mod store;
 pub mod submit;
 pub mod task;
 pub mod taskset;
+pub mod templates;
 pub mod trajectory;
 
 pub use money::MicroUsd;

@@ -6,7 +6,7 @@
 
 use crate::codec::{self, CodecError};
 use crate::ports::{CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta};
-use crate::trajectory::{RecordStatus, TrajectoryRecord, object_key};
+use crate::trajectory::{TrajectoryRecord, checkpoint_key, checkpoint_prefix};
 use chrono::{Duration, Utc};
 use std::sync::Arc;
 
@@ -32,22 +32,18 @@ impl TrajectoryStore {
         TrajectoryStore { objects, metadata }
     }
 
-    fn checkpoint_key(record: &TrajectoryRecord) -> String {
-        object_key(
-            &record.campaign,
-            RecordStatus::Failed,
-            &record.instance_id,
-            &record.trajectory_id,
-        )
-    }
-
-    /// Stores the record as it stands, mid-rollout, under the `failed/` prefix: if the
-    /// worker dies, the partial record survives (and expires like any failure).
+    /// Stores the record as it stands, mid-rollout, under its sample's checkpoint prefix:
+    /// if the worker dies, the partial record survives until an attempt of the sample
+    /// commits (or it expires like any failure).
     pub async fn checkpoint(&self, record: &TrajectoryRecord) -> Result<(), TrajectoryStoreError> {
         let encoded = codec::encode(record)?;
-        self.objects
-            .put(&Self::checkpoint_key(record), encoded.bytes)
-            .await?;
+        let key = checkpoint_key(
+            &record.campaign,
+            &record.instance_id,
+            record.sample_index,
+            &record.trajectory_id,
+        );
+        self.objects.put(&key, encoded.bytes).await?;
         Ok(())
     }
 
@@ -62,15 +58,14 @@ impl TrajectoryStore {
         self.objects.put(&key, encoded.bytes).await?;
         let meta = summarize(record, key.clone(), encoded.sha256, size_bytes);
         let outcome = self.metadata.commit(&meta).await?;
-        let checkpoint = Self::checkpoint_key(record);
         if matches!(outcome, CommitOutcome::AlreadyCommitted(_)) {
             // Another attempt won: this one's object must not linger as a second result.
             self.objects.delete(&key).await?;
-            if checkpoint != key {
-                self.objects.delete(&checkpoint).await?;
-            }
-        } else if checkpoint != key {
-            self.objects.delete(&checkpoint).await?;
+        }
+        // The sample has its result: no partial record of any attempt is kept beside it.
+        let prefix = checkpoint_prefix(&record.campaign, &record.instance_id, record.sample_index);
+        for stale in self.objects.list(&prefix).await? {
+            self.objects.delete(&stale.key).await?;
         }
         Ok(outcome)
     }

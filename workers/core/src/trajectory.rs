@@ -340,6 +340,31 @@ pub fn object_key(
     )
 }
 
+/// Where the mid-run records of one sample's rollouts are kept until one commits: a prefix
+/// per sample, so a commit removes the checkpoints of every earlier, crashed attempt too
+/// and no dataset counts a partial rollout beside the finished one.
+pub fn checkpoint_prefix(campaign: &str, instance_id: &str, sample_index: u32) -> String {
+    format!("checkpoints/{campaign}/{instance_id}/{sample_index:06}/")
+}
+
+pub fn checkpoint_key(
+    campaign: &str,
+    instance_id: &str,
+    sample_index: u32,
+    trajectory_id: &str,
+) -> String {
+    format!(
+        "{}{trajectory_id}.json.zst",
+        checkpoint_prefix(campaign, instance_id, sample_index)
+    )
+}
+
+/// Whether an object expires after [`crate::store::FAILED_RETENTION_DAYS`]: failed records,
+/// and checkpoints no commit cleaned up (a rollout whose sample was never finished).
+pub fn expires(key: &str) -> bool {
+    status_of_key(key) == Some(RecordStatus::Failed) || key.starts_with("checkpoints/")
+}
+
 /// The status segment of a key laid out by [`object_key`], read by position: a campaign or
 /// instance named `failed` does not make a success look failed.
 pub fn status_of_key(key: &str) -> Option<RecordStatus> {
@@ -397,6 +422,20 @@ mod tests {
         let key = object_key("c", RecordStatus::Failed, "t", "01ABC");
         assert_eq!(status_of_key(&key), Some(RecordStatus::Failed));
         assert_eq!(status_of_key("quality/failed/report.json"), None);
+        assert!(expires(&object_key(
+            "c",
+            RecordStatus::Failed,
+            "t",
+            "01ABC"
+        )));
+        assert!(expires(&checkpoint_key("c", "t", 0, "01ABC")));
+        assert!(!expires(&object_key(
+            "c",
+            RecordStatus::Success,
+            "t",
+            "01ABC"
+        )));
+        assert!(!expires("quality/c/report.json"));
     }
 
     #[test]

@@ -7,14 +7,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use synthfleet_cli::backend::{Backend, BackendArgs};
-use synthfleet_cli::entry::{self, LogArgs};
-use synthfleet_cli::{logging, show};
+use synthfleet_backend::Backend;
 use synthfleet_llm::ModelPool;
 use synthfleet_quality::export::{ExportOptions, Filter, Format};
 use synthfleet_quality::review::{self, HumanVerdict, Review};
 use synthfleet_quality::stages::{Assessment, Stage};
 use synthfleet_quality::{CampaignData, judge, report, stages};
+use synthfleet_term::entry::{self, LogArgs};
+use synthfleet_term::{BackendArgs, logging, render};
 
 #[derive(Parser)]
 #[command(
@@ -151,7 +151,7 @@ async fn open(target: &Target) -> anyhow::Result<(Backend, CampaignData)> {
     let name = campaign
         .as_ref()
         .map_or(target.campaign.clone(), |c| c.name().to_owned());
-    let backend = Backend::open_existing(&target.backend, campaign.as_ref()).await?;
+    let backend = Backend::open_existing(&target.backend.config()?, campaign.as_ref()).await?;
     let bar = logging::progress_bar(
         None,
         std::io::stderr().is_terminal(),
@@ -324,7 +324,7 @@ async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
                 };
                 let record = data.items[at].record(backend.store()).await?;
                 println!("\n===== {} of {} =====", i + 1, pending.len());
-                print!("{}", show::render(&record, false));
+                print!("{}", render::render(&record, false));
                 println!(
                     "patch:\n{}",
                     if record.patch.is_empty() {

@@ -83,7 +83,9 @@ pub enum MeterError {
         #[source]
         source: StoreError,
     },
-    #[error("campaign `{campaign}`: settling the call's cost failed (its lease is reclaimed at the worst case once it expires)")]
+    #[error(
+        "campaign `{campaign}`: settling the call's cost failed (its lease is reclaimed at the worst case once it expires)"
+    )]
     Settle {
         campaign: String,
         #[source]
@@ -103,14 +105,14 @@ impl Meter<'_> {
         let started = Instant::now();
         let mut lease = loop {
             let lease = BudgetLease::new(call.campaign, self.owner, amount, Utc::now());
-            let reservation = self
-                .metadata
-                .reserve(&lease, call.spend)
-                .await
-                .map_err(|source| MeterError::Reserve {
-                    campaign: call.campaign.to_owned(),
-                    source,
-                })?;
+            let reservation =
+                self.metadata
+                    .reserve(&lease, call.spend)
+                    .await
+                    .map_err(|source| MeterError::Reserve {
+                        campaign: call.campaign.to_owned(),
+                        source,
+                    })?;
             match reservation {
                 Reservation::Granted => break lease,
                 Reservation::Refused(record) => {

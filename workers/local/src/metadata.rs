@@ -3,8 +3,7 @@
 
 use crate::db::{
     CAMPAIGNS, DEAD_LETTERS, ENQUEUED, HEARTBEATS, LEASES, LocalState, RESULTS, TRAJECTORIES,
-    TxError,
-    from_json, to_json,
+    TxError, from_json, to_json,
 };
 use async_trait::async_trait;
 use chrono::Utc;
@@ -201,16 +200,15 @@ impl MetadataStore for LocalMetadata {
         self.state
             .blocking(move |state| {
                 state.write("reserving budget", |tx| {
-                    let outcome =
-                        update_campaign(tx, &lease.campaign, |record| {
-                            match record.reserve(lease.amount, spend) {
-                                ReserveOutcome::Granted => Reservation::Granted,
-                                ReserveOutcome::Busy => Reservation::Busy,
-                                ReserveOutcome::Exhausted => {
-                                    Reservation::Refused(Box::new(record.clone()))
-                                }
+                    let outcome = update_campaign(tx, &lease.campaign, |record| {
+                        match record.reserve(lease.amount, spend) {
+                            ReserveOutcome::Granted => Reservation::Granted,
+                            ReserveOutcome::Busy => Reservation::Busy,
+                            ReserveOutcome::Exhausted => {
+                                Reservation::Refused(Box::new(record.clone()))
                             }
-                        })?;
+                        }
+                    })?;
                     if outcome == Reservation::Granted {
                         tx.open_table(LEASES)?
                             .insert(lease_key(&lease).as_str(), to_json(&lease)?.as_slice())?;

@@ -31,6 +31,8 @@ use tracing::{debug, warn};
 
 pub const LABEL_MANAGED: &str = "synthfleet.managed";
 pub const LABEL_WORKER: &str = "synthfleet.worker";
+/// The host the owning worker runs on (workers sharing a remote engine tell hosts apart).
+pub const LABEL_HOST: &str = "synthfleet.host";
 
 /// Kills every process the caller may signal except init (PID 1), the keeper (the
 /// container's `sleep infinity`: init's first child, so the lowest PID whose parent is 1)
@@ -65,6 +67,7 @@ const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct DockerSandboxes {
     docker: Docker,
     worker_id: String,
+    host: String,
 }
 
 impl DockerSandboxes {
@@ -72,9 +75,14 @@ impl DockerSandboxes {
     pub fn connect(worker_id: &str) -> Result<DockerSandboxes, SandboxError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| docker_error("docker", "connecting", e))?;
+        let host = hostname::get().map_or_else(
+            |_| "unknown".to_owned(),
+            |h| h.to_string_lossy().into_owned(),
+        );
         Ok(DockerSandboxes {
             docker,
             worker_id: worker_id.to_owned(),
+            host,
         })
     }
 
@@ -209,6 +217,7 @@ impl SandboxProvider for DockerSandboxes {
         let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         labels.insert(LABEL_MANAGED.into(), "true".into());
         labels.insert(LABEL_WORKER.into(), self.worker_id.clone());
+        labels.insert(LABEL_HOST.into(), self.host.clone());
         let config = Config {
             image: Some(spec.image.clone()),
             cmd: Some(vec!["sleep".into(), "infinity".into()]),

@@ -1,4 +1,5 @@
-//! Task sources: the campaign file and the task files it names, read from disk.
+//! Task sources: the campaign file, the task files it names and its prompt-template
+//! overrides, read from disk.
 //!
 //! A source is a JSONL file, a Parquet file (as downloaded from a dataset hub), or a
 //! directory laid out as a Hugging Face dataset (`data/{split}-00000-of-00001.parquet`,
@@ -10,7 +11,7 @@
 mod files;
 
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use synthfleet_core::campaign::{Campaign, CampaignError, TaskSource, base_dir_of};
 use synthfleet_core::task::{Task, TaskFileError, tasks_from_rows};
@@ -31,6 +32,14 @@ pub enum LoadError {
     Campaign(#[from] CampaignError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(
+        "cannot read prompt template {path}: check the campaign's scaffold.templates directory"
+    )]
+    Template {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +76,25 @@ pub fn load_campaign(path: &Path) -> Result<Campaign, LoadError> {
         tasks.extend(read_source(&base_dir, source)?);
     }
     Ok(Campaign::with_tasks(config, path.to_owned(), tasks)?)
+}
+
+/// The campaign's prompt-template overrides: the files of its `scaffold.templates`
+/// directory named like a built-in template (file name → source).
+pub fn template_overrides(campaign: &Campaign) -> Result<BTreeMap<String, String>, LoadError> {
+    let mut out = BTreeMap::new();
+    let Some(dir) = &campaign.config.scaffold.templates else {
+        return Ok(out);
+    };
+    let dir = campaign.resolve(dir);
+    for name in synthfleet_core::templates::NAMES {
+        let path = dir.join(name);
+        if path.exists() {
+            let source = std::fs::read_to_string(&path)
+                .map_err(|source| LoadError::Template { path, source })?;
+            out.insert(name.to_owned(), source);
+        }
+    }
+    Ok(out)
 }
 
 /// The tasks of one source, its filters applied, in file order.

@@ -1,13 +1,13 @@
-//! Prompt templates (minijinja). Built-in ones live in `templates/bash/`; a campaign may
-//! override any of them with a directory of files of the same names.
+//! The scaffold's prompt templates (minijinja). Built-in ones live in `templates/bash/`; a
+//! campaign may override any of them with files of the same names (read from disk by
+//! `synthfleet-tasks`, stored with the campaign's spec).
 
 use minijinja::Environment;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use synthfleet_core::campaign::Campaign;
 
-const NAMES: [&str; 4] = [
+/// The templates a scaffold renders, by file name.
+pub const NAMES: [&str; 4] = [
     "system.j2",
     "instance.j2",
     "observation.j2",
@@ -25,12 +25,6 @@ fn builtin(name: &str) -> &'static str {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("cannot read template {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("template {name} is invalid")]
     Syntax {
         name: String,
@@ -51,20 +45,6 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// Reads the override files present in `dir` (file name → source).
-    pub fn read_overrides(dir: &Path) -> Result<BTreeMap<String, String>, TemplateError> {
-        let mut out = BTreeMap::new();
-        for name in NAMES {
-            let path = dir.join(name);
-            if path.exists() {
-                let source = std::fs::read_to_string(&path)
-                    .map_err(|source| TemplateError::Read { path, source })?;
-                out.insert(name.to_owned(), source);
-            }
-        }
-        Ok(out)
-    }
-
     /// The built-in templates, with any override taking precedence.
     pub fn new(overrides: &BTreeMap<String, String>) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
@@ -91,19 +71,6 @@ impl Templates {
             .map(|b| format!("{b:02x}"))
             .collect();
         Ok(Templates { env, hash })
-    }
-
-    /// The overrides of a campaign: the files in its `scaffold.templates` directory.
-    pub fn overrides_of(campaign: &Campaign) -> Result<BTreeMap<String, String>, TemplateError> {
-        match &campaign.config.scaffold.templates {
-            Some(dir) => Templates::read_overrides(&campaign.resolve(dir)),
-            None => Ok(BTreeMap::new()),
-        }
-    }
-
-    /// The templates of a campaign: built-ins plus its overrides.
-    pub fn of(campaign: &Campaign) -> Result<Templates, TemplateError> {
-        Templates::new(&Templates::overrides_of(campaign)?)
     }
 
     /// SHA-256 over all template names and sources.
@@ -148,11 +115,11 @@ mod tests {
             "strict undefined"
         );
 
-        let dir = std::env::temp_dir().join(format!("sf-templates-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(dir.join("instance.j2"), "Do: {{ problem_statement }}").expect("write");
-        let custom =
-            Templates::new(&Templates::read_overrides(&dir).expect("read")).expect("custom");
+        let overrides = BTreeMap::from([(
+            "instance.j2".to_owned(),
+            "Do: {{ problem_statement }}".to_owned(),
+        )]);
+        let custom = Templates::new(&overrides).expect("custom");
         assert_ne!(custom.hash(), builtin.hash());
         assert_eq!(
             custom
@@ -160,6 +127,5 @@ mod tests {
                 .expect("render"),
             "Do: x"
         );
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1,6 +1,6 @@
 //! Opening the embedded local backends of a campaign or a state directory.
 
-use anyhow::Context;
+use crate::BackendError;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,9 +23,11 @@ pub struct Local {
 }
 
 impl Local {
-    pub fn open(dir: &Path) -> anyhow::Result<Local> {
-        let state = LocalState::open(dir)
-            .with_context(|| format!("opening the local state in {}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<Local, BackendError> {
+        let state = LocalState::open(dir).map_err(|source| BackendError::Local {
+            dir: dir.to_owned(),
+            source,
+        })?;
         let store = TrajectoryStore::new(
             Arc::new(LocalObjectStore::new(&dir.join("objects"))),
             Arc::new(LocalMetadata::new(&state)),
