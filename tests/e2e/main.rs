@@ -7,6 +7,7 @@ mod campaign;
 mod chaos;
 mod cli_errors;
 mod conformance;
+mod control;
 mod crash;
 mod harness;
 mod quality;

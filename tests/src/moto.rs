@@ -8,6 +8,8 @@ use synthfleet_aws::{AwsClients, AwsNames, provision};
 
 pub struct Moto {
     pub endpoint: String,
+    /// The SDK configuration for this server, for clients the kit does not build.
+    pub config: aws_config::SdkConfig,
     pub clients: AwsClients,
     pub names: AwsNames,
     server: Child,
@@ -79,6 +81,7 @@ impl Moto {
             .expect("provisioning moto");
         Moto {
             endpoint,
+            config,
             clients,
             names,
             server,

@@ -23,7 +23,7 @@ pub async fn conforms(store: Arc<dyn MetadataStore>) {
     leases_of_the_dead_are_reclaimed(store.as_ref()).await;
     a_sample_commits_exactly_once(store.clone()).await;
     dead_letters_count_once(store.as_ref()).await;
-    markers_and_heartbeats(store.as_ref()).await;
+    markers_alerts_and_heartbeats(store.as_ref()).await;
 }
 
 fn lease(campaign: &str, owner: &str, amount: u64) -> BudgetLease {
@@ -435,11 +435,42 @@ async fn dead_letters_count_once(store: &dyn MetadataStore) {
     assert!(!record.is_finished());
 }
 
-async fn markers_and_heartbeats(store: &dyn MetadataStore) {
+async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
     store
         .upsert_campaign("markers", MicroUsd(10), 1)
         .await
         .expect("create");
+    assert!(
+        store
+            .claim_budget_alert("markers", 50)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !store
+            .claim_budget_alert("markers", 50)
+            .await
+            .expect("claim"),
+        "each alert once"
+    );
+    assert!(
+        store
+            .claim_budget_alert("markers", 80)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !store
+            .claim_budget_alert("markers", 50)
+            .await
+            .expect("claim")
+    );
+    let record = store
+        .campaign("markers")
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(record.alerted_pct, 80);
     let key = ResultKey {
         campaign: "markers".into(),
         instance_id: "i".into(),

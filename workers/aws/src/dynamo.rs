@@ -87,6 +87,8 @@ struct CampaignItem {
     failed: u64,
     dead_lettered: u64,
     total_samples: u64,
+    #[serde(default)]
+    alerted_pct: u8,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -109,6 +111,7 @@ impl From<&CampaignRecord> for CampaignItem {
             failed: r.counts.failed,
             dead_lettered: r.counts.dead_lettered,
             total_samples: r.total_samples,
+            alerted_pct: r.alerted_pct,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -133,6 +136,7 @@ impl From<CampaignItem> for CampaignRecord {
                 dead_lettered: i.dead_lettered,
             },
             total_samples: i.total_samples,
+            alerted_pct: i.alerted_pct,
             created_at: i.created_at,
             updated_at: i.updated_at,
         }
@@ -717,6 +721,22 @@ impl MetadataStore for DynamoMetadata {
         });
         written(update.send().await, || {
             format!("setting the state of `{campaign}`")
+        })
+    }
+
+    async fn claim_budget_alert(&self, campaign: &str, pct: u8) -> Result<bool, StoreError> {
+        let result = self
+            .update_campaign(campaign)
+            .update_expression("SET #alerted = :pct")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(#alerted) OR #alerted < :pct)",
+            )
+            .expression_attribute_names("#alerted", "alerted_pct")
+            .expression_attribute_values(":pct", n(pct))
+            .send()
+            .await;
+        written(result, || {
+            format!("claiming the {pct}% budget alert of `{campaign}`")
         })
     }
 

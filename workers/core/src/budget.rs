@@ -211,11 +211,31 @@ pub struct CampaignRecord {
     pub counts: Counts,
     /// Samples the campaign asks for in all.
     pub total_samples: u64,
+    /// The highest budget alert sent, in percent of the cap (0: none).
+    #[serde(default)]
+    pub alerted_pct: u8,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
+/// Budget alerts, in percent of the cap: each is sent once per campaign.
+pub const ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
+
 impl CampaignRecord {
+    /// The budget alert due now: the highest threshold spend has reached above the last
+    /// one sent (a jump from 40 % to 85 % sends the 80 % alert only).
+    pub fn alert_due(&self) -> Option<u8> {
+        let budget = self.ledger.budget.0;
+        if budget == 0 {
+            return None;
+        }
+        let pct = (u128::from(self.ledger.spent.0) * 100 / u128::from(budget)).min(100) as u8;
+        ALERT_THRESHOLDS
+            .into_iter()
+            .filter(|t| *t <= pct && *t > self.alerted_pct)
+            .max()
+    }
+
     /// Samples with an outcome: a committed result or a dead letter with its reason.
     pub fn accounted(&self) -> u64 {
         self.counts.success + self.counts.failed + self.counts.dead_lettered
@@ -241,6 +261,7 @@ impl CampaignRecord {
             counts: Counts::default(),
             total_samples,
             created_at: now,
+            alerted_pct: 0,
             updated_at: now,
         }
     }
@@ -431,5 +452,26 @@ mod tests {
             ReserveOutcome::Exhausted
         );
         assert_eq!(c.state, CampaignState::Done, "done stays done");
+    }
+
+    #[test]
+    fn each_budget_alert_is_due_once_and_only_the_highest() {
+        let mut c = CampaignRecord::new("c", MicroUsd(1_000), 1, Utc::now());
+        assert_eq!(c.alert_due(), None);
+        c.ledger.spent = MicroUsd(499);
+        assert_eq!(c.alert_due(), None);
+        c.ledger.spent = MicroUsd(850);
+        assert_eq!(
+            c.alert_due(),
+            Some(80),
+            "a jump past two thresholds sends one"
+        );
+        c.alerted_pct = 80;
+        assert_eq!(c.alert_due(), None, "sent once");
+        c.ledger.spent = MicroUsd(1_000);
+        assert_eq!(c.alert_due(), Some(100));
+        c.alerted_pct = 100;
+        c.ledger.spent = MicroUsd(1_200);
+        assert_eq!(c.alert_due(), None);
     }
 }

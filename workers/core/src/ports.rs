@@ -252,6 +252,9 @@ pub trait MetadataStore: Send + Sync {
         state: CampaignState,
         reason: Option<String>,
     ) -> Result<bool, StoreError>;
+    /// Records that the budget alert of `pct` percent was sent, if no alert as high was
+    /// (atomically: of concurrent claims, one wins); `Ok(false)` when one was.
+    async fn claim_budget_alert(&self, campaign: &str, pct: u8) -> Result<bool, StoreError>;
     /// Adds to the campaign's enqueued count.
     async fn add_enqueued(&self, campaign: &str, n: u64) -> Result<(), StoreError>;
     /// Whether a message was ever sent for this sample.

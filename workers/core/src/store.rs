@@ -6,7 +6,7 @@
 
 use crate::codec::{self, CodecError};
 use crate::ports::{CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta};
-use crate::trajectory::{TrajectoryRecord, checkpoint_key, checkpoint_prefix};
+use crate::trajectory::{RecordStatus, TrajectoryRecord, checkpoint_key, checkpoint_prefix};
 use chrono::{Duration, Utc};
 use std::sync::Arc;
 

@@ -299,6 +299,23 @@ impl MetadataStore for LocalMetadata {
             .await
     }
 
+    async fn claim_budget_alert(&self, campaign: &str, pct: u8) -> Result<bool, StoreError> {
+        let campaign = campaign.to_owned();
+        self.state
+            .blocking(move |state| {
+                state.write("claiming a budget alert", |tx| {
+                    update_campaign(tx, &campaign, |record| {
+                        let claimed = record.alerted_pct < pct;
+                        if claimed {
+                            record.alerted_pct = pct;
+                        }
+                        claimed
+                    })
+                })
+            })
+            .await
+    }
+
     async fn add_enqueued(&self, campaign: &str, n: u64) -> Result<(), StoreError> {
         let campaign = campaign.to_owned();
         self.state

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Builds one `bootstrap.zip` per Lambda function (runtime provided.al2023) into
+# target/lambda/<function>/bootstrap.zip, the paths infra/ deploys.
+#
+#   functions/build.sh                 # x86_64 (this machine's target)
+#   ARCH=arm64 functions/build.sh      # Graviton: needs `rustup target add aarch64-unknown-linux-gnu`
+#                                      # and an aarch64 linker (e.g. `cargo install cargo-zigbuild`,
+#                                      # then CARGO=cargo-zigbuild)
+#
+# provided.al2023 has glibc 2.34: the script fails if a binary needs a newer symbol (build
+# on an older distribution, or with cargo-zigbuild and a `.2.34` target suffix).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+arch="${ARCH:-x86_64}"
+case "$arch" in
+  x86_64) target=x86_64-unknown-linux-gnu ;;
+  arm64) target=aarch64-unknown-linux-gnu ;;
+  *) echo "error: ARCH must be x86_64 or arm64, not $arch" >&2; exit 2 ;;
+esac
+cargo_cmd="${CARGO:-cargo}"
+functions=(enqueue budget)
+
+for f in "${functions[@]}"; do
+  out="target/lambda/$f"
+  mkdir -p "$out"
+  # Each package names its binary `bootstrap`; cargo puts the last one built at the same
+  # path, so build and copy one function at a time.
+  "$cargo_cmd" build --locked --release --target "$target" -p "synthfleet-fn-$f"
+  bin="target/$target/release/bootstrap"
+  newest=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -1)
+  if [[ "$(printf '%s\n' "$newest" GLIBC_2.34 | sort -V | tail -1)" != GLIBC_2.34 ]]; then
+    echo "error: $f needs $newest; provided.al2023 has GLIBC_2.34 (see the header of $0)" >&2
+    exit 1
+  fi
+  cp "$bin" "$out/bootstrap"
+  strip "$out/bootstrap"
+  (cd "$out" && rm -f bootstrap.zip && zip -q bootstrap.zip bootstrap)
+  echo "$out/bootstrap.zip: $(du -h "$out/bootstrap.zip" | cut -f1) (needs $newest)"
+done

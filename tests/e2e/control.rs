@@ -1,0 +1,295 @@
+//! The control-plane functions, invoked in-process as Lambda invokes them (a `LambdaEvent`
+//! with its `Context`), against moto's server.
+
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::json;
+use std::sync::Arc;
+use synthfleet_backend::Backend;
+use synthfleet_control::budget::{AlertTopic, BudgetGuard};
+use synthfleet_control::enqueue::Enqueuer;
+use synthfleet_core::MicroUsd;
+use synthfleet_core::budget::{BudgetLease, CampaignState, Spend};
+use synthfleet_core::ports::MetadataStore;
+use synthfleet_tests::moto::Moto;
+use synthfleet_tests::task_line;
+
+fn event(payload: serde_json::Value) -> LambdaEvent<serde_json::Value> {
+    LambdaEvent::new(payload, Context::default())
+}
+
+async fn upload(moto: &Moto, key: &str, body: &str) {
+    moto.clients
+        .s3
+        .put_object()
+        .bucket(&moto.names.bucket)
+        .key(key)
+        .body(body.as_bytes().to_vec().into())
+        .send()
+        .await
+        .expect("upload");
+}
+
+fn enqueuer(moto: &Moto) -> Enqueuer {
+    Enqueuer {
+        backend: Backend::aws(&moto.clients, moto.names.clone()),
+        s3: moto.clients.s3.clone(),
+        bucket: moto.names.bucket.clone(),
+    }
+}
+
+const CAMPAIGN: &str = "name = \"nightly\"\ntasks = [\"tasks/set.jsonl\"]\nbudget_usd = 2.0\n\n[[models]]\nname = \"replay\"\nprovider = \"replay\"\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enqueue_takes_uploads_and_schedules_once_per_run_and_writes_nothing_on_error() {
+    let moto = Moto::start().await;
+    let tasks: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|id| task_line(id, "median", "[x] anything", "true"))
+        .collect();
+    upload(
+        &moto,
+        "incoming/nightly/tasks/set.jsonl",
+        &(tasks.join("\n") + "\n"),
+    )
+    .await;
+    upload(&moto, "incoming/nightly/campaign.toml", CAMPAIGN).await;
+    let function = enqueuer(&moto);
+    let metadata = function.backend.store().metadata.clone();
+    let queue = function.backend.queue("nightly");
+
+    // The S3 notification of the upload.
+    let uploaded = json!({"Records": [{"s3": {
+        "bucket": {"name": moto.names.bucket},
+        "object": {"key": "incoming/nightly/campaign.toml"}
+    }}]});
+    let first = function
+        .handle(event(uploaded.clone()))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        (first[0].campaign.as_str(), first[0].enqueued),
+        ("nightly", 3)
+    );
+    let item = metadata
+        .campaign("nightly")
+        .await
+        .expect("read")
+        .expect("campaign item");
+    assert_eq!(
+        (item.ledger.budget, item.total_samples),
+        (MicroUsd(2_000_000), 3)
+    );
+    // Lambda retries an invocation that timed out: nothing is enqueued twice.
+    let retried = function.handle(event(uploaded)).await.expect("retry");
+    assert_eq!((retried[0].enqueued, retried[0].already_queued), (0, 3));
+
+    // Each firing of a schedule is its own run, with its own budget.
+    let firing = json!({
+        "campaign_key": "incoming/nightly/campaign.toml",
+        "scheduled_time": "2026-11-28T05:00:00Z"
+    });
+    let fired = function.handle(event(firing)).await.expect("scheduled");
+    assert_eq!(
+        (fired[0].campaign.as_str(), fired[0].enqueued),
+        ("nightly-202611280500", 3)
+    );
+    assert!(
+        metadata
+            .campaign("nightly-202611280500")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    assert_eq!(queue.stats().await.expect("stats").visible, 6);
+
+    // A campaign with a bad task row: a clear error, and nothing written.
+    upload(
+        &moto,
+        "incoming/broken/tasks/set.jsonl",
+        "{\"instance_id\": \"x\"}\n",
+    )
+    .await;
+    upload(
+        &moto,
+        "incoming/broken/campaign.toml",
+        &CAMPAIGN.replace("nightly", "broken"),
+    )
+    .await;
+    let err = function
+        .handle(event(
+            json!({"campaign_key": "incoming/broken/campaign.toml"}),
+        ))
+        .await
+        .expect_err("a bad task");
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    assert!(
+        chain.contains("set.jsonl") && chain.contains("image"),
+        "{chain}"
+    );
+    assert!(metadata.campaign("broken").await.expect("read").is_none());
+    // A source that was never uploaded, and an event of another kind.
+    upload(
+        &moto,
+        "incoming/lonely/campaign.toml",
+        &CAMPAIGN.replace("nightly", "lonely"),
+    )
+    .await;
+    let err = function
+        .handle(event(
+            json!({"campaign_key": "incoming/lonely/campaign.toml"}),
+        ))
+        .await
+        .expect_err("no tasks");
+    assert!(
+        err.to_string()
+            .contains("upload it beside the campaign file"),
+        "{err}"
+    );
+    assert!(
+        function
+            .handle(event(json!({"detail-type": "something else"})))
+            .await
+            .is_err()
+    );
+    assert_eq!(queue.stats().await.expect("stats").visible, 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn budget_reclaims_dead_leases_exhausts_and_alerts_once_per_threshold() {
+    let moto = Moto::start().await;
+    let backend = Backend::aws(&moto.clients, moto.names.clone());
+    let metadata: Arc<dyn MetadataStore> = backend.store().metadata.clone();
+    metadata
+        .upsert_campaign("capped", MicroUsd(1_000), 1)
+        .await
+        .expect("create");
+    metadata
+        .upsert_campaign("other", MicroUsd(1_000), 1)
+        .await
+        .expect("create");
+    // Alerts go to an SNS topic; an SQS subscription lets the test read them.
+    let sns = aws_sdk_sns::Client::new(&moto.config);
+    let topic = sns
+        .create_topic()
+        .name("alerts")
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("arn")
+        .to_owned();
+    let inbox = moto
+        .clients
+        .sqs
+        .create_queue()
+        .queue_name("alert-inbox")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint("arn:aws:sqs:us-east-1:123456789012:alert-inbox")
+        .send()
+        .await
+        .expect("subscribe");
+    let guard = BudgetGuard {
+        metadata: metadata.clone(),
+        alerts: Some(AlertTopic {
+            sns,
+            topic_arn: topic,
+        }),
+    };
+
+    // 60 % spent, and a call of a worker that died holds 300 more.
+    let spend = |amount: u64| {
+        let metadata = metadata.clone();
+        async move {
+            let lease = BudgetLease::new("capped", "w", MicroUsd(amount), chrono::Utc::now());
+            metadata
+                .reserve(&lease, Spend::Rollout)
+                .await
+                .expect("reserve");
+            assert!(
+                metadata
+                    .settle(&lease, MicroUsd(amount))
+                    .await
+                    .expect("settle")
+            );
+        }
+    };
+    spend(600).await;
+    let mut dead = BudgetLease::new("capped", "gone", MicroUsd(300), chrono::Utc::now());
+    dead.expires_at = chrono::Utc::now() - chrono::Duration::minutes(1);
+    metadata
+        .reserve(&dead, Spend::Rollout)
+        .await
+        .expect("reserve");
+
+    let run = guard.handle(event(json!({}))).await.expect("budget run");
+    assert_eq!(
+        run.reclaimed,
+        [("capped".to_owned(), "gone".to_owned(), 300)]
+    );
+    assert_eq!(
+        run.alerts,
+        [("capped".to_owned(), 80)],
+        "60 % spent plus the reclaimed 300: the 80 % alert, once"
+    );
+    assert!(run.exhausted.is_empty());
+    let again = guard.handle(event(json!({}))).await.expect("budget run");
+    assert!(
+        again.alerts.is_empty() && again.reclaimed.is_empty(),
+        "{again:?}"
+    );
+
+    spend(100).await;
+    let capped = guard.handle(event(json!({}))).await.expect("budget run");
+    assert_eq!(capped.alerts, [("capped".to_owned(), 100)]);
+    let record = metadata
+        .campaign("capped")
+        .await
+        .expect("read")
+        .expect("item");
+    assert_eq!(record.state, CampaignState::Exhausted);
+    assert_eq!(
+        metadata
+            .campaign("other")
+            .await
+            .expect("read")
+            .expect("item")
+            .state,
+        CampaignState::Running,
+        "other campaigns go on"
+    );
+
+    let received = moto
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&inbox)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("receive alerts");
+    let bodies: Vec<&str> = received
+        .messages()
+        .iter()
+        .filter_map(|m| m.body())
+        .collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("\\\"threshold_pct\\\":80")),
+        "{bodies:?}"
+    );
+}

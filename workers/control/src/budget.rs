@@ -1,0 +1,136 @@
+//! The budget function: run on a schedule (every few minutes).
+//!
+//! 1. Reclaims the budget leases of calls that are gone (their owner's heartbeat is stale,
+//!    or the call stopped renewing its lease), at their worst case, so `reserved` returns
+//!    to what live calls hold ([`liveness::reclaim_leases`], the rule the workers run too).
+//! 2. Marks a running campaign whose spend reached its cap `exhausted`, saying why (the
+//!    ledger's own rule, [`CampaignRecord::settle`]).
+//! 3. Sends each budget alert (50 / 80 / 100 % of the cap) once: the alert is claimed on
+//!    the campaign item first, then published — at most once, never twice.
+
+use crate::ControlError;
+use chrono::{DateTime, Utc};
+use lambda_runtime::LambdaEvent;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+use synthfleet_aws::AwsClients;
+use synthfleet_backend::{Backend, BackendConfig};
+use synthfleet_core::MicroUsd;
+use synthfleet_core::budget::CampaignRecord;
+use synthfleet_core::liveness::{self, Reclaim};
+use synthfleet_core::ports::MetadataStore;
+use tracing::{info, warn};
+
+/// Where budget alerts go.
+pub struct AlertTopic {
+    pub sns: aws_sdk_sns::Client,
+    pub topic_arn: String,
+}
+
+pub struct BudgetGuard {
+    pub metadata: Arc<dyn MetadataStore>,
+    /// `None`: alerts are logged only.
+    pub alerts: Option<AlertTopic>,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct BudgetRun {
+    /// (campaign, owner, amount in micro-dollars) of each reclaimed lease.
+    pub reclaimed: Vec<(String, String, u64)>,
+    pub exhausted: Vec<String>,
+    /// (campaign, percent) of each alert sent.
+    pub alerts: Vec<(String, u8)>,
+}
+
+impl BudgetGuard {
+    /// The deployment named by the function's `SYNTHFLEET_*` environment; alerts go to
+    /// `SYNTHFLEET_ALERT_TOPIC_ARN` when it is set.
+    pub async fn from_env() -> Result<BudgetGuard, ControlError> {
+        let config = aws_config::load_from_env().await;
+        let names = BackendConfig::aws_from_env().aws_names()?;
+        let backend = Backend::aws(&AwsClients::from_env().await, names);
+        let alerts = std::env::var("SYNTHFLEET_ALERT_TOPIC_ARN")
+            .ok()
+            .filter(|arn| !arn.is_empty())
+            .map(|topic_arn| AlertTopic {
+                sns: aws_sdk_sns::Client::new(&config),
+                topic_arn,
+            });
+        Ok(BudgetGuard {
+            metadata: backend.store().metadata.clone(),
+            alerts,
+        })
+    }
+
+    /// The scheduled invocation (its payload is ignored).
+    pub async fn handle(&self, _event: LambdaEvent<Value>) -> Result<BudgetRun, ControlError> {
+        self.run(Utc::now()).await
+    }
+
+    pub async fn run(&self, now: DateTime<Utc>) -> Result<BudgetRun, ControlError> {
+        let mut run = BudgetRun::default();
+        for lease in liveness::reclaim_leases(self.metadata.as_ref(), Reclaim::Stale(now)).await? {
+            warn!(campaign = %lease.campaign, owner = %lease.owner, amount = %lease.amount, "reclaimed the budget lease of a dead call, booked at its worst case");
+            run.reclaimed
+                .push((lease.campaign, lease.owner, lease.amount.0));
+        }
+        for campaign in self.metadata.campaigns().await? {
+            let mut probe = campaign.clone();
+            probe.settle(MicroUsd::ZERO, MicroUsd::ZERO);
+            if probe.state != campaign.state
+                && self
+                    .metadata
+                    .set_state(&campaign.name, probe.state, probe.state_reason.clone())
+                    .await?
+            {
+                info!(campaign = %campaign.name, reason = ?probe.state_reason, "campaign exhausted");
+                run.exhausted.push(campaign.name.clone());
+            }
+            if let Some(pct) = campaign.alert_due()
+                && self
+                    .metadata
+                    .claim_budget_alert(&campaign.name, pct)
+                    .await?
+            {
+                self.alert(&campaign, pct).await?;
+                run.alerts.push((campaign.name.clone(), pct));
+            }
+        }
+        Ok(run)
+    }
+
+    async fn alert(&self, campaign: &CampaignRecord, pct: u8) -> Result<(), ControlError> {
+        let ledger = &campaign.ledger;
+        let subject = format!(
+            "synthfleet: campaign {} reached {pct}% of its budget",
+            campaign.name
+        );
+        let message = serde_json::json!({
+            "campaign": campaign.name,
+            "threshold_pct": pct,
+            "budget_usd": ledger.budget.as_usd(),
+            "spent_usd": ledger.spent.as_usd(),
+            "reserved_usd": ledger.reserved.as_usd(),
+            "state": campaign.state.as_str(),
+        });
+        warn!(campaign = %campaign.name, pct, spent = %ledger.spent, budget = %ledger.budget, "budget alert");
+        let Some(topic) = &self.alerts else {
+            return Ok(());
+        };
+        topic
+            .sns
+            .publish()
+            .topic_arn(&topic.topic_arn)
+            .subject(subject.chars().take(100).collect::<String>())
+            .message(message.to_string())
+            .send()
+            .await
+            .map_err(|e| ControlError::Alert {
+                campaign: campaign.name.clone(),
+                topic: topic.topic_arn.clone(),
+                detail: aws_sdk_sns::error::DisplayErrorContext(e).to_string(),
+            })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! The enqueue function: a campaign file uploaded to S3 (under the trigger's prefix), a
+//! schedule's firing (recurring campaigns) or a direct call → the campaign validated with
+//! every task (nothing is written on an error), its spec stored, its campaign item created
+//! with its budget and its samples enqueued — through [`synthfleet_backend::submit`], the
+//! path `synthfleet submit` takes.
+//!
+//! Idempotent per run: a retried invocation finds its samples marked and enqueues nothing
+//! twice. A schedule's firing is its own run, named `{name}-{yyyymmddHHMM}` after the
+//! firing's scheduled time, with its own budget.
+//!
+//! The campaign file's task sources and template directory are read from S3 beside it
+//! (paths relative to the file, as on disk), into a scratch directory, and loaded by
+//! [`synthfleet_tasks::load_campaign`] exactly as the CLI loads them.
+
+use crate::{ControlError, payload};
+use chrono::{DateTime, Utc};
+use lambda_runtime::LambdaEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Component, Path, PathBuf};
+use synthfleet_aws::AwsClients;
+use synthfleet_backend::{Backend, BackendConfig};
+use synthfleet_core::campaign::Campaign;
+use tracing::info;
+
+/// What an invocation carries.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Event {
+    /// An S3 event notification (`ObjectCreated`).
+    Upload {
+        #[serde(rename = "Records")]
+        records: Vec<Record>,
+    },
+    /// A direct call or a schedule's target input: `{"campaign_key": "campaigns/x.toml",
+    /// "scheduled_time": "<aws.scheduler.scheduled-time>"}`.
+    Direct {
+        campaign_key: String,
+        #[serde(default)]
+        scheduled_time: Option<DateTime<Utc>>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Record {
+    s3: S3Entity,
+}
+
+#[derive(Debug, Deserialize)]
+struct S3Entity {
+    bucket: Named,
+    object: Key,
+}
+
+#[derive(Debug, Deserialize)]
+struct Named {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Key {
+    key: String,
+}
+
+/// One campaign run enqueued.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Enqueued {
+    pub campaign: String,
+    pub enqueued: u64,
+    pub already_done: u64,
+    pub already_queued: u64,
+    /// Tasks left out as broken by gold validation.
+    pub excluded: Vec<String>,
+}
+
+pub struct Enqueuer {
+    pub backend: Backend,
+    /// Reads campaign files as users uploaded them (no checksum metadata of ours).
+    pub s3: aws_sdk_s3::Client,
+    /// The deployment's bucket: where direct and scheduled calls find campaign files.
+    pub bucket: String,
+}
+
+impl Enqueuer {
+    /// The deployment named by the function's `SYNTHFLEET_*` environment.
+    pub async fn from_env() -> Result<Enqueuer, ControlError> {
+        let clients = AwsClients::from_env().await;
+        let names = BackendConfig::aws_from_env().aws_names()?;
+        Ok(Enqueuer {
+            s3: clients.s3.clone(),
+            bucket: names.bucket.clone(),
+            backend: Backend::aws(&clients, names),
+        })
+    }
+
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Vec<Enqueued>, ControlError> {
+        let runs: Vec<(String, String, Option<DateTime<Utc>>)> = match payload(event)? {
+            Event::Upload { records } => records
+                .into_iter()
+                .map(|r| (r.s3.bucket.name, s3_key(&r.s3.object.key), None))
+                .collect(),
+            Event::Direct {
+                campaign_key,
+                scheduled_time,
+            } => vec![(self.bucket.clone(), campaign_key, scheduled_time)],
+        };
+        let mut out = Vec::new();
+        for (bucket, key, firing) in runs {
+            out.push(self.enqueue(&bucket, &key, firing).await?);
+        }
+        Ok(out)
+    }
+
+    /// Enqueues the campaign file at `s3://{bucket}/{key}`; for a schedule's firing, as
+    /// its own run.
+    pub async fn enqueue(
+        &self,
+        bucket: &str,
+        key: &str,
+        firing: Option<DateTime<Utc>>,
+    ) -> Result<Enqueued, ControlError> {
+        let scratch = tempfile::tempdir().map_err(|source| ControlError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let file = self.fetch_campaign(bucket, key, scratch.path()).await?;
+        let mut campaign = synthfleet_tasks::load_campaign(&file)?;
+        if let Some(at) = firing {
+            campaign.config.name = run_name(campaign.name(), at);
+        }
+        let report = self.backend.submit(&campaign).await?;
+        info!(campaign = %campaign.name(), enqueued = report.enqueued, already_queued = report.already_queued, "campaign enqueued");
+        Ok(Enqueued {
+            campaign: campaign.name().to_owned(),
+            enqueued: report.enqueued,
+            already_done: report.already_done,
+            already_queued: report.already_queued,
+            excluded: report.excluded,
+        })
+    }
+
+    /// Downloads the campaign file and everything it names relative to itself.
+    async fn fetch_campaign(
+        &self,
+        bucket: &str,
+        key: &str,
+        scratch: &Path,
+    ) -> Result<PathBuf, ControlError> {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let file = scratch.join(name);
+        let text =
+            String::from_utf8(self.get(bucket, key).await?).map_err(|e| ControlError::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                detail: format!("the campaign file is not UTF-8 text: {e}"),
+            })?;
+        write(&file, text.as_bytes())?;
+        let config = Campaign::parse(&file, &text)?;
+        let prefix = &key[..key.len() - name.len()];
+        let mut relative: Vec<&Path> = config.tasks.iter().map(|s| s.path.as_path()).collect();
+        relative.extend(config.scaffold.templates.as_deref());
+        for path in relative {
+            let Some(rel) = plain_relative(path) else {
+                return Err(ControlError::S3 {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    detail: format!(
+                        "`{}` must be a path relative to the campaign file, without `..`",
+                        path.display()
+                    ),
+                });
+            };
+            self.fetch_tree(bucket, &format!("{prefix}{rel}"), &scratch.join(&rel))
+                .await?;
+        }
+        Ok(file)
+    }
+
+    /// Downloads one object, or every object under `key/` (a dataset directory).
+    async fn fetch_tree(&self, bucket: &str, key: &str, dest: &Path) -> Result<(), ControlError> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(bucket, key, e))?;
+        let mut found = false;
+        for object in listed.contents() {
+            let Some(object_key) = object.key() else {
+                continue;
+            };
+            let target = if object_key == key {
+                dest.to_owned()
+            } else if let Some(rest) = object_key.strip_prefix(&format!("{key}/")) {
+                match plain_relative(Path::new(rest)) {
+                    Some(rest) => dest.join(rest),
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
+            write(&target, &self.get(bucket, object_key).await?)?;
+            found = true;
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(ControlError::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                detail: "named by the campaign file, but no such object or directory; upload it beside the campaign file first".into(),
+            })
+        }
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ControlError> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(bucket, key, e))?;
+        let bytes = out.body.collect().await.map_err(|e| ControlError::S3 {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            detail: e.to_string(),
+        })?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+}
+
+/// The run of a scheduled campaign fired at `at`.
+pub fn run_name(campaign: &str, at: DateTime<Utc>) -> String {
+    format!("{campaign}-{}", at.format("%Y%m%d%H%M"))
+}
+
+/// An S3 event's object key, decoded (`+` is a space, then percent-escapes).
+fn s3_key(raw: &str) -> String {
+    percent_encoding::percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `path` as a plain relative path (no root, no `..`), or `None`.
+fn plain_relative(path: &Path) -> Option<String> {
+    let parts: Option<Vec<&str>> = path
+        .components()
+        .filter(|c| *c != Component::CurDir)
+        .map(|c| match c {
+            Component::Normal(part) => part.to_str(),
+            _ => None,
+        })
+        .collect();
+    parts.filter(|p| !p.is_empty()).map(|p| p.join("/"))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    std::fs::write(path, bytes).map_err(io)
+}
+
+fn s3_error<E: std::error::Error + 'static>(
+    bucket: &str,
+    key: &str,
+    e: aws_sdk_s3::error::SdkError<E>,
+) -> ControlError {
+    ControlError::S3 {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        detail: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_are_decoded_and_paths_stay_inside() {
+        assert_eq!(
+            s3_key("campaigns/my+run%2B1.toml"),
+            "campaigns/my run+1.toml"
+        );
+        assert_eq!(s3_key("a%zz"), "a%zz");
+        assert_eq!(
+            plain_relative(Path::new("./tasks/a.jsonl")).as_deref(),
+            Some("tasks/a.jsonl")
+        );
+        assert_eq!(plain_relative(Path::new("../secret")), None);
+        assert_eq!(plain_relative(Path::new("/etc/passwd")), None);
+    }
+
+    #[test]
+    fn a_firing_is_its_own_run() {
+        let at = DateTime::parse_from_rfc3339("2026-11-28T05:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("time");
+        assert_eq!(run_name("nightly", at), "nightly-202611280500");
+    }
+}

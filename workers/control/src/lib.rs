@@ -1,0 +1,80 @@
+//! synthfleet's serverless control plane: what the Lambda functions under `functions/` do,
+//! as library code (each function's `main.rs` only wires it to `lambda_runtime`), over the
+//! same backend (`synthfleet-backend`) and rules (`synthfleet-core`) the CLI uses.
+//!
+//! * [`enqueue`]: a campaign file uploaded to S3, a schedule's firing or a direct call →
+//!   validated, stored and enqueued through [`synthfleet_backend::submit`], idempotently.
+//! * [`budget`]: on a schedule, reclaims the budget leases of dead calls, marks campaigns
+//!   past their cap `exhausted`, and sends each budget alert once.
+
+pub mod budget;
+pub mod enqueue;
+
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the event is not one this function takes: {0}")]
+    Event(String),
+    #[error(transparent)]
+    Backend(#[from] synthfleet_backend::BackendError),
+    #[error(transparent)]
+    Load(#[from] synthfleet_tasks::LoadError),
+    #[error(transparent)]
+    Campaign(#[from] synthfleet_core::campaign::CampaignError),
+    #[error(transparent)]
+    Store(#[from] synthfleet_core::ports::StoreError),
+    #[error("s3://{bucket}/{key}: {detail}")]
+    S3 {
+        bucket: String,
+        key: String,
+        detail: String,
+    },
+    #[error("writing {path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("publishing the budget alert for `{campaign}` to {topic}: {detail}")]
+    Alert {
+        campaign: String,
+        topic: String,
+        detail: String,
+    },
+}
+
+/// What Lambda reports of a failed invocation: the error with its whole chain of causes.
+impl From<ControlError> for lambda_runtime::Diagnostic {
+    fn from(error: ControlError) -> lambda_runtime::Diagnostic {
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        lambda_runtime::Diagnostic {
+            error_type: "synthfleet::ControlError".to_owned(),
+            error_message: message,
+        }
+    }
+}
+
+/// JSON logs, as CloudWatch Logs takes them (`RUST_LOG` sets the level; `info` by default).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+}
+
+/// The payload of an invocation, decoded as `T`.
+fn payload<T: serde::de::DeserializeOwned>(event: LambdaEvent<Value>) -> Result<T, ControlError> {
+    serde_json::from_value(event.payload).map_err(|e| ControlError::Event(e.to_string()))
+}
