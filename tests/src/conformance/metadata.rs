@@ -26,6 +26,14 @@ pub async fn conforms(store: Arc<dyn MetadataStore>) {
     markers_alerts_and_heartbeats(store.as_ref()).await;
 }
 
+/// Creates a running campaign.
+async fn create(store: &dyn MetadataStore, name: &str, budget: u64, samples: u64) {
+    store
+        .upsert_campaign(name, MicroUsd(budget), samples)
+        .await
+        .expect("create a campaign");
+}
+
 fn lease(campaign: &str, owner: &str, amount: u64) -> BudgetLease {
     BudgetLease::new(campaign, owner, MicroUsd(amount), Utc::now())
 }
@@ -146,10 +154,7 @@ async fn states_change_only_along_the_rules(store: &dyn MetadataStore) {
 /// [`RESERVERS`] concurrent callers reserve 30 and settle 25 until refused: nothing is
 /// granted past the cap, every lease is settled, and the campaign says why it stopped.
 async fn the_cap_holds_under_concurrency(store: Arc<dyn MetadataStore>) {
-    store
-        .upsert_campaign("cap", MicroUsd(1_000), 4)
-        .await
-        .expect("create");
+    create(store.as_ref(), "cap", 1_000, 4).await;
     let reservers: Vec<_> = (0..RESERVERS)
         .map(|i| {
             let store = store.clone();
@@ -215,10 +220,7 @@ async fn the_cap_holds_under_concurrency(store: Arc<dyn MetadataStore>) {
 }
 
 async fn settling_twice_books_once(store: &dyn MetadataStore) {
-    store
-        .upsert_campaign("settle", MicroUsd(1_000), 1)
-        .await
-        .expect("create");
+    create(store, "settle", 1_000, 1).await;
     let call = lease("settle", "w", 100);
     assert_eq!(
         store.reserve(&call, Spend::Rollout).await.expect("reserve"),
@@ -254,10 +256,7 @@ async fn settling_twice_books_once(store: &dyn MetadataStore) {
 /// A worker killed mid-call leaves its lease; the reconciler books it at its worst case
 /// once the worker's heartbeat is stale (or the lease expired), and spares live calls.
 async fn leases_of_the_dead_are_reclaimed(store: &dyn MetadataStore) {
-    store
-        .upsert_campaign("reclaim", MicroUsd(1_000), 1)
-        .await
-        .expect("create");
+    create(store, "reclaim", 1_000, 1).await;
     let now = Utc::now();
     for (worker, age_s) in [("dead-worker", 600), ("live-worker", 1)] {
         store
@@ -319,10 +318,7 @@ async fn leases_of_the_dead_are_reclaimed(store: &dyn MetadataStore) {
 }
 
 async fn a_sample_commits_exactly_once(store: Arc<dyn MetadataStore>) {
-    store
-        .upsert_campaign("commit", MicroUsd(10), 2)
-        .await
-        .expect("create");
+    create(store.as_ref(), "commit", 10, 2).await;
     let key = ResultKey {
         campaign: "commit".into(),
         instance_id: "i".into(),
@@ -387,10 +383,7 @@ async fn a_sample_commits_exactly_once(store: Arc<dyn MetadataStore>) {
 }
 
 async fn dead_letters_count_once(store: &dyn MetadataStore) {
-    store
-        .upsert_campaign("dead", MicroUsd(10), 1)
-        .await
-        .expect("create");
+    create(store, "dead", 10, 1).await;
     let key = ResultKey {
         campaign: "dead".into(),
         instance_id: "poison".into(),
@@ -436,10 +429,7 @@ async fn dead_letters_count_once(store: &dyn MetadataStore) {
 }
 
 async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
-    store
-        .upsert_campaign("markers", MicroUsd(10), 1)
-        .await
-        .expect("create");
+    create(store, "markers", 10, 1).await;
     assert!(
         store
             .claim_budget_alert("markers", 50)

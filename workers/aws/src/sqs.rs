@@ -214,12 +214,13 @@ impl Queue for SqsQueue {
     }
 
     async fn redrive(&self, select: &RedriveSelect<'_>) -> Result<u64, StoreError> {
-        // Messages left where they are stay invisible for this long, so one pass sees each
-        // message once; they are back in the dead-letter queue right after.
-        const PASS: Duration = Duration::from_secs(60);
+        // Messages left where they are stay invisible during the pass, so it sees each
+        // message once; at its end they are made visible again.
+        const PASS: Duration = Duration::from_secs(300);
         let dlq = &self.dead_letter_queue_url;
         let mut moved = 0;
         let mut empty = 0;
+        let mut left = Vec::new();
         while empty < 2 {
             let out = self
                 .client
@@ -241,6 +242,7 @@ impl Queue for SqsQueue {
                     continue;
                 };
                 let Some(body) = select(dead) else {
+                    left.push(receipt.to_owned());
                     continue;
                 };
                 // Sent before it is deleted: a crash in between leaves a duplicate (which
@@ -256,6 +258,16 @@ impl Queue for SqsQueue {
                     .map_err(|e| aws_error(BACKEND, format!("deleting from {dlq}"), e))?;
                 moved += 1;
             }
+        }
+        for receipt in left {
+            self.client
+                .change_message_visibility()
+                .queue_url(dlq)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .map_err(|e| aws_error(BACKEND, format!("releasing a message of {dlq}"), e))?;
         }
         Ok(moved)
     }

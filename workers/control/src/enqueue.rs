@@ -148,12 +148,13 @@ impl Enqueuer {
     ) -> Result<PathBuf, ControlError> {
         let name = key.rsplit('/').next().unwrap_or(key);
         let file = scratch.join(name);
-        let text =
-            String::from_utf8(self.get(bucket, key).await?).map_err(|e| ControlError::S3 {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                detail: format!("the campaign file is not UTF-8 text: {e}"),
-            })?;
+        let text = String::from_utf8(self.get(bucket, key).await?).map_err(|e| {
+            s3_error(
+                bucket,
+                key,
+                format!("the campaign file is not UTF-8 text: {e}"),
+            )
+        })?;
         write(&file, text.as_bytes())?;
         let config = Campaign::parse(&file, &text)?;
         let prefix = &key[..key.len() - name.len()];
@@ -161,14 +162,14 @@ impl Enqueuer {
         relative.extend(config.scaffold.templates.as_deref());
         for path in relative {
             let Some(rel) = plain_relative(path) else {
-                return Err(ControlError::S3 {
-                    bucket: bucket.to_owned(),
-                    key: key.to_owned(),
-                    detail: format!(
+                return Err(s3_error(
+                    bucket,
+                    key,
+                    format!(
                         "`{}` must be a path relative to the campaign file, without `..`",
                         path.display()
                     ),
-                });
+                ));
             };
             self.fetch_tree(bucket, &format!("{prefix}{rel}"), &scratch.join(&rel))
                 .await?;
@@ -185,7 +186,7 @@ impl Enqueuer {
             .prefix(key)
             .send()
             .await
-            .map_err(|e| s3_error(bucket, key, e))?;
+            .map_err(|e| s3_error(bucket, key, sdk(e)))?;
         let mut found = false;
         for object in listed.contents() {
             let Some(object_key) = object.key() else {
@@ -207,11 +208,11 @@ impl Enqueuer {
         if found {
             Ok(())
         } else {
-            Err(ControlError::S3 {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                detail: "named by the campaign file, but no such object or directory; upload it beside the campaign file first".into(),
-            })
+            Err(s3_error(
+                bucket,
+                key,
+                "named by the campaign file, but no such object or directory; upload it beside the campaign file first",
+            ))
         }
     }
 
@@ -223,12 +224,12 @@ impl Enqueuer {
             .key(key)
             .send()
             .await
+            .map_err(|e| s3_error(bucket, key, sdk(e)))?;
+        let bytes = out
+            .body
+            .collect()
+            .await
             .map_err(|e| s3_error(bucket, key, e))?;
-        let bytes = out.body.collect().await.map_err(|e| ControlError::S3 {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            detail: e.to_string(),
-        })?;
         Ok(bytes.into_bytes().to_vec())
     }
 }
@@ -269,16 +270,17 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     std::fs::write(path, bytes).map_err(io)
 }
 
-fn s3_error<E: std::error::Error + 'static>(
-    bucket: &str,
-    key: &str,
-    e: aws_sdk_s3::error::SdkError<E>,
-) -> ControlError {
+fn s3_error(bucket: &str, key: &str, detail: impl std::fmt::Display) -> ControlError {
     ControlError::S3 {
         bucket: bucket.to_owned(),
         key: key.to_owned(),
-        detail: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        detail: detail.to_string(),
     }
+}
+
+/// An SDK error with its context (service code and message), as `s3_error` detail.
+fn sdk<E: std::error::Error + 'static>(e: aws_sdk_s3::error::SdkError<E>) -> String {
+    aws_sdk_s3::error::DisplayErrorContext(e).to_string()
 }
 
 #[cfg(test)]

@@ -212,8 +212,9 @@ impl Queue for LocalQueue {
             "putting a message back",
             &delivery.receipt,
             move |tx, key, mut message| {
+                // A fresh copy, as on SQS: its receive count starts over.
                 message.body = body;
-                message.receive_count = message.receive_count.saturating_sub(1);
+                message.receive_count = 0;
                 message.visible_at_ms = now_ms() + delay.as_millis() as u64;
                 tx.open_table(MESSAGES)?
                     .insert(key, to_json(&message)?.as_slice())?;
