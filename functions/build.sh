@@ -20,7 +20,7 @@ case "$arch" in
   *) echo "error: ARCH must be x86_64 or arm64, not $arch" >&2; exit 2 ;;
 esac
 cargo_cmd="${CARGO:-cargo}"
-functions=(enqueue budget)
+functions=(enqueue budget finalize)
 
 for f in "${functions[@]}"; do
   out="target/lambda/$f"

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use synthfleet_backend::Backend;
 use synthfleet_control::budget::{AlertTopic, BudgetGuard};
 use synthfleet_control::enqueue::Enqueuer;
+use synthfleet_control::finalize::Finalizer;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{BudgetLease, CampaignState, Spend};
-use synthfleet_core::ports::MetadataStore;
+use synthfleet_core::message::ResultKey;
+use synthfleet_core::ports::{DeadLetter, MetadataStore};
+use synthfleet_tests::conformance;
 use synthfleet_tests::moto::Moto;
 use synthfleet_tests::task_line;
 
@@ -291,5 +294,86 @@ async fn budget_reclaims_dead_leases_exhausts_and_alerts_once_per_threshold() {
             .iter()
             .any(|b| b.contains("\\\"threshold_pct\\\":80")),
         "{bodies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finalize_marks_a_campaign_done_once_every_sample_is_accounted_for() {
+    let moto = Moto::start().await;
+    let backend = Backend::aws(&moto.clients, moto.names.clone());
+    let store = backend.store().clone();
+    let metadata = store.metadata.clone();
+    let finalizer = Finalizer { store };
+    for name in ["finished", "unfinished"] {
+        metadata
+            .upsert_campaign(name, MicroUsd(1_000), 2)
+            .await
+            .expect("create");
+    }
+    let key = |campaign: &str, sample| ResultKey {
+        campaign: campaign.into(),
+        instance_id: "t".into(),
+        sample_index: sample,
+    };
+    for campaign in ["finished", "unfinished"] {
+        let committed =
+            conformance::metadata::sample_meta(&key(campaign, 0), &format!("01{campaign}"));
+        metadata.commit(&committed).await.expect("commit");
+    }
+    metadata
+        .record_dead_letter(&DeadLetter {
+            key: key("finished", 1),
+            attempts: 3,
+            error: "broken".into(),
+            at: chrono::Utc::now(),
+            history: Vec::new(),
+        })
+        .await
+        .expect("dead letter");
+
+    let done = finalizer.handle(event(json!({}))).await.expect("finalize");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(
+        (
+            done[0].campaign.as_str(),
+            done[0].success,
+            done[0].dead_lettered
+        ),
+        ("finished", 1, 1)
+    );
+    let state = |name: &'static str| {
+        let metadata = metadata.clone();
+        async move {
+            metadata
+                .campaign(name)
+                .await
+                .expect("read")
+                .expect("item")
+                .state
+        }
+    };
+    assert_eq!(state("finished").await, CampaignState::Done);
+    assert_eq!(
+        state("unfinished").await,
+        CampaignState::Running,
+        "a sample without an outcome keeps it running"
+    );
+    let totals: serde_json::Value = serde_json::from_slice(
+        &finalizer
+            .store
+            .objects
+            .get("reports/finished/totals.json")
+            .await
+            .expect("totals recorded"),
+    )
+    .expect("JSON");
+    assert_eq!(totals["samples"], 2);
+    assert!(
+        finalizer
+            .handle(event(json!({})))
+            .await
+            .expect("finalize")
+            .is_empty(),
+        "done once"
     );
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_agent::{Rollouts, SingleCampaign, Worker, WorkerConfig, WorkerEvent};
 use synthfleet_backend::local::{self, Local};
-use synthfleet_core::budget::CampaignState;
+use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::{Queue, SandboxProvider};
 use synthfleet_core::templates::Templates;
@@ -251,19 +251,14 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         .context("the campaign item vanished during the run")?;
     let stats = queue.stats().await?;
     let drained = stats.visible == 0 && stats.in_flight == 0;
-    let finished = record.is_finished();
-    if drained && record.state == CampaignState::Running && !summary.interrupted {
-        if finished {
-            metadata
-                .set_state(campaign.name(), CampaignState::Done, None)
-                .await?;
-        } else {
-            eprintln!(
-                "warning: the queue is empty but only {} of {} samples have a result or a dead letter; the campaign stays running (run again, and see `synthfleet status`)",
-                record.accounted(),
-                record.total_samples
-            );
-        }
+    if drained
+        && !summary.interrupted
+        && let Finish::Incomplete { accounted, total } =
+            lifecycle::finish(metadata.as_ref(), campaign.name()).await?
+    {
+        eprintln!(
+            "warning: the queue is empty but only {accounted} of {total} samples have a result or a dead letter; the campaign stays running (run again, and see `synthfleet status`)"
+        );
     }
     let trajectories = metadata.trajectories(campaign.name()).await?;
     let resolved = trajectories

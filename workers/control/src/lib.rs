@@ -6,9 +6,12 @@
 //!   validated, stored and enqueued through [`synthfleet_backend::submit`], idempotently.
 //! * [`budget`]: on a schedule, reclaims the budget leases of dead calls, marks campaigns
 //!   past their cap `exhausted`, and sends each budget alert once.
+//! * [`finalize`]: on a schedule, marks campaigns whose every sample is accounted for
+//!   `done` and records their totals.
 
 pub mod budget;
 pub mod enqueue;
+pub mod finalize;
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
@@ -30,6 +33,12 @@ pub enum ControlError {
         bucket: String,
         key: String,
         detail: String,
+    },
+    #[error("encoding {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("writing {path}")]
     Io {

@@ -11,6 +11,7 @@ pub mod campaign;
 pub mod codec;
 pub mod gold;
 pub mod harness;
+pub mod lifecycle;
 pub mod liveness;
 pub mod message;
 pub mod money;
