@@ -461,15 +461,39 @@ async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
         .expect("read")
         .expect("item");
     assert_eq!(record.alerted_pct, 80);
-    let key = ResultKey {
-        campaign: "markers".into(),
-        instance_id: "i".into(),
-        sample_index: 3,
-    };
-    assert!(!store.enqueued(&key).await.expect("read"));
-    store.mark_enqueued(&key).await.expect("mark");
-    assert!(store.enqueued(&key).await.expect("read"));
-    store.add_enqueued("markers", 1).await.expect("count");
+    assert!(
+        store
+            .enqueued_samples("markers")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    // More than one write batch (DynamoDB takes 25), instance ids with separators in them.
+    let keys: Vec<ResultKey> = (0..30)
+        .map(|i| ResultKey {
+            campaign: "markers".into(),
+            instance_id: format!("org__repo-{}#x/y", i % 7),
+            sample_index: i,
+        })
+        .collect();
+    store.mark_enqueued(&keys).await.expect("mark");
+    store
+        .mark_enqueued(&keys[..3])
+        .await
+        .expect("marking again is harmless");
+    let mut marked = store.enqueued_samples("markers").await.expect("read");
+    marked.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(marked, expected);
+    assert!(
+        store
+            .enqueued_samples("other")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    store.add_enqueued("markers", 30).await.expect("count");
     let beat = WorkerHeartbeat {
         worker_id: "beating".into(),
         at: Utc::now(),

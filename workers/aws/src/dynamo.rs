@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -162,6 +164,14 @@ struct DeadLetterItem {
     sk: String,
     #[serde(flatten)]
     letter: DeadLetter,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EnqueueItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    key: ResultKey,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -758,22 +768,55 @@ impl MetadataStore for DynamoMetadata {
         Ok(())
     }
 
-    async fn enqueued(&self, key: &ResultKey) -> Result<bool, StoreError> {
-        Ok(self
-            .get(&campaign_pk(&key.campaign), &sample_sk("ENQ", key))
-            .await?
-            .is_some())
+    async fn enqueued_samples(&self, campaign: &str) -> Result<Vec<ResultKey>, StoreError> {
+        let items: Vec<EnqueueItem> = self
+            .query_decoded(campaign, "ENQ#", "enqueue marker")
+            .await?;
+        Ok(items.into_iter().map(|m| m.key).collect())
     }
 
-    async fn mark_enqueued(&self, key: &ResultKey) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(campaign_pk(&key.campaign)))
-            .item("sk", s(sample_sk("ENQ", key)))
-            .send()
-            .await
-            .map_err(|e| aws_error(BACKEND, format!("marking {key} enqueued"), e))?;
+    async fn mark_enqueued(&self, keys: &[ResultKey]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|key| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(to_item(&EnqueueItem {
+                            pk: campaign_pk(&key.campaign),
+                            sk: sample_sk("ENQ", key),
+                            key: key.clone(),
+                        })?))
+                        .build()
+                        .map_err(|e| aws_error(BACKEND, "building an enqueue marker", e))?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            // What a batch leaves unprocessed (throttling) is written again.
+            for round in 0..=CONTENTION_RETRIES {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| aws_error(BACKEND, "writing enqueue markers", e))?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut left| left.remove(&self.table))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if round == CONTENTION_RETRIES {
+                    return Err(StoreError::backend(
+                        BACKEND,
+                        "writing enqueue markers",
+                        format!("{} markers stayed unprocessed", requests.len()),
+                    ));
+                }
+                tokio::time::sleep(contention_backoff(round)).await;
+            }
+        }
         Ok(())
     }
 

@@ -3,7 +3,10 @@
 
 use crate::aws_error;
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
+};
 use std::time::Duration;
 use synthfleet_core::ports::{Delivery, Queue, QueueStats, RedriveSelect, StoreError};
 
@@ -127,6 +130,53 @@ impl SqsQueue {
 impl Queue for SqsQueue {
     async fn send(&self, body: &str, delay: Duration) -> Result<(), StoreError> {
         self.send_to(&self.queue_url, body, delay, None).await
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> Result<(), StoreError> {
+        for chunk in bodies.chunks(10) {
+            let mut pending: Vec<(String, &String)> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| (i.to_string(), body))
+                .collect();
+            // Entries a batch reports as failed (throttled, ...) are sent again.
+            for round in 0..5u32 {
+                let entries = pending
+                    .iter()
+                    .map(|(id, body)| {
+                        SendMessageBatchRequestEntry::builder()
+                            .id(id)
+                            .message_body(body.as_str())
+                            .build()
+                            .map_err(|e| aws_error(BACKEND, "building a batch entry", e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        aws_error(BACKEND, format!("sending a batch to {}", self.queue_url), e)
+                    })?;
+                let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
+                if failed.is_empty() {
+                    break;
+                }
+                if round == 4 {
+                    return Err(StoreError::backend(
+                        BACKEND,
+                        format!("sending a batch to {}", self.queue_url),
+                        format!("{} messages kept failing: {:?}", failed.len(), out.failed()),
+                    ));
+                }
+                pending.retain(|(id, _)| failed.contains(&id.as_str()));
+                tokio::time::sleep(Duration::from_millis(100 << round)).await;
+            }
+        }
+        Ok(())
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError> {

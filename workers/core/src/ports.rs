@@ -73,6 +73,15 @@ pub struct QueueStats {
 pub trait Queue: Send + Sync {
     /// Enqueues a message, visible after `delay`.
     async fn send(&self, body: &str, delay: Duration) -> Result<(), StoreError>;
+    /// Enqueues messages, visible at once: all of them, or an error (some may have been
+    /// sent: callers mark what they sent only after this returns). Backends send in
+    /// batches where they can (SQS: 10 per request).
+    async fn send_batch(&self, bodies: &[String]) -> Result<(), StoreError> {
+        for body in bodies {
+            self.send(body, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, StoreError>;
     /// Extends the visibility of an in-flight delivery (heartbeat).
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError>;
@@ -257,10 +266,10 @@ pub trait MetadataStore: Send + Sync {
     async fn claim_budget_alert(&self, campaign: &str, pct: u8) -> Result<bool, StoreError>;
     /// Adds to the campaign's enqueued count.
     async fn add_enqueued(&self, campaign: &str, n: u64) -> Result<(), StoreError>;
-    /// Whether a message was ever sent for this sample.
-    async fn enqueued(&self, key: &ResultKey) -> Result<bool, StoreError>;
-    /// Records that a message was sent for this sample (after the send succeeded).
-    async fn mark_enqueued(&self, key: &ResultKey) -> Result<(), StoreError>;
+    /// The samples of the campaign a message was ever sent for.
+    async fn enqueued_samples(&self, campaign: &str) -> Result<Vec<ResultKey>, StoreError>;
+    /// Records that messages were sent for these samples (after the sends succeeded).
+    async fn mark_enqueued(&self, keys: &[ResultKey]) -> Result<(), StoreError>;
     /// Records that a worker is alive (liveness; expires on its own).
     async fn heartbeat(&self, beat: &WorkerHeartbeat) -> Result<(), StoreError>;
     async fn heartbeats(&self) -> Result<Vec<WorkerHeartbeat>, StoreError>;

@@ -3,11 +3,11 @@
 
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::gold::{self, GoldError};
-use crate::message::TaskMessage;
+use crate::message::{ResultKey, TaskMessage};
 use crate::ports::ObjectStore;
-use crate::ports::{MetadataStore, Queue, StoreError};
+use crate::ports::{MetadataStore, Queue, StoreError, TrajectoryMeta};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnqueueReport {
@@ -30,6 +30,9 @@ pub enum EnqueueError {
     #[error(transparent)]
     Gold(#[from] GoldError),
 }
+
+/// Messages sent (and marked) together: SQS's batch size.
+const SEND_BATCH: usize = 10;
 
 /// Creates or updates the campaign item and enqueues every sample not yet done. With
 /// `skip_broken_tasks`, the tasks the stored gold report found broken are left out (and a
@@ -70,24 +73,38 @@ pub async fn enqueue_campaign(
     metadata
         .upsert_campaign(campaign.name(), campaign.budget(), report.total)
         .await?;
+    // Two reads for the whole campaign, not two per sample.
+    let done: BTreeSet<ResultKey> = metadata
+        .trajectories(campaign.name())
+        .await?
+        .iter()
+        .map(TrajectoryMeta::result_key)
+        .collect();
+    let queued: BTreeSet<ResultKey> = metadata
+        .enqueued_samples(campaign.name())
+        .await?
+        .into_iter()
+        .collect();
+    let mut pending = Vec::new();
     for task in tasks {
         for sample_index in 0..samples {
             let message = TaskMessage::new(campaign.name(), task, sample_index);
-            if metadata.result(&message.result_key()).await?.is_some() {
-                report.already_done += 1;
-                continue;
-            }
             let key = message.result_key();
-            if metadata.enqueued(&key).await? {
+            if done.contains(&key) {
+                report.already_done += 1;
+            } else if queued.contains(&key) {
                 report.already_queued += 1;
-                continue;
+            } else {
+                pending.push((key, message.to_body()));
             }
-            queue
-                .send(&message.to_body(), std::time::Duration::ZERO)
-                .await?;
-            metadata.mark_enqueued(&key).await?;
-            report.enqueued += 1;
         }
+    }
+    for chunk in pending.chunks(SEND_BATCH) {
+        let bodies: Vec<String> = chunk.iter().map(|(_, body)| body.clone()).collect();
+        queue.send_batch(&bodies).await?;
+        let keys: Vec<ResultKey> = chunk.iter().map(|(key, _)| key.clone()).collect();
+        metadata.mark_enqueued(&keys).await?;
+        report.enqueued += keys.len() as u64;
     }
     if report.enqueued > 0 {
         metadata

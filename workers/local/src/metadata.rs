@@ -74,6 +74,22 @@ fn result_key(key: &ResultKey) -> String {
     )
 }
 
+/// The inverse of [`result_key`].
+fn parse_result_key(key: &str) -> Result<ResultKey, StoreError> {
+    let mut parts = key.split('\0');
+    match (parts.next(), parts.next(), parts.next().map(str::parse)) {
+        (Some(campaign), Some(instance_id), Some(Ok(sample_index))) => Ok(ResultKey {
+            campaign: campaign.to_owned(),
+            instance_id: instance_id.to_owned(),
+            sample_index,
+        }),
+        _ => Err(StoreError::Corrupt {
+            what: "enqueue marker".into(),
+            detail: format!("key {key:?} is not campaign\\0instance\\0sample"),
+        }),
+    }
+}
+
 fn lease_key(lease: &BudgetLease) -> String {
     format!("{}\0{}", lease.campaign, lease.id)
 }
@@ -327,23 +343,34 @@ impl MetadataStore for LocalMetadata {
             .await
     }
 
-    async fn enqueued(&self, key: &ResultKey) -> Result<bool, StoreError> {
-        let key = result_key(key);
+    async fn enqueued_samples(&self, campaign: &str) -> Result<Vec<ResultKey>, StoreError> {
+        let (start, end) = campaign_range(campaign);
         self.state
             .blocking(move |state| {
-                state.read("reading an enqueue marker", |tx| {
-                    Ok(tx.open_table(ENQUEUED)?.get(key.as_str())?.is_some())
+                state.read("reading enqueue markers", |tx| {
+                    let mut out = Vec::new();
+                    for item in tx
+                        .open_table(ENQUEUED)?
+                        .range(start.as_str()..end.as_str())?
+                    {
+                        let (key, _) = item?;
+                        out.push(parse_result_key(key.value())?);
+                    }
+                    Ok(out)
                 })
             })
             .await
     }
 
-    async fn mark_enqueued(&self, key: &ResultKey) -> Result<(), StoreError> {
-        let key = result_key(key);
+    async fn mark_enqueued(&self, keys: &[ResultKey]) -> Result<(), StoreError> {
+        let keys: Vec<String> = keys.iter().map(result_key).collect();
         self.state
             .blocking(move |state| {
-                state.write("writing an enqueue marker", |tx| {
-                    tx.open_table(ENQUEUED)?.insert(key.as_str(), ())?;
+                state.write("writing enqueue markers", |tx| {
+                    let mut table = tx.open_table(ENQUEUED)?;
+                    for key in &keys {
+                        table.insert(key.as_str(), ())?;
+                    }
                     Ok(())
                 })
             })

@@ -26,6 +26,18 @@ struct StoredMessage {
     sent_at_ms: u64,
 }
 
+impl StoredMessage {
+    /// A message sent at `now`, visible after `delay`, never received.
+    fn fresh(body: String, now: u64, delay: Duration) -> StoredMessage {
+        StoredMessage {
+            body,
+            receive_count: 0,
+            visible_at_ms: now + delay.as_millis() as u64,
+            sent_at_ms: now,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeadMessage {
     pub message_id: String,
@@ -91,6 +103,27 @@ impl LocalQueue {
                         table.insert(key.as_str(), to_json(&message)?.as_slice())?;
                     }
                     Ok(count)
+                })
+            })
+            .await
+    }
+
+    /// Enqueues `bodies`, visible after `delay`, in one transaction.
+    async fn insert(&self, bodies: Vec<String>, delay: Duration) -> Result<(), StoreError> {
+        let queue = self.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("sending messages", |tx| {
+                    let now = now_ms();
+                    let mut table = tx.open_table(MESSAGES)?;
+                    for body in bodies {
+                        let message = StoredMessage::fresh(body, now, delay);
+                        table.insert(
+                            queue.key(&next_message_id()).as_str(),
+                            to_json(&message)?.as_slice(),
+                        )?;
+                    }
+                    Ok(())
                 })
             })
             .await
@@ -178,27 +211,11 @@ impl LocalQueue {
 #[async_trait]
 impl Queue for LocalQueue {
     async fn send(&self, body: &str, delay: Duration) -> Result<(), StoreError> {
-        let queue = self.clone();
-        let body = body.to_owned();
-        self.state
-            .blocking(move |state| {
-                state.write("sending a message", |tx| {
-                    let message_id = next_message_id();
-                    let now = now_ms();
-                    let message = StoredMessage {
-                        body,
-                        receive_count: 0,
-                        visible_at_ms: now + delay.as_millis() as u64,
-                        sent_at_ms: now,
-                    };
-                    tx.open_table(MESSAGES)?.insert(
-                        queue.key(&message_id).as_str(),
-                        to_json(&message)?.as_slice(),
-                    )?;
-                    Ok(())
-                })
-            })
-            .await
+        self.insert(vec![body.to_owned()], delay).await
+    }
+
+    async fn send_batch(&self, bodies: &[String]) -> Result<(), StoreError> {
+        self.insert(bodies.to_vec(), Duration::ZERO).await
     }
 
     async fn requeue(
@@ -323,12 +340,7 @@ impl Queue for LocalQueue {
                             continue;
                         }
                         let now = now_ms();
-                        let message = StoredMessage {
-                            body,
-                            receive_count: 0,
-                            visible_at_ms: now,
-                            sent_at_ms: now,
-                        };
+                        let message = StoredMessage::fresh(body, now, Duration::ZERO);
                         messages.insert(
                             queue.key(&next_message_id()).as_str(),
                             to_json(&message)?.as_slice(),
