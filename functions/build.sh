@@ -7,18 +7,21 @@
 #                                      # and an aarch64 linker (e.g. `cargo install cargo-zigbuild`,
 #                                      # then CARGO=cargo-zigbuild)
 #
-# provided.al2023 has glibc 2.34: the script fails if a binary needs a newer symbol (build
-# on an older distribution, or with cargo-zigbuild and a `.2.34` target suffix).
+# provided.al2023 has glibc 2.34: the script fails if a binary needs a newer symbol. Build
+# on an older distribution, or with cargo-zigbuild and a pinned glibc:
+#   CARGO=cargo-zigbuild TARGET=x86_64-unknown-linux-gnu.2.34 functions/build.sh
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 arch="${ARCH:-x86_64}"
 case "$arch" in
-  x86_64) target=x86_64-unknown-linux-gnu ;;
-  arm64) target=aarch64-unknown-linux-gnu ;;
+  x86_64) target="${TARGET:-x86_64-unknown-linux-gnu}" ;;
+  arm64) target="${TARGET:-aarch64-unknown-linux-gnu}" ;;
   *) echo "error: ARCH must be x86_64 or arm64, not $arch" >&2; exit 2 ;;
 esac
+# Symbols stripped by the linker, for any target.
+export CARGO_PROFILE_RELEASE_STRIP=true
 cargo_cmd="${CARGO:-cargo}"
 functions=(enqueue budget finalize)
 
@@ -28,14 +31,14 @@ for f in "${functions[@]}"; do
   # Each package names its binary `bootstrap`; cargo puts the last one built at the same
   # path, so build and copy one function at a time.
   "$cargo_cmd" build --locked --release --target "$target" -p "synthfleet-fn-$f"
-  bin="target/$target/release/bootstrap"
-  newest=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -1)
+  bin="target/${target%.2.*}/release/bootstrap"
+  # readelf reads the version needs of an ELF file of any architecture.
+  newest=$(readelf -V "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -1)
   if [[ "$(printf '%s\n' "$newest" GLIBC_2.34 | sort -V | tail -1)" != GLIBC_2.34 ]]; then
     echo "error: $f needs $newest; provided.al2023 has GLIBC_2.34 (see the header of $0)" >&2
     exit 1
   fi
   cp "$bin" "$out/bootstrap"
-  strip "$out/bootstrap"
   (cd "$out" && rm -f bootstrap.zip && zip -q bootstrap.zip bootstrap)
   echo "$out/bootstrap.zip: $(du -h "$out/bootstrap.zip" | cut -f1) (needs $newest)"
 done

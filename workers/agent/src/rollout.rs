@@ -336,6 +336,7 @@ impl Rollouts {
                 }
                 Metered::Failed(e) => {
                     record.totals.llm_calls += 1;
+                    record.timings.infra_wait_ms += ms(call.waited);
                     record.timings.llm_ms += ms(llm_elapsed.saturating_sub(call.waited));
                     return Ok(Ending {
                         status: e.exit_status(),

@@ -600,12 +600,15 @@ impl Shared {
                     .map_err(|e| error_chain(&e))
             }
             _ => {
-                match rollouts
+                let outcome = rollouts
                     .store
                     .commit(&record)
                     .await
-                    .map_err(|e| error_chain(&e))?
-                {
+                    .map_err(|e| error_chain(&e))?;
+                if let Err(e) = rollouts.store.discard_checkpoints(&record).await {
+                    warn!(error = %error_chain(&e), "removing the sample's checkpoints failed; they expire with the failed records");
+                }
+                match outcome {
                     CommitOutcome::Committed => {
                         self.counters.committed.fetch_add(1, Ordering::Relaxed);
                         info!(trajectory = %record.trajectory_id, status = record.status().as_str(),

@@ -167,14 +167,6 @@ struct DeadLetterItem {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct EnqueueItem {
-    pk: String,
-    sk: String,
-    #[serde(flatten)]
-    key: ResultKey,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
 struct LeaseItem {
     pk: String,
     sk: String,
@@ -300,9 +292,13 @@ fn state_in(prefix: &str, states: &[CampaignState]) -> (String, Vec<(String, Att
 impl DynamoMetadata {
     /// Runs a transaction; again, after a short backoff, while it loses to contention (a
     /// bounded number of times). `Ok(false)` when one of its conditions failed.
+    ///
+    /// With a `token` (`ClientRequestToken`), a transaction the SDK sends again after it
+    /// was applied (a timeout on the way back) is not applied twice.
     async fn transact(
         &self,
         items: Vec<TransactWriteItem>,
+        token: Option<String>,
         operation: impl Fn() -> String,
     ) -> Result<bool, StoreError> {
         let mut round = 0;
@@ -311,6 +307,7 @@ impl DynamoMetadata {
                 .client
                 .transact_write_items()
                 .set_transact_items(Some(items.clone()))
+                .set_client_request_token(token.clone())
                 .send()
                 .await;
             let Err(e) = result else {
@@ -551,14 +548,16 @@ impl MetadataStore for DynamoMetadata {
             let result = self
                 .update_campaign(name)
                 .update_expression(
-                    "SET #budget = :budget, #total = :total, #state = :state, #reason = :reason, #updated = :now",
+                    "SET #budget = :budget, #total = :total, #state = :state, #reason = :reason, #alerted = :alerted, #updated = :now",
                 )
                 .condition_expression("#updated = :previous")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_names("#budget", "budget")
                 .expression_attribute_names("#total", "total_samples")
                 .expression_attribute_names("#reason", "state_reason")
+                .expression_attribute_names("#alerted", "alerted_pct")
                 .expression_attribute_names("#updated", "updated_at")
+                .expression_attribute_values(":alerted", n(record.alerted_pct))
                 .expression_attribute_values(":budget", n(budget.0))
                 .expression_attribute_values(":total", n(total_samples))
                 .expression_attribute_values(":state", status_str(record.state))
@@ -600,7 +599,7 @@ impl MetadataStore for DynamoMetadata {
             sk: lease_sk(lease),
             lease: lease.clone(),
         })?;
-        for _ in 0..CONTENTION_RETRIES {
+        for round in 0..CONTENTION_RETRIES {
             let record = self.require_campaign(campaign).await?;
             let mut probe = record.clone();
             match probe.reserve(amount, spend) {
@@ -640,7 +639,9 @@ impl MetadataStore for DynamoMetadata {
             ];
             // A failed condition means someone else moved the ledger: look again.
             if self
-                .transact(items, || format!("reserving budget of `{campaign}`"))
+                .transact(items, Some(format!("{}-{round}", lease.id)), || {
+                    format!("reserving budget of `{campaign}`")
+                })
                 .await?
             {
                 return Ok(Reservation::Granted);
@@ -667,7 +668,7 @@ impl MetadataStore for DynamoMetadata {
         ];
         // A failed condition: the lease is gone, settled or reclaimed before. Nothing booked.
         if !self
-            .transact(items, || format!("settling budget of `{campaign}`"))
+            .transact(items, None, || format!("settling budget of `{campaign}`"))
             .await?
         {
             return Ok(false);
@@ -769,10 +770,31 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn enqueued_samples(&self, campaign: &str) -> Result<Vec<ResultKey>, StoreError> {
-        let items: Vec<EnqueueItem> = self
-            .query_decoded(campaign, "ENQ#", "enqueue marker")
-            .await?;
-        Ok(items.into_iter().map(|m| m.key).collect())
+        // The sort key alone names the sample (`ENQ#{instance}#{sample}`), in markers of
+        // every version.
+        self.query_prefix(campaign, "ENQ#")
+            .await?
+            .into_iter()
+            .map(|item| {
+                let sk = match item.get("sk") {
+                    Some(AttributeValue::S(sk)) => sk.as_str(),
+                    _ => "",
+                };
+                sk.strip_prefix("ENQ#")
+                    .and_then(|rest| rest.rsplit_once('#'))
+                    .and_then(|(instance, sample)| {
+                        Some(ResultKey {
+                            campaign: campaign.to_owned(),
+                            instance_id: instance.to_owned(),
+                            sample_index: sample.parse().ok()?,
+                        })
+                    })
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: format!("enqueue marker of `{campaign}`"),
+                        detail: format!("sort key {sk:?} is not ENQ#{{instance}}#{{sample}}"),
+                    })
+            })
+            .collect()
     }
 
     async fn mark_enqueued(&self, keys: &[ResultKey]) -> Result<(), StoreError> {
@@ -781,11 +803,8 @@ impl MetadataStore for DynamoMetadata {
                 .iter()
                 .map(|key| {
                     let put = PutRequest::builder()
-                        .set_item(Some(to_item(&EnqueueItem {
-                            pk: campaign_pk(&key.campaign),
-                            sk: sample_sk("ENQ", key),
-                            key: key.clone(),
-                        })?))
+                        .item("pk", s(campaign_pk(&key.campaign)))
+                        .item("sk", s(sample_sk("ENQ", key)))
                         .build()
                         .map_err(|e| aws_error(BACKEND, "building an enqueue marker", e))?;
                     Ok(WriteRequest::builder().put_request(put).build())
@@ -882,7 +901,10 @@ impl MetadataStore for DynamoMetadata {
         ];
         // Contention is retried inside: a finished rollout is never thrown away (re-running
         // it would orphan its object).
-        if self.transact(items, || format!("committing {key}")).await? {
+        if self
+            .transact(items, None, || format!("committing {key}"))
+            .await?
+        {
             return Ok(CommitOutcome::Committed);
         }
         match self.result(&key).await? {
@@ -944,15 +966,30 @@ impl MetadataStore for DynamoMetadata {
             letter: letter.clone(),
         })?;
         let items = vec![
-            self.put(item, Some("attribute_not_exists(pk)"))?,
+            self.put(item.clone(), Some("attribute_not_exists(pk)"))?,
             self.count_update(&letter.key.campaign, "dead_lettered", 1)?,
         ];
         // Contention is retried inside, so the count stays exact. A failed condition: the
-        // sample was dead-lettered before, and its first record (the worker's error) stays.
-        self.transact(items, || {
-            format!("recording the dead letter of {}", letter.key)
-        })
-        .await?;
+        // sample was dead-lettered before, and its first record (the worker's error) stays;
+        // or the campaign item is gone, and the record is kept without a count.
+        let operation = || format!("recording the dead letter of {}", letter.key);
+        if !self.transact(items, None, operation).await?
+            && self
+                .get(
+                    &campaign_pk(&letter.key.campaign),
+                    &sample_sk("DEAD", &letter.key),
+                )
+                .await?
+                .is_none()
+        {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| aws_error(BACKEND, operation(), e))?;
+        }
         Ok(())
     }
 
@@ -969,7 +1006,7 @@ impl MetadataStore for DynamoMetadata {
         ];
         // A failed condition: cleared meanwhile by another redrive.
         Ok(self
-            .transact(items, || format!("clearing the dead letter of {key}"))
+            .transact(items, None, || format!("clearing the dead letter of {key}"))
             .await?
             .then_some(letter))
     }

@@ -24,6 +24,28 @@ pub struct SqsQueue {
     wait: Duration,
 }
 
+/// SQS takes at most 10 messages and 256 KiB of bodies per batch request.
+const BATCH_COUNT: usize = 10;
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// `bodies` cut into batches SQS accepts (a body over the limit goes alone, and SQS says
+/// why it refuses it).
+fn batches(bodies: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, body) in bodies.iter().enumerate() {
+        if i > start && (i - start == BATCH_COUNT || bytes + body.len() > BATCH_BYTES) {
+            out.push(&bodies[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += body.len();
+    }
+    if start < bodies.len() {
+        out.push(&bodies[start..]);
+    }
+    out
+}
+
 fn secs(d: Duration, max: Duration) -> i32 {
     d.min(max).as_secs() as i32
 }
@@ -50,6 +72,7 @@ impl SqsQueue {
 
     async fn set_visibility(
         &self,
+        url: &str,
         receipt: &str,
         visibility: Duration,
         operation: &str,
@@ -57,7 +80,7 @@ impl SqsQueue {
         match self
             .client
             .change_message_visibility()
-            .queue_url(&self.queue_url)
+            .queue_url(url)
             .receipt_handle(receipt)
             .visibility_timeout(secs(visibility, MAX_VISIBILITY))
             .send()
@@ -73,11 +96,7 @@ impl SqsQueue {
                     receipt: receipt.to_owned(),
                 })
             }
-            Err(e) => Err(aws_error(
-                BACKEND,
-                format!("{operation} on {}", self.queue_url),
-                e,
-            )),
+            Err(e) => Err(aws_error(BACKEND, format!("{operation} on {url}"), e)),
         }
     }
 
@@ -133,7 +152,7 @@ impl Queue for SqsQueue {
     }
 
     async fn send_batch(&self, bodies: &[String]) -> Result<(), StoreError> {
-        for chunk in bodies.chunks(10) {
+        for chunk in batches(bodies) {
             let mut pending: Vec<(String, &String)> = chunk
                 .iter()
                 .enumerate()
@@ -211,7 +230,7 @@ impl Queue for SqsQueue {
     }
 
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), StoreError> {
-        self.set_visibility(receipt, visibility, "extending visibility")
+        self.set_visibility(&self.queue_url, receipt, visibility, "extending visibility")
             .await
     }
 
@@ -277,7 +296,8 @@ impl Queue for SqsQueue {
                 .receive_message()
                 .queue_url(dlq)
                 .max_number_of_messages(10)
-                .wait_time_seconds(self.wait.min(Duration::from_secs(1)).as_secs() as i32)
+                // Long polling (1 s): a short poll samples servers and may answer empty.
+                .wait_time_seconds(1)
                 .visibility_timeout(secs(PASS, MAX_VISIBILITY))
                 .send()
                 .await
@@ -310,14 +330,14 @@ impl Queue for SqsQueue {
             }
         }
         for receipt in left {
-            self.client
-                .change_message_visibility()
-                .queue_url(dlq)
-                .receipt_handle(receipt)
-                .visibility_timeout(0)
-                .send()
+            // A message whose pass window ran out is visible again already.
+            match self
+                .set_visibility(dlq, &receipt, Duration::ZERO, "releasing a dead message")
                 .await
-                .map_err(|e| aws_error(BACKEND, format!("releasing a message of {dlq}"), e))?;
+            {
+                Ok(()) | Err(StoreError::StaleReceipt { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(moved)
     }
@@ -346,5 +366,21 @@ impl Queue for SqsQueue {
                 )
                 .await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_ten_messages_and_256_kib_at_most() {
+        let small: Vec<String> = (0..23).map(|i| i.to_string()).collect();
+        let sizes: Vec<usize> = batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+        let big: Vec<String> = (0..5).map(|_| "x".repeat(100 * 1024)).collect();
+        let sizes: Vec<usize> = batches(&big).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, [2, 2, 1]);
+        assert!(batches(&[]).is_empty());
     }
 }

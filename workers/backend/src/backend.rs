@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use synthfleet_aws::{AwsClients, AwsNames, DynamoMetadata, S3ObjectStore, SqsQueue};
 use synthfleet_core::campaign::Campaign;
-use synthfleet_core::ports::{ObjectStore, Queue, StoreError};
+use synthfleet_core::ports::{Queue, StoreError};
 use synthfleet_core::store::TrajectoryStore;
-use synthfleet_core::submit::{
-    CampaignSpec, EnqueueError, EnqueueReport, SpecError, enqueue_campaign, put_spec,
-};
+use synthfleet_core::submit::{CampaignSpec, EnqueueError, EnqueueReport, enqueue_campaign};
 use synthfleet_core::templates::{TemplateError, Templates};
 use synthfleet_tasks::LoadError;
 
@@ -140,8 +138,6 @@ pub enum BackendError {
     Templates(#[source] LoadError),
     #[error("checking the campaign's prompt templates")]
     TemplateSyntax(#[source] TemplateError),
-    #[error("storing the campaign spec")]
-    Spec(#[source] SpecError),
     #[error("enqueueing the campaign")]
     Enqueue(#[source] EnqueueError),
 }
@@ -249,20 +245,6 @@ pub async fn submit(
     queue: &dyn Queue,
     store: &TrajectoryStore,
 ) -> Result<EnqueueReport, BackendError> {
-    store_spec(campaign, store.objects.as_ref()).await?;
-    enqueue_campaign(
-        campaign,
-        queue,
-        store.metadata.as_ref(),
-        store.objects.as_ref(),
-    )
-    .await
-    .map_err(BackendError::Enqueue)
-}
-
-/// Stores the campaign's configuration and template overrides where workers and the
-/// quality jobs read them (`campaigns/{name}/spec.json`), after checking the templates.
-async fn store_spec(campaign: &Campaign, objects: &dyn ObjectStore) -> Result<(), BackendError> {
     let templates =
         synthfleet_tasks::template_overrides(campaign).map_err(BackendError::Templates)?;
     // Fail here, not on every worker, if a template does not compile.
@@ -271,5 +253,13 @@ async fn store_spec(campaign: &Campaign, objects: &dyn ObjectStore) -> Result<()
         config: campaign.config.clone(),
         templates,
     };
-    put_spec(objects, &spec).await.map_err(BackendError::Spec)
+    enqueue_campaign(
+        campaign,
+        &spec,
+        queue,
+        store.metadata.as_ref(),
+        store.objects.as_ref(),
+    )
+    .await
+    .map_err(BackendError::Enqueue)
 }

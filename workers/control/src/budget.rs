@@ -75,6 +75,7 @@ impl BudgetGuard {
             run.reclaimed
                 .push((lease.campaign, lease.owner, lease.amount.0));
         }
+        let mut failed = Vec::new();
         for campaign in self.metadata.campaigns().await? {
             let mut probe = campaign.clone();
             probe.settle(MicroUsd::ZERO, MicroUsd::ZERO);
@@ -93,11 +94,17 @@ impl BudgetGuard {
                     .claim_budget_alert(&campaign.name, pct)
                     .await?
             {
-                self.alert(&campaign, pct).await?;
-                run.alerts.push((campaign.name.clone(), pct));
+                // One alert that cannot be sent does not hold back the other campaigns.
+                match self.alert(&campaign, pct).await {
+                    Ok(()) => run.alerts.push((campaign.name.clone(), pct)),
+                    Err(e) => failed.push(e),
+                }
             }
         }
-        Ok(run)
+        match failed.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(run),
+        }
     }
 
     async fn alert(&self, campaign: &CampaignRecord, pct: u8) -> Result<(), ControlError> {

@@ -21,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 use synthfleet_aws::AwsClients;
 use synthfleet_backend::{Backend, BackendConfig};
 use synthfleet_core::campaign::Campaign;
+use synthfleet_core::gold;
 use tracing::info;
 
 /// What an invocation carries.
@@ -95,9 +96,11 @@ impl Enqueuer {
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Vec<Enqueued>, ControlError> {
         let runs: Vec<(String, String, Option<DateTime<Utc>>)> = match payload(event)? {
+            // Task files are uploaded beside campaign files: only `.toml` uploads start runs.
             Event::Upload { records } => records
                 .into_iter()
                 .map(|r| (r.s3.bucket.name, s3_key(&r.s3.object.key), None))
+                .filter(|(_, key, _)| key.ends_with(".toml"))
                 .collect(),
             Event::Direct {
                 campaign_key,
@@ -126,7 +129,16 @@ impl Enqueuer {
         let file = self.fetch_campaign(bucket, key, scratch.path()).await?;
         let mut campaign = synthfleet_tasks::load_campaign(&file)?;
         if let Some(at) = firing {
-            campaign.config.name = run_name(campaign.name(), at);
+            let base = campaign.name().to_owned();
+            campaign.config.name = run_name(&base, at);
+            // A run is vetted by its campaign's gold report (`validate --gold` ran once).
+            let objects = self.backend.store().objects.as_ref();
+            if campaign.config.skip_broken_tasks
+                && let Some(mut report) = gold::get_report(objects, &base).await?
+            {
+                report.campaign = campaign.name().to_owned();
+                gold::put_report(objects, &report).await?;
+            }
         }
         let report = self.backend.submit(&campaign).await?;
         info!(campaign = %campaign.name(), enqueued = report.enqueued, already_queued = report.already_queued, "campaign enqueued");
@@ -179,19 +191,25 @@ impl Enqueuer {
 
     /// Downloads one object, or every object under `key/` (a dataset directory).
     async fn fetch_tree(&self, bucket: &str, key: &str, dest: &Path) -> Result<(), ControlError> {
-        let listed = self
+        let mut pages = self
             .s3
             .list_objects_v2()
             .bucket(bucket)
             .prefix(key)
-            .send()
-            .await
-            .map_err(|e| s3_error(bucket, key, sdk(e)))?;
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error(bucket, key, sdk(e)))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
         let mut found = false;
-        for object in listed.contents() {
-            let Some(object_key) = object.key() else {
-                continue;
-            };
+        for object_key in &keys {
+            let object_key = object_key.as_str();
             let target = if object_key == key {
                 dest.to_owned()
             } else if let Some(rest) = object_key.strip_prefix(&format!("{key}/")) {

@@ -51,13 +51,11 @@ impl Finalizer {
     pub async fn run(&self, now: DateTime<Utc>) -> Result<Vec<Totals>, ControlError> {
         let metadata = self.store.metadata.as_ref();
         let mut finished = Vec::new();
-        for campaign in metadata.campaigns().await? {
-            if campaign.state != CampaignState::Running {
+        for record in metadata.campaigns().await? {
+            if record.state != CampaignState::Running || !record.is_finished() {
                 continue;
             }
-            let Finish::Done(record) = lifecycle::finish(metadata, &campaign.name).await? else {
-                continue;
-            };
+            // The totals first: a crash before `done` leaves the campaign to the next run.
             let totals = Totals {
                 campaign: record.name.clone(),
                 samples: record.total_samples,
@@ -78,6 +76,12 @@ impl Finalizer {
                 .objects
                 .put(&format!("reports/{}/totals.json", record.name), bytes)
                 .await?;
+            if !matches!(
+                lifecycle::finish(metadata, &record.name).await?,
+                Finish::Done(_)
+            ) {
+                continue;
+            }
             info!(campaign = %record.name, success = totals.success, failed = totals.failed, dead_lettered = totals.dead_lettered, spent_usd = totals.spent_usd, "campaign done");
             finished.push(totals);
         }

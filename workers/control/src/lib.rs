@@ -28,6 +28,8 @@ pub enum ControlError {
     Campaign(#[from] synthfleet_core::campaign::CampaignError),
     #[error(transparent)]
     Store(#[from] synthfleet_core::ports::StoreError),
+    #[error(transparent)]
+    Gold(#[from] synthfleet_core::gold::GoldError),
     #[error("s3://{bucket}/{key}: {detail}")]
     S3 {
         bucket: String,

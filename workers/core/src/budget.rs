@@ -274,6 +274,10 @@ impl CampaignRecord {
     /// campaign runs again; an exhausted one only when its budget was raised.
     pub fn resubmit(&mut self, budget: MicroUsd, total_samples: u64) {
         let raised = budget > self.ledger.budget;
+        if budget != self.ledger.budget {
+            // Thresholds are shares of the new cap: their alerts are due again.
+            self.alerted_pct = 0;
+        }
         self.ledger.budget = budget;
         self.total_samples = total_samples;
         let resume = match self.state {

@@ -53,6 +53,10 @@ pub async fn redrive(
     };
     queue.redrive(&select).await?;
     let moved = moved.into_inner().unwrap_or_default();
+    // A sample dead-lettered while this ran has a record that was not cleared above.
+    for key in moved.iter().filter(|key| !cleared.contains_key(*key)) {
+        metadata.clear_dead_letter(key).await?;
+    }
     let mut missing = Vec::new();
     for (key, letter) in cleared {
         if !moved.contains(&key) {

@@ -62,12 +62,21 @@ impl TrajectoryStore {
             // Another attempt won: this one's object must not linger as a second result.
             self.objects.delete(&key).await?;
         }
-        // The sample has its result: no partial record of any attempt is kept beside it.
+        Ok(outcome)
+    }
+
+    /// Removes the checkpoints of every attempt of the record's sample, once the sample
+    /// has its result: no partial record is kept beside it. Housekeeping after a commit (a
+    /// failure here leaves objects that expire on their own, never a wrong result).
+    pub async fn discard_checkpoints(
+        &self,
+        record: &TrajectoryRecord,
+    ) -> Result<(), TrajectoryStoreError> {
         let prefix = checkpoint_prefix(&record.campaign, &record.instance_id, record.sample_index);
         for stale in self.objects.list(&prefix).await? {
             self.objects.delete(&stale.key).await?;
         }
-        Ok(outcome)
+        Ok(())
     }
 
     /// Reads and verifies (checksum, schema) a committed record.

@@ -29,14 +29,17 @@ pub enum EnqueueError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Gold(#[from] GoldError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
 }
 
 /// Messages sent (and marked) together: SQS's batch size.
 const SEND_BATCH: usize = 10;
 
-/// Creates or updates the campaign item and enqueues every sample not yet done. With
-/// `skip_broken_tasks`, the tasks the stored gold report found broken are left out (and a
-/// task the report does not cover is an error: validate again).
+/// Stores the campaign's spec, creates or updates the campaign item and enqueues every
+/// sample not yet done. With `skip_broken_tasks`, the tasks the stored gold report found
+/// broken are left out (and a task the report does not cover is an error, before anything
+/// is written: validate again).
 ///
 /// The campaign was fully validated when loaded, so no bad task can stop this half way.
 /// Each sample is sent, then marked as enqueued: re-submitting skips marked samples, and a
@@ -44,6 +47,7 @@ const SEND_BATCH: usize = 10;
 /// commit turns into one result. Nothing is lost and nothing is counted twice.
 pub async fn enqueue_campaign(
     campaign: &Campaign,
+    spec: &CampaignSpec,
     queue: &dyn Queue,
     metadata: &dyn MetadataStore,
     objects: &dyn ObjectStore,
@@ -68,6 +72,8 @@ pub async fn enqueue_campaign(
         tasks.retain(|t| !broken.contains(t.instance_id.as_str()));
         report.excluded = broken.into_iter().map(str::to_owned).collect();
     }
+    // Checked, so stored: workers read the spec of the messages they receive.
+    put_spec(objects, spec).await?;
     let samples = campaign.config.samples_per_task;
     report.total = tasks.len() as u64 * u64::from(samples);
     metadata

@@ -10,8 +10,9 @@
 //! * A call cut off by a shutdown is booked at its worst case (the provider may bill it);
 //!   a call that failed books nothing.
 //! * A settle that fails is retried; settling is idempotent, so a retry after a settle
-//!   that did apply books nothing twice. One that keeps failing leaves the lease to expire
-//!   and be reclaimed at its worst case: the cap holds either way.
+//!   that did apply books nothing twice. One that keeps failing is logged and leaves the
+//!   lease to expire and be reclaimed at its worst case: the cap holds either way, and the
+//!   call's outcome (a paid reply, a failure, a shutdown) is never replaced by it.
 
 use crate::{ModelPool, PoolCompletion};
 use backon::{ExponentialBuilder, Retryable};
@@ -83,15 +84,7 @@ pub enum MeterError {
         #[source]
         source: StoreError,
     },
-    #[error(
-        "campaign `{campaign}`: settling the call's cost failed (its lease is reclaimed at the worst case once it expires)"
-    )]
-    Settle {
-        campaign: String,
-        #[source]
-        source: StoreError,
-    },
-    /// Cut off by the cancellation token; booked at the worst case.
+    /// Cut off by the cancellation token (a call under way is booked at its worst case).
     #[error("the call was cut off by a shutdown")]
     Interrupted,
 }
@@ -105,14 +98,17 @@ impl Meter<'_> {
         let started = Instant::now();
         let mut lease = loop {
             let lease = BudgetLease::new(call.campaign, self.owner, amount, Utc::now());
-            let reservation =
-                self.metadata
-                    .reserve(&lease, call.spend)
-                    .await
-                    .map_err(|source| MeterError::Reserve {
+            let reservation = match self.metadata.reserve(&lease, call.spend).await {
+                Ok(reservation) => reservation,
+                Err(source) => {
+                    // It may have gone through before the error: release it if it did.
+                    let _ = self.metadata.settle(&lease, MicroUsd::ZERO).await;
+                    return Err(MeterError::Reserve {
                         campaign: call.campaign.to_owned(),
                         source,
-                    })?;
+                    });
+                }
+            };
             match reservation {
                 Reservation::Granted => break lease,
                 Reservation::Refused(record) => {
@@ -142,7 +138,7 @@ impl Meter<'_> {
             tokio::select! {
                 reply = &mut completion => break reply,
                 _ = self.cancel.cancelled() => {
-                    self.settle(&lease, lease.amount).await?;
+                    self.settle(&lease, lease.amount).await;
                     return Err(MeterError::Interrupted);
                 }
                 _ = tokio::time::sleep_until(renew_at) => {
@@ -162,14 +158,14 @@ impl Meter<'_> {
                     reply.completion.input_tokens,
                     reply.completion.output_tokens,
                 );
-                self.settle(&lease, cost).await?;
+                self.settle(&lease, cost).await;
                 Metered::Completed {
                     reply: Box::new(reply),
                     cost,
                 }
             }
             Err(e) => {
-                self.settle(&lease, MicroUsd::ZERO).await?;
+                self.settle(&lease, MicroUsd::ZERO).await;
                 Metered::Failed(e)
             }
         };
@@ -177,9 +173,10 @@ impl Meter<'_> {
     }
 
     /// Settles with bounded retries. `false` from the store means the lease was reclaimed
-    /// meanwhile (booked at its worst case): nothing more to do.
-    async fn settle(&self, lease: &BudgetLease, actual: MicroUsd) -> Result<(), MeterError> {
-        (|| self.metadata.settle(lease, actual))
+    /// meanwhile (booked at its worst case): nothing more to do. A settle that never goes
+    /// through leaves the lease to the reclaimer.
+    async fn settle(&self, lease: &BudgetLease, actual: MicroUsd) {
+        let settled = (|| self.metadata.settle(lease, actual))
             .retry(
                 ExponentialBuilder::default()
                     .with_min_delay(Duration::from_millis(100))
@@ -188,11 +185,9 @@ impl Meter<'_> {
             .notify(|e, after| {
                 warn!(lease = %lease.id, error = %e, retry_in_ms = after.as_millis() as u64, "settling a call failed; retrying");
             })
-            .await
-            .map(|_| ())
-            .map_err(|source| MeterError::Settle {
-                campaign: lease.campaign.clone(),
-                source,
-            })
+            .await;
+        if let Err(e) = settled {
+            warn!(lease = %lease.id, campaign = %lease.campaign, error = %e, "settling a call kept failing; its lease is reclaimed at its worst case once it expires");
+        }
     }
 }

@@ -225,16 +225,20 @@ impl Queue for LocalQueue {
         delay: Duration,
     ) -> Result<(), StoreError> {
         let body = body.to_owned();
+        let queue = self.clone();
         self.with_receipt(
             "putting a message back",
             &delivery.receipt,
-            move |tx, key, mut message| {
-                // A fresh copy, as on SQS: its receive count starts over.
-                message.body = body;
-                message.receive_count = 0;
-                message.visible_at_ms = now_ms() + delay.as_millis() as u64;
-                tx.open_table(MESSAGES)?
-                    .insert(key, to_json(&message)?.as_slice())?;
+            move |tx, key, _| {
+                // A fresh copy under a new id, as on SQS: its receive count starts over and
+                // no receipt of the old one can ever name it.
+                let mut table = tx.open_table(MESSAGES)?;
+                table.remove(key)?;
+                let message = StoredMessage::fresh(body, now_ms(), delay);
+                table.insert(
+                    queue.key(&next_message_id()).as_str(),
+                    to_json(&message)?.as_slice(),
+                )?;
                 Ok(())
             },
         )
