@@ -23,7 +23,7 @@ esac
 # Symbols stripped by the linker, for any target.
 export CARGO_PROFILE_RELEASE_STRIP=true
 cargo_cmd="${CARGO:-cargo}"
-functions=(enqueue budget finalize)
+functions=(enqueue budget finalize scaler)
 
 for f in "${functions[@]}"; do
   out="target/lambda/$f"

@@ -8,10 +8,12 @@ use synthfleet_backend::Backend;
 use synthfleet_control::budget::{AlertTopic, BudgetGuard};
 use synthfleet_control::enqueue::Enqueuer;
 use synthfleet_control::finalize::Finalizer;
+use synthfleet_control::scaler::{Capacity, Scaler};
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{BudgetLease, CampaignState, Spend};
 use synthfleet_core::message::ResultKey;
-use synthfleet_core::ports::{DeadLetter, MetadataStore};
+use synthfleet_core::ports::{DeadLetter, MetadataStore, WorkerHeartbeat};
+use synthfleet_core::scaling::ScalingPolicy;
 use synthfleet_tests::conformance;
 use synthfleet_tests::moto::Moto;
 use synthfleet_tests::task_line;
@@ -375,5 +377,145 @@ async fn finalize_marks_a_campaign_done_once_every_sample_is_accounted_for() {
             .expect("finalize")
             .is_empty(),
         "done once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
+    let moto = Moto::start().await;
+    let backend = Backend::aws(&moto.clients, moto.names.clone());
+    let queue = backend.queue("");
+    let metadata = backend.store().metadata.clone();
+    let policy = ScalingPolicy {
+        min: 0,
+        max: 5,
+        tasks_per_worker: 2,
+        idle_before_zero: chrono::TimeDelta::minutes(10),
+    };
+    let ecs = aws_sdk_ecs::Client::new(&moto.config);
+    ecs.create_cluster()
+        .cluster_name("fleet")
+        .send()
+        .await
+        .expect("cluster");
+    ecs.register_task_definition()
+        .family("worker")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("synthfleet:latest")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("task definition");
+    ecs.create_service()
+        .cluster("fleet")
+        .service_name("workers")
+        .task_definition("worker")
+        .desired_count(0)
+        .send()
+        .await
+        .expect("service");
+    let asg = aws_sdk_autoscaling::Client::new(&moto.config);
+    asg.create_launch_configuration()
+        .launch_configuration_name("workers")
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .send()
+        .await
+        .expect("launch configuration");
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name("workers")
+        .launch_configuration_name("workers")
+        .min_size(0)
+        .max_size(5)
+        .desired_capacity(0)
+        .availability_zones("us-east-1a")
+        .send()
+        .await
+        .expect("group");
+    let scalers = [
+        Scaler {
+            queue: queue.clone(),
+            metadata: metadata.clone(),
+            capacity: Capacity::Ecs {
+                client: ecs,
+                cluster: "fleet".into(),
+                service: "workers".into(),
+            },
+            policy,
+        },
+        Scaler {
+            queue: queue.clone(),
+            metadata: metadata.clone(),
+            capacity: Capacity::Asg {
+                client: asg,
+                group: "workers".into(),
+            },
+            policy,
+        },
+    ];
+    let decide = async |at: chrono::DateTime<chrono::Utc>| {
+        let mut desired = Vec::new();
+        for scaler in &scalers {
+            let decision = scaler.run(at).await.expect("scale");
+            desired.push(decision.desired);
+        }
+        desired
+    };
+    let now = chrono::Utc::now();
+    assert_eq!(decide(now).await, [0, 0], "no work, no workers");
+    for i in 0..5 {
+        queue
+            .send(&format!("task {i}"), std::time::Duration::ZERO)
+            .await
+            .expect("send");
+    }
+    assert_eq!(
+        decide(now).await,
+        [3, 3],
+        "five tasks, two per worker: 0 -> 3"
+    );
+    // A worker has taken the last task and is busy: the fleet keeps it.
+    let deliveries = queue
+        .receive(10, std::time::Duration::from_secs(600))
+        .await
+        .expect("receive");
+    for d in &deliveries[1..] {
+        queue.delete(&d.receipt).await.expect("delete");
+    }
+    let busy = |in_flight, at| WorkerHeartbeat {
+        worker_id: "w1".into(),
+        at,
+        in_flight,
+        completed: 4,
+        version: "test".into(),
+        interval_s: 30,
+        last_active: Some(at),
+    };
+    metadata.heartbeat(&busy(1, now)).await.expect("beat");
+    assert_eq!(
+        decide(now).await,
+        [1, 1],
+        "one rollout in flight: one worker stays"
+    );
+    queue.delete(&deliveries[0].receipt).await.expect("delete");
+    metadata.heartbeat(&busy(0, now)).await.expect("beat");
+    assert_eq!(decide(now).await, [1, 1], "idle for a moment: kept");
+    let later = now + chrono::TimeDelta::minutes(11);
+    metadata
+        .heartbeat(&WorkerHeartbeat {
+            at: later,
+            last_active: Some(now),
+            ..busy(0, now)
+        })
+        .await
+        .expect("beat");
+    assert_eq!(
+        decide(later).await,
+        [0, 0],
+        "idle past the window: back to zero"
     );
 }

@@ -267,6 +267,7 @@ async fn leases_of_the_dead_are_reclaimed(store: &dyn MetadataStore) {
                 completed: 0,
                 version: "test".into(),
                 interval_s: 30,
+                last_active: None,
             })
             .await
             .expect("heartbeat");
@@ -501,6 +502,7 @@ async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
         completed: 7,
         version: "test".into(),
         interval_s: 5,
+        last_active: Some(Utc::now()),
     };
     store.heartbeat(&beat).await.expect("beat");
     let beats = store.heartbeats().await.expect("beats");

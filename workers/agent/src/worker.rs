@@ -153,6 +153,9 @@ struct Shared {
     interrupt: CancellationToken,
     stop_reason: std::sync::Mutex<Option<String>>,
     reaper: Option<Arc<dyn SandboxProvider>>,
+    /// The last heartbeat that saw rollouts in flight (what the scaler's idle time counts
+    /// from).
+    last_active: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
 }
 
 impl Worker {
@@ -196,6 +199,7 @@ impl Worker {
             stop: stop.child_token(),
             interrupt: interrupt.clone(),
             stop_reason: std::sync::Mutex::new(None),
+            last_active: std::sync::Mutex::new(None),
             reaper: self.reaper.clone(),
         });
         let beating = tokio::spawn(heartbeats(shared.clone()));
@@ -359,10 +363,22 @@ impl Shared {
     }
 
     async fn beat(&self) {
+        let now = Utc::now();
+        let in_flight = self.counters.in_flight.load(Ordering::Relaxed);
+        let last_active = match self.last_active.lock() {
+            Ok(mut last) => {
+                if in_flight > 0 {
+                    *last = Some(now);
+                }
+                *last
+            }
+            Err(_) => Some(now),
+        };
         let beat = WorkerHeartbeat {
             worker_id: self.config.worker_id.clone(),
-            at: Utc::now(),
-            in_flight: self.counters.in_flight.load(Ordering::Relaxed),
+            at: now,
+            last_active,
+            in_flight,
             completed: self.counters.committed.load(Ordering::Relaxed),
             version: crate::SCAFFOLD_VERSION.to_owned(),
             interval_s: self.config.heartbeat_every.as_secs().max(1),

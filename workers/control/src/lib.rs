@@ -8,10 +8,13 @@
 //!   past their cap `exhausted`, and sends each budget alert once.
 //! * [`finalize`]: on a schedule, marks campaigns whose every sample is accounted for
 //!   `done` and records their totals.
+//! * [`scaler`]: every minute, sets the worker fleet's capacity (an Auto Scaling group or
+//!   an ECS service) from the queue and the workers' heartbeats: 0 → N → 0.
 
 pub mod budget;
 pub mod enqueue;
 pub mod finalize;
+pub mod scaler;
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
@@ -47,6 +50,13 @@ pub enum ControlError {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{target}: {detail}")]
+    Capacity { target: String, detail: String },
+    #[error("{variable}: {detail}")]
+    Config {
+        variable: &'static str,
+        detail: String,
     },
     #[error("publishing the budget alert for `{campaign}` to {topic}: {detail}")]
     Alert {

@@ -17,6 +17,7 @@ pub mod message;
 pub mod money;
 pub mod ports;
 pub mod redrive;
+pub mod scaling;
 pub mod store;
 pub mod submit;
 pub mod task;

@@ -117,6 +117,7 @@ mod tests {
             completed: 0,
             version: "v".into(),
             interval_s,
+            last_active: None,
         }
     }
 

@@ -225,6 +225,9 @@ pub struct WorkerHeartbeat {
     /// worker is dead once it missed a few ([`crate::liveness`]).
     #[serde(default)]
     pub interval_s: u64,
+    /// When the worker last had a rollout in flight (`None`: never, since it started).
+    #[serde(default)]
+    pub last_active: Option<DateTime<Utc>>,
 }
 
 /// Campaign items (with the budget ledger) and trajectory items. Every write that guards
