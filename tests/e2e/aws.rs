@@ -41,7 +41,7 @@ fn run_cli(moto: &Moto, args: &[&str]) -> std::process::Output {
         .expect("running synthfleet")
 }
 
-fn spawn_worker(moto: &Moto, id: &str, extra: &[&str]) -> Child {
+pub(crate) fn spawn_worker(moto: &Moto, id: &str, extra: &[&str]) -> Child {
     let mut args = vec![
         "worker",
         "--worker-id",
@@ -64,7 +64,7 @@ fn spawn_worker(moto: &Moto, id: &str, extra: &[&str]) -> Child {
 }
 
 /// SIGTERM, then the exit status and the worker's log.
-fn terminate(child: Child) -> (std::process::ExitStatus, String) {
+pub(crate) fn terminate(child: Child) -> (std::process::ExitStatus, String) {
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -75,7 +75,7 @@ fn terminate(child: Child) -> (std::process::ExitStatus, String) {
     )
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -83,7 +83,7 @@ async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> 
     }
 }
 
-async fn labelled(label: &str, value: &str) -> Vec<String> {
+pub(crate) async fn labelled(label: &str, value: &str) -> Vec<String> {
     DockerSandboxes::connect("test-observer")
         .expect("docker")
         .containers_labelled(label, value)

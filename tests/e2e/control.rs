@@ -15,6 +15,7 @@ use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{DeadLetter, MetadataStore, WorkerHeartbeat};
 use synthfleet_core::scaling::ScalingPolicy;
 use synthfleet_tests::conformance;
+use synthfleet_tests::fake_llm::{FakeLlm, Fault};
 use synthfleet_tests::moto::Moto;
 use synthfleet_tests::task_line;
 
@@ -518,4 +519,157 @@ async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
         [0, 0],
         "idle past the window: back to zero"
     );
+}
+
+/// A campaign's whole life on the control plane: a schedule fires → enqueue → the scaler
+/// asks for workers (started here as `synthfleet worker` processes, as ECS would start
+/// tasks) → rollouts → never fewer workers than are busy → finalize marks it done → the
+/// scaler returns to zero once the fleet has idled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero() {
+    let moto = Moto::start().await;
+    let (tasks, scripts) = crate::standard_tasks();
+    let llm = FakeLlm::start(scripts);
+    // Calls take a moment, so the scaler sees busy workers.
+    llm.push_faults(vec![
+        Fault::Delay(std::time::Duration::from_millis(700));
+        12
+    ]);
+    let body = format!("budget_usd = 5.0\n{}", crate::fake_model(&llm.url, ""));
+    let fx = crate::Fixture::new("life", &tasks, &body);
+    let campaign = std::fs::read_to_string(&fx.campaign).expect("campaign file");
+    let task_file = std::fs::read_to_string(fx.dir.path().join("tasks.jsonl")).expect("tasks");
+    upload(&moto, "incoming/life/tasks.jsonl", &task_file).await;
+    upload(&moto, "incoming/life/campaign.toml", &campaign).await;
+
+    let backend = Backend::aws(&moto.clients, moto.names.clone());
+    let metadata = backend.store().metadata.clone();
+    let ecs = aws_sdk_ecs::Client::new(&moto.config);
+    ecs.create_cluster()
+        .cluster_name("fleet")
+        .send()
+        .await
+        .expect("cluster");
+    ecs.register_task_definition()
+        .family("worker")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("synthfleet:latest")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("task definition");
+    ecs.create_service()
+        .cluster("fleet")
+        .service_name("workers")
+        .task_definition("worker")
+        .desired_count(0)
+        .send()
+        .await
+        .expect("service");
+    let scaler = Scaler {
+        queue: backend.queue(""),
+        metadata: metadata.clone(),
+        capacity: Capacity::Ecs {
+            client: ecs,
+            cluster: "fleet".into(),
+            service: "workers".into(),
+        },
+        policy: ScalingPolicy {
+            min: 0,
+            max: 4,
+            tasks_per_worker: 2,
+            idle_before_zero: chrono::TimeDelta::minutes(10),
+        },
+    };
+    let finalizer = Finalizer {
+        store: backend.store().clone(),
+    };
+    assert_eq!(
+        scaler.run(chrono::Utc::now()).await.expect("scale").desired,
+        0
+    );
+
+    let fired = enqueuer(&moto)
+        .handle(event(json!({
+            "campaign_key": "incoming/life/campaign.toml",
+            "scheduled_time": "2026-11-28T06:00:00Z"
+        })))
+        .await
+        .expect("enqueue");
+    let run = fired[0].campaign.clone();
+    assert_eq!((run.as_str(), fired[0].enqueued), ("life-202611280600", 3));
+
+    let wanted = scaler.run(chrono::Utc::now()).await.expect("scale").desired;
+    assert_eq!(wanted, 2, "three tasks, two per worker");
+    let workers: Vec<_> = (0..wanted)
+        .map(|i| crate::aws::spawn_worker(&moto, &format!("life-w{i}"), &["--heartbeat-s", "1"]))
+        .collect();
+    // Mid-rollout, the scaler never asks for fewer workers than are busy.
+    crate::aws::wait_for(
+        "a busy worker",
+        std::time::Duration::from_secs(90),
+        async || {
+            metadata
+                .heartbeats()
+                .await
+                .is_ok_and(|beats| beats.iter().any(|b| b.in_flight > 0))
+        },
+    )
+    .await;
+    let busy = metadata
+        .heartbeats()
+        .await
+        .expect("beats")
+        .iter()
+        .filter(|b| b.in_flight > 0)
+        .count() as u32;
+    let decision = scaler.run(chrono::Utc::now()).await.expect("scale");
+    assert!(decision.desired >= busy, "{decision:?} with {busy} busy");
+
+    // Finalize marks the run done once every sample has its outcome.
+    crate::aws::wait_for(
+        "the run done",
+        std::time::Duration::from_secs(240),
+        async || {
+            finalizer.run(chrono::Utc::now()).await.expect("finalize");
+            metadata
+                .campaign(&run)
+                .await
+                .is_ok_and(|c| c.is_some_and(|c| c.state == CampaignState::Done))
+        },
+    )
+    .await;
+    let done = metadata.campaign(&run).await.expect("read").expect("item");
+    assert_eq!(
+        (
+            done.counts.success + done.counts.failed,
+            done.counts.dead_lettered
+        ),
+        (3, 0)
+    );
+    assert!(
+        backend
+            .store()
+            .objects
+            .get(&format!("reports/{run}/totals.json"))
+            .await
+            .is_ok()
+    );
+    // Nothing left to do: within the idle window the workers are kept, past it the fleet
+    // goes back to zero (and ECS stops them: here, SIGTERM).
+    assert_eq!(
+        scaler.run(chrono::Utc::now()).await.expect("scale").desired,
+        decision.desired,
+        "idle for a moment: kept"
+    );
+    let later = chrono::Utc::now() + chrono::TimeDelta::minutes(11);
+    assert_eq!(scaler.run(later).await.expect("scale").desired, 0);
+    for worker in workers {
+        let (status, log) = crate::aws::terminate(worker);
+        assert!(status.success(), "{log}");
+    }
 }
