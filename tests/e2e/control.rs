@@ -35,6 +35,37 @@ async fn upload(moto: &Moto, key: &str, body: &str) {
         .expect("upload");
 }
 
+/// An ECS service `workers` in cluster `fleet`, at 0 tasks, for the scaler to size.
+async fn worker_service(moto: &Moto) -> aws_sdk_ecs::Client {
+    let ecs = aws_sdk_ecs::Client::new(&moto.config);
+    ecs.create_cluster()
+        .cluster_name("fleet")
+        .send()
+        .await
+        .expect("cluster");
+    ecs.register_task_definition()
+        .family("worker")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("synthfleet:latest")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("task definition");
+    ecs.create_service()
+        .cluster("fleet")
+        .service_name("workers")
+        .task_definition("worker")
+        .desired_count(0)
+        .send()
+        .await
+        .expect("service");
+    ecs
+}
+
 fn enqueuer(moto: &Moto) -> Enqueuer {
     Enqueuer {
         backend: Backend::aws(&moto.clients, moto.names.clone()),
@@ -393,32 +424,7 @@ async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
         tasks_per_worker: 2,
         idle_before_zero: chrono::TimeDelta::minutes(10),
     };
-    let ecs = aws_sdk_ecs::Client::new(&moto.config);
-    ecs.create_cluster()
-        .cluster_name("fleet")
-        .send()
-        .await
-        .expect("cluster");
-    ecs.register_task_definition()
-        .family("worker")
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("worker")
-                .image("synthfleet:latest")
-                .memory(512)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("task definition");
-    ecs.create_service()
-        .cluster("fleet")
-        .service_name("workers")
-        .task_definition("worker")
-        .desired_count(0)
-        .send()
-        .await
-        .expect("service");
+    let ecs = worker_service(&moto).await;
     let asg = aws_sdk_autoscaling::Client::new(&moto.config);
     asg.create_launch_configuration()
         .launch_configuration_name("workers")
@@ -544,32 +550,7 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
 
     let backend = Backend::aws(&moto.clients, moto.names.clone());
     let metadata = backend.store().metadata.clone();
-    let ecs = aws_sdk_ecs::Client::new(&moto.config);
-    ecs.create_cluster()
-        .cluster_name("fleet")
-        .send()
-        .await
-        .expect("cluster");
-    ecs.register_task_definition()
-        .family("worker")
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("worker")
-                .image("synthfleet:latest")
-                .memory(512)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("task definition");
-    ecs.create_service()
-        .cluster("fleet")
-        .service_name("workers")
-        .task_definition("worker")
-        .desired_count(0)
-        .send()
-        .await
-        .expect("service");
+    let ecs = worker_service(&moto).await;
     let scaler = Scaler {
         queue: backend.queue(""),
         metadata: metadata.clone(),

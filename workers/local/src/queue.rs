@@ -114,19 +114,30 @@ impl LocalQueue {
         self.state
             .blocking(move |state| {
                 state.write("sending messages", |tx| {
-                    let now = now_ms();
                     let mut table = tx.open_table(MESSAGES)?;
                     for body in bodies {
-                        let message = StoredMessage::fresh(body, now, delay);
-                        table.insert(
-                            queue.key(&next_message_id()).as_str(),
-                            to_json(&message)?.as_slice(),
-                        )?;
+                        queue.put_fresh(&mut table, body, delay)?;
                     }
                     Ok(())
                 })
             })
             .await
+    }
+
+    /// Stores `body` as a new message under a fresh id (no receipt of an earlier message
+    /// can name it), never received, visible after `delay`.
+    fn put_fresh(
+        &self,
+        table: &mut redb::Table<'_, &'static str, &'static [u8]>,
+        body: String,
+        delay: Duration,
+    ) -> Result<(), TxError> {
+        let message = StoredMessage::fresh(body, now_ms(), delay);
+        table.insert(
+            self.key(&next_message_id()).as_str(),
+            to_json(&message)?.as_slice(),
+        )?;
+        Ok(())
     }
 
     /// Messages in the dead-letter queue, oldest first.
@@ -234,12 +245,7 @@ impl Queue for LocalQueue {
                 // no receipt of the old one can ever name it.
                 let mut table = tx.open_table(MESSAGES)?;
                 table.remove(key)?;
-                let message = StoredMessage::fresh(body, now_ms(), delay);
-                table.insert(
-                    queue.key(&next_message_id()).as_str(),
-                    to_json(&message)?.as_slice(),
-                )?;
-                Ok(())
+                queue.put_fresh(&mut table, body, delay)
             },
         )
         .await
@@ -343,12 +349,7 @@ impl Queue for LocalQueue {
                         if dead.remove(key.as_str())?.is_none() {
                             continue;
                         }
-                        let now = now_ms();
-                        let message = StoredMessage::fresh(body, now, Duration::ZERO);
-                        messages.insert(
-                            queue.key(&next_message_id()).as_str(),
-                            to_json(&message)?.as_slice(),
-                        )?;
+                        queue.put_fresh(&mut messages, body, Duration::ZERO)?;
                         moved += 1;
                     }
                     Ok(moved)
