@@ -632,13 +632,36 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
         ),
         (3, 0)
     );
+    let objects = backend.store().objects.clone();
     assert!(
-        backend
-            .store()
-            .objects
+        objects
             .get(&format!("reports/{run}/totals.json"))
             .await
             .is_ok()
+    );
+    // The quality jobs publish the report and the export into the campaign's store.
+    let published = crate::synthfleet_command(&["publish", &run], moto.env())
+        .output()
+        .expect("synthfleet publish");
+    assert!(
+        published.status.success(),
+        "{}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    for key in [
+        format!("reports/{run}/report.json"),
+        format!("reports/{run}/dashboard.html"),
+        format!("exports/{run}/README.md"),
+    ] {
+        assert!(objects.get(&key).await.is_ok(), "{key} was not published");
+    }
+    assert!(
+        !objects
+            .list(&format!("exports/{run}/data/"))
+            .await
+            .expect("list")
+            .is_empty(),
+        "the export's Parquet shards"
     );
     // Nothing left to do: within the idle window the workers are kept, past it the fleet
     // goes back to zero (and ECS stops them: here, SIGTERM).

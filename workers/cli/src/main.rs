@@ -56,6 +56,8 @@ enum Command {
     Report(jobs::JobArgs),
     /// Export a campaign's trajectories as Parquet or a Hugging Face dataset.
     Export(jobs::JobArgs),
+    /// Assess, then publish the report and a Hugging Face export into the campaign's store.
+    Publish(jobs::JobArgs),
     /// Human review: draw a stratified sample, record verdicts.
     Review(jobs::JobArgs),
     /// Delete failed trajectories past their 30-day retention from the local store.
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
             Command::Assess(args) => jobs::forward("assess", args, &log_format),
             Command::Report(args) => jobs::forward("report", args, &log_format),
             Command::Export(args) => jobs::forward("export", args, &log_format),
+            Command::Publish(args) => jobs::forward("publish", args, &log_format),
             Command::Review(args) => jobs::forward("review", args, &log_format),
             Command::Gc(args) => gc::gc(args).await,
         }

@@ -74,6 +74,18 @@ enum Command {
         #[arg(long, default_value_t = 50_000)]
         rows_per_shard: usize,
     },
+    /// Assess, then publish the report (JSON and the HTML dashboard) and a Hugging Face
+    /// export into the campaign's own store: `reports/{campaign}/` and
+    /// `exports/{campaign}/` (S3 on AWS). What the finalize function's job task runs.
+    Publish {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, value_enum, default_value = "accepted")]
+        filter: ExportFilter,
+        /// Replace e-mail addresses, keys, tokens and user names in paths.
+        #[arg(long)]
+        anonymize: bool,
+    },
     /// Human review of a stratified sample.
     #[command(subcommand)]
     Review(ReviewCommand),
@@ -236,11 +248,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     ExportFormat::Parquet => Format::Parquet,
                     ExportFormat::Hf => Format::Hf,
                 },
-                filter: match filter {
-                    ExportFilter::Accepted => Filter::Accepted,
-                    ExportFilter::Resolved => Filter::Resolved,
-                    ExportFilter::All => Filter::All,
-                },
+                filter: filter.into(),
                 out,
                 anonymize,
                 rows_per_shard,
@@ -265,9 +273,68 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Publish {
+            target,
+            filter,
+            anonymize,
+        } => {
+            let (backend, data) = open(&target).await?;
+            let assessments = assess(&backend, &data).await?;
+            let report = report::build(&data, &assessments)?;
+            let objects = backend.store().objects.as_ref();
+            let name = data.name().to_owned();
+            for (file, text) in [
+                ("report.json", report.to_json()),
+                ("dashboard.html", report.to_html()?),
+            ] {
+                let key = format!("reports/{name}/{file}");
+                objects
+                    .put(&key, text.into_bytes())
+                    .await
+                    .with_context(|| format!("publishing {key}"))?;
+                println!("published {key}");
+            }
+            let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+            let options = ExportOptions {
+                format: Format::Hf,
+                filter: filter.into(),
+                out: scratch.path().to_owned(),
+                anonymize,
+                rows_per_shard: 50_000,
+            };
+            let summary =
+                synthfleet_quality::export::export(&data, &assessments, backend.store(), &options)
+                    .await?;
+            for file in &summary.files {
+                let relative = file.strip_prefix(scratch.path()).unwrap_or(file);
+                let key = format!("exports/{name}/{}", relative.display());
+                let bytes =
+                    std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                objects
+                    .put(&key, bytes)
+                    .await
+                    .with_context(|| format!("publishing {key}"))?;
+                println!("published {key}");
+            }
+            println!(
+                "campaign {name}: report and {} exported rows published ({})",
+                summary.rows,
+                backend.describe()
+            );
+        }
         Command::Review(command) => review_command(command).await?,
     }
     Ok(())
+}
+
+impl From<ExportFilter> for Filter {
+    fn from(filter: ExportFilter) -> Filter {
+        match filter {
+            ExportFilter::Accepted => Filter::Accepted,
+            ExportFilter::Resolved => Filter::Resolved,
+            ExportFilter::All => Filter::All,
+        }
+    }
 }
 
 async fn review_command(command: ReviewCommand) -> anyhow::Result<()> {
