@@ -66,6 +66,48 @@ async fn worker_service(moto: &Moto) -> aws_sdk_ecs::Client {
     ecs
 }
 
+/// An Auto Scaling group `workers` of `desired` instances (moto launches them).
+async fn worker_group(moto: &Moto, desired: i32) -> aws_sdk_autoscaling::Client {
+    let asg = aws_sdk_autoscaling::Client::new(&moto.config);
+    asg.create_launch_configuration()
+        .launch_configuration_name("workers")
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .send()
+        .await
+        .expect("launch configuration");
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name("workers")
+        .launch_configuration_name("workers")
+        .min_size(0)
+        .max_size(5)
+        .desired_capacity(desired)
+        .availability_zones("us-east-1a")
+        .send()
+        .await
+        .expect("group");
+    asg
+}
+
+/// Whether each instance of the group is protected from scale-in, by instance id.
+async fn protection(asg: &aws_sdk_autoscaling::Client) -> Vec<(String, bool)> {
+    asg.describe_auto_scaling_groups()
+        .auto_scaling_group_names("workers")
+        .send()
+        .await
+        .expect("describe the group")
+        .auto_scaling_groups()[0]
+        .instances()
+        .iter()
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_owned(),
+                i.protected_from_scale_in().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
 fn enqueuer(moto: &Moto) -> Enqueuer {
     Enqueuer {
         backend: Backend::aws(&moto.clients, moto.names.clone()),
@@ -425,24 +467,7 @@ async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
         idle_before_zero: chrono::TimeDelta::minutes(10),
     };
     let ecs = worker_service(&moto).await;
-    let asg = aws_sdk_autoscaling::Client::new(&moto.config);
-    asg.create_launch_configuration()
-        .launch_configuration_name("workers")
-        .image_id("ami-12c6146b")
-        .instance_type("t3.micro")
-        .send()
-        .await
-        .expect("launch configuration");
-    asg.create_auto_scaling_group()
-        .auto_scaling_group_name("workers")
-        .launch_configuration_name("workers")
-        .min_size(0)
-        .max_size(5)
-        .desired_capacity(0)
-        .availability_zones("us-east-1a")
-        .send()
-        .await
-        .expect("group");
+    let asg = worker_group(&moto, 0).await;
     let scalers = [
         Scaler {
             queue: queue.clone(),
@@ -586,9 +611,25 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
 
     let wanted = scaler.run(chrono::Utc::now()).await.expect("scale").desired;
     assert_eq!(wanted, 2, "three tasks, two per worker");
+    // The first worker runs on an instance of an Auto Scaling group: it keeps it out of
+    // scale-ins while it has rollouts, and lets it go when idle.
+    let asg = worker_group(&moto, 1).await;
+    let instance = protection(&asg).await[0].0.clone();
     let workers: Vec<_> = (0..wanted)
-        .map(|i| crate::aws::spawn_worker(&moto, &format!("life-w{i}"), &["--heartbeat-s", "1"]))
+        .map(|i| {
+            let mut extra = vec!["--heartbeat-s", "1"];
+            if i == 0 {
+                extra.extend(["--asg-name", "workers", "--instance-id", instance.as_str()]);
+            }
+            crate::aws::spawn_worker(&moto, &format!("life-w{i}"), &extra)
+        })
         .collect();
+    crate::aws::wait_for(
+        "w0 protecting its instance while busy",
+        std::time::Duration::from_secs(90),
+        async || protection(&asg).await[0].1,
+    )
+    .await;
     // Mid-rollout, the scaler never asks for fewer workers than are busy.
     crate::aws::wait_for(
         "a busy worker",
@@ -663,6 +704,13 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
             .is_empty(),
         "the export's Parquet shards"
     );
+    // Idle, w0 lets its instance go.
+    crate::aws::wait_for(
+        "w0 lifting the protection",
+        std::time::Duration::from_secs(30),
+        async || !protection(&asg).await[0].1,
+    )
+    .await;
     // Nothing left to do: within the idle window the workers are kept, past it the fleet
     // goes back to zero (and ECS stops them: here, SIGTERM).
     assert_eq!(

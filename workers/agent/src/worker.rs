@@ -13,7 +13,8 @@ use std::time::Duration;
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, Delivery, MetadataStore, Queue, SandboxProvider, WorkerHeartbeat,
+    CommitOutcome, DeadLetter, Delivery, MetadataStore, Queue, SandboxProvider, ScaleInProtection,
+    WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -137,6 +138,7 @@ pub struct Worker {
     metadata: Arc<dyn MetadataStore>,
     config: WorkerConfig,
     reaper: Option<Arc<dyn SandboxProvider>>,
+    protection: Option<Arc<dyn ScaleInProtection>>,
 }
 
 /// What every in-flight message handler shares.
@@ -156,6 +158,9 @@ struct Shared {
     /// The last heartbeat that saw rollouts in flight (what the scaler's idle time counts
     /// from).
     last_active: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
+    protection: Option<Arc<dyn ScaleInProtection>>,
+    /// The protection last set (`None`: never).
+    protected: tokio::sync::Mutex<Option<bool>>,
 }
 
 impl Worker {
@@ -171,7 +176,15 @@ impl Worker {
             metadata,
             config,
             reaper: None,
+            protection: None,
         }
+    }
+
+    /// Keeps the host out of scale-ins while rollouts run (`protection`), and lets it go
+    /// when none does.
+    pub fn protecting_from_scale_in(mut self, protection: Arc<dyn ScaleInProtection>) -> Worker {
+        self.protection = Some(protection);
+        self
     }
 
     /// With every heartbeat, also remove the sandboxes on this host whose owner's
@@ -200,6 +213,8 @@ impl Worker {
             interrupt: interrupt.clone(),
             stop_reason: std::sync::Mutex::new(None),
             last_active: std::sync::Mutex::new(None),
+            protection: self.protection.clone(),
+            protected: tokio::sync::Mutex::new(None),
             reaper: self.reaper.clone(),
         });
         let beating = tokio::spawn(heartbeats(shared.clone()));
@@ -239,6 +254,7 @@ impl Worker {
                 let shared = shared.clone();
                 handlers.spawn(async move {
                     shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                    shared.guard_scale_in().await;
                     shared.handle(delivery).await;
                     shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
@@ -252,6 +268,7 @@ impl Worker {
         }
         beating.abort();
         shared.beat().await;
+        shared.guard_scale_in().await;
         let c = &shared.counters;
         WorkerSummary {
             committed: c.committed.load(Ordering::Relaxed),
@@ -274,6 +291,7 @@ async fn heartbeats(shared: Arc<Shared>) {
         shared.beat().await;
         shared.reap_dead_owners().await;
         shared.reclaim_stale_leases().await;
+        shared.guard_scale_in().await;
         tokio::time::sleep(shared.config.heartbeat_every).await;
     }
 }
@@ -305,6 +323,26 @@ impl Shared {
             _ = tokio::time::sleep(self.config.idle_poll) => {}
             _ = self.stop.cancelled() => {}
             _ = self.interrupt.cancelled() => {}
+        }
+    }
+
+    /// Protects the host from a scale-in while rollouts run, and lifts the protection once
+    /// none does (on each rollout's start and with every heartbeat).
+    async fn guard_scale_in(&self) {
+        let Some(protection) = &self.protection else {
+            return;
+        };
+        let mut state = self.protected.lock().await;
+        let busy = self.counters.in_flight.load(Ordering::Relaxed) > 0;
+        if *state == Some(busy) {
+            return;
+        }
+        match protection.set_protected(busy).await {
+            Ok(()) => {
+                *state = Some(busy);
+                info!(protected = busy, "scale-in protection set");
+            }
+            Err(e) => warn!(error = %error_chain(&e), "setting scale-in protection failed"),
         }
     }
 

@@ -1,16 +1,19 @@
-//! AWS backends behind the core ports: [`S3ObjectStore`], [`SqsQueue`] and
-//! [`DynamoMetadata`], plus [`provision`] to create the resources on LocalStack or moto
-//! (the LocalStack init script creates the same).
+//! AWS backends behind the core ports: [`S3ObjectStore`], [`SqsQueue`],
+//! [`DynamoMetadata`] and [`AsgProtection`] (a busy worker's instance kept out of
+//! scale-ins), plus [`provision`] to create the resources on LocalStack or moto (the
+//! LocalStack init script creates the same).
 //!
 //! Clients come from the standard chain (`aws-config`): region, credentials and
 //! `AWS_ENDPOINT_URL` from the environment. S3 uses path-style addressing when an endpoint
 //! override is set (LocalStack, moto) or `SYNTHFLEET_S3_PATH_STYLE=1`.
 
+mod asg;
 pub mod dynamo;
 pub mod provision;
 mod s3;
 mod sqs;
 
+pub use asg::AsgProtection;
 pub use dynamo::DynamoMetadata;
 pub use s3::{FAILED_TAG, S3ObjectStore};
 pub use sqs::SqsQueue;
@@ -32,6 +35,7 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
 }
 
 impl AwsClients {
@@ -51,6 +55,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
+            autoscaling: aws_sdk_autoscaling::Client::new(config),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use synthfleet_agent::{StoredCampaigns, Worker, WorkerConfig, WorkerEvent};
+use synthfleet_aws::AsgProtection;
 use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_sandbox::DockerSandboxes;
@@ -55,6 +56,13 @@ pub struct WorkerArgs {
     /// worker on its host removes its sandboxes.
     #[arg(long, env = "SYNTHFLEET_HEARTBEAT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     heartbeat_s: u64,
+    /// The Auto Scaling group this worker's instance belongs to: the instance is protected
+    /// from scale-in while rollouts run (with --instance-id).
+    #[arg(long, env = "SYNTHFLEET_ASG_NAME", requires = "instance_id")]
+    asg_name: Option<String>,
+    /// This worker's EC2 instance id (the boot script reads it from the instance metadata).
+    #[arg(long, env = "SYNTHFLEET_INSTANCE_ID", requires = "asg_name")]
+    instance_id: Option<String>,
 }
 
 async fn terminated() {
@@ -149,8 +157,13 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             info!(%reason, "deferred a task of a campaign that accepts no work");
         }
     });
-    let worker = Worker::new(campaigns, queue, store.metadata.clone(), config)
+    let mut worker = Worker::new(campaigns, queue, store.metadata.clone(), config)
         .reaping_dead_owners(Arc::new(sandboxes.clone()));
+    if let (Some(group), Some(instance)) = (&args.asg_name, &args.instance_id) {
+        let client = synthfleet_aws::AwsClients::from_env().await.autoscaling;
+        worker =
+            worker.protecting_from_scale_in(Arc::new(AsgProtection::new(client, group, instance)));
+    }
     let summary = worker
         .run(stop, interrupt, events)
         .instrument(info_span!("worker", worker = %worker_id))

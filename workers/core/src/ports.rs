@@ -292,6 +292,13 @@ pub trait MetadataStore: Send + Sync {
     async fn clear_dead_letter(&self, key: &ResultKey) -> Result<Option<DeadLetter>, StoreError>;
 }
 
+/// Keeps a busy worker's host out of a scale-in (an Auto Scaling group's instance
+/// protection): set while rollouts run, cleared when the worker is idle.
+#[async_trait]
+pub trait ScaleInProtection: Send + Sync {
+    async fn set_protected(&self, protected: bool) -> Result<(), StoreError>;
+}
+
 // ---------------------------------------------------------------------------------------
 // Sandbox
 
