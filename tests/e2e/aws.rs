@@ -42,6 +42,16 @@ fn run_cli(moto: &Moto, args: &[&str]) -> std::process::Output {
 }
 
 pub(crate) fn spawn_worker(moto: &Moto, id: &str, extra: &[&str]) -> Child {
+    spawn_worker_with(moto, id, extra, &[])
+}
+
+/// [`spawn_worker`] with extra environment variables.
+pub(crate) fn spawn_worker_with(
+    moto: &Moto,
+    id: &str,
+    extra: &[&str],
+    vars: &[(&str, &str)],
+) -> Child {
     let mut args = vec![
         "worker",
         "--worker-id",
@@ -56,7 +66,9 @@ pub(crate) fn spawn_worker(moto: &Moto, id: &str, extra: &[&str]) -> Child {
         "30",
     ];
     args.extend_from_slice(extra);
-    synthfleet_command(&args, env(moto))
+    let mut env = env(moto);
+    env.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    synthfleet_command(&args, env)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -15,6 +15,7 @@ use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{DeadLetter, MetadataStore, WorkerHeartbeat};
 use synthfleet_core::scaling::ScalingPolicy;
 use synthfleet_tests::conformance;
+use synthfleet_tests::fake_ecs_agent::FakeEcsAgent;
 use synthfleet_tests::fake_llm::{FakeLlm, Fault};
 use synthfleet_tests::moto::Moto;
 use synthfleet_tests::task_line;
@@ -615,15 +616,29 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
     // scale-ins while it has rollouts, and lets it go when idle.
     let asg = worker_group(&moto, 1).await;
     let instance = protection(&asg).await[0].0.clone();
-    let workers: Vec<_> = (0..wanted)
-        .map(|i| {
-            let mut extra = vec!["--heartbeat-s", "1"];
-            if i == 0 {
-                extra.extend(["--asg-name", "workers", "--instance-id", instance.as_str()]);
-            }
-            crate::aws::spawn_worker(&moto, &format!("life-w{i}"), &extra)
-        })
-        .collect();
+    // The second runs as an ECS task: it asks its ECS agent for task protection.
+    let agent = FakeEcsAgent::start();
+    let workers = vec![
+        crate::aws::spawn_worker(
+            &moto,
+            "life-w0",
+            &[
+                "--heartbeat-s",
+                "1",
+                "--asg-name",
+                "workers",
+                "--instance-id",
+                &instance,
+            ],
+        ),
+        crate::aws::spawn_worker_with(
+            &moto,
+            "life-w1",
+            &["--heartbeat-s", "1", "--ecs-task-protection"],
+            &[("ECS_AGENT_URI", &agent.uri)],
+        ),
+    ];
+    assert_eq!(workers.len() as u32, wanted);
     crate::aws::wait_for(
         "w0 protecting its instance while busy",
         std::time::Duration::from_secs(90),
@@ -704,13 +719,25 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
             .is_empty(),
         "the export's Parquet shards"
     );
-    // Idle, w0 lets its instance go.
+    // Idle, w0 lets its instance go; w1 asked its agent for protection while busy, and
+    // lifted it since.
     crate::aws::wait_for(
         "w0 lifting the protection",
         std::time::Duration::from_secs(30),
         async || !protection(&asg).await[0].1,
     )
     .await;
+    crate::aws::wait_for(
+        "w1 lifting its task protection",
+        std::time::Duration::from_secs(30),
+        async || agent.states().last() == Some(&false),
+    )
+    .await;
+    assert!(
+        agent.states().contains(&true),
+        "w1 protected its task while busy: {:?}",
+        agent.states()
+    );
     // Nothing left to do: within the idle window the workers are kept, past it the fleet
     // goes back to zero (and ECS stops them: here, SIGTERM).
     assert_eq!(

@@ -79,31 +79,10 @@ impl FakeLlm {
             scripts,
             ..Shared::default()
         });
-        let (tx, rx) = std::sync::mpsc::channel();
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
             .with_state(shared.clone());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("fake LLM runtime");
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind loopback");
-                tx.send(listener.local_addr().expect("local addr"))
-                    .expect("send addr");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            })
-        });
-        let addr = rx.recv().expect("fake LLM address");
+        let (addr, shutdown) = crate::serve(app);
         FakeLlm {
             url: format!("http://{addr}/v1"),
             shared,

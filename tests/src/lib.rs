@@ -2,6 +2,7 @@
 //! synthfleet's resources, and task fixtures on the test image.
 
 pub mod conformance;
+pub mod fake_ecs_agent;
 pub mod fake_llm;
 pub mod moto;
 
@@ -78,4 +79,31 @@ pub fn task_line(instance_id: &str, project: &str, problem: &str, eval: &str) ->
         "eval": eval,
     })
     .to_string()
+}
+
+/// Serves `app` on a free loopback port, on its own thread and runtime (so it serves
+/// processes spawned by blocking tests too); stops when the sender is dropped or fires.
+pub fn serve(app: axum::Router) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test server runtime");
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback");
+            tx.send(listener.local_addr().expect("local addr"))
+                .expect("send addr");
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        })
+    });
+    (rx.recv().expect("test server address"), shutdown)
 }

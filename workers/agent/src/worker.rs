@@ -19,7 +19,7 @@ use synthfleet_core::ports::{
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// Most messages one receive asks for (SQS's limit).
 const MAX_BATCH: usize = 10;
@@ -141,6 +141,9 @@ pub struct Worker {
     protection: Option<Arc<dyn ScaleInProtection>>,
 }
 
+/// How often a busy worker asks again for scale-in protection that expires.
+const PROTECTION_RENEWAL: Duration = Duration::from_secs(30 * 60);
+
 /// What every in-flight message handler shares.
 struct Shared {
     campaigns: Arc<dyn CampaignSource>,
@@ -159,8 +162,8 @@ struct Shared {
     /// from).
     last_active: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
     protection: Option<Arc<dyn ScaleInProtection>>,
-    /// The protection last set (`None`: never).
-    protected: tokio::sync::Mutex<Option<bool>>,
+    /// The protection last set, and when (`None`: never).
+    protected: tokio::sync::Mutex<Option<(bool, tokio::time::Instant)>>,
 }
 
 impl Worker {
@@ -327,20 +330,24 @@ impl Shared {
     }
 
     /// Protects the host from a scale-in while rollouts run, and lifts the protection once
-    /// none does (on each rollout's start and with every heartbeat).
+    /// none does (on each rollout's start and with every heartbeat). Protection that
+    /// expires (an ECS task's) is asked for again every [`PROTECTION_RENEWAL`] while busy.
     async fn guard_scale_in(&self) {
         let Some(protection) = &self.protection else {
             return;
         };
         let mut state = self.protected.lock().await;
         let busy = self.counters.in_flight.load(Ordering::Relaxed) > 0;
-        if *state == Some(busy) {
+        let fresh = |(set, at): (bool, tokio::time::Instant)| {
+            set == busy && (!busy || at.elapsed() < PROTECTION_RENEWAL)
+        };
+        if state.is_some_and(fresh) {
             return;
         }
         match protection.set_protected(busy).await {
             Ok(()) => {
-                *state = Some(busy);
-                info!(protected = busy, "scale-in protection set");
+                *state = Some((busy, tokio::time::Instant::now()));
+                debug!(protected = busy, "scale-in protection set");
             }
             Err(e) => warn!(error = %error_chain(&e), "setting scale-in protection failed"),
         }

@@ -13,7 +13,7 @@ pub mod provision;
 mod s3;
 mod sqs;
 
-pub use asg::AsgProtection;
+pub use asg::{AsgProtection, EcsTaskProtection};
 pub use dynamo::DynamoMetadata;
 pub use s3::{FAILED_TAG, S3ObjectStore};
 pub use sqs::SqsQueue;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use synthfleet_agent::{StoredCampaigns, Worker, WorkerConfig, WorkerEvent};
-use synthfleet_aws::AsgProtection;
+use synthfleet_aws::{AsgProtection, EcsTaskProtection};
 use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_sandbox::DockerSandboxes;
@@ -63,6 +63,14 @@ pub struct WorkerArgs {
     /// This worker's EC2 instance id (the boot script reads it from the instance metadata).
     #[arg(long, env = "SYNTHFLEET_INSTANCE_ID", requires = "asg_name")]
     instance_id: Option<String>,
+    /// Running as an ECS task: protect the task from service scale-ins while rollouts run
+    /// (through the ECS agent at $ECS_AGENT_URI).
+    #[arg(
+        long,
+        env = "SYNTHFLEET_ECS_TASK_PROTECTION",
+        conflicts_with = "asg_name"
+    )]
+    ecs_task_protection: bool,
 }
 
 async fn terminated() {
@@ -163,6 +171,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         let client = synthfleet_aws::AwsClients::from_env().await.autoscaling;
         worker =
             worker.protecting_from_scale_in(Arc::new(AsgProtection::new(client, group, instance)));
+    }
+    if args.ecs_task_protection {
+        let agent = std::env::var("ECS_AGENT_URI").context(
+            "--ecs-task-protection needs $ECS_AGENT_URI, which ECS sets in every task: is this worker running as an ECS task?",
+        )?;
+        worker = worker.protecting_from_scale_in(Arc::new(EcsTaskProtection::new(&agent)));
     }
     let summary = worker
         .run(stop, interrupt, events)
