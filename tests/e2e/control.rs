@@ -201,12 +201,8 @@ async fn enqueue_takes_uploads_and_schedules_once_per_run_and_writes_nothing_on_
         ))
         .await
         .expect_err("a bad task");
-    let mut chain = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(e) = source {
-        chain.push_str(&format!(": {e}"));
-        source = e.source();
-    }
+    // As Lambda reports it: the error with its causes.
+    let chain = lambda_runtime::Diagnostic::from(err).error_message;
     assert!(
         chain.contains("set.jsonl") && chain.contains("image"),
         "{chain}"

@@ -1,12 +1,13 @@
 //! Where a worker gets the rollout context of a message's campaign.
 
-use crate::rollout::{Rollouts, error_chain};
+use crate::rollout::Rollouts;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_core::campaign::Campaign;
+use synthfleet_core::error_chain;
 use synthfleet_core::ports::{SandboxProvider, StoreError};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::submit::{SpecError, get_spec};

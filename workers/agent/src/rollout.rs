@@ -8,7 +8,6 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::Spend;
 use synthfleet_core::campaign::{Campaign, Protocol};
 use synthfleet_core::message::{ResultKey, TaskMessage};
@@ -20,6 +19,7 @@ use synthfleet_core::trajectory::{
     ChatMessage, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step, Timings, Totals,
     TrajectoryRecord, redact,
 };
+use synthfleet_core::{MicroUsd, error_chain};
 use synthfleet_llm::{Meter, MeterError, Metered, MeteredRequest, ModelPool, PoolCompletion};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -529,18 +529,6 @@ pub(crate) async fn destroy(sandbox: &dyn Sandbox) {
     if let Err(e) = sandbox.destroy().await {
         warn!(container = sandbox.id(), error = %error_chain(&e), "removing a sandbox failed; the reaper will remove it");
     }
-}
-
-/// The error and all its causes on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 fn scrub(record: &mut TrajectoryRecord, secrets: &[String]) {

@@ -2,11 +2,12 @@
 //! script, or — for tasks of a public set — its harness's eval script, graded per test.
 //! The agent's own claim (submitting) is never trusted.
 
-use crate::rollout::{destroy, error_chain};
+use crate::rollout::destroy;
 use crate::truncate_middle;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use synthfleet_core::campaign::Campaign;
+use synthfleet_core::error_chain;
 use synthfleet_core::harness::{APPLY_COMMANDS, Grade, TEST_PATCH_FAILED};
 use synthfleet_core::ports::{Sandbox, SandboxProvider, SandboxSpec};
 use synthfleet_core::task::Task;

@@ -5,11 +5,12 @@
 //! `synthfleet worker` (any campaign on the queue, runs until told to stop).
 
 use crate::campaigns::{CampaignSource, ResolveError};
-use crate::rollout::{Interrupted, RolloutEvent, error_chain};
+use crate::rollout::{Interrupted, RolloutEvent};
 use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
+use synthfleet_core::error_chain;
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::{

@@ -66,12 +66,5 @@ pub(crate) fn aws_error(
     operation: impl Into<String>,
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> StoreError {
-    let mut detail = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    StoreError::backend(backend, operation, detail)
+    StoreError::backend(backend, operation, synthfleet_core::error_chain(&e))
 }

@@ -69,15 +69,9 @@ pub enum ControlError {
 /// What Lambda reports of a failed invocation: the error with its whole chain of causes.
 impl From<ControlError> for lambda_runtime::Diagnostic {
     fn from(error: ControlError) -> lambda_runtime::Diagnostic {
-        let mut message = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            message.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
         lambda_runtime::Diagnostic {
             error_type: "synthfleet::ControlError".to_owned(),
-            error_message: message,
+            error_message: synthfleet_core::error_chain(&error),
         }
     }
 }

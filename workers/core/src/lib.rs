@@ -26,3 +26,16 @@ pub mod templates;
 pub mod trajectory;
 
 pub use money::MicroUsd;
+
+/// An error and all its causes on one line (`outer: cause: root cause`), for logs and
+/// for messages that cross a process boundary (a Lambda's reported error).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
