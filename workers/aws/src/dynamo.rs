@@ -673,6 +673,11 @@ impl MetadataStore for DynamoMetadata {
         {
             return Ok(false);
         }
+        // Only a settle that spent something can have reached the cap: released and failed
+        // calls (most settles under faults) skip the read.
+        if actual == MicroUsd::ZERO {
+            return Ok(true);
+        }
         let mut record = self.require_campaign(campaign).await?;
         let before = record.state;
         record.settle(MicroUsd::ZERO, MicroUsd::ZERO);
