@@ -36,6 +36,8 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
+    /// The configuration they were built from, for clients of other services.
+    pub config: aws_config::SdkConfig,
 }
 
 impl AwsClients {
@@ -56,6 +58,7 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             autoscaling: aws_sdk_autoscaling::Client::new(config),
+            config: config.clone(),
         }
     }
 }

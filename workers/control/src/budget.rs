@@ -8,14 +8,13 @@
 //! 3. Sends each budget alert (50 / 80 / 100 % of the cap) once: the alert is claimed on
 //!    the campaign item first, then published — at most once, never twice.
 
-use crate::ControlError;
+use crate::{ControlError, deployment, env_var};
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
-use synthfleet_aws::AwsClients;
-use synthfleet_backend::{Backend, BackendConfig};
+use synthfleet_backend::Backend;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::liveness::{self, Reclaim};
@@ -47,16 +46,12 @@ impl BudgetGuard {
     /// The deployment named by the function's `SYNTHFLEET_*` environment; alerts go to
     /// `SYNTHFLEET_ALERT_TOPIC_ARN` when it is set.
     pub async fn from_env() -> Result<BudgetGuard, ControlError> {
-        let config = aws_config::load_from_env().await;
-        let names = BackendConfig::aws_from_env().aws_names()?;
-        let backend = Backend::aws(&AwsClients::from_env().await, names);
-        let alerts = std::env::var("SYNTHFLEET_ALERT_TOPIC_ARN")
-            .ok()
-            .filter(|arn| !arn.is_empty())
-            .map(|topic_arn| AlertTopic {
-                sns: aws_sdk_sns::Client::new(&config),
-                topic_arn,
-            });
+        let (clients, names) = deployment().await?;
+        let alerts = env_var("SYNTHFLEET_ALERT_TOPIC_ARN").map(|topic_arn| AlertTopic {
+            sns: aws_sdk_sns::Client::new(&clients.config),
+            topic_arn,
+        });
+        let backend = Backend::aws(&clients, names);
         Ok(BudgetGuard {
             metadata: backend.store().metadata.clone(),
             alerts,

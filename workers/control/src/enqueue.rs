@@ -12,14 +12,13 @@
 //! (paths relative to the file, as on disk), into a scratch directory, and loaded by
 //! [`synthfleet_tasks::load_campaign`] exactly as the CLI loads them.
 
-use crate::{ControlError, payload};
+use crate::{ControlError, deployment, payload};
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Component, Path, PathBuf};
-use synthfleet_aws::AwsClients;
-use synthfleet_backend::{Backend, BackendConfig};
+use synthfleet_backend::Backend;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::gold;
 use tracing::info;
@@ -85,8 +84,7 @@ pub struct Enqueuer {
 impl Enqueuer {
     /// The deployment named by the function's `SYNTHFLEET_*` environment.
     pub async fn from_env() -> Result<Enqueuer, ControlError> {
-        let clients = AwsClients::from_env().await;
-        let names = BackendConfig::aws_from_env().aws_names()?;
+        let (clients, names) = deployment().await?;
         Ok(Enqueuer {
             s3: clients.s3.clone(),
             bucket: names.bucket.clone(),

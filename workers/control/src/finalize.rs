@@ -3,13 +3,12 @@
 //! run` applies when its queue drains) and its totals are recorded at
 //! `reports/{campaign}/totals.json`.
 
-use crate::ControlError;
+use crate::{ControlError, deployment};
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
-use synthfleet_aws::AwsClients;
-use synthfleet_backend::{Backend, BackendConfig};
+use synthfleet_backend::Backend;
 use synthfleet_core::budget::CampaignState;
 use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::store::TrajectoryStore;
@@ -36,8 +35,8 @@ pub struct Finalizer {
 impl Finalizer {
     /// The deployment named by the function's `SYNTHFLEET_*` environment.
     pub async fn from_env() -> Result<Finalizer, ControlError> {
-        let names = BackendConfig::aws_from_env().aws_names()?;
-        let backend = Backend::aws(&AwsClients::from_env().await, names);
+        let (clients, names) = deployment().await?;
+        let backend = Backend::aws(&clients, names);
         Ok(Finalizer {
             store: backend.store().clone(),
         })

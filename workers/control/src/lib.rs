@@ -18,6 +18,8 @@ pub mod scaler;
 
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
+use synthfleet_aws::{AwsClients, AwsNames};
+use synthfleet_backend::BackendConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -87,6 +89,19 @@ pub fn init_logging() {
         .with_current_span(false)
         .without_time()
         .init();
+}
+
+/// The deployment the function serves: its clients (the SDK configuration loaded once) and
+/// the names in its `SYNTHFLEET_*` environment, the same variables the workers read.
+async fn deployment() -> Result<(AwsClients, AwsNames), ControlError> {
+    let clients = AwsClients::from_env().await;
+    let names = BackendConfig::aws_from_env().aws_names()?;
+    Ok((clients, names))
+}
+
+/// An environment variable, unless it is unset or empty.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// The payload of an invocation, decoded as `T`.

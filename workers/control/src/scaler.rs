@@ -8,14 +8,13 @@
 //! scale-in protection for busy workers (ECS managed termination protection, or an Auto
 //! Scaling lifecycle hook whose SIGTERM lets `synthfleet worker` drain: see docs/AWS.md).
 
-use crate::ControlError;
+use crate::{ControlError, deployment, env_var};
 use chrono::{DateTime, TimeDelta, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
-use synthfleet_aws::AwsClients;
-use synthfleet_backend::{Backend, BackendConfig};
+use synthfleet_backend::Backend;
 use synthfleet_core::ports::{MetadataStore, Queue};
 use synthfleet_core::scaling::{FleetView, ScalingPolicy, desired_workers};
 use tracing::info;
@@ -137,21 +136,18 @@ impl Scaler {
     /// `SYNTHFLEET_SCALE_MAX` (10), `SYNTHFLEET_SCALE_TASKS_PER_WORKER` (the workers'
     /// concurrency, 4) and `SYNTHFLEET_SCALE_IDLE_S` (600).
     pub async fn from_env() -> Result<Scaler, ControlError> {
-        let config = aws_config::load_from_env().await;
-        let names = BackendConfig::aws_from_env().aws_names()?;
-        let backend = Backend::aws(&AwsClients::from_env().await, names);
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (clients, names) = deployment().await?;
         let capacity = match (
-            var("SYNTHFLEET_SCALE_ASG"),
-            var("SYNTHFLEET_SCALE_ECS_CLUSTER"),
-            var("SYNTHFLEET_SCALE_ECS_SERVICE"),
+            env_var("SYNTHFLEET_SCALE_ASG"),
+            env_var("SYNTHFLEET_SCALE_ECS_CLUSTER"),
+            env_var("SYNTHFLEET_SCALE_ECS_SERVICE"),
         ) {
             (Some(group), None, None) => Capacity::Asg {
-                client: aws_sdk_autoscaling::Client::new(&config),
+                client: clients.autoscaling.clone(),
                 group,
             },
             (None, Some(cluster), Some(service)) => Capacity::Ecs {
-                client: aws_sdk_ecs::Client::new(&config),
+                client: aws_sdk_ecs::Client::new(&clients.config),
                 cluster,
                 service,
             },
@@ -163,7 +159,7 @@ impl Scaler {
             }
         };
         let number = |name: &'static str, default: u32| -> Result<u32, ControlError> {
-            var(name).map_or(Ok(default), |v| {
+            env_var(name).map_or(Ok(default), |v| {
                 v.parse().map_err(|e| ControlError::Config {
                     variable: name,
                     detail: format!("`{v}` is not a count: {e}"),
@@ -179,6 +175,7 @@ impl Scaler {
                 600,
             )?)),
         };
+        let backend = Backend::aws(&clients, names);
         Ok(Scaler {
             // On AWS every campaign shares the one task queue.
             queue: backend.queue(""),
