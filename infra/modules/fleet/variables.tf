@@ -1,0 +1,104 @@
+variable "kind" {
+  description = "\"asg\": EC2 instances running `synthfleet worker` under systemd; \"ecs\": an ECS service on EC2 capacity."
+  type        = string
+}
+
+variable "name_prefix" {
+  type = string
+}
+
+variable "region" {
+  type = string
+}
+
+variable "vpc_id" {
+  type = string
+}
+
+variable "subnet_ids" {
+  type = list(string)
+}
+
+variable "model_endpoint_ports" {
+  type = list(number)
+}
+
+variable "instance_type" {
+  type = string
+}
+
+variable "min_size" {
+  type = number
+}
+
+variable "max_size" {
+  type = number
+}
+
+variable "root_volume_gb" {
+  type = number
+}
+
+variable "concurrency" {
+  type = number
+}
+
+variable "max_attempts" {
+  type = number
+}
+
+variable "max_receives" {
+  type = number
+}
+
+variable "deployment_env" {
+  description = "SYNTHFLEET_BUCKET, _TABLE, _QUEUE_URL, _DLQ_URL."
+  type        = map(string)
+}
+
+variable "model_secrets" {
+  description = "Environment variable => Secrets Manager secret ARN of each model API key."
+  type        = map(string)
+}
+
+variable "kms_key_arn" {
+  type = string
+}
+
+variable "bucket_arn" {
+  type = string
+}
+
+variable "bucket_name" {
+  type = string
+}
+
+variable "table_arn" {
+  type = string
+}
+
+variable "queue_arns" {
+  description = "The task queue and its dead-letter queue."
+  type        = list(string)
+}
+
+variable "repository_arns" {
+  description = "ECR repositories the hosts pull from (worker, task images)."
+  type        = list(string)
+}
+
+variable "binary_key" {
+  type = string
+}
+
+variable "worker_image" {
+  type = string
+}
+
+variable "task_images" {
+  type = list(string)
+}
+
+variable "log_retention_days" {
+  type = number
+}
