@@ -16,6 +16,8 @@ locals {
     SYNTHFLEET_QUEUE_URL = module.queues.queue_url
     SYNTHFLEET_DLQ_URL   = module.queues.dlq_url
   }
+  # The fleet and the jobs task run in the VPC from images in the registry; LocalStack's
+  # free edition (fleet = "none", enable_jobs = false) has neither ECS nor Auto Scaling.
   needs_network = var.fleet != "none" || var.enable_jobs
   model_secrets = { for name in var.model_key_variables : name => aws_secretsmanager_secret.model_key[name].arn }
 }
@@ -45,12 +47,14 @@ module "network" {
   availability_zones = var.availability_zones
   nat_gateway        = var.nat_gateway
   ecs_endpoints      = var.fleet == "ecs" || var.enable_jobs
+  bedrock_endpoint   = length(var.bedrock_model_arns) > 0
   kms_key_arn        = aws_kms_key.synthfleet.arn
   log_retention_days = var.log_retention_days
 }
 
 module "registry" {
   source      = "./modules/registry"
+  count       = local.needs_network ? 1 : 0
   name_prefix = var.name_prefix
   kms_key_arn = aws_kms_key.synthfleet.arn
 }
@@ -73,12 +77,13 @@ module "fleet" {
   max_receives         = var.max_receives
   deployment_env       = local.deployment_env
   model_secrets        = local.model_secrets
+  bedrock_model_arns   = var.bedrock_model_arns
   kms_key_arn          = aws_kms_key.synthfleet.arn
   bucket_arn           = module.storage.bucket_arn
   bucket_name          = module.storage.bucket_name
   table_arn            = module.storage.table_arn
   queue_arns           = [module.queues.queue_arn, module.queues.dlq_arn]
-  repository_arns      = values(module.registry.repository_arns)
+  repository_arns      = values(module.registry[0].repository_arns)
   binary_key           = var.worker_binary_key
   worker_image         = var.worker_image
   task_images          = var.task_images
@@ -96,7 +101,7 @@ module "jobs" {
   kms_key_arn        = aws_kms_key.synthfleet.arn
   bucket_arn         = module.storage.bucket_arn
   table_arn          = module.storage.table_arn
-  repository_arns    = [module.registry.repository_arns["jobs"]]
+  repository_arns    = [module.registry[0].repository_arns["jobs"]]
   log_retention_days = var.log_retention_days
 }
 

@@ -5,7 +5,7 @@ output "synthfleet_env" {
 
 output "repositories" {
   description = "ECR repositories: worker and jobs images, task images (docs/deploy.md, \"Images\")."
-  value       = module.registry.repository_urls
+  value       = try(module.registry[0].repository_urls, {})
 }
 
 output "model_key_secrets" {

@@ -151,7 +151,13 @@ variable "worker_image" {
 }
 
 variable "task_images" {
-  description = "Task images (ECR URIs) every worker host pulls at boot, before it serves the queue: rollouts never pull from a public registry."
+  description = "Task images every worker host loads at boot, before it serves the queue (rollouts never pull): the name the task rows use => the deployment's ECR copy of it. The host pulls the copy and tags it with the name."
+  type        = map(string)
+  default     = {}
+}
+
+variable "bedrock_model_arns" {
+  description = "Bedrock models (foundation-model or inference-profile ARNs) the campaigns' `provider = \"bedrock\"` models may call; the workers' role gets bedrock:InvokeModel on them. Add the bedrock-runtime interface endpoint (or the NAT) for the workers to reach Bedrock."
   type        = list(string)
   default     = []
 }

@@ -10,9 +10,9 @@ worker_concurrency   = 4
 max_rollout_s        = 3600
 model_key_variables  = ["OPENAI_API_KEY"]
 jobs_image           = "123456789012.dkr.ecr.us-east-1.amazonaws.com/acme-synthfleet/jobs:0.1.0"
-task_images = [
-  "123456789012.dkr.ecr.us-east-1.amazonaws.com/acme-synthfleet/tasks:quickstart-1",
-]
+task_images = {
+  "synthfleet/quickstart:1" = "123456789012.dkr.ecr.us-east-1.amazonaws.com/acme-synthfleet/tasks:quickstart-1"
+}
 scheduled_campaigns = {
   nightly = {
     schedule     = "cron(0 6 * * ? *)"

@@ -16,7 +16,7 @@ use synthfleet_tests::fake_llm::{FakeLlm, Fault, Script};
 use synthfleet_tests::moto::{MAX_RECEIVES, Moto};
 use synthfleet_tests::task_line;
 
-fn store(moto: &Moto) -> TrajectoryStore {
+pub(crate) fn store(moto: &Moto) -> TrajectoryStore {
     TrajectoryStore::new(
         Arc::new(S3ObjectStore::new(
             moto.clients.s3.clone(),
@@ -517,39 +517,4 @@ async fn poison_tasks_bad_messages_and_duplicates() {
     );
     assert!(labelled("synthfleet.campaign", &fx.name).await.is_empty());
     let _ = MAX_RECEIVES;
-}
-
-#[test]
-fn localstack_init_script_matches_the_provisioning_code() {
-    let script = std::fs::read_to_string(
-        synthfleet_tests::workspace_root().join("localstack/init/ready.d/10-synthfleet.sh"),
-    )
-    .expect("read the LocalStack init script");
-    let (bucket, table, queue, dlq) = synthfleet_aws::provision::default_names("synthfleet");
-    for (name, suffix) in [
-        (&bucket, "-trajectories"),
-        (&table, "-metadata"),
-        (&queue, "-tasks"),
-        (&dlq, "-tasks-dlq"),
-    ] {
-        assert!(name.ends_with(suffix));
-        assert!(
-            script.contains(&format!("\"${{prefix}}{suffix}\"")),
-            "script lacks {suffix}"
-        );
-    }
-    use synthfleet_aws::dynamo::{INDEX_BY_KIND, INDEX_BY_STATUS, INDEX_BY_TRAJECTORY};
-    for index in [INDEX_BY_KIND, INDEX_BY_TRAJECTORY, INDEX_BY_STATUS] {
-        assert!(
-            script.contains(&format!("\"IndexName\": \"{index}\"")),
-            "script lacks index {index}"
-        );
-    }
-    assert!(script.contains("AttributeName=ttl"));
-    let (tag, value) = synthfleet_aws::FAILED_TAG;
-    assert!(script.contains(&format!("\"Key\": \"{tag}\", \"Value\": \"{value}\"")));
-    assert!(script.contains(&format!(
-        "\"Days\": {}",
-        synthfleet_core::store::FAILED_RETENTION_DAYS
-    )));
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use synthfleet_backend::Backend;
 use synthfleet_control::budget::{AlertTopic, BudgetGuard};
 use synthfleet_control::enqueue::Enqueuer;
-use synthfleet_control::finalize::Finalizer;
+use synthfleet_control::finalize::{Finalizer, JobsTask};
 use synthfleet_control::scaler::{Capacity, Scaler};
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{BudgetLease, CampaignState, Spend};
@@ -15,7 +15,7 @@ use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{DeadLetter, MetadataStore, WorkerHeartbeat};
 use synthfleet_core::scaling::ScalingPolicy;
 use synthfleet_tests::conformance;
-use synthfleet_tests::fake_ecs_agent::FakeEcsAgent;
+use synthfleet_tests::fake_ecs::{FakeEcsAgent, FakeEcsApi};
 use synthfleet_tests::fake_llm::{FakeLlm, Fault};
 use synthfleet_tests::moto::Moto;
 use synthfleet_tests::task_line;
@@ -376,7 +376,11 @@ async fn finalize_marks_a_campaign_done_once_every_sample_is_accounted_for() {
     let backend = Backend::aws(&moto.clients, moto.names.clone());
     let store = backend.store().clone();
     let metadata = store.metadata.clone();
-    let finalizer = Finalizer { store };
+    let ecs = FakeEcsApi::start();
+    let finalizer = Finalizer {
+        store,
+        jobs: Some(jobs_task(&ecs)),
+    };
     for name in ["finished", "unfinished"] {
         metadata
             .upsert_campaign(name, MicroUsd(1_000), 2)
@@ -441,6 +445,24 @@ async fn finalize_marks_a_campaign_done_once_every_sample_is_accounted_for() {
     )
     .expect("JSON");
     assert_eq!(totals["samples"], 2);
+    // The quality jobs of the finished campaign, and of it alone, were launched.
+    let runs = ecs.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["cluster"], "jobs");
+    assert_eq!(runs[0]["taskDefinition"], "synthfleet-jobs");
+    assert_eq!(runs[0]["launchType"], "FARGATE");
+    assert_eq!(
+        runs[0]["networkConfiguration"]["awsvpcConfiguration"]["subnets"],
+        json!(["subnet-1", "subnet-2"])
+    );
+    assert_eq!(
+        runs[0]["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"],
+        "DISABLED"
+    );
+    assert_eq!(
+        runs[0]["overrides"]["containerOverrides"],
+        json!([{"name": "jobs", "command": ["publish", "finished"]}])
+    );
     assert!(
         finalizer
             .handle(event(json!({})))
@@ -449,6 +471,32 @@ async fn finalize_marks_a_campaign_done_once_every_sample_is_accounted_for() {
             .is_empty(),
         "done once"
     );
+    assert_eq!(ecs.runs().len(), 1, "launched once");
+    // A launch retried after a crash (before `done`) carries the same client token, so ECS
+    // starts no second task.
+    let jobs = finalizer.jobs.as_ref().expect("jobs");
+    let first = jobs.launch("finished").await.expect("launch");
+    let again = jobs.launch("finished").await.expect("launch");
+    assert_eq!(first, again);
+    let runs = ecs.runs();
+    assert_eq!(runs[0]["clientToken"], runs[2]["clientToken"]);
+    assert!(
+        runs[0]["clientToken"]
+            .as_str()
+            .is_some_and(|t| t.len() <= 64)
+    );
+}
+
+/// The quality jobs' task, on a fake ECS API.
+fn jobs_task(ecs: &FakeEcsApi) -> JobsTask {
+    JobsTask {
+        client: ecs.client(),
+        cluster: "jobs".into(),
+        task_definition: "synthfleet-jobs".into(),
+        container: "jobs".into(),
+        subnets: vec!["subnet-1".into(), "subnet-2".into()],
+        security_groups: vec!["sg-1".into()],
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -523,6 +571,7 @@ async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
         version: "test".into(),
         interval_s: 30,
         last_active: Some(at),
+        open_breakers: Vec::new(),
     };
     metadata.heartbeat(&busy(1, now)).await.expect("beat");
     assert_eq!(
@@ -538,6 +587,7 @@ async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
         .heartbeat(&WorkerHeartbeat {
             at: later,
             last_active: Some(now),
+            open_breakers: Vec::new(),
             ..busy(0, now)
         })
         .await
@@ -588,8 +638,10 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
             idle_before_zero: chrono::TimeDelta::minutes(10),
         },
     };
+    let jobs_api = FakeEcsApi::start();
     let finalizer = Finalizer {
         store: backend.store().clone(),
+        jobs: Some(jobs_task(&jobs_api)),
     };
     assert_eq!(
         scaler.run(chrono::Utc::now()).await.expect("scale").desired,
@@ -691,8 +743,20 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
             .await
             .is_ok()
     );
-    // The quality jobs publish the report and the export into the campaign's store.
-    let published = crate::synthfleet_command(&["publish", &run], moto.env())
+    // Finalize launched the quality jobs; run the command their task runs (this test
+    // plays ECS, as it does for the workers): `synthfleet-jobs publish {run}`, which
+    // `synthfleet publish` forwards to. They publish the report and the export into the
+    // campaign's store.
+    let runs = jobs_api.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let command: Vec<&str> = runs[0]["overrides"]["containerOverrides"][0]["command"]
+        .as_array()
+        .expect("command override")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert_eq!(command, ["publish", run.as_str()]);
+    let published = crate::synthfleet_command(&command, moto.env())
         .output()
         .expect("synthfleet publish");
     assert!(

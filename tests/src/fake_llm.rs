@@ -1,10 +1,14 @@
-//! A fake OpenAI-compatible chat-completions server for tests.
+//! A fake LLM server for tests, speaking OpenAI's chat completions (`/v1/chat/completions`)
+//! and Anthropic's Messages API (`/v1/messages`).
 //!
 //! It plays scripted actions per task (a script is picked by a needle found in the first
 //! user message; the step is the number of assistant turns so far), in whichever protocol
 //! the request uses, and injects faults: statuses with `Retry-After`, slow replies and
 //! malformed bodies. Usage is reported as about 4 characters per token, so the client's
-//! worst-case estimate (3 characters per token) stays above it.
+//! worst-case estimate (3 characters per token) stays above it. The Messages route checks
+//! what Anthropic's API checks (version header, alternating turns, a `tool_result` for
+//! every `tool_use`, the signed thinking of the last tool call sent back) and reports
+//! prompt-cache reads and writes when the request marks blocks for caching.
 
 use axum::Router;
 use axum::extract::State;
@@ -24,7 +28,7 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 200 with a body that is not a chat completion.
     Malformed,
-    /// Answer 400 as OpenAI does when the conversation outgrows the context window.
+    /// Answer 400 as the API does when the conversation outgrows the context window.
     ContextOverflow,
 }
 
@@ -53,6 +57,10 @@ struct Shared {
     scripts: Vec<Script>,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<Vec<Value>>,
+    /// When each request arrived.
+    arrivals: Mutex<Vec<std::time::Instant>>,
+    /// Requests longer than this many tokens (4 characters each) overflow; 0: no limit.
+    context_window: std::sync::atomic::AtomicU64,
     authorization: Mutex<Vec<String>>,
 }
 
@@ -81,6 +89,8 @@ impl FakeLlm {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
+            .route("/v1/messages", post(messages))
+            .route("/v1/model/{model}/converse", post(converse))
             .with_state(shared.clone());
         let (addr, shutdown) = crate::serve(app);
         FakeLlm {
@@ -99,6 +109,19 @@ impl FakeLlm {
         self.shared.requests.lock().expect("requests").clone()
     }
 
+    /// Refuses, as a context overflow, every request longer than `tokens` (counted as
+    /// this server counts usage).
+    pub fn set_context_window(&self, tokens: u64) {
+        self.shared
+            .context_window
+            .store(tokens, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.shared.arrivals.lock().expect("arrivals").clone()
+    }
+
     pub fn authorization_headers(&self) -> Vec<String> {
         self.shared
             .authorization
@@ -112,7 +135,45 @@ fn estimate(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }
 
-fn apply(fault: &Fault) -> Option<Response> {
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    OpenAi,
+    Anthropic,
+    Bedrock,
+}
+
+/// Bedrock names its errors in a header the SDK reads.
+fn bedrock_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    let mut response = (status, json!({ "message": message }).to_string()).into_response();
+    if let Ok(value) = kind.parse() {
+        response.headers_mut().insert("x-amzn-errortype", value);
+    }
+    response
+}
+
+fn apply(fault: &Fault, api: Api) -> Option<Response> {
+    if api == Api::Bedrock {
+        return match fault {
+            Fault::Status { code, .. } => {
+                let status =
+                    StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let kind = match code {
+                    429 => "ThrottlingException",
+                    503 => "ServiceUnavailableException",
+                    c if *c >= 500 => "InternalServerException",
+                    _ => "ValidationException",
+                };
+                Some(bedrock_error(status, kind, "injected fault"))
+            }
+            Fault::Malformed => Some((StatusCode::OK, "{\"output\": {\"mess").into_response()),
+            Fault::ContextOverflow => Some(bedrock_error(
+                StatusCode::BAD_REQUEST,
+                "ValidationException",
+                "Input is too long for requested model.",
+            )),
+            Fault::Delay(_) => None,
+        };
+    }
     match fault {
         Fault::Status { code, retry_after } => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -128,15 +189,30 @@ fn apply(fault: &Fault) -> Option<Response> {
             }
             Some(response)
         }
-        Fault::Malformed => Some((StatusCode::OK, "{\"choices\": [{\"mess").into_response()),
+        Fault::Malformed => Some(
+            (
+                StatusCode::OK,
+                match api {
+                    Api::Anthropic => "{\"content\": [{\"type\": \"te",
+                    _ => "{\"choices\": [{\"mess",
+                },
+            )
+                .into_response(),
+        ),
         Fault::ContextOverflow => Some(
             (
                 StatusCode::BAD_REQUEST,
-                json!({"error": {
-                    "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens.",
-                    "type": "invalid_request_error",
-                    "code": "context_length_exceeded"
-                }})
+                match api {
+                    Api::OpenAi | Api::Bedrock => json!({"error": {
+                        "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens.",
+                        "type": "invalid_request_error",
+                        "code": "context_length_exceeded"
+                    }}),
+                    Api::Anthropic => json!({"type": "error", "error": {
+                        "type": "invalid_request_error",
+                        "message": "prompt is too long: 210000 tokens > 200000 maximum"
+                    }}),
+                }
                 .to_string(),
             )
                 .into_response(),
@@ -145,35 +221,36 @@ fn apply(fault: &Fault) -> Option<Response> {
     }
 }
 
-async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+/// What to answer at this turn: the script's action, or a fault (or a refusal) to send.
+async fn play(
+    shared: &Shared,
+    request: &Value,
+    prompt_tokens: u64,
+    first_user: &str,
+    turn: usize,
+    api: Api,
+) -> Result<String, Response> {
     shared
         .requests
         .lock()
         .expect("requests")
         .push(request.clone());
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        shared
-            .authorization
-            .lock()
-            .expect("authorization")
-            .push(auth.to_owned());
-    }
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let first_user = messages
-        .iter()
-        .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned();
+    shared
+        .arrivals
+        .lock()
+        .expect("arrivals")
+        .push(std::time::Instant::now());
     let script = shared
         .scripts
         .iter()
         .find(|s| first_user.contains(&s.needle))
         .cloned();
+    let window = shared
+        .context_window
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if window > 0 && prompt_tokens > window {
+        return Err(apply(&Fault::ContextOverflow, api).expect("an overflow answers"));
+    }
     let fault = shared.faults.lock().expect("faults").pop_front();
     for fault in fault
         .iter()
@@ -182,45 +259,290 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         if let Fault::Delay(d) = fault {
             tokio::time::sleep(*d).await;
         }
-        if let Some(response) = apply(fault) {
-            return response;
+        if let Some(response) = apply(fault, api) {
+            return Err(response);
         }
     }
     let Some(script) = script else {
-        return (StatusCode::BAD_REQUEST, "no script matches this task").into_response();
+        return Err((StatusCode::BAD_REQUEST, "no script matches this task").into_response());
     };
-    let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
-    let action = script
+    Ok(script
         .actions
         .get(turn)
         .cloned()
-        .unwrap_or_else(|| "submit".into());
+        .unwrap_or_else(|| "submit".into()))
+}
+
+fn json_response(body: Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn remember_key(shared: &Shared, headers: &HeaderMap, name: header::HeaderName) {
+    if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
+        shared
+            .authorization
+            .lock()
+            .expect("authorization")
+            .push(value.to_owned());
+    }
+}
+
+/// The tool call (or text) of a scripted action: (name, input) in tool mode.
+fn tool_action(action: &str) -> (&'static str, Value) {
+    if action == "submit" {
+        ("submit", json!({}))
+    } else {
+        ("bash", json!({"command": action}))
+    }
+}
+
+async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    remember_key(&shared, &headers, header::AUTHORIZATION);
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let first_user = messages
+        .iter()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
+    let action = match play(
+        &shared,
+        &request,
+        estimate(&body),
+        &first_user,
+        turn,
+        Api::OpenAi,
+    )
+    .await
+    {
+        Ok(action) => action,
+        Err(response) => return response,
+    };
     let tool_mode = request["tools"].as_array().is_some_and(|t| !t.is_empty());
     let message = if let Some(raw) = action.strip_prefix("raw:") {
         json!({"role": "assistant", "content": raw})
     } else if tool_mode {
-        let (name, args) = if action == "submit" {
-            ("submit", json!({}))
-        } else {
-            ("bash", json!({"command": action}))
-        };
+        let (name, args) = tool_action(&action);
         json!({"role": "assistant", "content": "Working on it.", "reasoning_content": format!("step {turn}"),
                "tool_calls": [{"id": format!("call_{turn}"), "type": "function",
                                "function": {"name": name, "arguments": args.to_string()}}]})
     } else {
         json!({"role": "assistant", "content": format!("Next step.\n\n```bash\n{action}\n```")})
     };
-    let completion = json!({
+    json_response(json!({
         "id": format!("chatcmpl-{turn}"),
         "object": "chat.completion",
         "model": request["model"],
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": estimate(&body), "completion_tokens": estimate(&message.to_string())},
-    });
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        completion.to_string(),
+    }))
+}
+
+/// What Anthropic's API would refuse in this request, if anything.
+fn anthropic_refusal(headers: &HeaderMap, request: &Value) -> Option<String> {
+    if headers.get("anthropic-version").is_none() {
+        return Some("anthropic-version header is required".into());
+    }
+    if request["max_tokens"].as_u64().is_none() {
+        return Some("max_tokens: Field required".into());
+    }
+    let messages = request["messages"].as_array()?;
+    for pair in messages.windows(2) {
+        if pair[0]["role"] == pair[1]["role"] {
+            return Some(
+                "messages: roles must alternate between \"user\" and \"assistant\"".into(),
+            );
+        }
+        let uses: Vec<&Value> = pair[0]["content"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter(|b| b["type"] == "tool_use")
+                    .map(|b| &b["id"])
+                    .collect()
+            })
+            .unwrap_or_default();
+        let results: Vec<&Value> = pair[1]["content"]
+            .as_array()
+            .map(|c| {
+                c.iter()
+                    .filter(|b| b["type"] == "tool_result")
+                    .map(|b| &b["tool_use_id"])
+                    .collect()
+            })
+            .unwrap_or_default();
+        if uses.iter().any(|id| !results.contains(id)) {
+            return Some(
+                "tool_use ids were found without tool_result blocks immediately after".into(),
+            );
+        }
+    }
+    // With thinking on, the last assistant turn's thinking must come back, signed.
+    let last_assistant = messages.iter().rev().find(|m| m["role"] == "assistant");
+    if let Some(last) = last_assistant
+        && let Some(blocks) = last["content"].as_array()
+        && blocks.iter().any(|b| b["type"] == "tool_use")
+        && !blocks
+            .first()
+            .is_some_and(|b| b["type"] == "thinking" && b["signature"].is_string())
+    {
+        return Some(
+            "messages: the final assistant turn must start with its thinking block".into(),
+        );
+    }
+    None
+}
+
+async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    remember_key(
+        &shared,
+        &headers,
+        header::HeaderName::from_static("x-api-key"),
+    );
+    if let Some(refusal) = anthropic_refusal(&headers, &request) {
+        shared.requests.lock().expect("requests").push(request);
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": refusal}}).to_string(),
+        )
+            .into_response();
+    }
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let first_user = messages
+        .first()
+        .and_then(|m| m["content"].as_array())
+        .and_then(|blocks| blocks.iter().find(|b| b["type"] == "text"))
+        .and_then(|b| b["text"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
+    let action = match play(
+        &shared,
+        &request,
+        estimate(&body),
+        &first_user,
+        turn,
+        Api::Anthropic,
     )
-        .into_response()
+    .await
+    {
+        Ok(action) => action,
+        Err(response) => return response,
+    };
+    let tool_mode = request["tools"].as_array().is_some_and(|t| !t.is_empty());
+    // Tool-use ids are unique across conversations, as Anthropic's are.
+    let call_id = format!(
+        "toolu_{:04}",
+        shared.requests.lock().expect("requests").len()
+    );
+    let (content, stop) = if let Some(raw) = action.strip_prefix("raw:") {
+        (json!([{"type": "text", "text": raw}]), "end_turn")
+    } else if tool_mode {
+        let (name, input) = tool_action(&action);
+        (
+            json!([
+                {"type": "thinking", "thinking": format!("step {turn}"), "signature": format!("sig-{turn}")},
+                {"type": "text", "text": "Working on it."},
+                {"type": "tool_use", "id": call_id, "name": name, "input": input},
+            ]),
+            "tool_use",
+        )
+    } else {
+        (
+            json!([{"type": "text", "text": format!("Next step.\n\n```bash\n{action}\n```")}]),
+            "end_turn",
+        )
+    };
+    // Blocks marked for caching: what came before the newest turn is read from the cache,
+    // the newest turn is written to it.
+    let prompt = estimate(&body);
+    let cached = body.contains("cache_control");
+    let newest = messages.last().map_or(0, |m| estimate(&m.to_string()));
+    let (input, read, written) = match (cached, turn) {
+        (false, _) => (prompt, 0, 0),
+        (true, 0) => (0, 0, prompt),
+        (true, _) => (0, prompt.saturating_sub(newest), newest),
+    };
+    json_response(json!({
+        "id": format!("msg_{turn}"),
+        "type": "message",
+        "role": "assistant",
+        "model": request["model"],
+        "content": content,
+        "stop_reason": stop,
+        "usage": {
+            "input_tokens": input,
+            "output_tokens": estimate(&content.to_string()),
+            "cache_read_input_tokens": read,
+            "cache_creation_input_tokens": written,
+        },
+    }))
+}
+
+/// Bedrock's Converse API (`POST /model/{model}/converse`), as the AWS SDK calls it with an
+/// endpoint override.
+async fn converse(State(shared): State<Arc<Shared>>, body: String) -> Response {
+    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let first_user = messages
+        .first()
+        .and_then(|m| m["content"].as_array())
+        .and_then(|blocks| blocks.iter().find_map(|b| b["text"].as_str()))
+        .unwrap_or("")
+        .to_owned();
+    let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
+    let action = match play(
+        &shared,
+        &request,
+        estimate(&body),
+        &first_user,
+        turn,
+        Api::Bedrock,
+    )
+    .await
+    {
+        Ok(action) => action,
+        Err(response) => return response,
+    };
+    let tool_mode = request["toolConfig"]["tools"]
+        .as_array()
+        .is_some_and(|t| !t.is_empty());
+    let call_id = format!(
+        "tooluse_{:04}",
+        shared.requests.lock().expect("requests").len()
+    );
+    let (content, stop) = if let Some(raw) = action.strip_prefix("raw:") {
+        (json!([{"text": raw}]), "end_turn")
+    } else if tool_mode {
+        let (name, input) = tool_action(&action);
+        (
+            json!([
+                {"reasoningContent": {"reasoningText": {"text": format!("step {turn}"), "signature": "sig"}}},
+                {"text": "Working on it."},
+                {"toolUse": {"toolUseId": call_id, "name": name, "input": input}},
+            ]),
+            "tool_use",
+        )
+    } else {
+        (
+            json!([{"text": format!("Next step.\n\n```bash\n{action}\n```")}]),
+            "end_turn",
+        )
+    };
+    let input = estimate(&body);
+    let output = estimate(&content.to_string());
+    json_response(json!({
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop,
+        "usage": {"inputTokens": input, "outputTokens": output, "totalTokens": input + output},
+        "metrics": {"latencyMs": 1},
+    }))
 }

@@ -2,7 +2,7 @@
 //! synthfleet's resources, and task fixtures on the test image.
 
 pub mod conformance;
-pub mod fake_ecs_agent;
+pub mod fake_ecs;
 pub mod fake_llm;
 pub mod moto;
 

@@ -1,5 +1,5 @@
-//! The finalize function: marks finished campaigns `done` and records their totals
-//! (`synthfleet_control::finalize`).
+//! The finalize function: marks finished campaigns `done`, records their totals and
+//! launches their quality jobs as an ECS task (`synthfleet_control::finalize`).
 
 use lambda_runtime::{Error, service_fn};
 use synthfleet_control::finalize::Finalizer;

@@ -21,7 +21,7 @@ data "aws_iam_policy_document" "worker" {
     sid = "Metadata"
     actions = [
       "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-      "dynamodb:Query", "dynamodb:TransactWriteItems", "dynamodb:ConditionCheckItem", "dynamodb:BatchWriteItem",
+      "dynamodb:Query", "dynamodb:ConditionCheckItem", "dynamodb:BatchWriteItem",
     ]
     resources = [var.table_arn, "${var.table_arn}/index/*"]
   }
@@ -44,6 +44,14 @@ data "aws_iam_policy_document" "worker" {
       sid       = "ModelKeys"
       actions   = ["secretsmanager:GetSecretValue"]
       resources = values(var.model_secrets)
+    }
+  }
+  dynamic "statement" {
+    for_each = length(var.bedrock_model_arns) > 0 ? [1] : []
+    content {
+      sid       = "BedrockModels"
+      actions   = ["bedrock:InvokeModel"]
+      resources = var.bedrock_model_arns
     }
   }
   dynamic "statement" {

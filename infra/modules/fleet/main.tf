@@ -19,12 +19,13 @@ locals {
     asg = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
     ecs = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
   }
-  # Task images are pulled before the host serves the queue: rollouts never pull.
+  # Task images are loaded before the host serves the queue (rollouts never pull), under
+  # the names the task rows use.
   pull_images = <<-EOT
     dnf install -y -q awscli-2 >/dev/null 2>&1 || true
     aws ecr get-login-password --region ${var.region} | docker login --username AWS --password-stdin ${local.registry}
-    %{for image in var.task_images~}
-    docker pull ${image}
+    %{for name, copy in var.task_images~}
+    docker pull '${copy}' && docker tag '${copy}' '${name}'
     %{endfor~}
   EOT
   user_data = {

@@ -56,6 +56,11 @@ variable "deployment_env" {
   type        = map(string)
 }
 
+variable "bedrock_model_arns" {
+  description = "Bedrock models (foundation-model or inference-profile ARNs) campaigns may call."
+  type        = list(string)
+}
+
 variable "model_secrets" {
   description = "Environment variable => Secrets Manager secret ARN of each model API key."
   type        = map(string)
@@ -96,7 +101,8 @@ variable "worker_image" {
 }
 
 variable "task_images" {
-  type = list(string)
+  description = "The name task rows use => its ECR copy."
+  type        = map(string)
 }
 
 variable "log_retention_days" {

@@ -46,7 +46,7 @@ data "aws_iam_policy_document" "enqueue" {
 data "aws_iam_policy_document" "budget" {
   statement {
     sid       = "LeasesAndCampaigns"
-    actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:TransactWriteItems"]
+    actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = local.table_and_indexes
   }
   statement {

@@ -27,6 +27,11 @@ variable "ecs_endpoints" {
   type        = bool
 }
 
+variable "bedrock_endpoint" {
+  description = "An interface endpoint for Bedrock's runtime (campaigns with Bedrock models)."
+  type        = bool
+}
+
 variable "kms_key_arn" {
   type = string
 }
@@ -39,6 +44,7 @@ locals {
   interface_services = concat(
     ["sqs", "sts", "logs", "ecr.api", "ecr.dkr", "secretsmanager", "autoscaling", "ssm", "ec2messages", "ssmmessages"],
     var.ecs_endpoints ? ["ecs", "ecs-agent", "ecs-telemetry"] : [],
+    var.bedrock_endpoint ? ["bedrock-runtime"] : [],
   )
 }
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Creates synthfleet's resources in LocalStack, with the names and shapes of
-# synthfleet_aws::provision (prefix "synthfleet" by default):
+# Creates synthfleet's data-plane resources in LocalStack, with the names and shapes
+# Terraform (infra/) gives them, as synthfleet_aws::provision does (tests/infra.rs checks
+# all three); prefix "synthfleet" by default. With `tflocal apply` (docs/deploy.md) you
+# need not run this hook: Terraform creates these and the control plane.
 #   bucket  synthfleet-trajectories   (failed objects, tagged synthfleet-status=failed, expire after 30 days)
 #   table   synthfleet-metadata       (pk/sk; indexes by_kind, by_trajectory, by_status; TTL on ttl)
 #   queue   synthfleet-tasks          (redrive to synthfleet-tasks-dlq after SYNTHFLEET_MAX_RECEIVES receives: the
@@ -13,6 +15,8 @@ bucket="${prefix}-trajectories"
 table="${prefix}-metadata"
 queue="${prefix}-tasks"
 dlq="${prefix}-tasks-dlq"
+retention=1209600   # both queues keep messages 14 days
+wait=20             # receives long-poll
 
 awslocal s3api create-bucket --bucket "$bucket" >/dev/null 2>&1 || true
 awslocal s3api put-bucket-lifecycle-configuration --bucket "$bucket" --lifecycle-configuration '{
@@ -36,9 +40,9 @@ if ! awslocal dynamodb describe-table --table-name "$table" >/dev/null 2>&1; the
     --time-to-live-specification Enabled=true,AttributeName=ttl >/dev/null
 fi
 
-dlq_url="$(awslocal sqs create-queue --queue-name "$dlq" --attributes MessageRetentionPeriod=1209600 --query QueueUrl --output text)"
+dlq_url="$(awslocal sqs create-queue --queue-name "$dlq" --attributes MessageRetentionPeriod=$retention --query QueueUrl --output text)"
 dlq_arn="$(awslocal sqs get-queue-attributes --queue-url "$dlq_url" --attribute-names QueueArn --query Attributes.QueueArn --output text)"
 awslocal sqs create-queue --queue-name "$queue" --attributes "{
-  \"VisibilityTimeout\": \"300\", \"ReceiveMessageWaitTimeSeconds\": \"20\", \"MessageRetentionPeriod\": \"1209600\",
+  \"VisibilityTimeout\": \"300\", \"ReceiveMessageWaitTimeSeconds\": \"$wait\", \"MessageRetentionPeriod\": \"$retention\",
   \"RedrivePolicy\": \"{\\\"deadLetterTargetArn\\\":\\\"$dlq_arn\\\",\\\"maxReceiveCount\\\":$max_receives}\"}" >/dev/null
 echo "synthfleet resources ready: s3://$bucket, table $table, queues $queue and $dlq"

@@ -268,6 +268,7 @@ async fn leases_of_the_dead_are_reclaimed(store: &dyn MetadataStore) {
                 version: "test".into(),
                 interval_s: 30,
                 last_active: None,
+                open_breakers: Vec::new(),
             })
             .await
             .expect("heartbeat");
@@ -489,6 +490,7 @@ async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
         version: "test".into(),
         interval_s: 5,
         last_active: Some(Utc::now()),
+        open_breakers: vec!["flaky-model".into()],
     };
     store.heartbeat(&beat).await.expect("beat");
     let beats = store.heartbeats().await.expect("beats");
@@ -499,5 +501,10 @@ async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
     assert_eq!(
         (found.in_flight, found.completed, found.interval_s),
         (2, 7, 5)
+    );
+    assert_eq!(
+        found.open_breakers,
+        ["flaky-model"],
+        "open breakers are kept"
     );
 }

@@ -12,7 +12,7 @@ use synthfleet_core::ports::{SandboxProvider, StoreError};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::submit::{SpecError, get_spec};
 use synthfleet_core::templates::Templates;
-use synthfleet_llm::ModelPool;
+use synthfleet_llm::{ModelGuards, ModelPool};
 use tokio::sync::Mutex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +53,8 @@ pub struct StoredCampaigns {
     worker_id: String,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, Arc<Rollouts>)>>,
+    /// Outlives the pools: a reloaded campaign keeps each model's pacing.
+    guards: ModelGuards,
 }
 
 impl StoredCampaigns {
@@ -60,6 +62,7 @@ impl StoredCampaigns {
         store: TrajectoryStore,
         sandboxes: Arc<dyn SandboxProvider>,
         worker_id: &str,
+        guards: ModelGuards,
     ) -> StoredCampaigns {
         StoredCampaigns {
             store,
@@ -67,6 +70,7 @@ impl StoredCampaigns {
             worker_id: worker_id.to_owned(),
             ttl: Duration::from_secs(300),
             cache: Mutex::new(HashMap::new()),
+            guards,
         }
     }
 
@@ -93,7 +97,7 @@ impl StoredCampaigns {
         .map_err(|e| unknown(&e))?;
         let templates = Templates::new(&spec.templates).map_err(|e| unknown(&e))?;
         // A missing key variable is this worker's problem, not the campaign's: retry later.
-        let pool = ModelPool::new(&campaign.config.models)
+        let pool = ModelPool::new(&campaign.config.models, &self.guards)
             .map_err(|e| ResolveError::Unavailable(e.to_string()))?;
         Ok(Rollouts {
             secrets: Rollouts::secrets_of(&campaign),

@@ -5,6 +5,7 @@
 //! never names Docker, redb, HTTP or AWS. The same code runs locally and in the fleet.
 
 mod campaigns;
+mod context;
 mod gold;
 mod protocol;
 mod rollout;

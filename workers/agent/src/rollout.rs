@@ -1,5 +1,6 @@
 //! One rollout: sandbox → agent loop → patch → verification → a finished record.
 
+use crate::context;
 use crate::protocol::{Action, parse_action, tool_schemas};
 use crate::verify::{self, Verifier};
 use crate::{SCAFFOLD_VERSION, truncate_middle};
@@ -120,9 +121,7 @@ impl Rollouts {
         let key = message.result_key();
         let attempt = message.attempt();
         let task = &message.task;
-        let model = self
-            .campaign
-            .model_for(&task.instance_id, message.sample_index);
+        let (model, route) = self.campaign.model_for(task, message.sample_index);
         let trajectory_id = ulid::Ulid::new().to_string();
         let span = info_span!("rollout", campaign = %key.campaign, instance = %key.instance_id,
             sample = key.sample_index, trajectory = %trajectory_id, model = %model.name, attempt);
@@ -136,6 +135,7 @@ impl Rollouts {
                 instance_id: key.instance_id.clone(),
                 sample_index: key.sample_index,
                 model: model.name.clone(),
+                route: Some(route),
                 provider: format!("{:?}", model.provider).to_lowercase(),
                 scaffold: ScaffoldInfo {
                     name: scaffold.kind.clone(),
@@ -235,6 +235,27 @@ impl Rollouts {
         .await
     }
 
+    /// The record's conversation as the routed model can take it: within its
+    /// `context_window` (less `max_tokens` for the reply), by the scaffold's context policy.
+    /// Returns the messages and the indices of those elided.
+    fn fit_context(&self, record: &TrajectoryRecord) -> (Vec<ChatMessage>, Vec<usize>) {
+        let window = self
+            .campaign
+            .model(&record.model)
+            .and_then(|m| m.context_window.map(|w| (w, m.max_tokens)));
+        let Some((window, max_tokens)) = window else {
+            return (record.messages.clone(), Vec::new());
+        };
+        let budget = window
+            .saturating_sub(u64::from(max_tokens))
+            .saturating_sub(synthfleet_llm::estimate_tools_tokens(&record.tools));
+        let keep = self.campaign.config.scaffold.keep_recent_observations as usize;
+        let fitted = context::fit(&record.messages, budget, keep, |m| {
+            synthfleet_llm::estimate_messages_tokens(m)
+        });
+        (fitted.messages, fitted.elided)
+    }
+
     async fn agent_loop(
         &self,
         sandbox: &dyn Sandbox,
@@ -293,8 +314,10 @@ impl Rollouts {
             if cost_limit.is_some_and(|limit| spent >= limit) {
                 return Ok(Ending::ok(ExitStatus::CostLimit));
             }
+            // What the model sees: the conversation, trimmed to its context window.
+            let (messages, elided) = self.fit_context(record);
             let request = ChatRequest {
-                messages: record.messages.clone(),
+                messages,
                 tools: record.tools.clone(),
                 max_tokens: 0,
                 temperature: None,
@@ -358,8 +381,11 @@ impl Rollouts {
             } = *reply;
             spent = spent.saturating_add(cost);
             let totals = &mut record.totals;
-            totals.input_tokens += completion.input_tokens;
-            totals.output_tokens += completion.output_tokens;
+            let usage = completion.usage;
+            totals.input_tokens += usage.input_tokens;
+            totals.output_tokens += usage.output_tokens;
+            totals.cache_read_tokens += usage.cache_read_tokens;
+            totals.cache_write_tokens += usage.cache_write_tokens;
             totals.cost_usd =
                 (MicroUsd::from_usd_ceil(totals.cost_usd).saturating_add(cost)).as_usd();
             totals.llm_calls += 1;
@@ -377,9 +403,13 @@ impl Rollouts {
                 timed_out: false,
                 duration_ms: 0,
                 llm_duration_ms: llm_ms,
-                input_tokens: completion.input_tokens,
-                output_tokens: completion.output_tokens,
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cache_read_tokens: usage.cache_read_tokens,
+                cache_write_tokens: usage.cache_write_tokens,
                 cost_usd: cost.as_usd(),
+                cost_estimated: usage.estimated,
+                context_elided: elided,
                 llm_retries: completion.retries,
                 model: served_by.name.clone(),
                 format_error: false,

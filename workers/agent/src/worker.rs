@@ -18,6 +18,7 @@ use synthfleet_core::ports::{
     WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
+use synthfleet_llm::ModelGuards;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -140,6 +141,7 @@ pub struct Worker {
     config: WorkerConfig,
     reaper: Option<Arc<dyn SandboxProvider>>,
     protection: Option<Arc<dyn ScaleInProtection>>,
+    guards: Option<ModelGuards>,
 }
 
 /// How often a busy worker asks again for scale-in protection that expires.
@@ -165,6 +167,7 @@ struct Shared {
     protection: Option<Arc<dyn ScaleInProtection>>,
     /// The protection last set, and when (`None`: never).
     protected: tokio::sync::Mutex<Option<(bool, tokio::time::Instant)>>,
+    guards: Option<ModelGuards>,
 }
 
 impl Worker {
@@ -181,7 +184,16 @@ impl Worker {
             config,
             reaper: None,
             protection: None,
+            guards: None,
         }
+    }
+
+    /// With every heartbeat, counts the live workers of the fleet, so that each model's
+    /// `requests_per_minute` holds for the fleet (`guards` are those of the campaigns'
+    /// model pools).
+    pub fn sharing_model_guards(mut self, guards: ModelGuards) -> Worker {
+        self.guards = Some(guards);
+        self
     }
 
     /// Keeps the host out of scale-ins while rollouts run (`protection`), and lets it go
@@ -220,6 +232,7 @@ impl Worker {
             protection: self.protection.clone(),
             protected: tokio::sync::Mutex::new(None),
             reaper: self.reaper.clone(),
+            guards: self.guards.clone(),
         });
         let beating = tokio::spawn(heartbeats(shared.clone()));
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
@@ -293,6 +306,7 @@ impl Worker {
 async fn heartbeats(shared: Arc<Shared>) {
     loop {
         shared.beat().await;
+        shared.count_live_workers().await;
         shared.reap_dead_owners().await;
         shared.reclaim_stale_leases().await;
         shared.guard_scale_in().await;
@@ -367,6 +381,29 @@ impl Shared {
         }
     }
 
+    /// Shares the models' rate guards among the workers whose heartbeat is fresh.
+    async fn count_live_workers(&self) {
+        let Some(guards) = &self.guards else {
+            return;
+        };
+        match self.metadata.heartbeats().await {
+            Ok(beats) => {
+                let now = Utc::now();
+                let live = beats.iter().filter(|b| !liveness::is_stale(b, now)).count();
+                if u32::try_from(live).ok() != Some(guards.workers()) {
+                    info!(
+                        live,
+                        "live workers changed: each paces its calls at its share of every rate limit"
+                    );
+                }
+                guards.set_workers(live);
+            }
+            Err(e) => {
+                warn!(error = %error_chain(&e), "counting live workers failed; rate-limit shares unchanged")
+            }
+        }
+    }
+
     /// Removes the sandboxes on this host of workers whose heartbeat is stale.
     async fn reap_dead_owners(&self) {
         let Some(sandboxes) = &self.reaper else {
@@ -424,6 +461,11 @@ impl Shared {
             worker_id: self.config.worker_id.clone(),
             at: now,
             last_active,
+            open_breakers: self
+                .guards
+                .as_ref()
+                .map(ModelGuards::open_breakers)
+                .unwrap_or_default(),
             in_flight,
             completed: self.counters.committed.load(Ordering::Relaxed),
             version: crate::SCAFFOLD_VERSION.to_owned(),

@@ -1,8 +1,9 @@
-//! Creates a deployment's resources on LocalStack or moto. The shapes match
-//! `localstack/init/ready.d/10-synthfleet.sh` (a test checks it): one bucket
-//! (failed objects expire after 30 days), one table (keys `pk`/`sk`, indexes
-//! `by_kind`, `by_trajectory`, `by_status`, TTL on `ttl`), a task queue whose redrive
-//! policy moves a message to the dead-letter queue after `max_receives` deliveries.
+//! Creates a deployment's resources on LocalStack or moto. Terraform (`infra/`) is the
+//! deployment's source of truth; these shapes, and those of
+//! `localstack/init/ready.d/10-synthfleet.sh`, match it (`tests/infra.rs` checks all
+//! three): one bucket (failed objects expire after 30 days), one table ([`TABLE`]), a
+//! task queue whose redrive policy moves a message to the dead-letter queue after
+//! `max_receives` deliveries.
 
 use crate::dynamo::{INDEX_BY_KIND, INDEX_BY_STATUS, INDEX_BY_TRAJECTORY};
 use crate::s3::FAILED_TAG;
@@ -18,6 +19,48 @@ use aws_sdk_s3::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use synthfleet_core::ports::StoreError;
 use synthfleet_core::store::FAILED_RETENTION_DAYS;
+
+/// A global secondary index: its name and key attributes (strings; projection ALL).
+pub struct IndexShape {
+    pub name: &'static str,
+    pub hash: &'static str,
+    pub range: Option<&'static str>,
+}
+
+/// The metadata table: key attributes, indexes, TTL attribute (billing on demand).
+pub struct TableShape {
+    pub hash: &'static str,
+    pub range: &'static str,
+    pub indexes: &'static [IndexShape],
+    pub ttl: &'static str,
+}
+
+pub const TABLE: TableShape = TableShape {
+    hash: "pk",
+    range: "sk",
+    indexes: &[
+        IndexShape {
+            name: INDEX_BY_KIND,
+            hash: "kind",
+            range: Some("sk"),
+        },
+        IndexShape {
+            name: INDEX_BY_TRAJECTORY,
+            hash: "trajectory_id",
+            range: None,
+        },
+        IndexShape {
+            name: INDEX_BY_STATUS,
+            hash: "campaign_status",
+            range: Some("created_at"),
+        },
+    ],
+    ttl: "ttl",
+};
+
+/// Both queues keep messages 14 days (SQS's most); receives long-poll 20 s.
+pub const QUEUE_RETENTION_S: u32 = 1_209_600;
+pub const QUEUE_RECEIVE_WAIT_S: u32 = 20;
 
 /// The resource names for a prefix (bucket, table, queue, dead-letter queue).
 pub fn default_names(prefix: &str) -> (String, String, String, String) {
@@ -45,13 +88,13 @@ fn attribute(name: &str) -> Result<AttributeDefinition, StoreError> {
         .map_err(|e| aws_error("DynamoDB", "building an attribute definition", e))
 }
 
-fn index(name: &str, hash: &str, range: Option<&str>) -> Result<GlobalSecondaryIndex, StoreError> {
-    let mut keys = vec![key(hash, KeyType::Hash)?];
-    if let Some(range) = range {
+fn index(shape: &IndexShape) -> Result<GlobalSecondaryIndex, StoreError> {
+    let mut keys = vec![key(shape.hash, KeyType::Hash)?];
+    if let Some(range) = shape.range {
         keys.push(key(range, KeyType::Range)?);
     }
     GlobalSecondaryIndex::builder()
-        .index_name(name)
+        .index_name(shape.name)
         .set_key_schema(Some(keys))
         .projection(
             Projection::builder()
@@ -127,33 +170,32 @@ pub async fn ensure(
         .await
         .is_err()
     {
+        let mut attributes = vec![TABLE.hash, TABLE.range];
+        for index in TABLE.indexes {
+            attributes.extend([index.hash].into_iter().chain(index.range));
+        }
+        attributes.sort_unstable();
+        attributes.dedup();
         clients
             .dynamodb
             .create_table()
             .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key("pk", KeyType::Hash)?)
-            .key_schema(key("sk", KeyType::Range)?)
+            .key_schema(key(TABLE.hash, KeyType::Hash)?)
+            .key_schema(key(TABLE.range, KeyType::Range)?)
             .set_attribute_definitions(Some(
-                [
-                    "pk",
-                    "sk",
-                    "kind",
-                    "trajectory_id",
-                    "campaign_status",
-                    "created_at",
-                ]
-                .into_iter()
-                .map(attribute)
-                .collect::<Result<Vec<_>, _>>()?,
+                attributes
+                    .into_iter()
+                    .map(attribute)
+                    .collect::<Result<Vec<_>, _>>()?,
             ))
-            .global_secondary_indexes(index(INDEX_BY_KIND, "kind", Some("sk"))?)
-            .global_secondary_indexes(index(INDEX_BY_TRAJECTORY, "trajectory_id", None)?)
-            .global_secondary_indexes(index(
-                INDEX_BY_STATUS,
-                "campaign_status",
-                Some("created_at"),
-            )?)
+            .set_global_secondary_indexes(Some(
+                TABLE
+                    .indexes
+                    .iter()
+                    .map(index)
+                    .collect::<Result<Vec<_>, _>>()?,
+            ))
             .send()
             .await
             .map_err(|e| aws_error("DynamoDB", format!("creating table {table}"), e))?;
@@ -164,7 +206,7 @@ pub async fn ensure(
             .time_to_live_specification(
                 TimeToLiveSpecification::builder()
                     .enabled(true)
-                    .attribute_name("ttl")
+                    .attribute_name(TABLE.ttl)
                     .build()
                     .map_err(|e| aws_error("DynamoDB", "building a TTL specification", e))?,
             )
@@ -178,7 +220,10 @@ pub async fn ensure(
         .sqs
         .create_queue()
         .queue_name(dead_letter_queue)
-        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            QUEUE_RETENTION_S.to_string(),
+        )
         .send()
         .await
         .map_err(|e| aws_error("SQS", format!("creating queue {dead_letter_queue}"), e))?;
@@ -202,8 +247,14 @@ pub async fn ensure(
         .create_queue()
         .queue_name(queue)
         .attributes(QueueAttributeName::VisibilityTimeout, "300")
-        .attributes(QueueAttributeName::ReceiveMessageWaitTimeSeconds, "20")
-        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .attributes(
+            QueueAttributeName::ReceiveMessageWaitTimeSeconds,
+            QUEUE_RECEIVE_WAIT_S.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            QUEUE_RETENTION_S.to_string(),
+        )
         .attributes(QueueAttributeName::RedrivePolicy, redrive)
         .send()
         .await

@@ -13,7 +13,7 @@ use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::{Queue, SandboxProvider};
 use synthfleet_core::templates::Templates;
-use synthfleet_llm::ModelPool;
+use synthfleet_llm::{ModelGuards, ModelPool};
 use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_term::logging;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,9 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
             .context("loading the scaffold's prompt templates")?,
     )
     .context("checking the scaffold's prompt templates")?;
-    let pool = ModelPool::new(&campaign.config.models).context("setting up the model pool")?;
+    let guards = ModelGuards::default();
+    let pool =
+        ModelPool::new(&campaign.config.models, &guards).context("setting up the model pool")?;
     let sandboxes = DockerSandboxes::connect(&worker_id)?;
     sandboxes.ping().await?;
     let images: std::collections::BTreeSet<&str> =
@@ -235,7 +237,8 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         queue.clone(),
         local.store.metadata.clone(),
         config,
-    );
+    )
+    .sharing_model_guards(guards);
     let summary = worker
         .run(cancel.clone(), cancel.clone(), events)
         .instrument(info_span!("campaign", campaign = %campaign.name(), worker = %worker_id))

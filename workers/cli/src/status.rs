@@ -104,6 +104,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             w.completed,
             w.version
         );
+        if !w.open_breakers.is_empty() {
+            println!(
+                "  circuit open: {} (calls go to fallbacks)",
+                w.open_breakers.join(", ")
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

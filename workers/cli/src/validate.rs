@@ -14,7 +14,7 @@ use synthfleet_core::campaign::Campaign;
 use synthfleet_core::gold::{self, Problem};
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_core::templates::Templates;
-use synthfleet_llm::ModelPool;
+use synthfleet_llm::{ModelGuards, ModelPool};
 use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_term::BackendArgs;
 use synthfleet_term::logging;
@@ -43,7 +43,8 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             .context("loading the scaffold's prompt templates")?,
     )
     .context("checking the scaffold's prompt templates")?;
-    ModelPool::new(&campaign.config.models).context("checking the model pool")?;
+    ModelPool::new(&campaign.config.models, &ModelGuards::default())
+        .context("checking the model pool")?;
     let images: std::collections::BTreeSet<&str> =
         campaign.tasks.iter().map(|t| t.image.as_str()).collect();
     let unverifiable = campaign.tasks.iter().filter(|t| !t.is_verifiable()).count();

@@ -11,6 +11,7 @@ use synthfleet_agent::{StoredCampaigns, Worker, WorkerConfig, WorkerEvent};
 use synthfleet_aws::{AsgProtection, EcsTaskProtection};
 use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
+use synthfleet_llm::ModelGuards;
 use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_term::BackendArgs;
 use tokio_util::sync::CancellationToken;
@@ -121,10 +122,13 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let reaped = sandboxes.reap().await?;
     info!(worker = %worker_id, reaped, "worker starting");
 
+    // Each model's requests_per_minute holds for the fleet: this worker paces at its share.
+    let guards = ModelGuards::default();
     let campaigns = Arc::new(StoredCampaigns::new(
         store.clone(),
         Arc::new(sandboxes.clone()),
         &worker_id,
+        guards.clone(),
     ));
     let config = WorkerConfig {
         worker_id: worker_id.clone(),
@@ -166,7 +170,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let mut worker = Worker::new(campaigns, queue, store.metadata.clone(), config)
-        .reaping_dead_owners(Arc::new(sandboxes.clone()));
+        .reaping_dead_owners(Arc::new(sandboxes.clone()))
+        .sharing_model_guards(guards);
     if let (Some(group), Some(instance)) = (&args.asg_name, &args.instance_id) {
         let client = synthfleet_aws::AwsClients::from_env().await.autoscaling;
         worker =

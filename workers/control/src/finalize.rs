@@ -1,13 +1,21 @@
 //! The finalize function: run on a schedule. A running campaign whose every sample has a
 //! result or a dead letter is marked `done` ([`lifecycle::finish`], the rule `synthfleet
-//! run` applies when its queue drains) and its totals are recorded at
-//! `reports/{campaign}/totals.json`.
+//! run` applies when its queue drains), its totals are recorded at
+//! `reports/{campaign}/totals.json`, and the quality jobs are launched as an ECS task of
+//! the `synthfleet-jobs` image (`synthfleet-jobs publish {campaign}`: the report and the
+//! dashboard to `reports/{campaign}/`, the Hugging Face export to `exports/{campaign}/`).
+//! DuckDB stays in that image, out of the function.
 
-use crate::{ControlError, deployment};
+use crate::{ControlError, deployment, env_var};
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, LaunchType, NetworkConfiguration,
+    TaskOverride,
+};
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::Digest;
 use synthfleet_backend::Backend;
 use synthfleet_core::budget::CampaignState;
 use synthfleet_core::lifecycle::{self, Finish};
@@ -28,17 +36,153 @@ pub struct Totals {
     pub finished_at: DateTime<Utc>,
 }
 
+/// The ECS task that runs the quality jobs of a finished campaign: a Fargate task of the
+/// `synthfleet-jobs` task definition, its command overridden with `publish {campaign}`.
+pub struct JobsTask {
+    pub client: aws_sdk_ecs::Client,
+    pub cluster: String,
+    pub task_definition: String,
+    /// The container of the task definition that runs `synthfleet-jobs`.
+    pub container: String,
+    /// Private subnets and security groups of the task's network interface (awsvpc).
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+}
+
+impl JobsTask {
+    /// `SYNTHFLEET_JOBS_CLUSTER`, `SYNTHFLEET_JOBS_TASK_DEFINITION`,
+    /// `SYNTHFLEET_JOBS_CONTAINER` (`jobs`), `SYNTHFLEET_JOBS_SUBNETS` and
+    /// `SYNTHFLEET_JOBS_SECURITY_GROUPS` (comma-separated); none when the cluster is unset
+    /// (a deployment without the jobs task, e.g. on LocalStack: run `synthfleet publish`).
+    fn from_env(config: &aws_config::SdkConfig) -> Result<Option<JobsTask>, ControlError> {
+        let Some(cluster) = env_var("SYNTHFLEET_JOBS_CLUSTER") else {
+            return Ok(None);
+        };
+        let task_definition =
+            env_var("SYNTHFLEET_JOBS_TASK_DEFINITION").ok_or_else(|| ControlError::Config {
+                variable: "SYNTHFLEET_JOBS_TASK_DEFINITION",
+                detail: "unset, while SYNTHFLEET_JOBS_CLUSTER is set: name the synthfleet-jobs task definition (family or ARN)".into(),
+            })?;
+        let list = |name| {
+            env_var(name)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let subnets: Vec<String> = list("SYNTHFLEET_JOBS_SUBNETS");
+        if subnets.is_empty() {
+            return Err(ControlError::Config {
+                variable: "SYNTHFLEET_JOBS_SUBNETS",
+                detail: "unset: a Fargate task needs at least one subnet (comma-separated IDs)"
+                    .into(),
+            });
+        }
+        Ok(Some(JobsTask {
+            client: aws_sdk_ecs::Client::new(config),
+            cluster,
+            task_definition,
+            container: env_var("SYNTHFLEET_JOBS_CONTAINER").unwrap_or_else(|| "jobs".into()),
+            subnets,
+            security_groups: list("SYNTHFLEET_JOBS_SECURITY_GROUPS"),
+        }))
+    }
+
+    /// Starts `synthfleet-jobs publish {campaign}`; returns the task's ARN. The client token
+    /// makes a retried launch (a crash before the campaign was marked `done`) start no
+    /// second task.
+    pub async fn launch(&self, campaign: &str) -> Result<String, ControlError> {
+        let error = |detail: String| ControlError::Jobs {
+            campaign: campaign.to_owned(),
+            cluster: self.cluster.clone(),
+            detail,
+        };
+        let network = AwsVpcConfiguration::builder()
+            .set_subnets(Some(self.subnets.clone()))
+            .set_security_groups(Some(self.security_groups.clone()))
+            .assign_public_ip(AssignPublicIp::Disabled)
+            .build()
+            .map_err(|e| error(e.to_string()))?;
+        let output = self
+            .client
+            .run_task()
+            .cluster(&self.cluster)
+            .task_definition(&self.task_definition)
+            .launch_type(LaunchType::Fargate)
+            .count(1)
+            .started_by("synthfleet-finalize")
+            .client_token(client_token(campaign))
+            .network_configuration(
+                NetworkConfiguration::builder()
+                    .awsvpc_configuration(network)
+                    .build(),
+            )
+            .overrides(
+                TaskOverride::builder()
+                    .container_overrides(
+                        ContainerOverride::builder()
+                            .name(&self.container)
+                            .command("publish")
+                            .command(campaign)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| error(aws_sdk_ecs::error::DisplayErrorContext(e).to_string()))?;
+        if let Some(task) = output.tasks().first().and_then(|t| t.task_arn()) {
+            return Ok(task.to_owned());
+        }
+        let reasons: Vec<String> = output
+            .failures()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} ({})",
+                    f.reason().unwrap_or("no reason given"),
+                    f.detail().unwrap_or("no detail")
+                )
+            })
+            .collect();
+        Err(error(format!(
+            "no task started: {}",
+            if reasons.is_empty() {
+                "ECS returned neither a task nor a failure".to_owned()
+            } else {
+                reasons.join("; ")
+            }
+        )))
+    }
+}
+
+/// RunTask's idempotency token (at most 64 characters) for a campaign's quality jobs.
+fn client_token(campaign: &str) -> String {
+    let digest = sha2::Sha256::digest(campaign.as_bytes());
+    let hex: String = digest.iter().take(24).map(|b| format!("{b:02x}")).collect();
+    format!("publish-{hex}")
+}
+
 pub struct Finalizer {
     pub store: TrajectoryStore,
+    /// The quality jobs' task; without it a finished campaign's report is left to
+    /// `synthfleet publish`.
+    pub jobs: Option<JobsTask>,
 }
 
 impl Finalizer {
     /// The deployment named by the function's `SYNTHFLEET_*` environment.
     pub async fn from_env() -> Result<Finalizer, ControlError> {
         let (clients, names) = deployment().await?;
+        let jobs = JobsTask::from_env(&clients.config)?;
         let backend = Backend::aws(&clients, names);
         Ok(Finalizer {
             store: backend.store().clone(),
+            jobs,
         })
     }
 
@@ -75,13 +219,19 @@ impl Finalizer {
                 .objects
                 .put(&format!("reports/{}/totals.json", record.name), bytes)
                 .await?;
+            // Launched before `done` for the same reason; the client token keeps a retry
+            // from starting a second task.
+            let jobs = match &self.jobs {
+                Some(jobs) => Some(jobs.launch(&record.name).await?),
+                None => None,
+            };
             if !matches!(
                 lifecycle::finish(metadata, &record.name).await?,
                 Finish::Done(_)
             ) {
                 continue;
             }
-            info!(campaign = %record.name, success = totals.success, failed = totals.failed, dead_lettered = totals.dead_lettered, spent_usd = totals.spent_usd, "campaign done");
+            info!(campaign = %record.name, success = totals.success, failed = totals.failed, dead_lettered = totals.dead_lettered, spent_usd = totals.spent_usd, jobs_task = jobs.as_deref().unwrap_or("none (run `synthfleet publish`)"), "campaign done");
             finished.push(totals);
         }
         Ok(finished)

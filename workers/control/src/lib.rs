@@ -7,7 +7,7 @@
 //! * [`budget`]: on a schedule, reclaims the budget leases of dead calls, marks campaigns
 //!   past their cap `exhausted`, and sends each budget alert once.
 //! * [`finalize`]: on a schedule, marks campaigns whose every sample is accounted for
-//!   `done` and records their totals.
+//!   `done`, records their totals and launches their quality jobs (an ECS task).
 //! * [`scaler`]: every minute, sets the worker fleet's capacity (an Auto Scaling group or
 //!   an ECS service) from the queue and the workers' heartbeats: 0 → N → 0.
 
@@ -52,6 +52,12 @@ pub enum ControlError {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("launching the quality jobs of `{campaign}` on ECS cluster {cluster}: {detail}")]
+    Jobs {
+        campaign: String,
+        cluster: String,
+        detail: String,
     },
     #[error("{target}: {detail}")]
     Capacity { target: String, detail: String },

@@ -5,7 +5,7 @@ use crate::task::Task;
 use crate::taskset::TaskFormat;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The campaign file as written. Unknown keys are errors.
@@ -21,6 +21,10 @@ pub struct CampaignConfig {
     /// Hard cap on LLM spend for the whole campaign, in USD.
     pub budget_usd: f64,
     pub models: Vec<ModelConfig>,
+    /// Model choice by task: the first route whose `match` holds picks the model; a task
+    /// no route matches goes by the `[[models]]` weights.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteConfig>,
     #[serde(default)]
     pub scaffold: ScaffoldConfig,
     #[serde(default)]
@@ -141,6 +145,12 @@ fn one() -> u32 {
 pub enum ProviderKind {
     /// Any server speaking OpenAI's chat-completions API: OpenAI, vLLM, llama.cpp, Ollama, ...
     Openai,
+    /// Anthropic's Messages API (`https://api.anthropic.com/v1` unless `endpoint` says
+    /// otherwise).
+    Anthropic,
+    /// Amazon Bedrock's Converse API: AWS credentials and region from the standard chain;
+    /// `endpoint` overrides Bedrock's (a VPC endpoint).
+    Bedrock,
     /// Keyless: plays the `replay` actions given with each task.
     Replay,
 }
@@ -164,11 +174,27 @@ pub struct ModelConfig {
     pub input_price_per_mtok: f64,
     #[serde(default)]
     pub output_price_per_mtok: f64,
+    /// Price of prompt tokens read from the provider's cache; unset: the input price (never
+    /// under-counted; set it for exact costs).
+    #[serde(default)]
+    pub cache_read_price_per_mtok: Option<f64>,
+    /// Price of prompt tokens written to the cache; unset: 1.25 × the input price
+    /// (Anthropic's five-minute cache).
+    #[serde(default)]
+    pub cache_write_price_per_mtok: Option<f64>,
+    /// Anthropic: mark the system prompt and the newest turn for prompt caching, so each
+    /// call of a rollout reads the conversation so far from the cache.
+    #[serde(default = "default_true")]
+    pub prompt_caching: bool,
     #[serde(default)]
     pub temperature: Option<f64>,
     /// Upper bound on completion tokens per call; also bounds each budget reservation.
     #[serde(default = "default_max_tokens")]
     pub max_tokens: u32,
+    /// The model's context window in tokens: a conversation that would outgrow it (with
+    /// `max_tokens` for the reply) is trimmed by the scaffold's context policy first.
+    #[serde(default)]
+    pub context_window: Option<u64>,
     /// Relative share of samples routed to this model.
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -224,17 +250,49 @@ fn default_request_timeout() -> u64 {
 fn default_max_attempts() -> u32 {
     6
 }
+fn default_true() -> bool {
+    true
+}
 
 impl ModelConfig {
     pub fn model_id(&self) -> &str {
         self.model.as_deref().unwrap_or(&self.name)
     }
 
-    /// Cost of a call, rounded up to the micro-dollar.
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> MicroUsd {
+    fn cache_read_price(&self) -> f64 {
+        self.cache_read_price_per_mtok
+            .unwrap_or(self.input_price_per_mtok)
+    }
+
+    fn cache_write_price(&self) -> f64 {
+        self.cache_write_price_per_mtok
+            .unwrap_or(1.25 * self.input_price_per_mtok)
+    }
+
+    /// Cost of a call, each kind of token at its price, rounded up to the micro-dollar.
+    pub fn cost(&self, usage: &crate::ports::Usage) -> MicroUsd {
         MicroUsd::from_usd_ceil(
-            (input_tokens as f64 * self.input_price_per_mtok
-                + output_tokens as f64 * self.output_price_per_mtok)
+            (usage.input_tokens as f64 * self.input_price_per_mtok
+                + usage.output_tokens as f64 * self.output_price_per_mtok
+                + usage.cache_read_tokens as f64 * self.cache_read_price()
+                + usage.cache_write_tokens as f64 * self.cache_write_price())
+                / 1e6,
+        )
+    }
+
+    /// The most a call with about `prompt_tokens` of prompt can cost: every prompt token at
+    /// its dearest price (a cache write, where the provider caches) and `max_tokens` out.
+    pub fn worst_case_cost(&self, prompt_tokens: u64) -> MicroUsd {
+        let prompt_price = match self.provider {
+            ProviderKind::Anthropic | ProviderKind::Bedrock if self.prompt_caching => self
+                .input_price_per_mtok
+                .max(self.cache_write_price())
+                .max(self.cache_read_price()),
+            _ => self.input_price_per_mtok.max(self.cache_read_price()),
+        };
+        MicroUsd::from_usd_ceil(
+            (prompt_tokens as f64 * prompt_price
+                + f64::from(self.max_tokens) * self.output_price_per_mtok)
                 / 1e6,
         )
     }
@@ -266,6 +324,9 @@ pub struct ScaffoldConfig {
     pub cost_limit_usd: Option<f64>,
     /// Observations longer than this are cut in the middle with a marker.
     pub max_observation_chars: usize,
+    /// The context policy: when a conversation outgrows the model's `context_window`, old
+    /// observations are elided, oldest first; the last this many always stay whole.
+    pub keep_recent_observations: u32,
 }
 
 impl Default for ScaffoldConfig {
@@ -280,6 +341,7 @@ impl Default for ScaffoldConfig {
             eval_timeout_s: 900,
             cost_limit_usd: None,
             max_observation_chars: 10_000,
+            keep_recent_observations: 3,
         }
     }
 }
@@ -552,26 +614,143 @@ impl Campaign {
         self.config.models.iter().find(|m| m.name == name)
     }
 
-    /// The pool entry a sample runs on: a deterministic weighted choice, so that a retried
-    /// sample keeps its model and the split follows the weights.
-    pub fn model_for(&self, instance_id: &str, sample_index: u32) -> &ModelConfig {
-        let models = &self.config.models;
-        let total: u64 = models.iter().map(|m| u64::from(m.weight)).sum();
+    /// The pool entry a sample runs on, and the route that chose it: the first route whose
+    /// match holds for the task, else the `[[models]]` weights ([`DEFAULT_ROUTE`]). Within
+    /// a route the choice is weighted and deterministic, so that a retried sample keeps its
+    /// model and the split follows the weights.
+    pub fn model_for(&self, task: &crate::task::Task, sample_index: u32) -> (&ModelConfig, String) {
         let digest = Sha256::digest(
-            format!("{}\0{instance_id}\0{sample_index}", self.config.name).as_bytes(),
+            format!("{}\0{}\0{sample_index}", self.config.name, task.instance_id).as_bytes(),
         );
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&digest[..8]);
-        let mut point = u64::from_le_bytes(bytes) % total.max(1);
-        for model in models {
-            if point < u64::from(model.weight) {
-                return model;
+        let draw = u64::from_le_bytes(bytes);
+        for (i, route) in self.config.routes.iter().enumerate() {
+            if !route.matches.holds_for(task) {
+                continue;
             }
-            point -= u64::from(model.weight);
+            let weighted = self.route_models(route);
+            if let Some(model) = pick(&weighted, draw) {
+                let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
+                return (model, name);
+            }
         }
-        &models[0]
+        let weighted: Vec<(&ModelConfig, u32)> =
+            self.config.models.iter().map(|m| (m, m.weight)).collect();
+        (
+            pick(&weighted, draw).unwrap_or(&self.config.models[0]),
+            DEFAULT_ROUTE.to_owned(),
+        )
+    }
+
+    /// A route's models with their weights.
+    fn route_models(&self, route: &RouteConfig) -> Vec<(&ModelConfig, u32)> {
+        match &route.tier {
+            Some(tier) => self
+                .config
+                .models
+                .iter()
+                .filter(|m| m.tier.as_deref() == Some(tier.as_str()))
+                .map(|m| (m, m.weight))
+                .collect(),
+            None => route
+                .models
+                .iter()
+                .filter_map(|(name, weight)| self.model(name).map(|m| (m, *weight)))
+                .collect(),
+        }
     }
 }
+
+/// The weighted choice `draw` lands on (`None` when every weight is 0).
+fn pick<'a>(weighted: &[(&'a ModelConfig, u32)], draw: u64) -> Option<&'a ModelConfig> {
+    let total: u64 = weighted.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = draw % total;
+    for (model, weight) in weighted {
+        if point < u64::from(*weight) {
+            return Some(model);
+        }
+        point -= u64::from(*weight);
+    }
+    None
+}
+
+/// A route: which tasks (`match`), and the models they run on — named with weights, or a
+/// whole tier by the models' own weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Recorded as the record's `route` (default `route-{index}`).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Model name → weight.
+    #[serde(default)]
+    pub models: BTreeMap<String, u32>,
+    /// Every model of this tier, by its own weight (instead of `models`).
+    #[serde(default)]
+    pub tier: Option<String>,
+}
+
+/// What a task must have for a route to take it; every field given must hold (an empty
+/// match takes every task).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// The task's `difficulty` is one of these (compared as text: `"hard"`, `3`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub difficulty: Vec<serde_json::Value>,
+    /// Each tag has one of the values given (a value or a list).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, serde_json::Value>,
+    /// The instance id starts with one of these (e.g. a repository's prefix `django__`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instance_prefix: Vec<String>,
+}
+
+/// A JSON value as text: strings unquoted, anything else as JSON.
+fn as_text(value: &serde_json::Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
+}
+
+/// Whether `value` is `wanted`, or one of them when `wanted` is a list.
+fn one_of(value: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    let value = as_text(value);
+    match wanted.as_array() {
+        Some(list) => list.iter().any(|w| as_text(w) == value),
+        None => as_text(wanted) == value,
+    }
+}
+
+impl RouteMatch {
+    pub fn holds_for(&self, task: &crate::task::Task) -> bool {
+        let difficulty = self.difficulty.is_empty()
+            || task
+                .difficulty
+                .as_ref()
+                .is_some_and(|d| self.difficulty.iter().any(|w| as_text(w) == as_text(d)));
+        let tags = self.tags.iter().all(|(tag, wanted)| {
+            task.tags
+                .get(tag)
+                .is_some_and(|value| one_of(value, wanted))
+        });
+        let prefix = self.instance_prefix.is_empty()
+            || self
+                .instance_prefix
+                .iter()
+                .any(|p| task.instance_id.starts_with(p.as_str()));
+        difficulty && tags && prefix
+    }
+}
+
+/// The route name of tasks no `[[routes]]` entry takes.
+pub const DEFAULT_ROUTE: &str = "default";
 
 /// The longest a queue message can be held: SQS's 12-hour visibility ceiling. A rollout
 /// (with its setup and verification) must fit in it, or no worker could ever finish it.
@@ -621,6 +800,32 @@ impl CampaignConfig {
             if m.name.trim().is_empty() {
                 return Err((field("name"), "must not be empty".into()));
             }
+            if m.provider != ProviderKind::Openai && m.max_tokens_field != MaxTokensField::MaxTokens
+            {
+                return Err((
+                    field("max_tokens_field"),
+                    format!(
+                        "is an OpenAI setting; provider {:?} takes `max_tokens` only",
+                        m.provider
+                    ),
+                ));
+            }
+            if m.provider == ProviderKind::Bedrock
+                && (m.api_key_env.is_some() || !m.extra_body.is_empty())
+            {
+                return Err((
+                    field("api_key_env"),
+                    "\"bedrock\" signs with AWS credentials (the standard chain: AWS_PROFILE, a role, ...); it takes no api_key_env or extra_body".into(),
+                ));
+            }
+            if m.provider == ProviderKind::Replay
+                && (m.endpoint.is_some() || m.api_key_env.is_some() || !m.extra_body.is_empty())
+            {
+                return Err((
+                    field("provider"),
+                    "\"replay\" plays the tasks' scripted actions: it takes no endpoint, api_key_env or extra_body".into(),
+                ));
+            }
             if m.provider == ProviderKind::Openai
                 && m.endpoint.as_deref().is_none_or(|e| e.trim().is_empty())
             {
@@ -638,12 +843,22 @@ impl CampaignConfig {
                 ));
             }
             if [m.input_price_per_mtok, m.output_price_per_mtok]
-                .iter()
-                .any(|p| !p.is_finite() || *p < 0.0)
+                .into_iter()
+                .chain(m.cache_read_price_per_mtok)
+                .chain(m.cache_write_price_per_mtok)
+                .any(|p| !p.is_finite() || p < 0.0)
             {
                 return Err((
                     field("input_price_per_mtok"),
                     "prices must be non-negative".into(),
+                ));
+            }
+            if m.context_window
+                .is_some_and(|w| w <= u64::from(m.max_tokens))
+            {
+                return Err((
+                    field("context_window"),
+                    "must be larger than max_tokens (the reply has to fit too)".into(),
                 ));
             }
             if m.max_tokens == 0 || m.max_attempts == 0 || m.request_timeout_s == 0 {
@@ -668,6 +883,51 @@ impl CampaignConfig {
                         field("fallbacks"),
                         format!("`{fallback}` is not another model of this campaign"),
                     ));
+                }
+            }
+        }
+        let mut route_names = BTreeSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let field = |f: &str| format!("routes[{i}].{f}");
+            let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
+            if name == DEFAULT_ROUTE || !route_names.insert(name.clone()) {
+                return Err((
+                    field("name"),
+                    format!(
+                        "`{name}` is taken (route names are unique, and `{DEFAULT_ROUTE}` names tasks no route takes)"
+                    ),
+                ));
+            }
+            match (&route.tier, route.models.is_empty()) {
+                (Some(_), false) | (None, true) => {
+                    return Err((
+                        field("models"),
+                        "give either `models` (name = weight) or `tier`".into(),
+                    ));
+                }
+                (Some(tier), true) => {
+                    if !self
+                        .models
+                        .iter()
+                        .any(|m| m.tier.as_deref() == Some(tier.as_str()) && m.weight > 0)
+                    {
+                        return Err((
+                            field("tier"),
+                            format!("no model of tier `{tier}` has a weight above 0"),
+                        ));
+                    }
+                }
+                (None, false) => {
+                    if let Some(unknown) = route.models.keys().find(|n| !names.contains(n.as_str()))
+                    {
+                        return Err((
+                            field("models"),
+                            format!("`{unknown}` is not a model of this campaign"),
+                        ));
+                    }
+                    if route.models.values().all(|w| *w == 0) {
+                        return Err((field("models"), "at least one weight above 0".into()));
+                    }
                 }
             }
         }
@@ -789,12 +1049,79 @@ fallbacks = ["a"]
         assert_eq!(c.budget(), MicroUsd(1_500_000));
         assert_eq!(c.config.scaffold.max_steps, 50);
         // deterministic routing, following the weights roughly
+        let task = &c.tasks[0];
         let picks: Vec<&str> = (0..400)
-            .map(|i| c.model_for("t1", i).name.as_str())
+            .map(|i| c.model_for(task, i).0.name.as_str())
             .collect();
         let a = picks.iter().filter(|n| **n == "a").count();
         assert!((240..360).contains(&a), "{a}");
-        assert_eq!(c.model_for("t1", 7).name, c.model_for("t1", 7).name);
+        assert_eq!(c.model_for(task, 7), c.model_for(task, 7));
+        assert_eq!(c.model_for(task, 7).1, DEFAULT_ROUTE);
+    }
+
+    #[test]
+    fn routes_send_tasks_to_models_by_difficulty_tags_and_tier() {
+        let text = CAMPAIGN.replace(
+            "fallbacks = [\"a\"]\n",
+            "fallbacks = [\"a\"]\ntier = \"large\"\n\n[[routes]]\nname = \"hard\"\nmatch = { difficulty = [\"hard\", 4] }\ntier = \"large\"\n\n[[routes]]\nmatch = { tags = { repo = [\"django/django\", \"astropy/astropy\"] }, instance_prefix = [\"django__\"] }\nmodels = { a = 1, b = 1 }\n",
+        );
+        let config = parse(&text).expect("valid routes");
+        let task = |line: &str| {
+            parse_tasks(Path::new("t.jsonl"), line)
+                .expect("task")
+                .remove(0)
+        };
+        let tasks = vec![
+            task(
+                r#"{"instance_id":"t-hard","image":"i","problem_statement":"p","difficulty":"hard"}"#,
+            ),
+            task(r#"{"instance_id":"t-four","image":"i","problem_statement":"p","difficulty":4}"#),
+            task(
+                r#"{"instance_id":"django__1","image":"i","problem_statement":"p","tags":{"repo":"django/django"}}"#,
+            ),
+            task(
+                r#"{"instance_id":"flask__1","image":"i","problem_statement":"p","tags":{"repo":"django/django"}}"#,
+            ),
+            task(
+                r#"{"instance_id":"easy","image":"i","problem_statement":"p","difficulty":"easy"}"#,
+            ),
+        ];
+        let c = Campaign::with_tasks(config, PathBuf::from("c.toml"), tasks).expect("campaign");
+        let route = |i: usize, sample: u32| {
+            let (model, route) = c.model_for(&c.tasks[i], sample);
+            (model.name.clone(), route)
+        };
+        for sample in 0..20 {
+            assert_eq!(
+                route(0, sample),
+                ("b".to_owned(), "hard".to_owned()),
+                "the large tier"
+            );
+            assert_eq!(route(1, sample).1, "hard", "4 matches as text");
+            assert_eq!(
+                route(3, sample).1,
+                DEFAULT_ROUTE,
+                "the prefix must hold too"
+            );
+            assert_eq!(route(4, sample).1, DEFAULT_ROUTE);
+        }
+        let models: BTreeSet<String> = (0..40).map(|s| route(2, s).0).collect();
+        assert_eq!(models.len(), 2, "both models of the route");
+        assert!((0..40).all(|s| route(2, s).1 == "route-1"));
+
+        for (bad, field) in [
+            ("[[routes]]\nmodels = { nope = 1 }\n", "routes[0].models"),
+            ("[[routes]]\nmodels = { a = 0 }\n", "routes[0].models"),
+            ("[[routes]]\ntier = \"huge\"\n", "routes[0].tier"),
+            (
+                "[[routes]]\nname = \"default\"\nmodels = { a = 1 }\n",
+                "routes[0].name",
+            ),
+            ("[[routes]]\nmatch = {}\n", "routes[0].models"),
+        ] {
+            let e = parse(&format!("{CAMPAIGN}\n{bad}")).expect_err(bad);
+            assert!(e.to_string().contains(field), "{bad}: {e}");
+        }
     }
 
     #[test]

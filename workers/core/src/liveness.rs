@@ -118,6 +118,7 @@ mod tests {
             version: "v".into(),
             interval_s,
             last_active: None,
+            open_breakers: Vec::new(),
         }
     }
 

@@ -228,6 +228,9 @@ pub struct WorkerHeartbeat {
     /// When the worker last had a rollout in flight (`None`: never, since it started).
     #[serde(default)]
     pub last_active: Option<DateTime<Utc>>,
+    /// Models whose circuit breaker is open on this worker (their calls go to fallbacks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_breakers: Vec<String>,
 }
 
 /// Campaign items (with the budget ledger) and trajectory items. Every write that guards
@@ -377,11 +380,35 @@ pub struct ChatRequest {
     pub temperature: Option<f64>,
 }
 
+/// What a call used, as the provider reports it (or estimated, and marked so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Prompt tokens billed at the input price (cached ones excluded).
+    pub input_tokens: u64,
+    /// Completion tokens, reasoning included.
+    pub output_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_write_tokens: u64,
+    /// The provider reported no usage: counted from everything sent and received.
+    pub estimated: bool,
+}
+
+impl Usage {
+    /// No token reported at all.
+    pub fn is_empty(&self) -> bool {
+        self.input_tokens == 0
+            && self.output_tokens == 0
+            && self.cache_read_tokens == 0
+            && self.cache_write_tokens == 0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatCompletion {
     pub message: ChatMessage,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
+    pub usage: Usage,
     /// Attempts beyond the first.
     pub retries: u32,
     pub finish_reason: Option<String>,

@@ -74,6 +74,7 @@ mod tests {
             version: "v".into(),
             interval_s: 30,
             last_active: active_s_ago.map(|s| now - TimeDelta::seconds(s)),
+            open_breakers: Vec::new(),
         }
     }
 

@@ -180,6 +180,10 @@ pub struct ScaffoldInfo {
     pub template_hash: String,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One agent step: the model's action and what the sandbox answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
@@ -194,14 +198,27 @@ pub struct Step {
     pub duration_ms: u64,
     /// LLM time for the reply, retries included.
     pub llm_duration_ms: u64,
+    /// Prompt tokens billed at the input price (cached ones excluded).
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Prompt tokens read from and written to the provider's cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
     pub cost_usd: f64,
+    /// The provider reported no usage: tokens and cost are estimated from the text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cost_estimated: bool,
     /// LLM attempts beyond the first (429, 5xx, timeouts).
     pub llm_retries: u32,
     /// The model that answered (differs from the record's when a fallback served).
     pub model: String,
     pub format_error: bool,
+    /// Messages (indices into `messages`) the model saw elided in this step's request, by
+    /// the context policy; the record keeps them whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context_elided: Vec<usize>,
 }
 
 /// How a rollout's patch was verified, in a fresh sandbox.
@@ -235,6 +252,10 @@ pub struct Verification {
 pub struct Totals {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
     pub cost_usd: f64,
     pub llm_calls: u32,
     pub llm_retries: u32,
@@ -266,6 +287,9 @@ pub struct TrajectoryRecord {
     pub sample_index: u32,
     /// Pool entry name.
     pub model: String,
+    /// The `[[routes]]` entry that chose the model (`default`: the `[[models]]` weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     pub provider: String,
     pub scaffold: ScaffoldInfo,
     pub messages: Vec<ChatMessage>,

@@ -8,7 +8,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use synthfleet_backend::Backend;
-use synthfleet_llm::ModelPool;
+use synthfleet_llm::{ModelGuards, ModelPool};
 use synthfleet_quality::export::{ExportOptions, Filter, Format};
 use synthfleet_quality::review::{self, HumanVerdict, Review};
 use synthfleet_quality::stages::{Assessment, Stage};
@@ -193,7 +193,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Assess { target } => {
             let (backend, mut data) = open(&target).await?;
             if data.config.quality.judge.is_some() {
-                let pool = ModelPool::new(&data.config.models).context("the judge's model")?;
+                let pool = ModelPool::new(&data.config.models, &ModelGuards::default())
+                    .context("the judge's model")?;
                 let before = data.assess();
                 let judged = judge::run(&mut data, &before, backend.store(), &pool).await?;
                 println!(

@@ -154,10 +154,7 @@ impl Meter<'_> {
         };
         let outcome = match reply {
             Ok(reply) => {
-                let cost = reply.served_by.cost(
-                    reply.completion.input_tokens,
-                    reply.completion.output_tokens,
-                );
+                let cost = reply.served_by.cost(&reply.completion.usage);
                 self.settle(&lease, cost).await;
                 Metered::Completed {
                     reply: Box::new(reply),

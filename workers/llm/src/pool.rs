@@ -1,6 +1,9 @@
 //! The campaign's model pool: one client per model, fallbacks, worst-case cost.
 
-use crate::{OpenAiChat, ReplayChat, estimate_request_tokens};
+use crate::{
+    AnthropicChat, AnthropicWire, ModelGuards, OpenAiChat, OpenAiWire, ReplayChat,
+    estimate_request_tokens,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use synthfleet_core::MicroUsd;
@@ -12,6 +15,8 @@ pub struct ModelPool {
     models: Vec<ModelConfig>,
     /// Shared HTTP clients (and their rate limiters) of the networked models.
     clients: HashMap<String, Arc<dyn ChatModel>>,
+    /// Rate limits and circuit breakers, shared with the process's other pools.
+    guards: ModelGuards,
 }
 
 /// A completion and the pool entry that served it.
@@ -23,20 +28,39 @@ pub struct PoolCompletion {
 }
 
 impl ModelPool {
-    /// Builds clients for every model; fails if a model's key variable is unset.
-    pub fn new(models: &[ModelConfig]) -> Result<ModelPool, LlmError> {
+    /// Builds clients for every model, paced by the process's `guards`; fails if a model's
+    /// key variable is unset.
+    pub fn new(models: &[ModelConfig], guards: &ModelGuards) -> Result<ModelPool, LlmError> {
         let mut clients: HashMap<String, Arc<dyn ChatModel>> = HashMap::new();
         for model in models {
-            if model.provider == ProviderKind::Openai {
-                clients.insert(
-                    model.name.clone(),
-                    Arc::new(OpenAiChat::from_config(model)?),
-                );
-            }
+            let limit = guards.rate_limit(model);
+            let client: Arc<dyn ChatModel> = match model.provider {
+                ProviderKind::Openai => {
+                    Arc::new(OpenAiChat::new(model, None, OpenAiWire::new(model), limit)?)
+                }
+                ProviderKind::Anthropic => Arc::new(AnthropicChat::new(
+                    model,
+                    Some(crate::anthropic::DEFAULT_ENDPOINT),
+                    AnthropicWire::new(model),
+                    limit,
+                )?),
+                #[cfg(feature = "bedrock")]
+                ProviderKind::Bedrock => Arc::new(crate::bedrock::BedrockChat::new(model, limit)),
+                #[cfg(not(feature = "bedrock"))]
+                ProviderKind::Bedrock => {
+                    return Err(LlmError::Config(format!(
+                        "model `{}` runs on Bedrock, but this binary was built without the `bedrock` feature",
+                        model.name
+                    )));
+                }
+                ProviderKind::Replay => continue,
+            };
+            clients.insert(model.name.clone(), client);
         }
         Ok(ModelPool {
             models: models.to_vec(),
             clients,
+            guards: guards.clone(),
         })
     }
 
@@ -72,7 +96,7 @@ impl ModelPool {
         Ok(self
             .chain(primary)?
             .into_iter()
-            .map(|m| m.cost(input, u64::from(m.max_tokens)))
+            .map(|m| m.worst_case_cost(input))
             .max()
             .unwrap_or(MicroUsd::ZERO))
     }
@@ -89,21 +113,34 @@ impl ModelPool {
         let mut fallback_errors = Vec::new();
         let mut last_error = None;
         for model in chain {
+            if self.guards.open_until(&model.name).is_some() {
+                let e = LlmError::Unavailable {
+                    endpoint: model.name.clone(),
+                    attempts: 0,
+                    last: "its circuit breaker is open (unavailable on several calls in a row); skipped for now".into(),
+                };
+                fallback_errors.push(format!("{}: {e}", model.name));
+                last_error = Some(e);
+                continue;
+            }
             let mut request = request.clone();
             request.max_tokens = model.max_tokens;
             request.temperature = model.temperature;
             let result = match model.provider {
                 ProviderKind::Replay => ReplayChat::new(replay.to_vec()).complete(&request).await,
-                ProviderKind::Openai => match self.clients.get(&model.name) {
-                    Some(client) => client.complete(&request).await,
-                    None => Err(LlmError::Config(format!(
-                        "no client for model `{}`",
-                        model.name
-                    ))),
-                },
+                ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bedrock => {
+                    match self.clients.get(&model.name) {
+                        Some(client) => client.complete(&request).await,
+                        None => Err(LlmError::Config(format!(
+                            "no client for model `{}`",
+                            model.name
+                        ))),
+                    }
+                }
             };
             match result {
                 Ok(completion) => {
+                    self.guards.record_success(&model.name);
                     return Ok(PoolCompletion {
                         completion,
                         served_by: model.clone(),
@@ -111,6 +148,9 @@ impl ModelPool {
                     });
                 }
                 Err(e @ LlmError::Unavailable { .. }) => {
+                    if self.guards.record_unavailable(&model.name) {
+                        warn!(model = %model.name, "circuit breaker opened: the model is skipped for a while, its calls go to its fallbacks");
+                    }
                     warn!(model = %model.name, error = %e, "model unavailable; trying the next in its fallback chain");
                     fallback_errors.push(format!("{}: {e}", model.name));
                     last_error = Some(e);

@@ -57,12 +57,9 @@ impl ChatModel for ReplayChat {
                 ..ChatMessage::text(Role::Assistant, thought)
             }
         };
-        let output_tokens =
-            crate::estimate_tokens(&serde_json::to_string(&message).unwrap_or_default());
         Ok(ChatCompletion {
+            usage: crate::estimate_usage(request, &message),
             message,
-            input_tokens: crate::estimate_request_tokens(request),
-            output_tokens,
             retries: 0,
             finish_reason: Some("stop".into()),
             generation: std::time::Duration::ZERO,

@@ -57,10 +57,14 @@ fn record(
                 llm_duration_ms: 200,
                 input_tokens: 1000,
                 output_tokens: 100,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
                 cost_usd: 0.001,
+                cost_estimated: false,
                 llm_retries: 0,
                 model: model.into(),
                 format_error: false,
+                context_elided: Vec::new(),
             }
         })
         .collect();
@@ -72,6 +76,7 @@ fn record(
         instance_id: task.into(),
         sample_index: minute as u32,
         model: model.into(),
+        route: None,
         provider: "openai".into(),
         scaffold: ScaffoldInfo {
             name: "bash".into(),
@@ -104,6 +109,7 @@ fn record(
             llm_calls: n,
             llm_retries: 0,
             n_steps: n,
+            ..Totals::default()
         },
         timings: Timings {
             started_at: started,

@@ -387,6 +387,7 @@ impl DockerSandbox {
             }
             Err(_) => {
                 self.kill_user_processes(user).await?;
+                self.wait_exited(&exec.id).await?;
                 true
             }
         };
@@ -411,12 +412,16 @@ impl DockerSandbox {
 
     /// Kills every process of `user` but init: what a timed-out command left running.
     /// Without CAP_KILL a process may only signal its own uid, so this runs as that user.
+    /// Returns once the kill has finished: a kill still sweeping /proc would also kill the
+    /// next command's process while runc starts it ("write init-p: broken pipe").
     async fn kill_user_processes(&self, user: &str) -> Result<(), SandboxError> {
         let exec = self
             .docker
             .create_exec(
                 &self.id,
                 CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
                     cmd: Some(vec!["bash", "-c", KILL_ALL_BUT_INIT_AND_KEEPER]),
                     user: Some(user),
                     ..Default::default()
@@ -424,20 +429,51 @@ impl DockerSandbox {
             )
             .await
             .map_err(|e| docker_error(&self.id, "creating a kill exec", e))?;
-        let killed = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, async {
-            if let Ok(StartExecResults::Attached { mut output, .. }) =
-                self.docker.start_exec(&exec.id, None).await
-            {
-                while output.next().await.is_some() {}
-            }
+        let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| docker_error(&self.id, "starting a kill exec", e))?
+        else {
+            return Err(docker_error(
+                &self.id,
+                "starting a kill exec",
+                std::io::Error::other("exec started detached"),
+            ));
+        };
+        let drained = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, async {
+            while output.next().await.is_some() {}
         })
         .await;
-        if killed.is_err() {
+        if drained.is_err() {
             return Err(SandboxError::Unresponsive {
                 container: self.id.clone(),
             });
         }
-        Ok(())
+        self.wait_exited(&exec.id).await
+    }
+
+    /// Waits until Docker reports the exec finished (its output can close first).
+    async fn wait_exited(&self, exec_id: &str) -> Result<(), SandboxError> {
+        let deadline = Instant::now() + HOUSEKEEPING_TIMEOUT;
+        loop {
+            let running = self
+                .docker
+                .inspect_exec(exec_id)
+                .await
+                .map_err(|e| docker_error(&self.id, "inspecting an exec", e))?
+                .running
+                .unwrap_or(false);
+            if !running {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(SandboxError::Unresponsive {
+                    container: self.id.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
