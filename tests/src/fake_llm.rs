@@ -221,15 +221,37 @@ fn apply(fault: &Fault, api: Api) -> Option<Response> {
     }
 }
 
-/// What to answer at this turn: the script's action, or a fault (or a refusal) to send.
+/// The task of a conversation (its first user text, in any API's shape: a string or
+/// blocks with `text`) and its turn (assistant turns so far).
+fn task_and_turn(request: &Value) -> (String, usize) {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let first_user = messages
+        .iter()
+        .find(|m| m["role"] == "user")
+        .and_then(|m| {
+            m["content"].as_str().map(str::to_owned).or_else(|| {
+                m["content"]
+                    .as_array()?
+                    .iter()
+                    .find_map(|b| b["text"].as_str())
+                    .map(str::to_owned)
+            })
+        })
+        .unwrap_or_default();
+    let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
+    (first_user, turn)
+}
+
+/// What to answer to this request: the script's action at its turn (and the turn), or a
+/// fault (or a refusal) to send.
 async fn play(
     shared: &Shared,
     request: &Value,
-    prompt_tokens: u64,
-    first_user: &str,
-    turn: usize,
+    body: &str,
     api: Api,
-) -> Result<String, Response> {
+) -> Result<(String, usize), Response> {
+    let (first_user, turn) = task_and_turn(request);
+    let prompt_tokens = estimate(body);
     shared
         .requests
         .lock()
@@ -266,11 +288,12 @@ async fn play(
     let Some(script) = script else {
         return Err((StatusCode::BAD_REQUEST, "no script matches this task").into_response());
     };
-    Ok(script
+    let action = script
         .actions
         .get(turn)
         .cloned()
-        .unwrap_or_else(|| "submit".into()))
+        .unwrap_or_else(|| "submit".into());
+    Ok((action, turn))
 }
 
 fn json_response(body: Value) -> Response {
@@ -304,25 +327,8 @@ fn tool_action(action: &str) -> (&'static str, Value) {
 async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     remember_key(&shared, &headers, header::AUTHORIZATION);
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let first_user = messages
-        .iter()
-        .find(|m| m["role"] == "user")
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_owned();
-    let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
-    let action = match play(
-        &shared,
-        &request,
-        estimate(&body),
-        &first_user,
-        turn,
-        Api::OpenAi,
-    )
-    .await
-    {
-        Ok(action) => action,
+    let (action, turn) = match play(&shared, &request, &body, Api::OpenAi).await {
+        Ok(played) => played,
         Err(response) => return response,
     };
     let tool_mode = request["tools"].as_array().is_some_and(|t| !t.is_empty());
@@ -415,26 +421,8 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         )
             .into_response();
     }
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let first_user = messages
-        .first()
-        .and_then(|m| m["content"].as_array())
-        .and_then(|blocks| blocks.iter().find(|b| b["type"] == "text"))
-        .and_then(|b| b["text"].as_str())
-        .unwrap_or("")
-        .to_owned();
-    let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
-    let action = match play(
-        &shared,
-        &request,
-        estimate(&body),
-        &first_user,
-        turn,
-        Api::Anthropic,
-    )
-    .await
-    {
-        Ok(action) => action,
+    let (action, turn) = match play(&shared, &request, &body, Api::Anthropic).await {
+        Ok(played) => played,
         Err(response) => return response,
     };
     let tool_mode = request["tools"].as_array().is_some_and(|t| !t.is_empty());
@@ -465,7 +453,10 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
     // the newest turn is written to it.
     let prompt = estimate(&body);
     let cached = body.contains("cache_control");
-    let newest = messages.last().map_or(0, |m| estimate(&m.to_string()));
+    let newest = request["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map_or(0, |m| estimate(&m.to_string()));
     let (input, read, written) = match (cached, turn) {
         (false, _) => (prompt, 0, 0),
         (true, 0) => (0, 0, prompt),
@@ -491,25 +482,8 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
 /// endpoint override.
 async fn converse(State(shared): State<Arc<Shared>>, body: String) -> Response {
     let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let first_user = messages
-        .first()
-        .and_then(|m| m["content"].as_array())
-        .and_then(|blocks| blocks.iter().find_map(|b| b["text"].as_str()))
-        .unwrap_or("")
-        .to_owned();
-    let turn = messages.iter().filter(|m| m["role"] == "assistant").count();
-    let action = match play(
-        &shared,
-        &request,
-        estimate(&body),
-        &first_user,
-        turn,
-        Api::Bedrock,
-    )
-    .await
-    {
-        Ok(action) => action,
+    let (action, turn) = match play(&shared, &request, &body, Api::Bedrock).await {
+        Ok(played) => played,
         Err(response) => return response,
     };
     let tool_mode = request["toolConfig"]["tools"]

@@ -61,47 +61,16 @@ resource "aws_iam_role_policy" "task" {
   policy = data.aws_iam_policy_document.worker.json
 }
 
-# ... and what ECS needs to start it (the execution role): its image, its logs, the model
-# keys it injects as environment variables.
-data "aws_iam_policy_document" "execution" {
-  #checkov:skip=CKV_AWS_356:ecr:GetAuthorizationToken has no resource-level permissions.
-  #checkov:skip=CKV_AWS_111:ecr:GetAuthorizationToken has no resource-level permissions.
-  statement {
-    actions   = ["ecr:GetAuthorizationToken"]
-    resources = ["*"]
-  }
-  statement {
-    actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
-    resources = var.repository_arns
-  }
-  statement {
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${aws_cloudwatch_log_group.worker.arn}:*"]
-  }
-  statement {
-    actions   = ["kms:Decrypt"]
-    resources = [var.kms_key_arn]
-  }
-  dynamic "statement" {
-    for_each = length(var.model_secrets) > 0 ? [1] : []
-    content {
-      actions   = ["secretsmanager:GetSecretValue"]
-      resources = values(var.model_secrets)
-    }
-  }
-}
-
-resource "aws_iam_role" "execution" {
-  count              = var.kind == "ecs" ? 1 : 0
-  name               = "${var.name_prefix}-worker-execution"
-  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
-}
-
-resource "aws_iam_role_policy" "execution" {
-  count  = var.kind == "ecs" ? 1 : 0
-  name   = "execution"
-  role   = aws_iam_role.execution[0].id
-  policy = data.aws_iam_policy_document.execution.json
+# ... and what ECS needs to start it: its image, its logs, the model keys it injects as
+# environment variables.
+module "execution_role" {
+  source          = "../execution_role"
+  count           = var.kind == "ecs" ? 1 : 0
+  name            = "${var.name_prefix}-worker-execution"
+  repository_arns = var.repository_arns
+  log_group_arn   = aws_cloudwatch_log_group.worker.arn
+  kms_key_arn     = var.kms_key_arn
+  secret_arns     = values(var.model_secrets)
 }
 
 resource "aws_ecs_task_definition" "worker" {
@@ -110,7 +79,7 @@ resource "aws_ecs_task_definition" "worker" {
   requires_compatibilities = ["EC2"]
   network_mode             = "bridge"
   task_role_arn            = aws_iam_role.task[0].arn
-  execution_role_arn       = aws_iam_role.execution[0].arn
+  execution_role_arn       = module.execution_role[0].arn
 
   volume {
     name      = "docker"

@@ -138,36 +138,12 @@ resource "aws_iam_role_policy" "task" {
   policy = data.aws_iam_policy_document.task.json
 }
 
-data "aws_iam_policy_document" "execution" {
-  #checkov:skip=CKV_AWS_356:ecr:GetAuthorizationToken has no resource-level permissions.
-  #checkov:skip=CKV_AWS_111:ecr:GetAuthorizationToken has no resource-level permissions.
-  statement {
-    actions   = ["ecr:GetAuthorizationToken"]
-    resources = ["*"]
-  }
-  statement {
-    actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
-    resources = var.repository_arns
-  }
-  statement {
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = ["${aws_cloudwatch_log_group.jobs.arn}:*"]
-  }
-  statement {
-    actions   = ["kms:Decrypt"]
-    resources = [var.kms_key_arn]
-  }
-}
-
-resource "aws_iam_role" "execution" {
-  name               = "${var.name_prefix}-jobs-execution"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
-}
-
-resource "aws_iam_role_policy" "execution" {
-  name   = "execution"
-  role   = aws_iam_role.execution.id
-  policy = data.aws_iam_policy_document.execution.json
+module "execution_role" {
+  source          = "../execution_role"
+  name            = "${var.name_prefix}-jobs-execution"
+  repository_arns = var.repository_arns
+  log_group_arn   = aws_cloudwatch_log_group.jobs.arn
+  kms_key_arn     = var.kms_key_arn
 }
 
 resource "aws_ecs_task_definition" "jobs" {
@@ -177,7 +153,7 @@ resource "aws_ecs_task_definition" "jobs" {
   cpu                      = var.cpu
   memory                   = var.memory
   task_role_arn            = aws_iam_role.task.arn
-  execution_role_arn       = aws_iam_role.execution.arn
+  execution_role_arn       = module.execution_role.arn
 
   ephemeral_storage {
     size_in_gib = 50
@@ -227,7 +203,7 @@ output "security_group_id" {
 
 output "role_arns" {
   description = "The roles finalize passes to ECS when it starts the task."
-  value       = [aws_iam_role.task.arn, aws_iam_role.execution.arn]
+  value       = [aws_iam_role.task.arn, module.execution_role.arn]
 }
 
 output "log_group" {

@@ -14,7 +14,7 @@
 //!   `cache_control: ephemeral`, so each call of a rollout reads the conversation so far
 //!   from the cache (cache reads and writes are priced apart, see `ModelConfig::cost`).
 
-use crate::http::{Reply, Wire};
+use crate::http::{Reply, Wire, assistant, finish_reason};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -220,13 +220,7 @@ impl Wire for AnthropicWire {
         }
         let usage = wire.usage.ok_or("the message has no usage")?;
         Ok(Reply {
-            message: ChatMessage {
-                role: Role::Assistant,
-                content: (!content.is_empty()).then_some(content),
-                reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-                tool_calls,
-                tool_call_id: None,
-            },
+            message: assistant(content, reasoning, tool_calls),
             usage: Usage {
                 input_tokens: usage.input_tokens,
                 output_tokens: usage.output_tokens,
@@ -234,15 +228,7 @@ impl Wire for AnthropicWire {
                 cache_write_tokens: usage.cache_creation_input_tokens.unwrap_or(0),
                 estimated: false,
             },
-            finish_reason: wire.stop_reason.map(|r| {
-                match r.as_str() {
-                    "end_turn" | "stop_sequence" => "stop",
-                    "tool_use" => "tool_calls",
-                    "max_tokens" => "length",
-                    other => other,
-                }
-                .to_owned()
-            }),
+            finish_reason: wire.stop_reason.as_deref().map(finish_reason),
         })
     }
 }

@@ -8,14 +8,14 @@
 //! transient; a validation error that says the input is too long is `context_exceeded`.
 
 use crate::guards::RateLimit;
-use crate::http::{Attempt, Reply, Retries};
+use crate::http::{Attempt, Reply, Retries, assistant, finish_reason};
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, SdkError};
 use aws_sdk_bedrockruntime::operation::converse::{ConverseError, ConverseOutput};
 use aws_sdk_bedrockruntime::types::{
     AutoToolChoice, CachePointBlock, CachePointType, ContentBlock, ConversationRole,
-    ConverseOutput as Output, InferenceConfiguration, Message, ReasoningContentBlock, StopReason,
+    ConverseOutput as Output, InferenceConfiguration, Message, ReasoningContentBlock,
     SystemContentBlock, Tool, ToolChoice, ToolConfiguration, ToolInputSchema, ToolResultBlock,
     ToolResultContentBlock, ToolSpecification, ToolUseBlock,
 };
@@ -23,7 +23,7 @@ use aws_smithy_types::{Document, Number};
 use serde_json::Value;
 use synthfleet_core::campaign::ModelConfig;
 use synthfleet_core::ports::{ChatCompletion, ChatModel, ChatRequest, LlmError, Usage};
-use synthfleet_core::trajectory::{ChatMessage, FunctionCall, Role, ToolCall};
+use synthfleet_core::trajectory::{FunctionCall, Role, ToolCall};
 
 pub struct BedrockChat {
     /// Built at the first call (loading the AWS configuration is asynchronous).
@@ -363,22 +363,10 @@ fn reply(output: &ConverseOutput) -> Result<Reply, String> {
             }
         })
         .unwrap_or_default();
-    let finish_reason = match output.stop_reason() {
-        StopReason::EndTurn | StopReason::StopSequence => "stop",
-        StopReason::ToolUse => "tool_calls",
-        StopReason::MaxTokens => "length",
-        other => other.as_str(),
-    };
     Ok(Reply {
-        message: ChatMessage {
-            role: Role::Assistant,
-            content: (!content.is_empty()).then_some(content),
-            reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-            tool_calls,
-            tool_call_id: None,
-        },
+        message: assistant(content, reasoning, tool_calls),
         usage,
-        finish_reason: Some(finish_reason.to_owned()),
+        finish_reason: Some(finish_reason(output.stop_reason().as_str())),
     })
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::time::Duration;
 use synthfleet_core::campaign::ModelConfig;
 use synthfleet_core::ports::{ChatCompletion, ChatModel, ChatRequest, LlmError, Usage};
-use synthfleet_core::trajectory::ChatMessage;
+use synthfleet_core::trajectory::{ChatMessage, Role, ToolCall};
 use tracing::{debug, warn};
 
 /// Longest `Retry-After` honoured; a server asking for more is treated as unavailable.
@@ -22,6 +22,34 @@ pub struct Reply {
     pub message: ChatMessage,
     pub usage: Usage,
     pub finish_reason: Option<String>,
+}
+
+/// The assistant message of a reply assembled from blocks (Anthropic, Bedrock): empty text
+/// and reasoning are absent.
+pub(crate) fn assistant(
+    content: String,
+    reasoning: String,
+    tool_calls: Vec<ToolCall>,
+) -> ChatMessage {
+    ChatMessage {
+        role: Role::Assistant,
+        content: (!content.is_empty()).then_some(content),
+        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+        tool_calls,
+        tool_call_id: None,
+    }
+}
+
+/// A stop reason in the words of Anthropic and Bedrock (`end_turn`, `tool_use`,
+/// `max_tokens`, ...) as OpenAI's finish reason, which the record keeps.
+pub(crate) fn finish_reason(stop: &str) -> String {
+    match stop {
+        "end_turn" | "stop_sequence" => "stop",
+        "tool_use" => "tool_calls",
+        "max_tokens" => "length",
+        other => other,
+    }
+    .to_owned()
 }
 
 /// What differs between chat APIs.

@@ -59,6 +59,15 @@ done
 exit 0
 "#;
 
+/// The attached output of an exec.
+type ExecStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+
 /// Time allowed for housekeeping commands (user detection, kills).
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -340,34 +349,18 @@ impl DockerSandbox {
         timeout: Duration,
     ) -> Result<ExecOutput, SandboxError> {
         let started = Instant::now();
-        let exec = self
-            .docker
-            .create_exec(
-                &self.id,
+        let (exec_id, mut output) = self
+            .start(
                 CreateExecOptions {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
                     cmd: Some(vec!["bash", "-c", command]),
                     user: Some(user),
                     working_dir: Some(self.workdir.as_str()),
                     env: Some(vec!["HOME=/tmp", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb"]),
                     ..Default::default()
                 },
+                "an exec",
             )
-            .await
-            .map_err(|e| docker_error(&self.id, "creating an exec", e))?;
-        let StartExecResults::Attached { mut output, .. } = self
-            .docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(|e| docker_error(&self.id, "starting an exec", e))?
-        else {
-            return Err(docker_error(
-                &self.id,
-                "starting an exec",
-                std::io::Error::other("exec started detached"),
-            ));
-        };
+            .await?;
         let mut capture = Capture::new(self.max_output_bytes);
         let drained = tokio::time::timeout(timeout, async {
             while let Some(chunk) = output.next().await {
@@ -387,7 +380,7 @@ impl DockerSandbox {
             }
             Err(_) => {
                 self.kill_user_processes(user).await?;
-                self.wait_exited(&exec.id).await?;
+                self.wait_exited(&exec_id).await?;
                 true
             }
         };
@@ -395,7 +388,7 @@ impl DockerSandbox {
             None
         } else {
             self.docker
-                .inspect_exec(&exec.id)
+                .inspect_exec(&exec_id)
                 .await
                 .map_err(|e| docker_error(&self.id, "inspecting an exec", e))?
                 .exit_code
@@ -415,32 +408,16 @@ impl DockerSandbox {
     /// Returns once the kill has finished: a kill still sweeping /proc would also kill the
     /// next command's process while runc starts it ("write init-p: broken pipe").
     async fn kill_user_processes(&self, user: &str) -> Result<(), SandboxError> {
-        let exec = self
-            .docker
-            .create_exec(
-                &self.id,
+        let (exec_id, mut output) = self
+            .start(
                 CreateExecOptions {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
                     cmd: Some(vec!["bash", "-c", KILL_ALL_BUT_INIT_AND_KEEPER]),
                     user: Some(user),
                     ..Default::default()
                 },
+                "a kill exec",
             )
-            .await
-            .map_err(|e| docker_error(&self.id, "creating a kill exec", e))?;
-        let StartExecResults::Attached { mut output, .. } = self
-            .docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(|e| docker_error(&self.id, "starting a kill exec", e))?
-        else {
-            return Err(docker_error(
-                &self.id,
-                "starting a kill exec",
-                std::io::Error::other("exec started detached"),
-            ));
-        };
+            .await?;
         let drained = tokio::time::timeout(HOUSEKEEPING_TIMEOUT, async {
             while output.next().await.is_some() {}
         })
@@ -450,7 +427,40 @@ impl DockerSandbox {
                 container: self.id.clone(),
             });
         }
-        self.wait_exited(&exec.id).await
+        self.wait_exited(&exec_id).await
+    }
+
+    /// Creates and starts an exec with its output attached; returns its id and output.
+    async fn start(
+        &self,
+        options: CreateExecOptions<&str>,
+        what: &str,
+    ) -> Result<(String, ExecStream), SandboxError> {
+        let exec = self
+            .docker
+            .create_exec(
+                &self.id,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..options
+                },
+            )
+            .await
+            .map_err(|e| docker_error(&self.id, &format!("creating {what}"), e))?;
+        match self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| docker_error(&self.id, &format!("starting {what}"), e))?
+        {
+            StartExecResults::Attached { output, .. } => Ok((exec.id, output)),
+            StartExecResults::Detached => Err(docker_error(
+                &self.id,
+                &format!("starting {what}"),
+                std::io::Error::other("exec started detached"),
+            )),
+        }
     }
 
     /// Waits until Docker reports the exec finished (its output can close first).
