@@ -93,8 +93,10 @@ impl FakeEcsApi {
 async fn run_task(
     State(runs): State<Arc<Mutex<Vec<Value>>>>,
     headers: HeaderMap,
-    Json(body): Json<Value>,
+    // AWS JSON 1.1: `application/x-amz-json-1.1`, which axum's `Json` refuses.
+    body: String,
 ) -> axum::response::Response {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
