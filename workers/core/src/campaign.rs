@@ -204,8 +204,13 @@ pub struct ModelConfig {
     /// Pool entries to try, in order, when this one is unavailable.
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// Requests a minute for the whole fleet (each worker paces at its share).
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
+    /// Tokens a minute for the whole fleet, counted as each call's prompt estimate plus
+    /// `max_tokens` (never fewer than the call uses).
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_s: u64,
     /// Attempts per call on 429/5xx/timeouts before the provider counts as unavailable.

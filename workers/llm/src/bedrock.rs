@@ -88,7 +88,11 @@ impl BedrockChat {
         request: &ChatRequest,
     ) -> Result<Reply, Attempt> {
         if let Some(limit) = &self.limit {
-            limit.until_ready().await;
+            limit
+                .until_ready(
+                    crate::estimate_request_tokens(request) + u64::from(request.max_tokens),
+                )
+                .await;
         }
         let mut inference = InferenceConfiguration::builder()
             .max_tokens(i32::try_from(request.max_tokens).unwrap_or(i32::MAX));

@@ -1,12 +1,13 @@
 //! What guards each model across the campaigns' pools of one worker process: the fleet's
 //! rate limit and a circuit breaker.
 //!
-//! **Rate limits.** A model's `requests_per_minute` is the fleet's: each worker process paces its calls to
-//! that model at `requests_per_minute / live workers`, the live workers being those with a
-//! fresh heartbeat (the worker updates the count with every heartbeat; a lone `synthfleet
-//! run` counts 1). Pacing spaces calls evenly — no burst, not even at start, unlike a
-//! token bucket that starts full — so over any minute one worker makes at most its share
-//! plus one call.
+//! **Rate limits.** A model's `requests_per_minute` and `tokens_per_minute` are the fleet's:
+//! each worker process paces its calls to that model at `limit / live workers`, the live
+//! workers being those with a fresh heartbeat (the worker updates the count with every
+//! heartbeat; a lone `synthfleet run` counts 1). Pacing spaces calls evenly — no burst, not
+//! even at start, unlike a token bucket that starts full — so over any minute one worker
+//! uses at most its share plus one call. A call counts as its prompt estimate plus
+//! `max_tokens`: never fewer tokens than it uses.
 //!
 //! **Error bound.** While the count changes, workers pace at shares computed from counts up
 //! to one heartbeat old: when `k` workers join `n`, the fleet can make up to
@@ -35,8 +36,8 @@ pub const BREAKER_THRESHOLD: u32 = 3;
 /// How long an open breaker keeps a model out of the pools.
 pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(60);
 
-/// Pacers by (model name, requests per minute).
-type Pacers = HashMap<(String, u32), Arc<Pacer>>;
+/// Pacers by (model name, what they count, how many a minute).
+type Pacers = HashMap<(String, Unit, u64), Arc<Pacer>>;
 
 /// The models' guards as one worker process applies them.
 #[derive(Clone)]
@@ -126,66 +127,88 @@ impl ModelGuards {
         }
     }
 
-    /// The rate limit of a pool entry, if it has one; the same pacer for every pool of this
-    /// process that names the model with the same rate.
+    /// The pacer of one of a model's limits: the same for every pool of this process that
+    /// names the model with the same limit.
+    fn pacer(&self, model: &str, unit: Unit, per_minute: u64) -> Arc<Pacer> {
+        let mut pacers = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
+        pacers
+            .entry((model.to_owned(), unit, per_minute))
+            .or_insert_with(|| Arc::new(Pacer::new(per_minute)))
+            .clone()
+    }
+
+    /// The rate limit of a pool entry (`requests_per_minute`, `tokens_per_minute`), if it
+    /// has one.
     pub fn rate_limit(&self, config: &ModelConfig) -> Option<RateLimit> {
-        let rpm = config.requests_per_minute.filter(|r| *r > 0)?;
-        let pacer = self
-            .pacers
-            .lock()
-            .map(|mut pacers| {
-                pacers
-                    .entry((config.name.clone(), rpm))
-                    .or_insert_with(|| Arc::new(Pacer::new(rpm)))
-                    .clone()
-            })
-            .unwrap_or_else(|poisoned| {
-                poisoned
-                    .into_inner()
-                    .entry((config.name.clone(), rpm))
-                    .or_insert_with(|| Arc::new(Pacer::new(rpm)))
-                    .clone()
-            });
-        Some(RateLimit {
-            pacer,
+        let requests = config
+            .requests_per_minute
+            .filter(|r| *r > 0)
+            .map(|r| self.pacer(&config.name, Unit::Requests, u64::from(r)));
+        let tokens = config
+            .tokens_per_minute
+            .filter(|t| *t > 0)
+            .map(|t| self.pacer(&config.name, Unit::Tokens, t));
+        (requests.is_some() || tokens.is_some()).then(|| RateLimit {
+            requests,
+            tokens,
             workers: self.workers.clone(),
         })
     }
 }
 
-/// One model's limit in this process.
+/// What a pacer counts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Unit {
+    Requests,
+    Tokens,
+}
+
+/// One model's limits in this process.
 #[derive(Clone)]
 pub struct RateLimit {
-    pacer: Arc<Pacer>,
+    requests: Option<Arc<Pacer>>,
+    tokens: Option<Arc<Pacer>>,
     workers: Arc<AtomicU32>,
 }
 
 impl RateLimit {
-    /// Waits for this process's next slot for the model.
-    pub async fn until_ready(&self) {
+    /// Waits for this process's next slot for a call of about `tokens` tokens (prompt
+    /// estimate plus `max_tokens`: never fewer than the call uses).
+    pub async fn until_ready(&self, tokens: u64) {
         let workers = self.workers.load(Ordering::Relaxed).max(1);
-        let slot = self.pacer.reserve(workers, Instant::now());
-        tokio::time::sleep_until(slot).await;
+        let now = Instant::now();
+        let slots = [
+            self.requests.as_ref().map(|p| p.reserve(workers, 1, now)),
+            self.tokens
+                .as_ref()
+                .map(|p| p.reserve(workers, tokens, now)),
+        ];
+        if let Some(slot) = slots.into_iter().flatten().max() {
+            tokio::time::sleep_until(slot).await;
+        }
     }
 }
 
-/// Evenly spaced slots: the next call may start one interval after the previous one.
+/// Evenly spaced slots: a call of `units` (1 request, or its tokens) may start once the
+/// previous call's units have been paid off at the worker's share of the rate.
 struct Pacer {
-    requests_per_minute: u32,
+    per_minute: u64,
     next: Mutex<Option<Instant>>,
 }
 
 impl Pacer {
-    fn new(requests_per_minute: u32) -> Pacer {
+    fn new(per_minute: u64) -> Pacer {
         Pacer {
-            requests_per_minute,
+            per_minute,
             next: Mutex::new(None),
         }
     }
 
     /// Takes the next free slot at or after `now`; returns when it starts.
-    fn reserve(&self, workers: u32, now: Instant) -> Instant {
-        let interval = Duration::from_secs(60) * workers / self.requests_per_minute;
+    fn reserve(&self, workers: u32, units: u64, now: Instant) -> Instant {
+        let nanos = 60_000_000_000u128 * u128::from(workers) * u128::from(units)
+            / u128::from(self.per_minute.max(1));
+        let interval = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let slot = next.map_or(now, |n| n.max(now));
         *next = Some(slot + interval);
@@ -201,23 +224,27 @@ mod tests {
     fn slots_are_spaced_by_the_workers_share_without_a_burst() {
         let pacer = Pacer::new(60);
         let t0 = Instant::now();
-        let alone: Vec<Duration> = (0..3).map(|_| pacer.reserve(1, t0) - t0).collect();
+        let alone: Vec<Duration> = (0..3).map(|_| pacer.reserve(1, 1, t0) - t0).collect();
         assert_eq!(
             alone,
             [0, 1, 2].map(Duration::from_secs),
             "one a second, even at start"
         );
         // Three workers share the limit: this one gets a slot every 3 s.
-        let shared = pacer.reserve(3, t0) - t0;
-        let after = pacer.reserve(3, t0) - t0;
+        let shared = pacer.reserve(3, 1, t0) - t0;
+        let after = pacer.reserve(3, 1, t0) - t0;
         assert_eq!(
             (shared, after),
             (Duration::from_secs(3), Duration::from_secs(6))
         );
         // Idle time is not saved up.
         let later = t0 + Duration::from_secs(100);
-        assert_eq!(pacer.reserve(1, later), later);
-        assert_eq!(pacer.reserve(1, later) - later, Duration::from_secs(1));
+        assert_eq!(pacer.reserve(1, 1, later), later);
+        assert_eq!(pacer.reserve(1, 1, later) - later, Duration::from_secs(1));
+        // Tokens: a call of 30 000 tokens at 60 000 a minute holds the next one 30 s.
+        let tokens = Pacer::new(60_000);
+        assert_eq!(tokens.reserve(1, 30_000, t0), t0);
+        assert_eq!(tokens.reserve(1, 10, t0) - t0, Duration::from_secs(30));
     }
 
     #[test]
@@ -251,7 +278,10 @@ mod tests {
         .expect("config");
         let first = guards.rate_limit(&config).expect("limited");
         let again = guards.rate_limit(&config).expect("limited");
-        assert!(Arc::ptr_eq(&first.pacer, &again.pacer));
+        let (Some(first), Some(again)) = (first.requests, again.requests) else {
+            panic!("a request pacer");
+        };
+        assert!(Arc::ptr_eq(&first, &again));
         guards.set_workers(0);
         assert_eq!(guards.workers(), 1, "at least this worker");
         let unlimited: ModelConfig =

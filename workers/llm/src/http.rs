@@ -177,9 +177,9 @@ impl<W: Wire> HttpChat<W> {
         &self.wire
     }
 
-    async fn attempt(&self, body: &Value) -> Result<Reply, Attempt> {
+    async fn attempt(&self, body: &Value, tokens: u64) -> Result<Reply, Attempt> {
         if let Some(limit) = &self.limit {
-            limit.until_ready().await;
+            limit.until_ready(tokens).await;
         }
         let call = self.http.post(&self.url).json(body);
         let call = self.wire.authorize(call, self.api_key.as_deref());
@@ -343,7 +343,10 @@ impl Retries {
 impl<W: Wire> ChatModel for HttpChat<W> {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatCompletion, LlmError> {
         let body = self.wire.body(request);
-        self.retries.run(request, || self.attempt(&body)).await
+        let tokens = crate::estimate_request_tokens(request) + u64::from(request.max_tokens);
+        self.retries
+            .run(request, || self.attempt(&body, tokens))
+            .await
     }
 }
 
