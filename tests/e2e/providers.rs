@@ -136,6 +136,41 @@ async fn openai_anthropic_and_bedrock_models_serve_one_campaign_under_faults() {
     );
     assert_eq!(results.campaign.ledger.reserved, MicroUsd::ZERO);
 
+    // Per model, from the metadata alone: `status --models`.
+    let status = crate::synthfleet(&["status", fx.campaign_arg(), "--models", "--json"], &[]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let models = status["campaigns"][0]["models"]
+        .as_array()
+        .expect("models")
+        .clone();
+    let named: BTreeSet<&str> = models.iter().filter_map(|m| m["model"].as_str()).collect();
+    assert_eq!(named, BTreeSet::from(["claude", "fake", "nova"]));
+    let total: f64 = models.iter().filter_map(|m| m["cost_usd"].as_f64()).sum();
+    assert!(
+        (total - ledger.as_usd()).abs() < 1e-5,
+        "{total} vs {ledger}"
+    );
+    for m in &models {
+        let records: Vec<_> = results
+            .records
+            .iter()
+            .filter(|r| r.model == m["model"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(m["trajectories"], records.len());
+        assert_eq!(
+            m["cache_read_tokens"],
+            records
+                .iter()
+                .map(|r| r.totals.cache_read_tokens)
+                .sum::<u64>()
+        );
+    }
+
     // The fake refuses what Anthropic's API refuses (no version header, turns that do not
     // alternate, a tool call without its result, the signed thinking not sent back): every
     // rollout submitted, so no request was refused.

@@ -60,9 +60,11 @@ pub fn sample_meta(key: &ResultKey, trajectory_id: &str) -> TrajectoryMeta {
         exit_status: ExitStatus::Submitted,
         resolved: Some(true),
         reward: Some(1.0),
-        cost_usd: 0.0,
-        input_tokens: 0,
-        output_tokens: 0,
+        cost_usd: 0.01,
+        input_tokens: 100,
+        output_tokens: 10,
+        cache_read_tokens: 900,
+        cache_write_tokens: 0,
         n_steps: 1,
         object_key: format!("trajectories/{}/{trajectory_id}", key.campaign),
         sha256: "0".repeat(64),
@@ -345,6 +347,11 @@ async fn a_sample_commits_exactly_once(store: Arc<dyn MetadataStore>) {
         .await
         .expect("result")
         .expect("one result");
+    assert_eq!(
+        (stored.cost_usd, stored.cache_read_tokens),
+        (0.01, 900),
+        "the item keeps the cost and the cache tokens"
+    );
     match store
         .commit(&sample_meta(&key, "01TLATE"))
         .await

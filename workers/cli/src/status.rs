@@ -4,6 +4,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use synthfleet_backend::Backend;
+use synthfleet_core::spend;
 use synthfleet_term::BackendArgs;
 
 #[derive(Args)]
@@ -15,6 +16,10 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also each model's trajectories, successes, cost and tokens (cache reads and writes
+    /// apart), from the campaign's trajectory items.
+    #[arg(long)]
+    models: bool,
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -32,14 +37,19 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     for c in &campaigns {
         let queue = backend.queue(&c.name).stats().await?;
         let dead = metadata.dead_letters(&c.name).await?;
-        rows.push((c, queue, dead));
+        let models = if args.models {
+            spend::by_model(&metadata.trajectories(&c.name).await?)
+        } else {
+            Vec::new()
+        };
+        rows.push((c, queue, dead, models));
     }
     let workers = metadata.heartbeats().await?;
     if args.json {
         let value = serde_json::json!({
             "campaigns": rows
                 .iter()
-                .map(|(c, q, dead)| serde_json::json!({"campaign": c, "queue": q, "dead_letters": dead}))
+                .map(|(c, q, dead, models)| serde_json::json!({"campaign": c, "queue": q, "dead_letters": dead, "models": models}))
                 .collect::<Vec<_>>(),
             "workers": workers,
         });
@@ -51,13 +61,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     // On AWS all campaigns share one queue: show it once.
     let shared_queue = matches!(backend, Backend::Aws { .. });
-    if shared_queue && let Some((_, q, _)) = rows.first() {
+    if shared_queue && let Some((_, q, _, _)) = rows.first() {
         println!(
             "queue    {} waiting, {} in flight, {} dead (all campaigns)",
             q.visible, q.in_flight, q.dead
         );
     }
-    for (c, q, dead) in rows {
+    for (c, q, dead, models) in rows {
         println!(
             "campaign {}  [{}]{}",
             c.name,
@@ -88,6 +98,19 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         for letter in dead {
             println!("  dead     {}: {}", letter.key, letter.error);
+        }
+        for m in models {
+            println!(
+                "  model    {}: {} trajectories, {} success, ${:.4}; tokens {} in, {} out, {} cache read, {} cache write",
+                m.model,
+                m.trajectories,
+                m.success,
+                m.cost_usd,
+                m.input_tokens,
+                m.output_tokens,
+                m.cache_read_tokens,
+                m.cache_write_tokens
+            );
         }
         println!("  updated  {}", c.updated_at.to_rfc3339());
     }

@@ -18,6 +18,7 @@ pub mod money;
 pub mod ports;
 pub mod redrive;
 pub mod scaling;
+pub mod spend;
 pub mod store;
 pub mod submit;
 pub mod task;

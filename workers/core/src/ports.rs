@@ -148,6 +148,11 @@ pub struct TrajectoryMeta {
     pub cost_usd: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Prompt tokens read from / written to the provider's cache.
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     pub n_steps: u32,
     pub object_key: String,
     pub sha256: String,

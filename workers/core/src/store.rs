@@ -117,6 +117,8 @@ pub fn summarize(
         cost_usd: record.totals.cost_usd,
         input_tokens: record.totals.input_tokens,
         output_tokens: record.totals.output_tokens,
+        cache_read_tokens: record.totals.cache_read_tokens,
+        cache_write_tokens: record.totals.cache_write_tokens,
         n_steps: record.totals.n_steps,
         object_key,
         sha256,
