@@ -260,6 +260,19 @@ async fn rate_limits_and_outages_are_retried_and_recorded() {
         "429, 500, timeout, 503, a cut-off body and 409 were each retried"
     );
     assert_eq!(r.totals.llm_retries, 6);
+    // The cut-off body was billed: booked as the prompt and a full reply, estimated.
+    assert!(
+        r.steps[0].cost_estimated && r.steps[0].output_tokens >= 256,
+        "{:?}",
+        r.steps[0]
+    );
+    assert_eq!(
+        results.campaign.ledger.spent,
+        r.steps
+            .iter()
+            .map(|s| MicroUsd::from_usd_ceil(s.cost_usd))
+            .sum::<MicroUsd>()
+    );
     assert_eq!(r.exit_status, Some(ExitStatus::Submitted));
     assert_eq!(r.attempt, 1, "no fault cost the sample an attempt");
     assert!(r.verification.as_ref().is_some_and(|v| v.resolved));
@@ -354,6 +367,19 @@ async fn malformed_replies_are_a_clear_recorded_infrastructure_error() {
         text.contains("1 dead-lettered") && text.contains("broken"),
         "{text}"
     );
+    // The garbage was generated, and billed: its attempts are booked (estimated), on top
+    // of what the committed records cost.
+    let recorded: MicroUsd = results
+        .records
+        .iter()
+        .map(|r| MicroUsd::from_usd_ceil(r.totals.cost_usd))
+        .sum();
+    assert!(
+        results.campaign.ledger.spent > recorded,
+        "{} spent, {recorded} recorded",
+        results.campaign.ledger.spent
+    );
+    assert_eq!(results.campaign.ledger.reserved, MicroUsd::ZERO);
 
     // A redrive gives the sample fresh attempts and keeps why it died before.
     let state = fx.state_dir();

@@ -86,6 +86,7 @@ async fn openai_anthropic_and_bedrock_models_serve_one_campaign_under_faults() {
         "every model served"
     );
     let mut ledger = MicroUsd::ZERO;
+    let mut estimated = 0;
     for r in &results.records {
         assert_eq!(
             r.exit_status,
@@ -114,13 +115,14 @@ async fn openai_anthropic_and_bedrock_models_serve_one_campaign_under_faults() {
             "{}",
             r.instance_id
         );
-        assert!(r.steps.iter().all(|s| !s.cost_estimated));
+        estimated += r.steps.iter().filter(|s| s.cost_estimated).count();
         if r.model == "claude" {
             // The conversation so far is read from the cache, the newest turn written to it.
             assert!(r.steps[0].cache_write_tokens > 0, "{:?}", r.steps[0]);
             assert!(
                 r.steps[1..]
                     .iter()
+                    .filter(|s| !s.cost_estimated)
                     .all(|s| s.cache_read_tokens > 0 && s.input_tokens == 0)
             );
             assert_eq!(
@@ -130,6 +132,8 @@ async fn openai_anthropic_and_bedrock_models_serve_one_campaign_under_faults() {
         }
         ledger = ledger.saturating_add(steps);
     }
+    // The one cut-off body was billed: its step is booked with the estimate, and says so.
+    assert_eq!(estimated, 1, "one step had a cut-off body");
     assert_eq!(
         results.campaign.ledger.spent, ledger,
         "the ledger is the records' sum"

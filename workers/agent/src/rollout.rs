@@ -359,6 +359,9 @@ impl Rollouts {
                 }
                 Metered::Failed(e) => {
                     record.totals.llm_calls += 1;
+                    record.totals.cost_usd = (MicroUsd::from_usd_ceil(record.totals.cost_usd)
+                        .saturating_add(e.billed()))
+                    .as_usd();
                     record.timings.infra_wait_ms += ms(call.waited);
                     record.timings.llm_ms += ms(llm_elapsed.saturating_sub(call.waited));
                     return Ok(Ending {

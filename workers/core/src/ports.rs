@@ -401,6 +401,15 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Adds another call's (or attempt's) usage; estimated if either is.
+    pub fn add(&mut self, other: Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_read_tokens += other.cache_read_tokens;
+        self.cache_write_tokens += other.cache_write_tokens;
+        self.estimated |= other.estimated;
+    }
+
     /// No token reported at all.
     pub fn is_empty(&self) -> bool {
         self.input_tokens == 0
@@ -430,9 +439,16 @@ pub enum LlmError {
         endpoint: String,
         attempts: u32,
         last: String,
+        /// What the provider billed for attempts it answered with a broken body.
+        billed: MicroUsd,
     },
     #[error("{endpoint} returned a malformed completion: {detail}")]
-    Malformed { endpoint: String, detail: String },
+    Malformed {
+        endpoint: String,
+        detail: String,
+        /// What the provider billed: every attempt it answered (200) with a broken body.
+        billed: MicroUsd,
+    },
     /// The conversation no longer fits the model's context window: deterministic, so not
     /// retried; the rollout ends with its own outcome.
     #[error("{endpoint} refused the request as longer than the model's context window: {detail}")]
@@ -448,6 +464,15 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// What the provider billed for a call that failed (its answered but unreadable
+    /// attempts, estimated at the model's prices); booked like any spend.
+    pub fn billed(&self) -> MicroUsd {
+        match self {
+            LlmError::Unavailable { billed, .. } | LlmError::Malformed { billed, .. } => *billed,
+            _ => MicroUsd::ZERO,
+        }
+    }
+
     pub fn exit_status(&self) -> ExitStatus {
         use crate::trajectory::ErrorKind;
         match self {

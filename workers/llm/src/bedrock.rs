@@ -49,10 +49,7 @@ impl BedrockChat {
             model: config.model_id().to_owned(),
             prompt_caching: config.prompt_caching,
             limit,
-            retries: Retries::new(
-                format!("bedrock:{}", config.model_id()),
-                config.max_attempts,
-            ),
+            retries: Retries::new(format!("bedrock:{}", config.model_id()), config),
         }
     }
 

@@ -164,7 +164,7 @@ impl<W: Wire> HttpChat<W> {
         let url = format!("{}{}", endpoint.trim_end_matches('/'), wire.path());
         Ok(HttpChat {
             http,
-            retries: Retries::new(url.clone(), config.max_attempts),
+            retries: Retries::new(url.clone(), config),
             url,
             api_key,
             limit,
@@ -219,6 +219,7 @@ impl<W: Wire> HttpChat<W> {
         if is_transient(status) {
             if retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
                 return Err(Attempt::Fail(LlmError::Unavailable {
+                    billed: synthfleet_core::MicroUsd::ZERO,
                     endpoint: self.url.clone(),
                     attempts: 1,
                     last: format!(
@@ -258,16 +259,19 @@ impl<W: Wire> HttpChat<W> {
 /// `Retry-After` says), a transport fault or malformed reply retried, a failure returned at
 /// once; only the attempt that succeeded counts as the model's generation time.
 pub(crate) struct Retries {
-    pub endpoint: String,
-    pub max_attempts: u32,
-    pub backoff: backon::ExponentialBuilder,
+    endpoint: String,
+    max_attempts: u32,
+    backoff: backon::ExponentialBuilder,
+    /// The model's prices: what broken but answered attempts cost.
+    pricing: ModelConfig,
 }
 
 impl Retries {
-    pub(crate) fn new(endpoint: String, max_attempts: u32) -> Retries {
+    pub(crate) fn new(endpoint: String, config: &ModelConfig) -> Retries {
         Retries {
             endpoint,
-            max_attempts,
+            max_attempts: config.max_attempts,
+            pricing: config.clone(),
             backoff: backon::ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(500))
                 .with_max_delay(Duration::from_secs(60))
@@ -288,6 +292,9 @@ impl Retries {
         let mut delays = self.backoff.build();
         let mut last = String::new();
         let mut last_malformed = false;
+        // A 200 with a broken body was generated, and billed: each counts as the prompt and
+        // a full reply, estimated.
+        let mut billed = Usage::default();
         for attempt_no in 1..=self.max_attempts {
             let sent = std::time::Instant::now();
             match attempt().await {
@@ -298,6 +305,7 @@ impl Retries {
                         // sent and received, and say so.
                         usage = crate::estimate_usage(request, &reply.message);
                     }
+                    usage.add(billed);
                     return Ok(ChatCompletion {
                         message: reply.message,
                         usage,
@@ -320,20 +328,31 @@ impl Retries {
                     }
                     last = reason;
                     last_malformed = malformed;
+                    if malformed {
+                        billed.add(Usage {
+                            input_tokens: crate::estimate_request_tokens(request),
+                            output_tokens: u64::from(request.max_tokens),
+                            estimated: true,
+                            ..Usage::default()
+                        });
+                    }
                 }
             }
         }
         debug!(endpoint = %self.endpoint, "LLM attempts exhausted");
+        let billed = self.pricing.cost(&billed);
         Err(if last_malformed {
             LlmError::Malformed {
                 endpoint: self.endpoint.clone(),
                 detail: format!("{last} (after {} attempts)", self.max_attempts),
+                billed,
             }
         } else {
             LlmError::Unavailable {
                 endpoint: self.endpoint.clone(),
                 attempts: self.max_attempts,
                 last,
+                billed,
             }
         })
     }

@@ -154,7 +154,10 @@ impl Meter<'_> {
         };
         let outcome = match reply {
             Ok(reply) => {
-                let cost = reply.served_by.cost(&reply.completion.usage);
+                let cost = reply
+                    .served_by
+                    .cost(&reply.completion.usage)
+                    .saturating_add(reply.fallback_billed);
                 self.settle(&lease, cost).await;
                 Metered::Completed {
                     reply: Box::new(reply),
@@ -162,7 +165,8 @@ impl Meter<'_> {
                 }
             }
             Err(e) => {
-                self.settle(&lease, MicroUsd::ZERO).await;
+                // What the provider billed for answered but broken attempts is spent.
+                self.settle(&lease, e.billed()).await;
                 Metered::Failed(e)
             }
         };

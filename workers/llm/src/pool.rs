@@ -25,6 +25,8 @@ pub struct PoolCompletion {
     pub served_by: ModelConfig,
     /// Why earlier entries of the chain were skipped.
     pub fallback_errors: Vec<String>,
+    /// What those earlier entries billed anyway (answered but broken attempts).
+    pub fallback_billed: MicroUsd,
 }
 
 impl ModelPool {
@@ -111,10 +113,12 @@ impl ModelPool {
     ) -> Result<PoolCompletion, LlmError> {
         let chain = self.chain(primary)?;
         let mut fallback_errors = Vec::new();
+        let mut fallback_billed = MicroUsd::ZERO;
         let mut last_error = None;
         for model in chain {
             if self.guards.open_until(&model.name).is_some() {
                 let e = LlmError::Unavailable {
+                    billed: MicroUsd::ZERO,
                     endpoint: model.name.clone(),
                     attempts: 0,
                     last: "its circuit breaker is open (unavailable on several calls in a row); skipped for now".into(),
@@ -145,6 +149,7 @@ impl ModelPool {
                         completion,
                         served_by: model.clone(),
                         fallback_errors,
+                        fallback_billed,
                     });
                 }
                 Err(e @ LlmError::Unavailable { .. }) => {
@@ -153,12 +158,38 @@ impl ModelPool {
                     }
                     warn!(model = %model.name, error = %e, "model unavailable; trying the next in its fallback chain");
                     fallback_errors.push(format!("{}: {e}", model.name));
+                    fallback_billed = fallback_billed.saturating_add(e.billed());
                     last_error = Some(e);
+                }
+                Err(LlmError::Malformed {
+                    endpoint,
+                    detail,
+                    billed,
+                }) => {
+                    return Err(LlmError::Malformed {
+                        endpoint,
+                        detail,
+                        billed: billed.saturating_add(fallback_billed),
+                    });
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last_error
-            .unwrap_or_else(|| LlmError::Config(format!("model `{primary}` has an empty chain"))))
+        Err(match last_error {
+            // The whole chain's billing goes with the last error.
+            Some(LlmError::Unavailable {
+                endpoint,
+                attempts,
+                last,
+                ..
+            }) => LlmError::Unavailable {
+                endpoint,
+                attempts,
+                last,
+                billed: fallback_billed,
+            },
+            Some(e) => e,
+            None => LlmError::Config(format!("model `{primary}` has an empty chain")),
+        })
     }
 }
