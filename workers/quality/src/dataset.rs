@@ -52,11 +52,25 @@ pub const TRAJECTORY_COLUMNS: &[Column] = &[
     ),
     col("cost_usd", "DOUBLE", "LLM spend of the rollout (USD)."),
     col("n_steps", "UINTEGER", "Agent steps."),
-    col("input_tokens", "UBIGINT", "Prompt tokens over the rollout."),
+    col(
+        "input_tokens",
+        "UBIGINT",
+        "Prompt tokens over the rollout, billed at the input price (cached ones excluded).",
+    ),
     col(
         "output_tokens",
         "UBIGINT",
         "Completion tokens over the rollout.",
+    ),
+    col(
+        "cache_read_tokens",
+        "UBIGINT",
+        "Prompt tokens read from the provider's cache.",
+    ),
+    col(
+        "cache_write_tokens",
+        "UBIGINT",
+        "Prompt tokens written to the provider's cache.",
     ),
     col("duration_ms", "UBIGINT", "Wall-clock time of the rollout."),
     col("scaffold", "VARCHAR", "Scaffold name@version."),

@@ -327,6 +327,8 @@ pub struct TrajectoryRow {
     pub cost_usd: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
     pub n_steps: u32,
     pub duration_ms: u64,
     pub created_at: DateTime<Utc>,
@@ -367,6 +369,8 @@ impl TrajectoryRow {
             cost_usd: record.totals.cost_usd,
             input_tokens: record.totals.input_tokens,
             output_tokens: record.totals.output_tokens,
+            cache_read_tokens: record.totals.cache_read_tokens,
+            cache_write_tokens: record.totals.cache_write_tokens,
             n_steps: record.totals.n_steps,
             duration_ms: record.timings.duration_ms,
             created_at: record

@@ -54,6 +54,8 @@ pub struct Group {
     pub cost_per_resolved: Option<f64>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
     pub mean_steps: f64,
     pub median_steps: f64,
     pub mean_duration_s: f64,
@@ -162,6 +164,8 @@ pub fn query(
                 (sum(cost_usd) / nullif(count(*) FILTER (WHERE resolved), 0))::DOUBLE AS cost_per_resolved,
                 coalesce(sum(input_tokens), 0)::UBIGINT AS input_tokens,
                 coalesce(sum(output_tokens), 0)::UBIGINT AS output_tokens,
+                coalesce(sum(cache_read_tokens), 0)::UBIGINT AS cache_read_tokens,
+                coalesce(sum(cache_write_tokens), 0)::UBIGINT AS cache_write_tokens,
                 coalesce(avg(n_steps), 0)::DOUBLE AS mean_steps,
                 coalesce(median(n_steps), 0)::DOUBLE AS median_steps,
                 coalesce(avg(duration_ms) / 1000, 0)::DOUBLE AS mean_duration_s
@@ -336,6 +340,7 @@ fn group_table(title: &str, groups: &[Group]) -> String {
             usd(g.cost_usd),
             g.cost_per_resolved.map_or("-".into(), usd),
             (g.input_tokens + g.output_tokens).to_string(),
+            (g.cache_read_tokens + g.cache_write_tokens).to_string(),
             format!("{:.1}", g.mean_steps),
         ]
     });
@@ -351,6 +356,7 @@ fn group_table(title: &str, groups: &[Group]) -> String {
                 "cost",
                 "cost/resolved",
                 "tokens",
+                "cached",
                 "steps",
             ],
             rows,

@@ -238,6 +238,8 @@ mod tests {
             cost_usd: 0.0,
             input_tokens: 0,
             output_tokens: 0,
+            cache_read_tokens: 0,
+            cache_write_tokens: 0,
             n_steps: 3,
             duration_ms: 0,
             created_at: Utc::now(),

@@ -109,6 +109,7 @@ fn record(
             llm_calls: n,
             llm_retries: 0,
             n_steps: n,
+            cache_read_tokens: 500 * u64::from(n),
             ..Totals::default()
         },
         timings: Timings {
@@ -341,6 +342,10 @@ async fn report_numbers_on_a_known_campaign() {
     );
     assert!((r.totals.cost_per_resolved.unwrap_or_default() - 0.094 / 6.0).abs() < 1e-9);
     assert_eq!(r.totals.input_tokens, 94_000);
+    assert_eq!(
+        r.totals.cache_read_tokens, 47_000,
+        "cache reads are summed apart"
+    );
     let m1 = r.by_model.iter().find(|g| g.key == "m1").expect("m1");
     assert_eq!((m1.trajectories, m1.resolved, m1.accepted), (4, 3, 2));
     assert!((m1.success_rate - 0.75).abs() < 1e-12);
