@@ -95,6 +95,8 @@ fn rows(n: usize) -> impl Iterator<Item = TrajectoryRow> {
             cost_usd: (input as f64 * 0.4 + output as f64 * 1.6) / 1e6,
             input_tokens: input,
             output_tokens: output,
+            cache_read_tokens: input / 2,
+            cache_write_tokens: 0,
             n_steps: steps,
             duration_ms: u64::from(steps) * (500 + rng.below(4_000)),
             created_at: start + Duration::seconds(i as i64),
