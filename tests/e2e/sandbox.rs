@@ -209,6 +209,41 @@ async fn missing_image_is_a_clear_error() {
     }
 }
 
+/// `sandbox.runtime` picks the OCI runtime; one the engine does not have is named, with
+/// the ones it has, before anything is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_runs_on_the_runtime_asked_for_and_a_missing_one_is_named() {
+    let provider = DockerSandboxes::connect("test-runtime").expect("docker");
+    match provider.check_runtime(Some("no-such-runtime")).await {
+        Err(e @ SandboxError::RuntimeMissing { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("no-such-runtime") && text.contains("runc"),
+                "{text}"
+            );
+        }
+        other => panic!("expected RuntimeMissing, got {other:?}"),
+    }
+    provider.check_runtime(None).await.expect("the default");
+    let limits = SandboxConfig {
+        runtime: Some("runc".into()),
+        ..SandboxConfig::default()
+    };
+    provider
+        .check_runtime(limits.runtime.as_deref())
+        .await
+        .expect("runc");
+    let sandbox = provider
+        .create(&spec("t-runtime", limits))
+        .await
+        .expect("create on runc");
+    assert_eq!(
+        run(sandbox.as_ref(), "echo on-runc").await,
+        (Some(0), "on-runc".to_owned())
+    );
+    sandbox.destroy().await.expect("destroy");
+}
+
 /// SWE-bench's images have no unprivileged user: commands run as root (without
 /// capabilities). A command that hangs there is killed at its timeout, and the sandbox
 /// (whose init also runs as root) survives for the next step.

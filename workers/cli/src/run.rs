@@ -54,6 +54,9 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     sandboxes.ping().await?;
     let images: std::collections::BTreeSet<&str> =
         campaign.tasks.iter().map(|t| t.image.as_str()).collect();
+    sandboxes
+        .check_runtime(campaign.config.sandbox.runtime.as_deref())
+        .await?;
     let missing = sandboxes.missing_images(images).await?;
     if !missing.is_empty() {
         anyhow::bail!(

@@ -104,6 +104,9 @@ async fn gold_validation(
     };
     let sandboxes = DockerSandboxes::connect(&worker_id)?;
     sandboxes.ping().await?;
+    sandboxes
+        .check_runtime(campaign.config.sandbox.runtime.as_deref())
+        .await?;
     let missing = sandboxes.missing_images(images).await?;
     if !missing.is_empty() {
         anyhow::bail!(

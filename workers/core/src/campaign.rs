@@ -377,6 +377,9 @@ pub struct SandboxConfig {
     /// User the agent's commands run as; `auto` picks uid 1000 when the image has it, else root
     /// (still without capabilities).
     pub user: String,
+    /// The OCI runtime of the sandboxes, as registered with the Docker engine (`runc`,
+    /// `crun`, `runsc` for gVisor); unset: the engine's default.
+    pub runtime: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -390,6 +393,7 @@ impl Default for SandboxConfig {
             network: NetworkPolicy::None,
             max_output_bytes: 1 << 20,
             user: "auto".into(),
+            runtime: None,
         }
     }
 }
@@ -976,6 +980,17 @@ impl CampaignConfig {
             return err(
                 "sandbox",
                 "limits too small: memory_mb >= 32, cpus > 0, pids >= 16, tmp_mb >= 1, max_output_bytes >= 1024",
+            );
+        }
+        if let Some(runtime) = &b.runtime
+            && (runtime.is_empty()
+                || !runtime
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return err(
+                "sandbox.runtime",
+                "must name a runtime registered with the Docker engine (e.g. \"runc\", \"crun\", \"runsc\")",
             );
         }
         let q = &self.quality;

@@ -325,6 +325,10 @@ pub enum SandboxError {
     },
     #[error("sandbox {container} stopped answering; it was killed and removed")]
     Unresponsive { container: String },
+    #[error(
+        "sandbox runtime `{runtime}` is not registered with this Docker engine (it has: {available}); install it and add it to the daemon's `runtimes` (docs/SANDBOX.md), or remove `sandbox.runtime`"
+    )]
+    RuntimeMissing { runtime: String, available: String },
 }
 
 /// What the sandbox is made from and how it is bounded.

@@ -106,6 +106,28 @@ impl DockerSandboxes {
         })
     }
 
+    /// Fails with [`SandboxError::RuntimeMissing`] unless the engine has `runtime` (none:
+    /// the engine's default, always there).
+    pub async fn check_runtime(&self, runtime: Option<&str>) -> Result<(), SandboxError> {
+        let Some(runtime) = runtime else {
+            return Ok(());
+        };
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| docker_error("docker", "reading the engine's runtimes", e))?;
+        let mut available: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        available.sort();
+        if available.iter().any(|r| r == runtime) {
+            return Ok(());
+        }
+        Err(SandboxError::RuntimeMissing {
+            runtime: runtime.to_owned(),
+            available: available.join(", "),
+        })
+    }
+
     /// The images among `images` that the engine does not have locally.
     pub async fn missing_images<'a>(
         &self,
@@ -196,6 +218,7 @@ fn host_config(spec: &SandboxSpec) -> HostConfig {
             .disk_mb
             .map(|mb| HashMap::from([("size".to_owned(), format!("{mb}M"))])),
         init: Some(true),
+        runtime: limits.runtime.clone(),
         privileged: Some(false),
         readonly_rootfs: Some(false),
         auto_remove: Some(false),
