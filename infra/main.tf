@@ -7,6 +7,10 @@
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
+data "aws_availability_zones" "available" {
+  #checkov:skip=CKV_AWS_394:Only the first two zones by name are used when availability_zones is empty; a zone AWS adds later sorts after them.
+  state = "available"
+}
 
 locals {
   # What every synthfleet process is given to find the deployment (see docs/AWS.md).
@@ -19,6 +23,7 @@ locals {
   # The fleet and the jobs task run in the VPC from images in the registry; LocalStack's
   # free edition (fleet = "none", enable_jobs = false) has neither ECS nor Auto Scaling.
   needs_network = var.fleet != "none" || var.enable_jobs
+  zones         = length(var.availability_zones) > 0 ? var.availability_zones : slice(data.aws_availability_zones.available.names, 0, 2)
   model_secrets = { for name in var.model_key_variables : name => aws_secretsmanager_secret.model_key[name].arn }
 }
 
@@ -44,7 +49,7 @@ module "network" {
   name_prefix        = var.name_prefix
   region             = var.region
   vpc_cidr           = var.vpc_cidr
-  availability_zones = var.availability_zones
+  availability_zones = local.zones
   nat_gateway        = var.nat_gateway
   ecs_endpoints      = var.fleet == "ecs" || var.enable_jobs
   bedrock_endpoint   = length(var.bedrock_model_arns) > 0

@@ -145,9 +145,13 @@ variable "worker_binary_key" {
 }
 
 variable "worker_image" {
-  description = "fleet = ecs: image URI of the worker (infra/images/worker), in the deployment's ECR repository."
+  description = "fleet = ecs: image URI of the worker (infra/images), in the deployment's ECR repository."
   type        = string
   default     = ""
+  validation {
+    condition     = var.fleet != "ecs" || var.worker_image != ""
+    error_message = "fleet = \"ecs\" needs worker_image: build and push it with infra/images/build.sh (docs/deploy.md)."
+  }
 }
 
 variable "task_images" {
@@ -177,9 +181,9 @@ variable "vpc_cidr" {
 }
 
 variable "availability_zones" {
-  description = "Availability zones of the private subnets (one subnet each)."
+  description = "Availability zones of the private subnets (one subnet each); empty: the region's first two."
   type        = list(string)
-  default     = ["us-east-1a", "us-east-1b"]
+  default     = []
 }
 
 variable "nat_gateway" {
@@ -192,6 +196,10 @@ variable "model_endpoint_ports" {
   description = "TCP ports workers may open to model endpoints (443 for hosted APIs; add e.g. 8000 for a vLLM server)."
   type        = list(number)
   default     = [443]
+  validation {
+    condition     = contains(var.model_endpoint_ports, 443)
+    error_message = "model_endpoint_ports must keep 443: workers reach AWS (SQS, S3, DynamoDB, ECR, Secrets Manager) over HTTPS."
+  }
 }
 
 # ---- Quality jobs --------------------------------------------------------------------
@@ -203,7 +211,11 @@ variable "enable_jobs" {
 }
 
 variable "jobs_image" {
-  description = "Image URI of synthfleet-jobs (infra/images/jobs), in the deployment's ECR repository."
+  description = "Image URI of synthfleet-jobs (infra/images), in the deployment's ECR repository."
   type        = string
   default     = ""
+  validation {
+    condition     = !var.enable_jobs || var.jobs_image != ""
+    error_message = "enable_jobs needs jobs_image: build and push it with infra/images/build.sh (docs/deploy.md), or set enable_jobs = false."
+  }
 }

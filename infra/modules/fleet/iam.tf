@@ -55,6 +55,15 @@ data "aws_iam_policy_document" "worker" {
     }
   }
   dynamic "statement" {
+    for_each = var.kind == "ecs" ? [1] : []
+    content {
+      # The ECS agent sets the task's scale-in protection with the task's role.
+      sid       = "TaskProtection"
+      actions   = ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"]
+      resources = ["arn:aws:ecs:${var.region}:${data.aws_caller_identity.current.account_id}:task/${local.group_name}/*"]
+    }
+  }
+  dynamic "statement" {
     for_each = var.kind == "asg" ? [1] : []
     content {
       sid       = "ScaleInProtection"

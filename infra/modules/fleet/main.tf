@@ -20,14 +20,20 @@ locals {
     ecs = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
   }
   # Task images are loaded before the host serves the queue (rollouts never pull), under
-  # the names the task rows use.
-  pull_images = <<-EOT
-    dnf install -y -q awscli-2 >/dev/null 2>&1 || true
-    aws ecr get-login-password --region ${var.region} | docker login --username AWS --password-stdin ${local.registry}
-    %{for name, copy in var.task_images~}
-    docker pull '${copy}' && docker tag '${copy}' '${name}'
-    %{endfor~}
-  EOT
+  # the names the task rows use. (Lines are joined here, not with template directives
+  # inside the heredocs below, whose indentation those would break.)
+  pull_images = join("\n", concat(
+    [
+      "dnf install -y -q awscli-2 >/dev/null 2>&1 || true",
+      "aws ecr get-login-password --region ${var.region} | docker login --username AWS --password-stdin ${local.registry}",
+    ],
+    [for name, copy in var.task_images : "docker pull '${copy}' && docker tag '${copy}' '${name}'"],
+  ))
+  worker_env_file = join("", [for k, v in local.asg_env : "${k}=${v}\n"])
+  fetch_secrets = join("", [
+    for name, arn in var.model_secrets :
+    "echo \"${name}=$(aws secretsmanager get-secret-value --region ${var.region} --secret-id '${arn}' --query SecretString --output text)\" >> \"$out.tmp\"\n"
+  ])
   user_data = {
     asg = <<-EOT
       #!/bin/bash
@@ -41,10 +47,7 @@ locals {
       install -d -m 755 /etc/synthfleet /usr/local/libexec/synthfleet
       install -d -o synthfleet -m 750 /var/log/synthfleet
       cat > /etc/synthfleet/worker.env <<'ENV'
-      %{for k, v in local.asg_env~}
-      ${k}=${v}
-      %{endfor~}
-      ENV
+      ${local.worker_env_file}ENV
       # At each start: the instance id (for scale-in protection) and the model keys, into
       # a root-only file under /run (tmpfs): never on disk, never in the launch template.
       cat > /usr/local/libexec/synthfleet/secrets <<'SCRIPT'
@@ -55,10 +58,7 @@ locals {
       mkdir -p /run/synthfleet
       token="$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)"
       echo "SYNTHFLEET_INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)" > "$out.tmp"
-      %{for name, arn in var.model_secrets~}
-      echo "${name}=$(aws secretsmanager get-secret-value --region ${var.region} --secret-id '${arn}' --query SecretString --output text)" >> "$out.tmp"
-      %{endfor~}
-      mv "$out.tmp" "$out"
+      ${local.fetch_secrets}mv "$out.tmp" "$out"
       SCRIPT
       chmod 700 /usr/local/libexec/synthfleet/secrets
       cat > /etc/systemd/system/synthfleet-worker.service <<'UNIT'
@@ -69,7 +69,8 @@ locals {
       [Service]
       User=synthfleet
       EnvironmentFile=/etc/synthfleet/worker.env
-      EnvironmentFile=/run/synthfleet/secrets.env
+      # Written by ExecStartPre: optional when systemd loads the environment for it.
+      EnvironmentFile=-/run/synthfleet/secrets.env
       ExecStartPre=+/usr/local/libexec/synthfleet/secrets
       ExecStart=/usr/local/bin/synthfleet worker --log-format json
       # SIGTERM: stop receiving, let rollouts finish for SYNTHFLEET_GRACE_S (90), hand the
@@ -161,10 +162,11 @@ resource "aws_launch_template" "worker" {
   block_device_mappings {
     device_name = "/dev/xvda"
     ebs {
-      volume_size           = var.root_volume_gb
-      volume_type           = "gp3"
+      volume_size = var.root_volume_gb
+      volume_type = "gp3"
+      # The account's EBS key (aws/ebs): Auto Scaling's service-linked role may use it
+      # without a grant in the deployment key's policy.
       encrypted             = true
-      kms_key_id            = var.kms_key_arn
       delete_on_termination = true
     }
   }

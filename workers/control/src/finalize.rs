@@ -20,7 +20,7 @@ use synthfleet_backend::Backend;
 use synthfleet_core::budget::CampaignState;
 use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::store::TrajectoryStore;
-use tracing::info;
+use tracing::{error, info};
 
 /// A finished campaign's totals, as recorded.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -191,49 +191,77 @@ impl Finalizer {
         self.run(Utc::now()).await
     }
 
+    /// Finalizes every finished campaign; one that fails (its jobs task cannot start, say)
+    /// is logged and left to the next run, and the others are finalized all the same. The
+    /// first failure is returned after all were tried, so the invocation reports it.
     pub async fn run(&self, now: DateTime<Utc>) -> Result<Vec<Totals>, ControlError> {
-        let metadata = self.store.metadata.as_ref();
         let mut finished = Vec::new();
-        for record in metadata.campaigns().await? {
+        let mut failed = None;
+        for record in self.store.metadata.campaigns().await? {
             if record.state != CampaignState::Running || !record.is_finished() {
                 continue;
             }
-            // The totals first: a crash before `done` leaves the campaign to the next run.
-            let totals = Totals {
-                campaign: record.name.clone(),
-                samples: record.total_samples,
-                success: record.counts.success,
-                failed: record.counts.failed,
-                dead_lettered: record.counts.dead_lettered,
-                spent_usd: record.ledger.spent.as_usd(),
-                budget_usd: record.ledger.budget.as_usd(),
-                created_at: record.created_at,
-                finished_at: now,
-            };
-            let bytes =
-                serde_json::to_vec_pretty(&totals).map_err(|source| ControlError::Encode {
-                    what: "a campaign's totals",
-                    source,
-                })?;
-            self.store
-                .objects
-                .put(&format!("reports/{}/totals.json", record.name), bytes)
-                .await?;
-            // Launched before `done` for the same reason; the client token keeps a retry
-            // from starting a second task.
-            let jobs = match &self.jobs {
-                Some(jobs) => Some(jobs.launch(&record.name).await?),
-                None => None,
-            };
-            if !matches!(
-                lifecycle::finish(metadata, &record.name).await?,
-                Finish::Done(_)
-            ) {
-                continue;
+            match self.finalize(&record, now).await {
+                Ok(Some(totals)) => finished.push(totals),
+                Ok(None) => {}
+                Err(e) => {
+                    error!(campaign = %record.name, error = %synthfleet_core::error_chain(&e), "finalizing the campaign failed; the next run tries again");
+                    failed.get_or_insert(e);
+                }
             }
-            info!(campaign = %record.name, success = totals.success, failed = totals.failed, dead_lettered = totals.dead_lettered, spent_usd = totals.spent_usd, jobs_task = jobs.as_deref().unwrap_or("none (run `synthfleet publish`)"), "campaign done");
-            finished.push(totals);
         }
-        Ok(finished)
+        match failed {
+            Some(e) if finished.is_empty() => Err(e),
+            Some(e) => {
+                // The campaigns that were finalized stay finalized; the error is logged.
+                error!(error = %synthfleet_core::error_chain(&e), finalized = finished.len(), "some campaigns could not be finalized");
+                Ok(finished)
+            }
+            None => Ok(finished),
+        }
+    }
+
+    /// One finished campaign: totals, quality jobs, `done`. `None` when another run
+    /// finished it meanwhile.
+    async fn finalize(
+        &self,
+        record: &synthfleet_core::budget::CampaignRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Totals>, ControlError> {
+        let metadata = self.store.metadata.as_ref();
+        // The totals first: a crash before `done` leaves the campaign to the next run.
+        let totals = Totals {
+            campaign: record.name.clone(),
+            samples: record.total_samples,
+            success: record.counts.success,
+            failed: record.counts.failed,
+            dead_lettered: record.counts.dead_lettered,
+            spent_usd: record.ledger.spent.as_usd(),
+            budget_usd: record.ledger.budget.as_usd(),
+            created_at: record.created_at,
+            finished_at: now,
+        };
+        let bytes = serde_json::to_vec_pretty(&totals).map_err(|source| ControlError::Encode {
+            what: "a campaign's totals",
+            source,
+        })?;
+        self.store
+            .objects
+            .put(&format!("reports/{}/totals.json", record.name), bytes)
+            .await?;
+        // Launched before `done` for the same reason; the client token keeps a retry
+        // from starting a second task.
+        let jobs = match &self.jobs {
+            Some(jobs) => Some(jobs.launch(&record.name).await?),
+            None => None,
+        };
+        if !matches!(
+            lifecycle::finish(metadata, &record.name).await?,
+            Finish::Done(_)
+        ) {
+            return Ok(None);
+        }
+        info!(campaign = %record.name, success = totals.success, failed = totals.failed, dead_lettered = totals.dead_lettered, spent_usd = totals.spent_usd, jobs_task = jobs.as_deref().unwrap_or("none (run `synthfleet publish`)"), "campaign done");
+        Ok(Some(totals))
     }
 }

@@ -182,10 +182,11 @@ pub struct ModelConfig {
     /// (Anthropic's five-minute cache).
     #[serde(default)]
     pub cache_write_price_per_mtok: Option<f64>,
-    /// Anthropic: mark the system prompt and the newest turn for prompt caching, so each
-    /// call of a rollout reads the conversation so far from the cache.
-    #[serde(default = "default_true")]
-    pub prompt_caching: bool,
+    /// Mark the system prompt and the newest turn for prompt caching, so each call of a
+    /// rollout reads the conversation so far from the cache: Anthropic (on by default) and
+    /// Bedrock (off by default: not every Bedrock model takes cache points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_caching: Option<bool>,
     #[serde(default)]
     pub temperature: Option<f64>,
     /// Upper bound on completion tokens per call; also bounds each budget reservation.
@@ -255,13 +256,19 @@ fn default_request_timeout() -> u64 {
 fn default_max_attempts() -> u32 {
     6
 }
-fn default_true() -> bool {
-    true
-}
 
 impl ModelConfig {
     pub fn model_id(&self) -> &str {
         self.model.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether calls mark cache points (see `prompt_caching`).
+    pub fn caches(&self) -> bool {
+        match self.provider {
+            ProviderKind::Anthropic => self.prompt_caching.unwrap_or(true),
+            ProviderKind::Bedrock => self.prompt_caching.unwrap_or(false),
+            ProviderKind::Openai | ProviderKind::Replay => false,
+        }
     }
 
     fn cache_read_price(&self) -> f64 {
@@ -289,7 +296,7 @@ impl ModelConfig {
     /// its dearest price (a cache write, where the provider caches) and `max_tokens` out.
     pub fn worst_case_cost(&self, prompt_tokens: u64) -> MicroUsd {
         let prompt_price = match self.provider {
-            ProviderKind::Anthropic | ProviderKind::Bedrock if self.prompt_caching => self
+            ProviderKind::Anthropic | ProviderKind::Bedrock if self.caches() => self
                 .input_price_per_mtok
                 .max(self.cache_write_price())
                 .max(self.cache_read_price()),

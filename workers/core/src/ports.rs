@@ -456,12 +456,19 @@ pub enum LlmError {
     /// The conversation no longer fits the model's context window: deterministic, so not
     /// retried; the rollout ends with its own outcome.
     #[error("{endpoint} refused the request as longer than the model's context window: {detail}")]
-    ContextExceeded { endpoint: String, detail: String },
+    ContextExceeded {
+        endpoint: String,
+        detail: String,
+        /// Billed by earlier, broken attempts of the call.
+        billed: MicroUsd,
+    },
     #[error("{endpoint} rejected the request ({status}): {detail}")]
     Rejected {
         endpoint: String,
         status: u16,
         detail: String,
+        /// Billed by earlier, broken attempts of the call.
+        billed: MicroUsd,
     },
     #[error("model configuration: {0}")]
     Config(String),
@@ -472,9 +479,24 @@ impl LlmError {
     /// attempts, estimated at the model's prices); booked like any spend.
     pub fn billed(&self) -> MicroUsd {
         match self {
-            LlmError::Unavailable { billed, .. } | LlmError::Malformed { billed, .. } => *billed,
-            _ => MicroUsd::ZERO,
+            LlmError::Unavailable { billed, .. }
+            | LlmError::Malformed { billed, .. }
+            | LlmError::ContextExceeded { billed, .. }
+            | LlmError::Rejected { billed, .. } => *billed,
+            LlmError::Config(_) => MicroUsd::ZERO,
         }
+    }
+
+    /// The error, with `extra` more billed (earlier attempts, earlier models of a chain).
+    pub fn with_billed(mut self, extra: MicroUsd) -> LlmError {
+        match &mut self {
+            LlmError::Unavailable { billed, .. }
+            | LlmError::Malformed { billed, .. }
+            | LlmError::ContextExceeded { billed, .. }
+            | LlmError::Rejected { billed, .. } => *billed = billed.saturating_add(extra),
+            LlmError::Config(_) => {}
+        }
+        self
     }
 
     pub fn exit_status(&self) -> ExitStatus {

@@ -17,7 +17,7 @@
 use crate::http::{Reply, Wire, assistant, finish_reason};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use synthfleet_core::campaign::ModelConfig;
 use synthfleet_core::ports::{ChatRequest, Usage};
@@ -26,25 +26,32 @@ use synthfleet_core::trajectory::{ChatMessage, FunctionCall, Role, ToolCall};
 /// The API version synthfleet speaks (the `anthropic-version` header).
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 pub const DEFAULT_ENDPOINT: &str = "https://api.anthropic.com/v1";
-/// Thinking blocks remembered for tool calls; beyond this the oldest conversations' are
-/// forgotten (their next call goes without thinking, which the API accepts for earlier turns).
+/// Thinking blocks remembered for tool calls; beyond this the oldest are forgotten (a
+/// conversation's last tool call is its newest, so a running rollout keeps its own).
 const REMEMBERED_THINKING: usize = 4096;
+
+/// Thinking blocks by the first tool-call id of their reply, oldest first.
+#[derive(Default)]
+struct Remembered {
+    blocks: HashMap<String, Vec<Value>>,
+    order: VecDeque<String>,
+}
 
 pub struct AnthropicWire {
     model: String,
     prompt_caching: bool,
     extra_body: serde_json::Map<String, Value>,
     /// First tool-call id of a reply → the thinking blocks (with signatures) before it.
-    thinking: Mutex<HashMap<String, Vec<Value>>>,
+    thinking: Mutex<Remembered>,
 }
 
 impl AnthropicWire {
     pub fn new(config: &ModelConfig) -> AnthropicWire {
         AnthropicWire {
             model: config.model_id().to_owned(),
-            prompt_caching: config.prompt_caching,
+            prompt_caching: config.caches(),
             extra_body: config.extra_body.clone(),
-            thinking: Mutex::new(HashMap::new()),
+            thinking: Mutex::new(Remembered::default()),
         }
     }
 
@@ -54,16 +61,19 @@ impl AnthropicWire {
         };
         self.thinking
             .lock()
-            .map(|t| t.get(&first.id).cloned().unwrap_or_default())
+            .map(|t| t.blocks.get(&first.id).cloned().unwrap_or_default())
             .unwrap_or_default()
     }
 
     fn remember(&self, tool_call_id: &str, blocks: Vec<Value>) {
         if let Ok(mut thinking) = self.thinking.lock() {
-            if thinking.len() >= REMEMBERED_THINKING {
-                thinking.clear();
+            while thinking.order.len() >= REMEMBERED_THINKING {
+                if let Some(oldest) = thinking.order.pop_front() {
+                    thinking.blocks.remove(&oldest);
+                }
             }
-            thinking.insert(tool_call_id.to_owned(), blocks);
+            thinking.order.push_back(tool_call_id.to_owned());
+            thinking.blocks.insert(tool_call_id.to_owned(), blocks);
         }
     }
 }

@@ -33,7 +33,6 @@ pub struct BedrockChat {
     request_timeout: std::time::Duration,
     model: String,
     prompt_caching: bool,
-    limit: Option<RateLimit>,
     retries: Retries,
 }
 
@@ -47,9 +46,8 @@ impl BedrockChat {
             endpoint: config.endpoint.clone(),
             request_timeout: std::time::Duration::from_secs(config.request_timeout_s),
             model: config.model_id().to_owned(),
-            prompt_caching: config.prompt_caching,
-            limit,
-            retries: Retries::new(format!("bedrock:{}", config.model_id()), config),
+            prompt_caching: config.caches(),
+            retries: Retries::new(format!("bedrock:{}", config.model_id()), config, limit),
         }
     }
 
@@ -84,13 +82,6 @@ impl BedrockChat {
         system: &[SystemContentBlock],
         request: &ChatRequest,
     ) -> Result<Reply, Attempt> {
-        if let Some(limit) = &self.limit {
-            limit
-                .until_ready(
-                    crate::estimate_request_tokens(request) + u64::from(request.max_tokens),
-                )
-                .await;
-        }
         let mut inference = InferenceConfiguration::builder()
             .max_tokens(i32::try_from(request.max_tokens).unwrap_or(i32::MAX));
         if let Some(t) = request.temperature {
@@ -122,6 +113,7 @@ fn fail(model: &str, status: u16, detail: String) -> Attempt {
         endpoint: format!("bedrock:{model}"),
         status,
         detail,
+        billed: synthfleet_core::MicroUsd::ZERO,
     })
 }
 
@@ -149,6 +141,7 @@ fn classify(model: &str, error: SdkError<ConverseError>) -> Attempt {
                 Attempt::Fail(LlmError::ContextExceeded {
                     endpoint: format!("bedrock:{model}"),
                     detail,
+                    billed: synthfleet_core::MicroUsd::ZERO,
                 })
             }
             _ => fail(model, service.raw().status().as_u16(), detail),

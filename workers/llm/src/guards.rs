@@ -176,16 +176,12 @@ impl RateLimit {
     /// estimate plus `max_tokens`: never fewer than the call uses).
     pub async fn until_ready(&self, tokens: u64) {
         let workers = self.workers.load(Ordering::Relaxed).max(1);
-        let now = Instant::now();
-        let slots = [
-            self.requests.as_ref().map(|p| p.reserve(workers, 1, now)),
-            self.tokens
-                .as_ref()
-                .map(|p| p.reserve(workers, tokens, now)),
+        let limits = [
+            (self.requests.as_deref(), 1),
+            (self.tokens.as_deref(), tokens),
         ];
-        if let Some(slot) = slots.into_iter().flatten().max() {
-            tokio::time::sleep_until(slot).await;
-        }
+        let slot = Pacer::reserve_all(&limits, workers, Instant::now());
+        tokio::time::sleep_until(slot).await;
     }
 }
 
@@ -204,14 +200,35 @@ impl Pacer {
         }
     }
 
-    /// Takes the next free slot at or after `now`; returns when it starts.
-    fn reserve(&self, workers: u32, units: u64, now: Instant) -> Instant {
+    /// How long `units` hold the next call back at a worker's share.
+    fn interval(&self, workers: u32, units: u64) -> Duration {
         let nanos = 60_000_000_000u128 * u128::from(workers) * u128::from(units)
             / u128::from(self.per_minute.max(1));
-        let interval = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = next.map_or(now, |n| n.max(now));
-        *next = Some(slot + interval);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Takes the next free slot at or after `now`; returns when it starts.
+    #[cfg(test)]
+    fn reserve(&self, workers: u32, units: u64, now: Instant) -> Instant {
+        Pacer::reserve_all(&[(Some(self), units)], workers, now)
+    }
+
+    /// Takes one slot free in every pacer at once (the latest of their next slots) and
+    /// moves each past it: a call held back by one limit saves up no credit in another.
+    fn reserve_all(limits: &[(Option<&Pacer>, u64)], workers: u32, now: Instant) -> Instant {
+        let mut held: Vec<_> = limits
+            .iter()
+            .filter_map(|(pacer, units)| {
+                pacer.map(|p| (p, *units, p.next.lock().unwrap_or_else(|e| e.into_inner())))
+            })
+            .collect();
+        let slot = held
+            .iter()
+            .filter_map(|(_, _, next)| **next)
+            .fold(now, Instant::max);
+        for (pacer, units, next) in &mut held {
+            **next = Some(slot + pacer.interval(workers, *units));
+        }
         slot
     }
 }
@@ -245,6 +262,18 @@ mod tests {
         let tokens = Pacer::new(60_000);
         assert_eq!(tokens.reserve(1, 30_000, t0), t0);
         assert_eq!(tokens.reserve(1, 10, t0) - t0, Duration::from_secs(30));
+        // Both limits: a call held back by tokens saves up no request credit, so the calls
+        // after it do not burst.
+        let (requests, tokens) = (Pacer::new(60), Pacer::new(60_000));
+        let both =
+            |units| Pacer::reserve_all(&[(Some(&requests), 1), (Some(&tokens), units)], 1, t0);
+        assert_eq!(both(59_000), t0);
+        let second = both(10);
+        assert_eq!(second - t0, Duration::from_secs(59));
+        assert!(
+            both(10) - second >= Duration::from_secs(1),
+            "one a second after it"
+        );
     }
 
     #[test]

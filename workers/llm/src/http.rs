@@ -8,6 +8,7 @@ use backon::BackoffBuilder;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;
+use synthfleet_core::MicroUsd;
 use synthfleet_core::campaign::ModelConfig;
 use synthfleet_core::ports::{ChatCompletion, ChatModel, ChatRequest, LlmError, Usage};
 use synthfleet_core::trajectory::{ChatMessage, Role, ToolCall};
@@ -72,7 +73,6 @@ pub struct HttpChat<W> {
     http: reqwest::Client,
     url: String,
     api_key: Option<String>,
-    limit: Option<RateLimit>,
     retries: Retries,
     wire: W,
 }
@@ -164,10 +164,9 @@ impl<W: Wire> HttpChat<W> {
         let url = format!("{}{}", endpoint.trim_end_matches('/'), wire.path());
         Ok(HttpChat {
             http,
-            retries: Retries::new(url.clone(), config),
+            retries: Retries::new(url.clone(), config, limit),
             url,
             api_key,
-            limit,
             wire,
         })
     }
@@ -177,10 +176,7 @@ impl<W: Wire> HttpChat<W> {
         &self.wire
     }
 
-    async fn attempt(&self, body: &Value, tokens: u64) -> Result<Reply, Attempt> {
-        if let Some(limit) = &self.limit {
-            limit.until_ready(tokens).await;
-        }
+    async fn attempt(&self, body: &Value) -> Result<Reply, Attempt> {
         let call = self.http.post(&self.url).json(body);
         let call = self.wire.authorize(call, self.api_key.as_deref());
         let response = match call.send().await {
@@ -209,17 +205,18 @@ impl<W: Wire> HttpChat<W> {
         let text = match response.text().await {
             Ok(text) => text,
             Err(e) => {
+                // A 200 cut off mid-body was generated, and billed, like a garbled one.
                 return Err(Attempt::Retry {
                     reason: format!("reading the body failed (cut off?): {e}"),
                     after: None,
-                    malformed: false,
+                    malformed: status.is_success(),
                 });
             }
         };
         if is_transient(status) {
             if retry_after.is_some_and(|d| d > MAX_RETRY_AFTER) {
                 return Err(Attempt::Fail(LlmError::Unavailable {
-                    billed: synthfleet_core::MicroUsd::ZERO,
+                    billed: MicroUsd::ZERO,
                     endpoint: self.url.clone(),
                     attempts: 1,
                     last: format!(
@@ -238,6 +235,7 @@ impl<W: Wire> HttpChat<W> {
             return Err(Attempt::Fail(LlmError::ContextExceeded {
                 endpoint: self.url.clone(),
                 detail: snippet(&text),
+                billed: MicroUsd::ZERO,
             }));
         }
         if !status.is_success() {
@@ -245,6 +243,7 @@ impl<W: Wire> HttpChat<W> {
                 endpoint: self.url.clone(),
                 status: status.as_u16(),
                 detail: snippet(&text),
+                billed: MicroUsd::ZERO,
             }));
         }
         self.wire.parse(&text).map_err(|detail| Attempt::Retry {
@@ -255,23 +254,26 @@ impl<W: Wire> HttpChat<W> {
     }
 }
 
-/// The retry policy every client applies: backoff between attempts (or as the server's
-/// `Retry-After` says), a transport fault or malformed reply retried, a failure returned at
-/// once; only the attempt that succeeded counts as the model's generation time.
+/// The policy every client applies to a call: each attempt paced by the model's rate limit,
+/// backoff between attempts (or as the server's `Retry-After` says), a transport fault or
+/// malformed reply retried, a failure returned at once; only the attempt that succeeded,
+/// from when it was sent, counts as the model's generation time.
 pub(crate) struct Retries {
     endpoint: String,
     max_attempts: u32,
     backoff: backon::ExponentialBuilder,
     /// The model's prices: what broken but answered attempts cost.
     pricing: ModelConfig,
+    limit: Option<RateLimit>,
 }
 
 impl Retries {
-    pub(crate) fn new(endpoint: String, config: &ModelConfig) -> Retries {
+    pub(crate) fn new(endpoint: String, config: &ModelConfig, limit: Option<RateLimit>) -> Retries {
         Retries {
             endpoint,
             max_attempts: config.max_attempts,
             pricing: config.clone(),
+            limit,
             backoff: backon::ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(500))
                 .with_max_delay(Duration::from_secs(60))
@@ -295,7 +297,11 @@ impl Retries {
         // A 200 with a broken body was generated, and billed: each counts as the prompt and
         // a full reply, estimated.
         let mut billed = Usage::default();
+        let tokens = crate::estimate_request_tokens(request) + u64::from(request.max_tokens);
         for attempt_no in 1..=self.max_attempts {
+            if let Some(limit) = &self.limit {
+                limit.until_ready(tokens).await;
+            }
             let sent = std::time::Instant::now();
             match attempt().await {
                 Ok(reply) => {
@@ -314,7 +320,7 @@ impl Retries {
                         generation: sent.elapsed(),
                     });
                 }
-                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Fail(e)) => return Err(e.with_billed(self.pricing.cost(&billed))),
                 Err(Attempt::Retry {
                     reason,
                     after,
@@ -362,10 +368,7 @@ impl Retries {
 impl<W: Wire> ChatModel for HttpChat<W> {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatCompletion, LlmError> {
         let body = self.wire.body(request);
-        let tokens = crate::estimate_request_tokens(request) + u64::from(request.max_tokens);
-        self.retries
-            .run(request, || self.attempt(&body, tokens))
-            .await
+        self.retries.run(request, || self.attempt(&body)).await
     }
 }
 

@@ -161,34 +161,16 @@ impl ModelPool {
                     fallback_billed = fallback_billed.saturating_add(e.billed());
                     last_error = Some(e);
                 }
-                Err(LlmError::Malformed {
-                    endpoint,
-                    detail,
-                    billed,
-                }) => {
-                    return Err(LlmError::Malformed {
-                        endpoint,
-                        detail,
-                        billed: billed.saturating_add(fallback_billed),
-                    });
-                }
-                Err(e) => return Err(e),
+                // What earlier models of the chain billed goes with the error.
+                Err(e) => return Err(e.with_billed(fallback_billed)),
             }
         }
+        // The whole chain's billing goes with the last error (whose own is counted in it).
         Err(match last_error {
-            // The whole chain's billing goes with the last error.
-            Some(LlmError::Unavailable {
-                endpoint,
-                attempts,
-                last,
-                ..
-            }) => LlmError::Unavailable {
-                endpoint,
-                attempts,
-                last,
-                billed: fallback_billed,
-            },
-            Some(e) => e,
+            Some(e) => {
+                let own = e.billed();
+                e.with_billed(fallback_billed.saturating_sub(own))
+            }
             None => LlmError::Config(format!("model `{primary}` has an empty chain")),
         })
     }
