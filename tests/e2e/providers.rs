@@ -384,12 +384,22 @@ async fn a_rollout_longer_than_the_context_window_completes_with_elided_observat
         !elided.is_empty(),
         "later steps saw old observations elided"
     );
-    for indices in elided {
-        for &i in indices {
+    for indices in &elided {
+        for &i in *indices {
             let kept = r.messages[i].content.as_deref().unwrap_or("");
-            assert!(kept.contains("3999"), "the record keeps message {i} whole");
+            assert!(
+                !kept.contains("output elided"),
+                "the record keeps message {i} whole"
+            );
         }
     }
+    assert!(
+        elided.iter().flat_map(|e| e.iter()).any(|&i| r.messages[i]
+            .content
+            .as_deref()
+            .is_some_and(|c| c.contains("3999"))),
+        "the big outputs were among the elided"
+    );
 
     let fx = run("ctx-none", "");
     let results = fx.results().await;

@@ -4,12 +4,17 @@
 //! As mini-swe-agent and SWE-agent do, old observations are elided — replaced by a short
 //! placeholder — oldest first, until the request fits: the system prompt, the task (the
 //! first user message), every assistant turn (the agent's own reasoning and actions) and
-//! the last `keep_recent` observations always stay whole. The record keeps the full
-//! conversation; each step lists the messages the model saw elided. A conversation that
-//! still does not fit is sent as it is, and a provider's refusal is the rollout's
-//! `context_exceeded` outcome.
+//! the last `keep_recent` observations always stay whole. Observations are elided
+//! [`CHUNK`] at a time, so that what the model sees keeps the same beginning for several
+//! steps (a provider's prompt cache keeps serving it) rather than changing every step. The
+//! record keeps the full conversation; each step lists the messages the model saw elided.
+//! A conversation that still does not fit is sent as it is, and a provider's refusal is
+//! the rollout's `context_exceeded` outcome.
 
 use synthfleet_core::trajectory::{ChatMessage, Role};
+
+/// Observations elided at a time.
+pub const CHUNK: usize = 4;
 
 /// What the model sees, and which messages (by index) it sees elided.
 pub struct Fitted {
@@ -44,13 +49,17 @@ pub fn fit(
         .map(|(i, _)| i)
         .collect();
     let elidable = observations.len().saturating_sub(keep_recent);
-    for &i in &observations[..elidable] {
+    let elide = |seen: &mut Vec<ChatMessage>, i: usize| {
         let chars = seen[i].content.as_deref().map_or(0, |c| c.chars().count());
         seen[i].content = Some(format!(
             "[output elided to fit the context window: {chars} characters]"
         ));
+    };
+    for &i in &observations[..elidable] {
+        elide(&mut seen, i);
         elided.push(i);
-        if tokens(&seen) <= budget {
+        // Whole chunks only: the next steps keep this beginning.
+        if elided.len() % CHUNK == 0 && tokens(&seen) <= budget {
             break;
         }
     }
@@ -109,12 +118,37 @@ mod tests {
                 .as_deref()
                 .is_some_and(|c| c.contains("1000 characters"))
         );
-        // Only as much as needed.
-        assert_eq!(fit(&messages, 3_500, 1, size).elided, [3]);
+        // A whole chunk (or all there is), even where one would do.
+        assert_eq!(fit(&messages, 3_500, 1, size).elided, [3, 5]);
         // Fits: untouched.
         assert!(fit(&messages, 10_000, 1, size).elided.is_empty());
         // Cannot fit: everything elidable is elided, and it is sent as it is.
         let tight = fit(&messages, 10, 1, size);
         assert_eq!(tight.elided, [3, 5]);
+    }
+
+    #[test]
+    fn observations_go_a_chunk_at_a_time_so_the_beginning_stays_for_several_steps() {
+        let obs = "x".repeat(1000);
+        let mut messages = vec![
+            ChatMessage::text(Role::System, "s"),
+            ChatMessage::text(Role::User, "task"),
+        ];
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            messages.push(ChatMessage::text(Role::Assistant, "a"));
+            messages.push(observation(&obs));
+            seen.push(fit(&messages, 5_000, 1, size).elided.len());
+        }
+        // Once trimming starts, it elides CHUNK observations at a time, and the same ones
+        // for the steps after, until another chunk is needed.
+        assert!(seen.iter().all(|n| n % CHUNK == 0), "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert!(seen.iter().any(|n| *n > 0), "{seen:?}");
+        let changes = seen.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(
+            changes * 2 < seen.len(),
+            "the beginning changes on few steps: {seen:?}"
+        );
     }
 }
