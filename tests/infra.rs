@@ -514,10 +514,7 @@ fn every_variable_the_binaries_read_is_passed_by_terraform() {
             assert!(env.contains(needed), "{kind} lacks {needed}");
         }
     }
-    let boot = string(object_get(
-        scope.local("user_data").expect("user data"),
-        "asg",
-    ));
+    let boot = read("infra/modules/fleet/templates/asg-boot.sh.tftpl");
     assert!(known.contains("SYNTHFLEET_INSTANCE_ID") && boot.contains("SYNTHFLEET_INSTANCE_ID="));
     assert!(boot.contains("/usr/local/bin/synthfleet worker"));
 

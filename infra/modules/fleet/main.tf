@@ -19,88 +19,21 @@ locals {
     asg = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
     ecs = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
   }
-  # Task images are loaded before the host serves the queue (rollouts never pull), under
-  # the names the task rows use. (Lines are joined here, not with template directives
-  # inside the heredocs below, whose indentation those would break.)
-  pull_images = join("\n", concat(
-    [
-      "dnf install -y -q awscli-2 >/dev/null 2>&1 || true",
-      "aws ecr get-login-password --region ${var.region} | docker login --username AWS --password-stdin ${local.registry}",
-    ],
-    [for name, copy in var.task_images : "docker pull '${copy}' && docker tag '${copy}' '${name}'"],
-  ))
-  worker_env_file = join("", [for k, v in local.asg_env : "${k}=${v}\n"])
-  fetch_secrets = join("", [
-    for name, arn in var.model_secrets :
-    "echo \"${name}=$(aws secretsmanager get-secret-value --region ${var.region} --secret-id '${arn}' --query SecretString --output text)\" >> \"$out.tmp\"\n"
-  ])
+  # The hosts' boot scripts (templates/, rendered and checked by infra/check.sh).
+  boot_vars = {
+    region        = var.region
+    registry      = local.registry
+    task_images   = var.task_images
+    bucket_name   = var.bucket_name
+    binary_key    = var.binary_key
+    worker_env    = local.asg_env
+    model_secrets = var.model_secrets
+    log_group     = aws_cloudwatch_log_group.worker.name
+    cluster       = local.group_name
+  }
   user_data = {
-    asg = <<-EOT
-      #!/bin/bash
-      set -euo pipefail
-      dnf install -y -q docker amazon-cloudwatch-agent
-      systemctl enable --now docker
-      useradd --system --no-create-home --groups docker synthfleet || true
-      ${local.pull_images}
-      aws s3 cp "s3://${var.bucket_name}/${var.binary_key}" /usr/local/bin/synthfleet
-      chmod 755 /usr/local/bin/synthfleet
-      install -d -m 755 /etc/synthfleet /usr/local/libexec/synthfleet
-      install -d -o synthfleet -m 750 /var/log/synthfleet
-      cat > /etc/synthfleet/worker.env <<'ENV'
-      ${local.worker_env_file}ENV
-      # At each start: the instance id (for scale-in protection) and the model keys, into
-      # a root-only file under /run (tmpfs): never on disk, never in the launch template.
-      cat > /usr/local/libexec/synthfleet/secrets <<'SCRIPT'
-      #!/bin/bash
-      set -euo pipefail
-      umask 077
-      out=/run/synthfleet/secrets.env
-      mkdir -p /run/synthfleet
-      token="$(curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)"
-      echo "SYNTHFLEET_INSTANCE_ID=$(curl -sf -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)" > "$out.tmp"
-      ${local.fetch_secrets}mv "$out.tmp" "$out"
-      SCRIPT
-      chmod 700 /usr/local/libexec/synthfleet/secrets
-      cat > /etc/systemd/system/synthfleet-worker.service <<'UNIT'
-      [Unit]
-      Description=synthfleet worker
-      After=docker.service network-online.target
-      Requires=docker.service
-      [Service]
-      User=synthfleet
-      EnvironmentFile=/etc/synthfleet/worker.env
-      # Written by ExecStartPre: optional when systemd loads the environment for it.
-      EnvironmentFile=-/run/synthfleet/secrets.env
-      ExecStartPre=+/usr/local/libexec/synthfleet/secrets
-      ExecStart=/usr/local/bin/synthfleet worker --log-format json
-      # SIGTERM: stop receiving, let rollouts finish for SYNTHFLEET_GRACE_S (90), hand the
-      # rest back without costing an attempt.
-      KillSignal=SIGTERM
-      TimeoutStopSec=150
-      Restart=always
-      RestartSec=5
-      StandardOutput=append:/var/log/synthfleet/worker.log
-      StandardError=append:/var/log/synthfleet/worker.log
-      [Install]
-      WantedBy=multi-user.target
-      UNIT
-      cat > /opt/aws/amazon-cloudwatch-agent/etc/synthfleet.json <<'AGENT'
-      {"logs": {"logs_collected": {"files": {"collect_list": [{"file_path": "/var/log/synthfleet/worker.log", "log_group_name": "${aws_cloudwatch_log_group.worker.name}", "log_stream_name": "{instance_id}"}]}}}}
-      AGENT
-      /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c file:/opt/aws/amazon-cloudwatch-agent/etc/synthfleet.json
-      systemctl daemon-reload
-      systemctl enable --now synthfleet-worker
-    EOT
-    ecs = <<-EOT
-      #!/bin/bash
-      set -euo pipefail
-      cat >> /etc/ecs/ecs.config <<'CONFIG'
-      ECS_CLUSTER=${local.group_name}
-      ECS_ENABLE_TASK_IAM_ROLE=true
-      ECS_CONTAINER_STOP_TIMEOUT=120s
-      CONFIG
-      ${local.pull_images}
-    EOT
+    asg = templatefile("${path.module}/templates/asg-boot.sh.tftpl", local.boot_vars)
+    ecs = templatefile("${path.module}/templates/ecs-boot.sh.tftpl", local.boot_vars)
   }
 }
 
