@@ -359,9 +359,7 @@ impl Rollouts {
                 }
                 Metered::Failed(e) => {
                     record.totals.llm_calls += 1;
-                    record.totals.cost_usd = (MicroUsd::from_usd_ceil(record.totals.cost_usd)
-                        .saturating_add(e.billed()))
-                    .as_usd();
+                    record.totals.add_cost(e.billed());
                     record.timings.infra_wait_ms += ms(call.waited);
                     record.timings.llm_ms += ms(llm_elapsed.saturating_sub(call.waited));
                     return Ok(Ending {
@@ -389,8 +387,7 @@ impl Rollouts {
             totals.output_tokens += usage.output_tokens;
             totals.cache_read_tokens += usage.cache_read_tokens;
             totals.cache_write_tokens += usage.cache_write_tokens;
-            totals.cost_usd =
-                (MicroUsd::from_usd_ceil(totals.cost_usd).saturating_add(cost)).as_usd();
+            totals.add_cost(cost);
             totals.llm_calls += 1;
             totals.llm_retries += completion.retries;
             totals.n_steps += 1;

@@ -306,8 +306,11 @@ impl Worker {
 async fn heartbeats(shared: Arc<Shared>) {
     loop {
         shared.beat().await;
-        shared.count_live_workers().await;
-        shared.reap_dead_owners().await;
+        // One read of the fleet's heartbeats serves the rate-limit shares and the reaper.
+        if let Some(beats) = shared.fleet_heartbeats().await {
+            shared.count_live_workers(&beats);
+            shared.reap_dead_owners(&beats).await;
+        }
         shared.reclaim_stale_leases().await;
         shared.guard_scale_in().await;
         tokio::time::sleep(shared.config.heartbeat_every).await;
@@ -381,47 +384,47 @@ impl Shared {
         }
     }
 
-    /// Shares the models' rate guards among the workers whose heartbeat is fresh.
-    async fn count_live_workers(&self) {
-        let Some(guards) = &self.guards else {
-            return;
-        };
+    /// The fleet's heartbeats, when this worker shares rate limits or reaps sandboxes of
+    /// dead workers (`None` otherwise, or when they cannot be read: both wait a beat).
+    async fn fleet_heartbeats(&self) -> Option<Vec<WorkerHeartbeat>> {
+        if self.guards.is_none() && self.reaper.is_none() {
+            return None;
+        }
         match self.metadata.heartbeats().await {
-            Ok(beats) => {
-                let now = Utc::now();
-                let live = beats.iter().filter(|b| !liveness::is_stale(b, now)).count();
-                if u32::try_from(live).ok() != Some(guards.workers()) {
-                    info!(
-                        live,
-                        "live workers changed: each paces its calls at its share of every rate limit"
-                    );
-                }
-                guards.set_workers(live);
-            }
+            Ok(beats) => Some(beats),
             Err(e) => {
-                warn!(error = %error_chain(&e), "counting live workers failed; rate-limit shares unchanged")
+                warn!(error = %error_chain(&e), "reading the fleet's heartbeats failed; rate-limit shares and dead workers' sandboxes wait for the next beat");
+                None
             }
         }
     }
 
+    /// Shares the models' rate limits among the workers whose heartbeat is fresh.
+    fn count_live_workers(&self, beats: &[WorkerHeartbeat]) {
+        let Some(guards) = &self.guards else {
+            return;
+        };
+        let now = Utc::now();
+        let live = beats.iter().filter(|b| !liveness::is_stale(b, now)).count();
+        if u32::try_from(live).ok() != Some(guards.workers()) {
+            info!(
+                live,
+                "live workers changed: each paces its calls at its share of every rate limit"
+            );
+        }
+        guards.set_workers(live);
+    }
+
     /// Removes the sandboxes on this host of workers whose heartbeat is stale.
-    async fn reap_dead_owners(&self) {
+    async fn reap_dead_owners(&self, beats: &[WorkerHeartbeat]) {
         let Some(sandboxes) = &self.reaper else {
             return;
         };
         let found = async {
             let owners = sandboxes.owners().await.map_err(|e| error_chain(&e))?;
-            if owners.is_empty() {
-                return Ok(Default::default());
-            }
-            let beats = self
-                .metadata
-                .heartbeats()
-                .await
-                .map_err(|e| error_chain(&e))?;
             Ok::<_, String>(liveness::dead_owners(
                 owners.iter().map(String::as_str),
-                &beats,
+                beats,
                 &self.config.worker_id,
                 Utc::now(),
             ))

@@ -262,6 +262,15 @@ pub struct Totals {
     pub n_steps: u32,
 }
 
+impl Totals {
+    /// Adds a call's cost, kept exact in micro-dollars (rounded up) across the sum.
+    pub fn add_cost(&mut self, cost: crate::MicroUsd) {
+        self.cost_usd = crate::MicroUsd::from_usd_ceil(self.cost_usd)
+            .saturating_add(cost)
+            .as_usd();
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Timings {
     pub started_at: DateTime<Utc>,

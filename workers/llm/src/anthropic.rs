@@ -14,7 +14,7 @@
 //!   `cache_control: ephemeral`, so each call of a rollout reads the conversation so far
 //!   from the cache (cache reads and writes are priced apart, see `ModelConfig::cost`).
 
-use crate::http::{Reply, Wire, assistant, finish_reason};
+use crate::http::{Reply, Wire, assistant, finish_reason, push_turn, tool_input};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -78,22 +78,6 @@ impl AnthropicWire {
     }
 }
 
-/// Appends a content block to the conversation, merging into the last turn when it has
-/// the same role.
-fn push(messages: &mut Vec<Value>, role: &str, blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut()
-        && last["role"] == role
-        && let Some(content) = last["content"].as_array_mut()
-    {
-        content.extend(blocks);
-        return;
-    }
-    messages.push(json!({ "role": role, "content": blocks }));
-}
-
 fn text_block(text: Option<&str>) -> Option<Value> {
     text.filter(|t| !t.trim().is_empty())
         .map(|t| json!({ "type": "text", "text": t }))
@@ -138,26 +122,22 @@ impl Wire for AnthropicWire {
 
     fn body(&self, request: &ChatRequest) -> Value {
         let mut system = Vec::new();
-        let mut messages = Vec::new();
+        let mut turns: Vec<(&str, Vec<Value>)> = Vec::new();
         for message in &request.messages {
             let text = text_block(message.content.as_deref());
             match message.role {
                 Role::System => system.extend(text),
-                Role::User => push(&mut messages, "user", text.into_iter().collect()),
+                Role::User => push_turn(&mut turns, "user", text.into_iter().collect()),
                 Role::Assistant => {
                     let mut blocks = self.remembered(message);
                     blocks.extend(text);
                     blocks.extend(message.tool_calls.iter().map(|call| {
-                        let input = serde_json::from_str::<Value>(&call.function.arguments)
-                            .ok()
-                            .filter(Value::is_object)
-                            .unwrap_or_else(|| json!({ "arguments": call.function.arguments }));
-                        json!({ "type": "tool_use", "id": call.id, "name": call.function.name, "input": input })
+                        json!({ "type": "tool_use", "id": call.id, "name": call.function.name, "input": tool_input(call) })
                     }));
-                    push(&mut messages, "assistant", blocks);
+                    push_turn(&mut turns, "assistant", blocks);
                 }
-                Role::Tool => push(
-                    &mut messages,
+                Role::Tool => push_turn(
+                    &mut turns,
                     "user",
                     vec![json!({
                         "type": "tool_result",
@@ -169,13 +149,12 @@ impl Wire for AnthropicWire {
         }
         if self.prompt_caching {
             mark_cached(system.last_mut());
-            mark_cached(
-                messages
-                    .last_mut()
-                    .and_then(|m| m["content"].as_array_mut())
-                    .and_then(|c| c.last_mut()),
-            );
+            mark_cached(turns.last_mut().and_then(|(_, blocks)| blocks.last_mut()));
         }
+        let messages: Vec<Value> = turns
+            .into_iter()
+            .map(|(role, content)| json!({ "role": role, "content": content }))
+            .collect();
         let mut body = Value::Object(self.extra_body.clone());
         body["model"] = json!(self.model);
         body["max_tokens"] = json!(request.max_tokens);

@@ -8,7 +8,7 @@
 //! transient; a validation error that says the input is too long is `context_exceeded`.
 
 use crate::guards::RateLimit;
-use crate::http::{Attempt, Reply, Retries, assistant, finish_reason};
+use crate::http::{Attempt, Reply, Retries, assistant, finish_reason, push_turn, tool_input};
 use async_trait::async_trait;
 use aws_sdk_bedrockruntime::Client;
 use aws_sdk_bedrockruntime::error::{DisplayErrorContext, SdkError};
@@ -235,15 +235,6 @@ fn converse_messages(
 ) -> Result<(Vec<Message>, Vec<SystemContentBlock>), LlmError> {
     let mut system = Vec::new();
     let mut turns: Vec<(ConversationRole, Vec<ContentBlock>)> = Vec::new();
-    let mut push = |role: ConversationRole, blocks: Vec<ContentBlock>| {
-        if blocks.is_empty() {
-            return;
-        }
-        match turns.last_mut() {
-            Some((last, content)) if *last == role => content.extend(blocks),
-            _ => turns.push((role, blocks)),
-        }
-    };
     for message in &request.messages {
         let text = message
             .content
@@ -257,28 +248,27 @@ fn converse_messages(
                     .as_deref()
                     .map(|t| SystemContentBlock::Text(t.to_owned())),
             ),
-            Role::User => push(ConversationRole::User, text.into_iter().collect()),
+            Role::User => push_turn(
+                &mut turns,
+                ConversationRole::User,
+                text.into_iter().collect(),
+            ),
             Role::Assistant => {
                 let mut blocks: Vec<ContentBlock> = text.into_iter().collect();
                 for call in &message.tool_calls {
-                    let input = serde_json::from_str::<Value>(&call.function.arguments)
-                        .ok()
-                        .filter(Value::is_object)
-                        .unwrap_or_else(
-                            || serde_json::json!({ "arguments": call.function.arguments }),
-                        );
                     blocks.push(ContentBlock::ToolUse(
                         ToolUseBlock::builder()
                             .tool_use_id(&call.id)
                             .name(&call.function.name)
-                            .input(to_document(&input))
+                            .input(to_document(&tool_input(call)))
                             .build()
                             .map_err(build_error)?,
                     ));
                 }
-                push(ConversationRole::Assistant, blocks);
+                push_turn(&mut turns, ConversationRole::Assistant, blocks);
             }
-            Role::Tool => push(
+            Role::Tool => push_turn(
+                &mut turns,
                 ConversationRole::User,
                 vec![ContentBlock::ToolResult(
                     ToolResultBlock::builder()

@@ -53,6 +53,27 @@ pub(crate) fn finish_reason(stop: &str) -> String {
     .to_owned()
 }
 
+/// Appends `blocks` to a conversation of `(role, blocks)` turns, merging them into the last
+/// turn when it has the same role: Anthropic and Bedrock want turns to alternate.
+pub(crate) fn push_turn<R: PartialEq, B>(turns: &mut Vec<(R, Vec<B>)>, role: R, blocks: Vec<B>) {
+    if blocks.is_empty() {
+        return;
+    }
+    match turns.last_mut() {
+        Some((last, content)) if *last == role => content.extend(blocks),
+        _ => turns.push((role, blocks)),
+    }
+}
+
+/// A tool call's arguments as the JSON object block-based APIs take; arguments that are
+/// not an object are passed as `{"arguments": "..."}`.
+pub(crate) fn tool_input(call: &ToolCall) -> Value {
+    serde_json::from_str::<Value>(&call.function.arguments)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({ "arguments": call.function.arguments }))
+}
+
 /// What differs between chat APIs.
 pub trait Wire: Send + Sync + 'static {
     /// Appended to the endpoint: `/chat/completions`, `/messages`.
