@@ -318,7 +318,8 @@ impl Retries {
         // A 200 with a broken body was generated, and billed: each counts as the prompt and
         // a full reply, estimated.
         let mut billed = Usage::default();
-        let tokens = crate::estimate_request_tokens(request) + u64::from(request.max_tokens);
+        let prompt = crate::estimate_request_tokens(request);
+        let tokens = prompt + u64::from(request.max_tokens);
         for attempt_no in 1..=self.max_attempts {
             if let Some(limit) = &self.limit {
                 limit.until_ready(tokens).await;
@@ -357,7 +358,7 @@ impl Retries {
                     last_malformed = malformed;
                     if malformed {
                         billed.add(Usage {
-                            input_tokens: crate::estimate_request_tokens(request),
+                            input_tokens: prompt,
                             output_tokens: u64::from(request.max_tokens),
                             estimated: true,
                             ..Usage::default()
