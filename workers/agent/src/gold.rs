@@ -1,7 +1,7 @@
 //! Gold-patch validation: every task's reference patch and the empty patch through the
 //! same verification a rollout gets, in parallel, before any money is spent.
 
-use crate::verify::{self, Verifier};
+use crate::verify::Verifier;
 use futures_util::StreamExt;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::gold::{self, GoldReport, Problem, Run, TaskResult};
@@ -30,12 +30,11 @@ pub async fn validate_gold(
         campaign,
         sandboxes,
     };
-    let run_id = ulid::Ulid::new().to_string();
     // Each task takes two sandboxes at once (reference and empty patch).
     let tasks = futures_util::stream::iter(&campaign.tasks)
         .map(|task| {
             let span = info_span!("gold", instance = %task.instance_id);
-            validate_task(&verifier, task, &run_id).instrument(span)
+            validate_task(&verifier, task).instrument(span)
         })
         .buffered(concurrency.div_ceil(2).max(1))
         .inspect(|result| {
@@ -53,7 +52,7 @@ pub async fn validate_gold(
     }
 }
 
-async fn validate_task(verifier: &Verifier<'_>, task: &Task, run_id: &str) -> TaskResult {
+async fn validate_task(verifier: &Verifier<'_>, task: &Task) -> TaskResult {
     let result = |gold: Option<Run>, empty: Option<Run>, problem: Option<Problem>| TaskResult {
         instance_id: task.instance_id.clone(),
         gold,
@@ -69,24 +68,14 @@ async fn validate_task(verifier: &Verifier<'_>, task: &Task, run_id: &str) -> Ta
             }),
         );
     }
-    let trajectory = format!("gold-{run_id}");
-    let labels = |role: &str| {
-        verify::labels(
-            verifier.campaign.name(),
-            &task.instance_id,
-            None,
-            &trajectory,
-            role,
-        )
-    };
     let reference = task.tests.as_ref().and_then(|t| t.gold_patch.as_deref());
     let gold_run = async {
         match reference {
-            Some(patch) => Some(verifier.verify(task, labels("gold"), patch).await),
+            Some(patch) => Some(verifier.verify(task, patch).await),
             None => None,
         }
     };
-    let (gold, empty) = tokio::join!(gold_run, verifier.verify(task, labels("gold-empty"), ""));
+    let (gold, empty) = tokio::join!(gold_run, verifier.verify(task, ""));
     let (gold, empty): (Option<Verification>, Verification) = match (gold.transpose(), empty) {
         (Ok(gold), Ok(empty)) => (gold, empty),
         (Err(e), _) | (_, Err(e)) => {

@@ -2,11 +2,10 @@
 
 use crate::context;
 use crate::protocol::{Action, parse_action, tool_schemas};
-use crate::verify::{self, Verifier};
+use crate::verify::Verifier;
 use crate::{SCAFFOLD_VERSION, truncate_middle};
 use chrono::Utc;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_core::budget::Spend;
@@ -93,16 +92,6 @@ impl Rollouts {
             .collect()
     }
 
-    fn labels(&self, key: &ResultKey, trajectory_id: &str, role: &str) -> BTreeMap<String, String> {
-        verify::labels(
-            &key.campaign,
-            &key.instance_id,
-            Some(key.sample_index),
-            trajectory_id,
-            role,
-        )
-    }
-
     fn verifier(&self) -> Verifier<'_> {
         Verifier {
             campaign: &self.campaign,
@@ -171,58 +160,86 @@ impl Rollouts {
             };
 
             let verifier = self.verifier();
-            let sandbox = tokio::select! {
-                created = verifier.create_sandbox(task, self.labels(&key, &trajectory_id, "rollout")) => created,
-                _ = cancel.cancelled() => return Err(Interrupted),
+            // The verification sandbox is made while the agent works, so that submit →
+            // verdict costs only applying the patch and running the eval. (A sandbox
+            // dropped unused, on cancellation, goes with its tether.)
+            let prepare = async {
+                if !task.is_verifiable() {
+                    return None;
+                }
+                tokio::select! {
+                    made = verifier.create_sandbox(task) => Some(made),
+                    _ = cancel.cancelled() => None,
+                }
             };
-            let ending = match sandbox {
-                Err(error) => Ending::error(ErrorKind::Sandbox, format!("sandbox setup failed: {error}")),
-                Ok(sandbox) => {
-                    record.image_digest = sandbox.image_digest().map(str::to_owned);
-                    let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
-                    let deadline = tokio::time::Instant::now() + limit;
-                    let ending = self
-                        .agent_loop(sandbox.as_ref(), task, &mut record, deadline, cancel, events)
-                        .await;
-                    let Ok(ending) = ending else {
-                        destroy(sandbox.as_ref()).await;
-                        return Err(Interrupted);
-                    };
-                    // The answer is the diff of the workdir, at submit or at whatever limit ended the loop.
-                    let patch = read_patch(sandbox.as_ref(), &task.workdir).await;
+            let work = async {
+                let sandbox = tokio::select! {
+                    created = verifier.create_sandbox(task) => created,
+                    _ = cancel.cancelled() => return Err(Interrupted),
+                };
+                let sandbox = match sandbox {
+                    Err(error) => return Ok(Ending::error(ErrorKind::Sandbox, format!("sandbox setup failed: {error}"))),
+                    Ok(sandbox) => sandbox,
+                };
+                record.image_digest = sandbox.image_digest().map(str::to_owned);
+                let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
+                let deadline = tokio::time::Instant::now() + limit;
+                let ending = self
+                    .agent_loop(sandbox.as_ref(), task, &mut record, deadline, cancel, events)
+                    .await;
+                let Ok(ending) = ending else {
                     destroy(sandbox.as_ref()).await;
-                    match (patch, ending) {
-                        (Ok(patch), ending) => {
-                            record.patch = patch;
-                            ending
-                        }
-                        (Err(e), Ending { status: ExitStatus::Error(kind), error }) => Ending {
-                            status: ExitStatus::Error(kind),
-                            error: Some(format!("{}; reading the patch failed too: {e}", error.unwrap_or_default())),
-                        },
-                        (Err(e), _) => Ending::error(ErrorKind::Sandbox, format!("reading the final patch failed: {e}")),
+                    return Err(Interrupted);
+                };
+                // The answer is the diff of the workdir, at submit or at whatever limit ended the loop.
+                let patch = read_patch(sandbox.as_ref(), &task.workdir).await;
+                destroy(sandbox.as_ref()).await;
+                Ok(match (patch, ending) {
+                    (Ok(patch), ending) => {
+                        record.patch = patch;
+                        ending
                     }
+                    (Err(e), Ending { status: ExitStatus::Error(kind), error }) => Ending {
+                        status: ExitStatus::Error(kind),
+                        error: Some(format!("{}; reading the patch failed too: {e}", error.unwrap_or_default())),
+                    },
+                    (Err(e), _) => Ending::error(ErrorKind::Sandbox, format!("reading the final patch failed: {e}")),
+                })
+            };
+            let (ending, prepared) = tokio::join!(work, prepare);
+            let ending = match ending {
+                Ok(ending) => ending,
+                Err(Interrupted) => {
+                    if let Some(Ok(sandbox)) = prepared {
+                        destroy(sandbox.as_ref()).await;
+                    }
+                    return Err(Interrupted);
                 }
             };
             record.exit_status = Some(ending.status.clone());
             record.error = ending.error;
 
             let verifiable = !matches!(ending.status, ExitStatus::Error(_) | ExitStatus::BudgetExhausted);
-            if verifiable && task.is_verifiable() {
-                let started = Instant::now();
-                let labels = self.labels(&key, &trajectory_id, "verify");
-                let verified = tokio::select! {
-                    v = verifier.verify(task, labels, &record.patch) => v,
-                    _ = cancel.cancelled() => return Err(Interrupted),
-                };
-                record.timings.verification_ms = ms(started.elapsed());
-                match verified {
-                    Ok(verification) => record.verification = Some(verification),
-                    Err(error) => {
-                        record.exit_status = Some(ExitStatus::Error(ErrorKind::Sandbox));
-                        record.error = Some(format!("verification failed to run: {error}"));
+            match prepared {
+                Some(sandbox) if verifiable => {
+                    let started = Instant::now();
+                    let verified = tokio::select! {
+                        v = verifier.verify_in(sandbox, task, &record.patch, started) => v,
+                        _ = cancel.cancelled() => return Err(Interrupted),
+                    };
+                    record.timings.verification_ms = ms(started.elapsed());
+                    match verified {
+                        Ok(verification) => record.verification = Some(verification),
+                        Err(error) => {
+                            record.exit_status = Some(ExitStatus::Error(ErrorKind::Sandbox));
+                            record.error = Some(format!("verification failed to run: {error}"));
+                        }
                     }
                 }
+                Some(Ok(unused)) => destroy(unused.as_ref()).await,
+                // No sandbox was prepared for a verifiable task only when cancelled.
+                None if verifiable && task.is_verifiable() => return Err(Interrupted),
+                Some(Err(_)) | None => {}
             }
             record.timings.finished_at = Some(Utc::now());
             record.timings.duration_ms = ms(started.elapsed());

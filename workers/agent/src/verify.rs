@@ -21,27 +21,6 @@ const KEPT_OUTPUT_CHARS: usize = 20_000;
 const GIT_SAFE: &str =
     "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'";
 
-/// The labels of a sandbox: whose it is (campaign, instance, sample when there is one,
-/// trajectory) and what for (`rollout`, `verify`, `gold`, ...).
-pub(crate) fn labels(
-    campaign: &str,
-    instance: &str,
-    sample: Option<u32>,
-    trajectory: &str,
-    role: &str,
-) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        ("synthfleet.campaign".to_owned(), campaign.to_owned()),
-        ("synthfleet.instance".to_owned(), instance.to_owned()),
-        ("synthfleet.trajectory".to_owned(), trajectory.to_owned()),
-        ("synthfleet.role".to_owned(), role.to_owned()),
-    ]);
-    if let Some(sample) = sample {
-        labels.insert("synthfleet.sample".to_owned(), sample.to_string());
-    }
-    labels
-}
-
 /// Creates sandboxes for a campaign's tasks and verifies patches in them.
 pub struct Verifier<'a> {
     pub campaign: &'a Campaign,
@@ -50,16 +29,17 @@ pub struct Verifier<'a> {
 
 impl Verifier<'_> {
     /// A sandbox of `task`'s image with the task's setup done (as root, capabilities still
-    /// dropped) and the instance's code checked out (as the sandbox user).
-    pub(crate) async fn create_sandbox(
-        &self,
-        task: &Task,
-        labels: BTreeMap<String, String>,
-    ) -> Result<Box<dyn Sandbox>, String> {
+    /// dropped) and the instance's code checked out (as the sandbox user). It is labelled
+    /// with the campaign only: the rollouts of a campaign share one spec, so a warm pool
+    /// can make their sandboxes ahead (which rollout uses which is in the worker's log).
+    pub(crate) async fn create_sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, String> {
         let spec = SandboxSpec {
             image: task.image.clone(),
             workdir: task.workdir.clone(),
-            labels,
+            labels: BTreeMap::from([(
+                "synthfleet.campaign".to_owned(),
+                self.campaign.name().to_owned(),
+            )]),
             limits: self.campaign.config.sandbox.clone(),
         };
         let sandbox = self
@@ -104,16 +84,24 @@ impl Verifier<'_> {
         Duration::from_secs(self.campaign.config.scaffold.eval_timeout_s)
     }
 
-    /// Verifies `patch` in a fresh sandbox labelled `labels`; `Err` means verification
-    /// could not run (an infrastructure failure, not a verdict).
-    pub async fn verify(
-        &self,
-        task: &Task,
-        labels: BTreeMap<String, String>,
-        patch: &str,
-    ) -> Result<Verification, String> {
+    /// Verifies `patch` in a fresh sandbox; `Err` means verification could not run (an
+    /// infrastructure failure, not a verdict).
+    pub async fn verify(&self, task: &Task, patch: &str) -> Result<Verification, String> {
         let started = Instant::now();
-        let sandbox = self.create_sandbox(task, labels).await?;
+        let sandbox = self.create_sandbox(task).await;
+        self.verify_in(sandbox, task, patch, started).await
+    }
+
+    /// Verifies `patch` in `sandbox`, a fresh one from [`Verifier::create_sandbox`] (made
+    /// ahead, while the agent worked), and removes it; the duration counts from `started`.
+    pub(crate) async fn verify_in(
+        &self,
+        sandbox: Result<Box<dyn Sandbox>, String>,
+        task: &Task,
+        patch: &str,
+        started: Instant,
+    ) -> Result<Verification, String> {
+        let sandbox = sandbox?;
         let result = self.run(sandbox.as_ref(), task, patch).await;
         destroy(sandbox.as_ref()).await;
         result.map(|mut v| {

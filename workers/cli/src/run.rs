@@ -35,6 +35,8 @@ pub struct RunArgs {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    pool: crate::worker::PoolArgs,
 }
 
 pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
@@ -139,10 +141,11 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         .unwrap_or(0);
     bar.set_position(already);
 
+    let warm = args.pool.pool(sandboxes.clone(), args.concurrency);
     let rollouts = Arc::new(Rollouts {
         campaign: campaign.clone(),
         pool: Arc::new(pool),
-        sandboxes: Arc::new(sandboxes.clone()),
+        sandboxes: Arc::new(warm.clone()),
         store: local.store.clone(),
         templates: Arc::new(templates),
         worker_id: worker_id.clone(),
@@ -247,6 +250,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         .instrument(info_span!("campaign", campaign = %campaign.name(), worker = %worker_id))
         .await;
     bar.finish_and_clear();
+    warm.shutdown().await;
     // Backstop: whatever the run left (it should be nothing) is removed now.
     let leftovers = sandboxes.reap().await?;
 
@@ -274,6 +278,8 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         committed = summary.committed,
+        warm_acquisitions = warm.stats().warm,
+        cold_acquisitions = warm.stats().cold,
         "campaign run finished"
     );
     println!(

@@ -12,15 +12,35 @@ use synthfleet_aws::{AsgProtection, EcsTaskProtection};
 use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_llm::ModelGuards;
-use synthfleet_sandbox::DockerSandboxes;
+use synthfleet_sandbox::{DockerSandboxes, WarmPool};
 use synthfleet_term::BackendArgs;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
+
+/// The warm pool's options, shared by `run` and `worker`.
+#[derive(Args)]
+pub struct PoolArgs {
+    /// Spare sandboxes kept started for the task images in use, so that a rollout finds
+    /// one ready (0: none); default: the concurrency.
+    #[arg(long, env = "SYNTHFLEET_WARM_POOL")]
+    warm_pool: Option<usize>,
+}
+
+impl PoolArgs {
+    pub fn pool(&self, engine: DockerSandboxes, concurrency: u16) -> WarmPool {
+        WarmPool::new(
+            engine,
+            self.warm_pool.unwrap_or(usize::from(concurrency.max(1))),
+        )
+    }
+}
 
 #[derive(Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    pool: PoolArgs,
     /// Rollouts run at once.
     #[arg(short = 'j', long, env = "SYNTHFLEET_CONCURRENCY", default_value_t = 2)]
     concurrency: u16,
@@ -121,12 +141,13 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     sandboxes.ping().await?;
     let reaped = sandboxes.reap().await?;
     info!(worker = %worker_id, reaped, "worker starting");
+    let warm = args.pool.pool(sandboxes.clone(), args.concurrency);
 
     // Each model's requests_per_minute holds for the fleet: this worker paces at its share.
     let guards = ModelGuards::default();
     let campaigns = Arc::new(StoredCampaigns::new(
         store.clone(),
-        Arc::new(sandboxes.clone()),
+        Arc::new(warm.clone()),
         &worker_id,
         guards.clone(),
     ));
@@ -187,8 +208,11 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .run(stop, interrupt, events)
         .instrument(info_span!("worker", worker = %worker_id))
         .await;
+    warm.shutdown().await;
     let leftovers = sandboxes.reap().await?;
     info!(
+        warm_acquisitions = warm.stats().warm,
+        cold_acquisitions = warm.stats().cold,
         committed = summary.committed,
         duplicates = summary.duplicates,
         retried = summary.retried,

@@ -368,6 +368,18 @@ pub enum NetworkPolicy {
     Bridge,
 }
 
+/// How commands reach a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxChannel {
+    /// A relay started once per sandbox user over an attached `docker exec`, spawning each
+    /// command as a fresh process: no round trip through the daemon per step (the default).
+    #[default]
+    Relay,
+    /// One `docker exec` per command (what the relay falls back to when it cannot start).
+    Exec,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
@@ -387,6 +399,8 @@ pub struct SandboxConfig {
     /// The OCI runtime of the sandboxes, as registered with the Docker engine (`runc`,
     /// `crun`, `runsc` for gVisor); unset: the engine's default.
     pub runtime: Option<String>,
+    /// How commands reach the sandbox: `relay` (default) or `exec`.
+    pub channel: SandboxChannel,
 }
 
 impl Default for SandboxConfig {
@@ -401,6 +415,7 @@ impl Default for SandboxConfig {
             max_output_bytes: 1 << 20,
             user: "auto".into(),
             runtime: None,
+            channel: SandboxChannel::Relay,
         }
     }
 }

@@ -7,26 +7,39 @@
 //! worker (so API keys never reach it). Commands run as uid 1000 when the image has that
 //! user and it owns the workdir, else as root without capabilities.
 //!
-//! Containers carry the labels `synthfleet.managed`, `synthfleet.worker`, and the
-//! campaign/instance labels given by the caller; [`DockerSandboxes::reap`] removes every
-//! container of this worker left behind by a crash.
+//! Commands go through a [relay](relay) started once per sandbox user (or, with
+//! `channel = "exec"` or when the relay cannot start, one `docker exec` each). Every
+//! container is tethered to the worker: its main process reads the stdin the worker holds
+//! attached, so when the worker dies — even by SIGKILL — the engine closes that stdin, the
+//! container exits, and the engine removes it.
+//!
+//! Containers carry the labels `synthfleet.managed`, `synthfleet.worker`, and the labels
+//! given by the caller; [`DockerSandboxes::reap`] removes every container of this worker
+//! left behind (one created but never started by a worker that died in between).
 
 mod capture;
+mod pool;
+mod relay;
+
+pub use pool::{PoolStats, WarmPool};
 
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::{
-    Config, CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    UploadToContainerOptions,
+    AttachContainerOptions, Config, CreateContainerOptions, ListContainersOptions,
+    RemoveContainerOptions, UploadToContainerOptions,
 };
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::HostConfig;
 use capture::Capture;
 use futures_util::StreamExt;
+use relay::{Relay, Reply};
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
-use synthfleet_core::campaign::NetworkPolicy;
+use synthfleet_core::campaign::{NetworkPolicy, SandboxChannel};
 use synthfleet_core::ports::{ExecOutput, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use tokio::io::AsyncWrite;
 use tracing::{debug, warn};
 
 pub const LABEL_MANAGED: &str = "synthfleet.managed";
@@ -35,11 +48,13 @@ pub const LABEL_WORKER: &str = "synthfleet.worker";
 pub const LABEL_HOST: &str = "synthfleet.host";
 
 /// Kills every process the caller may signal except init (PID 1), the keeper (the
-/// container's `sleep infinity`: init's first child, so the lowest PID whose parent is 1)
-/// and itself. `kill -1` would do for an unprivileged user, who cannot signal the keeper
-/// (it runs as root); as root — SWE-bench's images have no other user — it would kill
-/// the keeper too, and the container with it. Only /proc and bash builtins: no procps.
+/// container's main process, the tether: init's first child, so the lowest PID whose
+/// parent is 1), itself and the PIDs given as arguments (the relays). `kill -1` would do
+/// for an unprivileged user, who cannot signal the keeper (it runs as root); as root —
+/// SWE-bench's images have no other user — it would kill the keeper too, and the
+/// container with it. Only /proc and bash builtins: no procps.
 const KILL_ALL_BUT_INIT_AND_KEEPER: &str = r#"
+spare=" $* "
 keeper=
 for d in /proc/[0-9]*; do
   pid=${d#/proc/}
@@ -54,10 +69,17 @@ done
 for d in /proc/[0-9]*; do
   pid=${d#/proc/}
   case "$pid" in 1|"$$"|"$keeper") continue ;; esac
+  case "$spare" in *" $pid "*) continue ;; esac
   kill -KILL "$pid" 2>/dev/null
 done
 exit 0
 "#;
+
+/// The environment of every command (and of the relay that spawns them).
+const COMMAND_ENV: [&str; 4] = ["HOME=/tmp", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb"];
+
+/// The attached stdin of an exec or a container.
+type Input = Pin<Box<dyn AsyncWrite + Send>>;
 
 /// The attached output of an exec.
 type ExecStream = std::pin::Pin<
@@ -221,7 +243,8 @@ fn host_config(spec: &SandboxSpec) -> HostConfig {
         runtime: limits.runtime.clone(),
         privileged: Some(false),
         readonly_rootfs: Some(false),
-        auto_remove: Some(false),
+        // The tether's end (the worker gone) is the container's end.
+        auto_remove: Some(true),
         ..Default::default()
     }
 }
@@ -252,8 +275,12 @@ impl SandboxProvider for DockerSandboxes {
         labels.insert(LABEL_HOST.into(), self.host.clone());
         let config = Config {
             image: Some(spec.image.clone()),
-            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            // The keeper reads the tether until the worker lets go of it.
+            cmd: Some(vec!["cat".into()]),
             entrypoint: Some(vec![]),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            attach_stdin: Some(true),
             user: Some("0".into()),
             working_dir: Some(spec.workdir.clone()),
             labels: Some(labels),
@@ -274,14 +301,31 @@ impl SandboxProvider for DockerSandboxes {
             user: "0".into(),
             digest,
             max_output_bytes: spec.limits.max_output_bytes,
+            channel: spec.limits.channel,
+            relays: tokio::sync::Mutex::default(),
+            tether: std::sync::Mutex::new(None),
         };
         debug!(container = %sandbox.id, image = %spec.image, "sandbox created");
         let started = async {
+            let tether = self
+                .docker
+                .attach_container::<String>(
+                    &sandbox.id,
+                    Some(AttachContainerOptions {
+                        stdin: Some(true),
+                        stream: Some(true),
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(|e| docker_error(&sandbox.id, "attaching the tether", e))?;
+            sandbox.hold(tether.input);
             self.docker
                 .start_container::<String>(&sandbox.id, None)
                 .await
                 .map_err(|e| docker_error(&sandbox.id, "starting the container", e))?;
             sandbox.user = sandbox.pick_user(&spec.limits.user).await?;
+            sandbox.warm_up().await;
             Ok(())
         }
         .await;
@@ -344,9 +388,28 @@ pub struct DockerSandbox {
     user: String,
     digest: Option<String>,
     max_output_bytes: usize,
+    channel: SandboxChannel,
+    /// Held for the whole command, so one sandbox runs one command at a time.
+    relays: tokio::sync::Mutex<Relays>,
+    /// The container's attached stdin: dropped with the worker, it ends the container.
+    tether: std::sync::Mutex<Option<Input>>,
+}
+
+/// The relays of a sandbox, by user.
+#[derive(Default)]
+struct Relays {
+    by_user: HashMap<String, Relay>,
+    /// The relay could not start here: commands go through `docker exec`.
+    exec_only: bool,
 }
 
 impl DockerSandbox {
+    fn hold(&self, tether: Input) {
+        if let Ok(mut held) = self.tether.lock() {
+            *held = Some(tether);
+        }
+    }
+
     /// `auto`: uid 1000 when the image has it and it owns the workdir; else root.
     async fn pick_user(&self, wanted: &str) -> Result<String, SandboxError> {
         if wanted != "auto" {
@@ -365,20 +428,147 @@ impl DockerSandbox {
         .to_owned())
     }
 
+    /// Runs `command` as `user`: through that user's relay (started on first use), or
+    /// through `docker exec` when the campaign asks for it or the relay cannot start.
     async fn run(
         &self,
         command: &str,
         user: &str,
         timeout: Duration,
     ) -> Result<ExecOutput, SandboxError> {
+        let mut relays = self.relays.lock().await;
+        if self.relay_ready(&mut relays, user).await {
+            let spare: Vec<u32> = relays.by_user.values().map(|r| r.pid).collect();
+            if let Some(relay) = relays.by_user.get_mut(user) {
+                let (output, healthy) = self
+                    .run_relayed(relay, command, user, timeout, &spare)
+                    .await?;
+                if !healthy {
+                    relays.by_user.remove(user);
+                }
+                return Ok(output);
+            }
+        }
+        self.run_exec(command, user, timeout).await
+    }
+
+    /// Whether `user` has a live relay now, starting one if needed. A relay whose output
+    /// has ended (killed by a command's `kill -1`) is replaced.
+    async fn relay_ready(&self, relays: &mut Relays, user: &str) -> bool {
+        if self.channel != SandboxChannel::Relay || relays.exec_only {
+            return false;
+        }
+        if relays.by_user.get_mut(user).is_some_and(|r| !r.alive()) {
+            debug!(container = %self.id, user, "the relay was killed; starting another");
+            relays.by_user.remove(user);
+        }
+        if relays.by_user.contains_key(user) {
+            return true;
+        }
+        match self.start_relay(user).await {
+            Ok(relay) => {
+                relays.by_user.insert(user.to_owned(), relay);
+                true
+            }
+            Err(e) => {
+                warn!(container = %self.id, user, error = %synthfleet_core::error_chain(&e),
+                    "the command relay could not start: this sandbox's commands go through docker exec");
+                relays.exec_only = true;
+                false
+            }
+        }
+    }
+
+    async fn start_relay(&self, user: &str) -> Result<Relay, SandboxError> {
+        let (_, output, input) = self
+            .start(
+                CreateExecOptions {
+                    cmd: Some(vec!["bash", "-c", relay::SCRIPT]),
+                    user: Some(user),
+                    working_dir: Some(self.workdir.as_str()),
+                    env: Some(COMMAND_ENV.to_vec()),
+                    attach_stdin: Some(true),
+                    ..Default::default()
+                },
+                "the relay",
+            )
+            .await?;
+        tokio::time::timeout(HOUSEKEEPING_TIMEOUT, Relay::greet(&self.id, input, output))
+            .await
+            .map_err(|_| SandboxError::Unresponsive {
+                container: self.id.clone(),
+            })?
+    }
+
+    /// One command through `relay`; also says whether the relay is fit for the next one.
+    /// At the timeout every process of `user` but the relays is killed, and the relay's
+    /// end marker is awaited, so the next command starts on a quiet sandbox.
+    async fn run_relayed(
+        &self,
+        relay: &mut Relay,
+        command: &str,
+        user: &str,
+        timeout: Duration,
+        spare: &[u32],
+    ) -> Result<(ExecOutput, bool), SandboxError> {
         let started = Instant::now();
-        let (exec_id, mut output) = self
+        let mut reader = relay
+            .send(command)
+            .await
+            .map_err(|e| docker_error(&self.id, "sending a command to the relay", e))?;
+        let mut capture = Capture::new(self.max_output_bytes);
+        let read = tokio::time::timeout(
+            timeout,
+            relay.read_reply(&self.id, &mut reader, &mut capture),
+        )
+        .await;
+        let (exit_code, timed_out, healthy) = match read {
+            Ok(Ok(Reply::Finished(status))) => (status, false, true),
+            Ok(Ok(Reply::Lost)) => {
+                warn!(container = %self.id, user, "the relay was killed during the command; its exit status is unknown");
+                reader.finish(&mut capture);
+                (None, false, false)
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                self.kill_user_processes(user, spare).await?;
+                let mut discard = Capture::new(0);
+                let drained = tokio::time::timeout(
+                    HOUSEKEEPING_TIMEOUT,
+                    relay.read_reply(&self.id, &mut reader, &mut discard),
+                )
+                .await;
+                (None, true, matches!(drained, Ok(Ok(Reply::Finished(_)))))
+            }
+        };
+        let (output, truncated) = capture.finish();
+        Ok((
+            ExecOutput {
+                exit_code,
+                output,
+                truncated,
+                timed_out,
+                duration: started.elapsed(),
+            },
+            healthy,
+        ))
+    }
+
+    /// One command through its own `docker exec`.
+    async fn run_exec(
+        &self,
+        command: &str,
+        user: &str,
+        timeout: Duration,
+    ) -> Result<ExecOutput, SandboxError> {
+        let started = Instant::now();
+        let (exec_id, mut output, _) = self
             .start(
                 CreateExecOptions {
                     cmd: Some(vec!["bash", "-c", command]),
                     user: Some(user),
                     working_dir: Some(self.workdir.as_str()),
-                    env: Some(vec!["HOME=/tmp", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb"]),
+                    env: Some(COMMAND_ENV.to_vec()),
                     ..Default::default()
                 },
                 "an exec",
@@ -402,7 +592,7 @@ impl DockerSandbox {
                 false
             }
             Err(_) => {
-                self.kill_user_processes(user).await?;
+                self.kill_user_processes(user, &[]).await?;
                 self.wait_exited(&exec_id).await?;
                 true
             }
@@ -426,15 +616,19 @@ impl DockerSandbox {
         })
     }
 
-    /// Kills every process of `user` but init: what a timed-out command left running.
-    /// Without CAP_KILL a process may only signal its own uid, so this runs as that user.
-    /// Returns once the kill has finished: a kill still sweeping /proc would also kill the
-    /// next command's process while runc starts it ("write init-p: broken pipe").
-    async fn kill_user_processes(&self, user: &str) -> Result<(), SandboxError> {
-        let (exec_id, mut output) = self
+    /// Kills every process of `user` but init, the keeper and `spare` (the relays): what
+    /// a timed-out command left running. Without CAP_KILL a process may only signal its
+    /// own uid, so this runs as that user. Returns once the kill has finished: a kill
+    /// still sweeping /proc would also kill the next command's process while runc starts
+    /// it ("write init-p: broken pipe").
+    async fn kill_user_processes(&self, user: &str, spare: &[u32]) -> Result<(), SandboxError> {
+        let spare: Vec<String> = spare.iter().map(u32::to_string).collect();
+        let mut cmd = vec!["bash", "-c", KILL_ALL_BUT_INIT_AND_KEEPER, "kill"];
+        cmd.extend(spare.iter().map(String::as_str));
+        let (exec_id, mut output, _) = self
             .start(
                 CreateExecOptions {
-                    cmd: Some(vec!["bash", "-c", KILL_ALL_BUT_INIT_AND_KEEPER]),
+                    cmd: Some(cmd),
                     user: Some(user),
                     ..Default::default()
                 },
@@ -453,12 +647,13 @@ impl DockerSandbox {
         self.wait_exited(&exec_id).await
     }
 
-    /// Creates and starts an exec with its output attached; returns its id and output.
+    /// Creates and starts an exec with its output attached; returns its id, its output
+    /// and its stdin (open only when `options` attach it).
     async fn start(
         &self,
         options: CreateExecOptions<&str>,
         what: &str,
-    ) -> Result<(String, ExecStream), SandboxError> {
+    ) -> Result<(String, ExecStream, Input), SandboxError> {
         let exec = self
             .docker
             .create_exec(
@@ -477,7 +672,7 @@ impl DockerSandbox {
             .await
             .map_err(|e| docker_error(&self.id, &format!("starting {what}"), e))?
         {
-            StartExecResults::Attached { output, .. } => Ok((exec.id, output)),
+            StartExecResults::Attached { output, input } => Ok((exec.id, output, input)),
             StartExecResults::Detached => Err(docker_error(
                 &self.id,
                 &format!("starting {what}"),
@@ -507,6 +702,12 @@ impl DockerSandbox {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Starts the relay of the sandbox user ahead of the first step.
+    async fn warm_up(&self) {
+        let mut relays = self.relays.lock().await;
+        self.relay_ready(&mut relays, &self.user).await;
     }
 }
 
