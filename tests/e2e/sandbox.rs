@@ -1,11 +1,12 @@
 //! Sandbox hardening against real Docker: isolation, limits, and bombs that leave the
 //! worker (this test process) healthy.
 
+use crate::containers_of;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use synthfleet_core::campaign::SandboxConfig;
+use synthfleet_core::campaign::{SandboxChannel, SandboxConfig};
 use synthfleet_core::ports::{Sandbox, SandboxError, SandboxProvider, SandboxSpec};
-use synthfleet_sandbox::DockerSandboxes;
+use synthfleet_sandbox::{DockerSandboxes, WarmPool};
 use synthfleet_tests::{TEST_IMAGE, require_test_image};
 
 fn spec(campaign: &str, limits: SandboxConfig) -> SandboxSpec {
@@ -96,28 +97,46 @@ async fn sandboxes_are_isolated_by_default() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bombs_and_hangs_are_contained() {
+/// Whether `sandbox`'s commands come through the relay: a relayed command's parent is
+/// the relay's shell; an exec's parent is outside the container (PPID 0).
+async fn relayed(sandbox: &dyn Sandbox) -> bool {
+    run(
+        sandbox,
+        "grep -c SFRELAY /proc/$PPID/cmdline 2>/dev/null || true",
+    )
+    .await
+    .1 == "1"
+}
+
+/// The adversarial suite: a hang with background children, an output flood, a fork bomb,
+/// a memory bomb, a disk fill, a process ignoring SIGTERM and an egress attempt each leave
+/// the sandbox usable and the worker (this test process) healthy.
+async fn adversarial(provider: &dyn SandboxProvider, campaign: &str, channel: SandboxChannel) {
     let limits = SandboxConfig {
         memory_mb: 256,
         pids: 64,
         tmp_mb: 16,
         max_output_bytes: 64 * 1024,
+        channel,
         ..SandboxConfig::default()
     };
-    let provider = DockerSandboxes::connect("test-bombs").expect("docker");
     let sandbox = provider
-        .create(&spec("t-bombs", limits))
+        .create(&spec(campaign, limits))
         .await
         .expect("create");
     let s = sandbox.as_ref();
+    assert_eq!(
+        relayed(s).await,
+        channel == SandboxChannel::Relay,
+        "commands go through the channel asked for ({channel:?})"
+    );
 
     // A hang, with a background child holding the output open, is killed at the timeout.
     let hang = s
         .exec("sleep 300 & sleep 300", Duration::from_secs(2))
         .await
         .expect("exec");
-    assert!(hang.timed_out && hang.exit_code.is_none());
+    assert!(hang.timed_out && hang.exit_code.is_none(), "{hang:?}");
     assert!(
         hang.duration < Duration::from_secs(20),
         "{:?}",
@@ -129,6 +148,21 @@ async fn bombs_and_hangs_are_contained() {
         "nothing of the hang survives"
     );
 
+    // A process that ignores SIGTERM is killed all the same.
+    let stubborn = s
+        .exec(
+            "trap '' TERM; while :; do sleep 1; done",
+            Duration::from_secs(2),
+        )
+        .await
+        .expect("exec");
+    assert!(stubborn.timed_out, "{stubborn:?}");
+    assert_eq!(
+        run(s, "pgrep -c -u 1000 -x sleep || true").await.1,
+        "0",
+        "nothing of the stubborn loop survives"
+    );
+
     // Output flood: bounded, and the cut is marked.
     let flood = s
         .exec("yes synthfleet | head -c 50000000", Duration::from_secs(60))
@@ -136,6 +170,7 @@ async fn bombs_and_hangs_are_contained() {
         .expect("exec");
     assert!(flood.truncated && flood.output.len() < 70 * 1024);
     assert!(flood.output.contains("bytes of output truncated"));
+    assert_eq!(flood.exit_code, Some(0));
 
     // Fork bomb: bounded by the pids limit, killed at the timeout.
     let bomb = s
@@ -163,8 +198,183 @@ async fn bombs_and_hangs_are_contained() {
     let (code, out) = run(s, "dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>&1").await;
     assert_ne!(code, Some(0));
     assert!(out.contains("No space left"), "{out}");
+
+    // Egress: there is no route out (a documentation address; nothing leaves anyway).
+    let (code, out) = run(
+        s,
+        "python3 -c \"import socket; socket.create_connection(('192.0.2.1', 80), timeout=3)\" 2>&1",
+    )
+    .await;
+    assert_ne!(code, Some(0));
+    assert!(out.contains("unreachable"), "{out}");
+
     assert_eq!(run(s, "echo still alive").await.1, "still alive");
+    assert_eq!(
+        relayed(s).await,
+        channel == SandboxChannel::Relay,
+        "still on its channel after the suite"
+    );
     sandbox.destroy().await.expect("destroy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bombs_and_hangs_are_contained_through_the_relay() {
+    let provider = DockerSandboxes::connect("test-bombs").expect("docker");
+    adversarial(&provider, "t-bombs", SandboxChannel::Relay).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bombs_and_hangs_are_contained_through_docker_exec() {
+    let provider = DockerSandboxes::connect("test-bombs-exec").expect("docker");
+    adversarial(&provider, "t-bombs-exec", SandboxChannel::Exec).await;
+}
+
+/// The suite on a spare from the warm pool: the spec is acquired often enough to get
+/// spares, and the suite runs on one of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn bombs_and_hangs_are_contained_in_a_pooled_sandbox() {
+    let pool = WarmPool::new(
+        DockerSandboxes::connect("test-bombs-pool").expect("docker"),
+        2,
+    );
+    let limits = SandboxConfig {
+        memory_mb: 256,
+        pids: 64,
+        tmp_mb: 16,
+        max_output_bytes: 64 * 1024,
+        ..SandboxConfig::default()
+    };
+    for _ in 0..synthfleet_sandbox::pool::REPEATS {
+        let sandbox = pool
+            .create(&spec("t-bombs-pool", limits.clone()))
+            .await
+            .expect("create");
+        sandbox.destroy().await.expect("destroy");
+    }
+    wait_for_spares(&pool, 1).await;
+    adversarial(&pool, "t-bombs-pool", SandboxChannel::Relay).await;
+    assert!(pool.stats().warm >= 1, "{:?}", pool.stats());
+    pool.shutdown().await;
+    assert!(containers_of("t-bombs-pool").await.is_empty());
+}
+
+async fn wait_for_spares(pool: &WarmPool, spares: usize) {
+    crate::aws::wait_for("spare sandboxes", Duration::from_secs(60), async || {
+        pool.stats().idle >= spares
+    })
+    .await;
+}
+
+/// Commands reach the relay byte for byte; a command that kills the relay costs that
+/// command's status, not the sandbox; a detached background process does not hold up
+/// its command.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_runs_every_command_as_docker_exec_would() {
+    let provider = DockerSandboxes::connect("test-relay").expect("docker");
+    let sandbox = provider
+        .create(&spec("t-relay", SandboxConfig::default()))
+        .await
+        .expect("create");
+    let s = sandbox.as_ref();
+    assert!(relayed(s).await);
+
+    // Trailing newlines, quotes, multi-byte text and a large here-document (the kernel caps
+    // one argument at 128 KiB, for `docker exec` as for the relay).
+    let text = format!(
+        "héllo 'wörld' \"$x\" ✓\n{}\n\n",
+        "0123456789".repeat(10_000)
+    );
+    let command = format!("cat > /tmp/t <<'SF_EOF'\n{text}SF_EOF\ncat /tmp/t\n\n\n");
+    let out = s
+        .exec(&command, Duration::from_secs(30))
+        .await
+        .expect("exec");
+    assert_eq!((out.exit_code, out.output == text), (Some(0), true));
+
+    // Exit codes, stderr interleaved, no stdin.
+    assert_eq!(
+        run(
+            s,
+            "echo out; echo err >&2; read -r x || echo no-stdin; exit 3"
+        )
+        .await,
+        (Some(3), "out\nerr\nno-stdin".to_owned())
+    );
+    // Output without a final newline keeps its last bytes.
+    assert_eq!(
+        s.exec("printf 'no newline'", Duration::from_secs(10))
+            .await
+            .expect("exec")
+            .output,
+        "no newline"
+    );
+    // Each command is a fresh process: nothing carries over.
+    run(s, "export CARRIED=1; cd /").await;
+    assert_eq!(
+        run(s, "echo \"${CARRIED:-none} $PWD\"").await.1,
+        "none /tasks/median"
+    );
+
+    // A detached background process does not hold up its command.
+    let detached = s
+        .exec(
+            "nohup sleep 300 >/dev/null 2>&1 & echo started",
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec");
+    assert!(!detached.timed_out && detached.output.trim() == "started");
+
+    // `kill -9 -1` kills everything the user may signal, the relay included.
+    let killer = s
+        .exec("kill -9 -1", Duration::from_secs(10))
+        .await
+        .expect("exec");
+    assert!(!killer.timed_out, "{killer:?}");
+    assert_eq!(run(s, "echo back").await, (Some(0), "back".to_owned()));
+    assert!(relayed(s).await, "a new relay took over");
+    sandbox.destroy().await.expect("destroy");
+}
+
+/// Concurrent acquisitions from a pool with spares get distinct, fresh sandboxes: a
+/// spare is handed out once, and what one holder wrote no other sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_sandbox_is_never_handed_out_twice() {
+    let pool = WarmPool::new(DockerSandboxes::connect("test-pool").expect("docker"), 4);
+    let spec = spec("t-pool", SandboxConfig::default());
+    let mut held = Vec::new();
+    for _ in 0..synthfleet_sandbox::pool::REPEATS + 1 {
+        held.push(pool.create(&spec).await.expect("create"));
+    }
+    wait_for_spares(&pool, 4).await;
+    let mut more = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (pool, spec) = (pool.clone(), spec.clone());
+        more.spawn(async move { pool.create(&spec).await });
+    }
+    while let Some(sandbox) = more.join_next().await {
+        held.push(sandbox.expect("join").expect("create"));
+    }
+    let stats = pool.stats();
+    assert!(stats.warm >= 4, "{stats:?}");
+    let ids: std::collections::BTreeSet<&str> = held.iter().map(|s| s.id()).collect();
+    assert_eq!(ids.len(), held.len(), "every holder has its own sandbox");
+    for (i, sandbox) in held.iter().enumerate() {
+        let (code, out) = run(
+            sandbox.as_ref(),
+            &format!("ls /tmp/mark-* 2>/dev/null; touch /tmp/mark-{i}"),
+        )
+        .await;
+        assert_eq!((code, out.as_str()), (Some(0), ""), "sandbox {i} was fresh");
+    }
+    for sandbox in &held {
+        sandbox.destroy().await.expect("destroy");
+    }
+    pool.shutdown().await;
+    assert!(
+        containers_of("t-pool").await.is_empty(),
+        "removals and spares are gone after shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -18,7 +18,7 @@
 //! left behind (one created but never started by a worker that died in between).
 
 mod capture;
-mod pool;
+pub mod pool;
 mod relay;
 
 pub use pool::{PoolStats, WarmPool};
