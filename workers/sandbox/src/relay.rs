@@ -6,7 +6,8 @@
 //! coreutils, and no network (the channel is the exec's own stdin and stdout).
 //!
 //! Request: `<nonce> <length>\n`, then `length` bytes: the command and one `.` (so that
-//! `$(head -c)` keeps the command's trailing newlines). Reply: the command's stdout and
+//! `$(head -c)` keeps the command's trailing newlines). A short command is read by bash
+//! itself (no process); a long one by `head`, which reads it in blocks. Reply: the command's stdout and
 //! stderr interleaved as produced, then `\0SFEND:<nonce>:<status>\n`. The relay waits
 //! until every holder of the output pipe has closed it — background children included —
 //! exactly as `docker exec` does. The nonce is random per command and never visible to
@@ -28,7 +29,11 @@ use tracing::warn;
 pub(crate) const SCRIPT: &str = r#"LC_ALL=C
 printf 'SFRELAY %s\n' "$$"
 while read -r nonce length; do
-  command=$(head -c "$length")
+  if [ "$length" -le 8192 ]; then
+    IFS= read -r -N "$length" command
+  else
+    command=$(head -c "$length")
+  fi
   bash -c "${command%.}" </dev/null 2>&1 | cat
   status=${PIPESTATUS[0]}
   printf '\0SFEND:%s:%s\n' "$nonce" "$status"
