@@ -602,3 +602,61 @@ async fn paused_campaign_hands_out_nothing_until_resumed() {
     assert_eq!(results.records.len(), 1);
     assert_eq!(results.campaign.state, CampaignState::Done);
 }
+
+/// A worker whose Docker disk is short of room takes no task and says why; once there is
+/// room (here: a lower threshold), the same campaign runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_stops_new_work_until_there_is_room() {
+    use std::io::BufRead;
+    let (tasks, scripts) = standard_tasks();
+    let llm = FakeLlm::start(scripts);
+    let body = format!("budget_usd = 1.0\n{}", fake_model(&llm.url, ""));
+    let fx = Fixture::new("e2e-disk", &tasks, &body);
+    // More free space than any disk has.
+    let mut child = crate::synthfleet_command(
+        &[
+            "run",
+            fx.campaign_arg(),
+            "--min-free-disk-mb",
+            "1000000000000",
+        ],
+        [("FAKE_LLM_KEY", SECRET)],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn synthfleet run");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let reason = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = said
+            .recv_timeout(left)
+            .expect("the run said why it takes no work");
+        if line.contains("taking no new work") {
+            break line;
+        }
+    };
+    assert!(
+        reason.contains("MB free") && reason.contains("--min-free-disk-mb"),
+        "{reason}"
+    );
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap child");
+    assert!(llm.requests().is_empty(), "no rollout started");
+    assert!(containers_of(&fx.name).await.is_empty());
+
+    fx.run_ok(&["--min-free-disk-mb", "1"]);
+    assert_eq!(fx.results().await.records.len(), 3);
+}

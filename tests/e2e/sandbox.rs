@@ -5,8 +5,8 @@ use crate::containers_of;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use synthfleet_core::campaign::{SandboxChannel, SandboxConfig};
-use synthfleet_core::ports::{Sandbox, SandboxError, SandboxProvider, SandboxSpec};
-use synthfleet_sandbox::{DockerSandboxes, WarmPool};
+use synthfleet_core::ports::{HostCapacity, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use synthfleet_sandbox::{DiskGuard, DockerSandboxes, WarmPool};
 use synthfleet_tests::{TEST_IMAGE, require_test_image};
 
 fn spec(campaign: &str, limits: SandboxConfig) -> SandboxSpec {
@@ -460,23 +460,9 @@ async fn a_sandbox_runs_on_the_runtime_asked_for_and_a_missing_one_is_named() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_root_command_that_times_out_leaves_the_sandbox_usable() {
     const ROOT_ONLY: &str = "synthfleet/root-only:1";
-    let mut build = std::process::Command::new("docker")
-        .args(["build", "-q", "-t", ROOT_ONLY, "-"])
-        .env("DOCKER_BUILDKIT", "0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("docker build");
-    {
-        use std::io::Write;
-        let mut stdin = build.stdin.take().expect("stdin");
-        stdin
-            .write_all(b"FROM synthfleet/debian-base:bookworm-2\nRUN userdel -r agent && mkdir -p /testbed\nWORKDIR /testbed\n")
-            .expect("write Dockerfile");
-    }
-    assert!(
-        build.wait().expect("docker build").success(),
-        "building {ROOT_ONLY}"
+    docker_build(
+        ROOT_ONLY,
+        "FROM synthfleet/debian-base:bookworm-2\nRUN userdel -r agent && mkdir -p /testbed\nWORKDIR /testbed\n",
     );
     let provider = DockerSandboxes::connect("test-root-timeout").expect("docker");
     let sandbox = provider
@@ -506,4 +492,106 @@ async fn a_root_command_that_times_out_leaves_the_sandbox_usable() {
     );
     assert_eq!(run(s, "echo alive").await, (Some(0), "alive".to_owned()));
     sandbox.destroy().await.expect("destroy");
+}
+
+/// Builds `tag` from `dockerfile` (no context) with the classic builder.
+fn docker_build(tag: &str, dockerfile: &str) {
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", tag, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("docker build");
+    {
+        use std::io::Write;
+        let mut stdin = build.stdin.take().expect("stdin");
+        stdin
+            .write_all(dockerfile.as_bytes())
+            .expect("write Dockerfile");
+    }
+    assert!(
+        build.wait().expect("docker build").success(),
+        "building {tag}"
+    );
+}
+
+/// Under disk pressure the guard removes the images this worker used that nothing needs
+/// now, and says why it takes no work while there is still no room; it never removes an
+/// image a container uses, nor one of the work at hand.
+#[tokio::test(flavor = "multi_thread")]
+async fn disk_pressure_removes_only_the_images_nothing_needs() {
+    require_test_image();
+    let images = [
+        "synthfleet/gc-unused:1",
+        "synthfleet/gc-in-use:1",
+        "synthfleet/gc-kept:1",
+    ];
+    for image in images {
+        docker_build(
+            image,
+            &format!("FROM {TEST_IMAGE}\nLABEL synthfleet.test=\"{image}\"\n"),
+        );
+    }
+    let engine = DockerSandboxes::connect("test-gc").expect("docker");
+    let pool = WarmPool::new(engine.clone(), 0);
+    let mut in_use = None;
+    for image in images {
+        let mut spec = spec("t-gc", SandboxConfig::default());
+        spec.image = image.into();
+        let sandbox = pool.create(&spec).await.expect("create");
+        if image == images[1] {
+            in_use = Some(sandbox);
+        } else {
+            sandbox.destroy().await.expect("destroy");
+        }
+    }
+    // Removal happens in the background: wait until only the sandbox in use is left.
+    crate::aws::wait_for("the removals", Duration::from_secs(30), async || {
+        containers_of("t-gc").await.len() == 1
+    })
+    .await;
+    let mut guard = DiskGuard::new(
+        pool.clone(),
+        u64::MAX,
+        std::collections::BTreeSet::from([images[2].to_owned()]),
+    );
+    guard.recent = Duration::ZERO;
+    let collected = guard.collect(Some(u64::MAX)).await.expect("collect");
+    assert_eq!(collected.removed, vec![images[0].to_owned()]);
+    assert_eq!(
+        engine.missing_images(images).await.expect("inspect"),
+        vec![images[0].to_owned()],
+        "the image in use and the kept one stay"
+    );
+    let reason = guard.pressure().await.expect("no room: no work");
+    assert!(reason.contains("--min-free-disk-mb"), "{reason}");
+    if let Some(sandbox) = in_use {
+        sandbox.destroy().await.expect("destroy");
+    }
+    pool.shutdown().await;
+    for image in &images[1..] {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", image])
+            .output();
+    }
+}
+
+/// `disk_mb` where the storage driver cannot cap a container's writable layer (this
+/// machine's): the sandbox still runs (a warning says the cap is not enforced).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_limit_the_storage_driver_cannot_enforce_is_not_fatal() {
+    let provider = DockerSandboxes::connect("test-disk-mb").expect("docker");
+    let limits = SandboxConfig {
+        disk_mb: Some(1024),
+        ..SandboxConfig::default()
+    };
+    for _ in 0..2 {
+        let sandbox = provider
+            .create(&spec("t-disk-mb", limits.clone()))
+            .await
+            .expect("create with disk_mb");
+        assert_eq!(run(sandbox.as_ref(), "echo ok").await.1, "ok");
+        sandbox.destroy().await.expect("destroy");
+    }
 }

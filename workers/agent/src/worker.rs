@@ -14,8 +14,8 @@ use synthfleet_core::error_chain;
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, Delivery, MetadataStore, Queue, SandboxProvider, ScaleInProtection,
-    WorkerHeartbeat,
+    CommitOutcome, DeadLetter, Delivery, HostCapacity, MetadataStore, Queue, SandboxProvider,
+    ScaleInProtection, WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
 use synthfleet_llm::ModelGuards;
@@ -142,6 +142,7 @@ pub struct Worker {
     reaper: Option<Arc<dyn SandboxProvider>>,
     protection: Option<Arc<dyn ScaleInProtection>>,
     guards: Option<ModelGuards>,
+    capacity: Option<Arc<dyn HostCapacity>>,
 }
 
 /// How often a busy worker asks again for scale-in protection that expires.
@@ -185,7 +186,15 @@ impl Worker {
             reaper: None,
             protection: None,
             guards: None,
+            capacity: None,
         }
+    }
+
+    /// Takes no new work while `capacity` reports pressure (a filling disk): in-flight
+    /// rollouts go on, and receiving resumes once there is room again.
+    pub fn backing_off_under_pressure(mut self, capacity: Arc<dyn HostCapacity>) -> Worker {
+        self.capacity = Some(capacity);
+        self
     }
 
     /// With every heartbeat, counts the live workers of the fleet, so that each model's
@@ -246,6 +255,14 @@ impl Worker {
             let Some(permits) = shared.free_slots(&slots).await else {
                 break;
             };
+            if let Some(capacity) = &self.capacity
+                && let Some(reason) = capacity.pressure().await
+            {
+                drop(permits);
+                warn!(%reason, in_flight = handlers.len(), "taking no new work");
+                shared.pause().await;
+                continue;
+            }
             let received = tokio::select! {
                 r = shared.queue.receive(permits.len(), shared.config.visibility) => r,
                 _ = shared.stop.cancelled() => break,

@@ -411,11 +411,8 @@ fn run_synthfleet(
     }
 }
 
-/// mini-swe-agent's text format: one fenced command per reply; submitting is a command.
-fn mini_reply(command: &str) -> String {
-    format!("raw:THOUGHT: next step.\n\n```mswea_bash_command\n{command}\n```")
-}
-
+/// mini-swe-agent submits with a command whose output starts with this line (its
+/// default configuration takes commands as `bash` tool calls, as the fake server sends).
 const MINI_SUBMIT: &str = "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && git diff";
 
 fn run_mini(
@@ -432,9 +429,9 @@ fn run_mini(
                 .actions
                 .iter()
                 .filter(|a| a.as_str() != "submit")
-                .map(|a| mini_reply(a))
+                .cloned()
                 .collect();
-            replies.push(mini_reply(MINI_SUBMIT));
+            replies.push(MINI_SUBMIT.to_owned());
             Script {
                 always: (!delay.is_zero()).then_some(Fault::Delay(delay)),
                 ..Script::new(

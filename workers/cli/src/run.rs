@@ -36,7 +36,7 @@ pub struct RunArgs {
     #[arg(long)]
     no_progress: bool,
     #[command(flatten)]
-    pool: crate::worker::PoolArgs,
+    host: crate::worker::HostArgs,
 }
 
 pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
@@ -141,7 +141,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         .unwrap_or(0);
     bar.set_position(already);
 
-    let warm = args.pool.pool(sandboxes.clone(), args.concurrency);
+    let warm = args.host.pool(sandboxes.clone(), args.concurrency);
     let rollouts = Arc::new(Rollouts {
         campaign: campaign.clone(),
         pool: Arc::new(pool),
@@ -245,6 +245,9 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         config,
     )
     .sharing_model_guards(guards);
+    // Every task image of the campaign is about to be used: none is removed for room.
+    let keep = campaign.tasks.iter().map(|t| t.image.clone()).collect();
+    let worker = args.host.guard_disk(worker, &warm, keep);
     let summary = worker
         .run(cancel.clone(), cancel.clone(), events)
         .instrument(info_span!("campaign", campaign = %campaign.name(), worker = %worker_id))

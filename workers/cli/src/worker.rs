@@ -12,26 +12,48 @@ use synthfleet_aws::{AsgProtection, EcsTaskProtection};
 use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_llm::ModelGuards;
-use synthfleet_sandbox::{DockerSandboxes, WarmPool};
+use synthfleet_sandbox::{DiskGuard, DockerSandboxes, WarmPool};
 use synthfleet_term::BackendArgs;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-/// The warm pool's options, shared by `run` and `worker`.
+/// How a worker keeps its Docker host: the warm pool and the disk. Shared by `run` and
+/// `worker`.
 #[derive(Args)]
-pub struct PoolArgs {
+pub struct HostArgs {
     /// Spare sandboxes kept started for the task images in use, so that a rollout finds
     /// one ready (0: none); default: the concurrency.
     #[arg(long, env = "SYNTHFLEET_WARM_POOL")]
     warm_pool: Option<usize>,
+    /// Megabytes to keep free on Docker's disk: below it, unused task images are removed
+    /// and no new task is taken until there is room (0: not watched).
+    #[arg(long, env = "SYNTHFLEET_MIN_FREE_DISK_MB", default_value_t = 2048)]
+    min_free_disk_mb: u64,
 }
 
-impl PoolArgs {
+impl HostArgs {
     pub fn pool(&self, engine: DockerSandboxes, concurrency: u16) -> WarmPool {
         WarmPool::new(
             engine,
             self.warm_pool.unwrap_or(usize::from(concurrency.max(1))),
         )
+    }
+
+    /// Makes `worker` back off under disk pressure, keeping the images in `keep`.
+    pub fn guard_disk(
+        &self,
+        worker: Worker,
+        pool: &WarmPool,
+        keep: std::collections::BTreeSet<String>,
+    ) -> Worker {
+        if self.min_free_disk_mb == 0 {
+            return worker;
+        }
+        worker.backing_off_under_pressure(Arc::new(DiskGuard::new(
+            pool.clone(),
+            self.min_free_disk_mb,
+            keep,
+        )))
     }
 }
 
@@ -40,7 +62,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     backend: BackendArgs,
     #[command(flatten)]
-    pool: PoolArgs,
+    host: HostArgs,
     /// Rollouts run at once.
     #[arg(short = 'j', long, env = "SYNTHFLEET_CONCURRENCY", default_value_t = 2)]
     concurrency: u16,
@@ -141,7 +163,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     sandboxes.ping().await?;
     let reaped = sandboxes.reap().await?;
     info!(worker = %worker_id, reaped, "worker starting");
-    let warm = args.pool.pool(sandboxes.clone(), args.concurrency);
+    let warm = args.host.pool(sandboxes.clone(), args.concurrency);
 
     // Each model's requests_per_minute holds for the fleet: this worker paces at its share.
     let guards = ModelGuards::default();
@@ -190,9 +212,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             info!(%reason, "deferred a task of a campaign that accepts no work");
         }
     });
-    let mut worker = Worker::new(campaigns, queue, store.metadata.clone(), config)
+    let worker = Worker::new(campaigns, queue, store.metadata.clone(), config)
         .reaping_dead_owners(Arc::new(sandboxes.clone()))
         .sharing_model_guards(guards);
+    // A fleet worker serves whichever campaigns come: images it used lately are the ones
+    // about to be used again.
+    let mut worker = args.host.guard_disk(worker, &warm, Default::default());
     if let (Some(group), Some(instance)) = (&args.asg_name, &args.instance_id) {
         let client = synthfleet_aws::AwsClients::from_env().await.autoscaling;
         worker =

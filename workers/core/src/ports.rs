@@ -307,6 +307,14 @@ pub trait ScaleInProtection: Send + Sync {
     async fn set_protected(&self, protected: bool) -> Result<(), StoreError>;
 }
 
+/// Whether the host has room for more work (disk, above all): asked before each receive.
+#[async_trait]
+pub trait HostCapacity: Send + Sync {
+    /// `None`: take work. `Some(reason)`: take none now (in-flight work goes on); the
+    /// worker asks again after a pause.
+    async fn pressure(&self) -> Option<String>;
+}
+
 // ---------------------------------------------------------------------------------------
 // Sandbox
 

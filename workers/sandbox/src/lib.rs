@@ -18,9 +18,11 @@
 //! left behind (one created but never started by a worker that died in between).
 
 mod capture;
+mod hygiene;
 pub mod pool;
 mod relay;
 
+pub use hygiene::{Collected, DiskGuard};
 pub use pool::{PoolStats, WarmPool};
 
 use async_trait::async_trait;
@@ -36,6 +38,8 @@ use futures_util::StreamExt;
 use relay::{Relay, Reply};
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use synthfleet_core::campaign::{NetworkPolicy, SandboxChannel};
 use synthfleet_core::ports::{ExecOutput, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
@@ -99,6 +103,8 @@ pub struct DockerSandboxes {
     docker: Docker,
     worker_id: String,
     host: String,
+    /// The storage driver refused a writable-layer size (`disk_mb`): not asked again.
+    no_disk_limits: Arc<AtomicBool>,
 }
 
 impl DockerSandboxes {
@@ -114,6 +120,7 @@ impl DockerSandboxes {
             docker,
             worker_id: worker_id.to_owned(),
             host,
+            no_disk_limits: Arc::default(),
         })
     }
 
@@ -215,7 +222,7 @@ fn docker_error(
     }
 }
 
-fn host_config(spec: &SandboxSpec) -> HostConfig {
+fn host_config(spec: &SandboxSpec, disk_limits: bool) -> HostConfig {
     let limits = &spec.limits;
     let memory = (limits.memory_mb * 1024 * 1024) as i64;
     HostConfig {
@@ -238,6 +245,7 @@ fn host_config(spec: &SandboxSpec) -> HostConfig {
         )])),
         storage_opt: limits
             .disk_mb
+            .filter(|_| disk_limits)
             .map(|mb| HashMap::from([("size".to_owned(), format!("{mb}M"))])),
         init: Some(true),
         runtime: limits.runtime.clone(),
@@ -273,7 +281,7 @@ impl SandboxProvider for DockerSandboxes {
         labels.insert(LABEL_MANAGED.into(), "true".into());
         labels.insert(LABEL_WORKER.into(), self.worker_id.clone());
         labels.insert(LABEL_HOST.into(), self.host.clone());
-        let config = Config {
+        let mut config = Config {
             image: Some(spec.image.clone()),
             // The keeper reads the tether until the worker lets go of it.
             cmd: Some(vec!["cat".into()]),
@@ -286,14 +294,32 @@ impl SandboxProvider for DockerSandboxes {
             labels: Some(labels),
             network_disabled: Some(spec.limits.network == NetworkPolicy::None),
             env: Some(vec![]),
-            host_config: Some(host_config(spec)),
+            host_config: Some(host_config(
+                spec,
+                !self.no_disk_limits.load(Ordering::Relaxed),
+            )),
             ..Default::default()
         };
-        let created = self
+        let created = match self
             .docker
-            .create_container(None::<CreateContainerOptions<String>>, config)
+            .create_container(None::<CreateContainerOptions<String>>, config.clone())
             .await
-            .map_err(|e| docker_error(&spec.image, "creating a container", e))?;
+        {
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                if message.contains("storage-opt") =>
+            {
+                if !self.no_disk_limits.swap(true, Ordering::Relaxed) {
+                    warn!(disk_mb = ?spec.limits.disk_mb, engine = %message,
+                        "sandbox.disk_mb cannot be enforced: this storage driver has no per-container size limit (overlay2 needs xfs with pquota; btrfs and zfs have one); sandboxes run without a writable-layer cap, /tmp stays bounded by tmp_mb");
+                }
+                config.host_config = Some(host_config(spec, false));
+                self.docker
+                    .create_container(None::<CreateContainerOptions<String>>, config)
+                    .await
+            }
+            created => created,
+        }
+        .map_err(|e| docker_error(&spec.image, "creating a container", e))?;
         let mut sandbox = DockerSandbox {
             docker: self.docker.clone(),
             id: created.id,

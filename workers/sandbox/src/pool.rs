@@ -63,6 +63,8 @@ pub struct WarmPool {
 #[derive(Default)]
 struct State {
     specs: HashMap<String, Demand>,
+    /// When each image was last asked for.
+    images: HashMap<String, Instant>,
     stats: PoolStats,
     closed: bool,
 }
@@ -91,6 +93,12 @@ impl WarmPool {
 
     pub fn engine(&self) -> &DockerSandboxes {
         &self.engine
+    }
+
+    /// The images asked for through the pool, with when each was last asked for.
+    pub fn images_used(&self) -> Vec<(String, Instant)> {
+        let state = self.lock();
+        state.images.iter().map(|(i, t)| (i.clone(), *t)).collect()
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -293,6 +301,7 @@ impl SandboxProvider for WarmPool {
             });
             demand.acquired.push_back(Instant::now());
             demand.in_use += 1;
+            state.images.insert(spec.image.clone(), Instant::now());
         }
         let sandbox = match self.take_spare(&key).await {
             Some(spare) => {
