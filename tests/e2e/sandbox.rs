@@ -108,20 +108,24 @@ async fn relayed(sandbox: &dyn Sandbox) -> bool {
     .1 == "1"
 }
 
-/// The adversarial suite: a hang with background children, an output flood, a fork bomb,
-/// a memory bomb, a disk fill, a process ignoring SIGTERM and an egress attempt each leave
-/// the sandbox usable and the worker (this test process) healthy.
-async fn adversarial(provider: &dyn SandboxProvider, campaign: &str, channel: SandboxChannel) {
-    let limits = SandboxConfig {
+/// Tight bounds, so that the bombs hit them quickly.
+fn adversarial_limits(channel: SandboxChannel) -> SandboxConfig {
+    SandboxConfig {
         memory_mb: 256,
         pids: 64,
         tmp_mb: 16,
         max_output_bytes: 64 * 1024,
         channel,
         ..SandboxConfig::default()
-    };
+    }
+}
+
+/// The adversarial suite: a hang with background children, an output flood, a fork bomb,
+/// a memory bomb, a disk fill, a process ignoring SIGTERM and an egress attempt each leave
+/// the sandbox usable and the worker (this test process) healthy.
+async fn adversarial(provider: &dyn SandboxProvider, campaign: &str, channel: SandboxChannel) {
     let sandbox = provider
-        .create(&spec(campaign, limits))
+        .create(&spec(campaign, adversarial_limits(channel)))
         .await
         .expect("create");
     let s = sandbox.as_ref();
@@ -237,16 +241,12 @@ async fn bombs_and_hangs_are_contained_in_a_pooled_sandbox() {
         DockerSandboxes::connect("test-bombs-pool").expect("docker"),
         2,
     );
-    let limits = SandboxConfig {
-        memory_mb: 256,
-        pids: 64,
-        tmp_mb: 16,
-        max_output_bytes: 64 * 1024,
-        ..SandboxConfig::default()
-    };
     for _ in 0..synthfleet_sandbox::pool::REPEATS {
         let sandbox = pool
-            .create(&spec("t-bombs-pool", limits.clone()))
+            .create(&spec(
+                "t-bombs-pool",
+                adversarial_limits(SandboxChannel::Relay),
+            ))
             .await
             .expect("create");
         sandbox.destroy().await.expect("destroy");

@@ -348,6 +348,28 @@ async fn step_durations(state: &Path) -> Vec<Duration> {
     durations
 }
 
+/// A fake LLM server playing `actions(task)` for each task, taking `delay` per call.
+fn scripted_llm(
+    tasks: &[BenchTask],
+    delay: Duration,
+    actions: impl Fn(&BenchTask) -> Vec<String>,
+) -> FakeLlm {
+    let scripts = tasks
+        .iter()
+        .map(|t| {
+            let actions = actions(t);
+            Script {
+                always: (!delay.is_zero()).then_some(Fault::Delay(delay)),
+                ..Script::new(
+                    &needle(t),
+                    &actions.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            }
+        })
+        .collect();
+    FakeLlm::start(scripts)
+}
+
 fn run_synthfleet(
     runtime: &tokio::runtime::Runtime,
     tasks: &[BenchTask],
@@ -355,17 +377,7 @@ fn run_synthfleet(
     concurrency: usize,
     delay: Duration,
 ) -> Measured {
-    let scripts = tasks
-        .iter()
-        .map(|t| Script {
-            always: (!delay.is_zero()).then_some(Fault::Delay(delay)),
-            ..Script::new(
-                &needle(t),
-                &t.actions.iter().map(String::as_str).collect::<Vec<_>>(),
-            )
-        })
-        .collect();
-    let llm = FakeLlm::start(scripts);
+    let llm = scripted_llm(tasks, delay, |t| t.actions.clone());
     let dir = tempfile::tempdir().expect("tempdir");
     write_tasks(dir.path(), tasks);
     let campaign = format!(
@@ -422,26 +434,16 @@ fn run_mini(
     concurrency: usize,
     delay: Duration,
 ) -> Measured {
-    let scripts = tasks
-        .iter()
-        .map(|t| {
-            let mut replies: Vec<String> = t
-                .actions
-                .iter()
-                .filter(|a| a.as_str() != "submit")
-                .cloned()
-                .collect();
-            replies.push(MINI_SUBMIT.to_owned());
-            Script {
-                always: (!delay.is_zero()).then_some(Fault::Delay(delay)),
-                ..Script::new(
-                    &needle(t),
-                    &replies.iter().map(String::as_str).collect::<Vec<_>>(),
-                )
-            }
-        })
-        .collect();
-    let llm = FakeLlm::start(scripts);
+    let llm = scripted_llm(tasks, delay, |t| {
+        let mut actions: Vec<String> = t
+            .actions
+            .iter()
+            .filter(|a| a.as_str() != "submit")
+            .cloned()
+            .collect();
+        actions.push(MINI_SUBMIT.to_owned());
+        actions
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let tasks_file = write_tasks(dir.path(), tasks);
     let results = dir.path().join("results.json");
