@@ -352,6 +352,25 @@ struct Pooled {
     released: AtomicBool,
 }
 
+impl Pooled {
+    /// Counts the sandbox out of its spec's demand, once.
+    fn release(&self) -> bool {
+        let first = !self.released.swap(true, Ordering::Relaxed);
+        if first {
+            self.pool.release(&self.key);
+        }
+        first
+    }
+}
+
+/// Dropped without `destroy` (a cancelled rollout): out of the demand, and the container
+/// goes with its tether.
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 #[async_trait]
 impl Sandbox for Pooled {
     fn id(&self) -> &str {
@@ -380,8 +399,7 @@ impl Sandbox for Pooled {
 
     /// Leaves the removal to the background ([`WarmPool::shutdown`] waits for it).
     async fn destroy(&self) -> Result<(), SandboxError> {
-        if !self.released.swap(true, Ordering::Relaxed) {
-            self.pool.release(&self.key);
+        if self.release() {
             self.pool.remove_later(Arc::clone(&self.sandbox));
         }
         Ok(())
