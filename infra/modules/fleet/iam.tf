@@ -1,5 +1,5 @@
-# What a worker may do (docs/AWS.md): read campaign specs, write trajectories and
-# checkpoints, keep the table's items, serve the queues, read the model keys, and protect
+# What a worker may do (docs/AWS.md): read campaign specs, write trajectories, their facts
+# and checkpoints, keep the table's items, serve the queues, read the model keys, and protect
 # its own instance from scale-in.
 data "aws_iam_policy_document" "worker" {
   statement {
@@ -16,6 +16,11 @@ data "aws_iam_policy_document" "worker" {
     sid       = "TrajectoriesAndCheckpoints"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload"]
     resources = ["${var.bucket_arn}/trajectories/*", "${var.bucket_arn}/checkpoints/*"]
+  }
+  statement {
+    sid       = "TrajectoryFacts"
+    actions   = ["s3:PutObject", "s3:DeleteObject"]
+    resources = ["${var.bucket_arn}/quality/*/facts/*"]
   }
   statement {
     sid = "Metadata"

@@ -43,6 +43,12 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
             println!("would delete {} ({})", meta.object_key, meta.trajectory_id);
         } else {
             objects.delete(&meta.object_key).await?;
+            objects
+                .delete(&synthfleet_core::facts::facts_key(
+                    &meta.campaign,
+                    &meta.trajectory_id,
+                ))
+                .await?;
         }
         deleted += 1;
     }

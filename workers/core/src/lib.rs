@@ -9,6 +9,7 @@
 pub mod budget;
 pub mod campaign;
 pub mod codec;
+pub mod facts;
 pub mod gold;
 pub mod harness;
 pub mod lifecycle;

@@ -1,10 +1,12 @@
 //! Trajectory persistence over the object and metadata ports.
 //!
-//! **Invariant:** the object is written before its metadata item, and the metadata commit
-//! is conditional on (campaign, instance, sample); so a trajectory is either complete
-//! (object + item) or absent, and each sample has at most one committed result.
+//! **Invariant:** the object (and its [facts](crate::facts)) are written before its
+//! metadata item, and the metadata commit is conditional on (campaign, instance, sample);
+//! so a trajectory is either complete (object + item) or absent, and each sample has at
+//! most one committed result.
 
 use crate::codec::{self, CodecError};
+use crate::facts::{TrajectoryFacts, facts_key};
 use crate::ports::{CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta};
 use crate::trajectory::{RecordStatus, TrajectoryRecord, checkpoint_key, checkpoint_prefix};
 use chrono::{Duration, Utc};
@@ -55,12 +57,16 @@ impl TrajectoryStore {
         let encoded = codec::encode(record)?;
         let key = record.object_key();
         let size_bytes = encoded.bytes.len() as u64;
+        let facts = TrajectoryFacts::of(record, &encoded.sha256);
+        let facts_key = facts_key(&record.campaign, &record.trajectory_id);
         self.objects.put(&key, encoded.bytes).await?;
+        self.objects.put(&facts_key, facts.to_json()).await?;
         let meta = summarize(record, key.clone(), encoded.sha256, size_bytes);
         let outcome = self.metadata.commit(&meta).await?;
         if matches!(outcome, CommitOutcome::AlreadyCommitted(_)) {
             // Another attempt won: this one's object must not linger as a second result.
             self.objects.delete(&key).await?;
+            self.objects.delete(&facts_key).await?;
         }
         Ok(outcome)
     }

@@ -10,7 +10,7 @@ pub mod anonymize;
 pub mod dashboard;
 pub mod dataset;
 pub mod export;
-pub mod features;
+pub mod facts;
 pub mod judge;
 pub mod report;
 pub mod review;
@@ -19,14 +19,14 @@ pub mod stages;
 mod tests;
 
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, TryStreamExt};
 use review::{Review, ReviewSample};
 use serde::{Deserialize, Serialize};
-use stages::{Assessment, Facts, JudgeVerdict, Stage};
+use stages::{Assessment, JudgeVerdict, Stage};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::campaign::CampaignConfig;
+use synthfleet_core::facts::TrajectoryFacts;
 use synthfleet_core::ports::{ObjectStore, StoreError, TrajectoryMeta};
 use synthfleet_core::store::{TrajectoryStore, TrajectoryStoreError};
 use synthfleet_core::submit::{SpecError, get_spec};
@@ -73,46 +73,20 @@ pub enum QualityError {
 /// Trajectories read in parallel from the object store.
 pub(crate) const LOAD_CONCURRENCY: usize = 16;
 
-/// One committed trajectory as the pipeline keeps it: what the stages, reports and
-/// provenance need, not the conversation. Records are read again, one at a time, only
-/// where their text is needed (the judge, exports, review), so memory stays bounded by the
-/// number of trajectories, not their length.
+/// One committed trajectory as the pipeline keeps it: its [facts](TrajectoryFacts), not
+/// the conversation. Records are read again, one at a time, only where their text is
+/// needed (the judge, exports, review), so memory stays bounded by the number of
+/// trajectories, not their length.
 #[derive(Debug, Clone)]
 pub struct Item {
     /// Where the record lives and its checksum.
     pub meta: TrajectoryMeta,
-    pub facts: Facts,
+    pub facts: TrajectoryFacts,
     /// The row, before the campaign-wide stages fill in the verdicts.
     pub row: TrajectoryRow,
-    /// `name@version (protocol, templates sha256 …)`, for the dataset card.
-    pub scaffold: String,
-    /// `image digest`, for the dataset card.
-    pub image: String,
 }
 
 impl Item {
-    fn of(meta: TrajectoryMeta, record: &TrajectoryRecord, config: &CampaignConfig) -> Item {
-        Item {
-            facts: Facts::of(record, &config.quality, config.scaffold.max_steps),
-            row: TrajectoryRow::new(record),
-            scaffold: format!(
-                "{}@{} ({:?} protocol, templates sha256 {})",
-                record.scaffold.name,
-                record.scaffold.version,
-                record.scaffold.protocol,
-                record.scaffold.template_hash
-            ),
-            image: format!(
-                "{} {}",
-                record.image,
-                record.image_digest.as_deref().unwrap_or("")
-            )
-            .trim()
-            .to_owned(),
-            meta,
-        }
-    }
-
     /// Reads the whole record again (checksum verified).
     pub async fn record(&self, store: &TrajectoryStore) -> Result<TrajectoryRecord, QualityError> {
         load_record(store, &self.meta).await
@@ -136,6 +110,8 @@ pub struct CampaignData {
     pub record: Option<CampaignRecord>,
     /// Every committed trajectory, by id.
     pub items: Vec<Item>,
+    /// Where the trajectories' facts came from (segments, objects, records).
+    pub facts_stats: facts::FactsStats,
     /// The judge's cached verdicts; `None` when the campaign has no judge.
     pub judged: Option<HashMap<String, JudgeVerdict>>,
     pub reviews: HashMap<String, Review>,
@@ -209,21 +185,18 @@ impl CampaignData {
             }
             Err(e) => return Err(e.into()),
         };
-        let metas = store.metadata.trajectories(campaign).await?;
-        let total = metas.len() as u64;
-        let done = std::sync::atomic::AtomicU64::new(0);
-        let (done, config_ref) = (&done, &config);
-        let mut items: Vec<Item> = futures_util::stream::iter(metas)
-            .map(|meta| async move {
-                let record = load_record(store, &meta).await?;
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                progress(n, total);
-                Ok::<_, QualityError>(Item::of(meta, &record, config_ref))
+        let mut metas = store.metadata.trajectories(campaign).await?;
+        metas.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+        let (facts, facts_stats) = facts::load(store, campaign, &metas, progress).await?;
+        let items: Vec<Item> = metas
+            .into_iter()
+            .zip(facts)
+            .map(|(meta, facts)| Item {
+                row: TrajectoryRow::of(&facts),
+                meta,
+                facts,
             })
-            .buffer_unordered(LOAD_CONCURRENCY)
-            .try_collect()
-            .await?;
-        items.sort_by(|a, b| a.meta.trajectory_id.cmp(&b.meta.trajectory_id));
+            .collect();
         let judged = match &config.quality.judge {
             None => None,
             Some(_) => Some(
@@ -260,6 +233,7 @@ impl CampaignData {
             config,
             record,
             items,
+            facts_stats,
             judged,
             reviews,
             sample,
@@ -274,8 +248,13 @@ impl CampaignData {
 
     /// Runs the stages (the judge's verdicts come from its cache).
     pub fn assess(&self) -> Vec<Assessment> {
-        let facts: Vec<&Facts> = self.items.iter().map(|i| &i.facts).collect();
-        stages::assess(&facts, &self.config.quality, self.judged.as_ref())
+        let facts: Vec<&TrajectoryFacts> = self.items.iter().map(|i| &i.facts).collect();
+        stages::assess(
+            &facts,
+            &self.config.quality,
+            self.config.scaffold.max_steps,
+            self.judged.as_ref(),
+        )
     }
 
     /// Where a trajectory id is in `items` (and so in its assessments).
@@ -348,35 +327,28 @@ pub struct TrajectoryRow {
 }
 
 impl TrajectoryRow {
-    /// The row of a record; the verdict columns stay empty until [`Self::assessed`].
-    pub fn new(record: &TrajectoryRecord) -> Self {
-        let verification = record.verification.as_ref();
+    /// The row of a trajectory's facts; the verdict columns stay empty until
+    /// [`Self::assessed`].
+    pub fn of(facts: &TrajectoryFacts) -> Self {
         TrajectoryRow {
-            campaign: record.campaign.clone(),
-            trajectory_id: record.trajectory_id.clone(),
-            instance_id: record.instance_id.clone(),
-            sample_index: record.sample_index,
-            model: record.model.clone(),
-            provider: record.provider.clone(),
-            scaffold: format!("{}@{}", record.scaffold.name, record.scaffold.version),
-            exit_status: record
-                .exit_status
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_else(|| "unfinished".into()),
-            resolved: verification.is_some_and(|v| v.resolved),
-            reward: verification.map_or(0.0, |v| v.reward),
-            cost_usd: record.totals.cost_usd,
-            input_tokens: record.totals.input_tokens,
-            output_tokens: record.totals.output_tokens,
-            cache_read_tokens: record.totals.cache_read_tokens,
-            cache_write_tokens: record.totals.cache_write_tokens,
-            n_steps: record.totals.n_steps,
-            duration_ms: record.timings.duration_ms,
-            created_at: record
-                .timings
-                .finished_at
-                .unwrap_or(record.timings.started_at),
+            campaign: facts.campaign.clone(),
+            trajectory_id: facts.trajectory_id.clone(),
+            instance_id: facts.instance_id.clone(),
+            sample_index: facts.sample_index,
+            model: facts.model.clone(),
+            provider: facts.provider.clone(),
+            scaffold: facts.scaffold.clone(),
+            exit_status: facts.exit_status.clone(),
+            resolved: facts.resolved,
+            reward: facts.reward,
+            cost_usd: facts.cost_usd,
+            input_tokens: facts.input_tokens,
+            output_tokens: facts.output_tokens,
+            cache_read_tokens: facts.cache_read_tokens,
+            cache_write_tokens: facts.cache_write_tokens,
+            n_steps: facts.n_steps,
+            duration_ms: facts.duration_ms,
+            created_at: facts.created_at,
             structural: String::new(),
             execution: String::new(),
             heuristics: String::new(),

@@ -3,12 +3,13 @@
 
 use crate::export::{ExportOptions, Filter, Format, export};
 use crate::report;
-use crate::stages::{Facts, Stage, Verdict, assess, funnel};
+use crate::stages::{Stage, Verdict, assess, funnel};
 use crate::{CampaignData, TrajectoryRow};
 use chrono::{Duration, TimeZone, Utc};
 use std::sync::Arc;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::campaign::{CampaignConfig, Protocol, QualityConfig};
+use synthfleet_core::facts::TrajectoryFacts;
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::submit::{CampaignSpec, put_spec};
 use synthfleet_core::trajectory::{
@@ -229,8 +230,8 @@ fn assess_with(
     config: &QualityConfig,
     judged: Option<&std::collections::HashMap<String, crate::stages::JudgeVerdict>>,
 ) -> Vec<crate::stages::Assessment> {
-    let facts: Vec<Facts> = records.iter().map(|r| Facts::of(r, config, 50)).collect();
-    assess(&facts.iter().collect::<Vec<_>>(), config, judged)
+    let facts: Vec<TrajectoryFacts> = records.iter().map(|r| TrajectoryFacts::of(r, "")).collect();
+    assess(&facts.iter().collect::<Vec<_>>(), config, 50, judged)
 }
 
 #[tokio::test]
@@ -537,5 +538,81 @@ fn the_judge_decides_last_and_holds_back_what_it_has_not_seen() {
         a[0].verdict(Stage::Judge)
             .reason()
             .is_some_and(|r| r.contains("synthfleet assess"))
+    );
+}
+
+/// Facts are read incrementally: the ones written at commit, compacted into a segment
+/// once there are enough; a record committed without facts (an older campaign) or with
+/// outdated ones is read once and its facts stored; a later run reads the segments and
+/// no record.
+#[tokio::test]
+async fn facts_are_read_once_compacted_and_back_filled() {
+    use crate::facts::{COMPACT_AFTER, FactsStats};
+    use synthfleet_core::facts::facts_key;
+    let n = COMPACT_AFTER + 4;
+    let records: Vec<TrajectoryRecord> = (0..n)
+        .map(|i| {
+            record(
+                &format!("t{i:04}"),
+                &format!("task{}", i % 7),
+                "m1",
+                &["ls", &format!("cat f{i}")],
+                i % 2 == 0,
+                i as i64,
+            )
+        })
+        .collect();
+    let known = stored(records).await;
+    let loaded = |store: TrajectoryStore| async move {
+        CampaignData::load(&store, "known", &|_, _| {})
+            .await
+            .expect("load")
+    };
+    assert_eq!(
+        known.data.facts_stats,
+        FactsStats {
+            objects: n as u64,
+            segments_written: 1,
+            ..FactsStats::default()
+        },
+        "every facts object was written at commit; then compacted"
+    );
+    let again = loaded(known.store.clone()).await;
+    assert_eq!(
+        again.facts_stats,
+        FactsStats {
+            compacted: n as u64,
+            ..FactsStats::default()
+        },
+        "nothing new: segments only"
+    );
+    assert_eq!(again.assess(), known.data.assess(), "the same verdicts");
+
+    // One more trajectory, committed as an older synthfleet did: without facts.
+    let late = record("t9999", "task1", "m1", &["pwd"], true, 999);
+    known.store.commit(&late).await.expect("commit");
+    let objects = known.store.objects.as_ref();
+    objects
+        .delete(&facts_key("known", "t9999"))
+        .await
+        .expect("delete facts");
+    let third = loaded(known.store.clone()).await;
+    assert_eq!(
+        third.facts_stats,
+        FactsStats {
+            compacted: n as u64,
+            derived: 1,
+            ..FactsStats::default()
+        }
+    );
+    assert!(
+        objects.get(&facts_key("known", "t9999")).await.is_ok(),
+        "back-filled"
+    );
+    let fourth = loaded(known.store.clone()).await;
+    assert_eq!(
+        (fourth.facts_stats.objects, fourth.facts_stats.derived),
+        (1, 0),
+        "read from its stored facts now"
     );
 }
