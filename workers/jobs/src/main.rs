@@ -73,6 +73,10 @@ enum Command {
         /// Rows per Parquet file of a Hugging Face export.
         #[arg(long, default_value_t = 50_000)]
         rows_per_shard: usize,
+        /// Only trajectories finished after this time (RFC 3339, e.g. the previous
+        /// export's), written as new shards beside the earlier ones in --out.
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Assess, then publish the report (JSON and the HTML dashboard) and a Hugging Face
     /// export into the campaign's own store: `reports/{campaign}/` and
@@ -179,6 +183,33 @@ async fn open(target: &Target) -> anyhow::Result<(Backend, CampaignData)> {
     Ok((backend, data))
 }
 
+/// Exports with a progress bar on a terminal.
+async fn export(
+    backend: &Backend,
+    data: &CampaignData,
+    assessments: &[Assessment],
+    options: &ExportOptions,
+) -> anyhow::Result<synthfleet_quality::export::ExportSummary> {
+    let bar = logging::progress_bar(
+        None,
+        std::io::stderr().is_terminal(),
+        "exporting {bar:30} {pos}/{len}",
+    );
+    let summary = synthfleet_quality::export::export(
+        data,
+        assessments,
+        backend.store(),
+        options,
+        &|done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
 /// Runs the stages and records the verdicts.
 async fn assess(backend: &Backend, data: &CampaignData) -> anyhow::Result<Vec<Assessment>> {
     let assessments = data.assess();
@@ -241,6 +272,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             out,
             anonymize,
             rows_per_shard,
+            since,
         } => {
             let (backend, data) = open(&target).await?;
             let assessments = assess(&backend, &data).await?;
@@ -253,10 +285,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 out,
                 anonymize,
                 rows_per_shard,
+                since,
             };
-            let summary =
-                synthfleet_quality::export::export(&data, &assessments, backend.store(), &options)
-                    .await?;
+            let summary = export(&backend, &data, &assessments, &options).await?;
             println!(
                 "exported {} rows of campaign {} ({} bytes):",
                 summary.rows,
@@ -302,10 +333,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 out: scratch.path().to_owned(),
                 anonymize,
                 rows_per_shard: 50_000,
+                since: None,
             };
-            let summary =
-                synthfleet_quality::export::export(&data, &assessments, backend.store(), &options)
-                    .await?;
+            let summary = export(&backend, &data, &assessments, &options).await?;
             for file in &summary.files {
                 let relative = file.strip_prefix(scratch.path()).unwrap_or(file);
                 let key = format!("exports/{name}/{}", relative.display());

@@ -168,18 +168,31 @@ impl Dataset {
         columns: &[Column],
         path: &Path,
     ) -> Result<(), QualityError> {
-        let spec = columns
-            .iter()
-            .map(|c| format!("'{}': '{}'", c.name, c.ty.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_json('{}', format = 'newline_delimited', columns = {{{spec}}}, maximum_object_size = 1073741824)",
-            sql_path(path)
+            "CREATE OR REPLACE TABLE {table} AS {}",
+            read_jsonl(columns, path)
         );
         self.conn
             .execute_batch(&sql)
             .map_err(duck(format!("loading table {table}")))
+    }
+
+    /// Writes a newline-delimited JSON file with the given columns as zstd Parquet, row
+    /// for row in its order, without a table in between.
+    pub fn jsonl_to_parquet(
+        &self,
+        columns: &[Column],
+        jsonl: &Path,
+        parquet: &Path,
+    ) -> Result<(), QualityError> {
+        let sql = format!(
+            "COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)",
+            read_jsonl(columns, jsonl),
+            sql_path(parquet)
+        );
+        self.conn
+            .execute_batch(&sql)
+            .map_err(duck(format!("writing {}", parquet.display())))
     }
 
     /// Runs `sql` and deserialises each result row (through DuckDB's JSON of the row).
@@ -230,6 +243,19 @@ impl Dataset {
     pub fn execute(&self, sql: &str) -> Result<(), QualityError> {
         self.conn.execute_batch(sql).map_err(duck(sql.to_owned()))
     }
+}
+
+/// A query reading a newline-delimited JSON file with the given columns.
+fn read_jsonl(columns: &[Column], path: &Path) -> String {
+    let spec = columns
+        .iter()
+        .map(|c| format!("'{}': '{}'", c.name, c.ty.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT * FROM read_json('{}', format = 'newline_delimited', columns = {{{spec}}}, maximum_object_size = 1073741824)",
+        sql_path(path)
+    )
 }
 
 /// A path as a single-quoted SQL string body.

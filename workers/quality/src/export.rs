@@ -6,7 +6,7 @@
 //! ours and the quality-stage verdicts.
 
 use crate::anonymize::Anonymizer;
-use crate::dataset::{Column, Dataset, JsonlWriter, MESSAGES_TYPE, TRAJECTORY_COLUMNS, sql_path};
+use crate::dataset::{Column, Dataset, JsonlWriter, MESSAGES_TYPE, TRAJECTORY_COLUMNS};
 use crate::review::Review;
 use crate::stages::Assessment;
 use crate::{CampaignData, Item, LOAD_CONCURRENCY, QualityError, TrajectoryRow};
@@ -61,6 +61,8 @@ pub struct ExportOptions {
     pub anonymize: bool,
     /// Rows per Parquet file of a Hugging Face export.
     pub rows_per_shard: usize,
+    /// Only trajectories finished after this time, as new shards beside the earlier ones.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -163,13 +165,17 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QualityError + '_ {
     }
 }
 
-/// Writes the export and returns what it wrote. Records are read again one at a time
-/// (checksums verified) and streamed to DuckDB through a file, so memory stays bounded.
+/// Writes the export and returns what it wrote. The selected records are read once, in
+/// trajectory-id order (16 reads in flight, checksums verified), and go shard by shard
+/// through a scratch JSONL file straight into DuckDB's Parquet writer: memory and scratch
+/// space are bounded by one shard, not the campaign. `progress` is called with
+/// (rows written, rows selected).
 pub async fn export(
     data: &CampaignData,
     assessments: &[Assessment],
     store: &TrajectoryStore,
     options: &ExportOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ExportSummary, QualityError> {
     if options.rows_per_shard == 0 {
         return Err(QualityError::Invalid(
@@ -177,59 +183,66 @@ pub async fn export(
         ));
     }
     let anonymizer = options.anonymize.then(Anonymizer::new);
-    let dataset = Dataset::new()?;
-    let jsonl = dataset.scratch_file("export.jsonl");
-    let mut out = JsonlWriter::create(&jsonl)?;
-    let mut records = futures_util::stream::iter(
-        data.items
-            .iter()
-            .zip(assessments)
-            .filter(|(item, a)| options.filter.keeps(item, a)),
-    )
-    .map(|(item, a)| async move { Ok::<_, QualityError>((item, a, item.record(store).await?)) })
-    .buffered(LOAD_CONCURRENCY);
-    while let Some(next) = records.next().await {
-        let (item, a, record) = next?;
-        let review = data.reviews.get(&item.meta.trajectory_id);
-        out.write(&export_row(item, &record, a, review, anonymizer.as_ref()))?;
-    }
-    out.finish()?;
-    dataset.load_jsonl("export_rows", &columns(), &jsonl)?;
-    // Numbered once in id order, so each shard is a range, not another sort.
-    dataset.execute(
-        "CREATE TABLE export AS SELECT row_number() OVER (ORDER BY trajectory_id) - 1 AS shard_row, * FROM export_rows; DROP TABLE export_rows",
-    )?;
-    let n = dataset.count("export")?;
+    let selected: Vec<(&Item, &Assessment)> = data
+        .items
+        .iter()
+        .zip(assessments)
+        .filter(|(item, a)| {
+            options.filter.keeps(item, a)
+                && options
+                    .since
+                    .is_none_or(|since| item.facts.created_at > since)
+        })
+        .collect();
+    let n = selected.len() as u64;
     std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
-    let targets: Vec<(PathBuf, u64, u64)> = match options.format {
-        Format::Parquet => vec![(options.out.join(format!("{}.parquet", data.name())), 0, n)],
+    let targets: Vec<(PathBuf, u64)> = match options.format {
+        Format::Parquet => vec![(options.out.join(format!("{}.parquet", data.name())), n)],
         Format::Hf => {
             let dir = options.out.join("data");
-            // A re-export must not leave shards of an earlier, larger one behind.
-            if dir.exists() {
+            // A full re-export must not leave shards of an earlier, larger one behind; an
+            // export `--since` adds its shards beside the earlier ones.
+            if options.since.is_none() && dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
             }
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             let per = options.rows_per_shard as u64;
             let shards = n.div_ceil(per).max(1);
+            let stamp = match options.since {
+                None => String::new(),
+                Some(_) => format!("{}-", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")),
+            };
             (0..shards)
                 .map(|i| {
                     (
-                        dir.join(format!("train-{i:05}-of-{shards:05}.parquet")),
-                        i * per,
-                        per,
+                        dir.join(format!("train-{stamp}{i:05}-of-{shards:05}.parquet")),
+                        per.min(n - i * per),
                     )
                 })
                 .collect()
         }
     };
-    let mut files = Vec::new();
-    let mut bytes = 0;
-    for (path, offset, limit) in targets {
-        dataset.execute(&format!(
-            "COPY (SELECT * EXCLUDE (shard_row) FROM export WHERE shard_row >= {offset} AND shard_row < {offset} + {limit} ORDER BY shard_row) TO '{}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)",
-            sql_path(&path)
-        ))?;
+    let dataset = Dataset::new()?;
+    let mut records = futures_util::stream::iter(selected)
+        .map(|(item, a)| async move { Ok::<_, QualityError>((item, a, item.record(store).await?)) })
+        .buffered(LOAD_CONCURRENCY);
+    let (mut files, mut bytes, mut written) = (Vec::new(), 0, 0u64);
+    for (path, rows) in targets {
+        let jsonl = dataset.scratch_file("shard.jsonl");
+        let mut out = JsonlWriter::create(&jsonl)?;
+        for _ in 0..rows {
+            let Some(next) = records.next().await else {
+                break;
+            };
+            let (item, a, record) = next?;
+            let review = data.reviews.get(&item.meta.trajectory_id);
+            out.write(&export_row(item, &record, a, review, anonymizer.as_ref()))?;
+            written += 1;
+            progress(written, n);
+        }
+        out.finish()?;
+        dataset.jsonl_to_parquet(&columns(), &jsonl, &path)?;
+        std::fs::remove_file(&jsonl).map_err(io(&jsonl))?;
         bytes += std::fs::metadata(&path).map_err(io(&path))?.len();
         files.push(path);
     }

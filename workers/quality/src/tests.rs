@@ -433,7 +433,9 @@ async fn export_writes_an_hf_layout_that_duckdb_reads_back() {
             out: dir.path().to_owned(),
             anonymize: true,
             rows_per_shard: 4,
+            since: None,
         },
+        &|_, _| {},
     )
     .await
     .expect("export");
@@ -471,6 +473,46 @@ async fn export_writes_an_hf_layout_that_duckdb_reads_back() {
     assert!(
         card.contains("anonymised") && card.contains("dedup 2"),
         "{card}"
+    );
+
+    // `--since` the last export: only the trajectory finished since, as a new shard
+    // beside the earlier ones.
+    let last = data.items.iter().map(|i| i.facts.created_at).max();
+    let late = record("t-late", "late-task", "m1", &["ls", "pytest"], true, 500);
+    known.store.commit(&late).await.expect("commit");
+    let data = CampaignData::load(&known.store, "known", &|_, _| {})
+        .await
+        .expect("load");
+    let progress = std::sync::Mutex::new(Vec::new());
+    let summary = export(
+        &data,
+        &data.assess(),
+        &known.store,
+        &ExportOptions {
+            format: Format::Hf,
+            filter: Filter::Resolved,
+            out: dir.path().to_owned(),
+            anonymize: false,
+            rows_per_shard: 4,
+            since: last,
+        },
+        &|done, total| progress.lock().expect("progress").push((done, total)),
+    )
+    .await
+    .expect("export since");
+    assert_eq!(summary.rows, 1);
+    assert_eq!(progress.into_inner().expect("progress"), vec![(1, 1)]);
+    let n: u64 = ds
+        .query_one::<serde_json::Value>(&format!(
+            "SELECT count(*)::UBIGINT AS n FROM read_parquet('{}')",
+            crate::dataset::sql_path(&glob)
+        ))
+        .expect("count")["n"]
+        .as_u64()
+        .unwrap_or_default();
+    assert_eq!(
+        n, 7,
+        "the earlier shards stay, the new one adds the late trajectory"
     );
 }
 

@@ -105,6 +105,8 @@ pub struct DockerSandboxes {
     host: String,
     /// The storage driver refused a writable-layer size (`disk_mb`): not asked again.
     no_disk_limits: Arc<AtomicBool>,
+    /// Whether each image has a user with uid 1000, as its first sandbox said.
+    uid_1000: Arc<std::sync::Mutex<HashMap<String, bool>>>,
 }
 
 impl DockerSandboxes {
@@ -121,6 +123,7 @@ impl DockerSandboxes {
             worker_id: worker_id.to_owned(),
             host,
             no_disk_limits: Arc::default(),
+            uid_1000: Arc::default(),
         })
     }
 
@@ -257,9 +260,11 @@ fn host_config(spec: &SandboxSpec, disk_limits: bool) -> HostConfig {
     }
 }
 
-#[async_trait]
-impl SandboxProvider for DockerSandboxes {
-    async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError> {
+impl DockerSandboxes {
+    /// A started, tethered container of `spec`'s image and limits, with the relay of the
+    /// user it will most likely run as, but no workdir yet: what the warm pool keeps as a
+    /// spare. [`DockerSandbox::assign`] makes it a sandbox for one task.
+    pub async fn start(&self, spec: &SandboxSpec) -> Result<DockerSandbox, SandboxError> {
         let image = match self.docker.inspect_image(&spec.image).await {
             Ok(image) => image,
             Err(bollard::errors::Error::DockerResponseServerError {
@@ -290,7 +295,6 @@ impl SandboxProvider for DockerSandboxes {
             stdin_once: Some(true),
             attach_stdin: Some(true),
             user: Some("0".into()),
-            working_dir: Some(spec.workdir.clone()),
             labels: Some(labels),
             network_disabled: Some(spec.limits.network == NetworkPolicy::None),
             env: Some(vec![]),
@@ -323,8 +327,9 @@ impl SandboxProvider for DockerSandboxes {
         let mut sandbox = DockerSandbox {
             docker: self.docker.clone(),
             id: created.id,
-            workdir: spec.workdir.clone(),
+            workdir: "/".into(),
             user: "0".into(),
+            has_uid_1000: false,
             digest,
             max_output_bytes: spec.limits.max_output_bytes,
             channel: spec.limits.channel,
@@ -350,15 +355,64 @@ impl SandboxProvider for DockerSandboxes {
                 .start_container::<String>(&sandbox.id, None)
                 .await
                 .map_err(|e| docker_error(&sandbox.id, "starting the container", e))?;
-            sandbox.user = sandbox.pick_user(&spec.limits.user).await?;
-            sandbox.warm_up().await;
+            sandbox.has_uid_1000 = self.has_uid_1000(&sandbox, &spec.image).await?;
+            // The relay of the user the sandbox will most likely run as.
+            let likely = match spec.limits.user.as_str() {
+                "auto" if sandbox.has_uid_1000 => "1000",
+                "auto" => "0",
+                user => user,
+            };
+            sandbox.warm_up(likely).await;
             Ok(())
         }
         .await;
-        if let Err(e) = started {
-            let _ = sandbox.destroy().await;
-            return Err(e);
+        match started {
+            Ok(()) => Ok(sandbox),
+            Err(e) => {
+                let _ = sandbox.destroy().await;
+                Err(e)
+            }
         }
+    }
+
+    /// Whether `image` has a user with uid 1000: asked of the first sandbox of each image,
+    /// then remembered.
+    async fn has_uid_1000(
+        &self,
+        sandbox: &DockerSandbox,
+        image: &str,
+    ) -> Result<bool, SandboxError> {
+        let known = self
+            .uid_1000
+            .lock()
+            .ok()
+            .and_then(|images| images.get(image).copied());
+        if let Some(known) = known {
+            return Ok(known);
+        }
+        let out = sandbox
+            .run_exec(
+                "getent passwd 1000 >/dev/null 2>&1 && echo yes || echo no",
+                "0",
+                HOUSEKEEPING_TIMEOUT,
+            )
+            .await?;
+        let has = out.output.trim() == "yes";
+        if let Ok(mut images) = self.uid_1000.lock() {
+            images.insert(image.to_owned(), has);
+        }
+        Ok(has)
+    }
+}
+
+#[async_trait]
+impl SandboxProvider for DockerSandboxes {
+    async fn create(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>, SandboxError> {
+        let sandbox = self
+            .start(spec)
+            .await?
+            .assign(&spec.workdir, &spec.limits.user)
+            .await?;
         Ok(Box::new(sandbox))
     }
 
@@ -412,6 +466,8 @@ pub struct DockerSandbox {
     id: String,
     workdir: String,
     user: String,
+    /// The image has a user with uid 1000.
+    has_uid_1000: bool,
     digest: Option<String>,
     max_output_bytes: usize,
     channel: SandboxChannel,
@@ -436,22 +492,49 @@ impl DockerSandbox {
         }
     }
 
-    /// `auto`: uid 1000 when the image has it and it owns the workdir; else root.
-    async fn pick_user(&self, wanted: &str) -> Result<String, SandboxError> {
-        if wanted != "auto" {
-            return Ok(wanted.to_owned());
+    /// Makes a started sandbox one for a task: its workdir, and its user — `auto`: uid 1000
+    /// when the image has it and it owns the workdir, else root. Fails when the sandbox
+    /// does not answer (so it doubles as the health check of a spare).
+    pub async fn assign(
+        mut self,
+        workdir: &str,
+        wanted_user: &str,
+    ) -> Result<DockerSandbox, SandboxError> {
+        self.workdir = workdir.to_owned();
+        let answered = match wanted_user {
+            "auto" if self.has_uid_1000 => {
+                let probe = format!(
+                    "stat -c %u {} 2>/dev/null",
+                    synthfleet_core::task::shell_quote(workdir)
+                );
+                let out = self.run(&probe, "1000", HOUSEKEEPING_TIMEOUT).await?;
+                self.user = if out.output.trim() == "1000" {
+                    "1000"
+                } else {
+                    "0"
+                }
+                .into();
+                out.exit_code.is_some()
+            }
+            "auto" => {
+                self.user = "0".into();
+                false
+            }
+            user => {
+                self.user = user.to_owned();
+                false
+            }
+        };
+        // The user's relay answers (started now if it was not).
+        if !answered || self.user != "1000" {
+            let out = self.run("true", &self.user, HOUSEKEEPING_TIMEOUT).await?;
+            if out.exit_code != Some(0) {
+                return Err(SandboxError::Unresponsive {
+                    container: self.id.clone(),
+                });
+            }
         }
-        let probe = format!(
-            "getent passwd 1000 >/dev/null 2>&1 && [ \"$(stat -c %u {} 2>/dev/null)\" = 1000 ] && echo 1000 || echo 0",
-            synthfleet_core::task::shell_quote(&self.workdir)
-        );
-        let out = self.run(&probe, "0", HOUSEKEEPING_TIMEOUT).await?;
-        Ok(if out.output.trim() == "1000" {
-            "1000"
-        } else {
-            "0"
-        }
-        .to_owned())
+        Ok(self)
     }
 
     /// Runs `command` as `user`: through that user's relay (started on first use), or
@@ -511,7 +594,8 @@ impl DockerSandbox {
                 CreateExecOptions {
                     cmd: Some(vec!["bash", "-c", relay::SCRIPT]),
                     user: Some(user),
-                    working_dir: Some(self.workdir.as_str()),
+                    // Each command says where it runs.
+                    working_dir: Some("/"),
                     env: Some(COMMAND_ENV.to_vec()),
                     attach_stdin: Some(true),
                     ..Default::default()
@@ -539,7 +623,7 @@ impl DockerSandbox {
     ) -> Result<(ExecOutput, bool), SandboxError> {
         let started = Instant::now();
         let mut reader = relay
-            .send(command)
+            .send(&self.workdir, command)
             .await
             .map_err(|e| docker_error(&self.id, "sending a command to the relay", e))?;
         let mut capture = Capture::new(self.max_output_bytes);
@@ -730,10 +814,10 @@ impl DockerSandbox {
         }
     }
 
-    /// Starts the relay of the sandbox user ahead of the first step.
-    async fn warm_up(&self) {
+    /// Starts the relay of `user` ahead of the first command.
+    async fn warm_up(&self, user: &str) {
         let mut relays = self.relays.lock().await;
-        self.relay_ready(&mut relays, &self.user).await;
+        self.relay_ready(&mut relays, user).await;
     }
 }
 

@@ -2,9 +2,10 @@
 //! image the worker keeps using finds one ready instead of waiting for create, start and
 //! the relay (hundreds of milliseconds on a busy engine).
 //!
-//! * A spare is a fresh sandbox of one spec (image, workdir, labels, limits). It is handed
-//!   out once, after a health check (a command through its relay), and never comes back:
-//!   `destroy` removes it.
+//! * A spare is a fresh, started sandbox of one spec (image, labels, limits — not the
+//!   workdir: a spare gets the task's workdir and user when it is taken, so the tasks of a
+//!   campaign that share an image share spares). It is handed out once, after a command
+//!   through its relay (the health check), and never comes back: `destroy` removes it.
 //! * Which specs get spares: those in demand. A spec acquired [`REPEATS`] times within
 //!   [`WINDOW`] (a rollout and its verification make two; a third is another sample of the
 //!   task) gets as many spares as it has sandboxes in use, up to `max_idle` spares in all.
@@ -13,7 +14,7 @@
 //! * Removal runs in the background, off the rollout's critical path;
 //!   [`WarmPool::shutdown`] removes the spares and waits for every removal and fill.
 
-use crate::DockerSandboxes;
+use crate::{DockerSandbox, DockerSandboxes};
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +33,6 @@ pub const WINDOW: Duration = Duration::from_secs(300);
 pub const IDLE_TTL: Duration = Duration::from_secs(60);
 /// No spare is made while the host has less memory than this available.
 pub const MIN_FREE_MEMORY_MB: u64 = 1024;
-/// Time allowed for the health check of a spare.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the pool did, for benchmarks and status lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,7 +71,7 @@ struct State {
 /// One spec's spares and demand.
 struct Demand {
     spec: SandboxSpec,
-    idle: VecDeque<(Arc<dyn Sandbox>, Instant)>,
+    idle: VecDeque<(DockerSandbox, Instant)>,
     filling: usize,
     in_use: usize,
     acquired: VecDeque<Instant>,
@@ -113,7 +112,7 @@ impl WarmPool {
     /// no spare afterwards.
     pub async fn shutdown(&self) {
         self.closing.cancel();
-        let spares: Vec<Arc<dyn Sandbox>> = {
+        let spares: Vec<DockerSandbox> = {
             let mut state = self.lock();
             state.closed = true;
             let spares: Vec<_> = state
@@ -125,7 +124,7 @@ impl WarmPool {
             spares
         };
         for spare in spares {
-            self.remove_later(spare);
+            self.remove_later(Arc::new(spare));
         }
         self.tasks.close();
         self.tasks.wait().await;
@@ -144,15 +143,25 @@ impl WarmPool {
         });
     }
 
-    /// Takes the oldest healthy spare of `key`, removing stale and unhealthy ones.
-    async fn take_spare(&self, key: &str) -> Option<Arc<dyn Sandbox>> {
+    /// Takes the oldest spare of `key` that answers, made a sandbox for `spec`; removes
+    /// stale and unresponsive ones.
+    async fn take_spare(&self, key: &str, spec: &SandboxSpec) -> Option<Arc<dyn Sandbox>> {
         loop {
             let (spare, since) = self.lock().specs.get_mut(key)?.idle.pop_front()?;
-            if since.elapsed() < IDLE_TTL && healthy(spare.as_ref()).await {
-                return Some(spare);
+            if since.elapsed() >= IDLE_TTL {
+                self.lock().stats.discarded += 1;
+                self.remove_later(Arc::new(spare));
+                continue;
             }
-            self.lock().stats.discarded += 1;
-            self.remove_later(spare);
+            let id = spare.id().to_owned();
+            match spare.assign(&spec.workdir, &spec.limits.user).await {
+                Ok(sandbox) => return Some(Arc::new(sandbox)),
+                Err(e) => {
+                    // The container of a spare that fails its check goes with its tether.
+                    warn!(container = %id, error = %error_chain(&e), "a spare sandbox did not answer; discarded");
+                    self.lock().stats.discarded += 1;
+                }
+            }
         }
     }
 
@@ -197,7 +206,7 @@ impl WarmPool {
     fn spawn_fill(&self, key: String, spec: SandboxSpec) {
         let pool = self.clone();
         self.tasks.spawn(async move {
-            let created = pool.engine.create(&spec).await;
+            let created = pool.engine.start(&spec).await;
             let leftover = {
                 let mut state = pool.lock();
                 let closed = state.closed;
@@ -205,10 +214,10 @@ impl WarmPool {
                 match (created, demand) {
                     (Ok(sandbox), Some(demand)) if !closed => {
                         demand.filling = demand.filling.saturating_sub(1);
-                        demand.idle.push_back((Arc::from(sandbox), Instant::now()));
+                        demand.idle.push_back((sandbox, Instant::now()));
                         None
                     }
-                    (Ok(sandbox), _) => Some(Arc::from(sandbox)),
+                    (Ok(sandbox), _) => Some(Arc::new(sandbox)),
                     (Err(e), demand) => {
                         if let Some(demand) = demand {
                             demand.filling = demand.filling.saturating_sub(1);
@@ -233,7 +242,7 @@ impl WarmPool {
     }
 
     fn expire(&self) {
-        let stale: Vec<Arc<dyn Sandbox>> = {
+        let stale: Vec<DockerSandbox> = {
             let mut state = self.lock();
             let mut stale = Vec::new();
             for demand in state.specs.values_mut() {
@@ -249,7 +258,7 @@ impl WarmPool {
             stale
         };
         for spare in stale {
-            self.remove_later(spare);
+            self.remove_later(Arc::new(spare));
         }
     }
 
@@ -260,22 +269,9 @@ impl WarmPool {
     }
 }
 
-/// The spec's identity: everything a sandbox is made from.
+/// What a spare is made from: the spec but its workdir (given when the spare is taken).
 fn key(spec: &SandboxSpec) -> String {
-    format!(
-        "{}\0{}\0{:?}\0{:?}",
-        spec.image, spec.workdir, spec.labels, spec.limits
-    )
-}
-
-async fn healthy(sandbox: &dyn Sandbox) -> bool {
-    matches!(
-        sandbox.exec("true", HEALTH_TIMEOUT).await,
-        Ok(ExecOutput {
-            exit_code: Some(0),
-            ..
-        })
-    )
+    format!("{}\0{:?}\0{:?}", spec.image, spec.labels, spec.limits)
 }
 
 /// `MemAvailable` of /proc/meminfo; `None` where there is none (not Linux).
@@ -303,7 +299,7 @@ impl SandboxProvider for WarmPool {
             demand.in_use += 1;
             state.images.insert(spec.image.clone(), Instant::now());
         }
-        let sandbox = match self.take_spare(&key).await {
+        let sandbox = match self.take_spare(&key, spec).await {
             Some(spare) => {
                 self.lock().stats.warm += 1;
                 debug!(container = spare.id(), image = %spec.image, "warm sandbox from the pool");

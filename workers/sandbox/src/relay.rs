@@ -5,9 +5,11 @@
 //! engine, 200+ ms on a busy one). It needs nothing in the image but `bash` and
 //! coreutils, and no network (the channel is the exec's own stdin and stdout).
 //!
-//! Request: `<nonce> <length>\n`, then `length` bytes: the command and one `.` (so that
-//! `$(head -c)` keeps the command's trailing newlines). A short command is read by bash
-//! itself (no process); a long one by `head`, which reads it in blocks. Reply: the command's stdout and
+//! Request: `<nonce> <dir length> <length>\n`, then the directory the command runs in, then
+//! `length` bytes: the command and one `.` (so that `$(head -c)` keeps the command's
+//! trailing newlines). A short command is read by bash itself (no process); a long one by
+//! `head`, which reads it in blocks. The directory comes with each command, so one relay
+//! serves a sandbox whatever its workdir (a spare of the warm pool gets it when taken). Reply: the command's stdout and
 //! stderr interleaved as produced, then `\0SFEND:<nonce>:<status>\n`. The relay waits
 //! until every holder of the output pipe has closed it — background children included —
 //! exactly as `docker exec` does. The nonce is random per command and never visible to
@@ -28,13 +30,14 @@ use tracing::warn;
 /// /dev/null: it never reads the request channel.
 pub(crate) const SCRIPT: &str = r#"LC_ALL=C
 printf 'SFRELAY %s\n' "$$"
-while read -r nonce length; do
+while read -r nonce dirlength length; do
+  IFS= read -r -N "$dirlength" dir
   if [ "$length" -le 8192 ]; then
     IFS= read -r -N "$length" command
   else
     command=$(head -c "$length")
   fi
-  bash -c "${command%.}" </dev/null 2>&1 | cat
+  (cd -- "$dir" && exec bash -c "${command%.}") </dev/null 2>&1 | cat
   status=${PIPESTATUS[0]}
   printf '\0SFEND:%s:%s\n' "$nonce" "$status"
 done
@@ -102,10 +105,12 @@ impl Relay {
         }
     }
 
-    /// Sends `command`; the reply is read with [`Relay::read_reply`] and `reader`.
-    pub(crate) async fn send(&mut self, command: &str) -> std::io::Result<ReplyReader> {
+    /// Sends `command`, to run in `dir`; the reply is read with [`Relay::read_reply`] and
+    /// `reader`.
+    pub(crate) async fn send(&mut self, dir: &str, command: &str) -> std::io::Result<ReplyReader> {
         let nonce = nonce();
-        let mut request = format!("{nonce} {}\n", command.len() + 1).into_bytes();
+        let mut request = format!("{nonce} {} {}\n", dir.len(), command.len() + 1).into_bytes();
+        request.extend_from_slice(dir.as_bytes());
         request.extend_from_slice(command.as_bytes());
         request.push(b'.');
         self.input.write_all(&request).await?;
