@@ -13,8 +13,9 @@ use synthfleet_core::ports::{Sandbox, SandboxProvider, SandboxSpec};
 use synthfleet_core::task::Task;
 use synthfleet_core::trajectory::Verification;
 
-const PATCH_PATH: &str = "/.synthfleet/patch.diff";
-const EVAL_PATH: &str = "/.synthfleet/eval.sh";
+/// In the sandbox's scratch space, which every sandbox user may write.
+const PATCH_PATH: &str = "/tmp/.synthfleet/patch.diff";
+const EVAL_PATH: &str = "/tmp/.synthfleet/eval.sh";
 const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 const KEPT_OUTPUT_CHARS: usize = 20_000;
 /// Lets git work in a repository another uid owns, without writing a global config.

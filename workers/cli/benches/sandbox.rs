@@ -2,7 +2,8 @@
 //! memory, side by side with mini-swe-agent on the same tasks, images and LLM server.
 //!
 //! `tests/benches/sandbox.sh` runs it (it installs mini-swe-agent from PyPI into a venv);
-//! by hand: `cargo bench -p synthfleet-cli --bench sandbox -- [--mini PYTHON] [--quick]`.
+//! by hand: `cargo bench -p synthfleet-cli --bench sandbox -- [--mini PYTHON] [--quick]
+//! [--levels 8:0,32:1] [--rollouts-only]` (levels: concurrency:LLM seconds).
 //! Needs Docker and the quick start's image (`examples/quickstart/build-image.sh`). The
 //! tables go to stdout and to `target/bench/sandbox.md`.
 
@@ -20,6 +21,10 @@ struct Options {
     /// The Python of a venv with mini-swe-agent; none: synthfleet alone.
     mini: Option<PathBuf>,
     quick: bool,
+    /// Rollouts only: no step or acquisition measurements.
+    rollouts_only: bool,
+    /// The rollout workloads: (concurrency, LLM latency in seconds).
+    levels: Vec<(usize, u64)>,
 }
 
 fn options() -> Options {
@@ -27,11 +32,29 @@ fn options() -> Options {
     let mut options = Options {
         mini: None,
         quick: false,
+        rollouts_only: false,
+        levels: vec![(1, 0), (4, 0), (8, 0), (32, 0), (1, 1), (8, 1), (32, 1)],
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--mini" => options.mini = args.next().map(PathBuf::from),
-            "--quick" => options.quick = true,
+            "--rollouts-only" => options.rollouts_only = true,
+            "--quick" => {
+                options.quick = true;
+                options.levels = vec![(1, 0), (4, 0)];
+            }
+            // e.g. `--levels 8:0,32:1`: concurrency 8 with an instant LLM, 32 with 1 s.
+            "--levels" => {
+                options.levels = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|level| {
+                        let (c, s) = level.split_once(':')?;
+                        Some((c.parse().ok()?, s.parse().ok()?))
+                    })
+                    .collect()
+            }
             // `cargo bench` passes --bench.
             _ => {}
         }
@@ -44,8 +67,10 @@ fn main() {
     let options = options();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut out = String::new();
-    out += &runtime.block_on(steps(&options));
-    out += &runtime.block_on(acquisition(&options));
+    if !options.rollouts_only {
+        out += &runtime.block_on(steps(&options));
+        out += &runtime.block_on(acquisition(&options));
+    }
     out += &rollouts(&options, &runtime);
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
@@ -263,6 +288,8 @@ struct Measured {
     peak_rss_mb: f64,
     /// Median sandbox time of an agent step, from the records (synthfleet only).
     step_p50: Option<Duration>,
+    /// Share of sandboxes that came from the warm pool (synthfleet only).
+    warm_share: Option<f64>,
 }
 
 /// Runs `command` to completion, sampling its peak resident memory.
@@ -414,8 +441,17 @@ fn run_synthfleet(
                 .ok()
         })
         .unwrap_or(0);
+    // The run's last log line counts the sandboxes the warm pool served.
+    let finished: serde_json::Value = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "campaign run finished")
+        .unwrap_or_default();
+    let acquisitions = ["warm_acquisitions", "cold_acquisitions"]
+        .map(|k| finished["fields"][k].as_u64().unwrap_or_default());
     let mut steps = runtime.block_on(step_durations(&dir.path().join("state")));
     Measured {
+        warm_share: Some(acquisitions[0] as f64 / acquisitions.iter().sum::<u64>().max(1) as f64),
         wall,
         completed,
         peak_rss_mb,
@@ -469,6 +505,7 @@ fn run_mini(
         completed: results["completed"].as_u64().unwrap_or(0) as usize,
         peak_rss_mb,
         step_p50: None,
+        warm_share: None,
     }
 }
 
@@ -481,15 +518,10 @@ fn per_minute(m: &Measured) -> f64 {
 fn rollouts(options: &Options, runtime: &tokio::runtime::Runtime) -> String {
     let tasks = bench_tasks();
     let mut table = String::from(
-        "\n## Rollouts (six quick-start tasks; synthfleet verifies each rollout in a fresh sandbox, mini-swe-agent does not)\n\n| concurrency, LLM latency | rollouts | mini-swe-agent | synthfleet | ratio | synthfleet step median | peak RSS mini-swe-agent | peak RSS synthfleet |\n|---|---|---|---|---|---|---|---|\n",
+        "\n## Rollouts (six quick-start tasks; synthfleet verifies each rollout in a fresh sandbox, mini-swe-agent does not)\n\n| concurrency, LLM latency | rollouts | mini-swe-agent | synthfleet | ratio | synthfleet step median | sandboxes from the pool | peak RSS mini-swe-agent | peak RSS synthfleet |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     print!("{table}");
-    let levels: &[(usize, u64)] = if options.quick {
-        &[(1, 0), (4, 0)]
-    } else {
-        &[(1, 0), (4, 0), (8, 0), (32, 0), (1, 1), (8, 1), (32, 1)]
-    };
-    for &(concurrency, delay_s) in levels {
+    for &(concurrency, delay_s) in &options.levels {
         let delay = Duration::from_secs(delay_s);
         // At least four rounds of the concurrency, at least two samples per task.
         let samples = ((concurrency * 4).div_ceil(tasks.len()) as u32).max(2);
@@ -501,7 +533,7 @@ fn rollouts(options: &Options, runtime: &tokio::runtime::Runtime) -> String {
             .as_deref()
             .map(|python| run_mini(python, &tasks, samples, concurrency, delay));
         let row = format!(
-            "| {concurrency}, {} | {total} | {} | {:.1}/min | {} | {} | {} | {:.0} MB |\n",
+            "| {concurrency}, {} | {total} | {} | {:.1}/min | {} | {} | {} | {} | {:.0} MB |\n",
             if delay_s == 0 {
                 "instant".to_owned()
             } else {
@@ -518,6 +550,8 @@ fn rollouts(options: &Options, runtime: &tokio::runtime::Runtime) -> String {
                 per_minute(&ours) / per_minute(m)
             )),
             ours.step_p50.map_or("—".to_owned(), ms),
+            ours.warm_share
+                .map_or("—".to_owned(), |s| format!("{:.0}%", s * 100.0)),
             theirs
                 .as_ref()
                 .map_or("—".to_owned(), |m| format!("{:.0} MB", m.peak_rss_mb)),

@@ -21,8 +21,8 @@ use tracing::{Instrument, info, info_span, warn};
 /// `worker`.
 #[derive(Args)]
 pub struct HostArgs {
-    /// Spare sandboxes kept started for the task images in use, so that a rollout finds
-    /// one ready (0: none); default: the concurrency.
+    /// Spare sandboxes kept started for the task images in use, so that a rollout (and its
+    /// verification) finds one ready (0: none); default: twice the concurrency.
     #[arg(long, env = "SYNTHFLEET_WARM_POOL")]
     warm_pool: Option<usize>,
     /// Megabytes to keep free on Docker's disk: below it, unused task images are removed
@@ -35,7 +35,8 @@ impl HostArgs {
     pub fn pool(&self, engine: DockerSandboxes, concurrency: u16) -> WarmPool {
         WarmPool::new(
             engine,
-            self.warm_pool.unwrap_or(usize::from(concurrency.max(1))),
+            self.warm_pool
+                .unwrap_or(2 * usize::from(concurrency.max(1))),
         )
     }
 

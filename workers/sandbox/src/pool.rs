@@ -7,8 +7,12 @@
 //!   campaign that share an image share spares). It is handed out once, after a command
 //!   through its relay (the health check), and never comes back: `destroy` removes it.
 //! * Which specs get spares: those in demand. A spec acquired [`REPEATS`] times within
-//!   [`WINDOW`] (a rollout and its verification make two; a third is another sample of the
-//!   task) gets as many spares as it has sandboxes in use, up to `max_idle` spares in all.
+//!   [`WINDOW`] (a rollout and its verification make two; a third is another rollout)
+//!   gets as many spares as it will be asked for while one is made: its acquisitions per
+//!   second over the last [`RATE_WINDOW`] times the time a spare takes to make (measured),
+//!   doubled for bursts — at least one, at most as many as it has in use, and at most
+//!   `max_idle` spares in all. So a busy spec keeps a few spares, not one per rollout, and
+//!   few are left over when the work ends.
 //!   A spare unused for [`IDLE_TTL`] is removed, and none is made while the host has
 //!   less than [`MIN_FREE_MEMORY_MB`] of memory available.
 //! * Removal runs in the background, off the rollout's critical path;
@@ -29,6 +33,8 @@ use tracing::{debug, warn};
 /// Acquisitions of one spec within [`WINDOW`] from which it gets spares.
 pub const REPEATS: usize = 3;
 pub const WINDOW: Duration = Duration::from_secs(300);
+/// The window the acquisition rate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// A spare nobody took for this long is removed.
 pub const IDLE_TTL: Duration = Duration::from_secs(60);
 /// No spare is made while the host has less memory than this available.
@@ -75,6 +81,8 @@ struct Demand {
     filling: usize,
     in_use: usize,
     acquired: VecDeque<Instant>,
+    /// How long making a spare takes (a moving average).
+    make_time: Duration,
 }
 
 impl WarmPool {
@@ -193,8 +201,17 @@ impl WarmPool {
             if demand.acquired.len() < REPEATS {
                 return;
             }
+            let recent = demand
+                .acquired
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) <= RATE_WINDOW)
+                .count();
+            let per_second = recent as f64 / RATE_WINDOW.as_secs_f64();
+            let target = ((per_second * demand.make_time.as_secs_f64() * 2.0).ceil() as usize)
+                .clamp(1, demand.in_use.max(1));
             let have = demand.idle.len() + demand.filling;
-            let wanted = demand.in_use.saturating_sub(have).min(room);
+            let wanted = target.saturating_sub(have).min(room);
             demand.filling += wanted;
             (demand.spec.clone(), wanted)
         };
@@ -206,6 +223,7 @@ impl WarmPool {
     fn spawn_fill(&self, key: String, spec: SandboxSpec) {
         let pool = self.clone();
         self.tasks.spawn(async move {
+            let started = Instant::now();
             let created = pool.engine.start(&spec).await;
             let leftover = {
                 let mut state = pool.lock();
@@ -214,6 +232,7 @@ impl WarmPool {
                 match (created, demand) {
                     (Ok(sandbox), Some(demand)) if !closed => {
                         demand.filling = demand.filling.saturating_sub(1);
+                        demand.make_time = (demand.make_time * 3 + started.elapsed()) / 4;
                         demand.idle.push_back((sandbox, Instant::now()));
                         None
                     }
@@ -294,6 +313,7 @@ impl SandboxProvider for WarmPool {
                 filling: 0,
                 in_use: 0,
                 acquired: VecDeque::new(),
+                make_time: Duration::from_millis(500),
             });
             demand.acquired.push_back(Instant::now());
             demand.in_use += 1;
