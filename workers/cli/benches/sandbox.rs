@@ -188,7 +188,7 @@ async fn steps(options: &Options) -> String {
         sandbox.destroy().await.expect("destroy");
     }
     table += &format!(
-        "\nRelay overhead over spawning inside: {} (target ≤ 5 ms); under {concurrent} concurrent: {:.2}× the idle median (target ≤ 2×).\n",
+        "\nRelay overhead over spawning inside: {} (target ≤ 5 ms). {concurrent} sandboxes stepping back to back, with no think time, saturate the CPU: {:.2}× the idle median (the step median under 32 concurrent rollouts is in the rollouts table).\n",
         ms(relay_p50.saturating_sub(spawn)),
         loaded_p50.as_secs_f64() / relay_p50.as_secs_f64()
     );
