@@ -557,7 +557,7 @@ async fn disk_pressure_removes_only_the_images_nothing_needs() {
         std::collections::BTreeSet::from([images[2].to_owned()]),
     );
     guard.recent = Duration::ZERO;
-    let collected = guard.collect(Some(u64::MAX)).await.expect("collect");
+    let collected = guard.collect(u64::MAX).await.expect("collect");
     assert_eq!(collected.removed, vec![images[0].to_owned()]);
     assert_eq!(
         engine.missing_images(images).await.expect("inspect"),
@@ -594,4 +594,52 @@ async fn a_disk_limit_the_storage_driver_cannot_enforce_is_not_fatal() {
         assert_eq!(run(sandbox.as_ref(), "echo ok").await.1, "ok");
         sandbox.destroy().await.expect("destroy");
     }
+}
+
+/// Through either channel: any bytes written land where the sandbox sees them, `/tmp` (a
+/// tmpfs mount) included; a workdir the image lacks is made; the environment is what
+/// `docker exec` gives; a NUL byte in a command is left out.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_workdirs_and_environment_are_the_same_through_either_channel() {
+    let provider = DockerSandboxes::connect("test-channels").expect("docker");
+    let mut seen = Vec::new();
+    for channel in [SandboxChannel::Relay, SandboxChannel::Exec] {
+        let mut spec = spec(
+            "t-channels",
+            SandboxConfig {
+                channel,
+                ..SandboxConfig::default()
+            },
+        );
+        spec.workdir = "/srv/not-in-the-image".into();
+        let sandbox = provider.create(&spec).await.expect("create");
+        let s = sandbox.as_ref();
+        assert_eq!(
+            run(s, "pwd").await.1,
+            "/srv/not-in-the-image",
+            "{channel:?}"
+        );
+
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(200 * 1024).collect();
+        s.write_file("/tmp/deep/dir/blob.bin", &bytes)
+            .await
+            .expect("write");
+        assert_eq!(
+            run(
+                s,
+                "python3 -c \"d = open('/tmp/deep/dir/blob.bin', 'rb').read(); print(len(d), d == bytes(range(256)) * 800)\""
+            )
+            .await
+            .1,
+            "204800 True",
+            "{channel:?}: the whole file, byte for byte, in the tmpfs"
+        );
+        assert_eq!(run(s, "echo a\0b").await, (Some(0), "ab".to_owned()));
+        seen.push(run(s, "env | grep -v ^HOSTNAME= | sort").await.1);
+        sandbox.destroy().await.expect("destroy");
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "the same environment through both channels"
+    );
 }

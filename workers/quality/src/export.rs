@@ -6,7 +6,7 @@
 //! ours and the quality-stage verdicts.
 
 use crate::anonymize::Anonymizer;
-use crate::dataset::{Column, Dataset, JsonlWriter, MESSAGES_TYPE, TRAJECTORY_COLUMNS};
+use crate::dataset::{Column, Dataset, JsonlWriter, MESSAGES_TYPE, TRAJECTORY_COLUMNS, sql_path};
 use crate::review::Review;
 use crate::stages::Assessment;
 use crate::{CampaignData, Item, LOAD_CONCURRENCY, QualityError, TrajectoryRow};
@@ -196,8 +196,19 @@ pub async fn export(
         .collect();
     let n = selected.len() as u64;
     std::fs::create_dir_all(&options.out).map_err(io(&options.out))?;
+    // An export `--since` adds files beside the earlier ones, named by when it ran.
+    let when = options
+        .since
+        .map(|_| chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string());
+    let stamp = when.as_ref().map_or(String::new(), |w| format!("{w}-"));
     let targets: Vec<(PathBuf, u64)> = match options.format {
-        Format::Parquet => vec![(options.out.join(format!("{}.parquet", data.name())), n)],
+        Format::Parquet => vec![(
+            options.out.join(match &when {
+                None => format!("{}.parquet", data.name()),
+                Some(w) => format!("{}-{w}.parquet", data.name()),
+            }),
+            n,
+        )],
         Format::Hf => {
             let dir = options.out.join("data");
             // A full re-export must not leave shards of an earlier, larger one behind; an
@@ -208,10 +219,6 @@ pub async fn export(
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
             let per = options.rows_per_shard as u64;
             let shards = n.div_ceil(per).max(1);
-            let stamp = match options.since {
-                None => String::new(),
-                Some(_) => format!("{}-", chrono::Utc::now().format("%Y%m%dT%H%M%SZ")),
-            };
             (0..shards)
                 .map(|i| {
                     (
@@ -247,8 +254,16 @@ pub async fn export(
         files.push(path);
     }
     if options.format == Format::Hf {
+        // The card describes every shard in the folder, earlier exports' included.
+        let shards = options.out.join("data/train-*.parquet");
+        let rows: u64 = dataset.query_one::<serde_json::Value>(&format!(
+            "SELECT count(*)::UBIGINT AS n FROM read_parquet('{}')",
+            sql_path(&shards)
+        ))?["n"]
+            .as_u64()
+            .unwrap_or(n);
         let card = options.out.join("README.md");
-        std::fs::write(&card, dataset_card(data, assessments, options, n)).map_err(io(&card))?;
+        std::fs::write(&card, dataset_card(data, assessments, options, rows)).map_err(io(&card))?;
         files.push(card);
     }
     Ok(ExportSummary {

@@ -514,6 +514,11 @@ async fn export_writes_an_hf_layout_that_duckdb_reads_back() {
         n, 7,
         "the earlier shards stay, the new one adds the late trajectory"
     );
+    let card = std::fs::read_to_string(dir.path().join("README.md")).expect("card");
+    assert!(
+        card.contains("- Rows: 7 "),
+        "the card counts every shard: {card}"
+    );
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@
 //!   container took meanwhile: removal is never forced).
 //!
 //! Least recently used first, one at a time, until the free space is back above the
-//! threshold. Images unused for `max_age` go too, under pressure or not.
+//! threshold. Nothing is removed without pressure: synthfleet never pulls, so an image
+//! removed is gone for the tasks that may still come for it.
 
 use crate::{DockerSandboxes, WarmPool, docker_error};
 use async_trait::async_trait;
@@ -33,16 +34,9 @@ pub struct DiskGuard {
     keep: BTreeSet<String>,
     /// Images asked for within this long are about to be used again.
     pub recent: Duration,
-    /// Images unused for this long are removed even without pressure.
-    pub max_age: Duration,
     /// Docker's root directory, as seen from this host (none: a remote engine).
     root: tokio::sync::OnceCell<Option<PathBuf>>,
-    /// When images were last looked at without pressure (for `max_age`).
-    swept: std::sync::Mutex<Option<Instant>>,
 }
-
-/// How often images are looked at for `max_age` while the disk has room.
-const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
 /// What a collection removed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -57,9 +51,7 @@ impl DiskGuard {
             min_free_mb,
             keep,
             recent: Duration::from_secs(30 * 60),
-            max_age: Duration::from_secs(24 * 3600),
             root: tokio::sync::OnceCell::new(),
-            swept: std::sync::Mutex::new(None),
         }
     }
 
@@ -101,17 +93,9 @@ impl DiskGuard {
         Some(kb / 1024)
     }
 
-    async fn has_room(&self, want_free_mb: Option<u64>) -> bool {
-        match want_free_mb {
-            None => true,
-            Some(want) => self.free_mb().await.is_none_or(|mb| mb >= want),
-        }
-    }
-
-    /// Removes the images this worker used that are neither about to be used nor in use:
-    /// those unused for `max_age`, then, while less than `want_free_mb` is available, the
-    /// least recently used others.
-    pub async fn collect(&self, want_free_mb: Option<u64>) -> Result<Collected, SandboxError> {
+    /// Removes the images this worker used that are neither about to be used nor in use,
+    /// least recently used first, while less than `want_free_mb` is available.
+    pub async fn collect(&self, want_free_mb: u64) -> Result<Collected, SandboxError> {
         let docker = &self.engine().docker;
         let containers = docker
             .list_containers(Some(ListContainersOptions::<String> {
@@ -132,10 +116,9 @@ impl DiskGuard {
             .collect();
         candidates.sort_by_key(|(_, used)| *used);
         let mut collected = Collected::default();
-        for (image, used) in candidates {
-            let expired = used.elapsed() >= self.max_age;
-            if !expired && self.has_room(want_free_mb).await {
-                continue;
+        for (image, _) in candidates {
+            if self.free_mb().await.is_none_or(|mb| mb >= want_free_mb) {
+                break;
             }
             let id = match docker.inspect_image(&image).await {
                 Ok(inspected) => inspected.id,
@@ -152,7 +135,7 @@ impl DiskGuard {
                 .await
             {
                 Ok(_) => {
-                    info!(%image, expired, "removed an image no rollout needs now");
+                    info!(%image, "removed an image no rollout needs now, for disk space");
                     collected.removed.push(image);
                 }
                 // Taken by a container meanwhile, or already gone.
@@ -170,26 +153,16 @@ impl DiskGuard {
 #[async_trait]
 impl HostCapacity for DiskGuard {
     async fn pressure(&self) -> Option<String> {
-        let free = self.free_mb().await?;
-        if free >= self.min_free_mb {
-            let Ok(mut swept) = self.swept.lock() else {
-                return None;
-            };
-            if swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
-                return None;
-            }
-            *swept = Some(Instant::now());
+        if self.free_mb().await? >= self.min_free_mb {
+            return None;
         }
-        let collected = match self.collect(Some(self.min_free_mb)).await {
+        let collected = match self.collect(self.min_free_mb).await {
             Ok(collected) => collected,
             Err(e) => {
                 warn!(error = %error_chain(&e), "collecting unused images failed");
                 Collected::default()
             }
         };
-        if free >= self.min_free_mb {
-            return None;
-        }
         let now = self.free_mb().await?;
         (now < self.min_free_mb).then(|| {
             format!(

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::{
     AttachContainerOptions, Config, CreateContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, UploadToContainerOptions,
+    RemoveContainerOptions,
 };
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::HostConfig;
@@ -94,8 +94,35 @@ type ExecStream = std::pin::Pin<
     >,
 >;
 
-/// The longest command that writes a file through the relay.
-const RELAYED_WRITE_MAX: usize = 120 * 1024;
+/// Bytes of a file per command that writes it (base64 in one argument; an argument may
+/// hold 128 KiB).
+const WRITE_CHUNK: usize = 48 * 1024;
+
+/// The commands that write `contents` to `path` as the sandbox user, creating its
+/// directory: base64 chunks decoded by coreutils, so any bytes go, through either channel,
+/// and a file lands where the sandbox sees it (an upload through the engine into a tmpfs
+/// mount would land under it, unseen).
+fn write_commands(path: &str, contents: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    let quote = synthfleet_core::task::shell_quote;
+    let dir = match path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((dir, _)) => dir,
+    };
+    let mut commands = vec![format!(
+        "{{ [ -d {dir} ] || mkdir -p {dir}; }} && : > {path}",
+        dir = quote(dir),
+        path = quote(path)
+    )];
+    commands.extend(contents.chunks(WRITE_CHUNK).map(|chunk| {
+        format!(
+            "printf '%s' '{}' | base64 -d >> {}",
+            base64::engine::general_purpose::STANDARD.encode(chunk),
+            quote(path)
+        )
+    }));
+    commands
+}
 
 /// Time allowed for housekeeping commands (user detection, kills).
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -401,7 +428,9 @@ impl DockerSandboxes {
             )
             .await?;
         let has = out.output.trim() == "yes";
-        if let Ok(mut images) = self.uid_1000.lock() {
+        if out.exit_code == Some(0)
+            && let Ok(mut images) = self.uid_1000.lock()
+        {
             images.insert(image.to_owned(), has);
         }
         Ok(has)
@@ -495,42 +524,57 @@ impl DockerSandbox {
         }
     }
 
-    /// Makes a started sandbox one for a task: its workdir, and its user — `auto`: uid 1000
-    /// when the image has it and it owns the workdir, else root. Fails when the sandbox
-    /// does not answer (so it doubles as the health check of a spare).
+    /// Makes a started sandbox one for a task: its workdir (made, as root, when the image
+    /// lacks it — as Docker makes a container's working directory), and its user — `auto`:
+    /// uid 1000 when the image has it and it owns the workdir, else root. Fails when the
+    /// sandbox does not answer (so it doubles as the health check of a spare).
     pub async fn assign(
         mut self,
         workdir: &str,
         wanted_user: &str,
     ) -> Result<DockerSandbox, SandboxError> {
-        self.workdir = workdir.to_owned();
-        let answered = match wanted_user {
-            "auto" if self.has_uid_1000 => {
-                // Run as uid 1000: `-O` is "owned by me", and a builtin (no process).
-                let probe = format!(
-                    "[ -O {} ] && echo 1000",
-                    synthfleet_core::task::shell_quote(workdir)
-                );
-                let out = self.run(&probe, "1000", HOUSEKEEPING_TIMEOUT).await?;
-                self.user = if out.output.trim() == "1000" {
-                    "1000"
-                } else {
-                    "0"
-                }
-                .into();
-                out.exit_code.is_some()
-            }
-            "auto" => {
-                self.user = "0".into();
-                false
-            }
-            user => {
-                self.user = user.to_owned();
-                false
-            }
+        let probing = match wanted_user {
+            "auto" if self.has_uid_1000 => "1000",
+            "auto" => "0",
+            user => user,
         };
-        // The user's relay answers (started now if it was not).
-        if !answered || self.user != "1000" {
+        // Runs in the workdir, as the likely user: `-O` is "owned by me", and a builtin.
+        const PROBE: &str = "[ -O . ] && echo owner || echo other";
+        self.workdir = workdir.to_owned();
+        let mut out = self.run(PROBE, probing, HOUSEKEEPING_TIMEOUT).await;
+        if !matches!(&out, Ok(o) if o.exit_code == Some(0)) {
+            // The workdir is missing (the command could not enter it): made as root.
+            self.workdir = "/".into();
+            let made = self
+                .run_exec(
+                    &format!("mkdir -p {}", synthfleet_core::task::shell_quote(workdir)),
+                    "0",
+                    HOUSEKEEPING_TIMEOUT,
+                )
+                .await?;
+            self.workdir = workdir.to_owned();
+            if made.exit_code != Some(0) {
+                return Err(docker_error(
+                    &self.id,
+                    &format!("making the workdir {workdir}"),
+                    std::io::Error::other(made.output),
+                ));
+            }
+            out = self.run(PROBE, probing, HOUSEKEEPING_TIMEOUT).await;
+        }
+        let out = out?;
+        if out.exit_code != Some(0) {
+            return Err(SandboxError::Unresponsive {
+                container: self.id.clone(),
+            });
+        }
+        self.user = match wanted_user {
+            "auto" if probing == "1000" && out.output.trim() == "owner" => "1000".into(),
+            "auto" => "0".into(),
+            user => user.to_owned(),
+        };
+        if self.user != probing {
+            // The user's own relay, started and checked now.
             let out = self.run("true", &self.user, HOUSEKEEPING_TIMEOUT).await?;
             if out.exit_code != Some(0) {
                 return Err(SandboxError::Unresponsive {
@@ -542,24 +586,27 @@ impl DockerSandbox {
     }
 
     /// Runs `command` as `user`: through that user's relay (started on first use), or
-    /// through `docker exec` when the campaign asks for it or the relay cannot start.
+    /// through `docker exec` when the campaign asks for it or the relay cannot start. NUL
+    /// bytes, which no command line can hold, are left out.
     async fn run(
         &self,
         command: &str,
         user: &str,
         timeout: Duration,
     ) -> Result<ExecOutput, SandboxError> {
+        let command = &command.replace('\0', "");
         let mut relays = self.relays.lock().await;
         if self.relay_ready(&mut relays, user).await {
             let spare: Vec<u32> = relays.by_user.values().map(|r| r.pid).collect();
             if let Some(relay) = relays.by_user.get_mut(user) {
-                let (output, healthy) = self
+                let ran = self
                     .run_relayed(relay, command, user, timeout, &spare)
-                    .await?;
-                if !healthy {
+                    .await;
+                // A relay that failed or lost its way mid-reply is not asked again.
+                if !matches!(ran, Ok((_, true))) {
                     relays.by_user.remove(user);
                 }
-                return Ok(output);
+                return ran.map(|(output, _)| output);
             }
         }
         self.run_exec(command, user, timeout).await
@@ -818,28 +865,6 @@ impl DockerSandbox {
         }
     }
 
-    /// The command that writes `contents` to `path` through the relay, when it can: text
-    /// without NUL bytes that fits in one argument.
-    fn relayed_write(&self, path: &str, contents: &[u8]) -> Option<String> {
-        if self.channel != SandboxChannel::Relay || contents.contains(&0) {
-            return None;
-        }
-        let text = std::str::from_utf8(contents).ok()?;
-        let dir = match path.rsplit_once('/') {
-            Some(("", _)) | None => "/",
-            Some((dir, _)) => dir,
-        };
-        let quote = synthfleet_core::task::shell_quote;
-        let command = format!(
-            "{{ [ -d {dir} ] || mkdir -p {dir}; }} && printf '%s' {} > {}",
-            quote(text),
-            quote(path),
-            dir = quote(dir)
-        );
-        // One argument may hold 128 KiB; leave room.
-        (command.len() <= RELAYED_WRITE_MAX).then_some(command)
-    }
-
     /// Starts the relay of `user` ahead of the first command.
     async fn warm_up(&self, user: &str) {
         let mut relays = self.relays.lock().await;
@@ -872,40 +897,17 @@ impl Sandbox for DockerSandbox {
     /// A small text file goes through the relay, as the sandbox user (one round trip);
     /// anything else, or where that fails, is uploaded through the engine.
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
-        if let Some(command) = self.relayed_write(path, contents) {
-            match self.run(&command, &self.user, HOUSEKEEPING_TIMEOUT).await {
-                Ok(out) if out.exit_code == Some(0) => return Ok(()),
-                Ok(out) => debug!(container = %self.id, path, output = %out.output,
-                    "writing through the relay failed; uploading"),
-                Err(e) => return Err(e),
+        for command in write_commands(path, contents) {
+            let out = self.run(&command, &self.user, HOUSEKEEPING_TIMEOUT).await?;
+            if out.exit_code != Some(0) {
+                return Err(docker_error(
+                    &self.id,
+                    &format!("writing {path}"),
+                    std::io::Error::other(out.output),
+                ));
             }
         }
-        let relative = path.trim_start_matches('/');
-        let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(contents.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(self.user.parse().unwrap_or(0));
-        header.set_gid(self.user.parse().unwrap_or(0));
-        header.set_cksum();
-        builder
-            .append_data(&mut header, relative, contents)
-            .and_then(|_| builder.finish())
-            .map_err(|e| docker_error(&self.id, "packing a file", e))?;
-        let archive = builder
-            .into_inner()
-            .map_err(|e| docker_error(&self.id, "packing a file", e))?;
-        self.docker
-            .upload_to_container(
-                &self.id,
-                Some(UploadToContainerOptions {
-                    path: "/",
-                    ..Default::default()
-                }),
-                archive.into(),
-            )
-            .await
-            .map_err(|e| docker_error(&self.id, &format!("writing {path}"), e))
+        Ok(())
     }
 
     async fn destroy(&self) -> Result<(), SandboxError> {

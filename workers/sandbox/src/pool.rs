@@ -234,6 +234,14 @@ impl WarmPool {
                         demand.filling = demand.filling.saturating_sub(1);
                         demand.make_time = (demand.make_time * 3 + started.elapsed()) / 4;
                         demand.idle.push_back((sandbox, Instant::now()));
+                        // It goes when unused for IDLE_TTL, asked for again or not.
+                        let expiring = pool.clone();
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                () = tokio::time::sleep(IDLE_TTL) => expiring.expire(),
+                                () = expiring.closing.cancelled() => {}
+                            }
+                        });
                         None
                     }
                     (Ok(sandbox), _) => Some(Arc::new(sandbox)),
@@ -248,14 +256,6 @@ impl WarmPool {
             };
             if let Some(sandbox) = leftover {
                 pool.remove_later(sandbox);
-            }
-        });
-        // Expired spares go even when nobody asks for the spec again.
-        let pool = self.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(IDLE_TTL) => pool.expire(),
-                () = pool.closing.cancelled() => {}
             }
         });
     }

@@ -25,10 +25,12 @@ use synthfleet_core::ports::SandboxError;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::warn;
 
-/// The relay. Its own locale is C (lengths are bytes); the shell variable is not exported,
-/// so commands get the environment `docker exec` gives them. Each command's stdin is
-/// /dev/null: it never reads the request channel.
-pub(crate) const SCRIPT: &str = r#"LC_ALL=C
+/// The relay. Its own locale is C (lengths are bytes); each command gets back the `LC_ALL`
+/// the image gave (or none), no `OLDPWD` and a fresh `SHLVL`, so commands see the
+/// environment `docker exec` gives them.
+/// Each command's stdin is /dev/null: it never reads the request channel.
+pub(crate) const SCRIPT: &str = r#"sf_lc_set=${LC_ALL+set} sf_lc=${LC_ALL-}
+LC_ALL=C
 printf 'SFRELAY %s\n' "$$"
 while read -r nonce dirlength length; do
   IFS= read -r -N "$dirlength" dir
@@ -37,7 +39,8 @@ while read -r nonce dirlength length; do
   else
     command=$(head -c "$length")
   fi
-  (cd -- "$dir" && exec bash -c "${command%.}") </dev/null 2>&1 | cat
+  (if [ "$sf_lc_set" ]; then LC_ALL=$sf_lc; else unset LC_ALL; fi
+   cd -- "$dir" && unset OLDPWD && SHLVL=0 && exec bash -c "${command%.}") </dev/null 2>&1 | cat
   status=${PIPESTATUS[0]}
   printf '\0SFEND:%s:%s\n' "$nonce" "$status"
 done
@@ -107,6 +110,7 @@ impl Relay {
 
     /// Sends `command`, to run in `dir`; the reply is read with [`Relay::read_reply`] and
     /// `reader`.
+    /// The command holds no NUL byte (bash would drop one without counting it).
     pub(crate) async fn send(&mut self, dir: &str, command: &str) -> std::io::Result<ReplyReader> {
         let nonce = nonce();
         let mut request = format!("{nonce} {} {}\n", dir.len(), command.len() + 1).into_bytes();
