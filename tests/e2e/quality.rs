@@ -424,6 +424,27 @@ print(json.dumps({
         &[path_str(&all)],
     );
     assert_eq!(n.trim(), "8");
+
+    // Only what finished since a time: new shards beside the old ones, nothing rewritten
+    // (every trajectory here finished after 2000).
+    let since = synthfleet(
+        &[
+            "export",
+            fx.campaign_arg(),
+            "--filter",
+            "all",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--out",
+            path_str(&all),
+        ],
+        &[],
+    );
+    assert!(ok(&since, "export --since").contains("exported 8 rows"));
+    let shards = std::fs::read_dir(all.join("data")).expect("shards").count();
+    assert_eq!(shards, 4, "the three earlier shards and the new one");
+    let card = std::fs::read_to_string(all.join("README.md")).expect("card");
+    assert!(card.contains("- Rows: 16 "), "{card}");
 }
 
 fn review_flow(fx: &Fixture, results: &crate::Results) {

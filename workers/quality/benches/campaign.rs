@@ -264,7 +264,7 @@ async fn bench(n: usize) {
             filter: Filter::All,
             out: out.clone(),
             anonymize: false,
-            rows_per_shard: 50_000,
+            rows_per_shard: 5_000,
             since: None,
         },
         &|_, _| {},

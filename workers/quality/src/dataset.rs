@@ -178,7 +178,9 @@ impl Dataset {
     }
 
     /// Writes a newline-delimited JSON file with the given columns as zstd Parquet, row
-    /// for row in its order, without a table in between.
+    /// for row in its order, without a table in between. Row groups of 1,000 rows: an
+    /// export row carries a whole conversation (hundreds of KB), and the writer holds a
+    /// row group in memory.
     pub fn jsonl_to_parquet(
         &self,
         columns: &[Column],
@@ -186,7 +188,7 @@ impl Dataset {
         parquet: &Path,
     ) -> Result<(), QualityError> {
         let sql = format!(
-            "COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 20000)",
+            "COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000)",
             read_jsonl(columns, jsonl),
             sql_path(parquet)
         );
@@ -253,7 +255,7 @@ fn read_jsonl(columns: &[Column], path: &Path) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "SELECT * FROM read_json('{}', format = 'newline_delimited', columns = {{{spec}}}, maximum_object_size = 1073741824)",
+        "SELECT * FROM read_json('{}', format = 'newline_delimited', columns = {{{spec}}}, maximum_object_size = 134217728)",
         sql_path(path)
     )
 }
