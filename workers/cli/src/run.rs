@@ -278,11 +278,13 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|t| t.resolved == Some(true))
         .count();
+    let spares = warm.stats();
     info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         committed = summary.committed,
-        warm_acquisitions = warm.stats().warm,
-        cold_acquisitions = warm.stats().cold,
+        warm_acquisitions = spares.warm,
+        cold_acquisitions = spares.cold,
+        discarded_spares = spares.discarded,
         "campaign run finished"
     );
     println!(

@@ -235,10 +235,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .instrument(info_span!("worker", worker = %worker_id))
         .await;
     warm.shutdown().await;
+    let spares = warm.stats();
     let leftovers = sandboxes.reap().await?;
     info!(
-        warm_acquisitions = warm.stats().warm,
-        cold_acquisitions = warm.stats().cold,
+        warm_acquisitions = spares.warm,
+        cold_acquisitions = spares.cold,
+        discarded_spares = spares.discarded,
         committed = summary.committed,
         duplicates = summary.duplicates,
         retried = summary.retried,

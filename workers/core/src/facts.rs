@@ -13,6 +13,7 @@
 //! the stages compare them with the thresholds when a report runs. Changing a threshold
 //! therefore never re-reads a record; only a new [`FACTS_VERSION`] does.
 
+use crate::codec::{hex, sha256_hex};
 use crate::trajectory::{ExitStatus, Role, TrajectoryRecord};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -166,7 +167,7 @@ impl TrajectoryFacts {
             minhash: MinHash::of(&words),
             pattern: verbs.join(" > "),
             patch_hash: (!record.patch.trim().is_empty())
-                .then(|| hex(&Sha256::digest(record.patch.as_bytes()))),
+                .then(|| sha256_hex(record.patch.as_bytes())),
         }
     }
 }
@@ -295,10 +296,6 @@ fn first_line(text: &str) -> &str {
 fn command_name(action: &str) -> &str {
     let word = action.split_whitespace().next().unwrap_or("");
     word.rsplit('/').next().unwrap_or(word)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A MinHash signature over word shingles, stored as hex. Every hash in it is defined

@@ -65,11 +65,7 @@ impl Templates {
                     source,
                 })?;
         }
-        let hash = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = crate::codec::hex(&hasher.finalize());
         Ok(Templates { env, hash })
     }
 
