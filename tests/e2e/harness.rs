@@ -1,11 +1,15 @@
 //! Public task sets verified as their own harnesses verify them, on an image built like
 //! theirs (`synthfleet/swe-fixture:1`: a repository at /testbed, pytest, a conda stand-in):
 //! SWE-bench rows graded per test after the test files are reset and `test_patch` applied,
-//! a SWE-smith row rebuilt from its bug patch, gold validation, Parquet task files.
+//! a SWE-smith row rebuilt from its bug patch, gold validation (flaky tasks too), Parquet
+//! task files.
 
 use crate::{Fixture, SECRET, fake_model, synthfleet};
+use std::collections::BTreeMap;
+use synthfleet_core::gold::{self, Problem};
 use synthfleet_core::harness::{Harness, Resolution};
 use synthfleet_core::trajectory::{ExitStatus, TrajectoryRecord, Verification};
+use synthfleet_local::LocalObjectStore;
 use synthfleet_tests::fake_llm::{FakeLlm, Script};
 use synthfleet_tests::{SWE_IMAGE, in_image, require_swe_image};
 
@@ -281,6 +285,155 @@ async fn gold_validation_flags_broken_tasks_of_a_parquet_dataset_and_the_campaig
     assert!(verification(results.record("pallets__flask-201", 0)).resolved);
     assert!(
         crate::containers_of("swe-gold").await.is_empty(),
+        "gold sandboxes are removed"
+    );
+}
+
+/// A PASS_TO_PASS test whose outcome is a coin toss: `os.urandom` differs in every fresh
+/// container.
+const COIN: &str = "tests/test_calc.py::test_coin";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_gold_validation_flags_a_flaky_test_and_the_campaign_skips_its_task() {
+    let rows = Rows::new();
+    let stable = rows.swe_bench(301, "[flaky-stable]", F2P, &rows.gold);
+    let mut coin = rows.swe_bench(302, "[flaky-coin]", F2P, &rows.gold);
+    coin["test_patch"] = diff_of(
+        "printf '\\n\\ndef test_clamp_high():\\n    assert clamp(15, 0, 10) == 10\\n\\n\\ndef test_coin():\\n    import os\\n    assert os.urandom(1)[0] < 128\\n' >> tests/test_calc.py",
+    )
+    .into();
+    coin["PASS_TO_PASS"] = serde_json::to_string(&[
+        "tests/test_calc.py::test_add",
+        "tests/test_calc.py::test_mul",
+        COIN,
+    ])
+    .expect("json")
+    .into();
+    let tasks = vec![stable.to_string(), coin.to_string()];
+    let llm = FakeLlm::start(vec![Script::new("[flaky-stable]", &[FIX, "submit"])]);
+    let body = format!(
+        "budget_usd = 5.0\nskip_broken_tasks = true\n{}",
+        fake_model(&llm.url, "")
+    );
+    let fx = Fixture::new("swe-flaky", &tasks, &body);
+
+    let out = synthfleet(
+        &["validate", fx.campaign_arg(), "--repeat", "10"],
+        &[("FAKE_LLM_KEY", SECRET)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && stderr.contains("--gold"),
+        "--repeat without --gold is a usage error: {stderr}"
+    );
+
+    // Each of the 10 gold and 10 empty runs tosses the coin afresh: the task passes as
+    // stable only if all 10 runs of each patch land alike, with probability
+    // (2 / 2^10)^2 = 2^-18, about 4 in a million.
+    let mut child = crate::synthfleet_command(
+        &[
+            "validate",
+            "--gold",
+            fx.campaign_arg(),
+            "--repeat",
+            "10",
+            "-j",
+            "4",
+        ],
+        [("FAKE_LLM_KEY", SECRET)],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("running synthfleet");
+    // A run is one sandbox: never more than -j of them at once.
+    let mut most = 0;
+    while child.try_wait().expect("wait").is_none() {
+        most = most.max(crate::containers_of("swe-flaky").await.len());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a flaky task fails validation as a broken one does: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        (2..=4).contains(&most),
+        "runs in parallel, at most 4 sandboxes at once: {most}"
+    );
+    assert!(stdout.contains("ok       pallets__flask-301"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "BROKEN   pallets__flask-302: flaky: tests changed outcome between 10 runs: {COIN}\n"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 tasks, 1 sound, 1 broken, 0 errors; 1 flaky over 10 runs of each patch"),
+        "{stdout}"
+    );
+
+    // The stored report says so, with every run counted.
+    let objects = LocalObjectStore::new(&fx.state_dir().join("objects"));
+    let report = gold::get_report(&objects, "swe-flaky")
+        .await
+        .expect("read the report")
+        .expect("a stored report");
+    assert_eq!(
+        report.flaky(),
+        BTreeMap::from([("pallets__flask-302", [COIN.to_owned()].as_slice())])
+    );
+    let task = |id: &str| {
+        report
+            .tasks
+            .iter()
+            .find(|t| t.instance_id == id)
+            .unwrap_or_else(|| panic!("{id} is in the report"))
+    };
+    let sound = task("pallets__flask-301");
+    assert_eq!((sound.problem.as_ref(), sound.runs), (None, 10));
+    let gold_runs = sound.gold_outcomes.as_ref().expect("gold outcomes");
+    assert_eq!((gold_runs.runs, gold_runs.resolved), (10, 10));
+    let empty_runs = sound.empty_outcomes.as_ref().expect("empty outcomes");
+    assert_eq!((empty_runs.runs, empty_runs.resolved), (10, 0));
+    let flaky = task("pallets__flask-302");
+    assert!(
+        matches!(&flaky.problem, Some(Problem::Flaky { tests, runs: 10 }) if tests == &[COIN.to_owned()]),
+        "{:?}",
+        flaky.problem
+    );
+    let tosses: Vec<_> = [&flaky.gold_outcomes, &flaky.empty_outcomes]
+        .into_iter()
+        .map(|o| {
+            o.as_ref()
+                .expect("outcomes")
+                .tests
+                .get(COIN)
+                .copied()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        tosses.iter().all(|c| c.passed + c.failed <= 10)
+            && tosses.iter().any(|c| c.passed > 0 && c.failed > 0),
+        "{tosses:?}"
+    );
+
+    // skip_broken_tasks leaves the flaky task out.
+    let out = fx.run_ok(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("left out 1 task(s) that gold validation found broken: pallets__flask-302"),
+        "{stderr}"
+    );
+    let results = fx.results().await;
+    assert_eq!(results.records.len(), 1, "only the stable task ran");
+    assert!(verification(results.record("pallets__flask-301", 0)).resolved);
+    assert!(
+        crate::containers_of("swe-flaky").await.is_empty(),
         "gold sandboxes are removed"
     );
 }

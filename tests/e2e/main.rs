@@ -10,6 +10,7 @@ mod conformance;
 mod control;
 mod crash;
 mod harness;
+mod integrity;
 mod providers;
 mod quality;
 mod sandbox;

@@ -23,6 +23,11 @@ pub fn workspace_root() -> PathBuf {
 /// `tests/images/build-swe-fixture.sh`).
 pub const SWE_IMAGE: &str = "synthfleet/swe-fixture:1";
 
+/// The same repository cloned with its history, reset to the base commit: the fix sits in
+/// a later commit behind a tag, a branch, a remote-tracking ref, a stash and reflogs, and a
+/// SWE-smith instance branch is beside it (built with [`SWE_IMAGE`]).
+pub const HISTORY_IMAGE: &str = "synthfleet/swe-history:1";
+
 /// Panics with the fix when the test image is missing.
 pub fn require_test_image() {
     require_image(TEST_IMAGE, "examples/quickstart/build-image.sh");
@@ -31,6 +36,7 @@ pub fn require_test_image() {
 /// Panics with the fix when the SWE-style test image is missing.
 pub fn require_swe_image() {
     require_image(SWE_IMAGE, "tests/images/build-swe-fixture.sh");
+    require_image(HISTORY_IMAGE, "tests/images/build-swe-fixture.sh");
 }
 
 fn require_image(image: &str, script: &str) {

@@ -16,8 +16,8 @@ use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::task::{Task, shell_quote};
 use synthfleet_core::templates::Templates;
 use synthfleet_core::trajectory::{
-    ChatMessage, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step, Timings, Totals,
-    TrajectoryRecord, redact,
+    ChatMessage, Environment, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step,
+    Timings, Totals, TrajectoryRecord, redact,
 };
 use synthfleet_core::{MicroUsd, error_chain};
 use synthfleet_llm::{Meter, MeterError, Metered, MeteredRequest, ModelPool, PoolCompletion};
@@ -154,6 +154,7 @@ impl Rollouts {
                 },
                 image: task.image.clone(),
                 image_digest: None,
+                environment: None,
                 worker_id: self.worker_id.clone(),
                 attempt,
                 tags: task.tags.clone().into_iter().collect(),
@@ -174,14 +175,19 @@ impl Rollouts {
             };
             let work = async {
                 let sandbox = tokio::select! {
-                    created = verifier.create_sandbox(task) => created,
+                    created = verifier.create_agent_sandbox(task) => created,
                     _ = cancel.cancelled() => return Err(Interrupted),
                 };
-                let sandbox = match sandbox {
+                let (sandbox, start) = match sandbox {
                     Err(error) => return Ok(Ending::error(ErrorKind::Sandbox, format!("sandbox setup failed: {error}"))),
-                    Ok(sandbox) => sandbox,
+                    Ok(made) => made,
                 };
                 record.image_digest = sandbox.image_digest().map(str::to_owned);
+                record.environment = Some(Environment {
+                    workdir: task.workdir.clone(),
+                    start_commit: start.commit().map(str::to_owned),
+                    harness_hash: task.harness_hash(),
+                });
                 let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
                 let deadline = tokio::time::Instant::now() + limit;
                 let ending = self
@@ -192,7 +198,7 @@ impl Rollouts {
                     return Err(Interrupted);
                 };
                 // The answer is the diff of the workdir, at submit or at whatever limit ended the loop.
-                let patch = read_patch(sandbox.as_ref(), &task.workdir).await;
+                let patch = read_patch(sandbox.as_ref(), &task.workdir, start.commit()).await;
                 destroy(sandbox.as_ref()).await;
                 Ok(match (patch, ending) {
                     (Ok(patch), ending) => {
@@ -550,11 +556,17 @@ impl Rollouts {
     }
 }
 
-/// `git diff` of the workdir against HEAD, new files included.
-async fn read_patch(sandbox: &dyn Sandbox, workdir: &str) -> Result<String, String> {
+/// `git diff` of the workdir against the starting commit (so commits the agent made are
+/// part of its answer), new files included; against HEAD when the start is unknown.
+async fn read_patch(
+    sandbox: &dyn Sandbox,
+    workdir: &str,
+    start: Option<&str>,
+) -> Result<String, String> {
     let dir = shell_quote(workdir);
+    let base = start.unwrap_or("HEAD");
     let command = format!(
-        "git -c safe.directory='*' -C {dir} add -A >/dev/null && git -c safe.directory='*' -C {dir} diff --cached --binary"
+        "git -c safe.directory='*' -C {dir} add -A >/dev/null && git -c safe.directory='*' -C {dir} diff --cached --binary {base}"
     );
     let out = sandbox
         .exec(&command, PATCH_TIMEOUT)

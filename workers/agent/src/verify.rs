@@ -10,6 +10,7 @@ use synthfleet_core::campaign::Campaign;
 use synthfleet_core::error_chain;
 use synthfleet_core::harness::{APPLY_COMMANDS, Grade, TEST_PATCH_FAILED};
 use synthfleet_core::ports::{Sandbox, SandboxProvider, SandboxSpec};
+use synthfleet_core::start::{self, Start};
 use synthfleet_core::task::Task;
 use synthfleet_core::trajectory::Verification;
 
@@ -79,6 +80,45 @@ impl Verifier<'_> {
             }
         }
         Ok(sandbox)
+    }
+
+    /// The agent's sandbox: as [`Verifier::create_sandbox`], then the workdir's repository
+    /// reduced to the starting state (`synthfleet_core::start`: one commit, nothing that
+    /// reveals a solution), as the sandbox user who owns it. Returns the starting commit.
+    pub(crate) async fn create_agent_sandbox(
+        &self,
+        task: &Task,
+    ) -> Result<(Box<dyn Sandbox>, Start), String> {
+        let sandbox = self.create_sandbox(task).await?;
+        let out = sandbox
+            .exec(&start::isolation_script(&task.workdir), self.eval_timeout())
+            .await;
+        let start = match out {
+            Ok(out) if out.exit_code == Some(0) => {
+                start::parse_start(&out.output).ok_or_else(|| {
+                    format!(
+                        "reducing {} to its starting state printed no starting commit: {}",
+                        task.workdir,
+                        truncate_middle(&out.output, 2000).0
+                    )
+                })
+            }
+            Ok(out) => Err(format!(
+                "reducing the repository of {} to its starting state exited with {:?}{}: {}",
+                task.workdir,
+                out.exit_code,
+                if out.timed_out { " (timed out)" } else { "" },
+                truncate_middle(&out.output, 2000).0
+            )),
+            Err(e) => Err(error_chain(&e)),
+        };
+        match start {
+            Ok(start) => Ok((sandbox, start)),
+            Err(failure) => {
+                destroy(sandbox.as_ref()).await;
+                Err(failure)
+            }
+        }
     }
 
     fn eval_timeout(&self) -> Duration {

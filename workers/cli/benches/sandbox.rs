@@ -1,9 +1,10 @@
-//! Sandbox throughput: per-step overhead, acquisition, rollouts per minute and worker
+//! Sandbox throughput: per-step overhead, acquisition (and what reducing a repository of
+//! 10,000 commits to its starting state adds to it), rollouts per minute and worker
 //! memory, side by side with mini-swe-agent on the same tasks, images and LLM server.
 //!
 //! `tests/benches/sandbox.sh` runs it (it installs mini-swe-agent from PyPI into a venv);
 //! by hand: `cargo bench -p synthfleet-cli --bench sandbox -- [--mini PYTHON] [--quick]
-//! [--levels 8:0,32:1] [--rollouts-only]` (levels: concurrency:LLM seconds).
+//! [--levels 8:0,32:1] [--rollouts-only | --isolation-only]` (levels: concurrency:LLM seconds).
 //! Needs Docker and the quick start's image (`examples/quickstart/build-image.sh`). The
 //! tables go to stdout and to `target/bench/sandbox.md`.
 
@@ -23,6 +24,8 @@ struct Options {
     quick: bool,
     /// Rollouts only: no step or acquisition measurements.
     rollouts_only: bool,
+    /// The starting-state isolation only.
+    isolation_only: bool,
     /// The rollout workloads: (concurrency, LLM latency in seconds).
     levels: Vec<(usize, u64)>,
 }
@@ -33,12 +36,14 @@ fn options() -> Options {
         mini: None,
         quick: false,
         rollouts_only: false,
+        isolation_only: false,
         levels: vec![(1, 0), (4, 0), (8, 0), (32, 0), (1, 1), (8, 1), (32, 1)],
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--mini" => options.mini = args.next().map(PathBuf::from),
             "--rollouts-only" => options.rollouts_only = true,
+            "--isolation-only" => options.isolation_only = true,
             "--quick" => {
                 options.quick = true;
                 options.levels = vec![(1, 0), (4, 0)];
@@ -67,11 +72,16 @@ fn main() {
     let options = options();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let mut out = String::new();
-    if !options.rollouts_only {
-        out += &runtime.block_on(steps(&options));
-        out += &runtime.block_on(acquisition(&options));
+    if options.isolation_only {
+        out += &runtime.block_on(isolation(&options));
+    } else {
+        if !options.rollouts_only {
+            out += &runtime.block_on(steps(&options));
+            out += &runtime.block_on(acquisition(&options));
+            out += &runtime.block_on(isolation(&options));
+        }
+        out += &rollouts(&options, &runtime);
     }
-    out += &rollouts(&options, &runtime);
     let dir = workspace_root().join("target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     std::fs::write(dir.join("sandbox.md"), &out).expect("writing target/bench/sandbox.md");
@@ -240,6 +250,152 @@ async fn acquisition(options: &Options) -> String {
         ms(percentile(&mut warm, 0.5)),
         ms(percentile(&mut warm, 0.9)),
     );
+    print!("{table}");
+    table
+}
+
+/// The image with a long history the isolation is measured on.
+const HISTORY_BENCH_IMAGE: &str = "synthfleet/bench-history:10k";
+
+/// Writes a `git fast-import` stream of 10,000 commits over 2,000 files, a release tag
+/// every 100 commits.
+const HISTORY_GENERATOR: &str = r##"
+import sys
+w = sys.stdout.buffer
+def data(b):
+    w.write(b"data %d\n" % len(b)); w.write(b); w.write(b"\n")
+files, commits = 2000, 10000
+for c in range(commits):
+    w.write(b"commit refs/heads/main\nmark :%d\n" % (c + 1))
+    w.write(b"committer dev <dev@bench.invalid> %d +0000\n" % (1600000000 + c))
+    data(b"change %d" % c)
+    if c:
+        w.write(b"from :%d\n" % c)
+    touched = range(files) if c == 0 else [(c * 7 + k * 13) % files for k in range(3)]
+    for f in touched:
+        w.write(b"M 100644 inline src/pkg%02d/mod%04d.py\n" % (f % 40, f))
+        data((b"# module %d, revision %d\n" % (f, c)) + b"x = 1\n" * 100)
+    if c % 100 == 99:
+        w.write(b"tag v%d\nfrom :%d\ntagger dev <dev@bench.invalid> %d +0000\n" % (c // 100, c + 1, 1600000000 + c))
+        data(b"release")
+"##;
+
+/// Builds (once, cached by tag) an image whose /work repository has 10,000 commits over
+/// 2,000 files (~4 MB tree), release tags every 100 commits, a branch at the tip, and HEAD
+/// reset to the middle of the history: what a large public task image holds.
+fn history_image() {
+    let present = Command::new("docker")
+        .args(["image", "inspect", HISTORY_BENCH_IMAGE])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return;
+    }
+    let script = format!(
+        "set -euo pipefail
+mkdir -p /work && cd /work && git init -q -b main
+python3 -c '{}' | git fast-import --quiet
+git branch future main
+git reset -q --hard main~5000
+git gc -q
+chown -R 1000:1000 /work
+git count-objects -vH | grep size-pack",
+        HISTORY_GENERATOR.replace('\'', r"'\''")
+    );
+    let name = "synthfleet-bench-history-build";
+    let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--name",
+            name,
+            "--network",
+            "none",
+            "--user",
+            "0",
+            TEST_IMAGE,
+        ])
+        .args(["bash", "-c", &script])
+        .output()
+        .expect("docker run");
+    assert!(
+        out.status.success(),
+        "building the history: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let committed = Command::new("docker")
+        .args([
+            "commit",
+            "--change",
+            "WORKDIR /work",
+            name,
+            HISTORY_BENCH_IMAGE,
+        ])
+        .output()
+        .expect("docker commit");
+    assert!(committed.status.success(), "docker commit");
+    let _ = Command::new("docker").args(["rm", "-f", name]).output();
+    println!(
+        "built {HISTORY_BENCH_IMAGE}: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+}
+
+/// What reducing the repository to its starting state (`synthfleet_core::start`) adds to
+/// acquiring the agent's sandbox: the isolation script, timed on fresh sandboxes of a
+/// 10,000-commit repository and of a one-commit quick-start task.
+async fn isolation(options: &Options) -> String {
+    history_image();
+    let engine = DockerSandboxes::connect("bench-isolation").expect("docker");
+    let rounds = if options.quick { 3 } else { 10 };
+    let mut table = String::from(
+        "\n## Reducing the repository to its starting state (once per rollout, at acquisition)\n\n| repository | p50 | p90 |\n|---|---|---|\n",
+    );
+    for (what, image, workdir) in [
+        (
+            "quick-start task (1 commit, a few files)",
+            TEST_IMAGE,
+            "/tasks/roman",
+        ),
+        (
+            "10,000 commits, 2,000 files, 100 tags, HEAD mid-history",
+            HISTORY_BENCH_IMAGE,
+            "/work",
+        ),
+    ] {
+        let spec = SandboxSpec {
+            image: image.into(),
+            ..spec(workdir, SandboxChannel::Relay)
+        };
+        let mut samples = Vec::new();
+        for _ in 0..rounds {
+            let sandbox = engine.create(&spec).await.expect("sandbox");
+            let started = Instant::now();
+            let out = sandbox
+                .exec(
+                    &synthfleet_core::start::isolation_script(workdir),
+                    Duration::from_secs(300),
+                )
+                .await
+                .expect("isolation");
+            samples.push(started.elapsed());
+            assert_eq!(out.exit_code, Some(0), "{}", out.output);
+            let check = sandbox
+                .exec(
+                    "git -c safe.directory='*' rev-list --all --count",
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("count");
+            assert_eq!(check.output.trim(), "1", "one commit left");
+            sandbox.destroy().await.expect("destroy");
+        }
+        table += &format!(
+            "| {what} | {} | {} |\n",
+            ms(percentile(&mut samples, 0.5)),
+            ms(percentile(&mut samples, 0.9))
+        );
+    }
     print!("{table}");
     table
 }

@@ -28,9 +28,14 @@ pub struct ValidateArgs {
     /// out.
     #[arg(long)]
     gold: bool,
-    /// Sandboxes at once for --gold.
+    /// Sandboxes at once for --gold (one per run).
     #[arg(short = 'j', long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
+    /// With --gold: run each patch N times (every run in a fresh sandbox) and mark a task
+    /// flaky, so broken, when a FAIL_TO_PASS or PASS_TO_PASS test changes outcome between
+    /// runs of the same patch (for a task graded by its eval script only, `resolved`).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "gold", value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -125,7 +130,14 @@ async fn gold_validation(
             bar.set_message(instance_id);
         }
     };
-    let report = validate_gold(campaign, &sandboxes, usize::from(args.concurrency), &events).await;
+    let report = validate_gold(
+        campaign,
+        &sandboxes,
+        usize::from(args.concurrency),
+        args.repeat,
+        &events,
+    )
+    .await;
     bar.finish_and_clear();
     sandboxes.reap().await?;
     gold::put_report(backend.store().objects.as_ref(), &report)
@@ -133,11 +145,14 @@ async fn gold_validation(
         .context("storing the gold report")?;
 
     let broken = report.broken();
+    let flaky = report.flaky();
     let mut errors = 0;
     for task in &report.tasks {
         match &task.problem {
             None => println!("ok       {}", task.instance_id),
-            Some(p @ (Problem::GoldFails { .. } | Problem::EmptyPasses)) => {
+            Some(
+                p @ (Problem::GoldFails { .. } | Problem::EmptyPasses | Problem::Flaky { .. }),
+            ) => {
                 println!("BROKEN   {}: {p}", task.instance_id)
             }
             Some(p @ Problem::Unchecked { .. }) => println!("unchecked {}: {p}", task.instance_id),
@@ -148,12 +163,21 @@ async fn gold_validation(
         }
     }
     println!(
-        "gold validation of {}: {} tasks, {} sound, {} broken, {} errors; report stored at {} ({})",
+        "gold validation of {}: {} tasks, {} sound, {} broken, {} errors{}; report stored at {} ({})",
         campaign.name(),
         report.tasks.len(),
         report.tasks.iter().filter(|t| t.problem.is_none()).count(),
         broken.len(),
         errors,
+        if args.repeat > 1 {
+            format!(
+                "; {} flaky over {} runs of each patch",
+                flaky.len(),
+                args.repeat
+            )
+        } else {
+            String::new()
+        },
         gold::report_key(campaign.name()),
         backend.describe()
     );

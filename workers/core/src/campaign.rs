@@ -34,7 +34,8 @@ pub struct CampaignConfig {
     #[serde(default)]
     pub quality: QualityConfig,
     /// Leave out the tasks `synthfleet validate --gold` found broken (the reference patch
-    /// does not resolve them, or the empty patch already does).
+    /// does not resolve them, the empty patch already does, or — with `--repeat` — a test
+    /// changed outcome between runs: flaky).
     #[serde(default)]
     pub skip_broken_tasks: bool,
 }

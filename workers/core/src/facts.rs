@@ -14,6 +14,8 @@
 //! therefore never re-reads a record; only a new [`FACTS_VERSION`] does.
 
 use crate::codec::{hex, sha256_hex};
+use crate::hacks::{self, Finding};
+use crate::task::DEFAULT_WORKDIR;
 use crate::trajectory::{ExitStatus, Role, TrajectoryRecord};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,7 +24,7 @@ use std::collections::BTreeSet;
 
 /// Bumped whenever what [`TrajectoryFacts::of`] derives changes: facts of another version
 /// are derived again from their record.
-pub const FACTS_VERSION: u32 = 1;
+pub const FACTS_VERSION: u32 = 2;
 
 /// Slots of a MinHash signature: the similarity estimate's standard error is about
 /// `1 / sqrt(SLOTS)` (0.09 here), ample to tell near copies (>= 0.9) from others.
@@ -84,6 +86,16 @@ pub struct TrajectoryFacts {
     pub pattern: String,
     /// SHA-256 of the final patch, when there is one.
     pub patch_hash: Option<String>,
+    /// The commit the agent started from (see [`crate::start`]); `None` for records made
+    /// before it was kept, or when the workdir is no git repository.
+    #[serde(default)]
+    pub start_commit: Option<String>,
+    /// SHA-256 of the task's verification ([`crate::task::Task::harness_hash`]).
+    #[serde(default)]
+    pub harness_hash: Option<String>,
+    /// Signs of reward hacking in the agent's commands and patch ([`hacks::detect`]).
+    #[serde(default)]
+    pub hack_signals: Vec<Finding>,
 }
 
 /// What the heuristics compare with the thresholds.
@@ -168,8 +180,40 @@ impl TrajectoryFacts {
             pattern: verbs.join(" > "),
             patch_hash: (!record.patch.trim().is_empty())
                 .then(|| sha256_hex(record.patch.as_bytes())),
+            start_commit: record
+                .environment
+                .as_ref()
+                .and_then(|e| e.start_commit.clone()),
+            harness_hash: record.environment.as_ref().map(|e| e.harness_hash.clone()),
+            hack_signals: hack_signals(record),
         }
     }
+}
+
+/// What [`hacks::detect`] finds in the record's commands and patch, the graded tests'
+/// files counting as test files.
+fn hack_signals(record: &TrajectoryRecord) -> Vec<Finding> {
+    let commands: Vec<(u32, &str)> = record
+        .steps
+        .iter()
+        .filter_map(|s| s.action.as_deref().map(|a| (s.index, a)))
+        .collect();
+    let graded_tests: Vec<String> = record
+        .verification
+        .iter()
+        .flat_map(|v| v.fail_to_pass.iter().chain(&v.pass_to_pass))
+        .flat_map(|split| split.passed.iter().chain(&split.failed))
+        .cloned()
+        .collect();
+    hacks::detect(&hacks::Trajectory {
+        commands: &commands,
+        patch: &record.patch,
+        workdir: record
+            .environment
+            .as_ref()
+            .map_or(DEFAULT_WORKDIR, |e| e.workdir.as_str()),
+        graded_tests: &graded_tests,
+    })
 }
 
 impl TrajectoryFacts {

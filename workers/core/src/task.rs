@@ -51,6 +51,27 @@ impl Task {
     pub fn is_verifiable(&self) -> bool {
         self.eval.is_some() || self.tests.is_some()
     }
+
+    /// SHA-256 of everything that decides this task's grade: its setup, its eval script
+    /// and its harness's test specification (checkout, reset, test patch, command, parser,
+    /// graded tests). Equal hashes mean the same grading.
+    pub fn harness_hash(&self) -> String {
+        #[derive(Serialize)]
+        struct Graded<'a> {
+            setup: &'a Option<String>,
+            eval: &'a Option<String>,
+            tests: &'a Option<TestSpec>,
+        }
+        let graded = Graded {
+            setup: &self.setup,
+            eval: &self.eval,
+            tests: &self.tests,
+        };
+        // Serialising plain strings and lists cannot fail; an empty hash input would still
+        // be a stable (if useless) fingerprint.
+        let bytes = serde_json::to_vec(&graded).unwrap_or_default();
+        crate::codec::sha256_hex(&bytes)
+    }
 }
 
 /// A field of a task row is wrong: which one and why.

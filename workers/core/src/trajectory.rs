@@ -318,11 +318,30 @@ pub struct TrajectoryRecord {
     pub timings: Timings,
     pub image: String,
     pub image_digest: Option<String>,
+    /// What the agent started from and what graded it (records before it was kept have
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
     pub worker_id: String,
     /// Receive count of the queue message that produced this attempt.
     pub attempt: u32,
     #[serde(default)]
     pub tags: serde_json::Map<String, Value>,
+}
+
+/// The environment a rollout ran in, beside the image digest: enough to trace a dataset row
+/// to exactly what the agent saw and what graded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Environment {
+    /// The agent's working directory.
+    pub workdir: String,
+    /// The one commit the agent's repository held at its first step (see
+    /// [`crate::start`]); `None` when the workdir is no git repository. The patch is the
+    /// agent's diff against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_commit: Option<String>,
+    /// SHA-256 of the task's verification ([`crate::task::Task::harness_hash`]).
+    pub harness_hash: String,
 }
 
 impl TrajectoryRecord {

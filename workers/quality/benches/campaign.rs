@@ -156,6 +156,7 @@ fn record(i: usize, rng: &mut Rng) -> TrajectoryRecord {
         },
         image: "synthfleet/bench:1".into(),
         image_digest: None,
+        environment: None,
         worker_id: "bench".into(),
         attempt: 1,
         tags: Default::default(),

@@ -88,6 +88,7 @@ fn rows(n: usize) -> impl Iterator<Item = TrajectoryRow> {
             duration_ms: u64::from(steps) * (500 + rng.below(4_000)),
             created_at: start + Duration::seconds(i as i64),
             structural: structural.into(),
+            integrity: "pass".into(),
             execution: execution.into(),
             heuristics: heuristics.into(),
             dedup: dedup.into(),
@@ -107,6 +108,10 @@ fn rows(n: usize) -> impl Iterator<Item = TrajectoryRow> {
                     "reject".into()
                 }
             }),
+            suspect: false,
+            hack_signals: String::new(),
+            start_commit: Some(format!("{:040x}", i % 20_000)),
+            harness_hash: None,
         }
     })
 }

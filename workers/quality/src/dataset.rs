@@ -87,6 +87,11 @@ pub const TRAJECTORY_COLUMNS: &[Column] = &[
         "When the rollout finished (RFC 3339, UTC).",
     ),
     col("structural", "VARCHAR", VERDICT),
+    col(
+        "integrity",
+        "VARCHAR",
+        "No sign of reward hacking: pass / fail (suspect) / skipped.",
+    ),
     col("execution", "VARCHAR", VERDICT),
     col("heuristics", "VARCHAR", VERDICT),
     col("dedup", "VARCHAR", VERDICT),
@@ -117,6 +122,26 @@ pub const TRAJECTORY_COLUMNS: &[Column] = &[
         "review",
         "VARCHAR",
         "Human review verdict: accept / reject, when reviewed.",
+    ),
+    col(
+        "suspect",
+        "BOOLEAN",
+        "Signs of reward hacking were found in the commands or the patch (never in accepted data).",
+    ),
+    col(
+        "hack_signals",
+        "VARCHAR",
+        "Which signs, comma-separated: history, test_edit, harness_edit, skip_marker, network, outside_workdir.",
+    ),
+    col(
+        "start_commit",
+        "VARCHAR",
+        "The one commit the agent's repository held at its first step.",
+    ),
+    col(
+        "harness_hash",
+        "VARCHAR",
+        "SHA-256 of the task's verification (setup, eval, harness test spec).",
     ),
 ];
 

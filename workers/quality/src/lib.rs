@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use review::{Review, ReviewSample};
 use serde::{Deserialize, Serialize};
 use stages::{Assessment, JudgeVerdict, Stage};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::campaign::CampaignConfig;
@@ -120,6 +120,9 @@ pub struct CampaignData {
     /// Tasks left out because gold validation found them broken, with why
     /// (`skip_broken_tasks`).
     pub excluded: Vec<(String, String)>,
+    /// Tasks gold validation (`validate --gold --repeat N`) found flaky, with the tests
+    /// that changed outcome between runs: their trajectories' grades are not trusted.
+    pub flaky: BTreeMap<String, Vec<String>>,
 }
 
 /// `quality/{campaign}/{name}`
@@ -214,21 +217,27 @@ impl CampaignData {
             .collect();
         let sample = review::load_sample(objects, campaign).await?;
         let dead_letters = store.metadata.dead_letters(campaign).await?.len() as u64;
-        let excluded = match config.skip_broken_tasks {
-            false => Vec::new(),
-            true => synthfleet_core::gold::get_report(objects, campaign)
-                .await?
-                .map(|gold| {
-                    gold.tasks
-                        .into_iter()
-                        .filter_map(|t| {
-                            let problem = t.problem.filter(|p| p.is_broken())?;
-                            Some((t.instance_id, problem.to_string()))
-                        })
-                        .collect()
+        let gold = synthfleet_core::gold::get_report(objects, campaign).await?;
+        let excluded = match (&gold, config.skip_broken_tasks) {
+            (Some(gold), true) => gold
+                .tasks
+                .iter()
+                .filter_map(|t| {
+                    let problem = t.problem.as_ref().filter(|p| p.is_broken())?;
+                    Some((t.instance_id.clone(), problem.to_string()))
                 })
-                .unwrap_or_default(),
+                .collect(),
+            _ => Vec::new(),
         };
+        let flaky = gold
+            .as_ref()
+            .map(|gold| {
+                gold.flaky()
+                    .into_iter()
+                    .map(|(id, tests)| (id.to_owned(), tests.to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(CampaignData {
             config,
             record,
@@ -239,6 +248,7 @@ impl CampaignData {
             sample,
             dead_letters,
             excluded,
+            flaky,
         })
     }
 
@@ -254,6 +264,7 @@ impl CampaignData {
             &self.config.quality,
             self.config.scaffold.max_steps,
             self.judged.as_ref(),
+            &self.flaky,
         )
     }
 
@@ -312,6 +323,7 @@ pub struct TrajectoryRow {
     pub duration_ms: u64,
     pub created_at: DateTime<Utc>,
     pub structural: String,
+    pub integrity: String,
     pub execution: String,
     pub heuristics: String,
     pub dedup: String,
@@ -324,6 +336,13 @@ pub struct TrajectoryRow {
     pub duplicate_of: Option<String>,
     /// The human verdict (`accept` / `reject`), when reviewed.
     pub review: Option<String>,
+    /// Signs of reward hacking were found (the integrity stage rejects it).
+    pub suspect: bool,
+    /// Which: `history`, `test_edit`, … comma-separated (empty: none).
+    pub hack_signals: String,
+    /// The commit the agent started from and the hash of what graded it.
+    pub start_commit: Option<String>,
+    pub harness_hash: Option<String>,
 }
 
 impl TrajectoryRow {
@@ -350,6 +369,7 @@ impl TrajectoryRow {
             duration_ms: facts.duration_ms,
             created_at: facts.created_at,
             structural: String::new(),
+            integrity: String::new(),
             execution: String::new(),
             heuristics: String::new(),
             dedup: String::new(),
@@ -361,6 +381,19 @@ impl TrajectoryRow {
             patch_hash: None,
             duplicate_of: None,
             review: None,
+            suspect: !facts.hack_signals.is_empty(),
+            hack_signals: {
+                let mut signals: Vec<&str> = facts
+                    .hack_signals
+                    .iter()
+                    .map(|h| h.signal.as_str())
+                    .collect();
+                signals.sort_unstable();
+                signals.dedup();
+                signals.join(",")
+            },
+            start_commit: facts.start_commit.clone(),
+            harness_hash: facts.harness_hash.clone(),
         }
     }
 
@@ -369,6 +402,7 @@ impl TrajectoryRow {
         let rejected_at = a.rejected_at();
         TrajectoryRow {
             structural: a.verdict(Stage::Structural).label().into(),
+            integrity: a.verdict(Stage::Integrity).label().into(),
             execution: a.verdict(Stage::Execution).label().into(),
             heuristics: a.verdict(Stage::Heuristics).label().into(),
             dedup: a.verdict(Stage::Dedup).label().into(),

@@ -27,6 +27,8 @@ pub struct Report {
     pub by_model: Vec<Group>,
     pub by_scaffold: Vec<Group>,
     pub by_task: Vec<Group>,
+    /// Reward hacking and untrustworthy grades.
+    pub integrity: Integrity,
     pub funnel: Vec<FunnelStage>,
     pub rejections: Vec<Rejection>,
     pub diversity: Vec<Diversity>,
@@ -41,6 +43,33 @@ pub struct ExcludedTask {
     pub reason: String,
 }
 
+/// What the integrity checks found: trajectories showing signs of reward hacking (by kind;
+/// per model and scaffold in the groups' `suspect`), and the tasks whose grade gold
+/// validation found flaky.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Integrity {
+    pub suspect: u64,
+    /// Suspect trajectories verified resolved: rewards the hack may have earned.
+    pub suspect_resolved: u64,
+    pub by_signal: Vec<SignalCount>,
+    pub flaky_tasks: Vec<FlakyTask>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalCount {
+    pub signal: String,
+    pub trajectories: u64,
+}
+
+/// A task whose tests changed outcome between gold runs, and its trajectories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlakyTask {
+    pub instance_id: String,
+    /// The tests that changed outcome (empty: the eval script's verdict changed).
+    pub tests: Vec<String>,
+    pub trajectories: u64,
+}
+
 /// Outcomes of one group of trajectories.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
@@ -48,6 +77,8 @@ pub struct Group {
     pub trajectories: u64,
     pub resolved: u64,
     pub accepted: u64,
+    /// Trajectories with signs of reward hacking.
+    pub suspect: u64,
     pub success_rate: f64,
     pub cost_usd: f64,
     /// Spend divided by resolved trajectories; `None` when none resolved.
@@ -118,6 +149,17 @@ pub fn build(data: &CampaignData, assessments: &[Assessment]) -> Result<Report, 
     let dataset = Dataset::new()?;
     dataset.load("trajectories", TRAJECTORY_COLUMNS, data.rows(assessments))?;
     let mut report = query(&dataset, &data.config.quality, data.judged.is_some())?;
+    for (instance_id, tests) in &data.flaky {
+        report.integrity.flaky_tasks.push(FlakyTask {
+            instance_id: instance_id.clone(),
+            tests: tests.clone(),
+            trajectories: data
+                .items
+                .iter()
+                .filter(|i| &i.facts.instance_id == instance_id)
+                .count() as u64,
+        });
+    }
     let record = data.record.as_ref();
     report.campaign = data.name().to_owned();
     report.state = record.map(|r| r.state.as_str().to_owned());
@@ -159,6 +201,7 @@ pub fn query(
                 count(*)::UBIGINT AS trajectories,
                 count(*) FILTER (WHERE resolved)::UBIGINT AS resolved,
                 count(*) FILTER (WHERE accepted)::UBIGINT AS accepted,
+                count(*) FILTER (WHERE suspect)::UBIGINT AS suspect,
                 coalesce(avg(resolved::INTEGER), 0)::DOUBLE AS success_rate,
                 coalesce(sum(cost_usd), 0)::DOUBLE AS cost_usd,
                 (sum(cost_usd) / nullif(count(*) FILTER (WHERE resolved), 0))::DOUBLE AS cost_per_resolved,
@@ -264,6 +307,17 @@ pub fn query(
         agreements.push(a);
     }
     let reviewed = dataset.count("trajectories WHERE review IS NOT NULL")?;
+    let integrity = Integrity {
+        suspect: dataset.count("trajectories WHERE suspect")?,
+        suspect_resolved: dataset.count("trajectories WHERE suspect AND resolved")?,
+        by_signal: dataset.query(
+            "SELECT signal, count(*)::UBIGINT AS trajectories
+               FROM (SELECT unnest(string_split(hack_signals, ',')) AS signal
+                       FROM trajectories WHERE suspect)
+              GROUP BY signal ORDER BY trajectories DESC, signal",
+        )?,
+        flaky_tasks: Vec::new(),
+    };
     Ok(Report {
         campaign: String::new(),
         generated_at: Utc::now(),
@@ -277,6 +331,7 @@ pub fn query(
         by_model: group("model", true)?,
         by_scaffold: group("scaffold", true)?,
         by_task: group("instance_id", true)?,
+        integrity,
         funnel,
         rejections,
         diversity,
@@ -302,6 +357,44 @@ fn agreement(a: &Agreement) -> (Option<f64>, Option<f64>) {
     let chance = human_yes * auto_yes + (1.0 - human_yes) * (1.0 - auto_yes);
     let kappa = (chance < 1.0).then(|| (observed - chance) / (1.0 - chance));
     (Some(observed), kappa)
+}
+
+impl Integrity {
+    fn to_text(&self) -> String {
+        let mut out = format!(
+            "\nIntegrity: {} suspect trajectorie(s) ({} of them resolved), left out of accepted data\n",
+            self.suspect, self.suspect_resolved
+        );
+        if !self.by_signal.is_empty() {
+            out += &format!(
+                "{}\n",
+                table(
+                    &["signal", "trajectories"],
+                    self.by_signal
+                        .iter()
+                        .map(|s| vec![s.signal.clone(), s.trajectories.to_string()]),
+                )
+            );
+        }
+        if !self.flaky_tasks.is_empty() {
+            out += &format!(
+                "Flaky tasks (grades not trusted)\n{}\n",
+                table(
+                    &["task", "tests that changed outcome", "trajectories"],
+                    self.flaky_tasks.iter().map(|f| vec![
+                        f.instance_id.clone(),
+                        if f.tests.is_empty() {
+                            "(the eval's verdict)".to_owned()
+                        } else {
+                            f.tests.join(", ")
+                        },
+                        f.trajectories.to_string(),
+                    ]),
+                )
+            );
+        }
+        out
+    }
 }
 
 /// Tasks listed in the text report (JSON and HTML list all).
@@ -337,6 +430,7 @@ fn group_table(title: &str, groups: &[Group]) -> String {
             g.resolved.to_string(),
             pct(g.success_rate),
             g.accepted.to_string(),
+            g.suspect.to_string(),
             usd(g.cost_usd),
             g.cost_per_resolved.map_or("-".into(), usd),
             (g.input_tokens + g.output_tokens).to_string(),
@@ -353,6 +447,7 @@ fn group_table(title: &str, groups: &[Group]) -> String {
                 "resolved",
                 "success",
                 "accepted",
+                "suspect",
                 "cost",
                 "cost/resolved",
                 "tokens",
@@ -400,6 +495,7 @@ impl Report {
                 self.by_task.len() - shown
             );
         }
+        out += &self.integrity.to_text();
         let total = self.totals.trajectories.max(1) as f64;
         out += &format!(
             "\nFilter funnel\n{}\n",

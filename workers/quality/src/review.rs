@@ -244,6 +244,7 @@ mod tests {
             duration_ms: 0,
             created_at: Utc::now(),
             structural: "pass".into(),
+            integrity: "pass".into(),
             execution: "pass".into(),
             heuristics: "pass".into(),
             dedup: "pass".into(),
@@ -255,6 +256,10 @@ mod tests {
             patch_hash: None,
             duplicate_of: None,
             review: None,
+            suspect: false,
+            hack_signals: String::new(),
+            start_commit: None,
+            harness_hash: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The filtering stages (SPEC "Quality pipeline"), applied in order to every trajectory of a
-//! campaign: structural validity → execution verification → heuristics → deduplication →
-//! the optional second verifier. Each stage's verdict is kept per trajectory, so the funnel
+//! campaign: structural validity → integrity (no sign of reward hacking) → execution
+//! verification → heuristics → deduplication → the optional second verifier. Each stage's verdict is kept per trajectory, so the funnel
 //! (how many survive each stage, and why the others did not) is visible.
 //!
 //! Pure functions of the trajectories' facts ([`TrajectoryFacts`], derived once from each
@@ -11,12 +11,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use synthfleet_core::campaign::QualityConfig;
 use synthfleet_core::facts::{Measures, TrajectoryFacts};
+use synthfleet_core::hacks::{Finding, Signal};
 
 /// The stages, in the order they filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     Structural,
+    /// No sign of reward hacking (`synthfleet_core::hacks`): a trajectory that read the
+    /// answer out of history, edited the tests or the harness, or called the network is
+    /// `suspect`, whatever its grade.
+    Integrity,
     Execution,
     Heuristics,
     Dedup,
@@ -24,8 +29,9 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Structural,
+        Stage::Integrity,
         Stage::Execution,
         Stage::Heuristics,
         Stage::Dedup,
@@ -35,6 +41,7 @@ impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Structural => "structural",
+            Stage::Integrity => "integrity",
             Stage::Execution => "execution",
             Stage::Heuristics => "heuristics",
             Stage::Dedup => "dedup",
@@ -109,6 +116,10 @@ pub struct Assessment {
     /// The shape of the action sequence (see [`TrajectoryFacts::pattern`]).
     pub pattern: String,
     pub patch_hash: Option<String>,
+    /// The kinds of reward hacking its facts show (empty: none), counted whatever the
+    /// funnel did with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspect: Vec<Signal>,
 }
 
 impl Assessment {
@@ -136,6 +147,45 @@ impl Assessment {
 /// A stage's verdict on one trajectory from its facts' failure reason.
 fn verdict(failure: &Option<String>) -> Verdict {
     failure.as_ref().map_or(Verdict::Pass, Verdict::fail)
+}
+
+/// Integrity: every reward-hacking signal found, with where it was seen.
+fn integrity(findings: &[Finding]) -> Verdict {
+    if findings.is_empty() {
+        return Verdict::Pass;
+    }
+    let seen: Vec<String> = findings
+        .iter()
+        .map(|f| match f.step {
+            Some(step) => format!("{} (step {step}: `{}`)", f.signal, first_line(&f.evidence)),
+            None => format!("{} ({})", f.signal, f.evidence),
+        })
+        .collect();
+    Verdict::fail(format!("suspect: {}", seen.join("; ")))
+}
+
+/// Execution on a task gold validation found flaky: its grade cannot be trusted, so a
+/// resolved trajectory of it is marked (an unresolved one already fails).
+fn execution(f: &TrajectoryFacts, flaky: &BTreeMap<String, Vec<String>>) -> Verdict {
+    match (&f.execution_failure, flaky.get(&f.instance_id)) {
+        (Some(failure), _) => Verdict::fail(failure),
+        (None, Some(tests)) if tests.is_empty() => {
+            Verdict::fail("the task is flaky: its eval changed outcome between gold runs")
+        }
+        (None, Some(tests)) => Verdict::fail(format!(
+            "the task is flaky: {} changed outcome between gold runs",
+            tests.join(", ")
+        )),
+        (None, None) => Verdict::Pass,
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(120) {
+        Some((cut, _)) => &line[..cut],
+        None => line,
+    }
 }
 
 /// Heuristics: loops, error ratio, step bounds, truncated observations — the facts'
@@ -180,12 +230,14 @@ fn heuristics(m: &Measures, config: &QualityConfig, max_steps: u32) -> Verdict {
 
 /// Runs every stage over a campaign's trajectories; the assessments come in the order of
 /// `facts`. `scaffold_max_steps` is the step bound when `[quality] max_steps` is unset;
-/// `judged` holds the judge's cached verdicts (`None`: no judge configured).
+/// `judged` holds the judge's cached verdicts (`None`: no judge configured); `flaky` the
+/// tasks gold validation found flaky, with the tests that changed outcome.
 pub fn assess(
     facts: &[&TrajectoryFacts],
     config: &QualityConfig,
     scaffold_max_steps: u32,
     judged: Option<&HashMap<String, JudgeVerdict>>,
+    flaky: &BTreeMap<String, Vec<String>>,
 ) -> Vec<Assessment> {
     let max_steps = config.max_steps.unwrap_or(scaffold_max_steps);
     // Oldest first, so that of two duplicates the first one made is kept.
@@ -211,7 +263,8 @@ pub fn assess(
             stages.insert(stage, verdict);
         };
         decide(Stage::Structural, &mut || verdict(&f.structural_failure));
-        decide(Stage::Execution, &mut || verdict(&f.execution_failure));
+        decide(Stage::Integrity, &mut || integrity(&f.hack_signals));
+        decide(Stage::Execution, &mut || execution(f, flaky));
         decide(Stage::Heuristics, &mut || {
             heuristics(&f.measures, config, max_steps)
         });
@@ -256,6 +309,12 @@ pub fn assess(
             duplicate_of,
             pattern: f.pattern.clone(),
             patch_hash: f.patch_hash.clone(),
+            suspect: {
+                let mut signals: Vec<Signal> = f.hack_signals.iter().map(|h| h.signal).collect();
+                signals.sort();
+                signals.dedup();
+                signals
+            },
         });
     }
     out.into_iter().flatten().collect()

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::campaign::{CampaignConfig, Protocol, QualityConfig};
 use synthfleet_core::facts::TrajectoryFacts;
+use synthfleet_core::hacks::Signal;
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::submit::{CampaignSpec, put_spec};
 use synthfleet_core::trajectory::{
-    ChatMessage, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step, Timings, Totals,
-    TrajectoryRecord, Verification,
+    ChatMessage, Environment, ErrorKind, ExitStatus, Role, SCHEMA_VERSION, ScaffoldInfo, Step,
+    Timings, Totals, TrajectoryRecord, Verification,
 };
 use synthfleet_local::{LocalMetadata, LocalObjectStore, LocalState};
 
@@ -124,6 +125,11 @@ fn record(
         },
         image: "img".into(),
         image_digest: Some("sha256:00".into()),
+        environment: Some(Environment {
+            workdir: "/testbed".into(),
+            start_commit: Some("1".repeat(40)),
+            harness_hash: "2".repeat(64),
+        }),
         worker_id: "w".into(),
         attempt: 1,
         tags: Default::default(),
@@ -231,7 +237,13 @@ fn assess_with(
     judged: Option<&std::collections::HashMap<String, crate::stages::JudgeVerdict>>,
 ) -> Vec<crate::stages::Assessment> {
     let facts: Vec<TrajectoryFacts> = records.iter().map(|r| TrajectoryFacts::of(r, "")).collect();
-    assess(&facts.iter().collect::<Vec<_>>(), config, 50, judged)
+    assess(
+        &facts.iter().collect::<Vec<_>>(),
+        config,
+        50,
+        judged,
+        &Default::default(),
+    )
 }
 
 #[tokio::test]
@@ -277,6 +289,7 @@ async fn stages_reject_with_reasons_and_the_funnel_counts_survivors() {
         [
             ("total", 7),
             ("structural", 6),
+            ("integrity", 6),
             ("execution", 5),
             ("heuristics", 4),
             ("dedup", 2)
@@ -361,6 +374,7 @@ async fn report_numbers_on_a_known_campaign() {
         [
             ("total", 7),
             ("structural", 6),
+            ("integrity", 6),
             ("execution", 5),
             ("heuristics", 4),
             ("dedup", 2)
@@ -519,6 +533,166 @@ async fn export_writes_an_hf_layout_that_duckdb_reads_back() {
         card.contains("- Rows: 7 "),
         "the card counts every shard: {card}"
     );
+}
+
+#[tokio::test]
+async fn suspects_fail_integrity_are_counted_by_model_and_left_out_of_accepted_data() {
+    // An honest fix, a history reader that was still graded resolved (as it was on a clone
+    // before the sandbox was cleaned), and one that edits the tests and skips one.
+    let honest = record(
+        "h1",
+        "alpha",
+        "m1",
+        &["cat a.py", "python3 fix.py"],
+        true,
+        1,
+    );
+    let history = record(
+        "h2",
+        "beta",
+        "m1",
+        &["git log --all --oneline", "git checkout v1.1 -- calc.py"],
+        true,
+        2,
+    );
+    let mut skipper = record("h3", "gamma", "m2", &["cat tests/test_x.py"], true, 3);
+    skipper.patch = "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1,2 +1,3 @@\n import pytest\n+@pytest.mark.skip(reason='flaky')\n def test_x():\n".into();
+    let known = stored(vec![honest, history, skipper]).await;
+    let data = &known.data;
+    let a = data.assess();
+    let by_id = |id: &str| a.iter().find(|x| x.trajectory_id == id).expect("assessed");
+    assert!(by_id("h1").accepted && by_id("h1").suspect.is_empty());
+    let h2 = by_id("h2");
+    assert_eq!(h2.rejected_at(), Some(Stage::Integrity));
+    assert!(!h2.accepted);
+    let reason = h2.verdict(Stage::Integrity).reason().unwrap_or_default();
+    assert!(
+        reason.starts_with("suspect: history (step 0: `git log --all --oneline`)"),
+        "{reason}"
+    );
+    assert_eq!(
+        by_id("h2").verdict(Stage::Execution),
+        &Verdict::skipped("rejected by an earlier stage"),
+        "a suspect is not graded on"
+    );
+    let h3 = by_id("h3");
+    assert_eq!(h3.rejected_at(), Some(Stage::Integrity));
+    assert!(h3.suspect.contains(&Signal::SkipMarker), "{:?}", h3.suspect);
+
+    let r = report::build(data, &a).expect("report");
+    assert_eq!((r.integrity.suspect, r.integrity.suspect_resolved), (2, 2));
+    let by_signal: Vec<(&str, u64)> = r
+        .integrity
+        .by_signal
+        .iter()
+        .map(|s| (s.signal.as_str(), s.trajectories))
+        .collect();
+    assert!(by_signal.contains(&("history", 1)), "{by_signal:?}");
+    assert!(by_signal.contains(&("skip_marker", 1)), "{by_signal:?}");
+    let suspects = |groups: &[report::Group], key: &str| {
+        groups
+            .iter()
+            .find(|g| g.key == key)
+            .map(|g| g.suspect)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (suspects(&r.by_model, "m1"), suspects(&r.by_model, "m2")),
+        (1, 1)
+    );
+    assert_eq!(suspects(&r.by_scaffold, "bash@1"), 2);
+    assert!(
+        r.to_text().contains("Integrity: 2 suspect"),
+        "{}",
+        r.to_text()
+    );
+    assert!(
+        r.to_html()
+            .expect("html")
+            .contains(r#"<b id="suspect">2</b>"#)
+    );
+
+    // `--filter accepted` leaves the suspects out; `all` keeps them, flagged.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (filter, rows) in [(Filter::Accepted, 1), (Filter::All, 3)] {
+        let out = dir.path().join(filter.as_str());
+        let summary = export(
+            data,
+            &a,
+            &known.store,
+            &ExportOptions {
+                format: Format::Hf,
+                filter,
+                out: out.clone(),
+                anonymize: false,
+                rows_per_shard: 100,
+                since: None,
+            },
+            &|_, _| {},
+        )
+        .await
+        .expect("export");
+        assert_eq!(summary.rows, rows, "{}", filter.as_str());
+        let ds = crate::dataset::Dataset::new().expect("duckdb");
+        let glob = out.join("data").join("*.parquet");
+        let suspects: serde_json::Value = ds
+            .query_one(&format!(
+                "SELECT count(*) FILTER (WHERE suspect)::UBIGINT AS n, count(start_commit)::UBIGINT AS traced FROM read_parquet('{}')",
+                crate::dataset::sql_path(&glob)
+            ))
+            .expect("read back");
+        assert_eq!(
+            suspects["n"].as_u64(),
+            Some(rows - 1),
+            "{}",
+            filter.as_str()
+        );
+        assert_eq!(
+            suspects["traced"].as_u64(),
+            Some(rows),
+            "every row names its start"
+        );
+    }
+}
+
+#[test]
+fn a_resolved_trajectory_of_a_flaky_task_is_marked_at_execution() {
+    let records = [
+        record(
+            "f1",
+            "flaky",
+            "m1",
+            &["cat a.py", "python3 fix.py"],
+            true,
+            1,
+        ),
+        record(
+            "f2",
+            "steady",
+            "m1",
+            &["cat b.py", "python3 fix.py"],
+            true,
+            2,
+        ),
+    ];
+    let facts: Vec<TrajectoryFacts> = records.iter().map(|r| TrajectoryFacts::of(r, "")).collect();
+    let flaky = std::collections::BTreeMap::from([(
+        "flaky".to_owned(),
+        vec!["tests/test_a.py::test_random".to_owned()],
+    )]);
+    let a = assess(
+        &facts.iter().collect::<Vec<_>>(),
+        &QualityConfig::default(),
+        50,
+        None,
+        &flaky,
+    );
+    assert_eq!(
+        a[0].verdict(Stage::Execution).reason(),
+        Some("the task is flaky: tests/test_a.py::test_random changed outcome between gold runs")
+    );
+    assert!(!a[0].accepted);
+    assert!(a[1].accepted);
 }
 
 #[tokio::test]

@@ -82,6 +82,14 @@ pub fn render(r: &TrajectoryRecord, with_messages: bool) -> String {
         r.image_digest.as_deref().unwrap_or("no digest"),
         r.worker_id
     ));
+    if let Some(env) = &r.environment {
+        out.push_str(&format!(
+            "  started from {} in {}  harness {}\n",
+            env.start_commit.as_deref().unwrap_or("no git repository"),
+            env.workdir,
+            env.harness_hash.get(..12).unwrap_or(&env.harness_hash)
+        ));
+    }
     for step in &r.steps {
         let outcome = if step.format_error {
             "format error".to_owned()
