@@ -108,6 +108,8 @@ async fn report_dashboard_export_review_and_gc_on_a_known_campaign() {
         [
             ("total".to_owned(), 8),
             ("structural".into(), 8),
+            // Honest scripted trajectories: no reward-hacking signal.
+            ("integrity".into(), 8),
             ("execution".into(), 6),
             ("heuristics".into(), 4),
             ("dedup".into(), 2),

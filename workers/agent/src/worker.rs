@@ -162,9 +162,12 @@ struct Shared {
     interrupt: CancellationToken,
     stop_reason: std::sync::Mutex<Option<String>>,
     reaper: Option<Arc<dyn SandboxProvider>>,
-    /// The last heartbeat that saw rollouts in flight (what the scaler's idle time counts
-    /// from).
-    last_active: std::sync::Mutex<Option<chrono::DateTime<Utc>>>,
+    /// When a rollout last started or ended, or when the worker started (what the
+    /// scaler's idle window counts from).
+    last_active: std::sync::Mutex<chrono::DateTime<Utc>>,
+    /// Wakes the heartbeat when the last rollout in flight ends, so the scaler sees the
+    /// worker's last activity at once rather than up to a heartbeat later.
+    went_idle: tokio::sync::Notify,
     protection: Option<Arc<dyn ScaleInProtection>>,
     /// The protection last set, and when (`None`: never).
     protected: tokio::sync::Mutex<Option<(bool, tokio::time::Instant)>>,
@@ -237,7 +240,8 @@ impl Worker {
             stop: stop.child_token(),
             interrupt: interrupt.clone(),
             stop_reason: std::sync::Mutex::new(None),
-            last_active: std::sync::Mutex::new(None),
+            last_active: std::sync::Mutex::new(Utc::now()),
+            went_idle: tokio::sync::Notify::new(),
             protection: self.protection.clone(),
             protected: tokio::sync::Mutex::new(None),
             reaper: self.reaper.clone(),
@@ -287,10 +291,10 @@ impl Worker {
             for (delivery, permit) in deliveries.into_iter().zip(permits) {
                 let shared = shared.clone();
                 handlers.spawn(async move {
-                    shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                    // Counted out on drop, so a handler that panics is no longer busy.
+                    let _busy = InFlight::enter(&shared);
                     shared.guard_scale_in().await;
                     shared.handle(delivery).await;
-                    shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                 });
             }
@@ -320,6 +324,28 @@ impl Worker {
     }
 }
 
+/// One rollout in flight: counted in on creation, out on drop (a panic or a cancelled
+/// future included), each marking the worker active; the last one out wakes the heartbeat.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> InFlight<'a> {
+        shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        shared.mark_active();
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let shared = self.0;
+        shared.mark_active();
+        if shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            shared.went_idle.notify_one();
+        }
+    }
+}
+
 async fn heartbeats(shared: Arc<Shared>) {
     loop {
         shared.beat().await;
@@ -330,7 +356,10 @@ async fn heartbeats(shared: Arc<Shared>) {
         }
         shared.reclaim_stale_leases().await;
         shared.guard_scale_in().await;
-        tokio::time::sleep(shared.config.heartbeat_every).await;
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.heartbeat_every) => {}
+            _ = shared.went_idle.notified() => {}
+        }
     }
 }
 
@@ -465,18 +494,20 @@ impl Shared {
         }
     }
 
+    /// Marks the worker active now (a rollout started or ended).
+    fn mark_active(&self) {
+        if let Ok(mut last) = self.last_active.lock() {
+            *last = Utc::now();
+        }
+    }
+
     async fn beat(&self) {
         let now = Utc::now();
         let in_flight = self.counters.in_flight.load(Ordering::Relaxed);
-        let last_active = match self.last_active.lock() {
-            Ok(mut last) => {
-                if in_flight > 0 {
-                    *last = Some(now);
-                }
-                *last
-            }
-            Err(_) => Some(now),
-        };
+        if in_flight > 0 {
+            self.mark_active();
+        }
+        let last_active = Some(self.last_active.lock().map_or(now, |last| *last));
         let beat = WorkerHeartbeat {
             worker_id: self.config.worker_id.clone(),
             at: now,

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use synthfleet_backend::Backend;
+use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::ports::{MetadataStore, Queue};
 use synthfleet_core::scaling::{FleetView, ScalingPolicy, desired_workers};
 use tracing::info;
@@ -125,6 +126,9 @@ pub struct Scaler {
 pub struct Decision {
     pub visible: u64,
     pub in_flight: u64,
+    /// Samples of campaigns that accept work: messages beyond them (a paused or
+    /// exhausted campaign's, deferred) hold no capacity.
+    pub runnable: u64,
     pub current: u32,
     pub desired: u32,
 }
@@ -193,12 +197,20 @@ impl Scaler {
     pub async fn run(&self, now: DateTime<Utc>) -> Result<Decision, ControlError> {
         let stats = self.queue.stats().await?;
         let beats = self.metadata.heartbeats().await?;
+        let runnable = self
+            .metadata
+            .campaigns()
+            .await?
+            .iter()
+            .map(CampaignRecord::runnable)
+            .sum();
         let current = self.capacity.current().await?;
         let desired = desired_workers(
             &self.policy,
             &FleetView {
                 visible: stats.visible,
                 in_flight: stats.in_flight,
+                runnable,
                 beats: &beats,
                 current,
                 now,
@@ -206,11 +218,12 @@ impl Scaler {
         );
         if desired != current {
             self.capacity.set(desired).await?;
-            info!(target = %self.capacity.describe(), current, desired, visible = stats.visible, in_flight = stats.in_flight, "fleet capacity changed");
+            info!(target = %self.capacity.describe(), current, desired, visible = stats.visible, in_flight = stats.in_flight, runnable, "fleet capacity changed");
         }
         Ok(Decision {
             visible: stats.visible,
             in_flight: stats.in_flight,
+            runnable,
             current,
             desired,
         })

@@ -236,6 +236,17 @@ impl CampaignRecord {
             .max()
     }
 
+    /// Samples a worker may run now: those without an outcome, while the campaign accepts
+    /// work (none while it is paused, exhausted or done). What the scaler sizes the fleet
+    /// by: deferred messages of a stopped campaign hold no capacity.
+    pub fn runnable(&self) -> u64 {
+        if self.state.accepts_work() {
+            self.total_samples.saturating_sub(self.accounted())
+        } else {
+            0
+        }
+    }
+
     /// Samples with an outcome: a committed result or a dead letter with its reason.
     pub fn accounted(&self) -> u64 {
         self.counts.success + self.counts.failed + self.counts.dead_lettered

@@ -230,7 +230,9 @@ pub struct WorkerHeartbeat {
     /// worker is dead once it missed a few ([`crate::liveness`]).
     #[serde(default)]
     pub interval_s: u64,
-    /// When the worker last had a rollout in flight (`None`: never, since it started).
+    /// When the worker last had a rollout in flight, or when it started if it has run
+    /// none yet: what the scaler's idle window counts from (`None` in beats of workers from
+    /// before it was kept: not known to be idle).
     #[serde(default)]
     pub last_active: Option<DateTime<Utc>>,
     /// Models whose circuit breaker is open on this worker (their calls go to fallbacks).

@@ -1,10 +1,16 @@
 //! How many workers the fleet wants: the scaler function's rule.
 //!
-//! `desired = clamp(max(ceil((visible + in_flight) / tasks_per_worker), busy), min, max)`
-//! while there is work; with none (nothing visible, nothing in flight), the current count
-//! is kept until every live worker has been idle for `idle_before_zero`, then `min`
-//! (0 for a fleet that scales to zero). A busy worker is never scaled away: the count
-//! never drops below the live workers with rollouts in flight.
+//! `desired = clamp(max(ceil(work / tasks_per_worker), busy), min, max)` while there is
+//! work; with none, the current count is kept until every live worker has been idle for
+//! `idle_before_zero`, then `min` (0 for a fleet that scales to zero). A busy worker is
+//! never scaled away: the count never drops below the live workers with rollouts in flight.
+//!
+//! *Work* is the queue's messages (visible, in flight and delayed) but never more than the
+//! samples of campaigns that accept work: messages of a paused or exhausted campaign wait
+//! in the queue, deferred, for `resume`, and hold no capacity — an exhausted fleet goes to
+//! zero after its idle window and stays there. *Idle since* is the latest activity a live
+//! worker reports: its last rollout, or its start when it has run none (a worker that
+//! reports nothing is not known to be idle, so the fleet is kept).
 
 use crate::liveness;
 use crate::ports::WorkerHeartbeat;
@@ -25,8 +31,11 @@ pub struct ScalingPolicy {
 pub struct FleetView<'a> {
     /// Messages waiting in the queue.
     pub visible: u64,
-    /// Messages received and not yet deleted.
+    /// Messages received and not yet deleted, and messages delayed (retries, deferrals).
     pub in_flight: u64,
+    /// Samples of the campaigns that accept work, not yet accounted for
+    /// ([`crate::budget::CampaignRecord::runnable`]): the most of the queue's messages a worker may run.
+    pub runnable: u64,
     /// Every heartbeat (stale ones are ignored).
     pub beats: &'a [WorkerHeartbeat],
     /// The capacity set now.
@@ -41,14 +50,19 @@ pub fn desired_workers(policy: &ScalingPolicy, fleet: &FleetView<'_>) -> u32 {
         .filter(|b| !liveness::is_stale(b, fleet.now))
         .collect();
     let busy = live.iter().filter(|b| b.in_flight > 0).count() as u32;
-    let work = fleet.visible + fleet.in_flight;
+    let work = (fleet.visible + fleet.in_flight).min(fleet.runnable);
     let wanted = if work > 0 {
         let per = u64::from(policy.tasks_per_worker.max(1));
         u32::try_from(work.div_ceil(per)).unwrap_or(u32::MAX)
     } else {
-        let last_active = live.iter().filter_map(|b| b.last_active).max();
-        let idle_long_enough =
-            last_active.is_none_or(|at| fleet.now - at >= policy.idle_before_zero);
+        // `None` when a live worker does not say when it was last active.
+        let activity: Option<Vec<DateTime<Utc>>> = live.iter().map(|b| b.last_active).collect();
+        let idle_long_enough = activity.is_some_and(|times| {
+            times
+                .into_iter()
+                .max()
+                .is_none_or(|at| fleet.now - at >= policy.idle_before_zero)
+        });
         if idle_long_enough { 0 } else { fleet.current }
     };
     wanted
@@ -59,6 +73,7 @@ pub fn desired_workers(policy: &ScalingPolicy, fleet: &FleetView<'_>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budget::CampaignRecord;
 
     fn beat(
         id: &str,
@@ -88,6 +103,7 @@ mod tests {
         FleetView {
             visible,
             in_flight,
+            runnable: u64::MAX,
             beats,
             current,
             now,
@@ -137,5 +153,72 @@ mod tests {
             1,
             "min holds"
         );
+    }
+
+    const POLICY: ScalingPolicy = ScalingPolicy {
+        min: 0,
+        max: 10,
+        tasks_per_worker: 4,
+        idle_before_zero: TimeDelta::seconds(60),
+    };
+
+    #[test]
+    fn messages_of_campaigns_that_accept_no_work_hold_no_capacity() {
+        let now = Utc::now();
+        let mut exhausted = CampaignRecord::new("spent", crate::MicroUsd(1), 12, now);
+        exhausted.state = crate::budget::CampaignState::Exhausted;
+        exhausted.counts.success = 4;
+        let mut paused = CampaignRecord::new("held", crate::MicroUsd(1), 5, now);
+        paused.state = crate::budget::CampaignState::Paused;
+        let mut running = CampaignRecord::new("live", crate::MicroUsd(1), 10, now);
+        running.counts.failed = 7;
+        assert_eq!(
+            (exhausted.runnable(), paused.runnable(), running.runnable()),
+            (0, 0, 3)
+        );
+        // The budget is spent and the workers stopped: 8 deferred messages wait, delayed.
+        let stopped = |runnable, beats: &[WorkerHeartbeat], current| {
+            desired_workers(
+                &POLICY,
+                &FleetView {
+                    visible: 0,
+                    in_flight: 8,
+                    runnable,
+                    beats,
+                    current,
+                    now,
+                },
+            )
+        };
+        assert_eq!(stopped(0, &[], 0), 0, "no worker is started for them");
+        let idle = [beat("a", 0, Some(120), now)];
+        assert_eq!(stopped(0, &idle, 4), 0, "an idle fleet goes to zero");
+        let recent = [beat("a", 0, Some(5), now)];
+        assert_eq!(stopped(0, &recent, 4), 4, "after its idle window");
+        let busy = [beat("a", 1, Some(1), now)];
+        assert_eq!(
+            stopped(0, &busy, 1),
+            1,
+            "a rollout still running keeps its worker"
+        );
+        // Resumed: the same messages are work again, as many as the campaign has left.
+        assert_eq!(stopped(3, &[], 0), 1);
+        assert_eq!(stopped(100, &[], 0), 2, "never more than the queue holds");
+    }
+
+    #[test]
+    fn the_idle_window_counts_from_the_last_activity_and_unknown_is_not_idle() {
+        let now = Utc::now();
+        let desired =
+            |beats: &[WorkerHeartbeat]| desired_workers(&POLICY, &view(0, 0, beats, 4, now));
+        // The last rollout ended a second ago (the worker beats as it goes idle).
+        assert_eq!(desired(&[beat("a", 0, Some(1), now)]), 4);
+        // A worker that reports no activity (an older version) is not known to be idle.
+        assert_eq!(
+            desired(&[beat("a", 0, None, now), beat("b", 0, Some(900), now)]),
+            4
+        );
+        assert_eq!(desired(&[beat("a", 0, Some(61), now)]), 0);
+        assert_eq!(desired(&[]), 0, "no live worker: nothing to wait for");
     }
 }
