@@ -544,6 +544,10 @@ async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
     };
     let now = chrono::Utc::now();
     assert_eq!(decide(now).await, [0, 0], "no work, no workers");
+    metadata
+        .upsert_campaign("scaled", MicroUsd::from_usd_ceil(1.0), 5)
+        .await
+        .expect("campaign");
     for i in 0..5 {
         queue
             .send(&format!("task {i}"), std::time::Duration::ZERO)
@@ -555,6 +559,35 @@ async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
         [3, 3],
         "five tasks, two per worker: 0 -> 3"
     );
+    // The budget runs out: the five messages stay in the queue (deferred, for `resume`)
+    // but hold no capacity, however long they wait.
+    let exhausted = metadata
+        .set_state(
+            "scaled",
+            CampaignState::Exhausted,
+            Some("budget spent".into()),
+        )
+        .await
+        .expect("exhaust");
+    assert!(exhausted);
+    assert_eq!(decide(now).await, [0, 0], "nothing can run: no workers");
+    assert_eq!(
+        decide(now + chrono::TimeDelta::hours(1)).await,
+        [0, 0],
+        "and none later"
+    );
+    assert!(
+        metadata
+            .set_state("scaled", CampaignState::Running, None)
+            .await
+            .is_ok_and(|moved| !moved),
+        "exhausted is left by a raised budget, not a state change"
+    );
+    metadata
+        .upsert_campaign("scaled", MicroUsd::from_usd_ceil(2.0), 5)
+        .await
+        .expect("raise the budget");
+    assert_eq!(decide(now).await, [3, 3], "resumed: the same messages are work");
     // A worker has taken the last task and is busy: the fleet keeps it.
     let deliveries = queue
         .receive(10, std::time::Duration::from_secs(600))

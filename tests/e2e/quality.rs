@@ -325,7 +325,7 @@ fn export_loads_in_pyarrow_and_datasets(fx: &Fixture) {
     let card = std::fs::read_to_string(hf.join("README.md")).expect("dataset card");
     assert!(card.contains("path: data/train-*.parquet") && card.contains("| `messages` |"));
     assert!(
-        card.contains("structural 8 → execution 6 → heuristics 4 → dedup 2"),
+        card.contains("structural 8 → integrity 8 → execution 6 → heuristics 4 → dedup 2"),
         "{card}"
     );
     let checked = python(
