@@ -1043,34 +1043,29 @@ fn before_dashdash(args: &[String]) -> Vec<&str> {
 /// Operands (not options) before a `--`, skipping the values of the options in
 /// `with_value`.
 fn operands_before_dashdash<'a>(args: &'a [String], with_value: &[&str]) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while let Some(a) = args.get(i) {
-        let a = a.as_str();
-        if a == "--" {
-            break;
-        }
-        if a.starts_with('-') && a.len() > 1 {
-            if with_value.contains(&a) {
-                i += 1;
-            }
-        } else {
-            out.push(a);
-        }
-        i += 1;
-    }
-    out
+    scan_operands(args, with_value, false)
 }
 
 /// Operands (not options), skipping the values of the options in `with_value`; every
 /// word after `--` is an operand.
 fn operands<'a>(args: &'a [String], with_value: &[&str]) -> Vec<&'a str> {
+    scan_operands(args, with_value, true)
+}
+
+/// The operands of `args`; the words after a `--` too when `after_dashdash`.
+fn scan_operands<'a>(
+    args: &'a [String],
+    with_value: &[&str],
+    after_dashdash: bool,
+) -> Vec<&'a str> {
     let mut out = Vec::new();
     let mut i = 0;
     while let Some(a) = args.get(i) {
         let a = a.as_str();
         if a == "--" {
-            out.extend(args[i + 1..].iter().map(String::as_str));
+            if after_dashdash {
+                out.extend(args[i + 1..].iter().map(String::as_str));
+            }
             break;
         }
         if a.starts_with('-') && a.len() > 1 {
@@ -2698,29 +2693,25 @@ impl Lexer<'_> {
         self.i = close + 1;
     }
 
+    /// `$` and the bracketed text after it (`$((...))`, `${...}`), kept as they are.
+    fn verbatim(&mut self, left: char, right: char) {
+        let close = self.closing(self.i + 1, left, right);
+        let raw: String = self.chars[self.i..(close + 1).min(self.chars.len())]
+            .iter()
+            .collect();
+        self.push_str(&raw);
+        self.i = close + 1;
+    }
+
     fn dollar(&mut self) {
         match (self.peek(1), self.peek(2)) {
-            (Some('('), Some('(')) => {
-                // Arithmetic: kept as text.
-                let close = self.closing(self.i + 1, '(', ')');
-                let raw: String = self.chars[self.i..(close + 1).min(self.chars.len())]
-                    .iter()
-                    .collect();
-                self.push_str(&raw);
-                self.i = close + 1;
-            }
+            // Arithmetic: kept as text.
+            (Some('('), Some('(')) => self.verbatim('(', ')'),
             (Some('('), _) => {
                 self.i += 1;
                 self.substitution();
             }
-            (Some('{'), _) => {
-                let close = self.closing(self.i + 1, '{', '}');
-                let raw: String = self.chars[self.i..(close + 1).min(self.chars.len())]
-                    .iter()
-                    .collect();
-                self.push_str(&raw);
-                self.i = close + 1;
-            }
+            (Some('{'), _) => self.verbatim('{', '}'),
             (Some('\''), _) => {
                 // ANSI-C quoting: `$'a\nb'`.
                 self.i += 2;
