@@ -655,6 +655,65 @@ async fn suspects_fail_integrity_are_counted_by_model_and_left_out_of_accepted_d
     }
 }
 
+#[tokio::test]
+async fn the_report_lists_flaky_tasks_by_test_from_the_stored_gold_report() {
+    use synthfleet_core::gold::{GoldReport, Problem, TaskResult, put_report};
+    let known = stored(vec![
+        record(
+            "f1",
+            "flaky",
+            "m1",
+            &["cat a.py", "python3 fix.py"],
+            true,
+            1,
+        ),
+        record("f2", "flaky", "m2", &["cat a.py"], false, 2),
+    ])
+    .await;
+    let test = "tests/test_a.py::test_random".to_owned();
+    let report = GoldReport {
+        campaign: "known".into(),
+        created_at: Utc::now(),
+        tasks: vec![TaskResult {
+            instance_id: "flaky".into(),
+            gold: None,
+            empty: None,
+            problem: Some(Problem::Flaky {
+                tests: vec![test.clone()],
+                runs: 5,
+            }),
+            runs: 5,
+            gold_outcomes: None,
+            empty_outcomes: None,
+        }],
+    };
+    put_report(known.store.objects.as_ref(), &report)
+        .await
+        .expect("store the gold report");
+    let data = CampaignData::load(&known.store, "known", &|_, _| {})
+        .await
+        .expect("load");
+    let a = data.assess();
+    assert!(a.iter().all(|x| !x.accepted), "no flaky grade is trusted");
+    let r = report::build(&data, &a).expect("report");
+    assert_eq!(r.integrity.flaky_tasks.len(), 1);
+    let flaky = &r.integrity.flaky_tasks[0];
+    assert_eq!(
+        (
+            flaky.instance_id.as_str(),
+            flaky.tests.as_slice(),
+            flaky.trajectories
+        ),
+        ("flaky", std::slice::from_ref(&test), 2)
+    );
+    assert!(r.to_text().contains(&test), "{}", r.to_text());
+    let html = r.to_html().expect("html");
+    assert!(
+        html.contains(r#"id="flaky-table""#) && html.contains("test_random"),
+        "the dashboard lists it"
+    );
+}
+
 #[test]
 fn a_resolved_trajectory_of_a_flaky_task_is_marked_at_execution() {
     let records = [
