@@ -298,8 +298,8 @@ python3 -c '{}' | git fast-import --quiet
 git branch future main
 git reset -q --hard main~5000
 git gc -q
-chown -R 1000:1000 /work
-git count-objects -vH | grep size-pack",
+git count-objects -vH | grep size-pack
+chown -R 1000:1000 /work",
         HISTORY_GENERATOR.replace('\'', r"'\''")
     );
     let name = "synthfleet-bench-history-build";

@@ -48,12 +48,16 @@ pub fn isolation_script(workdir: &str) -> String {
 export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'
 export GIT_AUTHOR_NAME={START_AUTHOR} GIT_AUTHOR_EMAIL={START_EMAIL} GIT_AUTHOR_DATE='{START_DATE}'
 export GIT_COMMITTER_NAME={START_AUTHOR} GIT_COMMITTER_EMAIL={START_EMAIL} GIT_COMMITTER_DATE='{START_DATE}'
+# Few processes: starting one costs tens of milliseconds in a loaded sandbox.
 cd {dir}
-if ! top=$(git rev-parse --show-toplevel 2>/dev/null); then
+if [ -d .git ]; then
+  top=$PWD
+elif top=$(git rev-parse --show-toplevel 2>/dev/null); then
+  cd "$top"
+else
   echo '{MARKER} {NO_REPOSITORY}'
   exit 0
 fi
-cd "$top"
 if [ ! -d .git ]; then
   echo "the repository of $top keeps its history outside the workdir (.git is not a directory: a worktree or a submodule), so it cannot be reduced to the starting state" >&2
   exit 3
@@ -66,27 +70,33 @@ commit=$(git commit-tree "$tree" -m '{START_MESSAGE}' </dev/null)
 # The new repository is made inside .git (only .git need be writable), then takes its
 # place: everything else of the old one goes.
 fresh=.git/synthfleet-start
-rm -rf "$fresh"
+if [ -e "$fresh" ]; then rm -rf "$fresh"; fi
 trap 'rm -rf "$fresh"' EXIT
-git init -q --bare "$fresh"
-# Only the objects of the starting commit, packed into the new repository.
-git rev-list --objects "$commit" | git pack-objects -q --window=0 --stdout |
-  GIT_DIR="$fresh" git index-pack --stdin >/dev/null
-GIT_DIR="$fresh" git -c core.logAllRefUpdates=false update-ref refs/heads/main "$commit"
-GIT_DIR="$fresh" git symbolic-ref HEAD refs/heads/main
-GIT_DIR="$fresh" git config core.bare false
-# The index already matches the starting tree (write-tree wrote it): kept, so nothing is
-# hashed again.
-cp .git/index "$fresh/index"
+mkdir -p "$fresh/objects/pack" "$fresh/refs/heads" "$fresh/refs/tags" "$fresh/info"
+# Only the objects of the starting commit, packed straight into the new repository.
+echo "$commit" | git pack-objects -q --revs --window=0 "$fresh/objects/pack/pack" >/dev/null
+echo 'ref: refs/heads/main' >"$fresh/HEAD"
+echo "$commit" >"$fresh/refs/heads/main"
+if [ ${{#commit}} -eq 64 ]; then
+  printf '[core]\n\trepositoryformatversion = 1\n\tbare = false\n[extensions]\n\tobjectformat = sha256\n' >"$fresh/config"
+else
+  printf '[core]\n\trepositoryformatversion = 0\n\tbare = false\n' >"$fresh/config"
+fi
+# Moved as they are: the index (write-tree wrote it: it matches the starting tree, so
+# nothing is hashed again), a split index's shared files, submodules' own repositories,
+# the local ignore list.
 shopt -s dotglob nullglob
-for shared in .git/sharedindex.*; do cp "$shared" "$fresh/"; done
-if [ -f .git/info/exclude ]; then cp .git/info/exclude "$fresh/info/exclude"; fi
-if [ -d .git/modules ]; then mv .git/modules "$fresh/modules"; fi
+keep=(.git/index .git/sharedindex.*)
+if [ -d .git/modules ]; then keep+=(.git/modules); fi
+mv -- "${{keep[@]}}" "$fresh/"
+if [ -f .git/info/exclude ]; then mv .git/info/exclude "$fresh/info/"; fi
 trap - EXIT
+old=()
 for entry in .git/*; do
-  if [ "$entry" != "$fresh" ]; then rm -rf "$entry"; fi
+  if [ "$entry" != "$fresh" ]; then old+=("$entry"); fi
 done
-mv "$fresh"/* .git/
+rm -rf -- "${{old[@]}}"
+mv -- "$fresh"/* .git/
 rmdir "$fresh"
 echo "{MARKER} $commit"
 "#
