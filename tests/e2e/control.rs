@@ -587,7 +587,11 @@ async fn scaler_takes_an_ecs_service_and_an_asg_from_zero_to_n_and_back() {
         .upsert_campaign("scaled", MicroUsd::from_usd_ceil(2.0), 5)
         .await
         .expect("raise the budget");
-    assert_eq!(decide(now).await, [3, 3], "resumed: the same messages are work");
+    assert_eq!(
+        decide(now).await,
+        [3, 3],
+        "resumed: the same messages are work"
+    );
     // A worker has taken the last task and is busy: the fleet keeps it.
     let deliveries = queue
         .receive(10, std::time::Duration::from_secs(600))
