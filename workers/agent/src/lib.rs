@@ -9,6 +9,8 @@ mod context;
 mod gold;
 mod protocol;
 mod rollout;
+#[cfg(test)]
+mod testing;
 mod verify;
 mod worker;
 
