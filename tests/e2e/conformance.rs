@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 use synthfleet_aws::{DynamoMetadata, S3ObjectStore, SqsQueue};
+use synthfleet_core::ports::MetadataStore;
 use synthfleet_local::{LocalMetadata, LocalObjectStore, LocalQueue, LocalState};
 use synthfleet_tests::conformance;
 use synthfleet_tests::moto::Moto;
@@ -18,11 +19,61 @@ async fn metadata_local() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_dynamodb() {
     let moto = Moto::start().await;
-    conformance::metadata::conforms(Arc::new(DynamoMetadata::new(
+    let store = Arc::new(DynamoMetadata::new(
         moto.clients.dynamodb.clone(),
         &moto.names.table,
-    )))
+    ));
+    conformance::metadata::conforms(store.clone()).await;
+    conformance::metadata::a_corrupt_campaign_item_is_skipped(
+        store.as_ref(),
+        async |name: &str| corrupt_campaign_item(&moto, name).await,
+    )
     .await;
+}
+
+/// Makes the campaign item of `name` one that no version of synthfleet reads: its state
+/// one it does not know, its budget gone (as a hand edit in the console might leave it).
+pub async fn corrupt_campaign_item(moto: &Moto, name: &str) {
+    let dynamodb = &moto.clients.dynamodb;
+    DynamoMetadata::new(dynamodb.clone(), &moto.names.table)
+        .upsert_campaign(name, synthfleet_core::MicroUsd(10), 1)
+        .await
+        .expect("create the campaign");
+    // The key as DynamoDB returns it (this crate does not name the SDK's types).
+    let key = dynamodb
+        .scan()
+        .table_name(&moto.names.table)
+        .send()
+        .await
+        .expect("scan")
+        .items()
+        .iter()
+        .find(|item| {
+            item.get("pk").and_then(|v| v.as_s().ok()) == Some(&format!("CAMPAIGN#{name}"))
+                && item
+                    .get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some("CAMPAIGN")
+        })
+        .map(|item| {
+            ["pk", "sk"]
+                .into_iter()
+                .filter_map(|k| Some((k.to_owned(), item.get(k)?.clone())))
+                .collect()
+        })
+        .expect("the campaign item");
+    dynamodb
+        .update_item()
+        .table_name(&moto.names.table)
+        .set_key(Some(key))
+        .update_expression("SET #state = #name REMOVE #budget")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_names("#name", "name")
+        .expression_attribute_names("#budget", "budget")
+        .send()
+        .await
+        .expect("corrupt the campaign item");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -168,10 +168,20 @@ async fn enqueue_takes_uploads_and_schedules_once_per_run_and_writes_nothing_on_
         "campaign_key": "incoming/nightly/campaign.toml",
         "scheduled_time": "2026-11-28T05:00:00Z"
     });
-    let fired = function.handle(event(firing)).await.expect("scheduled");
+    let fired = function
+        .handle(event(firing.clone()))
+        .await
+        .expect("scheduled");
     assert_eq!(
         (fired[0].campaign.as_str(), fired[0].enqueued),
         ("nightly-202611280500", 3)
+    );
+    // The scheduler (or Lambda) retries the firing: a repeat, said so, nothing sent.
+    let refired = function.handle(event(firing)).await.expect("retried");
+    assert_eq!(
+        (refired[0].redelivered, refired[0].enqueued),
+        (true, 0),
+        "{refired:?}"
     );
     assert!(
         metadata
@@ -233,6 +243,175 @@ async fn enqueue_takes_uploads_and_schedules_once_per_run_and_writes_nothing_on_
             .is_err()
     );
     assert_eq!(queue.stats().await.expect("stats").visible, 6);
+}
+
+/// Uploads `body` at `key` and returns the S3 notification of that upload, as S3 sends
+/// it: the object's eTag and the event's `sequencer` (increasing per key).
+async fn uploaded(moto: &Moto, key: &str, body: &str, sequencer: &str) -> serde_json::Value {
+    let put = moto
+        .clients
+        .s3
+        .put_object()
+        .bucket(&moto.names.bucket)
+        .key(key)
+        .body(body.as_bytes().to_vec().into())
+        .send()
+        .await
+        .expect("upload");
+    let etag = put.e_tag().unwrap_or_default().trim_matches('"').to_owned();
+    json!({"Records": [{
+        "eventSource": "aws:s3",
+        "eventName": "ObjectCreated:Put",
+        "s3": {
+            "bucket": {"name": moto.names.bucket},
+            "object": {"key": key, "size": body.len(), "eTag": etag, "versionId": null, "sequencer": sequencer}
+        }
+    }]})
+}
+
+/// S3 delivers an event at least once and Lambda retries it for hours: the upload's event
+/// again, after the campaign is done, changes nothing (no second `running`, no second
+/// finalization); a new upload of the file is the user's intent and runs it again, sending
+/// only the samples without a result; an older event that arrives late changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_upload_event_leaves_a_done_campaign_done_and_a_new_upload_runs_it_again() {
+    let moto = Moto::start().await;
+    let tasks: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|id| task_line(id, "median", "[x] anything", "true"))
+        .collect();
+    upload(
+        &moto,
+        "incoming/again/tasks/set.jsonl",
+        &(tasks.join("\n") + "\n"),
+    )
+    .await;
+    let campaign = CAMPAIGN.replace("nightly", "again");
+    let key = "incoming/again/campaign.toml";
+    let first_upload = uploaded(&moto, key, &campaign, "0062E99A88DC407460").await;
+    let function = enqueuer(&moto);
+    let store = function.backend.store().clone();
+    let metadata = store.metadata.clone();
+    let ecs = FakeEcsApi::start();
+    let finalizer = Finalizer {
+        store: store.clone(),
+        jobs: Some(jobs_task(&ecs)),
+    };
+    let first = function
+        .handle(event(first_upload.clone()))
+        .await
+        .expect("enqueue");
+    assert_eq!(first[0].enqueued, 2);
+    // Every sample gets its result; finalize marks the campaign done and launches its jobs.
+    for (i, instance) in ["a", "b"].into_iter().enumerate() {
+        let key = ResultKey {
+            campaign: "again".into(),
+            instance_id: instance.into(),
+            sample_index: 0,
+        };
+        let meta = conformance::metadata::sample_meta(&key, &format!("01AGAIN{i}"));
+        metadata.commit(&meta).await.expect("commit");
+    }
+    assert_eq!(
+        finalizer
+            .run(chrono::Utc::now())
+            .await
+            .expect("finalize")
+            .len(),
+        1
+    );
+    let state = async || {
+        metadata
+            .campaign("again")
+            .await
+            .expect("read")
+            .expect("item")
+    };
+    assert_eq!(state().await.state, CampaignState::Done);
+
+    // The same event, delivered again.
+    let again = function
+        .handle(event(first_upload.clone()))
+        .await
+        .expect("a redelivery");
+    assert_eq!(
+        state().await.state,
+        CampaignState::Done,
+        "a redelivery never reopens a campaign"
+    );
+    assert!(
+        finalizer
+            .run(chrono::Utc::now())
+            .await
+            .expect("finalize")
+            .is_empty(),
+        "nothing to finalize again"
+    );
+    assert_eq!(ecs.runs().len(), 1, "the jobs were launched once");
+    assert_eq!(again[0].enqueued, 0);
+    assert!(again[0].redelivered, "{again:?}");
+
+    // A new upload of the file (two samples per task now): the user's intent.
+    let second_upload = uploaded(
+        &moto,
+        key,
+        &campaign.replace("budget_usd", "samples_per_task = 2\nbudget_usd"),
+        "0062E99A88DC4074A1",
+    )
+    .await;
+    let rerun = function
+        .handle(event(second_upload))
+        .await
+        .expect("a new upload");
+    assert_eq!(
+        (
+            rerun[0].enqueued,
+            rerun[0].already_done,
+            rerun[0].redelivered
+        ),
+        (2, 2, false),
+        "only the samples without a result"
+    );
+    assert!(rerun[0].reopened, "{rerun:?}");
+    let record = state().await;
+    assert_eq!(
+        (record.state, record.total_samples),
+        (CampaignState::Running, 4)
+    );
+    // The first upload's event, arriving late: older than what was applied.
+    let late = function
+        .handle(event(first_upload))
+        .await
+        .expect("a late event");
+    assert!(late[0].redelivered && late[0].enqueued == 0, "{late:?}");
+    let record = state().await;
+    assert_eq!(
+        (record.state, record.total_samples),
+        (CampaignState::Running, 4),
+        "the late event changed nothing"
+    );
+    // The new samples get their results: finalized again, the report is built again
+    // (a client token of its own: it covers other results).
+    for (i, instance) in ["a", "b"].into_iter().enumerate() {
+        let key = ResultKey {
+            campaign: "again".into(),
+            instance_id: instance.into(),
+            sample_index: 1,
+        };
+        let meta = conformance::metadata::sample_meta(&key, &format!("01AGAIN{}", i + 2));
+        metadata.commit(&meta).await.expect("commit");
+    }
+    let totals = finalizer.run(chrono::Utc::now()).await.expect("finalize");
+    assert_eq!(totals.len(), 1, "{totals:?}");
+    assert_eq!(totals[0].samples, 4);
+    assert_eq!(state().await.state, CampaignState::Done);
+    let runs = ecs.runs();
+    assert_eq!(
+        runs.len(),
+        2,
+        "a second jobs task for the new results: {runs:?}"
+    );
+    assert_ne!(runs[0]["clientToken"], runs[1]["clientToken"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -317,8 +496,8 @@ async fn budget_reclaims_dead_leases_exhausts_and_alerts_once_per_threshold() {
     );
     assert_eq!(
         run.alerts,
-        [("capped".to_owned(), 80)],
-        "60 % spent plus the reclaimed 300: the 80 % alert, once"
+        [("capped".to_owned(), 50), ("capped".to_owned(), 80)],
+        "60 % spent plus the reclaimed 300: a jump past 50 % and 80 %, each alert once"
     );
     assert!(run.exhausted.is_empty());
     let again = guard.handle(event(json!({}))).await.expect("budget run");
@@ -361,13 +540,17 @@ async fn budget_reclaims_dead_leases_exhausts_and_alerts_once_per_threshold() {
         .iter()
         .filter_map(|m| m.body())
         .collect();
-    assert_eq!(bodies.len(), 2, "{bodies:?}");
-    assert!(
-        bodies
-            .iter()
-            .any(|b| b.contains("\\\"threshold_pct\\\":80")),
-        "{bodies:?}"
-    );
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    for pct in [50, 80, 100] {
+        assert_eq!(
+            bodies
+                .iter()
+                .filter(|b| b.contains(&format!("\\\"threshold_pct\\\":{pct}")))
+                .count(),
+            1,
+            "the {pct} % alert once: {bodies:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,6 +570,8 @@ async fn finalize_marks_a_campaign_done_once_every_sample_is_accounted_for() {
             .await
             .expect("create");
     }
+    // A campaign item that does not decode is skipped: it holds no other campaign back.
+    crate::conformance::corrupt_campaign_item(&moto, "corrupt").await;
     let key = |campaign: &str, sample| ResultKey {
         campaign: campaign.into(),
         instance_id: "t".into(),
@@ -475,8 +660,13 @@ async fn finalize_marks_a_campaign_done_once_every_sample_is_accounted_for() {
     // A launch retried after a crash (before `done`) carries the same client token, so ECS
     // starts no second task.
     let jobs = finalizer.jobs.as_ref().expect("jobs");
-    let first = jobs.launch("finished").await.expect("launch");
-    let again = jobs.launch("finished").await.expect("launch");
+    let finished = metadata
+        .campaign("finished")
+        .await
+        .expect("read")
+        .expect("item");
+    let first = jobs.launch(&finished).await.expect("launch");
+    let again = jobs.launch(&finished).await.expect("launch");
     assert_eq!(first, again);
     let runs = ecs.runs();
     assert_eq!(runs[0]["clientToken"], runs[2]["clientToken"]);

@@ -11,6 +11,7 @@ mod control;
 mod crash;
 mod harness;
 mod integrity;
+mod lambda;
 mod providers;
 mod quality;
 mod sandbox;

@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod fake_ecs;
 pub mod fake_llm;
+pub mod lambda_api;
 pub mod moto;
 
 use std::path::{Path, PathBuf};

@@ -1,13 +1,12 @@
 //! The budget function: reclaims dead calls' leases, marks campaigns exhausted, sends
 //! budget alerts once (`synthfleet_control::budget`).
 
-use lambda_runtime::{Error, service_fn};
+use std::process::ExitCode;
 use synthfleet_control::budget::BudgetGuard;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    synthfleet_control::init_logging();
-    // Built once per container, shared by every invocation it serves.
-    let guard = &BudgetGuard::from_env().await?;
-    lambda_runtime::run(service_fn(move |event| guard.handle(event))).await
+async fn main() -> ExitCode {
+    // Built once per container and shared by every invocation it serves; a setup that
+    // fails (a SYNTHFLEET_* variable unset or invalid) is reported to Lambda as an init error.
+    synthfleet_control::lambda::run(BudgetGuard::from_env(), BudgetGuard::handle).await
 }

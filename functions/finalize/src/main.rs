@@ -1,13 +1,12 @@
 //! The finalize function: marks finished campaigns `done`, records their totals and
 //! launches their quality jobs as an ECS task (`synthfleet_control::finalize`).
 
-use lambda_runtime::{Error, service_fn};
+use std::process::ExitCode;
 use synthfleet_control::finalize::Finalizer;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    synthfleet_control::init_logging();
-    // Built once per container, shared by every invocation it serves.
-    let finalizer = &Finalizer::from_env().await?;
-    lambda_runtime::run(service_fn(move |event| finalizer.handle(event))).await
+async fn main() -> ExitCode {
+    // Built once per container and shared by every invocation it serves; a setup that
+    // fails (a SYNTHFLEET_* variable unset or invalid) is reported to Lambda as an init error.
+    synthfleet_control::lambda::run(Finalizer::from_env(), Finalizer::handle).await
 }

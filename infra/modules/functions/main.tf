@@ -264,7 +264,11 @@ resource "aws_scheduler_schedule" "control" {
   target {
     arn      = aws_lambda_function.this[each.key].arn
     role_arn = aws_iam_role.scheduler.arn
-    input    = jsonencode({})
+    # Ignored by the function but logged (control::log_invocation): which schedule fired, when.
+    input = jsonencode({
+      schedule_arn   = "<aws.scheduler.schedule-arn>"
+      scheduled_time = "<aws.scheduler.scheduled-time>"
+    })
     retry_policy {
       maximum_retry_attempts       = 0
       maximum_event_age_in_seconds = 60

@@ -437,6 +437,37 @@ async fn dead_letters_count_once(store: &dyn MetadataStore) {
     assert!(!record.is_finished());
 }
 
+/// A campaign item that does not decode (edited by hand, or written by a newer version) is
+/// left out of the listing, which returns every other campaign: one bad item never stops
+/// the budget and finalize functions for all campaigns. Asked for by name, it is an error.
+/// `corrupt` writes such an item, named by its argument, behind the store's back.
+pub async fn a_corrupt_campaign_item_is_skipped(
+    store: &dyn MetadataStore,
+    corrupt: impl AsyncFnOnce(&str),
+) {
+    create(store, "before-corrupt", 10, 1).await;
+    corrupt("corrupt").await;
+    create(store, "after-corrupt", 10, 1).await;
+    let names: Vec<String> = store
+        .campaigns()
+        .await
+        .expect("the listing survives a corrupt item")
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    for name in ["before-corrupt", "after-corrupt"] {
+        assert!(names.contains(&name.to_owned()), "{name} in {names:?}");
+    }
+    assert!(!names.contains(&"corrupt".to_owned()), "{names:?}");
+    assert!(
+        matches!(
+            store.campaign("corrupt").await,
+            Err(synthfleet_core::ports::StoreError::Corrupt { .. })
+        ),
+        "asked for by name, the item is an error"
+    );
+}
+
 async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
     create(store, "markers", 10, 1).await;
     // Each alert once, and never one below what was sent.

@@ -29,14 +29,16 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{
-    BudgetLease, CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Spend,
+    BudgetLease, CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Spend, Submitted,
 };
+use synthfleet_core::lifecycle::Trigger;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
     WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::RecordStatus;
+use tracing::error;
 
 const BACKEND: &str = "DynamoDB";
 const CAMPAIGN_SK: &str = "CAMPAIGN";
@@ -91,6 +93,9 @@ struct CampaignItem {
     total_samples: u64,
     #[serde(default)]
     alerted_pct: u8,
+    /// The last upload event or firing applied (a map), to tell its repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trigger: Option<Trigger>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -114,6 +119,7 @@ impl From<&CampaignRecord> for CampaignItem {
             dead_lettered: r.counts.dead_lettered,
             total_samples: r.total_samples,
             alerted_pct: r.alerted_pct,
+            trigger: r.trigger.clone(),
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -139,6 +145,7 @@ impl From<CampaignItem> for CampaignRecord {
             },
             total_samples: i.total_samples,
             alerted_pct: i.alerted_pct,
+            trigger: i.trigger,
             created_at: i.created_at,
             updated_at: i.updated_at,
         }
@@ -518,16 +525,17 @@ impl DynamoMetadata {
 
 #[async_trait]
 impl MetadataStore for DynamoMetadata {
-    async fn upsert_campaign(
+    async fn submit_campaign(
         &self,
         name: &str,
         budget: MicroUsd,
         total_samples: u64,
-    ) -> Result<CampaignRecord, StoreError> {
+        trigger: &Trigger,
+    ) -> Result<(CampaignRecord, Submitted), StoreError> {
         for _ in 0..CONTENTION_RETRIES {
             let now = Utc::now();
             let Some(mut record) = self.campaign_item(name).await? else {
-                let record = CampaignRecord::new(name, budget, total_samples, now);
+                let record = CampaignRecord::submitted(name, budget, total_samples, trigger, now);
                 let result = self
                     .client
                     .put_item()
@@ -537,19 +545,30 @@ impl MetadataStore for DynamoMetadata {
                     .send()
                     .await;
                 if written(result, || format!("creating campaign `{name}`"))? {
-                    return Ok(record);
+                    return Ok((record, Submitted::Created));
                 }
                 continue;
             };
             let previous = record.updated_at;
-            record.resubmit(budget, total_samples);
+            let submitted = record.resubmit(budget, total_samples, trigger);
+            if submitted == Submitted::Repeated {
+                // Read consistently: the trigger was applied by a write before this read.
+                return Ok((record, submitted));
+            }
             record.updated_at = now;
             let reason = record.state_reason.clone().unwrap_or_default();
-            let result = self
-                .update_campaign(name)
-                .update_expression(
-                    "SET #budget = :budget, #total = :total, #state = :state, #reason = :reason, #alerted = :alerted, #updated = :now",
-                )
+            let mut set = "SET #budget = :budget, #total = :total, #state = :state, #reason = :reason, #alerted = :alerted, #updated = :now".to_owned();
+            let mut update = self.update_campaign(name);
+            if let Some(applied) = &record.trigger {
+                set.push_str(", #trigger = :trigger");
+                let value = serde_dynamo::to_attribute_value(applied)
+                    .map_err(|e| StoreError::backend(BACKEND, "encoding a trigger", e))?;
+                update = update
+                    .expression_attribute_names("#trigger", "trigger")
+                    .expression_attribute_values(":trigger", value);
+            }
+            let result = update
+                .update_expression(set)
                 .condition_expression("#updated = :previous")
                 .expression_attribute_names("#state", "state")
                 .expression_attribute_names("#budget", "budget")
@@ -567,7 +586,7 @@ impl MetadataStore for DynamoMetadata {
                 .send()
                 .await;
             if written(result, || format!("updating campaign `{name}`"))? {
-                return Ok(record);
+                return Ok((record, submitted));
             }
         }
         Err(StoreError::backend(
@@ -581,12 +600,27 @@ impl MetadataStore for DynamoMetadata {
         self.campaign_item(name).await
     }
 
+    /// Every campaign item that decodes; one that does not is logged (naming it) and left
+    /// out, so it holds no other campaign back.
     async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError> {
-        self.query_kind("campaign")
-            .await?
-            .into_iter()
-            .map(|item| from_item::<CampaignItem>("campaign item", item).map(CampaignRecord::from))
-            .collect()
+        let mut out = Vec::new();
+        for item in self.query_kind("campaign").await? {
+            let pk = match item.get("pk") {
+                Some(AttributeValue::S(pk)) => pk.clone(),
+                _ => "(no pk)".to_owned(),
+            };
+            match from_item::<CampaignItem>("campaign item", item) {
+                Ok(campaign) => out.push(CampaignRecord::from(campaign)),
+                Err(e) => error!(
+                    table = %self.table,
+                    pk = %pk,
+                    sk = CAMPAIGN_SK,
+                    error = %synthfleet_core::error_chain(&e),
+                    "skipping a campaign item that does not decode; its campaign is left out until the item is fixed or removed"
+                ),
+            }
+        }
+        Ok(out)
     }
 
     async fn reserve(&self, lease: &BudgetLease, spend: Spend) -> Result<Reservation, StoreError> {

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use synthfleet_aws::{AwsClients, AwsNames, DynamoMetadata, S3ObjectStore, SqsQueue};
 use synthfleet_core::campaign::Campaign;
+use synthfleet_core::lifecycle::Trigger;
 use synthfleet_core::ports::{Queue, StoreError};
 use synthfleet_core::store::TrajectoryStore;
-use synthfleet_core::submit::{CampaignSpec, EnqueueError, EnqueueReport, enqueue_campaign};
+use synthfleet_core::submit::{CampaignSpec, EnqueueError, EnqueueReport, enqueue_triggered};
 use synthfleet_core::templates::{TemplateError, Templates};
 use synthfleet_tasks::LoadError;
 
@@ -223,7 +224,22 @@ impl Backend {
 
     /// [`submit`] to this backend.
     pub async fn submit(&self, campaign: &Campaign) -> Result<EnqueueReport, BackendError> {
-        submit(campaign, self.queue(campaign.name()).as_ref(), self.store()).await
+        self.submit_triggered(campaign, &Trigger::Request).await
+    }
+
+    /// [`submit_triggered`] to this backend.
+    pub async fn submit_triggered(
+        &self,
+        campaign: &Campaign,
+        trigger: &Trigger,
+    ) -> Result<EnqueueReport, BackendError> {
+        submit_triggered(
+            campaign,
+            trigger,
+            self.queue(campaign.name()).as_ref(),
+            self.store(),
+        )
+        .await
     }
 
     pub fn describe(&self) -> String {
@@ -237,11 +253,24 @@ impl Backend {
     }
 }
 
-/// Stores the campaign's spec and enqueues every sample not yet done or queued: what
-/// `synthfleet run`, `synthfleet submit` and the enqueue function do. Idempotent: a retried
-/// call finds its samples marked and sends nothing twice.
+/// Stores the campaign's spec and enqueues every sample not yet done or queued, as a
+/// request (someone asked: a `done` campaign runs again): what `synthfleet run` and
+/// `synthfleet submit` do. Idempotent: a retried call finds its samples marked and sends
+/// nothing twice.
 pub async fn submit(
     campaign: &Campaign,
+    queue: &dyn Queue,
+    store: &TrajectoryStore,
+) -> Result<EnqueueReport, BackendError> {
+    submit_triggered(campaign, &Trigger::Request, queue, store).await
+}
+
+/// [`submit`] started by `trigger` (the enqueue function: an upload event, a firing): a
+/// trigger that repeats the one applied last changes nothing
+/// ([`synthfleet_core::submit::enqueue_triggered`]).
+pub async fn submit_triggered(
+    campaign: &Campaign,
+    trigger: &Trigger,
     queue: &dyn Queue,
     store: &TrajectoryStore,
 ) -> Result<EnqueueReport, BackendError> {
@@ -253,9 +282,10 @@ pub async fn submit(
         config: campaign.config.clone(),
         templates,
     };
-    enqueue_campaign(
+    enqueue_triggered(
         campaign,
         &spec,
+        trigger,
         queue,
         store.metadata.as_ref(),
         store.objects.as_ref(),

@@ -6,4 +6,4 @@
 mod backend;
 pub mod local;
 
-pub use backend::{Backend, BackendConfig, BackendError, BackendKind, submit};
+pub use backend::{Backend, BackendConfig, BackendError, BackendKind, submit, submit_triggered};

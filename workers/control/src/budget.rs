@@ -5,10 +5,15 @@
 //!    to what live calls hold ([`liveness::reclaim_leases`], the rule the workers run too).
 //! 2. Marks a running campaign whose spend reached its cap `exhausted`, saying why (the
 //!    ledger's own rule, [`CampaignRecord::settle`]).
-//! 3. Sends each budget alert (50 / 80 / 100 % of the cap) once: the alert is claimed on
-//!    the campaign item first, then published — at most once, never twice.
+//! 3. Sends each budget alert (50 / 80 / 100 % of the cap) once, every threshold crossed
+//!    even when spend jumps past several between two runs (one message per threshold,
+//!    lowest first): each is claimed on the campaign item first, then published — at
+//!    most once, never twice.
+//!
+//! Its payload is ignored (every invocation does the same work); what invoked it is
+//! logged ([`crate::log_invocation`]).
 
-use crate::{ControlError, deployment, env_var};
+use crate::{ControlError, deployment, env_var, log_invocation};
 use chrono::{DateTime, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
@@ -38,7 +43,7 @@ pub struct BudgetRun {
     /// (campaign, owner, amount in micro-dollars) of each reclaimed lease.
     pub reclaimed: Vec<(String, String, u64)>,
     pub exhausted: Vec<String>,
-    /// (campaign, percent) of each alert sent.
+    /// (campaign, threshold in percent) of each alert sent, lowest first.
     pub alerts: Vec<(String, u8)>,
 }
 
@@ -58,8 +63,9 @@ impl BudgetGuard {
         })
     }
 
-    /// The scheduled invocation (its payload is ignored).
-    pub async fn handle(&self, _event: LambdaEvent<Value>) -> Result<BudgetRun, ControlError> {
+    /// The scheduled invocation: its payload is ignored, what invoked it is logged.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<BudgetRun, ControlError> {
+        log_invocation("budget", &event);
         self.run(Utc::now()).await
     }
 
@@ -83,13 +89,17 @@ impl BudgetGuard {
                 info!(campaign = %campaign.name, reason = ?probe.state_reason, "campaign exhausted");
                 run.exhausted.push(campaign.name.clone());
             }
-            if let Some(pct) = campaign.alert_due()
-                && self
+            // Every threshold crossed, lowest first, each claimed on its own: a claim lost
+            // to a concurrent run means that run sends it.
+            for pct in campaign.alerts_due() {
+                if !self
                     .metadata
                     .claim_budget_alert(&campaign.name, pct)
                     .await?
-            {
-                // One alert that cannot be sent does not hold back the other campaigns.
+                {
+                    continue;
+                }
+                // One alert that cannot be sent does not hold back the others.
                 match self.alert(&campaign, pct).await {
                     Ok(()) => run.alerts.push((campaign.name.clone(), pct)),
                     Err(e) => failed.push(e),
@@ -104,19 +114,21 @@ impl BudgetGuard {
 
     async fn alert(&self, campaign: &CampaignRecord, pct: u8) -> Result<(), ControlError> {
         let ledger = &campaign.ledger;
+        let spent_pct = campaign.spent_pct().unwrap_or(pct);
         let subject = format!(
-            "synthfleet: campaign {} reached {pct}% of its budget",
+            "synthfleet: campaign {} reached {pct}% of its budget (spent: {spent_pct}%)",
             campaign.name
         );
         let message = serde_json::json!({
             "campaign": campaign.name,
             "threshold_pct": pct,
+            "spent_pct": spent_pct,
             "budget_usd": ledger.budget.as_usd(),
             "spent_usd": ledger.spent.as_usd(),
             "reserved_usd": ledger.reserved.as_usd(),
             "state": campaign.state.as_str(),
         });
-        warn!(campaign = %campaign.name, pct, spent = %ledger.spent, budget = %ledger.budget, "budget alert");
+        warn!(campaign = %campaign.name, pct, spent_pct, spent = %ledger.spent, budget = %ledger.budget, "budget alert");
         let Some(topic) = &self.alerts else {
             return Ok(());
         };

@@ -8,6 +8,13 @@
 //! twice. A schedule's firing is its own run, named `{name}-{yyyymmddHHMM}` after the
 //! firing's scheduled time, with its own budget.
 //!
+//! S3 delivers an event at least once, and Lambda retries a failed asynchronous
+//! invocation for hours: an upload's event is told from a new upload of the file by the
+//! object's version id, eTag and the event's sequencer ([`Trigger::Upload`]). A repeat —
+//! the same event again, an older one late, a firing retried — leaves the campaign as it
+//! is (a `done` campaign stays done) and says so (`redelivered`); a new upload is the
+//! user's intent and runs the campaign again, sending only the samples without a result.
+//!
 //! The campaign file's task sources and template directory are read from S3 beside it
 //! (paths relative to the file, as on disk), into a scratch directory, and loaded by
 //! [`synthfleet_tasks::load_campaign`] exactly as the CLI loads them.
@@ -21,6 +28,7 @@ use std::path::{Component, Path, PathBuf};
 use synthfleet_backend::Backend;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::gold;
+use synthfleet_core::lifecycle::{Trigger, Upload};
 use tracing::info;
 
 /// What an invocation carries.
@@ -60,6 +68,13 @@ struct Named {
 #[derive(Debug, Deserialize)]
 struct Key {
     key: String,
+    #[serde(default, rename = "eTag")]
+    etag: Option<String>,
+    /// `null` in a bucket without versioning.
+    #[serde(default, rename = "versionId")]
+    version_id: Option<String>,
+    #[serde(default)]
+    sequencer: Option<String>,
 }
 
 /// One campaign run enqueued.
@@ -71,6 +86,11 @@ pub struct Enqueued {
     pub already_queued: u64,
     /// Tasks left out as broken by gold validation.
     pub excluded: Vec<String>,
+    /// The event was applied before (delivered again, an older one late, a firing
+    /// retried): the campaign was left as it was.
+    pub redelivered: bool,
+    /// The campaign was `done` and runs again (a new upload of its file).
+    pub reopened: bool,
 }
 
 pub struct Enqueuer {
@@ -93,40 +113,62 @@ impl Enqueuer {
     }
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Vec<Enqueued>, ControlError> {
-        let runs: Vec<(String, String, Option<DateTime<Utc>>)> = match payload(event)? {
+        let runs: Vec<(String, String, Trigger)> = match payload(event)? {
             // Task files are uploaded beside campaign files: only `.toml` uploads start runs.
             Event::Upload { records } => records
                 .into_iter()
-                .map(|r| (r.s3.bucket.name, s3_key(&r.s3.object.key), None))
+                .map(|r| {
+                    let (bucket, key) = (r.s3.bucket.name, s3_key(&r.s3.object.key));
+                    let upload = Upload {
+                        bucket: bucket.clone(),
+                        key: key.clone(),
+                        version_id: r.s3.object.version_id,
+                        etag: r.s3.object.etag,
+                        sequencer: r.s3.object.sequencer,
+                    };
+                    (bucket, key, Trigger::Upload(upload))
+                })
                 .filter(|(_, key, _)| key.ends_with(".toml"))
                 .collect(),
             Event::Direct {
                 campaign_key,
                 scheduled_time,
-            } => vec![(self.bucket.clone(), campaign_key, scheduled_time)],
+            } => {
+                let trigger = match scheduled_time {
+                    Some(scheduled_time) => Trigger::Firing { scheduled_time },
+                    None => Trigger::Request,
+                };
+                vec![(self.bucket.clone(), campaign_key, trigger)]
+            }
         };
         let mut out = Vec::new();
-        for (bucket, key, firing) in runs {
-            out.push(self.enqueue(&bucket, &key, firing).await?);
+        for (bucket, key, trigger) in runs {
+            out.push(self.enqueue(&bucket, &key, &trigger).await?);
         }
         Ok(out)
     }
 
-    /// Enqueues the campaign file at `s3://{bucket}/{key}`; for a schedule's firing, as
-    /// its own run.
+    /// Enqueues the campaign file at `s3://{bucket}/{key}` (the version an upload event
+    /// names, if it names one); for a schedule's firing, as its own run.
     pub async fn enqueue(
         &self,
         bucket: &str,
         key: &str,
-        firing: Option<DateTime<Utc>>,
+        trigger: &Trigger,
     ) -> Result<Enqueued, ControlError> {
         let scratch = tempfile::tempdir().map_err(|source| ControlError::Io {
             path: std::env::temp_dir(),
             source,
         })?;
-        let file = self.fetch_campaign(bucket, key, scratch.path()).await?;
+        let version = match trigger {
+            Trigger::Upload(upload) => upload.version_id.as_deref(),
+            Trigger::Request | Trigger::Firing { .. } => None,
+        };
+        let file = self
+            .fetch_campaign(bucket, key, version, scratch.path())
+            .await?;
         let mut campaign = synthfleet_tasks::load_campaign(&file)?;
-        if let Some(at) = firing {
+        if let Trigger::Firing { scheduled_time: at } = *trigger {
             let base = campaign.name().to_owned();
             campaign.config.name = run_name(&base, at);
             // A run is vetted by its campaign's gold report (`validate --gold` ran once).
@@ -138,27 +180,35 @@ impl Enqueuer {
                 gold::put_report(objects, &report).await?;
             }
         }
-        let report = self.backend.submit(&campaign).await?;
-        info!(campaign = %campaign.name(), enqueued = report.enqueued, already_queued = report.already_queued, "campaign enqueued");
+        let report = self.backend.submit_triggered(&campaign, trigger).await?;
+        if report.redelivered {
+            info!(campaign = %campaign.name(), bucket, key, ?trigger, enqueued = report.enqueued, "a repeat of an event already applied (delivered again, or older than the last upload): the campaign is left as it was");
+        } else {
+            info!(campaign = %campaign.name(), enqueued = report.enqueued, already_done = report.already_done, already_queued = report.already_queued, reopened = report.reopened, "campaign enqueued");
+        }
         Ok(Enqueued {
             campaign: campaign.name().to_owned(),
             enqueued: report.enqueued,
             already_done: report.already_done,
             already_queued: report.already_queued,
             excluded: report.excluded,
+            redelivered: report.redelivered,
+            reopened: report.reopened,
         })
     }
 
-    /// Downloads the campaign file and everything it names relative to itself.
+    /// Downloads the campaign file (at `version`, if given) and everything it names
+    /// relative to itself.
     async fn fetch_campaign(
         &self,
         bucket: &str,
         key: &str,
+        version: Option<&str>,
         scratch: &Path,
     ) -> Result<PathBuf, ControlError> {
         let name = key.rsplit('/').next().unwrap_or(key);
         let file = scratch.join(name);
-        let text = String::from_utf8(self.get(bucket, key).await?).map_err(|e| {
+        let text = String::from_utf8(self.get(bucket, key, version).await?).map_err(|e| {
             s3_error(
                 bucket,
                 key,
@@ -218,7 +268,7 @@ impl Enqueuer {
             } else {
                 continue;
             };
-            write(&target, &self.get(bucket, object_key).await?)?;
+            write(&target, &self.get(bucket, object_key, None).await?)?;
             found = true;
         }
         if found {
@@ -232,12 +282,18 @@ impl Enqueuer {
         }
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ControlError> {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Vec<u8>, ControlError> {
         let out = self
             .s3
             .get_object()
             .bucket(bucket)
             .key(key)
+            .set_version_id(version.map(str::to_owned))
             .send()
             .await
             .map_err(|e| s3_error(bucket, key, sdk(e)))?;

@@ -5,8 +5,13 @@
 //! the `synthfleet-jobs` image (`synthfleet-jobs publish {campaign}`: the report and the
 //! dashboard to `reports/{campaign}/`, the Hugging Face export to `exports/{campaign}/`).
 //! DuckDB stays in that image, out of the function.
+//!
+//! A campaign item that does not decode is left out of the listing (logged by the store),
+//! and a campaign whose finalization fails is logged and left to the next run: neither
+//! holds the other campaigns back. The payload is ignored; what invoked the function is
+//! logged ([`crate::log_invocation`]).
 
-use crate::{ControlError, deployment, env_var};
+use crate::{ControlError, deployment, env_var, log_invocation};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, LaunchType, NetworkConfiguration,
     TaskOverride,
@@ -17,7 +22,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::Digest;
 use synthfleet_backend::Backend;
-use synthfleet_core::budget::CampaignState;
+use synthfleet_core::budget::{CampaignRecord, CampaignState};
 use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::store::TrajectoryStore;
 use tracing::{error, info};
@@ -92,10 +97,12 @@ impl JobsTask {
         }))
     }
 
-    /// Starts `synthfleet-jobs publish {campaign}`; returns the task's ARN. The client token
-    /// makes a retried launch (a crash before the campaign was marked `done`) start no
-    /// second task.
-    pub async fn launch(&self, campaign: &str) -> Result<String, ControlError> {
+    /// Starts `synthfleet-jobs publish {campaign}` for the finished `record`; returns the
+    /// task's ARN. The client token ([`client_token`]) makes a retried launch (a crash
+    /// before the campaign was marked `done`) start no second task, while a campaign
+    /// reopened and finished with new results gets a report of its own.
+    pub async fn launch(&self, record: &CampaignRecord) -> Result<String, ControlError> {
+        let campaign = record.name.as_str();
         let error = |detail: String| ControlError::Jobs {
             campaign: campaign.to_owned(),
             cluster: self.cluster.clone(),
@@ -115,7 +122,7 @@ impl JobsTask {
             .launch_type(LaunchType::Fargate)
             .count(1)
             .started_by("synthfleet-finalize")
-            .client_token(client_token(campaign))
+            .client_token(client_token(record))
             .network_configuration(
                 NetworkConfiguration::builder()
                     .awsvpc_configuration(network)
@@ -160,9 +167,21 @@ impl JobsTask {
     }
 }
 
-/// RunTask's idempotency token (at most 64 characters) for a campaign's quality jobs.
-fn client_token(campaign: &str) -> String {
-    let digest = sha2::Sha256::digest(campaign.as_bytes());
+/// RunTask's idempotency token (at most 64 characters) for a campaign's quality jobs: the
+/// campaign and what its report covers (its samples and their outcomes). A finalize run
+/// retried on the same results gets the same token, so no second task; a campaign
+/// reopened (a new upload, a redrive) and finished again with other results gets a new
+/// one, so its report is rebuilt.
+fn client_token(record: &CampaignRecord) -> String {
+    let covered = format!(
+        "{}\n{} samples: {} success, {} failed, {} dead-lettered",
+        record.name,
+        record.total_samples,
+        record.counts.success,
+        record.counts.failed,
+        record.counts.dead_lettered
+    );
+    let digest = sha2::Sha256::digest(covered.as_bytes());
     let hex: String = digest.iter().take(24).map(|b| format!("{b:02x}")).collect();
     format!("publish-{hex}")
 }
@@ -186,8 +205,10 @@ impl Finalizer {
         })
     }
 
-    /// The scheduled invocation (its payload is ignored): the campaigns finished now.
-    pub async fn handle(&self, _event: LambdaEvent<Value>) -> Result<Vec<Totals>, ControlError> {
+    /// The scheduled invocation: the campaigns finished now. Its payload is ignored, what
+    /// invoked it is logged.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Vec<Totals>, ControlError> {
+        log_invocation("finalize", &event);
         self.run(Utc::now()).await
     }
 
@@ -225,7 +246,7 @@ impl Finalizer {
     /// finished it meanwhile.
     async fn finalize(
         &self,
-        record: &synthfleet_core::budget::CampaignRecord,
+        record: &CampaignRecord,
         now: DateTime<Utc>,
     ) -> Result<Option<Totals>, ControlError> {
         let metadata = self.store.metadata.as_ref();
@@ -252,7 +273,7 @@ impl Finalizer {
         // Launched before `done` for the same reason; the client token keeps a retry
         // from starting a second task.
         let jobs = match &self.jobs {
-            Some(jobs) => Some(jobs.launch(&record.name).await?),
+            Some(jobs) => Some(jobs.launch(record).await?),
             None => None,
         };
         if !matches!(

@@ -8,7 +8,7 @@
 //! scale-in protection for busy workers (ECS managed termination protection, or an Auto
 //! Scaling lifecycle hook whose SIGTERM lets `synthfleet worker` drain: see docs/AWS.md).
 
-use crate::{ControlError, deployment, env_var};
+use crate::{ControlError, deployment, env_var, log_invocation};
 use chrono::{DateTime, TimeDelta, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
@@ -189,8 +189,9 @@ impl Scaler {
         })
     }
 
-    /// The scheduled invocation (its payload is ignored).
-    pub async fn handle(&self, _event: LambdaEvent<Value>) -> Result<Decision, ControlError> {
+    /// The scheduled invocation: its payload is ignored, what invoked it is logged.
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Decision, ControlError> {
+        log_invocation("scaler", &event);
         self.run(Utc::now()).await
     }
 

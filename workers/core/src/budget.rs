@@ -10,6 +10,7 @@
 //! ([`Ledger::max_committed_for`]).
 
 use crate::MicroUsd;
+use crate::lifecycle::Trigger;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -151,7 +152,8 @@ impl CampaignState {
     /// The states a campaign may move to `self` from, applied atomically by every store (a
     /// read-then-write would let a pause overwrite `exhausted`, or `done` overwrite a
     /// pause). Leaving `exhausted` is not a state change but a raised budget
-    /// (`upsert_campaign`).
+    /// (`upsert_campaign`); a resubmission reopens `done` by the same conditional write
+    /// ([`CampaignRecord::resubmit`]).
     pub fn reachable_from(self) -> &'static [CampaignState] {
         match self {
             CampaignState::Paused => &[CampaignState::Running],
@@ -211,9 +213,14 @@ pub struct CampaignRecord {
     pub counts: Counts,
     /// Samples the campaign asks for in all.
     pub total_samples: u64,
-    /// The highest budget alert sent, in percent of the cap (0: none).
+    /// The highest budget alert sent, in percent of the cap (0: none); every threshold
+    /// up to it was sent too.
     #[serde(default)]
     pub alerted_pct: u8,
+    /// The last upload event or schedule firing applied to the item, so that a repeat of
+    /// it changes nothing ([`Trigger::repeats`]); requests are not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -221,19 +228,36 @@ pub struct CampaignRecord {
 /// Budget alerts, in percent of the cap: each is sent once per campaign.
 pub const ALERT_THRESHOLDS: [u8; 3] = [50, 80, 100];
 
+/// What a submission did to the campaign item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// There was none: it was created, running.
+    Created,
+    /// The new budget and sample count apply; `reopened`: a `done` campaign runs again.
+    Resubmitted { reopened: bool },
+    /// Its trigger was applied before (an event delivered again, or an older one late):
+    /// nothing changed.
+    Repeated,
+}
+
 impl CampaignRecord {
-    /// The budget alert due now: the highest threshold spend has reached above the last
-    /// one sent (a jump from 40 % to 85 % sends the 80 % alert only).
-    pub fn alert_due(&self) -> Option<u8> {
+    /// Spend in percent of the cap, at most 100 (`None` without a budget).
+    pub fn spent_pct(&self) -> Option<u8> {
         let budget = self.ledger.budget.0;
-        if budget == 0 {
-            return None;
-        }
-        let pct = (u128::from(self.ledger.spent.0) * 100 / u128::from(budget)).min(100) as u8;
+        (budget > 0)
+            .then(|| (u128::from(self.ledger.spent.0) * 100 / u128::from(budget)).min(100) as u8)
+    }
+
+    /// The budget alerts due now, lowest first: every threshold spend has reached above
+    /// the last one sent, so a jump from 40 % to 85 % sends the 50 % and the 80 % alerts.
+    pub fn alerts_due(&self) -> Vec<u8> {
+        let Some(pct) = self.spent_pct() else {
+            return Vec::new();
+        };
         ALERT_THRESHOLDS
             .into_iter()
             .filter(|t| *t <= pct && *t > self.alerted_pct)
-            .max()
+            .collect()
     }
 
     /// Samples a worker may run now: those without an outcome, while the campaign accepts
@@ -273,17 +297,47 @@ impl CampaignRecord {
             total_samples,
             created_at: now,
             alerted_pct: 0,
+            trigger: None,
             updated_at: now,
         }
+    }
+
+    /// The item a first submission by `trigger` creates.
+    pub fn submitted(
+        name: &str,
+        budget: MicroUsd,
+        total_samples: u64,
+        trigger: &Trigger,
+        now: DateTime<Utc>,
+    ) -> CampaignRecord {
+        let mut record = CampaignRecord::new(name, budget, total_samples, now);
+        if trigger.is_recorded() {
+            record.trigger = Some(trigger.clone());
+        }
+        record
     }
 
     pub fn finished(&self) -> u64 {
         self.counts.success + self.counts.failed + self.counts.dead_lettered
     }
 
-    /// A campaign submitted again: the new budget and sample count apply. A finished
-    /// campaign runs again; an exhausted one only when its budget was raised.
-    pub fn resubmit(&mut self, budget: MicroUsd, total_samples: u64) {
+    /// A campaign submitted again by `trigger`. A repeat of the trigger applied last (the
+    /// same S3 event delivered again, an older one delivered late, a firing retried)
+    /// changes nothing. Otherwise the new budget and sample count apply: a finished
+    /// campaign runs again (it was asked for: re-running sends only the samples without a
+    /// result), an exhausted one only when its budget was raised.
+    pub fn resubmit(
+        &mut self,
+        budget: MicroUsd,
+        total_samples: u64,
+        trigger: &Trigger,
+    ) -> Submitted {
+        if trigger.repeats(self.trigger.as_ref()) {
+            return Submitted::Repeated;
+        }
+        if trigger.is_recorded() {
+            self.trigger = Some(trigger.clone());
+        }
         let raised = budget > self.ledger.budget;
         if budget != self.ledger.budget {
             // Thresholds are shares of the new cap: their alerts are due again.
@@ -291,6 +345,7 @@ impl CampaignRecord {
         }
         self.ledger.budget = budget;
         self.total_samples = total_samples;
+        let reopened = self.state == CampaignState::Done;
         let resume = match self.state {
             CampaignState::Done => true,
             CampaignState::Exhausted => raised,
@@ -300,6 +355,7 @@ impl CampaignRecord {
             self.state = CampaignState::Running;
             self.state_reason = None;
         }
+        Submitted::Resubmitted { reopened }
     }
 
     /// Applies a reservation request. Only a campaign whose state allows `spend` grants
@@ -429,13 +485,13 @@ mod tests {
             ReserveOutcome::Exhausted,
             "not even quality work"
         );
-        c.resubmit(MicroUsd(100), 1);
+        c.resubmit(MicroUsd(100), 1, &Trigger::Request);
         assert_eq!(
             c.state,
             CampaignState::Exhausted,
             "same budget: stays exhausted"
         );
-        c.resubmit(MicroUsd(200), 1);
+        c.resubmit(MicroUsd(200), 1, &Trigger::Request);
         assert_eq!(c.state, CampaignState::Running, "raised budget: runs again");
         assert_eq!(
             c.reserve(MicroUsd(150), Spend::Rollout),
@@ -470,23 +526,91 @@ mod tests {
     }
 
     #[test]
-    fn each_budget_alert_is_due_once_and_only_the_highest() {
+    fn every_budget_alert_crossed_is_due_once_even_on_a_jump() {
+        const NONE: [u8; 0] = [];
         let mut c = CampaignRecord::new("c", MicroUsd(1_000), 1, Utc::now());
-        assert_eq!(c.alert_due(), None);
+        assert_eq!(c.alerts_due(), NONE);
         c.ledger.spent = MicroUsd(499);
-        assert_eq!(c.alert_due(), None);
-        c.ledger.spent = MicroUsd(850);
+        assert_eq!(c.alerts_due(), NONE);
+        c.ledger.spent = MicroUsd(820);
         assert_eq!(
-            c.alert_due(),
-            Some(80),
-            "a jump past two thresholds sends one"
+            c.alerts_due(),
+            [50, 80],
+            "a jump from 0 to 82 % past two thresholds: both, lowest first"
         );
+        c.alerted_pct = 50;
+        assert_eq!(c.alerts_due(), [80], "what was sent is not due again");
         c.alerted_pct = 80;
-        assert_eq!(c.alert_due(), None, "sent once");
-        c.ledger.spent = MicroUsd(1_000);
-        assert_eq!(c.alert_due(), Some(100));
-        c.alerted_pct = 100;
+        assert_eq!(c.alerts_due(), NONE, "each once");
         c.ledger.spent = MicroUsd(1_200);
-        assert_eq!(c.alert_due(), None);
+        assert_eq!(c.spent_pct(), Some(100), "spend past the cap is 100 %");
+        assert_eq!(c.alerts_due(), [100]);
+        c.alerted_pct = 100;
+        assert_eq!(c.alerts_due(), NONE);
+        let mut jump = CampaignRecord::new("j", MicroUsd(10), 1, Utc::now());
+        jump.ledger.spent = MicroUsd(10);
+        assert_eq!(jump.alerts_due(), [50, 80, 100], "straight to the cap");
+        assert_eq!(
+            CampaignRecord::new("free", MicroUsd(0), 1, Utc::now()).alerts_due(),
+            NONE,
+            "no budget, no alerts"
+        );
+    }
+
+    #[test]
+    fn a_repeated_trigger_changes_nothing_and_only_intent_reopens_a_done_campaign() {
+        use crate::lifecycle::Upload;
+        let event = |sequencer: &str| {
+            Trigger::Upload(Upload {
+                bucket: "b".into(),
+                key: "c.toml".into(),
+                version_id: None,
+                etag: Some("e".into()),
+                sequencer: Some(sequencer.into()),
+            })
+        };
+        let first = event("0A");
+        let mut c = CampaignRecord::submitted("c", MicroUsd(100), 2, &first, Utc::now());
+        assert_eq!(c.trigger.as_ref(), Some(&first));
+        c.state = CampaignState::Done;
+        assert_eq!(
+            c.resubmit(MicroUsd(500), 9, &first),
+            Submitted::Repeated,
+            "the upload's event delivered again"
+        );
+        assert_eq!(
+            (c.state, c.ledger.budget, c.total_samples),
+            (CampaignState::Done, MicroUsd(100), 2),
+            "changes nothing"
+        );
+        let second = event("0B");
+        assert_eq!(
+            c.resubmit(MicroUsd(100), 4, &second),
+            Submitted::Resubmitted { reopened: true },
+            "a new upload is meant"
+        );
+        assert_eq!((c.state, c.total_samples), (CampaignState::Running, 4));
+        assert_eq!(
+            c.resubmit(MicroUsd(100), 2, &first),
+            Submitted::Repeated,
+            "the first event, late"
+        );
+        assert_eq!(c.total_samples, 4);
+        c.state = CampaignState::Done;
+        assert_eq!(
+            c.resubmit(MicroUsd(100), 4, &Trigger::Request),
+            Submitted::Resubmitted { reopened: true },
+            "`synthfleet submit`: meant"
+        );
+        assert_eq!(
+            c.trigger.as_ref(),
+            Some(&second),
+            "a request keeps the upload it followed, whose repeats stay repeats"
+        );
+        assert_eq!(
+            c.resubmit(MicroUsd(100), 4, &Trigger::Request),
+            Submitted::Resubmitted { reopened: false },
+            "running already"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! and a test implementation can all honour it exactly.
 
 use crate::MicroUsd;
-use crate::budget::{BudgetLease, CampaignRecord, CampaignState, Spend};
+use crate::budget::{BudgetLease, CampaignRecord, CampaignState, Spend, Submitted};
+use crate::lifecycle::Trigger;
 use crate::message::ResultKey;
 use crate::trajectory::{ChatMessage, ExitStatus, RecordStatus};
 use async_trait::async_trait;
@@ -245,13 +246,30 @@ pub struct WorkerHeartbeat {
 #[async_trait]
 pub trait MetadataStore: Send + Sync {
     /// Creates the campaign item, or applies [`CampaignRecord::resubmit`] to an existing
-    /// one (keeping its spend).
+    /// one (keeping its spend), as a request: [`MetadataStore::submit_campaign`] with
+    /// [`Trigger::Request`].
     async fn upsert_campaign(
         &self,
         name: &str,
         budget: MicroUsd,
         total_samples: u64,
-    ) -> Result<CampaignRecord, StoreError>;
+    ) -> Result<CampaignRecord, StoreError> {
+        let (record, _) = self
+            .submit_campaign(name, budget, total_samples, &Trigger::Request)
+            .await?;
+        Ok(record)
+    }
+    /// Creates the campaign item ([`CampaignRecord::submitted`]), or applies
+    /// [`CampaignRecord::resubmit`] to an existing one (keeping its spend), in one atomic
+    /// write: a repeated trigger changes nothing, and of concurrent submissions each
+    /// applies to what the one before left.
+    async fn submit_campaign(
+        &self,
+        name: &str,
+        budget: MicroUsd,
+        total_samples: u64,
+        trigger: &Trigger,
+    ) -> Result<(CampaignRecord, Submitted), StoreError>;
     async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError>;
     async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError>;
     /// Applies [`CampaignRecord::reserve`] for `lease.amount` and stores the lease, in one

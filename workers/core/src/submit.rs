@@ -1,8 +1,10 @@
 //! Turning a campaign into queue messages: the one enqueue path, shared by the local
 //! runner, `synthfleet submit` and the enqueue function.
 
+use crate::budget::{CampaignState, Submitted};
 use crate::campaign::{Campaign, CampaignConfig};
 use crate::gold::{self, GoldError};
+use crate::lifecycle::Trigger;
 use crate::message::{ResultKey, TaskMessage};
 use crate::ports::ObjectStore;
 use crate::ports::{MetadataStore, Queue, StoreError, TrajectoryMeta};
@@ -21,6 +23,12 @@ pub struct EnqueueReport {
     pub already_done: u64,
     /// Samples whose message was sent before (re-submission of the same campaign).
     pub already_queued: u64,
+    /// The trigger was applied before (an S3 event delivered again, or an older one
+    /// late; a firing retried): the campaign item was left as it was, and only samples
+    /// never sent were sent — none when the campaign is `done`.
+    pub redelivered: bool,
+    /// The campaign was `done` and runs again (a new submission asked for it).
+    pub reopened: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,18 +44,35 @@ pub enum EnqueueError {
 /// Messages sent (and marked) together: SQS's batch size.
 const SEND_BATCH: usize = 10;
 
-/// Stores the campaign's spec, creates or updates the campaign item and enqueues every
-/// sample not yet done. With `skip_broken_tasks`, the tasks the stored gold report found
-/// broken are left out (and a task the report does not cover is an error, before anything
-/// is written: validate again).
+/// [`enqueue_triggered`] as a request (someone asked: `synthfleet run`, `submit`, a
+/// test), which a `done` campaign takes as a reason to run again.
+pub async fn enqueue_campaign(
+    campaign: &Campaign,
+    spec: &CampaignSpec,
+    queue: &dyn Queue,
+    metadata: &dyn MetadataStore,
+    objects: &dyn ObjectStore,
+) -> Result<EnqueueReport, EnqueueError> {
+    enqueue_triggered(campaign, spec, &Trigger::Request, queue, metadata, objects).await
+}
+
+/// Creates or updates the campaign item for a submission started by `trigger`, stores the
+/// campaign's spec and enqueues every sample not yet done. With `skip_broken_tasks`, the
+/// tasks the stored gold report found broken are left out (and a task the report does not
+/// cover is an error, before anything is written: validate again).
+///
+/// A trigger that repeats the one applied last ([`Trigger::repeats`]) leaves the campaign
+/// item as it is: a `done` campaign stays done and nothing is sent; otherwise only the
+/// samples never sent are (what a failed first delivery left).
 ///
 /// The campaign was fully validated when loaded, so no bad task can stop this half way.
 /// Each sample is sent, then marked as enqueued: re-submitting skips marked samples, and a
 /// crash between the two at worst sends a sample twice, which the conditional result
 /// commit turns into one result. Nothing is lost and nothing is counted twice.
-pub async fn enqueue_campaign(
+pub async fn enqueue_triggered(
     campaign: &Campaign,
     spec: &CampaignSpec,
+    trigger: &Trigger,
     queue: &dyn Queue,
     metadata: &dyn MetadataStore,
     objects: &dyn ObjectStore,
@@ -72,13 +97,24 @@ pub async fn enqueue_campaign(
         tasks.retain(|t| !broken.contains(t.instance_id.as_str()));
         report.excluded = broken.into_iter().map(str::to_owned).collect();
     }
-    // Checked, so stored: workers read the spec of the messages they receive.
-    put_spec(objects, spec).await?;
     let samples = campaign.config.samples_per_task;
     report.total = tasks.len() as u64 * u64::from(samples);
-    metadata
-        .upsert_campaign(campaign.name(), campaign.budget(), report.total)
+    let (record, submitted) = metadata
+        .submit_campaign(campaign.name(), campaign.budget(), report.total, trigger)
         .await?;
+    match submitted {
+        Submitted::Repeated => {
+            report.redelivered = true;
+            // Every sample has its outcome: nothing to finish, nothing to store again.
+            if record.state == CampaignState::Done {
+                return Ok(report);
+            }
+        }
+        Submitted::Resubmitted { reopened } => report.reopened = reopened,
+        Submitted::Created => {}
+    }
+    // Checked, so stored: workers read the spec of the messages they receive.
+    put_spec(objects, spec).await?;
     // Two reads for the whole campaign, not two per sample.
     let done: BTreeSet<ResultKey> = metadata
         .trajectories(campaign.name())

@@ -9,13 +9,17 @@ use async_trait::async_trait;
 use chrono::Utc;
 use redb::{ReadableTable, WriteTransaction};
 use synthfleet_core::MicroUsd;
-use synthfleet_core::budget::{BudgetLease, CampaignRecord, CampaignState, ReserveOutcome, Spend};
+use synthfleet_core::budget::{
+    BudgetLease, CampaignRecord, CampaignState, ReserveOutcome, Spend, Submitted,
+};
+use synthfleet_core::lifecycle::Trigger;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
     WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::RecordStatus;
+use tracing::error;
 
 #[derive(Clone)]
 pub struct LocalMetadata {
@@ -153,30 +157,43 @@ pub(crate) fn record_dead_letter_in(
 
 #[async_trait]
 impl MetadataStore for LocalMetadata {
-    async fn upsert_campaign(
+    async fn submit_campaign(
         &self,
         name: &str,
         budget: MicroUsd,
         total_samples: u64,
-    ) -> Result<CampaignRecord, StoreError> {
+        trigger: &Trigger,
+    ) -> Result<(CampaignRecord, Submitted), StoreError> {
         let name = name.to_owned();
+        let trigger = trigger.clone();
         self.state
             .blocking(move |state| {
-                state.write("upserting a campaign", |tx| {
+                state.write("submitting a campaign", |tx| {
                     let existing = tx
                         .open_table(CAMPAIGNS)?
                         .get(name.as_str())?
                         .map(|v| from_json::<CampaignRecord>("campaign item", v.value()))
                         .transpose()?;
-                    let mut record = match existing {
-                        None => CampaignRecord::new(&name, budget, total_samples, Utc::now()),
+                    let (mut record, submitted) = match existing {
+                        None => (
+                            CampaignRecord::submitted(
+                                &name,
+                                budget,
+                                total_samples,
+                                &trigger,
+                                Utc::now(),
+                            ),
+                            Submitted::Created,
+                        ),
                         Some(mut record) => {
-                            record.resubmit(budget, total_samples);
-                            record
+                            let submitted = record.resubmit(budget, total_samples, &trigger);
+                            (record, submitted)
                         }
                     };
-                    store_campaign(tx, &mut record)?;
-                    Ok(record)
+                    if submitted != Submitted::Repeated {
+                        store_campaign(tx, &mut record)?;
+                    }
+                    Ok((record, submitted))
                 })
             })
             .await
@@ -196,14 +213,24 @@ impl MetadataStore for LocalMetadata {
             .await
     }
 
+    /// Every campaign item that decodes; one that does not is logged (naming it) and left
+    /// out, so it holds no other campaign back.
     async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError> {
         self.state
             .blocking(|state| {
                 state.read("listing campaigns", |tx| {
                     let mut out = Vec::new();
                     for item in tx.open_table(CAMPAIGNS)?.iter()? {
-                        let (_, value) = item?;
-                        out.push(from_json("campaign item", value.value())?);
+                        let (key, value) = item?;
+                        match serde_json::from_slice::<CampaignRecord>(value.value()) {
+                            Ok(record) => out.push(record),
+                            Err(e) => error!(
+                                campaign = key.value(),
+                                dir = %state.dir().display(),
+                                error = %e,
+                                "skipping a campaign item that does not decode; its campaign is left out until the item is fixed or removed"
+                            ),
+                        }
                     }
                     Ok(out)
                 })
@@ -557,5 +584,50 @@ impl MetadataStore for LocalMetadata {
                 })
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_corrupt_campaign_item_is_skipped_and_the_others_listed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = LocalState::open(dir.path()).expect("open");
+        let store = LocalMetadata::new(&state);
+        for name in ["first", "last"] {
+            store
+                .upsert_campaign(name, MicroUsd(100), 1)
+                .await
+                .expect("create");
+        }
+        // An item no version of synthfleet can read (written by hand, or by a newer
+        // version with a state this one does not know).
+        state
+            .write("corrupting an item", |tx| {
+                tx.open_table(CAMPAIGNS)?.insert(
+                    "broken",
+                    br#"{"name": "broken", "state": "archived"}"#.as_slice(),
+                )?;
+                Ok(())
+            })
+            .expect("write");
+        let mut names: Vec<String> = store
+            .campaigns()
+            .await
+            .expect("the listing survives a corrupt item")
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["first", "last"]);
+        assert!(
+            matches!(
+                store.campaign("broken").await,
+                Err(StoreError::Corrupt { .. })
+            ),
+            "asked for by name, the item is an error"
+        );
     }
 }
