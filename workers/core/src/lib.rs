@@ -1,8 +1,10 @@
 //! synthfleet's domain core.
 //!
 //! Everything here is pure: types, validation and rules. Side effects live behind the
-//! traits in [`ports`], implemented by adapter crates (embedded local backends, Docker,
-//! HTTP LLM clients, and later AWS).
+//! traits in [`ports`], implemented by adapter crates: the embedded local backends
+//! (`synthfleet-local`), S3, SQS and DynamoDB (`synthfleet-aws`), the Docker sandboxes
+//! (`synthfleet-sandbox`) and the LLM clients (`synthfleet-llm`). The DuckDB quality
+//! pipeline (`synthfleet-quality`) reads the records defined here.
 //!
 //! **Architecture invariant:** this crate has no AWS, Docker, HTTP or DuckDB dependency.
 

@@ -121,14 +121,6 @@ impl ErrorKind {
     }
 }
 
-impl ExitStatus {
-    /// Failures of the infrastructure rather than of the agent: such a rollout is retried
-    /// and never scored as the agent failing.
-    pub fn is_infrastructure_error(&self) -> bool {
-        matches!(self, ExitStatus::Error(_))
-    }
-}
-
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
