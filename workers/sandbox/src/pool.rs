@@ -177,7 +177,10 @@ impl WarmPool {
     fn replenish(&self, key: &str) {
         let free = available_memory_mb();
         if free.is_some_and(|mb| mb < MIN_FREE_MEMORY_MB) {
-            debug!(free_mb = ?free, "no spare sandboxes: the host is short of memory");
+            debug!(
+                free_mb = free,
+                "no spare sandboxes: the host is short of memory"
+            );
             return;
         }
         let (spec, wanted) = {

@@ -15,8 +15,8 @@
 //! exactly as `docker exec` does. The nonce is random per command and never visible to
 //! it, so no output can end a reply early.
 
-use crate::ExecStream;
 use crate::capture::Capture;
+use crate::container::ExecStream;
 use futures_util::{FutureExt, StreamExt};
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;

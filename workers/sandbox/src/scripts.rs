@@ -1,0 +1,63 @@
+//! The shell scripts a sandbox runs for its own housekeeping: the sweep that kills what a
+//! timed-out command left, and the commands that write a file.
+
+/// Kills every process the caller may signal except init (PID 1), the keeper (the
+/// container's main process, the tether: init's first child, so the lowest PID whose
+/// parent is 1), itself and the PIDs given as arguments (the relays). `kill -1` would do
+/// for an unprivileged user, who cannot signal the keeper (it runs as root); as root —
+/// SWE-bench's images have no other user — it would kill the keeper too, and the
+/// container with it. Only /proc and bash builtins: no procps.
+pub(crate) const KILL_ALL_BUT_INIT_AND_KEEPER: &str = r#"
+spare=" $* "
+keeper=
+for d in /proc/[0-9]*; do
+  pid=${d#/proc/}
+  [ "$pid" = 1 ] && continue
+  while read -r key value; do
+    if [ "$key" = "PPid:" ]; then
+      if [ "$value" = 1 ] && { [ -z "$keeper" ] || [ "$pid" -lt "$keeper" ]; }; then keeper=$pid; fi
+      break
+    fi
+  done < "$d/status" 2>/dev/null
+done
+for d in /proc/[0-9]*; do
+  pid=${d#/proc/}
+  case "$pid" in 1|"$$"|"$keeper") continue ;; esac
+  case "$spare" in *" $pid "*) continue ;; esac
+  kill -KILL "$pid" 2>/dev/null
+done
+exit 0
+"#;
+
+/// The environment of every command (and of the relay that spawns them).
+pub(crate) const COMMAND_ENV: [&str; 4] = ["HOME=/tmp", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb"];
+
+/// Bytes of a file per command that writes it (base64 in one argument; an argument may
+/// hold 128 KiB).
+const WRITE_CHUNK: usize = 48 * 1024;
+
+/// The commands that write `contents` to `path` as the sandbox user, creating its
+/// directory: base64 chunks decoded by coreutils, so any bytes go, through either channel,
+/// and a file lands where the sandbox sees it (an upload through the engine into a tmpfs
+/// mount would land under it, unseen).
+pub(crate) fn write_commands(path: &str, contents: &[u8]) -> Vec<String> {
+    use base64::Engine;
+    let quote = synthfleet_core::task::shell_quote;
+    let dir = match path.rsplit_once('/') {
+        Some(("", _)) | None => "/",
+        Some((dir, _)) => dir,
+    };
+    let mut commands = vec![format!(
+        "{{ [ -d {dir} ] || mkdir -p {dir}; }} && : > {path}",
+        dir = quote(dir),
+        path = quote(path)
+    )];
+    commands.extend(contents.chunks(WRITE_CHUNK).map(|chunk| {
+        format!(
+            "printf '%s' '{}' | base64 -d >> {}",
+            base64::engine::general_purpose::STANDARD.encode(chunk),
+            quote(path)
+        )
+    }));
+    commands
+}
