@@ -71,7 +71,7 @@ pub struct MeteredCall {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeterError {
-    #[error("the worst-case cost of the call could not be computed: {0}")]
+    #[error("the worst-case cost of the call could not be computed")]
     Cost(#[source] LlmError),
     #[error(
         "campaign `{campaign}`: calls in flight held the rest of its budget for {}s; they settle or are reclaimed once their owners are gone, then try again",

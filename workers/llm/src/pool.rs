@@ -66,7 +66,7 @@ impl ModelPool {
         })
     }
 
-    /// Replaces the client of a model (tests use it to shorten backoff).
+    /// Replaces the client of a model (tests put a scripted model in its place).
     pub fn set_client(&mut self, name: &str, client: Arc<dyn ChatModel>) {
         self.clients.insert(name.to_owned(), client);
     }
