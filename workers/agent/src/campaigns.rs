@@ -6,21 +6,58 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthfleet_core::campaign::Campaign;
-use synthfleet_core::error_chain;
-use synthfleet_core::ports::{SandboxProvider, StoreError};
+use synthfleet_core::campaign::{Campaign, CampaignError};
+use synthfleet_core::ports::{LlmError, SandboxProvider, StoreError};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::submit::{SpecError, get_spec};
-use synthfleet_core::templates::Templates;
+use synthfleet_core::templates::{TemplateError, Templates};
 use synthfleet_llm::{ModelGuards, ModelPool};
 use tokio::sync::Mutex;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a worker cannot run a campaign's rollouts: for good (its messages are
+/// dead-lettered), or, when [`ResolveError::is_transient`], only on this worker or only now.
+#[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    /// The campaign cannot be run by this worker, now or later (dead-letter its messages).
-    Unknown(String),
-    /// Transient: try the message again later.
-    Unavailable(String),
+    /// A message of another campaign reached the local runner.
+    #[error("message for campaign `{campaign}` reached a runner of `{runner}`")]
+    Foreign { campaign: String, runner: String },
+    #[error("campaign `{campaign}` was never submitted (no spec in the object store)")]
+    NeverSubmitted { campaign: String },
+    /// The stored spec could not be read or is not valid.
+    #[error(transparent)]
+    Spec(SpecError),
+    /// The stored spec's configuration is not a valid campaign.
+    #[error("campaign `{campaign}`")]
+    Config {
+        campaign: String,
+        #[source]
+        source: CampaignError,
+    },
+    /// The stored spec's templates are not valid.
+    #[error("campaign `{campaign}`")]
+    Templates {
+        campaign: String,
+        #[source]
+        source: TemplateError,
+    },
+    /// The campaign's model pool cannot be built here (a key variable this worker lacks).
+    #[error(transparent)]
+    Models(LlmError),
+}
+
+impl ResolveError {
+    /// Whether another worker, or this one later, may run the campaign: the store was out
+    /// of reach, or this worker lacks what its models need.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ResolveError::Spec(e) => !matches!(e, SpecError::Invalid { .. }),
+            ResolveError::Models(_) => true,
+            ResolveError::Foreign { .. }
+            | ResolveError::NeverSubmitted { .. }
+            | ResolveError::Config { .. }
+            | ResolveError::Templates { .. } => false,
+        }
+    }
 }
 
 #[async_trait]
@@ -37,10 +74,10 @@ impl CampaignSource for SingleCampaign {
         if campaign == self.0.campaign.name() {
             Ok(self.0.clone())
         } else {
-            Err(ResolveError::Unknown(format!(
-                "message for campaign `{campaign}` reached a runner of `{}`",
-                self.0.campaign.name()
-            )))
+            Err(ResolveError::Foreign {
+                campaign: campaign.to_owned(),
+                runner: self.0.campaign.name().to_owned(),
+            })
         }
     }
 }
@@ -78,27 +115,28 @@ impl StoredCampaigns {
         let spec = match get_spec(self.store.objects.as_ref(), name).await {
             Ok(spec) => spec,
             Err(SpecError::Store(StoreError::NotFound { .. })) => {
-                return Err(ResolveError::Unknown(format!(
-                    "campaign `{name}` was never submitted (no spec in the object store)"
-                )));
+                return Err(ResolveError::NeverSubmitted {
+                    campaign: name.to_owned(),
+                });
             }
-            Err(e @ SpecError::Invalid { .. }) => {
-                return Err(ResolveError::Unknown(error_chain(&e)));
-            }
-            Err(e) => return Err(ResolveError::Unavailable(error_chain(&e))),
-        };
-        let unknown = |e: &dyn std::error::Error| {
-            ResolveError::Unknown(format!("campaign `{name}`: {}", error_chain(e)))
+            Err(e) => return Err(ResolveError::Spec(e)),
         };
         let campaign = Campaign::from_config(
             spec.config,
             PathBuf::from(synthfleet_core::submit::spec_key(name)),
         )
-        .map_err(|e| unknown(&e))?;
-        let templates = Templates::new(&spec.templates).map_err(|e| unknown(&e))?;
+        .map_err(|source| ResolveError::Config {
+            campaign: name.to_owned(),
+            source,
+        })?;
+        let templates =
+            Templates::new(&spec.templates).map_err(|source| ResolveError::Templates {
+                campaign: name.to_owned(),
+                source,
+            })?;
         // A missing key variable is this worker's problem, not the campaign's: retry later.
-        let pool = ModelPool::new(&campaign.config.models, &self.guards)
-            .map_err(|e| ResolveError::Unavailable(e.to_string()))?;
+        let pool =
+            ModelPool::new(&campaign.config.models, &self.guards).map_err(ResolveError::Models)?;
         Ok(Rollouts {
             secrets: Rollouts::secrets_of(&campaign),
             campaign: Arc::new(campaign),

@@ -5,6 +5,7 @@
 use crate::verify::Verifier;
 use futures_util::StreamExt;
 use synthfleet_core::campaign::Campaign;
+use synthfleet_core::error_chain;
 use synthfleet_core::gold::{Attempt, GoldReport, Problem, TaskResult};
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_core::task::Task;
@@ -25,6 +26,16 @@ pub enum GoldEvent {
 enum Patch {
     Gold,
     Empty,
+}
+
+impl Patch {
+    /// As logs name it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Patch::Gold => "gold",
+            Patch::Empty => "empty",
+        }
+    }
 }
 
 /// The runs of one task, filled in as they finish (in any order), kept by run index.
@@ -96,14 +107,20 @@ pub async fn validate_gold(
         });
     let mut done = futures_util::stream::iter(jobs)
         .map(|(i, task, which, patch, run)| {
-            let span = info_span!("gold", instance = %task.instance_id, patch = ?which, run);
+            let span =
+                info_span!("gold", instance = %task.instance_id, patch = which.as_str(), run);
             let verifier = &verifier;
             async move {
-                let attempt = verifier.verify(task, patch).await.map(|mut v| {
-                    // The verdict needs the grade, not the log: keep memory flat.
-                    v.output = String::new();
-                    v
-                });
+                let attempt = verifier
+                    .verify(task, patch)
+                    .await
+                    .map(|mut v| {
+                        // The verdict needs the grade, not the log: keep memory flat.
+                        v.output = String::new();
+                        v
+                    })
+                    // What the report keeps of a run that could not run: its error's chain.
+                    .map_err(|e| error_chain(&e));
                 (i, which, run, attempt)
             }
             .instrument(span)
@@ -132,9 +149,9 @@ pub async fn validate_gold(
         let empty: Vec<Attempt> = task_runs.empty.into_iter().flatten().collect();
         let result = TaskResult::of_runs(&task.instance_id, repeat, gold.as_deref(), &empty);
         info!(instance = %task.instance_id, runs = repeat,
-            resolved_by_gold = ?result.gold_outcomes.as_ref().map(|o| o.resolved),
-            resolved_by_empty = ?result.empty_outcomes.as_ref().map(|o| o.resolved),
-            problem = ?result.problem, "gold validation");
+            resolved_by_gold = result.gold_outcomes.as_ref().map(|o| o.resolved),
+            resolved_by_empty = result.empty_outcomes.as_ref().map(|o| o.resolved),
+            problem = result.problem.as_ref().map(tracing::field::display), "gold validation");
         finished(events, &result);
         results[i] = Some(result);
     }

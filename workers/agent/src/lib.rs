@@ -18,7 +18,7 @@ pub use campaigns::{CampaignSource, ResolveError, SingleCampaign, StoredCampaign
 pub use gold::{GoldEvent, validate_gold};
 pub use protocol::{Action, parse_action, tool_schemas};
 pub use rollout::{Interrupted, RolloutEvent, Rollouts};
-pub use verify::Verifier;
+pub use verify::{SetupStep, Verifier, VerifyError};
 pub use worker::{Worker, WorkerConfig, WorkerEvent, WorkerSummary};
 
 /// Version of the built-in scaffold, recorded in every trajectory.

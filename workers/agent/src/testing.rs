@@ -37,6 +37,17 @@ pub const PATCH: &str = "diff --git a/fix.txt b/fix.txt\nnew file mode 100644\n-
 pub const CAMPAIGN: &str = "demo";
 pub const MODEL: &str = "scripted";
 
+/// A message of sample 0 of task `t1` of the campaign `demo`, after `failures` failed attempts.
+pub fn message(failures: u32) -> TaskMessage {
+    let task = parse_tasks(Path::new("t.jsonl"), &task_row("t1"))
+        .expect("task")
+        .remove(0);
+    TaskMessage {
+        failures,
+        ..TaskMessage::new(CAMPAIGN, &task, 0)
+    }
+}
+
 /// A command that exited with `code`, printing `output`.
 pub fn exited(code: i64, output: &str) -> ExecOutput {
     ExecOutput {

@@ -7,9 +7,8 @@ use crate::truncate_middle;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use synthfleet_core::campaign::Campaign;
-use synthfleet_core::error_chain;
 use synthfleet_core::harness::{APPLY_COMMANDS, Grade, TEST_PATCH_FAILED};
-use synthfleet_core::ports::{Sandbox, SandboxProvider, SandboxSpec};
+use synthfleet_core::ports::{ExecOutput, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
 use synthfleet_core::start::{self, Start};
 use synthfleet_core::task::Task;
 use synthfleet_core::trajectory::Verification;
@@ -23,6 +22,86 @@ const KEPT_OUTPUT_CHARS: usize = 20_000;
 const GIT_SAFE: &str =
     "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*'";
 
+/// Why a sandbox could not be made ready, or a verification could not run (an
+/// infrastructure failure or a broken task, never a verdict on the patch). Its chain
+/// (`synthfleet_core::error_chain`) is the text a record, a fact or a gold report keeps.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The sandbox engine failed: creating the sandbox, running a command in it or writing
+    /// a file to it (the error names the container and the operation).
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// A step of the sandbox's setup exited non-zero or timed out.
+    #[error("{step} exited with {}{}: {output}", exit_text(*.exit_code), timed_out_text(*.timed_out))]
+    Setup {
+        step: SetupStep,
+        exit_code: Option<i64>,
+        timed_out: bool,
+        /// The step's output, cut in the middle.
+        output: String,
+    },
+    /// The script reducing the repository to its starting state exited non-zero or timed out.
+    #[error(
+        "reducing the repository of {workdir} to its starting state exited with {}{}: {output}",
+        exit_text(*.exit_code),
+        timed_out_text(*.timed_out)
+    )]
+    Isolation {
+        workdir: String,
+        exit_code: Option<i64>,
+        timed_out: bool,
+        output: String,
+    },
+    /// The isolation script succeeded but did not print the starting commit.
+    #[error("reducing {workdir} to its starting state printed no starting commit: {output}")]
+    NoStartCommit { workdir: String, output: String },
+    /// The task's `before_patch` commands failed in the verification sandbox.
+    #[error("preparing the verification sandbox failed ({commands}): {output}")]
+    Prepare { commands: String, output: String },
+    /// The test log was cut at the sandbox's output cap and the grade is not `resolved`:
+    /// tests may be missing from it.
+    #[error(
+        "the test log exceeded the sandbox's output cap (sandbox.max_output_bytes = {max_output_bytes} bytes), so tests may be missing from it; raise the cap to verify this task"
+    )]
+    OutputCapped { max_output_bytes: usize },
+}
+
+/// A step of a sandbox's setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetupStep {
+    /// The task's `setup`, as root.
+    Task,
+    /// The instance's checkout, as the sandbox user.
+    Checkout,
+}
+
+impl std::fmt::Display for SetupStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SetupStep::Task => "task setup",
+            SetupStep::Checkout => "the instance's checkout",
+        })
+    }
+}
+
+/// An exit code as records have always spelled it in these messages (`Some(2)`, `None`
+/// when the command was killed), so that stored errors keep reading the same.
+pub(crate) fn exit_text(exit_code: Option<i64>) -> String {
+    match exit_code {
+        Some(code) => format!("Some({code})"),
+        None => "None".to_owned(),
+    }
+}
+
+fn timed_out_text(timed_out: bool) -> &'static str {
+    if timed_out { " (timed out)" } else { "" }
+}
+
+/// A command's output as an error keeps it: cut in the middle.
+fn kept(out: &ExecOutput) -> String {
+    truncate_middle(&out.output, 2000).0
+}
+
 /// Creates sandboxes for a campaign's tasks and verifies patches in them.
 pub struct Verifier<'a> {
     pub campaign: &'a Campaign,
@@ -34,7 +113,10 @@ impl Verifier<'_> {
     /// dropped) and the instance's code checked out (as the sandbox user). It is labelled
     /// with the campaign only: the rollouts of a campaign share one spec, so a warm pool
     /// can make their sandboxes ahead (which rollout uses which is in the worker's log).
-    pub(crate) async fn create_sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, String> {
+    pub(crate) async fn create_sandbox(
+        &self,
+        task: &Task,
+    ) -> Result<Box<dyn Sandbox>, VerifyError> {
         let spec = SandboxSpec {
             image: task.image.clone(),
             workdir: task.workdir.clone(),
@@ -44,20 +126,16 @@ impl Verifier<'_> {
             )]),
             limits: self.campaign.config.sandbox.clone(),
         };
-        let sandbox = self
-            .sandboxes
-            .create(&spec)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let sandbox = self.sandboxes.create(&spec).await?;
         let steps = [
-            ("task setup", task.setup.as_deref(), true),
+            (SetupStep::Task, task.setup.as_deref(), true),
             (
-                "the instance's checkout",
+                SetupStep::Checkout,
                 task.tests.as_ref().and_then(|t| t.checkout.as_deref()),
                 false,
             ),
         ];
-        for (what, script, as_root) in steps {
+        for (step, script, as_root) in steps {
             let Some(script) = script else { continue };
             let out = if as_root {
                 sandbox.exec_root(script, self.eval_timeout()).await
@@ -66,13 +144,13 @@ impl Verifier<'_> {
             };
             let failure = match out {
                 Ok(out) if out.exit_code == Some(0) => None,
-                Ok(out) => Some(format!(
-                    "{what} exited with {:?}{}: {}",
-                    out.exit_code,
-                    if out.timed_out { " (timed out)" } else { "" },
-                    truncate_middle(&out.output, 2000).0
-                )),
-                Err(e) => Some(error_chain(&e)),
+                Ok(out) => Some(VerifyError::Setup {
+                    step,
+                    exit_code: out.exit_code,
+                    timed_out: out.timed_out,
+                    output: kept(&out),
+                }),
+                Err(e) => Some(VerifyError::Sandbox(e)),
             };
             if let Some(failure) = failure {
                 destroy(sandbox.as_ref()).await;
@@ -88,29 +166,25 @@ impl Verifier<'_> {
     pub(crate) async fn create_agent_sandbox(
         &self,
         task: &Task,
-    ) -> Result<(Box<dyn Sandbox>, Start), String> {
+    ) -> Result<(Box<dyn Sandbox>, Start), VerifyError> {
         let sandbox = self.create_sandbox(task).await?;
         let out = sandbox
             .exec(&start::isolation_script(&task.workdir), self.eval_timeout())
             .await;
         let start = match out {
             Ok(out) if out.exit_code == Some(0) => {
-                start::parse_start(&out.output).ok_or_else(|| {
-                    format!(
-                        "reducing {} to its starting state printed no starting commit: {}",
-                        task.workdir,
-                        truncate_middle(&out.output, 2000).0
-                    )
+                start::parse_start(&out.output).ok_or_else(|| VerifyError::NoStartCommit {
+                    workdir: task.workdir.clone(),
+                    output: kept(&out),
                 })
             }
-            Ok(out) => Err(format!(
-                "reducing the repository of {} to its starting state exited with {:?}{}: {}",
-                task.workdir,
-                out.exit_code,
-                if out.timed_out { " (timed out)" } else { "" },
-                truncate_middle(&out.output, 2000).0
-            )),
-            Err(e) => Err(error_chain(&e)),
+            Ok(out) => Err(VerifyError::Isolation {
+                workdir: task.workdir.clone(),
+                exit_code: out.exit_code,
+                timed_out: out.timed_out,
+                output: kept(&out),
+            }),
+            Err(e) => Err(VerifyError::Sandbox(e)),
         };
         match start {
             Ok(start) => Ok((sandbox, start)),
@@ -127,7 +201,7 @@ impl Verifier<'_> {
 
     /// Verifies `patch` in a fresh sandbox; `Err` means verification could not run (an
     /// infrastructure failure, not a verdict).
-    pub async fn verify(&self, task: &Task, patch: &str) -> Result<Verification, String> {
+    pub async fn verify(&self, task: &Task, patch: &str) -> Result<Verification, VerifyError> {
         let started = Instant::now();
         let sandbox = self.create_sandbox(task).await;
         self.verify_in(sandbox, task, patch, started).await
@@ -137,11 +211,11 @@ impl Verifier<'_> {
     /// ahead, while the agent worked), and removes it; the duration counts from `started`.
     pub(crate) async fn verify_in(
         &self,
-        sandbox: Result<Box<dyn Sandbox>, String>,
+        sandbox: Result<Box<dyn Sandbox>, VerifyError>,
         task: &Task,
         patch: &str,
         started: Instant,
-    ) -> Result<Verification, String> {
+    ) -> Result<Verification, VerifyError> {
         let sandbox = sandbox?;
         let result = self.run(sandbox.as_ref(), task, patch).await;
         destroy(sandbox.as_ref()).await;
@@ -156,15 +230,12 @@ impl Verifier<'_> {
         sandbox: &dyn Sandbox,
         task: &Task,
         patch: &str,
-    ) -> Result<Verification, String> {
+    ) -> Result<Verification, VerifyError> {
         // Everything runs as the sandbox user, who owns the repository (root in the public
         // sets' images, as their harnesses run): root without capabilities could not write
         // to a repository another uid owns.
         let exec = |command: String, timeout: Duration| async move {
-            sandbox
-                .exec(&command, timeout)
-                .await
-                .map_err(|e| error_chain(&e))
+            sandbox.exec(&command, timeout).await
         };
         if let Some(tests) = &task.tests
             && !tests.before_patch.is_empty()
@@ -175,18 +246,14 @@ impl Verifier<'_> {
                 .join(" && ");
             let out = exec(script, APPLY_TIMEOUT).await?;
             if out.exit_code != Some(0) {
-                return Err(format!(
-                    "preparing the verification sandbox failed ({}): {}",
-                    tests.before_patch.join("; "),
-                    truncate_middle(&out.output, 2000).0
-                ));
+                return Err(VerifyError::Prepare {
+                    commands: tests.before_patch.join("; "),
+                    output: kept(&out),
+                });
             }
         }
         if !patch.trim().is_empty() {
-            sandbox
-                .write_file(PATCH_PATH, patch.as_bytes())
-                .await
-                .map_err(|e| error_chain(&e))?;
+            sandbox.write_file(PATCH_PATH, patch.as_bytes()).await?;
             // SWE-bench's order: strict, then with rejects, then `patch` with fuzz.
             let mut failures = Vec::new();
             let mut applied = false;
@@ -221,10 +288,7 @@ impl Verifier<'_> {
             Some(tests) => tests.eval_script(&task.workdir),
             None => task.eval.clone().unwrap_or_else(|| "true".to_owned()),
         };
-        sandbox
-            .write_file(EVAL_PATH, script.as_bytes())
-            .await
-            .map_err(|e| error_chain(&e))?;
+        sandbox.write_file(EVAL_PATH, script.as_bytes()).await?;
         let timeout = self.eval_timeout();
         let out = exec(format!("bash {EVAL_PATH}"), timeout).await?;
         let mut output = truncate_middle(&out.output, KEPT_OUTPUT_CHARS).0;
@@ -248,10 +312,9 @@ impl Verifier<'_> {
             tests.grade(&out.output)
         };
         if out.truncated && !grade.resolved() {
-            return Err(format!(
-                "the test log exceeded the sandbox's output cap (sandbox.max_output_bytes = {} bytes), so tests may be missing from it; raise the cap to verify this task",
-                self.campaign.config.sandbox.max_output_bytes
-            ));
+            return Err(VerifyError::OutputCapped {
+                max_output_bytes: self.campaign.config.sandbox.max_output_bytes,
+            });
         }
         if out.output.contains(TEST_PATCH_FAILED) {
             output.push_str("\n[the task's test_patch did not apply: its harness is broken]");
@@ -296,5 +359,46 @@ fn verification(
         fail_to_pass,
         pass_to_pass,
         resolution,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synthfleet_core::error_chain;
+
+    /// Records, facts and gold reports keep these texts: typed, they read as they always did.
+    #[test]
+    fn verification_errors_read_as_the_stored_texts_always_did() {
+        let setup = VerifyError::Setup {
+            step: SetupStep::Checkout,
+            exit_code: Some(2),
+            timed_out: true,
+            output: "boom".into(),
+        };
+        assert_eq!(
+            error_chain(&setup),
+            "the instance's checkout exited with Some(2) (timed out): boom"
+        );
+        let isolation = VerifyError::Isolation {
+            workdir: "/repo".into(),
+            exit_code: None,
+            timed_out: false,
+            output: "killed".into(),
+        };
+        assert_eq!(
+            error_chain(&isolation),
+            "reducing the repository of /repo to its starting state exited with None: killed"
+        );
+        let engine = SandboxError::Docker {
+            container: "c1".into(),
+            operation: "creating a container".into(),
+            source: Box::new(std::io::Error::other("engine gone")),
+        };
+        assert_eq!(
+            error_chain(&VerifyError::from(engine)),
+            "sandbox c1: creating a container failed: engine gone",
+            "an engine failure reads as the engine's error, its cause once"
+        );
     }
 }

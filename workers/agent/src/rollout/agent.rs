@@ -1,0 +1,319 @@
+//! The agent loop: the model, called through the budget meter on the conversation fitted to
+//! its context window; its actions run in the sandbox; each step recorded, booked and
+//! checkpointed, until it submits or a limit ends it.
+
+use super::book::{CallTime, StepBook};
+use super::{Ending, Interrupted, RolloutEvent, Rollouts, ms, scrub};
+use crate::context;
+use crate::protocol::{Action, parse_action};
+use crate::truncate_middle;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use synthfleet_core::budget::Spend;
+use synthfleet_core::campaign::Protocol;
+use synthfleet_core::message::ResultKey;
+use synthfleet_core::ports::{ChatRequest, Sandbox};
+use synthfleet_core::task::Task;
+use synthfleet_core::trajectory::{
+    ChatMessage, ErrorKind, ExitStatus, Role, Step, TrajectoryRecord,
+};
+use synthfleet_core::{MicroUsd, error_chain};
+use synthfleet_llm::{Meter, MeterError, Metered, MeteredRequest, PoolCompletion};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+impl Rollouts {
+    /// The record's conversation as the routed model can take it: within its
+    /// `context_window` (less `max_tokens` for the reply), by the scaffold's context policy.
+    /// Returns the messages and the indices of those elided.
+    fn fit_context(&self, record: &TrajectoryRecord) -> (Vec<ChatMessage>, Vec<usize>) {
+        let window = self
+            .campaign
+            .model(&record.model)
+            .and_then(|m| m.context_window.map(|w| (w, m.max_tokens)));
+        let Some((window, max_tokens)) = window else {
+            return (record.messages.clone(), Vec::new());
+        };
+        let budget = window
+            .saturating_sub(u64::from(max_tokens))
+            .saturating_sub(synthfleet_llm::estimate_tools_tokens(&record.tools));
+        let keep = self.campaign.config.scaffold.keep_recent_observations as usize;
+        let fitted = context::fit(&record.messages, budget, keep, |m| {
+            synthfleet_llm::estimate_messages_tokens(m)
+        });
+        (fitted.messages, fitted.elided)
+    }
+
+    pub(super) async fn agent_loop(
+        &self,
+        sandbox: &dyn Sandbox,
+        task: &Task,
+        record: &mut TrajectoryRecord,
+        deadline: tokio::time::Instant,
+        cancel: &CancellationToken,
+        events: &(dyn Fn(RolloutEvent) + Send + Sync),
+    ) -> Result<Ending, Interrupted> {
+        let key = &ResultKey {
+            campaign: record.campaign.clone(),
+            instance_id: record.instance_id.clone(),
+            sample_index: record.sample_index,
+        };
+        let scaffold = &self.campaign.config.scaffold;
+        let protocol = match scaffold.protocol {
+            Protocol::ToolCalls => "tool_calls",
+            Protocol::Text => "text",
+        };
+        let context = json!({
+            "problem_statement": task.problem_statement,
+            "workdir": task.workdir,
+            "max_steps": scaffold.max_steps,
+            "step_timeout_s": scaffold.step_timeout_s,
+            "protocol": protocol,
+        });
+        let (system, instance) = match (
+            self.templates.render("system.j2", context.clone()),
+            self.templates.render("instance.j2", context),
+        ) {
+            (Ok(s), Ok(i)) => (s, i),
+            (Err(e), _) | (_, Err(e)) => {
+                return Ok(Ending::error(ErrorKind::Internal, error_chain(&e)));
+            }
+        };
+        record
+            .messages
+            .push(ChatMessage::text(Role::System, system));
+        record
+            .messages
+            .push(ChatMessage::text(Role::User, instance));
+        let step_timeout = Duration::from_secs(scaffold.step_timeout_s);
+        // How long a rollout waits for budget that other calls hold before it gives up as
+        // an infrastructure failure (the sample is retried, never scored as a timeout).
+        let busy_patience = Duration::from_secs(scaffold.rollout_timeout_s);
+        let mut book = StepBook::new(
+            deadline,
+            scaffold.cost_limit_usd.map(MicroUsd::from_usd_ceil),
+        );
+
+        for index in 0..scaffold.max_steps {
+            if cancel.is_cancelled() {
+                return Err(Interrupted);
+            }
+            if let Some(limit) = book.limit_reached(tokio::time::Instant::now()) {
+                return Ok(Ending::ok(limit));
+            }
+            // What the model sees: the conversation, trimmed to its context window.
+            let (messages, elided) = self.fit_context(record);
+            let request = ChatRequest {
+                messages,
+                tools: record.tools.clone(),
+                max_tokens: 0,
+                temperature: None,
+            };
+            // Budget: the worst case is reserved before the call, the real cost booked after.
+            let meter = Meter {
+                pool: &self.pool,
+                metadata: self.store.metadata.as_ref(),
+                owner: &self.worker_id,
+                cancel,
+            };
+            let llm_started = Instant::now();
+            let metered = meter
+                .call(&MeteredRequest {
+                    campaign: &key.campaign,
+                    spend: Spend::Rollout,
+                    model: &record.model,
+                    replay: &task.replay,
+                    request: &request,
+                    busy_patience,
+                })
+                .await;
+            let llm_elapsed = llm_started.elapsed();
+            let call = match metered {
+                Ok(call) => call,
+                Err(MeterError::Interrupted) => return Err(Interrupted),
+                Err(MeterError::Cost(e)) => {
+                    return Ok(Ending::error(ErrorKind::LlmRejected, e.to_string()));
+                }
+                Err(e) => return Ok(Ending::error(ErrorKind::Internal, error_chain(&e))),
+            };
+            let (reply, cost) = match call.outcome {
+                Metered::Completed { reply, cost } => (reply, cost),
+                Metered::Refused(campaign) => {
+                    return Ok(Ending {
+                        status: ExitStatus::BudgetExhausted,
+                        error: campaign.state_reason.clone(),
+                    });
+                }
+                Metered::Failed(e) => {
+                    StepBook::failed(
+                        &mut record.totals,
+                        &mut record.timings,
+                        CallTime {
+                            elapsed: llm_elapsed,
+                            budget_wait: call.waited,
+                        },
+                        e.billed(),
+                    );
+                    return Ok(Ending {
+                        status: e.exit_status(),
+                        error: Some(e.to_string()),
+                    });
+                }
+            };
+            let PoolCompletion {
+                completion,
+                served_by,
+                ..
+            } = *reply;
+            let llm_ms = book.completed(
+                &mut record.totals,
+                &mut record.timings,
+                CallTime {
+                    elapsed: llm_elapsed,
+                    budget_wait: call.waited,
+                },
+                &completion,
+                cost,
+            );
+            let usage = completion.usage;
+
+            let action = parse_action(&completion.message);
+            record.messages.push(completion.message);
+            let mut step = Step {
+                index,
+                action: None,
+                observation: String::new(),
+                observation_truncated: false,
+                exit_code: None,
+                timed_out: false,
+                duration_ms: 0,
+                llm_duration_ms: llm_ms,
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cache_read_tokens: usage.cache_read_tokens,
+                cache_write_tokens: usage.cache_write_tokens,
+                cost_usd: cost.as_usd(),
+                cost_estimated: usage.estimated,
+                context_elided: elided,
+                llm_retries: completion.retries,
+                model: served_by.name.clone(),
+                format_error: false,
+            };
+            let protocol_context = |extra: serde_json::Value| {
+                let mut c =
+                    json!({"protocol": protocol, "step_timeout_s": scaffold.step_timeout_s});
+                if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+                    c.extend(extra.clone());
+                }
+                c
+            };
+            let submitted = match action {
+                Action::Submit { tool_call_id } => {
+                    step.observation = "submitted".into();
+                    if let Some(id) = tool_call_id {
+                        record
+                            .messages
+                            .push(ChatMessage::tool_result(id, "submitted"));
+                    }
+                    true
+                }
+                Action::FormatError {
+                    reason,
+                    tool_call_ids,
+                } => {
+                    step.format_error = true;
+                    let text = match self.templates.render(
+                        "format_error.j2",
+                        protocol_context(json!({"reason": reason})),
+                    ) {
+                        Ok(text) => text,
+                        Err(e) => return Ok(Ending::error(ErrorKind::Internal, error_chain(&e))),
+                    };
+                    step.observation = text.clone();
+                    if tool_call_ids.is_empty() {
+                        record.messages.push(ChatMessage::text(Role::User, text));
+                    } else {
+                        for id in tool_call_ids {
+                            record
+                                .messages
+                                .push(ChatMessage::tool_result(id, text.clone()));
+                        }
+                    }
+                    false
+                }
+                Action::Run {
+                    command,
+                    tool_call_id,
+                } => {
+                    step.action = Some(command.clone());
+                    let timeout = book.command_timeout(tokio::time::Instant::now(), step_timeout);
+                    let exec = tokio::select! {
+                        output = sandbox.exec(&command, timeout) => output,
+                        _ = cancel.cancelled() => return Err(Interrupted),
+                    };
+                    let output = match exec {
+                        Ok(output) => output,
+                        Err(e) => {
+                            record.steps.push(step);
+                            return Ok(Ending::error(ErrorKind::Sandbox, error_chain(&e)));
+                        }
+                    };
+                    record.timings.sandbox_ms += ms(output.duration);
+                    let (kept, cut) =
+                        truncate_middle(&output.output, scaffold.max_observation_chars);
+                    let text = match self.templates.render(
+                        "observation.j2",
+                        protocol_context(json!({
+                            "timed_out": output.timed_out,
+                            "exit_code": output.exit_code,
+                            "output": kept,
+                            "truncated": cut || output.truncated,
+                        })),
+                    ) {
+                        Ok(text) => text,
+                        Err(e) => return Ok(Ending::error(ErrorKind::Internal, error_chain(&e))),
+                    };
+                    step.exit_code = output.exit_code;
+                    step.timed_out = output.timed_out;
+                    step.duration_ms = ms(output.duration);
+                    step.observation_truncated = cut || output.truncated;
+                    step.observation = text.clone();
+                    record.messages.push(match tool_call_id {
+                        Some(id) => ChatMessage::tool_result(id, text),
+                        None => ChatMessage::text(Role::User, text),
+                    });
+                    false
+                }
+            };
+            info!(
+                step = index,
+                model = %step.model,
+                exit_code = step.exit_code,
+                timed_out = step.timed_out,
+                format_error = step.format_error,
+                duration_ms = step.duration_ms,
+                llm_ms = step.llm_duration_ms,
+                tokens_in = step.input_tokens,
+                tokens_out = step.output_tokens,
+                llm_retries = step.llm_retries,
+                "step"
+            );
+            events(RolloutEvent::Step {
+                key: key.clone(),
+                step: index,
+                action: step.action.clone(),
+            });
+            record.steps.push(step);
+            if submitted {
+                return Ok(Ending::ok(ExitStatus::Submitted));
+            }
+            // Keep the partial record: a crash from here on loses nothing already done.
+            let mut checkpoint = record.clone();
+            scrub(&mut checkpoint, &self.secrets);
+            if let Err(e) = self.store.checkpoint(&checkpoint).await {
+                warn!(error = %error_chain(&e), "writing the step checkpoint failed");
+            }
+        }
+        Ok(Ending::ok(ExitStatus::StepLimit))
+    }
+}

@@ -1,0 +1,319 @@
+//! One rollout: sandbox → agent loop → patch → verification → a finished record.
+//!
+//! * this module: the rollout from start to finished record — the agent's sandbox and,
+//!   made while the agent works, the verifier's; the record's fields; the verdict;
+//! * [`agent`]: the agent loop — the model called through the budget meter, its actions
+//!   run in the sandbox, each step recorded and checkpointed;
+//! * [`book`]: the loop's bookkeeping (deadline, spend, totals and timings) as pure rules;
+//! * [`sandbox`]: reading the final patch out of the sandbox, and removing a sandbox.
+
+mod agent;
+mod book;
+mod sandbox;
+
+pub(crate) use sandbox::destroy;
+
+use crate::SCAFFOLD_VERSION;
+use crate::protocol::tool_schemas;
+use crate::verify::Verifier;
+use chrono::Utc;
+use sandbox::read_patch;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use synthfleet_core::campaign::{Campaign, Protocol, ProviderKind};
+use synthfleet_core::error_chain;
+use synthfleet_core::message::{ResultKey, TaskMessage};
+use synthfleet_core::ports::SandboxProvider;
+use synthfleet_core::store::TrajectoryStore;
+use synthfleet_core::templates::Templates;
+use synthfleet_core::trajectory::{
+    Environment, ErrorKind, ExitStatus, SCHEMA_VERSION, ScaffoldInfo, Timings, Totals,
+    TrajectoryRecord, redact,
+};
+use synthfleet_llm::ModelPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span};
+
+/// The rollout was cancelled (shutdown); its sandbox is gone and nothing was committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interrupted;
+
+/// Progress inside a rollout, for progress bars and logs.
+#[derive(Debug, Clone)]
+pub enum RolloutEvent {
+    Step {
+        key: ResultKey,
+        step: u32,
+        action: Option<String>,
+    },
+}
+
+/// Everything rollouts of one campaign share.
+pub struct Rollouts {
+    pub campaign: Arc<Campaign>,
+    pub pool: Arc<ModelPool>,
+    pub sandboxes: Arc<dyn SandboxProvider>,
+    pub store: TrajectoryStore,
+    pub templates: Arc<Templates>,
+    pub worker_id: String,
+    /// Secret values (API keys) scrubbed from every record before it is stored.
+    pub secrets: Vec<String>,
+}
+
+/// How the agent loop ended.
+struct Ending {
+    status: ExitStatus,
+    error: Option<String>,
+}
+
+impl Ending {
+    fn ok(status: ExitStatus) -> Ending {
+        Ending {
+            status,
+            error: None,
+        }
+    }
+
+    fn error(kind: ErrorKind, error: impl Into<String>) -> Ending {
+        Ending {
+            status: ExitStatus::Error(kind),
+            error: Some(error.into()),
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+impl Rollouts {
+    /// Secret values of every key variable the campaign's models name.
+    pub fn secrets_of(campaign: &Campaign) -> Vec<String> {
+        campaign
+            .config
+            .models
+            .iter()
+            .filter_map(|m| m.api_key_env.as_deref())
+            .filter_map(|var| std::env::var(var).ok())
+            .filter(|v| !v.is_empty())
+            .collect()
+    }
+
+    fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            campaign: &self.campaign,
+            sandboxes: self.sandboxes.as_ref(),
+        }
+    }
+
+    /// Runs one rollout to a finished (not yet committed) record. Only cancellation
+    /// returns early; every failure is recorded in the record's exit status.
+    pub async fn run(
+        &self,
+        message: &TaskMessage,
+        cancel: &CancellationToken,
+        events: &(dyn Fn(RolloutEvent) + Send + Sync),
+    ) -> Result<TrajectoryRecord, Interrupted> {
+        let key = message.result_key();
+        let attempt = message.attempt();
+        let task = &message.task;
+        let (model, route) = self.campaign.model_for(task, message.sample_index);
+        let trajectory_id = ulid::Ulid::new().to_string();
+        let span = info_span!("rollout", campaign = %key.campaign, instance = %key.instance_id,
+            sample = key.sample_index, trajectory = %trajectory_id, model = %model.name, attempt);
+        async {
+            let started = Instant::now();
+            let scaffold = &self.campaign.config.scaffold;
+            let mut record = TrajectoryRecord {
+                schema_version: SCHEMA_VERSION,
+                trajectory_id: trajectory_id.clone(),
+                campaign: key.campaign.clone(),
+                instance_id: key.instance_id.clone(),
+                sample_index: key.sample_index,
+                model: model.name.clone(),
+                route: Some(route),
+                provider: provider_name(model.provider),
+                scaffold: ScaffoldInfo {
+                    name: scaffold.kind.clone(),
+                    version: SCAFFOLD_VERSION.to_owned(),
+                    protocol: scaffold.protocol,
+                    template_hash: self.templates.hash().to_owned(),
+                },
+                messages: Vec::new(),
+                tools: match scaffold.protocol {
+                    Protocol::ToolCalls => tool_schemas(),
+                    Protocol::Text => Vec::new(),
+                },
+                steps: Vec::new(),
+                patch: String::new(),
+                exit_status: None,
+                error: None,
+                verification: None,
+                totals: Totals::default(),
+                timings: Timings {
+                    started_at: Utc::now(),
+                    finished_at: None,
+                    duration_ms: 0,
+                    llm_ms: 0,
+                    sandbox_ms: 0,
+                    verification_ms: 0,
+                    infra_wait_ms: 0,
+                },
+                image: task.image.clone(),
+                image_digest: None,
+                environment: None,
+                worker_id: self.worker_id.clone(),
+                attempt,
+                tags: task.tags.clone().into_iter().collect(),
+            };
+
+            let verifier = self.verifier();
+            // The verification sandbox is made while the agent works, so that submit →
+            // verdict costs only applying the patch and running the eval. (A sandbox
+            // dropped unused, on cancellation, goes with its tether.)
+            let prepare = async {
+                if !task.is_verifiable() {
+                    return None;
+                }
+                tokio::select! {
+                    made = verifier.create_sandbox(task) => Some(made),
+                    _ = cancel.cancelled() => None,
+                }
+            };
+            let work = async {
+                let sandbox = tokio::select! {
+                    created = verifier.create_agent_sandbox(task) => created,
+                    _ = cancel.cancelled() => return Err(Interrupted),
+                };
+                let (sandbox, start) = match sandbox {
+                    Err(error) => return Ok(Ending::error(ErrorKind::Sandbox, format!("sandbox setup failed: {}", error_chain(&error)))),
+                    Ok(made) => made,
+                };
+                record.image_digest = sandbox.image_digest().map(str::to_owned);
+                record.environment = Some(Environment {
+                    workdir: task.workdir.clone(),
+                    start_commit: start.commit().map(str::to_owned),
+                    harness_hash: task.harness_hash(),
+                });
+                let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
+                let deadline = tokio::time::Instant::now() + limit;
+                let ending = self
+                    .agent_loop(sandbox.as_ref(), task, &mut record, deadline, cancel, events)
+                    .await;
+                let Ok(ending) = ending else {
+                    destroy(sandbox.as_ref()).await;
+                    return Err(Interrupted);
+                };
+                // The answer is the diff of the workdir, at submit or at whatever limit ended the loop.
+                let patch = read_patch(sandbox.as_ref(), &task.workdir, start.commit()).await;
+                destroy(sandbox.as_ref()).await;
+                Ok(match (patch, ending) {
+                    (Ok(patch), ending) => {
+                        record.patch = patch;
+                        ending
+                    }
+                    (Err(e), Ending { status: ExitStatus::Error(kind), error }) => Ending {
+                        status: ExitStatus::Error(kind),
+                        error: Some(format!("{}; reading the patch failed too: {}", error.unwrap_or_default(), error_chain(&e))),
+                    },
+                    (Err(e), _) => Ending::error(ErrorKind::Sandbox, format!("reading the final patch failed: {}", error_chain(&e))),
+                })
+            };
+            let (ending, prepared) = tokio::join!(work, prepare);
+            let ending = match ending {
+                Ok(ending) => ending,
+                Err(Interrupted) => {
+                    if let Some(Ok(sandbox)) = prepared {
+                        destroy(sandbox.as_ref()).await;
+                    }
+                    return Err(Interrupted);
+                }
+            };
+            record.exit_status = Some(ending.status.clone());
+            record.error = ending.error;
+
+            let verifiable = !matches!(ending.status, ExitStatus::Error(_) | ExitStatus::BudgetExhausted);
+            match prepared {
+                Some(sandbox) if verifiable => {
+                    let started = Instant::now();
+                    let verified = tokio::select! {
+                        v = verifier.verify_in(sandbox, task, &record.patch, started) => v,
+                        _ = cancel.cancelled() => return Err(Interrupted),
+                    };
+                    record.timings.verification_ms = ms(started.elapsed());
+                    match verified {
+                        Ok(verification) => record.verification = Some(verification),
+                        Err(error) => {
+                            record.exit_status = Some(ExitStatus::Error(ErrorKind::Sandbox));
+                            record.error = Some(format!("verification failed to run: {}", error_chain(&error)));
+                        }
+                    }
+                }
+                Some(Ok(unused)) => destroy(unused.as_ref()).await,
+                // No sandbox was prepared for a verifiable task only when cancelled.
+                None if verifiable && task.is_verifiable() => return Err(Interrupted),
+                Some(Err(_)) | None => {}
+            }
+            record.timings.finished_at = Some(Utc::now());
+            record.timings.duration_ms = ms(started.elapsed());
+            scrub(&mut record, &self.secrets);
+            debug!(status = %record.exit_status.as_ref().map(ToString::to_string).unwrap_or_default(),
+                resolved = record.verification.as_ref().map(|v| v.resolved), "rollout finished");
+            Ok(record)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// A provider as records name it: its name in campaign files (`openai`, `anthropic`, ...).
+fn provider_name(provider: ProviderKind) -> String {
+    serde_json::to_value(provider)
+        .ok()
+        .and_then(|name| name.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn scrub(record: &mut TrajectoryRecord, secrets: &[String]) {
+    if secrets.is_empty() {
+        return;
+    }
+    for m in &mut record.messages {
+        for text in [&mut m.content, &mut m.reasoning_content]
+            .into_iter()
+            .flatten()
+        {
+            *text = redact(text, secrets);
+        }
+        for call in &mut m.tool_calls {
+            call.function.arguments = redact(&call.function.arguments, secrets);
+        }
+    }
+    for step in &mut record.steps {
+        step.observation = redact(&step.observation, secrets);
+        if let Some(action) = &mut step.action {
+            *action = redact(action, secrets);
+        }
+    }
+    if let Some(error) = &mut record.error {
+        *error = redact(error, secrets);
+    }
+    record.patch = redact(&record.patch, secrets);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_name_providers_as_campaign_files_do() {
+        let names = [
+            ProviderKind::Openai,
+            ProviderKind::Anthropic,
+            ProviderKind::Bedrock,
+            ProviderKind::Replay,
+        ]
+        .map(provider_name);
+        assert_eq!(names, ["openai", "anthropic", "bedrock", "replay"]);
+    }
+}
