@@ -55,6 +55,7 @@ pub(super) async fn read_patch(
     }
 }
 
+/// Removes `sandbox`; a failure is logged and left to the reaper.
 pub(crate) async fn destroy(sandbox: &dyn Sandbox) {
     if let Err(e) = sandbox.destroy().await {
         warn!(container = sandbox.id(), error = %error_chain(&e), "removing a sandbox failed; the reaper will remove it");
