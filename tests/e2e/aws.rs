@@ -244,7 +244,7 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
     assert_eq!(metas.len(), 8);
     let keys: BTreeSet<_> = metas
         .iter()
-        .map(|m| (m.instance_id.clone(), m.sample_index))
+        .map(|m| (m.summary.instance_id.clone(), m.summary.sample_index))
         .collect();
     assert_eq!(keys.len(), 8, "one result per sample");
     for meta in &metas {
@@ -252,18 +252,18 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
             .load(meta)
             .await
             .expect("checksum-verified read from S3");
-        assert_eq!(record.trajectory_id, meta.trajectory_id);
+        assert_eq!(record.trajectory_id, meta.summary.trajectory_id);
         assert_eq!(
             record.attempt, 1,
             "{}: the killed worker's delivery cost no attempt",
-            meta.instance_id
+            meta.summary.instance_id
         );
-        let expected = if meta.instance_id == "bsearch" {
+        let expected = if meta.summary.instance_id == "bsearch" {
             RecordStatus::Failed
         } else {
             RecordStatus::Success
         };
-        assert_eq!(meta.status, expected, "{}", meta.instance_id);
+        assert_eq!(meta.status, expected, "{}", meta.summary.instance_id);
         assert_eq!(
             meta.expires_at.is_some(),
             meta.status == RecordStatus::Failed

@@ -8,9 +8,10 @@ use synthfleet_core::budget::{BudgetLease, CampaignState, Spend};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, MetadataStore, Reservation, TrajectoryMeta, WorkerHeartbeat,
+    CommitOutcome, DeadLetter, MetadataStore, Reservation, TrajectoryMeta, TrajectorySummary,
+    WorkerHeartbeat,
 };
-use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
+use synthfleet_core::trajectory::{ErrorKind, ExitStatus, RecordStatus};
 
 /// Concurrent reservers in [`the_cap_holds_under_concurrency`].
 pub const RESERVERS: usize = 50;
@@ -50,27 +51,29 @@ async fn ledger(store: &dyn MetadataStore, campaign: &str) -> synthfleet_core::b
 /// A trajectory item of `key`, as a worker commits it.
 pub fn sample_meta(key: &ResultKey, trajectory_id: &str) -> TrajectoryMeta {
     TrajectoryMeta {
-        campaign: key.campaign.clone(),
-        trajectory_id: trajectory_id.into(),
-        instance_id: key.instance_id.clone(),
-        sample_index: key.sample_index,
-        model: "m".into(),
-        provider: "replay".into(),
+        summary: TrajectorySummary {
+            campaign: key.campaign.clone(),
+            trajectory_id: trajectory_id.into(),
+            instance_id: key.instance_id.clone(),
+            sample_index: key.sample_index,
+            model: "m".into(),
+            provider: "replay".into(),
+            cost_usd: 0.01,
+            input_tokens: 100,
+            output_tokens: 10,
+            cache_read_tokens: 900,
+            cache_write_tokens: 0,
+            n_steps: 1,
+            created_at: Utc::now(),
+        },
         status: RecordStatus::Success,
         exit_status: ExitStatus::Submitted,
         resolved: Some(true),
         reward: Some(1.0),
-        cost_usd: 0.01,
-        input_tokens: 100,
-        output_tokens: 10,
-        cache_read_tokens: 900,
-        cache_write_tokens: 0,
-        n_steps: 1,
         object_key: format!("trajectories/{}/{trajectory_id}", key.campaign),
         sha256: "0".repeat(64),
         size_bytes: 1,
         worker_id: "w".into(),
-        created_at: Utc::now(),
         expires_at: None,
     }
 }
@@ -348,7 +351,7 @@ async fn a_sample_commits_exactly_once(store: Arc<dyn MetadataStore>) {
         .expect("result")
         .expect("one result");
     assert_eq!(
-        (stored.cost_usd, stored.cache_read_tokens),
+        (stored.summary.cost_usd, stored.summary.cache_read_tokens),
         (0.01, 900),
         "the item keeps the cost and the cache tokens"
     );
@@ -368,6 +371,10 @@ async fn a_sample_commits_exactly_once(store: Arc<dyn MetadataStore>) {
         "01TFAILED",
     );
     failed.status = RecordStatus::Failed;
+    failed.exit_status = ExitStatus::Error(ErrorKind::Sandbox);
+    (failed.resolved, failed.reward) = (None, None);
+    failed.summary.cache_read_tokens = 0;
+    failed.expires_at = Some(failed.summary.created_at + Age::days(30));
     assert_eq!(
         store.commit(&failed).await.expect("commit"),
         CommitOutcome::Committed
@@ -378,9 +385,9 @@ async fn a_sample_commits_exactly_once(store: Arc<dyn MetadataStore>) {
             .trajectory("01TFAILED")
             .await
             .expect("lookup")
-            .expect("found")
-            .sample_index,
-        1
+            .expect("found"),
+        failed,
+        "the item reads back as committed (absent options, the expiry, the summary's fields)"
     );
     let counts = store
         .campaign("commit")

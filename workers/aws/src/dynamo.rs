@@ -912,11 +912,12 @@ impl MetadataStore for DynamoMetadata {
 
     async fn commit(&self, meta: &TrajectoryMeta) -> Result<CommitOutcome, StoreError> {
         let key = meta.result_key();
-        let pk = campaign_pk(&meta.campaign);
+        let summary = &meta.summary;
+        let pk = campaign_pk(&summary.campaign);
         let mut result_item: Item = HashMap::new();
         result_item.insert("pk".into(), s(&pk));
         result_item.insert("sk".into(), s(sample_sk("RESULT", &key)));
-        result_item.insert("result_of".into(), s(&meta.trajectory_id));
+        result_item.insert("result_of".into(), s(&summary.trajectory_id));
         // A failed result expires with its trajectory item (TTL removes both; until it has,
         // `result` reads an index whose trajectory is gone as no result).
         if let Some(expires_at) = meta.expires_at {
@@ -924,8 +925,8 @@ impl MetadataStore for DynamoMetadata {
         }
         let trajectory = TrajectoryItem {
             pk: pk.clone(),
-            sk: format!("TRAJ#{}", meta.trajectory_id),
-            campaign_status: format!("{}#{}", meta.campaign, meta.status.as_str()),
+            sk: format!("TRAJ#{}", summary.trajectory_id),
+            campaign_status: format!("{}#{}", summary.campaign, meta.status.as_str()),
             ttl: meta.expires_at.map(|t| t.timestamp()),
             meta: meta.clone(),
         };
@@ -936,7 +937,7 @@ impl MetadataStore for DynamoMetadata {
         let items = vec![
             self.put(result_item, Some("attribute_not_exists(pk)"))?,
             self.put(to_item(&trajectory)?, None)?,
-            self.count_update(&meta.campaign, counter, 1)?,
+            self.count_update(&summary.campaign, counter, 1)?,
         ];
         // Contention is retried inside: a finished rollout is never thrown away (re-running
         // it would orphan its object).
@@ -1060,9 +1061,121 @@ impl MetadataStore for DynamoMetadata {
 
 #[cfg(test)]
 mod tests {
-    use super::{Cancelled, TransactWriteItemsError, cancelled};
-    use aws_sdk_dynamodb::types::CancellationReason;
+    use super::{
+        Cancelled, Item, TrajectoryItem, TransactWriteItemsError, cancelled, from_item, n, s,
+        to_item,
+    };
     use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
+    use chrono::{DateTime, Utc};
+    use synthfleet_core::ports::{TrajectoryMeta, TrajectorySummary};
+    use synthfleet_core::trajectory::{ErrorKind, ExitStatus, RecordStatus};
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("a timestamp")
+            .with_timezone(&Utc)
+    }
+
+    /// A trajectory item as `commit` wrote it before the summary type existed: every
+    /// attribute at the top level, numbers as `N`, absent options as `NULL`.
+    fn old_item() -> Item {
+        [
+            ("pk", s("CAMPAIGN#c")),
+            ("sk", s("TRAJ#01TFAILED")),
+            ("campaign_status", s("c#failed")),
+            ("ttl", n(1_717_243_200)),
+            ("campaign", s("c")),
+            ("trajectory_id", s("01TFAILED")),
+            ("instance_id", s("task-1")),
+            ("sample_index", n(2)),
+            ("model", s("m")),
+            ("provider", s("openai")),
+            ("status", s("failed")),
+            ("exit_status", s("error:sandbox")),
+            ("resolved", AttributeValue::Null(true)),
+            ("reward", AttributeValue::Null(true)),
+            ("cost_usd", n("0.0125")),
+            ("input_tokens", n(1200)),
+            ("output_tokens", n(80)),
+            ("cache_read_tokens", n(900)),
+            ("cache_write_tokens", n(0)),
+            ("n_steps", n(3)),
+            (
+                "object_key",
+                s("trajectories/c/failed/task-1/01TFAILED.json.zst"),
+            ),
+            ("sha256", s("ab12")),
+            ("size_bytes", n(4096)),
+            ("worker_id", s("w-1")),
+            ("created_at", s("2024-05-02T12:00:00Z")),
+            ("expires_at", s("2024-06-01T12:00:00Z")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    fn old_meta() -> TrajectoryMeta {
+        TrajectoryMeta {
+            summary: TrajectorySummary {
+                campaign: "c".into(),
+                trajectory_id: "01TFAILED".into(),
+                instance_id: "task-1".into(),
+                sample_index: 2,
+                model: "m".into(),
+                provider: "openai".into(),
+                cost_usd: 0.0125,
+                input_tokens: 1200,
+                output_tokens: 80,
+                cache_read_tokens: 900,
+                cache_write_tokens: 0,
+                n_steps: 3,
+                created_at: at("2024-05-02T12:00:00Z"),
+            },
+            status: RecordStatus::Failed,
+            exit_status: ExitStatus::Error(ErrorKind::Sandbox),
+            resolved: None,
+            reward: None,
+            object_key: "trajectories/c/failed/task-1/01TFAILED.json.zst".into(),
+            sha256: "ab12".into(),
+            size_bytes: 4096,
+            worker_id: "w-1".into(),
+            expires_at: Some(at("2024-06-01T12:00:00Z")),
+        }
+    }
+
+    /// The summary is flattened twice (into the meta, the meta into the item), so serde
+    /// buffers the item; numbers arrive as DynamoDB's `N` strings and must still read as
+    /// `u32`, `u64` and `f64`, and `NULL` as `None`.
+    #[test]
+    fn a_trajectory_item_of_the_old_layout_reads_back_and_is_written_the_same() {
+        let item: TrajectoryItem = from_item("trajectory item", old_item()).expect("reads");
+        assert_eq!(item.meta, old_meta());
+        assert_eq!(item.ttl, Some(1_717_243_200));
+        assert_eq!(to_item(&item).expect("encodes"), old_item());
+    }
+
+    #[test]
+    fn an_item_from_before_cache_tokens_reads_them_as_zero() {
+        let mut old = old_item();
+        old.remove("cache_read_tokens");
+        old.remove("cache_write_tokens");
+        old.insert("resolved".into(), AttributeValue::Bool(true));
+        old.insert("reward".into(), n(1));
+        old.insert("cost_usd".into(), n(2));
+        let item: TrajectoryItem = from_item("trajectory item", old).expect("reads");
+        let summary = &item.meta.summary;
+        assert_eq!(
+            (summary.cache_read_tokens, summary.cache_write_tokens),
+            (0, 0)
+        );
+        assert_eq!(
+            (item.meta.resolved, item.meta.reward),
+            (Some(true), Some(1.0))
+        );
+        assert_eq!(summary.cost_usd, 2.0, "an integral N reads as a float");
+    }
 
     fn cancellation(codes: &[&str]) -> TransactWriteItemsError {
         let mut e = TransactionCanceledException::builder();

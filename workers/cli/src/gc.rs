@@ -40,13 +40,16 @@ pub async fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     let mut deleted = 0u64;
     for meta in &expired {
         if args.dry_run {
-            println!("would delete {} ({})", meta.object_key, meta.trajectory_id);
+            println!(
+                "would delete {} ({})",
+                meta.object_key, meta.summary.trajectory_id
+            );
         } else {
             objects.delete(&meta.object_key).await?;
             objects
                 .delete(&synthfleet_core::facts::facts_key(
-                    &meta.campaign,
-                    &meta.trajectory_id,
+                    &meta.summary.campaign,
+                    &meta.summary.trajectory_id,
                 ))
                 .await?;
         }

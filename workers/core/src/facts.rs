@@ -15,6 +15,7 @@
 
 use crate::codec::{hex, sha256_hex};
 use crate::hacks::{self, Finding};
+use crate::ports::TrajectorySummary;
 use crate::task::DEFAULT_WORKDIR;
 use crate::trajectory::{ExitStatus, Role, TrajectoryRecord};
 use chrono::{DateTime, Utc};
@@ -50,12 +51,9 @@ pub struct TrajectoryFacts {
     pub version: u32,
     /// The checksum of the record they were derived from (its metadata item's).
     pub record_sha256: String,
-    pub campaign: String,
-    pub trajectory_id: String,
-    pub instance_id: String,
-    pub sample_index: u32,
-    pub model: String,
-    pub provider: String,
+    /// What the metadata item says alike (flattened: its keys are the facts').
+    #[serde(flatten)]
+    pub summary: TrajectorySummary,
     /// `name@version`.
     pub scaffold: String,
     /// `name@version (protocol, templates sha256 …)`, for the dataset card.
@@ -65,15 +63,8 @@ pub struct TrajectoryFacts {
     pub exit_status: String,
     pub resolved: bool,
     pub reward: f64,
-    pub cost_usd: f64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_read_tokens: u64,
-    pub cache_write_tokens: u64,
-    pub n_steps: u32,
     pub duration_ms: u64,
     pub started_at: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
     /// Why the record is not structurally valid (`None`: it is).
     pub structural_failure: Option<String>,
     /// Why execution verification did not pass (`None`: it did).
@@ -132,12 +123,13 @@ impl TrajectoryFacts {
         TrajectoryFacts {
             version: FACTS_VERSION,
             record_sha256: record_sha256.to_owned(),
-            campaign: record.campaign.clone(),
-            trajectory_id: record.trajectory_id.clone(),
-            instance_id: record.instance_id.clone(),
-            sample_index: record.sample_index,
-            model: record.model.clone(),
-            provider: record.provider.clone(),
+            summary: TrajectorySummary::of(
+                record,
+                record
+                    .timings
+                    .finished_at
+                    .unwrap_or(record.timings.started_at),
+            ),
             scaffold: format!("{}@{}", record.scaffold.name, record.scaffold.version),
             scaffold_detail: format!(
                 "{}@{} ({:?} protocol, templates sha256 {})",
@@ -160,18 +152,8 @@ impl TrajectoryFacts {
                 .unwrap_or_else(|| "unfinished".into()),
             resolved: verification.is_some_and(|v| v.resolved),
             reward: verification.map_or(0.0, |v| v.reward),
-            cost_usd: record.totals.cost_usd,
-            input_tokens: record.totals.input_tokens,
-            output_tokens: record.totals.output_tokens,
-            cache_read_tokens: record.totals.cache_read_tokens,
-            cache_write_tokens: record.totals.cache_write_tokens,
-            n_steps: record.totals.n_steps,
             duration_ms: record.timings.duration_ms,
             started_at: record.timings.started_at,
-            created_at: record
-                .timings
-                .finished_at
-                .unwrap_or(record.timings.started_at),
             structural_failure: structural_failure(record),
             execution_failure: execution_failure(record),
             measures: Measures::of(record),
@@ -221,7 +203,7 @@ impl TrajectoryFacts {
     pub fn current_for(&self, meta: &crate::ports::TrajectoryMeta) -> bool {
         self.version == FACTS_VERSION
             && self.record_sha256 == meta.sha256
-            && self.trajectory_id == meta.trajectory_id
+            && self.summary.trajectory_id == meta.summary.trajectory_id
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -455,6 +437,73 @@ mod tests {
         assert_eq!(&String::from(m.clone())[..16], "2fb2864742e5a348");
         assert_eq!(MinHash::try_from(String::from(m.clone())), Ok(m));
         assert!(MinHash::try_from("abc".to_owned()).is_err());
+    }
+
+    /// Facts as the worker wrote them before [`TrajectorySummary`] existed: every field at
+    /// the top level, in the old order.
+    fn old_facts() -> serde_json::Value {
+        serde_json::json!({
+            "version": 2,
+            "record_sha256": "ab12",
+            "campaign": "c",
+            "trajectory_id": "01T",
+            "instance_id": "task-1",
+            "sample_index": 0,
+            "model": "m",
+            "provider": "openai",
+            "scaffold": "mini@1",
+            "scaffold_detail": "mini@1 (Text protocol, templates sha256 cd34)",
+            "image": "img@sha256:ef",
+            "exit_status": "submitted",
+            "resolved": true,
+            "reward": 1.0,
+            "cost_usd": 0.0125,
+            "input_tokens": 1200,
+            "output_tokens": 80,
+            "cache_read_tokens": 900,
+            "cache_write_tokens": 10,
+            "n_steps": 3,
+            "duration_ms": 5000,
+            "started_at": "2024-05-02T11:59:55Z",
+            "created_at": "2024-05-02T12:00:00Z",
+            "structural_failure": null,
+            "execution_failure": null,
+            "measures": {
+                "steps": 3,
+                "longest_repeat": 1,
+                "repeated_action": "",
+                "failed_steps": 0,
+                "truncated_observations": 0
+            },
+            "action_hash": "0f",
+            "minhash": String::from(MinHash::of(&["cat", "a"])),
+            "pattern": "cat > submit",
+            "patch_hash": null,
+            "start_commit": "1a2b",
+            "harness_hash": "3c4d",
+            "hack_signals": [{"signal": "history", "step": 2, "evidence": "git log --all"}]
+        })
+    }
+
+    #[test]
+    fn facts_of_the_old_layout_read_back_and_are_written_the_same() {
+        let bytes = serde_json::to_vec(&old_facts()).expect("encode");
+        let facts: TrajectoryFacts = serde_json::from_slice(&bytes).expect("the old facts read");
+        assert_eq!(facts.summary.trajectory_id, "01T");
+        assert_eq!(facts.summary.cache_write_tokens, 10);
+        assert_eq!(
+            facts.summary.created_at.to_rfc3339(),
+            "2024-05-02T12:00:00+00:00"
+        );
+        assert_eq!(facts.hack_signals.len(), 1);
+        assert_eq!(
+            serde_json::to_value(&facts).expect("encode"),
+            old_facts(),
+            "the summary's keys stay at the facts' top level"
+        );
+        // And through the bytes the jobs store (`to_json`).
+        let again: TrajectoryFacts = serde_json::from_slice(&facts.to_json()).expect("reads");
+        assert_eq!(again, facts);
     }
 
     #[test]

@@ -133,44 +133,87 @@ pub struct ObjectInfo {
 // ---------------------------------------------------------------------------------------
 // Metadata store
 
-/// The summary item of one committed trajectory.
+/// What every summary of a committed trajectory says alike — its metadata item
+/// ([`TrajectoryMeta`]), its facts ([`crate::facts::TrajectoryFacts`]) and its row in the
+/// quality jobs' `trajectories` table — with the same keys, types and meaning. Each embeds
+/// it with `#[serde(flatten)]`, so the stored forms keep these keys at their top level.
+///
+/// What the copies say differently stays with each: the item's `exit_status` is an
+/// [`ExitStatus`] and its `resolved`/`reward` are absent before verification, while the
+/// facts' are a string (`unfinished` too) and plain values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrajectoryMeta {
+pub struct TrajectorySummary {
     pub campaign: String,
     pub trajectory_id: String,
     pub instance_id: String,
     pub sample_index: u32,
     pub model: String,
     pub provider: String,
-    pub status: RecordStatus,
-    pub exit_status: ExitStatus,
-    pub resolved: Option<bool>,
-    pub reward: Option<f64>,
+    /// LLM spend of the rollout (USD).
     pub cost_usd: f64,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    /// Prompt tokens read from / written to the provider's cache.
+    /// Prompt tokens read from / written to the provider's cache (absent in items written
+    /// before they were counted).
     #[serde(default)]
     pub cache_read_tokens: u64,
     #[serde(default)]
     pub cache_write_tokens: u64,
     pub n_steps: u32,
-    pub object_key: String,
-    pub sha256: String,
-    pub size_bytes: u64,
-    pub worker_id: String,
+    /// When the rollout finished.
     pub created_at: DateTime<Utc>,
-    /// Failed items expire (30 days); successful ones are kept.
-    pub expires_at: Option<DateTime<Utc>>,
 }
 
-impl TrajectoryMeta {
+impl TrajectorySummary {
+    /// The summary of a finished record (`created_at`: when it finished).
+    pub fn of(record: &crate::trajectory::TrajectoryRecord, created_at: DateTime<Utc>) -> Self {
+        TrajectorySummary {
+            campaign: record.campaign.clone(),
+            trajectory_id: record.trajectory_id.clone(),
+            instance_id: record.instance_id.clone(),
+            sample_index: record.sample_index,
+            model: record.model.clone(),
+            provider: record.provider.clone(),
+            cost_usd: record.totals.cost_usd,
+            input_tokens: record.totals.input_tokens,
+            output_tokens: record.totals.output_tokens,
+            cache_read_tokens: record.totals.cache_read_tokens,
+            cache_write_tokens: record.totals.cache_write_tokens,
+            n_steps: record.totals.n_steps,
+            created_at,
+        }
+    }
+
     pub fn result_key(&self) -> ResultKey {
         ResultKey {
             campaign: self.campaign.clone(),
             instance_id: self.instance_id.clone(),
             sample_index: self.sample_index,
         }
+    }
+}
+
+/// The summary item of one committed trajectory: the [`TrajectorySummary`] (flattened:
+/// its keys are the item's) and where the record lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrajectoryMeta {
+    #[serde(flatten)]
+    pub summary: TrajectorySummary,
+    pub status: RecordStatus,
+    pub exit_status: ExitStatus,
+    pub resolved: Option<bool>,
+    pub reward: Option<f64>,
+    pub object_key: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub worker_id: String,
+    /// Failed items expire (30 days); successful ones are kept.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl TrajectoryMeta {
+    pub fn result_key(&self) -> ResultKey {
+        self.summary.result_key()
     }
 }
 
@@ -544,4 +587,102 @@ impl LlmError {
 #[async_trait]
 pub trait ChatModel: Send + Sync {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatCompletion, LlmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trajectory::ErrorKind;
+    use serde_json::json;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("a timestamp")
+            .with_timezone(&Utc)
+    }
+
+    /// A metadata item as the local store wrote it before [`TrajectorySummary`] existed
+    /// (every field at the top level, in the old order).
+    fn old_item() -> serde_json::Value {
+        json!({
+            "campaign": "c",
+            "trajectory_id": "01TFAILED",
+            "instance_id": "task-1",
+            "sample_index": 2,
+            "model": "m",
+            "provider": "openai",
+            "status": "failed",
+            "exit_status": "error:sandbox",
+            "resolved": null,
+            "reward": null,
+            "cost_usd": 0.0125,
+            "input_tokens": 1200,
+            "output_tokens": 80,
+            "cache_read_tokens": 900,
+            "cache_write_tokens": 0,
+            "n_steps": 3,
+            "object_key": "trajectories/c/failed/task-1/01TFAILED.json.zst",
+            "sha256": "ab12",
+            "size_bytes": 4096,
+            "worker_id": "w-1",
+            "created_at": "2024-05-02T12:00:00Z",
+            "expires_at": "2024-06-01T12:00:00Z"
+        })
+    }
+
+    fn old_meta() -> TrajectoryMeta {
+        TrajectoryMeta {
+            summary: TrajectorySummary {
+                campaign: "c".into(),
+                trajectory_id: "01TFAILED".into(),
+                instance_id: "task-1".into(),
+                sample_index: 2,
+                model: "m".into(),
+                provider: "openai".into(),
+                cost_usd: 0.0125,
+                input_tokens: 1200,
+                output_tokens: 80,
+                cache_read_tokens: 900,
+                cache_write_tokens: 0,
+                n_steps: 3,
+                created_at: at("2024-05-02T12:00:00Z"),
+            },
+            status: RecordStatus::Failed,
+            exit_status: ExitStatus::Error(ErrorKind::Sandbox),
+            resolved: None,
+            reward: None,
+            object_key: "trajectories/c/failed/task-1/01TFAILED.json.zst".into(),
+            sha256: "ab12".into(),
+            size_bytes: 4096,
+            worker_id: "w-1".into(),
+            expires_at: Some(at("2024-06-01T12:00:00Z")),
+        }
+    }
+
+    #[test]
+    fn a_metadata_item_of_the_old_layout_reads_back_and_is_written_the_same() {
+        let bytes = serde_json::to_vec(&old_item()).expect("encode");
+        let meta: TrajectoryMeta = serde_json::from_slice(&bytes).expect("the old item reads");
+        assert_eq!(meta, old_meta());
+        // Written again: the same keys and values (JSON objects have no order).
+        assert_eq!(
+            serde_json::to_value(&meta).expect("encode"),
+            old_item(),
+            "the summary's keys stay at the item's top level"
+        );
+    }
+
+    #[test]
+    fn a_metadata_item_from_before_cache_tokens_reads_them_as_zero() {
+        let mut item = old_item();
+        let fields = item.as_object_mut().expect("an object");
+        fields.remove("cache_read_tokens");
+        fields.remove("cache_write_tokens");
+        fields.insert("resolved".into(), json!(true));
+        fields.insert("reward".into(), json!(1.0));
+        let meta: TrajectoryMeta = serde_json::from_value(item).expect("reads");
+        assert_eq!(meta.summary.cache_read_tokens, 0);
+        assert_eq!(meta.summary.cache_write_tokens, 0);
+        assert_eq!((meta.resolved, meta.reward), (Some(true), Some(1.0)));
+    }
 }

@@ -23,17 +23,18 @@ pub struct ModelSpend {
 pub fn by_model<'a>(metas: impl IntoIterator<Item = &'a TrajectoryMeta>) -> Vec<ModelSpend> {
     let mut models: BTreeMap<&str, ModelSpend> = BTreeMap::new();
     for meta in metas {
-        let spend = models.entry(&meta.model).or_insert_with(|| ModelSpend {
-            model: meta.model.clone(),
+        let summary = &meta.summary;
+        let spend = models.entry(&summary.model).or_insert_with(|| ModelSpend {
+            model: summary.model.clone(),
             ..ModelSpend::default()
         });
         spend.trajectories += 1;
         spend.success += u64::from(meta.status == RecordStatus::Success);
-        spend.cost_usd += meta.cost_usd;
-        spend.input_tokens += meta.input_tokens;
-        spend.output_tokens += meta.output_tokens;
-        spend.cache_read_tokens += meta.cache_read_tokens;
-        spend.cache_write_tokens += meta.cache_write_tokens;
+        spend.cost_usd += summary.cost_usd;
+        spend.input_tokens += summary.input_tokens;
+        spend.output_tokens += summary.output_tokens;
+        spend.cache_read_tokens += summary.cache_read_tokens;
+        spend.cache_write_tokens += summary.cache_write_tokens;
     }
     models.into_values().collect()
 }

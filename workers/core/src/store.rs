@@ -7,7 +7,9 @@
 
 use crate::codec::{self, CodecError};
 use crate::facts::{TrajectoryFacts, facts_key};
-use crate::ports::{CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta};
+use crate::ports::{
+    CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta, TrajectorySummary,
+};
 use crate::trajectory::{RecordStatus, TrajectoryRecord, checkpoint_key, checkpoint_prefix};
 use chrono::{Duration, Utc};
 use std::sync::Arc;
@@ -105,12 +107,7 @@ pub fn summarize(
     let status = record.status();
     let created_at = record.timings.finished_at.unwrap_or_else(Utc::now);
     TrajectoryMeta {
-        campaign: record.campaign.clone(),
-        trajectory_id: record.trajectory_id.clone(),
-        instance_id: record.instance_id.clone(),
-        sample_index: record.sample_index,
-        model: record.model.clone(),
-        provider: record.provider.clone(),
+        summary: TrajectorySummary::of(record, created_at),
         status,
         exit_status: record
             .exit_status
@@ -120,17 +117,10 @@ pub fn summarize(
             )),
         resolved: record.verification.as_ref().map(|v| v.resolved),
         reward: record.verification.as_ref().map(|v| v.reward),
-        cost_usd: record.totals.cost_usd,
-        input_tokens: record.totals.input_tokens,
-        output_tokens: record.totals.output_tokens,
-        cache_read_tokens: record.totals.cache_read_tokens,
-        cache_write_tokens: record.totals.cache_write_tokens,
-        n_steps: record.totals.n_steps,
         object_key,
         sha256,
         size_bytes,
         worker_id: record.worker_id.clone(),
-        created_at,
         expires_at: (status == RecordStatus::Failed)
             .then(|| created_at + Duration::days(FAILED_RETENTION_DAYS)),
     }

@@ -56,10 +56,10 @@ impl LocalMetadata {
                     }
                     if !dry_run {
                         for meta in &expired {
-                            trajectories.remove(meta.trajectory_id.as_str())?;
+                            trajectories.remove(meta.summary.trajectory_id.as_str())?;
                             let key = result_key(&meta.result_key());
                             let indexed = results.get(key.as_str())?.map(|v| v.value().to_owned());
-                            if indexed.as_deref() == Some(meta.trajectory_id.as_str()) {
+                            if indexed.as_deref() == Some(meta.summary.trajectory_id.as_str()) {
                                 results.remove(key.as_str())?;
                             }
                         }
@@ -453,10 +453,13 @@ impl MetadataStore for LocalMetadata {
                             from_json("trajectory item", existing.value())?;
                         return Ok(CommitOutcome::AlreadyCommitted(Box::new(existing)));
                     }
-                    results.insert(key.as_str(), meta.trajectory_id.as_str())?;
-                    trajectories.insert(meta.trajectory_id.as_str(), to_json(&meta)?.as_slice())?;
+                    results.insert(key.as_str(), meta.summary.trajectory_id.as_str())?;
+                    trajectories.insert(
+                        meta.summary.trajectory_id.as_str(),
+                        to_json(&meta)?.as_slice(),
+                    )?;
                     drop((results, trajectories));
-                    update_campaign(tx, &meta.campaign, |record| match meta.status {
+                    update_campaign(tx, &meta.summary.campaign, |record| match meta.status {
                         RecordStatus::Success => record.counts.success += 1,
                         RecordStatus::Failed => record.counts.failed += 1,
                     })?;

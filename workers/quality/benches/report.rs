@@ -8,6 +8,7 @@ use chrono::{Duration, TimeZone, Utc};
 use std::process::Command;
 use std::time::Instant;
 use synthfleet_core::campaign::QualityConfig;
+use synthfleet_core::ports::TrajectorySummary;
 use synthfleet_quality::TrajectoryRow;
 use synthfleet_quality::dataset::{Dataset, TRAJECTORY_COLUMNS, sql_path, write_jsonl};
 use synthfleet_quality::report;
@@ -61,12 +62,21 @@ fn rows(n: usize) -> impl Iterator<Item = TrajectoryRow> {
         let input = u64::from(steps) * (2_000 + rng.below(6_000));
         let output = u64::from(steps) * (50 + rng.below(400));
         TrajectoryRow {
-            campaign: "bench".into(),
-            trajectory_id: format!("01JBENCH{i:018}"),
-            instance_id: format!("task-{:05}", rng.below(20_000)),
-            sample_index: rng.below(4) as u32,
-            model: MODELS[rng.below(5) as usize].into(),
-            provider: "openai".into(),
+            summary: TrajectorySummary {
+                campaign: "bench".into(),
+                trajectory_id: format!("01JBENCH{i:018}"),
+                instance_id: format!("task-{:05}", rng.below(20_000)),
+                sample_index: rng.below(4) as u32,
+                model: MODELS[rng.below(5) as usize].into(),
+                provider: "openai".into(),
+                cost_usd: (input as f64 * 0.4 + output as f64 * 1.6) / 1e6,
+                input_tokens: input,
+                output_tokens: output,
+                cache_read_tokens: input / 2,
+                cache_write_tokens: 0,
+                n_steps: steps,
+                created_at: start + Duration::seconds(i as i64),
+            },
             scaffold: if rng.below(2) == 0 {
                 "bash@1".into()
             } else {
@@ -79,14 +89,7 @@ fn rows(n: usize) -> impl Iterator<Item = TrajectoryRow> {
             },
             resolved,
             reward: if resolved { 1.0 } else { 0.0 },
-            cost_usd: (input as f64 * 0.4 + output as f64 * 1.6) / 1e6,
-            input_tokens: input,
-            output_tokens: output,
-            cache_read_tokens: input / 2,
-            cache_write_tokens: 0,
-            n_steps: steps,
             duration_ms: u64::from(steps) * (500 + rng.below(4_000)),
-            created_at: start + Duration::seconds(i as i64),
             structural: structural.into(),
             integrity: "pass".into(),
             execution: execution.into(),

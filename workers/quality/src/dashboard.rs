@@ -182,13 +182,14 @@ impl Report {
             ),
         ];
         let mut env = Environment::new();
+        let failed = |operation| move |source| QualityError::Dashboard { operation, source };
         env.add_template("dashboard.html", TEMPLATE)
-            .map_err(|e| QualityError::Invalid(format!("dashboard template: {e}")))?;
+            .map_err(failed("compiling the template of"))?;
         let template = env
             .get_template("dashboard.html")
-            .map_err(|e| QualityError::Invalid(format!("dashboard template: {e}")))?;
+            .map_err(failed("compiling the template of"))?;
         template
             .render(context! { r => self, charts => charts })
-            .map_err(|e| QualityError::Invalid(format!("rendering the dashboard: {e}")))
+            .map_err(failed("rendering"))
     }
 }

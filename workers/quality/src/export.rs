@@ -178,9 +178,10 @@ pub async fn export(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ExportSummary, QualityError> {
     if options.rows_per_shard == 0 {
-        return Err(QualityError::Invalid(
-            "--rows-per-shard must be at least 1".into(),
-        ));
+        return Err(QualityError::InvalidOption {
+            option: "--rows-per-shard",
+            rule: "must be at least 1",
+        });
     }
     let anonymizer = options.anonymize.then(Anonymizer::new);
     let selected: Vec<(&Item, &Assessment)> = data
@@ -191,7 +192,7 @@ pub async fn export(
             options.filter.keeps(item, a)
                 && options
                     .since
-                    .is_none_or(|since| item.facts.created_at > since)
+                    .is_none_or(|since| item.facts.summary.created_at > since)
         })
         .collect();
     let n = selected.len() as u64;
@@ -242,7 +243,7 @@ pub async fn export(
                 break;
             };
             let (item, a, record) = next?;
-            let review = data.reviews.get(&item.meta.trajectory_id);
+            let review = data.reviews.get(&item.meta.summary.trajectory_id);
             out.write(&export_row(item, &record, a, review, anonymizer.as_ref()))?;
             written += 1;
             progress(written, n);

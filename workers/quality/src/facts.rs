@@ -42,18 +42,18 @@ pub async fn load(
     let mut stats = FactsStats::default();
     let wanted: HashMap<&str, &TrajectoryMeta> = metas
         .iter()
-        .map(|m| (m.trajectory_id.as_str(), m))
+        .map(|m| (m.summary.trajectory_id.as_str(), m))
         .collect();
     let mut found: HashMap<String, TrajectoryFacts> = HashMap::with_capacity(metas.len());
     for segment in objects.list(&compacted_prefix(campaign)).await? {
         let mut used = false;
         for facts in read_segment(objects, &segment.key).await? {
             if wanted
-                .get(facts.trajectory_id.as_str())
+                .get(facts.summary.trajectory_id.as_str())
                 .is_some_and(|meta| facts.current_for(meta))
             {
                 used = true;
-                found.insert(facts.trajectory_id.clone(), facts);
+                found.insert(facts.summary.trajectory_id.clone(), facts);
             }
         }
         if !used {
@@ -65,7 +65,7 @@ pub async fn load(
 
     let missing: Vec<&TrajectoryMeta> = metas
         .iter()
-        .filter(|m| !found.contains_key(&m.trajectory_id))
+        .filter(|m| !found.contains_key(&m.summary.trajectory_id))
         .collect();
     let total = missing.len() as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -88,7 +88,11 @@ pub async fn load(
         write_segment(objects, campaign, fresh.iter().map(|(f, _)| f)).await?;
         stats.segments_written = 1;
     }
-    found.extend(fresh.into_iter().map(|(f, _)| (f.trajectory_id.clone(), f)));
+    found.extend(
+        fresh
+            .into_iter()
+            .map(|(f, _)| (f.summary.trajectory_id.clone(), f)),
+    );
     info!(
         campaign,
         compacted = stats.compacted,
@@ -100,9 +104,11 @@ pub async fn load(
     let facts = metas
         .iter()
         .map(|m| {
-            found.remove(&m.trajectory_id).ok_or_else(|| {
-                QualityError::Invalid(format!("no facts for trajectory {}", m.trajectory_id))
-            })
+            found
+                .remove(&m.summary.trajectory_id)
+                .ok_or_else(|| QualityError::MissingFacts {
+                    trajectory_id: m.summary.trajectory_id.clone(),
+                })
         })
         .collect::<Result<_, _>>()?;
     Ok((facts, stats))
@@ -114,7 +120,7 @@ async fn facts_of(
     store: &TrajectoryStore,
     meta: &TrajectoryMeta,
 ) -> Result<(TrajectoryFacts, bool), QualityError> {
-    let key = facts_key(&meta.campaign, &meta.trajectory_id);
+    let key = facts_key(&meta.summary.campaign, &meta.summary.trajectory_id);
     match store.objects.get(&key).await {
         Ok(bytes) => {
             // An undecodable or outdated object is derived again, like a missing one.

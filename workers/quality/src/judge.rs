@@ -103,7 +103,7 @@ pub async fn run(
         .iter()
         .zip(assessments)
         .filter(|(item, a)| {
-            !judged.contains_key(&item.meta.trajectory_id)
+            !judged.contains_key(&item.meta.summary.trajectory_id)
                 && (!judge.only_accepted || a.survived(Stage::Dedup))
         })
         .map(|(item, _)| item)
@@ -134,10 +134,10 @@ pub async fn run(
         let (reply, cost) = match call.outcome {
             Metered::Completed { reply, cost } => (reply, cost),
             Metered::Failed(e) => {
-                return Err(QualityError::Invalid(format!(
-                    "judge model `{}` failed: {e}",
-                    judge.model
-                )));
+                return Err(QualityError::Judge {
+                    model: judge.model.clone(),
+                    source: e,
+                });
             }
             Metered::Refused(_) => {
                 run.out_of_budget = (candidates.len() - i) as u64;

@@ -18,7 +18,6 @@ pub mod stages;
 #[cfg(test)]
 mod tests;
 
-use chrono::{DateTime, Utc};
 use review::{Review, ReviewSample};
 use serde::{Deserialize, Serialize};
 use stages::{Assessment, JudgeVerdict, Stage};
@@ -27,7 +26,7 @@ use std::path::PathBuf;
 use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::campaign::CampaignConfig;
 use synthfleet_core::facts::TrajectoryFacts;
-use synthfleet_core::ports::{ObjectStore, StoreError, TrajectoryMeta};
+use synthfleet_core::ports::{ObjectStore, StoreError, TrajectoryMeta, TrajectorySummary};
 use synthfleet_core::store::{TrajectoryStore, TrajectoryStoreError};
 use synthfleet_core::submit::{SpecError, get_spec};
 use synthfleet_core::trajectory::TrajectoryRecord;
@@ -66,8 +65,34 @@ pub enum QualityError {
     },
     #[error("cannot decode {what}: {detail}")]
     Decode { what: String, detail: String },
-    #[error("{0}")]
-    Invalid(String),
+    #[error(
+        "campaign `{campaign}` has no stored spec ({key}): it was run by an older synthfleet; run or submit it again to store one (finished samples are not re-run)"
+    )]
+    NoSpec { campaign: String, key: String },
+    /// A committed trajectory whose facts could be neither read nor derived.
+    #[error("no facts for trajectory {trajectory_id}")]
+    MissingFacts { trajectory_id: String },
+    #[error("{option} {rule}")]
+    InvalidOption {
+        /// The flag, e.g. `--rows-per-shard`.
+        option: &'static str,
+        rule: &'static str,
+    },
+    #[error("{query} returned no row")]
+    NoRow { query: &'static str },
+    #[error("judge model `{model}` failed")]
+    Judge {
+        model: String,
+        #[source]
+        source: synthfleet_core::ports::LlmError,
+    },
+    #[error("{operation} the dashboard")]
+    Dashboard {
+        /// `compiling the template of`, `rendering`.
+        operation: &'static str,
+        #[source]
+        source: minijinja::Error,
+    },
 }
 
 /// Trajectories read in parallel from the object store.
@@ -181,15 +206,15 @@ impl CampaignData {
                 return Err(QualityError::UnknownCampaign(campaign.to_owned()));
             }
             Err(SpecError::Store(StoreError::NotFound { .. })) => {
-                return Err(QualityError::Invalid(format!(
-                    "campaign `{campaign}` has no stored spec ({}): it was run by an older synthfleet; run or submit it again to store one (finished samples are not re-run)",
-                    synthfleet_core::submit::spec_key(campaign)
-                )));
+                return Err(QualityError::NoSpec {
+                    campaign: campaign.to_owned(),
+                    key: synthfleet_core::submit::spec_key(campaign),
+                });
             }
             Err(e) => return Err(e.into()),
         };
         let mut metas = store.metadata.trajectories(campaign).await?;
-        metas.sort_by(|a, b| a.trajectory_id.cmp(&b.trajectory_id));
+        metas.sort_by(|a, b| a.summary.trajectory_id.cmp(&b.summary.trajectory_id));
         let (facts, facts_stats) = facts::load(store, campaign, &metas, progress).await?;
         let items: Vec<Item> = metas
             .into_iter()
@@ -271,7 +296,7 @@ impl CampaignData {
     /// Where a trajectory id is in `items` (and so in its assessments).
     pub fn position(&self, trajectory_id: &str) -> Option<usize> {
         self.items
-            .binary_search_by(|i| i.meta.trajectory_id.as_str().cmp(trajectory_id))
+            .binary_search_by(|i| i.meta.summary.trajectory_id.as_str().cmp(trajectory_id))
             .ok()
     }
 
@@ -304,24 +329,14 @@ impl CampaignData {
 /// A trajectory's row in the `trajectories` table (columns: [`dataset::TRAJECTORY_COLUMNS`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrajectoryRow {
-    pub campaign: String,
-    pub trajectory_id: String,
-    pub instance_id: String,
-    pub sample_index: u32,
-    pub model: String,
-    pub provider: String,
+    /// What the metadata item and the facts say alike (flattened: its fields are columns).
+    #[serde(flatten)]
+    pub summary: TrajectorySummary,
     pub scaffold: String,
     pub exit_status: String,
     pub resolved: bool,
     pub reward: f64,
-    pub cost_usd: f64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cache_read_tokens: u64,
-    pub cache_write_tokens: u64,
-    pub n_steps: u32,
     pub duration_ms: u64,
-    pub created_at: DateTime<Utc>,
     pub structural: String,
     pub integrity: String,
     pub execution: String,
@@ -350,24 +365,12 @@ impl TrajectoryRow {
     /// [`Self::assessed`].
     pub fn of(facts: &TrajectoryFacts) -> Self {
         TrajectoryRow {
-            campaign: facts.campaign.clone(),
-            trajectory_id: facts.trajectory_id.clone(),
-            instance_id: facts.instance_id.clone(),
-            sample_index: facts.sample_index,
-            model: facts.model.clone(),
-            provider: facts.provider.clone(),
+            summary: facts.summary.clone(),
             scaffold: facts.scaffold.clone(),
             exit_status: facts.exit_status.clone(),
             resolved: facts.resolved,
             reward: facts.reward,
-            cost_usd: facts.cost_usd,
-            input_tokens: facts.input_tokens,
-            output_tokens: facts.output_tokens,
-            cache_read_tokens: facts.cache_read_tokens,
-            cache_write_tokens: facts.cache_write_tokens,
-            n_steps: facts.n_steps,
             duration_ms: facts.duration_ms,
-            created_at: facts.created_at,
             structural: String::new(),
             integrity: String::new(),
             execution: String::new(),

@@ -156,7 +156,7 @@ pub fn build(data: &CampaignData, assessments: &[Assessment]) -> Result<Report, 
             trajectories: data
                 .items
                 .iter()
-                .filter(|i| &i.facts.instance_id == instance_id)
+                .filter(|i| &i.facts.summary.instance_id == instance_id)
                 .count() as u64,
         });
     }
@@ -218,7 +218,9 @@ pub fn query(
     let totals = group("'all'", false)?
         .into_iter()
         .next()
-        .ok_or_else(|| QualityError::Invalid("the totals query returned no row".into()))?;
+        .ok_or(QualityError::NoRow {
+            query: "the totals query",
+        })?;
     let mut funnel = vec![FunnelStage {
         stage: "total".into(),
         survivors: totals.trajectories,

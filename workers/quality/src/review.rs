@@ -134,7 +134,7 @@ pub fn draw(campaign: &str, rows: &[TrajectoryRow], size: usize, seed: u64) -> R
     let mut by_key: BTreeMap<(&str, &'static str), Vec<&TrajectoryRow>> = BTreeMap::new();
     for row in rows {
         by_key
-            .entry((row.model.as_str(), outcome(row)))
+            .entry((row.summary.model.as_str(), outcome(row)))
             .or_default()
             .push(row);
     }
@@ -181,13 +181,16 @@ pub fn draw(campaign: &str, rows: &[TrajectoryRow], size: usize, seed: u64) -> R
         // Tasks in seeded order, each task's trajectories in seeded order, then round robin.
         let mut by_task: BTreeMap<&str, Vec<&TrajectoryRow>> = BTreeMap::new();
         for row in members {
-            by_task.entry(&row.instance_id).or_default().push(row);
+            by_task
+                .entry(&row.summary.instance_id)
+                .or_default()
+                .push(row);
         }
         let mut queues: Vec<Vec<&TrajectoryRow>> = by_task.into_values().collect();
         for queue in &mut queues {
-            queue.sort_by_key(|r| std::cmp::Reverse(rank(seed, &r.trajectory_id)));
+            queue.sort_by_key(|r| std::cmp::Reverse(rank(seed, &r.summary.trajectory_id)));
         }
-        queues.sort_by_key(|q| rank(seed, &q[0].instance_id));
+        queues.sort_by_key(|q| rank(seed, &q[0].summary.instance_id));
         let mut drawn = 0;
         loop {
             let before = drawn;
@@ -195,7 +198,7 @@ pub fn draw(campaign: &str, rows: &[TrajectoryRow], size: usize, seed: u64) -> R
                 if drawn < *want
                     && let Some(row) = queue.pop()
                 {
-                    picked.push(row.trajectory_id.clone());
+                    picked.push(row.summary.trajectory_id.clone());
                     drawn += 1;
                 }
             }
@@ -222,27 +225,30 @@ pub fn draw(campaign: &str, rows: &[TrajectoryRow], size: usize, seed: u64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use synthfleet_core::ports::TrajectorySummary;
 
     fn row(id: &str, model: &str, task: &str, accepted: bool) -> TrajectoryRow {
         TrajectoryRow {
-            campaign: "c".into(),
-            trajectory_id: id.into(),
-            instance_id: task.into(),
-            sample_index: 0,
-            model: model.into(),
-            provider: "openai".into(),
+            summary: TrajectorySummary {
+                campaign: "c".into(),
+                trajectory_id: id.into(),
+                instance_id: task.into(),
+                sample_index: 0,
+                model: model.into(),
+                provider: "openai".into(),
+                cost_usd: 0.0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                n_steps: 3,
+                created_at: Utc::now(),
+            },
             scaffold: "bash@1".into(),
             exit_status: "submitted".into(),
             resolved: accepted,
             reward: if accepted { 1.0 } else { 0.0 },
-            cost_usd: 0.0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cache_read_tokens: 0,
-            cache_write_tokens: 0,
-            n_steps: 3,
             duration_ms: 0,
-            created_at: Utc::now(),
             structural: "pass".into(),
             integrity: "pass".into(),
             execution: "pass".into(),
@@ -293,11 +299,19 @@ mod tests {
         let picked_a: Vec<&TrajectoryRow> = rows
             .iter()
             .filter(|r| {
-                sample.trajectory_ids.contains(&r.trajectory_id) && r.accepted && r.model == "a"
+                sample.trajectory_ids.contains(&r.summary.trajectory_id)
+                    && r.accepted
+                    && r.summary.model == "a"
             })
             .collect();
         for task in ["t0", "t1", "t2"] {
-            assert_eq!(picked_a.iter().filter(|r| r.instance_id == task).count(), 2);
+            assert_eq!(
+                picked_a
+                    .iter()
+                    .filter(|r| r.summary.instance_id == task)
+                    .count(),
+                2
+            );
         }
         // Same seed, same sample; another seed, another one.
         assert_eq!(

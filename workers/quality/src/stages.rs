@@ -167,7 +167,7 @@ fn integrity(findings: &[Finding]) -> Verdict {
 /// Execution on a task gold validation found flaky: its grade cannot be trusted, so a
 /// resolved trajectory of it is marked (an unresolved one already fails).
 fn execution(f: &TrajectoryFacts, flaky: &BTreeMap<String, Vec<String>>) -> Verdict {
-    match (&f.execution_failure, flaky.get(&f.instance_id)) {
+    match (&f.execution_failure, flaky.get(&f.summary.instance_id)) {
         (Some(failure), _) => Verdict::fail(failure),
         (None, Some(tests)) if tests.is_empty() => {
             Verdict::fail("the task is flaky: its eval changed outcome between gold runs")
@@ -244,7 +244,7 @@ pub fn assess(
     let mut order: Vec<usize> = (0..facts.len()).collect();
     order.sort_by(|a, b| {
         let (a, b) = (&facts[*a], &facts[*b]);
-        (a.started_at, &a.trajectory_id).cmp(&(b.started_at, &b.trajectory_id))
+        (a.started_at, &a.summary.trajectory_id).cmp(&(b.started_at, &b.summary.trajectory_id))
     });
     let mut kept: HashMap<&str, Vec<&TrajectoryFacts>> = HashMap::new();
     let mut out: Vec<Option<Assessment>> = vec![None; facts.len()];
@@ -268,10 +268,10 @@ pub fn assess(
         decide(Stage::Heuristics, &mut || {
             heuristics(&f.measures, config, max_steps)
         });
-        let same_task = kept.entry(f.instance_id.as_str()).or_default();
+        let same_task = kept.entry(f.summary.instance_id.as_str()).or_default();
         decide(Stage::Dedup, &mut || {
             for other in same_task.iter() {
-                let other_id = &other.trajectory_id;
+                let other_id = &other.summary.trajectory_id;
                 if other.action_hash == f.action_hash {
                     duplicate_of = Some(other_id.clone());
                     return Verdict::fail(format!("exact duplicate of {other_id} (same actions)"));
@@ -288,7 +288,7 @@ pub fn assess(
         });
         decide(Stage::Judge, &mut || match judged {
             None => Verdict::skipped("no judge configured"),
-            Some(judged) => match judged.get(&f.trajectory_id) {
+            Some(judged) => match judged.get(&f.summary.trajectory_id) {
                 None => Verdict::fail("not judged yet: run `synthfleet assess`"),
                 Some(j) if j.pass => Verdict::Pass,
                 Some(j) => Verdict::fail(format!("judge {}: {}", j.model, j.reason)),
@@ -301,9 +301,9 @@ pub fn assess(
             same_task.push(f);
         }
         out[i] = Some(Assessment {
-            trajectory_id: f.trajectory_id.clone(),
-            instance_id: f.instance_id.clone(),
-            model: f.model.clone(),
+            trajectory_id: f.summary.trajectory_id.clone(),
+            instance_id: f.summary.instance_id.clone(),
+            model: f.summary.model.clone(),
             stages,
             accepted,
             duplicate_of,

@@ -491,7 +491,7 @@ async fn export_writes_an_hf_layout_that_duckdb_reads_back() {
 
     // `--since` the last export: only the trajectory finished since, as a new shard
     // beside the earlier ones.
-    let last = data.items.iter().map(|i| i.facts.created_at).max();
+    let last = data.items.iter().map(|i| i.facts.summary.created_at).max();
     let late = record("t-late", "late-task", "m1", &["ls", "pytest"], true, 500);
     known.store.commit(&late).await.expect("commit");
     let data = CampaignData::load(&known.store, "known", &|_, _| {})
@@ -760,7 +760,7 @@ async fn rows_carry_the_first_rejection() {
     let data = &known.data;
     let a = data.assess();
     let rows: Vec<TrajectoryRow> = data.rows(&a).collect();
-    let t7 = rows.iter().find(|r| r.trajectory_id == "t7").expect("t7");
+    let t7 = rows.iter().find(|r| r.summary.trajectory_id == "t7").expect("t7");
     assert_eq!(t7.rejected_at.as_deref(), Some("execution"));
     assert_eq!(
         (
