@@ -18,6 +18,8 @@ pub use dynamo::DynamoMetadata;
 pub use s3::{FAILED_TAG, S3ObjectStore};
 pub use sqs::SqsQueue;
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::SdkError;
 use synthfleet_core::ports::StoreError;
 
 /// The names of a deployment's resources.
@@ -63,11 +65,73 @@ impl AwsClients {
     }
 }
 
-/// The error and its causes on one line (the SDK's `Display` is terse).
+/// A failed AWS call as a store error: `service` and `operation` (what was done, on which
+/// bucket and key, table and item, or queue URL) are its context, and the SDK's error is
+/// kept whole as its source — [`sdk_error`] gets it back (`as_service_error()`, the error
+/// code), and the edge prints the chain once.
 pub(crate) fn aws_error(
-    backend: &'static str,
+    service: &'static str,
     operation: impl Into<String>,
     e: impl std::error::Error + Send + Sync + 'static,
 ) -> StoreError {
-    StoreError::backend(backend, operation, synthfleet_core::error_chain(&e))
+    StoreError::backend(service, operation, e)
+}
+
+/// The SDK error of an operation behind a store error of an AWS call, if that is what
+/// failed: `sdk_error::<GetItemError>(&e).and_then(|e| e.as_service_error())`.
+pub fn sdk_error<E: std::error::Error + 'static>(
+    e: &StoreError,
+) -> Option<&SdkError<E, HttpResponse>> {
+    match e {
+        StoreError::Backend { source, .. } => source.downcast_ref(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{aws_error, sdk_error};
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::SdkError;
+    use aws_sdk_dynamodb::operation::get_item::GetItemError;
+    use aws_sdk_dynamodb::types::error::ResourceNotFoundException;
+
+    #[test]
+    fn the_sdk_error_stays_the_source_of_a_store_error() {
+        let service = GetItemError::ResourceNotFoundException(
+            ResourceNotFoundException::builder()
+                .message("Requested resource not found")
+                .build(),
+        );
+        let body = aws_sdk_s3::primitives::ByteStream::from_static(b"").into_inner();
+        let raw = HttpResponse::new(400u16.try_into().expect("a status"), body);
+        let e = aws_error(
+            "DynamoDB",
+            "reading CAMPAIGN#c/TRAJ#1 from synthfleet",
+            SdkError::service_error(service, raw),
+        );
+        let sdk = sdk_error::<GetItemError>(&e).expect("the SDK error is kept");
+        assert!(matches!(
+            sdk.as_service_error(),
+            Some(GetItemError::ResourceNotFoundException(_))
+        ));
+        assert!(sdk_error::<aws_sdk_dynamodb::operation::query::QueryError>(&e).is_none());
+        // Printed at the edge with every cause.
+        let chain = synthfleet_core::error_chain(&e);
+        assert!(
+            chain.starts_with(
+                "DynamoDB failed during reading CAMPAIGN#c/TRAJ#1 from synthfleet: service error"
+            ),
+            "{chain}"
+        );
+        assert!(chain.contains("Requested resource not found"), "{chain}");
+        // The same text the SDK error turned into a string gave before.
+        assert_eq!(
+            chain,
+            format!(
+                "DynamoDB failed during reading CAMPAIGN#c/TRAJ#1 from synthfleet: {}",
+                synthfleet_core::error_chain(sdk)
+            )
+        );
+    }
 }

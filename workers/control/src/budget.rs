@@ -143,7 +143,7 @@ impl BudgetGuard {
             .map_err(|e| ControlError::Alert {
                 campaign: campaign.name.clone(),
                 topic: topic.topic_arn.clone(),
-                detail: aws_sdk_sns::error::DisplayErrorContext(e).to_string(),
+                source: e.into(),
             })?;
         Ok(())
     }

@@ -208,12 +208,12 @@ impl Enqueuer {
     ) -> Result<PathBuf, ControlError> {
         let name = key.rsplit('/').next().unwrap_or(key);
         let file = scratch.join(name);
-        let text = String::from_utf8(self.get(bucket, key, version).await?).map_err(|e| {
-            s3_error(
-                bucket,
-                key,
-                format!("the campaign file is not UTF-8 text: {e}"),
-            )
+        let text = String::from_utf8(self.get(bucket, key, version).await?).map_err(|source| {
+            ControlError::NotUtf8 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                source,
+            }
         })?;
         write(&file, text.as_bytes())?;
         let config = Campaign::parse(&file, &text)?;
@@ -222,14 +222,11 @@ impl Enqueuer {
         relative.extend(config.scaffold.templates.as_deref());
         for path in relative {
             let Some(rel) = plain_relative(path) else {
-                return Err(s3_error(
-                    bucket,
-                    key,
-                    format!(
-                        "`{}` must be a path relative to the campaign file, without `..`",
-                        path.display()
-                    ),
-                ));
+                return Err(ControlError::NotRelative {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    path: path.to_owned(),
+                });
             };
             self.fetch_tree(bucket, &format!("{prefix}{rel}"), &scratch.join(&rel))
                 .await?;
@@ -248,7 +245,7 @@ impl Enqueuer {
             .send();
         let mut keys = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| s3_error(bucket, key, sdk(e)))?;
+            let page = page.map_err(s3_error(bucket, key, "listing"))?;
             keys.extend(
                 page.contents()
                     .iter()
@@ -274,11 +271,10 @@ impl Enqueuer {
         if found {
             Ok(())
         } else {
-            Err(s3_error(
-                bucket,
-                key,
-                "named by the campaign file, but no such object or directory; upload it beside the campaign file first",
-            ))
+            Err(ControlError::MissingObject {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            })
         }
     }
 
@@ -296,12 +292,12 @@ impl Enqueuer {
             .set_version_id(version.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| s3_error(bucket, key, sdk(e)))?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| s3_error(bucket, key, e))?;
+            .map_err(s3_error(bucket, key, "reading"))?;
+        let bytes = out.body.collect().await.map_err(s3_error(
+            bucket,
+            key,
+            "reading the body of the object",
+        ))?;
         Ok(bytes.into_bytes().to_vec())
     }
 }
@@ -342,17 +338,19 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     std::fs::write(path, bytes).map_err(io)
 }
 
-fn s3_error(bucket: &str, key: &str, detail: impl std::fmt::Display) -> ControlError {
-    ControlError::S3 {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        detail: detail.to_string(),
+/// An S3 call's error on `s3://{bucket}/{key}`, the SDK's error kept as the source.
+fn s3_error<E: std::error::Error + Send + Sync + 'static>(
+    bucket: &str,
+    key: &str,
+    operation: &'static str,
+) -> impl FnOnce(E) -> ControlError {
+    let (bucket, key) = (bucket.to_owned(), key.to_owned());
+    move |e| ControlError::S3 {
+        bucket,
+        key,
+        operation,
+        source: Box::new(e),
     }
-}
-
-/// An SDK error with its context (service code and message), as `s3_error` detail.
-fn sdk<E: std::error::Error + 'static>(e: aws_sdk_s3::error::SdkError<E>) -> String {
-    aws_sdk_s3::error::DisplayErrorContext(e).to_string()
 }
 
 #[cfg(test)]

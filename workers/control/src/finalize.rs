@@ -11,7 +11,7 @@
 //! holds the other campaigns back. The payload is ignored; what invoked the function is
 //! logged ([`crate::log_invocation`]).
 
-use crate::{ControlError, deployment, env_var, log_invocation};
+use crate::{BoxError, ControlError, deployment, env_var, log_invocation};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, LaunchType, NetworkConfiguration,
     TaskOverride,
@@ -66,7 +66,7 @@ impl JobsTask {
         let task_definition =
             env_var("SYNTHFLEET_JOBS_TASK_DEFINITION").ok_or_else(|| ControlError::Config {
                 variable: "SYNTHFLEET_JOBS_TASK_DEFINITION",
-                detail: "unset, while SYNTHFLEET_JOBS_CLUSTER is set: name the synthfleet-jobs task definition (family or ARN)".into(),
+                problem: "unset, while SYNTHFLEET_JOBS_CLUSTER is set: name the synthfleet-jobs task definition (family or ARN)",
             })?;
         let list = |name| {
             env_var(name)
@@ -83,8 +83,7 @@ impl JobsTask {
         if subnets.is_empty() {
             return Err(ControlError::Config {
                 variable: "SYNTHFLEET_JOBS_SUBNETS",
-                detail: "unset: a Fargate task needs at least one subnet (comma-separated IDs)"
-                    .into(),
+                problem: "unset: a Fargate task needs at least one subnet (comma-separated IDs)",
             });
         }
         Ok(Some(JobsTask {
@@ -103,17 +102,17 @@ impl JobsTask {
     /// reopened and finished with new results gets a report of its own.
     pub async fn launch(&self, record: &CampaignRecord) -> Result<String, ControlError> {
         let campaign = record.name.as_str();
-        let error = |detail: String| ControlError::Jobs {
+        let error = |source: BoxError| ControlError::Jobs {
             campaign: campaign.to_owned(),
             cluster: self.cluster.clone(),
-            detail,
+            source,
         };
         let network = AwsVpcConfiguration::builder()
             .set_subnets(Some(self.subnets.clone()))
             .set_security_groups(Some(self.security_groups.clone()))
             .assign_public_ip(AssignPublicIp::Disabled)
             .build()
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(|e| error(e.into()))?;
         let output = self
             .client
             .run_task()
@@ -141,7 +140,7 @@ impl JobsTask {
             )
             .send()
             .await
-            .map_err(|e| error(aws_sdk_ecs::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| error(e.into()))?;
         if let Some(task) = output.tasks().first().and_then(|t| t.task_arn()) {
             return Ok(task.to_owned());
         }
@@ -156,14 +155,11 @@ impl JobsTask {
                 )
             })
             .collect();
-        Err(error(format!(
-            "no task started: {}",
-            if reasons.is_empty() {
-                "ECS returned neither a task nor a failure".to_owned()
-            } else {
-                reasons.join("; ")
-            }
-        )))
+        Err(ControlError::NoJobsTask {
+            campaign: campaign.to_owned(),
+            cluster: self.cluster.clone(),
+            reasons,
+        })
     }
 }
 

@@ -75,9 +75,10 @@ where
 
 /// What Lambda is told of a setup that failed: the error's type and its whole chain.
 pub fn init_diagnostic(error: &ControlError) -> Diagnostic {
-    let error_type = match error {
-        ControlError::Config { .. } => CONFIG_INVALID,
-        _ => INIT_ERROR,
+    let error_type = if error.is_config() {
+        CONFIG_INVALID
+    } else {
+        INIT_ERROR
     };
     Diagnostic {
         error_type: error_type.to_owned(),
@@ -157,7 +158,7 @@ mod tests {
     fn configuration_errors_are_told_apart_and_keep_their_chain() {
         let missing = ControlError::Config {
             variable: "SYNTHFLEET_BUCKET",
-            detail: "unset".into(),
+            problem: "unset",
         };
         let diagnostic = init_diagnostic(&missing);
         assert_eq!(diagnostic.error_type, CONFIG_INVALID);

@@ -25,10 +25,16 @@ use serde_json::Value;
 use synthfleet_aws::{AwsClients, AwsNames};
 use synthfleet_backend::{BackendConfig, BackendError};
 
+/// A cause kept as it came (an SDK error, a builder's): downcast it for its details.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("the event is not one this function takes: {0}")]
-    Event(String),
+    #[error("the event is not one this function takes")]
+    Event {
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(transparent)]
     Backend(#[from] synthfleet_backend::BackendError),
     #[error(transparent)]
@@ -39,12 +45,36 @@ pub enum ControlError {
     Store(#[from] synthfleet_core::ports::StoreError),
     #[error(transparent)]
     Gold(#[from] synthfleet_core::gold::GoldError),
-    #[error("s3://{bucket}/{key}: {detail}")]
+    /// An S3 call on an uploaded campaign's objects failed.
+    #[error("s3://{bucket}/{key}: {operation} failed")]
     S3 {
         bucket: String,
         key: String,
-        detail: String,
+        /// `listing`, `reading`, `reading the body of`.
+        operation: &'static str,
+        #[source]
+        source: BoxError,
     },
+    #[error("s3://{bucket}/{key}: the campaign file is not UTF-8 text")]
+    NotUtf8 {
+        bucket: String,
+        key: String,
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+    #[error(
+        "s3://{bucket}/{key}: `{}` must be a path relative to the campaign file, without `..`",
+        path.display()
+    )]
+    NotRelative {
+        bucket: String,
+        key: String,
+        path: std::path::PathBuf,
+    },
+    #[error(
+        "s3://{bucket}/{key}: named by the campaign file, but no such object or directory; upload it beside the campaign file first"
+    )]
+    MissingObject { bucket: String, key: String },
     #[error("encoding {what}")]
     Encode {
         what: &'static str,
@@ -57,25 +87,67 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
-    #[error("launching the quality jobs of `{campaign}` on ECS cluster {cluster}: {detail}")]
+    /// The RunTask call (or building its request) failed.
+    #[error("launching the quality jobs of `{campaign}` on ECS cluster {cluster}")]
     Jobs {
         campaign: String,
         cluster: String,
-        detail: String,
+        #[source]
+        source: BoxError,
     },
-    #[error("{target}: {detail}")]
-    Capacity { target: String, detail: String },
-    #[error("{variable}: {detail}")]
+    /// RunTask answered, but started no task; ECS's failures say why.
+    #[error(
+        "launching the quality jobs of `{campaign}` on ECS cluster {cluster}: no task started: {}",
+        if reasons.is_empty() { "ECS returned neither a task nor a failure".to_owned() } else { reasons.join("; ") }
+    )]
+    NoJobsTask {
+        campaign: String,
+        cluster: String,
+        /// `reason (detail)` of each failure ECS returned.
+        reasons: Vec<String>,
+    },
+    /// Reading or setting the worker fleet's capacity failed.
+    #[error("{target}: {operation} failed")]
+    Capacity {
+        /// `Auto Scaling group …` or `ECS service … in …`.
+        target: String,
+        /// `reading the desired capacity`, `setting the desired capacity`.
+        operation: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("{target}: not found; check the name")]
+    NoCapacity { target: String },
+    /// A `SYNTHFLEET_*` variable unset or set wrong; `problem` says what to do.
+    #[error("{variable}: {problem}")]
     Config {
         variable: &'static str,
-        detail: String,
+        problem: &'static str,
     },
-    #[error("publishing the budget alert for `{campaign}` to {topic}: {detail}")]
+    #[error("{variable}: `{value}` is not a count")]
+    NotACount {
+        variable: &'static str,
+        value: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("publishing the budget alert for `{campaign}` to {topic}")]
     Alert {
         campaign: String,
         topic: String,
-        detail: String,
+        #[source]
+        source: BoxError,
     },
+}
+
+impl ControlError {
+    /// Whether the function's configuration (its environment) is what failed.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            ControlError::Config { .. } | ControlError::NotACount { .. }
+        )
+    }
 }
 
 /// What Lambda reports of a failed invocation: the error with its whole chain of causes.
@@ -111,7 +183,7 @@ async fn deployment() -> Result<(AwsClients, AwsNames), ControlError> {
             // Said as a function's configuration, not as the CLI's flags.
             BackendError::Missing { env, .. } => ControlError::Config {
                 variable: env,
-                detail: "unset or empty: set it in the function's environment (infra/modules/functions gives every function SYNTHFLEET_BUCKET, SYNTHFLEET_TABLE, SYNTHFLEET_QUEUE_URL and SYNTHFLEET_DLQ_URL; `terraform apply` restores them)".into(),
+                problem: "unset or empty: set it in the function's environment (infra/modules/functions gives every function SYNTHFLEET_BUCKET, SYNTHFLEET_TABLE, SYNTHFLEET_QUEUE_URL and SYNTHFLEET_DLQ_URL; `terraform apply` restores them)",
             },
             other => other.into(),
         })?;
@@ -125,7 +197,7 @@ fn env_var(name: &str) -> Option<String> {
 
 /// The payload of an invocation, decoded as `T`.
 fn payload<T: serde::de::DeserializeOwned>(event: LambdaEvent<Value>) -> Result<T, ControlError> {
-    serde_json::from_value(event.payload).map_err(|e| ControlError::Event(e.to_string()))
+    serde_json::from_value(event.payload).map_err(|source| ControlError::Event { source })
 }
 
 /// What invoked a scheduled function (budget, finalize, scaler), for its log. These
@@ -218,6 +290,39 @@ pub fn log_invocation(function: &str, event: &LambdaEvent<Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use synthfleet_core::error_chain;
+
+    #[test]
+    fn errors_say_what_failed_once_and_keep_their_cause() {
+        let source = "ten".parse::<u32>().expect_err("not a number");
+        let not_a_count = ControlError::NotACount {
+            variable: "SYNTHFLEET_SCALE_MAX",
+            value: "ten".into(),
+            source,
+        };
+        assert!(not_a_count.is_config());
+        assert_eq!(
+            error_chain(&not_a_count),
+            "SYNTHFLEET_SCALE_MAX: `ten` is not a count: invalid digit found in string"
+        );
+        let s3 = ControlError::S3 {
+            bucket: "b".into(),
+            key: "k".into(),
+            operation: "reading",
+            source: std::io::Error::other("NoSuchKey").into(),
+        };
+        assert!(!s3.is_config());
+        assert_eq!(error_chain(&s3), "s3://b/k: reading failed: NoSuchKey");
+        let nothing = ControlError::NoJobsTask {
+            campaign: "c".into(),
+            cluster: "jobs".into(),
+            reasons: Vec::new(),
+        };
+        assert_eq!(
+            nothing.to_string(),
+            "launching the quality jobs of `c` on ECS cluster jobs: no task started: ECS returned neither a task nor a failure"
+        );
+    }
 
     #[test]
     fn a_scheduled_function_says_what_invoked_it() {

@@ -8,7 +8,7 @@
 //! scale-in protection for busy workers (ECS managed termination protection, or an Auto
 //! Scaling lifecycle hook whose SIGTERM lets `synthfleet worker` drain: see docs/AWS.md).
 
-use crate::{ControlError, deployment, env_var, log_invocation};
+use crate::{BoxError, ControlError, deployment, env_var, log_invocation};
 use chrono::{DateTime, TimeDelta, Utc};
 use lambda_runtime::LambdaEvent;
 use serde::Serialize;
@@ -19,6 +19,10 @@ use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::ports::{MetadataStore, Queue};
 use synthfleet_core::scaling::{FleetView, ScalingPolicy, desired_workers};
 use tracing::info;
+
+/// What [`ControlError::Capacity`] says was being done.
+const READ: &str = "reading the desired capacity";
+const SET: &str = "setting the desired capacity";
 
 /// Where the capacity is set.
 pub enum Capacity {
@@ -45,10 +49,12 @@ impl Capacity {
         }
     }
 
-    fn error(&self, e: impl std::fmt::Display) -> ControlError {
-        ControlError::Capacity {
-            target: self.describe(),
-            detail: e.to_string(),
+    fn error(&self, operation: &'static str) -> impl FnOnce(BoxError) -> ControlError {
+        let target = self.describe();
+        move |source| ControlError::Capacity {
+            target,
+            operation,
+            source,
         }
     }
 
@@ -59,7 +65,7 @@ impl Capacity {
                 .auto_scaling_group_names(group)
                 .send()
                 .await
-                .map_err(|e| self.error(aws_sdk_autoscaling::error::DisplayErrorContext(e)))?
+                .map_err(|e| self.error(READ)(e.into()))?
                 .auto_scaling_groups()
                 .first()
                 .and_then(|g| g.desired_capacity()),
@@ -73,12 +79,14 @@ impl Capacity {
                 .services(service)
                 .send()
                 .await
-                .map_err(|e| self.error(aws_sdk_ecs::error::DisplayErrorContext(e)))?
+                .map_err(|e| self.error(READ)(e.into()))?
                 .services()
                 .first()
                 .map(|s| s.desired_count()),
         };
-        let count = count.ok_or_else(|| self.error("not found; check the name"))?;
+        let count = count.ok_or_else(|| ControlError::NoCapacity {
+            target: self.describe(),
+        })?;
         Ok(u32::try_from(count).unwrap_or(0))
     }
 
@@ -93,7 +101,7 @@ impl Capacity {
                     .honor_cooldown(false)
                     .send()
                     .await
-                    .map_err(|e| self.error(aws_sdk_autoscaling::error::DisplayErrorContext(e)))?;
+                    .map_err(|e| self.error(SET)(e.into()))?;
             }
             Capacity::Ecs {
                 client,
@@ -107,7 +115,7 @@ impl Capacity {
                     .desired_count(desired)
                     .send()
                     .await
-                    .map_err(|e| self.error(aws_sdk_ecs::error::DisplayErrorContext(e)))?;
+                    .map_err(|e| self.error(SET)(e.into()))?;
             }
         }
         Ok(())
@@ -158,15 +166,16 @@ impl Scaler {
             _ => {
                 return Err(ControlError::Config {
                     variable: "SYNTHFLEET_SCALE_ASG",
-                    detail: "set it (an Auto Scaling group) or SYNTHFLEET_SCALE_ECS_CLUSTER and SYNTHFLEET_SCALE_ECS_SERVICE (an ECS service), not both".into(),
+                    problem: "set it (an Auto Scaling group) or SYNTHFLEET_SCALE_ECS_CLUSTER and SYNTHFLEET_SCALE_ECS_SERVICE (an ECS service), not both",
                 });
             }
         };
         let number = |name: &'static str, default: u32| -> Result<u32, ControlError> {
             env_var(name).map_or(Ok(default), |v| {
-                v.parse().map_err(|e| ControlError::Config {
+                v.parse().map_err(|source| ControlError::NotACount {
                     variable: name,
-                    detail: format!("`{v}` is not a count: {e}"),
+                    value: v.clone(),
+                    source,
                 })
             })
         };

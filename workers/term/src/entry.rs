@@ -4,6 +4,9 @@
 use clap::Args;
 use std::future::Future;
 use std::process::ExitCode;
+// The one printer of an error chain, shared with the Lambda functions
+// (`synthfleet_control::lambda`), so every binary says a failure the same way.
+use synthfleet_core::error_chain;
 
 #[derive(Args)]
 pub struct LogArgs {
@@ -20,14 +23,14 @@ pub fn run(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode 
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: cannot start the async runtime: {}", error_chain(&e));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
