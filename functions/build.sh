@@ -25,19 +25,21 @@ export CARGO_PROFILE_RELEASE_STRIP=true
 cargo_cmd="${CARGO:-cargo}"
 functions=(enqueue budget finalize scaler)
 
+packages=()
+for f in "${functions[@]}"; do packages+=(-p "synthfleet-fn-$f"); done
+"$cargo_cmd" build --locked --release --target "$target" "${packages[@]}"
+
 for f in "${functions[@]}"; do
   out="target/lambda/$f"
   mkdir -p "$out"
-  # Each package names its binary `bootstrap`; cargo puts the last one built at the same
-  # path, so build and copy one function at a time.
-  "$cargo_cmd" build --locked --release --target "$target" -p "synthfleet-fn-$f"
-  bin="target/${target%.2.*}/release/bootstrap"
+  bin="target/${target%.2.*}/release/synthfleet-fn-$f"
   # readelf reads the version needs of an ELF file of any architecture.
   newest=$(readelf -V "$bin" | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -1)
   if [[ "$(printf '%s\n' "$newest" GLIBC_2.34 | sort -V | tail -1)" != GLIBC_2.34 ]]; then
     echo "error: $f needs $newest; provided.al2023 has GLIBC_2.34 (see the header of $0)" >&2
     exit 1
   fi
+  # Lambda's provided runtimes start the file named `bootstrap`.
   cp "$bin" "$out/bootstrap"
   (cd "$out" && rm -f bootstrap.zip && zip -q bootstrap.zip bootstrap)
   echo "$out/bootstrap.zip: $(du -h "$out/bootstrap.zip" | cut -f1) (needs $newest)"

@@ -27,60 +27,63 @@ const FUNCTIONS: [(&str, u32); 4] = [
 /// and how long the test waits for an answer.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The `bootstrap` binary of each function, built by cargo for this test. Every function
-/// names its binary `bootstrap`, so `target/debug/bootstrap` is whichever was built last
-/// (and `cargo test` builds none of them: it builds their unit tests only). As
-/// functions/build.sh does, each is built on its own and taken out at once: linked to
-/// `target/debug/lambda/<function>/bootstrap`. Up to date, a build is a no-op.
+/// The binary of each function, built by cargo for this test in one build, as
+/// functions/build.sh does (`cargo test` builds none of them: they have no test harness),
+/// and linked where the zip would hold it: `target/debug/lambda/<function>/bootstrap`. Up
+/// to date, the build is a no-op.
 fn binaries() -> &'static BTreeMap<&'static str, PathBuf> {
     static BUILT: OnceLock<BTreeMap<&'static str, PathBuf>> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        FUNCTIONS
-            .iter()
-            .map(|(name, _)| (*name, build(name)))
-            .collect()
-    })
+    BUILT.get_or_init(build)
 }
 
-fn build(name: &str) -> PathBuf {
-    let package = format!("synthfleet-fn-{name}");
+fn build() -> BTreeMap<&'static str, PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    command
         .current_dir(workspace_root())
-        .args([
-            "build",
-            "-p",
-            &package,
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(["build", "--message-format=json-render-diagnostics"]);
+    for (name, _) in FUNCTIONS {
+        command.args(["-p", &format!("synthfleet-fn-{name}")]);
+    }
+    let out = command
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("running {cargo} to build {package}: {e}"));
+        .unwrap_or_else(|e| panic!("running {cargo} to build the functions: {e}"));
     assert!(
         out.status.success(),
-        "building {package} failed: run `cargo build -p {package}` and fix what it reports\n{}",
+        "building the functions failed: run `cargo build -p synthfleet-fn-<name>` and fix what it reports\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let built = String::from_utf8_lossy(&out.stdout)
+    let artifacts: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "bootstrap")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .unwrap_or_else(|| {
-            panic!("cargo named no `bootstrap` binary of {package}: run `cargo build -p {package}`")
-        });
-    let dir = built
-        .parent()
-        .expect("target/debug")
-        .join("lambda")
-        .join(name);
-    std::fs::create_dir_all(&dir).expect("target/debug/lambda/<function>");
-    let bin = dir.join("bootstrap");
-    let _ = std::fs::remove_file(&bin);
-    if std::fs::hard_link(&built, &bin).is_err() {
-        std::fs::copy(&built, &bin).expect("copying the function's binary");
-    }
-    bin
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .collect();
+    FUNCTIONS
+        .iter()
+        .map(|(name, _)| {
+            let target = format!("synthfleet-fn-{name}");
+            let built = artifacts
+                .iter()
+                .filter(|m| m["target"]["name"] == target.as_str())
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .unwrap_or_else(|| {
+                    panic!("cargo named no `{target}` binary: run `cargo build -p {target}`")
+                });
+            let dir = built
+                .parent()
+                .expect("target/debug")
+                .join("lambda")
+                .join(name);
+            std::fs::create_dir_all(&dir).expect("target/debug/lambda/<function>");
+            let bin = dir.join("bootstrap");
+            let _ = std::fs::remove_file(&bin);
+            if std::fs::hard_link(&built, &bin).is_err() {
+                std::fs::copy(&built, &bin).expect("copying the function's binary");
+            }
+            (*name, bin)
+        })
+        .collect()
 }
 
 /// What the functions are deployed against: the AWS endpoint and the deployment's names.

@@ -32,7 +32,7 @@ pub enum VerifyError {
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
     /// A step of the sandbox's setup exited non-zero or timed out.
-    #[error("{step} exited with {}{}: {output}", exit_text(*.exit_code), timed_out_text(*.timed_out))]
+    #[error("{step} {}{}: {output}", exit_text(*.exit_code), timed_out_text(*.timed_out))]
     Setup {
         step: SetupStep,
         exit_code: Option<i64>,
@@ -42,7 +42,7 @@ pub enum VerifyError {
     },
     /// The script reducing the repository to its starting state exited non-zero or timed out.
     #[error(
-        "reducing the repository of {workdir} to its starting state exited with {}{}: {output}",
+        "reducing the repository of {workdir} to its starting state {}{}: {output}",
         exit_text(*.exit_code),
         timed_out_text(*.timed_out)
     )]
@@ -84,12 +84,12 @@ impl std::fmt::Display for SetupStep {
     }
 }
 
-/// An exit code as records have always spelled it in these messages (`Some(2)`, `None`
-/// when the command was killed), so that stored errors keep reading the same.
+/// How a command ended, for an error's text: `exited with 2`, or `was killed` when it has
+/// no exit code (a timeout or a signal).
 pub(crate) fn exit_text(exit_code: Option<i64>) -> String {
     match exit_code {
-        Some(code) => format!("Some({code})"),
-        None => "None".to_owned(),
+        Some(code) => format!("exited with {code}"),
+        None => "was killed".to_owned(),
     }
 }
 
@@ -367,9 +367,9 @@ mod tests {
     use super::*;
     use synthfleet_core::error_chain;
 
-    /// Records, facts and gold reports keep these texts: typed, they read as they always did.
+    /// Records, facts and gold reports keep these texts: what failed, how it ended, its output.
     #[test]
-    fn verification_errors_read_as_the_stored_texts_always_did() {
+    fn verification_errors_say_what_failed_and_how_it_ended() {
         let setup = VerifyError::Setup {
             step: SetupStep::Checkout,
             exit_code: Some(2),
@@ -378,7 +378,7 @@ mod tests {
         };
         assert_eq!(
             error_chain(&setup),
-            "the instance's checkout exited with Some(2) (timed out): boom"
+            "the instance's checkout exited with 2 (timed out): boom"
         );
         let isolation = VerifyError::Isolation {
             workdir: "/repo".into(),
@@ -388,7 +388,7 @@ mod tests {
         };
         assert_eq!(
             error_chain(&isolation),
-            "reducing the repository of /repo to its starting state exited with None: killed"
+            "reducing the repository of /repo to its starting state was killed: killed"
         );
         let engine = SandboxError::Docker {
             container: "c1".into(),

@@ -6,6 +6,7 @@ use clap::Args;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use synthfleet_term::logging::LogFormat;
 
 pub const JOBS_BIN: &str = "synthfleet-jobs";
 
@@ -33,7 +34,7 @@ fn locate() -> Option<PathBuf> {
 }
 
 /// Runs `synthfleet-jobs <command> <args>` in the foreground and returns its exit code.
-pub fn forward(command: &str, args: JobArgs, log_format: &str) -> anyhow::Result<ExitCode> {
+pub fn forward(command: &str, args: JobArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     let bin = locate().with_context(|| {
         format!(
             "`synthfleet {command}` needs the {JOBS_BIN} binary (the DuckDB jobs, built apart so workers stay small), beside synthfleet or on PATH: build it with `cargo build --release -p synthfleet-jobs`"
@@ -41,7 +42,7 @@ pub fn forward(command: &str, args: JobArgs, log_format: &str) -> anyhow::Result
     })?;
     let status = std::process::Command::new(&bin)
         .arg("--log-format")
-        .arg(log_format)
+        .arg(log_format.as_arg())
         .arg(command)
         .args(&args.args)
         .status()

@@ -69,11 +69,11 @@ fn main() -> ExitCode {
     let log_format = cli.log.log_format;
     // `run` installs logging itself, once it knows whether a progress bar is drawn.
     if !matches!(cli.command, Command::Run(_)) {
-        logging::init(&log_format, None);
+        logging::init(log_format, None);
     }
     entry::run(async {
         match cli.command {
-            Command::Run(args) => run::run(args, &log_format).await,
+            Command::Run(args) => run::run(args, log_format).await,
             Command::Submit(args) => submit::submit(args).await,
             Command::Worker(args) => worker::worker(args).await,
             Command::Pause(args) => control::pause(args).await,
@@ -82,11 +82,11 @@ fn main() -> ExitCode {
             Command::Status(args) => status::status(args).await,
             Command::Show(args) => show::show(args).await,
             Command::Validate(args) => validate::validate(args).await,
-            Command::Assess(args) => jobs::forward("assess", args, &log_format),
-            Command::Report(args) => jobs::forward("report", args, &log_format),
-            Command::Export(args) => jobs::forward("export", args, &log_format),
-            Command::Publish(args) => jobs::forward("publish", args, &log_format),
-            Command::Review(args) => jobs::forward("review", args, &log_format),
+            Command::Assess(args) => jobs::forward("assess", args, log_format),
+            Command::Report(args) => jobs::forward("report", args, log_format),
+            Command::Export(args) => jobs::forward("export", args, log_format),
+            Command::Publish(args) => jobs::forward("publish", args, log_format),
+            Command::Review(args) => jobs::forward("review", args, log_format),
             Command::Gc(args) => gc::gc(args).await,
         }
     })

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_agent::{Rollouts, SingleCampaign, Worker, WorkerConfig, WorkerEvent};
 use synthfleet_backend::local::{self, Local};
+use synthfleet_core::campaign::Campaign;
 use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::{Queue, SandboxProvider};
 use synthfleet_core::templates::Templates;
 use synthfleet_llm::{ModelGuards, ModelPool};
 use synthfleet_sandbox::DockerSandboxes;
-use synthfleet_term::logging;
+use synthfleet_term::logging::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
 
@@ -39,7 +40,30 @@ pub struct RunArgs {
     host: crate::worker::HostArgs,
 }
 
-pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
+/// Docker reachable, the campaign's container runtime installed and every task image
+/// present: checked before any sample is taken, so a run stops at once with what to do.
+pub async fn ready_sandboxes(
+    campaign: &Campaign,
+    worker_id: &str,
+) -> anyhow::Result<DockerSandboxes> {
+    let sandboxes = DockerSandboxes::connect(worker_id)?;
+    sandboxes.ping().await?;
+    sandboxes
+        .check_runtime(campaign.config.sandbox.runtime.as_deref())
+        .await?;
+    let images: std::collections::BTreeSet<&str> =
+        campaign.tasks.iter().map(|t| t.image.as_str()).collect();
+    let missing = sandboxes.missing_images(images).await?;
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "task images not available locally: {}\nbuild them (the quick start's: examples/quickstart/build-image.sh), `docker pull` or load them (docs/FORMATS.md, \"Images\"); synthfleet never pulls on its own",
+            missing.join(", ")
+        );
+    }
+    Ok(sandboxes)
+}
+
+pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     let campaign = Arc::new(synthfleet_tasks::load_campaign(&args.campaign)?);
     let dir = local::state_dir(&campaign, args.state_dir.as_deref());
     let worker_id = local::worker_id(&dir);
@@ -52,20 +76,7 @@ pub async fn run(args: RunArgs, log_format: &str) -> anyhow::Result<ExitCode> {
     let guards = ModelGuards::default();
     let pool =
         ModelPool::new(&campaign.config.models, &guards).context("setting up the model pool")?;
-    let sandboxes = DockerSandboxes::connect(&worker_id)?;
-    sandboxes.ping().await?;
-    let images: std::collections::BTreeSet<&str> =
-        campaign.tasks.iter().map(|t| t.image.as_str()).collect();
-    sandboxes
-        .check_runtime(campaign.config.sandbox.runtime.as_deref())
-        .await?;
-    let missing = sandboxes.missing_images(images).await?;
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "task images not available locally: {}\nbuild them (the quick start's: examples/quickstart/build-image.sh) or `docker pull` them; synthfleet never pulls on its own",
-            missing.join(", ")
-        );
-    }
+    let sandboxes = ready_sandboxes(&campaign, &worker_id).await?;
     // Only now, with everything checked, is any state created.
     let local = Local::open(&dir)?;
     let queue = Arc::new(local.queue(campaign.name()));

@@ -15,7 +15,6 @@ use synthfleet_core::gold::{self, Problem};
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_core::templates::Templates;
 use synthfleet_llm::{ModelGuards, ModelPool};
-use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_term::BackendArgs;
 use synthfleet_term::logging;
 
@@ -94,31 +93,16 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     if !args.gold {
         return Ok(ExitCode::SUCCESS);
     }
-    gold_validation(&args, &campaign, images).await
+    gold_validation(&args, &campaign).await
 }
 
-async fn gold_validation(
-    args: &ValidateArgs,
-    campaign: &Campaign,
-    images: std::collections::BTreeSet<&str>,
-) -> anyhow::Result<ExitCode> {
+async fn gold_validation(args: &ValidateArgs, campaign: &Campaign) -> anyhow::Result<ExitCode> {
     let backend = Backend::open(&args.backend.config()?, Some(campaign)).await?;
     let worker_id = match &backend {
         Backend::Local { dir, .. } => format!("{}-gold", local::worker_id(dir)),
         Backend::Aws { .. } => format!("gold-{}", ulid::Ulid::new()),
     };
-    let sandboxes = DockerSandboxes::connect(&worker_id)?;
-    sandboxes.ping().await?;
-    sandboxes
-        .check_runtime(campaign.config.sandbox.runtime.as_deref())
-        .await?;
-    let missing = sandboxes.missing_images(images).await?;
-    if !missing.is_empty() {
-        anyhow::bail!(
-            "task images not available locally: {}\nload them first (docs/FORMATS.md, \"Images\"); synthfleet never pulls on its own",
-            missing.join(", ")
-        );
-    }
+    let sandboxes = crate::run::ready_sandboxes(campaign, &worker_id).await?;
     let bar = logging::progress_bar(
         Some(campaign.tasks.len() as u64),
         std::io::stderr().is_terminal(),

@@ -267,7 +267,10 @@ pub fn judge(gold: &[Verification], empty: &[Verification]) -> Option<Problem> {
             } else {
                 let failed = Run::of(g).failed_tests;
                 if failed.is_empty() {
-                    format!("eval exited with {:?}", g.eval_exit_code)
+                    match g.eval_exit_code {
+                        Some(code) => format!("eval exited with {code}"),
+                        None => "eval ended without an exit code (killed or timed out)".to_owned(),
+                    }
                 } else {
                     format!("failing: {}", failed.join(", "))
                 }

@@ -150,7 +150,7 @@ enum ExportFilter {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.log.log_format, None);
+    logging::init(cli.log.log_format, None);
     entry::run(async {
         run(cli.command).await?;
         Ok(ExitCode::SUCCESS)

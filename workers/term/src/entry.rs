@@ -1,6 +1,7 @@
 //! What both binaries do at their edge: the `--log-format` flag, the async runtime, and
 //! printing an error chain as the one thing a user sees.
 
+use crate::logging::LogFormat;
 use clap::Args;
 use std::future::Future;
 use std::process::ExitCode;
@@ -10,9 +11,10 @@ use synthfleet_core::error_chain;
 
 #[derive(Args)]
 pub struct LogArgs {
-    /// Log format: `auto` is pretty on a terminal and JSON otherwise.
-    #[arg(long, global = true, default_value = "auto", value_parser = ["auto", "pretty", "json"])]
-    pub log_format: String,
+    /// Log format: `pretty` (the default: warnings and errors, readable, coloured on a
+    /// terminal) or `json` (one object a line from `info` up, what the fleet writes).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
 }
 
 /// Runs `command` on a multi-threaded runtime; an error is printed with its whole chain.

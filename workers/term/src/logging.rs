@@ -1,5 +1,6 @@
-//! Logs: pretty on a terminal (through the progress bar, so lines do not tear it), JSON in
-//! the fleet. `RUST_LOG` overrides the default level.
+//! Logs: pretty for people (through the progress bar on a terminal, so lines do not tear
+//! it), JSON in the fleet, where it is asked for (`--log-format json`). `RUST_LOG` overrides
+//! the default level.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -63,16 +64,35 @@ impl<'a> MakeWriter<'a> for AboveBar {
     }
 }
 
+/// How log lines are written on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines from `warn` up; colours only on a terminal. What a person running a
+    /// command sees, piped into a file or CI log or not.
+    Pretty,
+    /// One JSON object a line from `info` up, with the span list (campaign, task, step):
+    /// what the fleet's workers and log pipelines read.
+    Json,
+}
+
+impl LogFormat {
+    /// The flag's value, to pass the same format on to a child process.
+    pub fn as_arg(self) -> &'static str {
+        match self {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// Installs the global subscriber. With a progress bar, pretty logs go above it.
-pub fn init(format: &str, bar: Option<&ProgressBar>) {
-    let json = match format {
-        "json" => true,
-        "pretty" => false,
-        _ => !std::io::stderr().is_terminal(),
-    };
+pub fn init(format: LogFormat, bar: Option<&ProgressBar>) {
+    let json = format == LogFormat::Json;
     let default = if json { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(!json && std::io::stderr().is_terminal());
     let _ = if json {
         builder
             .json()

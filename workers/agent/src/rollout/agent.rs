@@ -10,7 +10,6 @@ use crate::truncate_middle;
 use serde_json::json;
 use std::time::{Duration, Instant};
 use synthfleet_core::budget::Spend;
-use synthfleet_core::campaign::Protocol;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{ChatRequest, Sandbox};
 use synthfleet_core::task::Task;
@@ -59,16 +58,12 @@ impl Rollouts {
             sample_index: record.sample_index,
         };
         let scaffold = &self.campaign.config.scaffold;
-        let protocol = match scaffold.protocol {
-            Protocol::ToolCalls => "tool_calls",
-            Protocol::Text => "text",
-        };
         let context = json!({
             "problem_statement": task.problem_statement,
             "workdir": task.workdir,
             "max_steps": scaffold.max_steps,
             "step_timeout_s": scaffold.step_timeout_s,
-            "protocol": protocol,
+            "protocol": scaffold.protocol.to_string(),
         });
         let (system, instance) = match (
             self.templates.render("system.j2", context.clone()),
@@ -200,8 +195,7 @@ impl Rollouts {
                 format_error: false,
             };
             let protocol_context = |extra: serde_json::Value| {
-                let mut c =
-                    json!({"protocol": protocol, "step_timeout_s": scaffold.step_timeout_s});
+                let mut c = json!({"protocol": scaffold.protocol.to_string(), "step_timeout_s": scaffold.step_timeout_s});
                 if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
                     c.extend(extra.clone());
                 }

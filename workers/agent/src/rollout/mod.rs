@@ -20,7 +20,7 @@ use chrono::Utc;
 use sandbox::read_patch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthfleet_core::campaign::{Campaign, Protocol, ProviderKind};
+use synthfleet_core::campaign::{Campaign, Protocol};
 use synthfleet_core::error_chain;
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::ports::SandboxProvider;
@@ -132,7 +132,7 @@ impl Rollouts {
                 sample_index: key.sample_index,
                 model: model.name.clone(),
                 route: Some(route),
-                provider: provider_name(model.provider),
+                provider: model.provider.to_string(),
                 scaffold: ScaffoldInfo {
                     name: scaffold.kind.clone(),
                     version: SCAFFOLD_VERSION.to_owned(),
@@ -266,14 +266,6 @@ impl Rollouts {
     }
 }
 
-/// A provider as records name it: its name in campaign files (`openai`, `anthropic`, ...).
-fn provider_name(provider: ProviderKind) -> String {
-    serde_json::to_value(provider)
-        .ok()
-        .and_then(|name| name.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 fn scrub(record: &mut TrajectoryRecord, secrets: &[String]) {
     if secrets.is_empty() {
         return;
@@ -299,21 +291,4 @@ fn scrub(record: &mut TrajectoryRecord, secrets: &[String]) {
         *error = redact(error, secrets);
     }
     record.patch = redact(&record.patch, secrets);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_name_providers_as_campaign_files_do() {
-        let names = [
-            ProviderKind::Openai,
-            ProviderKind::Anthropic,
-            ProviderKind::Bedrock,
-            ProviderKind::Replay,
-        ]
-        .map(provider_name);
-        assert_eq!(names, ["openai", "anthropic", "bedrock", "replay"]);
-    }
 }

@@ -22,7 +22,7 @@ pub(crate) enum PatchError {
     #[error("the patch is larger than the sandbox output cap (sandbox.max_output_bytes)")]
     TooLarge,
     /// `git diff` exited non-zero (or was killed: no exit code).
-    #[error("git diff in {workdir} exited with {}: {output}", exit_text(*.exit_code))]
+    #[error("git diff in {workdir} {}: {output}", exit_text(*.exit_code))]
     Diff {
         workdir: String,
         exit_code: Option<i64>,

@@ -593,7 +593,7 @@ mod tests {
         assert_eq!(
             letters[0].error,
             format!(
-                "gave up after 3 attempts; last error: error:sandbox: reading the final patch failed: git diff in {workdir} exited with Some(128): fatal: bad revision"
+                "gave up after 3 attempts; last error: error:sandbox: reading the final patch failed: git diff in {workdir} exited with 128: fatal: bad revision"
             )
         );
     }

@@ -54,6 +54,16 @@ pub enum Protocol {
     Text,
 }
 
+impl std::fmt::Display for Protocol {
+    /// The protocol as campaign files name it (`tool_calls`, `text`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::ToolCalls => "tool_calls",
+            Protocol::Text => "text",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScaffoldConfig {

@@ -19,6 +19,24 @@ pub enum ProviderKind {
     Replay,
 }
 
+impl ProviderKind {
+    /// The provider as campaign files and records name it (`openai`, `anthropic`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Bedrock => "bedrock",
+            ProviderKind::Replay => "replay",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -171,5 +189,26 @@ impl ModelConfig {
                 + f64::from(self.max_tokens) * self.output_price_per_mtok)
                 / 1e6,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::campaign::Protocol;
+
+    #[test]
+    fn providers_and_protocols_print_as_campaign_files_name_them() {
+        for provider in [
+            ProviderKind::Openai,
+            ProviderKind::Anthropic,
+            ProviderKind::Bedrock,
+            ProviderKind::Replay,
+        ] {
+            assert_eq!(serde_json::json!(provider), provider.to_string());
+        }
+        for protocol in [Protocol::ToolCalls, Protocol::Text] {
+            assert_eq!(serde_json::json!(protocol), protocol.to_string());
+        }
     }
 }

@@ -233,7 +233,7 @@ fn check_model(i: usize, m: &ModelConfig, names: &BTreeSet<&str>) -> Result<(), 
         return Err((
             field("max_tokens_field"),
             format!(
-                "is an OpenAI setting; provider {:?} takes `max_tokens` only",
+                "is an OpenAI setting; provider `{}` takes `max_tokens` only",
                 m.provider
             ),
         ));
