@@ -32,6 +32,12 @@ prepare() {
 prepare >"$logs/prepare" 2>&1 &
 preparing=$!
 
+# DuckDB's C++ is most of a cold build: clang compiles it about a third faster than gcc.
+# (The compiler is part of the build's fingerprint: builds by hand with the other one
+# rebuild DuckDB once; set CC/CXX yourself to choose.)
+if [[ -z "${CC:-}${CXX:-}" ]] && command -v clang >/dev/null 2>&1 && command -v clang++ >/dev/null 2>&1; then
+  export CC=clang CXX=clang++
+fi
 # `--tests`: every target with a test harness (`test = false` marks those without tests),
 # no doctests (the crates have none; rustdoc would compile each crate once more).
 targets=(--workspace --locked --tests)

@@ -132,7 +132,7 @@ impl TrajectoryFacts {
             ),
             scaffold: format!("{}@{}", record.scaffold.name, record.scaffold.version),
             scaffold_detail: format!(
-                "{}@{} ({:?} protocol, templates sha256 {})",
+                "{}@{} ({} protocol, templates sha256 {})",
                 record.scaffold.name,
                 record.scaffold.version,
                 record.scaffold.protocol,

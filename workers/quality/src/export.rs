@@ -311,7 +311,7 @@ fn dataset_card(
     card += "- Models:\n";
     for m in &config.models {
         card += &format!(
-            "  - `{}`: provider {:?}, model `{}`{}\n",
+            "  - `{}`: provider `{}`, model `{}`{}\n",
             m.name,
             m.provider,
             m.model_id(),

@@ -760,7 +760,10 @@ async fn rows_carry_the_first_rejection() {
     let data = &known.data;
     let a = data.assess();
     let rows: Vec<TrajectoryRow> = data.rows(&a).collect();
-    let t7 = rows.iter().find(|r| r.summary.trajectory_id == "t7").expect("t7");
+    let t7 = rows
+        .iter()
+        .find(|r| r.summary.trajectory_id == "t7")
+        .expect("t7");
     assert_eq!(t7.rejected_at.as_deref(), Some("execution"));
     assert_eq!(
         (
