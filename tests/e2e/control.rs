@@ -24,7 +24,7 @@ fn event(payload: serde_json::Value) -> LambdaEvent<serde_json::Value> {
     LambdaEvent::new(payload, Context::default())
 }
 
-async fn upload(moto: &Moto, key: &str, body: &str) {
+pub(crate) async fn upload(moto: &Moto, key: &str, body: &str) {
     moto.clients
         .s3
         .put_object()
@@ -117,22 +117,28 @@ fn enqueuer(moto: &Moto) -> Enqueuer {
     }
 }
 
-const CAMPAIGN: &str = "name = \"nightly\"\ntasks = [\"tasks/set.jsonl\"]\nbudget_usd = 2.0\n\n[[models]]\nname = \"replay\"\nprovider = \"replay\"\n";
-
-#[tokio::test(flavor = "multi_thread")]
-async fn enqueue_takes_uploads_and_schedules_once_per_run_and_writes_nothing_on_error() {
-    let moto = Moto::start().await;
+/// Uploads the `nightly` campaign (three tasks, `CAMPAIGN`) where the enqueue function
+/// takes uploads.
+pub(crate) async fn upload_nightly(moto: &Moto) {
     let tasks: Vec<String> = ["a", "b", "c"]
         .iter()
         .map(|id| task_line(id, "median", "[x] anything", "true"))
         .collect();
     upload(
-        &moto,
+        moto,
         "incoming/nightly/tasks/set.jsonl",
         &(tasks.join("\n") + "\n"),
     )
     .await;
-    upload(&moto, "incoming/nightly/campaign.toml", CAMPAIGN).await;
+    upload(moto, "incoming/nightly/campaign.toml", CAMPAIGN).await;
+}
+
+pub(crate) const CAMPAIGN: &str = "name = \"nightly\"\ntasks = [\"tasks/set.jsonl\"]\nbudget_usd = 2.0\n\n[[models]]\nname = \"replay\"\nprovider = \"replay\"\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enqueue_takes_uploads_and_schedules_once_per_run_and_writes_nothing_on_error() {
+    let moto = Moto::start().await;
+    upload_nightly(&moto).await;
     let function = enqueuer(&moto);
     let metadata = function.backend.store().metadata.clone();
     let queue = function.backend.queue("nightly");

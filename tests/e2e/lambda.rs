@@ -3,6 +3,7 @@
 //! (`synthfleet_tests::lambda_api`) at `AWS_LAMBDA_RUNTIME_API` and the environment
 //! infra/modules/functions gives it — against moto's server.
 
+use crate::control::upload_nightly;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use synthfleet_backend::Backend;
 use synthfleet_tests::lambda_api::{LambdaApi, Outcome};
 use synthfleet_tests::moto::Moto;
-use synthfleet_tests::{task_line, workspace_root};
+use synthfleet_tests::workspace_root;
 
 /// Each function and its `memory_size` in infra/modules/functions/main.tf.
 const FUNCTIONS: [(&str, u32); 4] = [
@@ -436,20 +437,6 @@ async fn a_function_missing_its_configuration_reports_an_init_error_in_json_and_
     }
 }
 
-const CAMPAIGN: &str = "name = \"nightly\"\ntasks = [\"tasks/set.jsonl\"]\nbudget_usd = 2.0\n\n[[models]]\nname = \"replay\"\nprovider = \"replay\"\n";
-
-async fn upload(moto: &Moto, key: &str, body: &str) {
-    moto.clients
-        .s3
-        .put_object()
-        .bucket(&moto.names.bucket)
-        .key(key)
-        .body(body.as_bytes().to_vec().into())
-        .send()
-        .await
-        .expect("upload");
-}
-
 /// The Auto Scaling group the scaler sizes, at 0 instances.
 async fn worker_group(moto: &Moto) {
     let asg = aws_sdk_autoscaling::Client::new(&moto.config);
@@ -476,17 +463,7 @@ async fn worker_group(moto: &Moto) {
 async fn the_function_binaries_serve_invocations_behind_the_runtime_api() {
     binaries();
     let moto = Moto::start().await;
-    let tasks: Vec<String> = ["a", "b", "c"]
-        .iter()
-        .map(|id| task_line(id, "median", "[x] anything", "true"))
-        .collect();
-    upload(
-        &moto,
-        "incoming/nightly/tasks/set.jsonl",
-        &(tasks.join("\n") + "\n"),
-    )
-    .await;
-    upload(&moto, "incoming/nightly/campaign.toml", CAMPAIGN).await;
+    upload_nightly(&moto).await;
     let topic = aws_sdk_sns::Client::new(&moto.config)
         .create_topic()
         .name("synthfleet-alerts")

@@ -278,11 +278,7 @@ fn tool_call(turn: usize, name: &str, arguments: serde_json::Value) -> ChatMessa
 #[async_trait]
 impl ChatModel for ScriptedChat {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatCompletion, LlmError> {
-        let turn = request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::Assistant)
-            .count();
+        let turn = request.turn();
         Ok(ChatCompletion {
             message: (self.0)(turn)?,
             usage: Usage {

@@ -7,7 +7,7 @@ use crate::MicroUsd;
 use crate::budget::{BudgetLease, CampaignRecord, CampaignState, Spend, Submitted};
 use crate::lifecycle::Trigger;
 use crate::message::ResultKey;
-use crate::trajectory::{ChatMessage, ExitStatus, RecordStatus};
+use crate::trajectory::{ChatMessage, ExitStatus, RecordStatus, Role};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -458,6 +458,16 @@ pub struct ChatRequest {
     pub tools: Vec<serde_json::Value>,
     pub max_tokens: u32,
     pub temperature: Option<f64>,
+}
+
+impl ChatRequest {
+    /// The turn the model is asked for, from 0: the assistant messages so far.
+    pub fn turn(&self) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .count()
+    }
 }
 
 /// What a call used, as the provider reports it (or estimated, and marked so).

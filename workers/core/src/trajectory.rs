@@ -277,6 +277,21 @@ pub struct Timings {
     pub infra_wait_ms: u64,
 }
 
+impl Timings {
+    /// The timings of a rollout started at `at`: nothing measured yet.
+    pub fn started(at: DateTime<Utc>) -> Timings {
+        Timings {
+            started_at: at,
+            finished_at: None,
+            duration_ms: 0,
+            llm_ms: 0,
+            sandbox_ms: 0,
+            verification_ms: 0,
+            infra_wait_ms: 0,
+        }
+    }
+}
+
 /// A whole rollout. Written after every step (so a crash keeps a partial record) and once
 /// more, complete, at commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -23,11 +23,7 @@ impl ReplayChat {
 #[async_trait]
 impl ChatModel for ReplayChat {
     async fn complete(&self, request: &ChatRequest) -> Result<ChatCompletion, LlmError> {
-        let turn = request
-            .messages
-            .iter()
-            .filter(|m| m.role == Role::Assistant)
-            .count();
+        let turn = request.turn();
         let action = self
             .actions
             .get(turn)

@@ -130,15 +130,7 @@ mod tests {
     }
 
     fn timings() -> Timings {
-        Timings {
-            started_at: Utc::now(),
-            finished_at: None,
-            duration_ms: 0,
-            llm_ms: 0,
-            sandbox_ms: 0,
-            verification_ms: 0,
-            infra_wait_ms: 0,
-        }
+        Timings::started(Utc::now())
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::campaigns::ResolveError;
 use crate::rollout::Interrupted;
 use std::time::Duration;
 use synthfleet_core::budget::{CampaignRecord, CampaignState};
+use synthfleet_core::campaign::NotAdmitted;
 use synthfleet_core::error_chain;
 use synthfleet_core::message::TaskMessage;
 use synthfleet_core::trajectory::{ExitStatus, TrajectoryRecord};
@@ -57,10 +58,10 @@ pub(crate) enum Admission {
 
 impl Admission {
     /// What [`Campaign::admits`](synthfleet_core::campaign::Campaign::admits) said.
-    pub fn of(admits: Result<(), String>) -> Admission {
+    pub fn of(admits: Result<(), NotAdmitted>) -> Admission {
         match admits {
             Ok(()) => Admission::Admitted,
-            Err(reason) => Admission::Refused(reason),
+            Err(reason) => Admission::Refused(reason.to_string()),
         }
     }
 }
@@ -389,11 +390,14 @@ mod tests {
             Row {
                 what: "a sample that is not the campaign's",
                 facts: Facts {
-                    admission: Some(Admission::of(Err("sample 9 is outside".into()))),
+                    admission: Some(Admission::of(Err(NotAdmitted::ForeignInstance {
+                        campaign: "x".into(),
+                        instance_id: "t9".into(),
+                    }))),
                     ..facts(first)
                 },
                 config: &config,
-                expected: dead("sample 9 is outside", false),
+                expected: dead("instance `t9` is not a task of campaign `x`", false),
             },
             Row {
                 what: "a campaign this worker cannot serve now",

@@ -24,6 +24,25 @@ use crate::task::Task;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+/// Why a queue message's sample is not one of the campaign's ([`Campaign::admits`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAdmitted {
+    #[error(
+        "sample {sample_index} of `{instance_id}` is outside campaign `{campaign}` (samples_per_task = {samples_per_task})"
+    )]
+    SampleOutOfRange {
+        campaign: String,
+        instance_id: String,
+        sample_index: u32,
+        samples_per_task: u32,
+    },
+    #[error("instance `{instance_id}` is not a task of campaign `{campaign}`")]
+    ForeignInstance {
+        campaign: String,
+        instance_id: String,
+    },
+}
+
 /// A validated campaign with its tasks loaded.
 #[derive(Debug, Clone)]
 pub struct Campaign {
@@ -145,20 +164,22 @@ pub fn base_dir_of(source: &Path) -> PathBuf {
 impl Campaign {
     /// Whether a queue message's sample belongs to this campaign: its index is within
     /// `samples_per_task` and, when the campaign's tasks are known (not in a fleet worker's
-    /// view), its instance is one of them. The error says why not.
-    pub fn admits(&self, key: &crate::message::ResultKey) -> Result<(), String> {
-        let samples = self.config.samples_per_task;
-        if key.sample_index >= samples {
-            return Err(format!(
-                "sample {} of `{}` is outside campaign `{}` (samples_per_task = {samples})",
-                key.sample_index, key.instance_id, key.campaign
-            ));
+    /// view), its instance is one of them.
+    pub fn admits(&self, key: &crate::message::ResultKey) -> Result<(), NotAdmitted> {
+        let samples_per_task = self.config.samples_per_task;
+        if key.sample_index >= samples_per_task {
+            return Err(NotAdmitted::SampleOutOfRange {
+                campaign: key.campaign.clone(),
+                instance_id: key.instance_id.clone(),
+                sample_index: key.sample_index,
+                samples_per_task,
+            });
         }
         if !self.tasks.is_empty() && !self.tasks.iter().any(|t| t.instance_id == key.instance_id) {
-            return Err(format!(
-                "instance `{}` is not a task of campaign `{}`",
-                key.instance_id, key.campaign
-            ));
+            return Err(NotAdmitted::ForeignInstance {
+                campaign: key.campaign.clone(),
+                instance_id: key.instance_id.clone(),
+            });
         }
         Ok(())
     }
@@ -300,9 +321,24 @@ mod tests {
         };
         assert!(c.admits(&key("t1", 1)).is_ok());
         let err = c.admits(&key("t1", 2)).expect_err("out of range");
-        assert!(err.contains("samples_per_task = 2"), "{err}");
+        assert!(
+            matches!(
+                err,
+                NotAdmitted::SampleOutOfRange {
+                    sample_index: 2,
+                    samples_per_task: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("samples_per_task = 2"), "{err}");
         let err = c.admits(&key("t9", 0)).expect_err("foreign instance");
-        assert!(err.contains("not a task"), "{err}");
+        assert!(
+            matches!(err, NotAdmitted::ForeignInstance { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not a task"), "{err}");
     }
 
     #[test]
