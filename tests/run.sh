@@ -11,12 +11,18 @@ if ! command -v chromium-headless-shell >/dev/null 2>&1 && ! command -v chromium
   ! { [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; }; then
   echo "error: headless Chromium is missing: sudo apt-get install chromium-headless-shell" >&2; exit 1
 fi
+if ! command -v debootstrap >/dev/null 2>&1 && [[ "$(id -u)" != 0 ]]; then
+  echo "error: debootstrap is missing (it builds the test images' base): sudo apt-get install debootstrap" >&2; exit 1
+fi
 
 # What the tests need besides the build, prepared beside the compile (it is mostly waiting
 # on the network and the disk; the compile is what takes the cores). Each step logs to a
 # file that is shown if it fails.
 logs="$(mktemp -d)"
-trap 'rm -rf "$logs"' EXIT
+preparing=""
+# On any exit (Ctrl-C, a failed compile) the preparation stops too: it runs in a process
+# group of its own, killed whole.
+trap '[[ -n "$preparing" ]] && kill -- -"$preparing" 2>/dev/null; rm -rf "$logs"' EXIT
 prepare() {
   # moto's server (S3, SQS, DynamoDB, …) for the AWS tests, each test starting its own;
   # pyarrow and Hugging Face `datasets` read the exports back.
@@ -29,8 +35,10 @@ prepare() {
   examples/quickstart/build-image.sh
   tests/images/build-swe-fixture.sh
 }
+set -m
 prepare >"$logs/prepare" 2>&1 &
 preparing=$!
+set +m
 
 # DuckDB's C++ is most of a cold build: clang compiles it about a third faster than gcc.
 # (The compiler is part of the build's fingerprint: builds by hand with the other one
@@ -41,15 +49,15 @@ fi
 # `--tests`: every target with a test harness (`test = false` marks those without tests),
 # no doctests (the crates have none; rustdoc would compile each crate once more).
 targets=(--workspace --locked --tests)
-built=0
-cargo test "${targets[@]}" --no-run || built=$?
+# Arguments go to the last command (e.g. `tests/run.sh -- campaign::` runs those tests).
+cargo test "${targets[@]}" --no-run
 prepared=0
 wait "$preparing" || prepared=$?
+preparing=""
 if [[ $prepared != 0 ]]; then
   cat "$logs/prepare" >&2
   echo "error: preparing the test images and tools failed (log above)" >&2
   exit "$prepared"
 fi
-[[ $built == 0 ]] || exit "$built"
 cat "$logs/prepare"
 cargo test "${targets[@]}" "$@"

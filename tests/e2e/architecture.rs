@@ -287,33 +287,47 @@ mod named_in_the_architecture {
             .expect("pattern")
         }
 
-        /// `name` is a module: a file or directory of that name, or an inline `mod`.
-        fn is_module(&self, name: &str) -> bool {
-            let name = name.strip_prefix("synthfleet_").unwrap_or(name);
-            self.files.iter().any(|(path, _)| {
-                path.components().any(|c| {
-                    Path::new(c.as_os_str())
-                        .file_stem()
-                        .is_some_and(|s| s == name)
-                })
-            }) || {
-                let definition = Self::definition(name);
-                self.rust().any(|(_, text)| definition.is_match(text))
+        /// The module path of a Rust file, crate directory first and without `src` or the
+        /// crate root's file: `workers/core/src/campaign/validate.rs` → `core campaign
+        /// validate`, `tests/e2e/control.rs` → `tests e2e control`.
+        fn module_path(path: &Path) -> Vec<String> {
+            let mut parts: Vec<String> = path
+                .with_extension("")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .filter(|c| c != "src" && c != "workers" && c != "functions")
+                .collect();
+            if parts
+                .last()
+                .is_some_and(|l| ["mod", "lib", "main"].contains(&l.as_str()))
+            {
+                parts.pop();
             }
+            parts
         }
 
-        /// Files that belong to module `module` (by a path component of that name).
+        /// Files of module `module`: its own file, its submodules' files, and files with an
+        /// inline `mod module`.
         fn in_module<'a>(&'a self, module: &'a str) -> impl Iterator<Item = &'a String> + 'a {
             let module = module.strip_prefix("synthfleet_").unwrap_or(module);
             self.rust()
                 .filter(move |(path, text)| {
-                    path.components().any(|c| {
-                        Path::new(c.as_os_str())
-                            .file_stem()
-                            .is_some_and(|s| s == module)
-                    }) || text.contains(&format!("mod {module} "))
+                    Self::module_path(path).iter().any(|p| p == module)
+                        || text.contains(&format!("mod {module} "))
                 })
                 .map(|(_, text)| text)
+        }
+
+        /// `child` is a module directly inside module `parent` (a file, or an inline `mod`).
+        fn has_submodule(&self, parent: &str, child: &str) -> bool {
+            let parent = parent.strip_prefix("synthfleet_").unwrap_or(parent);
+            let inline =
+                Regex::new(&format!(r"\bmod\s+{}\b", regex::escape(child))).expect("pattern");
+            self.rust().any(|(path, _)| {
+                Self::module_path(path)
+                    .windows(2)
+                    .any(|w| w[0] == parent && w[1] == child)
+            }) || self.in_module(parent).any(|text| inline.is_match(text))
         }
 
         /// `Type::member`: a method in an `impl`/`trait` block of `Type`, a field of
@@ -339,14 +353,31 @@ mod named_in_the_architecture {
 
         /// `name` is a type or a variant defined here, or one the code uses from a dependency.
         fn has_type(&self, name: &str) -> bool {
-            // A definition is a use of the name too.
-            let used = Regex::new(&format!(r"\b{}\b", regex::escape(name))).expect("pattern");
-            self.rust().any(|(_, text)| used.is_match(text))
+            let definition = Self::definition(name);
+            let name = regex::escape(name);
+            let imported = Regex::new(&format!(
+                r"(?m)^\s*(pub(\([a-z]+\))?\s+)?use\s[^;]*\b{name}\b"
+            ))
+            .expect("pattern");
+            // An enum variant: the name first on its line, then `,`, `(` or `{`.
+            let variant = Regex::new(&format!(r"(?m)^\s*{name}\s*[,({{]")).expect("pattern");
+            self.rust().any(|(_, text)| {
+                definition.is_match(text) || imported.is_match(text) || variant.is_match(text)
+            })
         }
 
+        /// `word` stands in code or configuration (not in prose or a comment).
         fn mentions(&self, word: &str) -> bool {
             let pattern = Regex::new(&format!(r"\b{}\b", regex::escape(word))).expect("pattern");
-            self.files.iter().any(|(_, text)| pattern.is_match(text))
+            self.files
+                .iter()
+                .filter(|(path, _)| path.extension().is_none_or(|e| e != "md"))
+                .any(|(_, text)| {
+                    text.lines().any(|line| {
+                        let line = line.trim_start();
+                        !line.starts_with("//") && !line.starts_with('#') && pattern.is_match(line)
+                    })
+                })
         }
 
         /// Why `token` names nothing that exists (`None`: it does, or it is no name).
@@ -396,10 +427,7 @@ mod named_in_the_architecture {
                     } else {
                         self.in_module(&parent)
                             .any(|text| definition.is_match(text))
-                            || (name == "tests" && self.is_module(&parent))
-                            || (!name.contains('_')
-                                && self.is_module(&name)
-                                && self.is_module(&parent))
+                            || self.has_submodule(&parent, &name)
                     };
                     if !found {
                         return Some(format!("no item `{name}` in `{parent}` (from `{token}`)"));
@@ -410,7 +438,7 @@ mod named_in_the_architecture {
             if !ident.is_match(token) {
                 return None;
             }
-            if camel(token) {
+            if camel(token) && !token.contains('_') {
                 return (!self.has_type(token)).then(|| format!("no type `{token}`"));
             }
             if token.contains('_') {

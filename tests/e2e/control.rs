@@ -652,7 +652,7 @@ async fn finalize_marks_a_campaign_done_once_every_sample_is_accounted_for() {
     );
     assert_eq!(
         runs[0]["overrides"]["containerOverrides"],
-        json!([{"name": "jobs", "command": ["publish", "finished"]}])
+        json!([{"name": "jobs", "command": ["--log-format", "json", "publish", "finished"]}])
     );
     assert!(
         finalizer
@@ -988,8 +988,9 @@ async fn a_scheduled_campaign_lives_from_zero_workers_to_done_and_back_to_zero()
         .iter()
         .filter_map(|a| a.as_str())
         .collect();
-    assert_eq!(command, ["publish", run.as_str()]);
-    let published = crate::synthfleet_command(&command, moto.env())
+    assert_eq!(command, ["--log-format", "json", "publish", run.as_str()]);
+    // The harness gives `--log-format json` itself.
+    let published = crate::synthfleet_command(&command[2..], moto.env())
         .output()
         .expect("synthfleet publish");
     assert!(

@@ -40,9 +40,11 @@ fn binaries() -> &'static BTreeMap<&'static str, PathBuf> {
 fn build() -> BTreeMap<&'static str, PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(&cargo);
-    command
-        .current_dir(workspace_root())
-        .args(["build", "--message-format=json-render-diagnostics"]);
+    command.current_dir(workspace_root()).args([
+        "build",
+        "--locked",
+        "--message-format=json-render-diagnostics",
+    ]);
     for (name, _) in FUNCTIONS {
         command.args(["-p", &format!("synthfleet-fn-{name}")]);
     }

@@ -132,6 +132,9 @@ impl JobsTask {
                     .container_overrides(
                         ContainerOverride::builder()
                             .name(&self.container)
+                            // JSON logs from `info` up, as the fleet's workers write them.
+                            .command("--log-format")
+                            .command("json")
                             .command("publish")
                             .command(campaign)
                             .build(),

@@ -24,8 +24,9 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
 /// Bumped whenever what [`TrajectoryFacts::of`] derives changes: facts of another version
-/// are derived again from their record.
-pub const FACTS_VERSION: u32 = 2;
+/// are derived again from their record. 3: `scaffold_detail` names the protocol as
+/// campaign files do (`text`, `tool_calls`).
+pub const FACTS_VERSION: u32 = 3;
 
 /// Slots of a MinHash signature: the similarity estimate's standard error is about
 /// `1 / sqrt(SLOTS)` (0.09 here), ample to tell near copies (>= 0.9) from others.

@@ -18,9 +18,9 @@ use crate::{ModelPool, PoolCompletion};
 use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
 use std::time::Duration;
-use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{BudgetLease, CampaignRecord, Spend};
 use synthfleet_core::ports::{ChatRequest, LlmError, MetadataStore, Reservation, StoreError};
+use synthfleet_core::{MicroUsd, error_chain};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -147,7 +147,7 @@ impl Meter<'_> {
                     match self.metadata.renew(&lease).await {
                         Ok(true) => {}
                         Ok(false) => warn!(lease = %lease.id, "budget lease was reclaimed while its call ran; it stays booked at its worst case"),
-                        Err(e) => warn!(lease = %lease.id, error = %e, "renewing a budget lease failed"),
+                        Err(e) => warn!(lease = %lease.id, error = %error_chain(&e), "renewing a budget lease failed"),
                     }
                 }
             }
@@ -184,11 +184,11 @@ impl Meter<'_> {
                     .with_max_times(6),
             )
             .notify(|e, after| {
-                warn!(lease = %lease.id, error = %e, retry_in_ms = after.as_millis() as u64, "settling a call failed; retrying");
+                warn!(lease = %lease.id, error = %error_chain(e), retry_in_ms = after.as_millis() as u64, "settling a call failed; retrying");
             })
             .await;
         if let Err(e) = settled {
-            warn!(lease = %lease.id, campaign = %lease.campaign, error = %e, "settling a call kept failing; its lease is reclaimed at its worst case once it expires");
+            warn!(lease = %lease.id, campaign = %lease.campaign, error = %error_chain(&e), "settling a call kept failing; its lease is reclaimed at its worst case once it expires");
         }
     }
 }

@@ -6,9 +6,9 @@ use crate::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
-use synthfleet_core::MicroUsd;
 use synthfleet_core::campaign::{ModelConfig, ProviderKind};
 use synthfleet_core::ports::{ChatCompletion, ChatModel, ChatRequest, LlmError};
+use synthfleet_core::{MicroUsd, error_chain};
 use tracing::warn;
 
 pub struct ModelPool {
@@ -156,7 +156,7 @@ impl ModelPool {
                     if self.guards.record_unavailable(&model.name) {
                         warn!(model = %model.name, "circuit breaker opened: the model is skipped for a while, its calls go to its fallbacks");
                     }
-                    warn!(model = %model.name, error = %e, "model unavailable; trying the next in its fallback chain");
+                    warn!(model = %model.name, error = %error_chain(&e), "model unavailable; trying the next in its fallback chain");
                     fallback_errors.push(format!("{}: {e}", model.name));
                     fallback_billed = fallback_billed.saturating_add(e.billed());
                     last_error = Some(e);

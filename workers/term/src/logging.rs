@@ -89,7 +89,7 @@ impl LogFormat {
 pub fn init(format: LogFormat, bar: Option<&ProgressBar>) {
     let json = format == LogFormat::Json;
     let default = if json { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(!json && std::io::stderr().is_terminal());
