@@ -2,7 +2,35 @@
 //! tree`): a rule that is no longer true fails here, not in a review.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The files below `dir` whose names end in one of `extensions` (hidden directories and
+/// `target` left out).
+fn files_under(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" {
+                    stack.push(path);
+                }
+            } else if path
+                .extension()
+                .is_some_and(|e| extensions.iter().any(|x| e == *x))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
 
 /// The packages `package` depends on, directly (`depth` 1) or at any depth.
 fn dependencies(package: &str, direct_only: bool) -> BTreeSet<String> {
@@ -176,19 +204,10 @@ fn a_target_built_without_a_test_harness_has_no_tests() {
             if !(has_kind(target, "lib") || has_kind(target, "bin")) {
                 continue;
             }
-            let src = std::path::Path::new(target["src_path"].as_str().expect("src_path"));
-            let dir = src.parent().expect("a source directory");
-            let mut stack = vec![dir.to_path_buf()];
-            while let Some(dir) = stack.pop() {
-                for entry in std::fs::read_dir(&dir).expect("reading sources").flatten() {
-                    let path = entry.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if path.extension().is_some_and(|e| e == "rs")
-                        && std::fs::read_to_string(&path).is_ok_and(|t| attribute.is_match(&t))
-                    {
-                        silent.push(format!("{} ({})", path.display(), package["name"]));
-                    }
+            let src = Path::new(target["src_path"].as_str().expect("src_path"));
+            for path in files_under(src.parent().expect("a source directory"), &["rs"]) {
+                if std::fs::read_to_string(&path).is_ok_and(|t| attribute.is_match(&t)) {
+                    silent.push(format!("{} ({})", path.display(), package["name"]));
                 }
             }
         }
@@ -202,47 +221,36 @@ fn a_target_built_without_a_test_harness_has_no_tests() {
 /// What docs/ARCHITECTURE.md names in backticks: repository paths, Rust items (`Type`,
 /// `module::item`, `Type::method`, `a::{b, c}`) and identifiers (test names, config keys).
 mod named_in_the_architecture {
+    use super::files_under;
     use regex::Regex;
     use std::path::{Path, PathBuf};
+    use std::sync::LazyLock;
 
-    /// Every text file of the workspace's code, with its path relative to the root.
+    static IDENT: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("pattern"));
+    static RUST_PATH: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"^[A-Za-z_]\w*(::[A-Za-z_]\w*)*(::\{[\w, ]+\})?$").expect("pattern")
+    });
+
+    /// Every file of the workspace's code and configuration (no prose), with its path
+    /// relative to the root.
     fn sources(root: &Path) -> Vec<(PathBuf, String)> {
-        fn walk(dir: &Path, root: &Path, out: &mut Vec<(PathBuf, String)>) {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if path.is_dir() {
-                    if !name.starts_with('.') && name != "target" && name != "node_modules" {
-                        walk(&path, root, out);
-                    }
-                } else if ["rs", "toml", "tf", "sh", "py", "md", "tftpl"]
-                    .iter()
-                    .any(|ext| name.ends_with(&format!(".{ext}")))
-                    && name != "ARCHITECTURE.md"
-                    && let Ok(text) = std::fs::read_to_string(&path)
-                {
-                    let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-                    out.push((relative, text));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        for top in [
+        [
             "workers",
             "functions",
             "tests",
             "infra",
             "examples",
             "localstack",
-            "docs",
             ".ci",
-        ] {
-            walk(&root.join(top), root, &mut out);
-        }
-        out
+        ]
+        .iter()
+        .flat_map(|top| files_under(&root.join(top), &["rs", "toml", "tf", "sh", "py", "tftpl"]))
+        .filter_map(|path| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            Some((path.strip_prefix(root).unwrap_or(&path).to_path_buf(), text))
+        })
+        .collect()
     }
 
     /// The `{ … }` block that starts at the first `{` at or after `from`.
@@ -366,18 +374,15 @@ mod named_in_the_architecture {
             })
         }
 
-        /// `word` stands in code or configuration (not in prose or a comment).
+        /// `word` stands in code or configuration (not in a comment).
         fn mentions(&self, word: &str) -> bool {
             let pattern = Regex::new(&format!(r"\b{}\b", regex::escape(word))).expect("pattern");
-            self.files
-                .iter()
-                .filter(|(path, _)| path.extension().is_none_or(|e| e != "md"))
-                .any(|(_, text)| {
-                    text.lines().any(|line| {
-                        let line = line.trim_start();
-                        !line.starts_with("//") && !line.starts_with('#') && pattern.is_match(line)
-                    })
+            self.files.iter().any(|(_, text)| {
+                text.lines().any(|line| {
+                    let line = line.trim_start();
+                    !line.starts_with("//") && !line.starts_with('#') && pattern.is_match(line)
                 })
+            })
         }
 
         /// Why `token` names nothing that exists (`None`: it does, or it is no name).
@@ -386,9 +391,6 @@ mod named_in_the_architecture {
                 s.starts_with(|c: char| c.is_ascii_uppercase())
                     && s.chars().any(|c| c.is_ascii_lowercase())
             };
-            let ident = Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("pattern");
-            let rust_path =
-                Regex::new(r"^[A-Za-z_]\w*(::[A-Za-z_]\w*)*(::\{[\w, ]+\})?$").expect("pattern");
             let repo_path = [
                 "workers/",
                 "tests/",
@@ -405,7 +407,7 @@ mod named_in_the_architecture {
                 }
                 return (!self.path_exists(token)).then(|| format!("no path {token}"));
             }
-            if token.contains("::") && rust_path.is_match(token) {
+            if token.contains("::") && RUST_PATH.is_match(token) {
                 let (head, tail) = match token.split_once("::{") {
                     Some((head, list)) => (
                         head.to_owned(),
@@ -435,7 +437,7 @@ mod named_in_the_architecture {
                 }
                 return None;
             }
-            if !ident.is_match(token) {
+            if !IDENT.is_match(token) {
                 return None;
             }
             if camel(token) && !token.contains('_') {

@@ -343,58 +343,16 @@ pub fn write_jsonl<T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::TRAJECTORY_COLUMNS;
-    use crate::TrajectoryRow;
+    use crate::review::tests::row;
     use std::collections::BTreeSet;
-    use synthfleet_core::ports::TrajectorySummary;
-
-    fn row() -> TrajectoryRow {
-        TrajectoryRow {
-            summary: TrajectorySummary {
-                campaign: "c".into(),
-                trajectory_id: "01T".into(),
-                instance_id: "task".into(),
-                sample_index: 0,
-                model: "m".into(),
-                provider: "openai".into(),
-                cost_usd: 0.5,
-                input_tokens: 1,
-                output_tokens: 2,
-                cache_read_tokens: 3,
-                cache_write_tokens: 4,
-                n_steps: 5,
-                created_at: chrono::Utc::now(),
-            },
-            scaffold: "bash@1".into(),
-            exit_status: "submitted".into(),
-            resolved: true,
-            reward: 1.0,
-            duration_ms: 6,
-            structural: "pass".into(),
-            integrity: "pass".into(),
-            execution: "pass".into(),
-            heuristics: "pass".into(),
-            dedup: "pass".into(),
-            judge: "skipped".into(),
-            rejected_at: Some("dedup".into()),
-            reject_reason: Some("why".into()),
-            accepted: false,
-            pattern: "cat".into(),
-            patch_hash: Some("ab".into()),
-            duplicate_of: Some("01S".into()),
-            review: Some("accept".into()),
-            suspect: false,
-            hack_signals: String::new(),
-            start_commit: Some("1a".into()),
-            harness_hash: Some("2b".into()),
-        }
-    }
 
     /// The table's column list is written beside the row type: this keeps the two the
     /// same set of names (a field without a column would be dropped by DuckDB's reader, a
     /// column without a field read as NULL).
     #[test]
     fn the_trajectory_columns_are_the_rows_serialized_fields() {
-        let value = serde_json::to_value(row()).expect("a row serialises");
+        // Every field is a key, `None` ones too (as `null`).
+        let value = serde_json::to_value(row("01T", "m", "task", true)).expect("a row serialises");
         let fields: BTreeSet<&str> = value
             .as_object()
             .expect("a row is an object")

@@ -223,11 +223,12 @@ pub fn draw(campaign: &str, rows: &[TrajectoryRow], size: usize, seed: u64) -> R
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use synthfleet_core::ports::TrajectorySummary;
 
-    fn row(id: &str, model: &str, task: &str, accepted: bool) -> TrajectoryRow {
+    /// A row of trajectory `id` of `model` on `task`, accepted (and resolved) or not.
+    pub(crate) fn row(id: &str, model: &str, task: &str, accepted: bool) -> TrajectoryRow {
         TrajectoryRow {
             summary: TrajectorySummary {
                 campaign: "c".into(),
