@@ -1,6 +1,6 @@
 # One customer-managed key encrypts the deployment's data at rest: the bucket, the table,
-# the queues, the alert topic, the log groups, the registry, the functions' environment
-# and the model API keys.
+# the queues, the alert topic (to which CloudWatch alarms publish too), the log groups, the
+# registry, the functions' environment and the model API keys.
 resource "aws_kms_key" "synthfleet" {
   description             = "synthfleet ${var.name_prefix}: data at rest"
   enable_key_rotation     = true
@@ -38,6 +38,25 @@ data "aws_iam_policy_document" "kms" {
       test     = "ArnLike"
       variable = "kms:EncryptionContext:aws:logs:arn"
       values   = ["arn:${data.aws_partition.current.partition}:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:*"]
+    }
+  }
+  statement {
+    sid       = "CloudWatchAlarmsNotifyTheAlertTopic"
+    actions   = ["kms:GenerateDataKey*", "kms:Decrypt"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudwatch.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${data.aws_partition.current.partition}:cloudwatch:${var.region}:${data.aws_caller_identity.current.account_id}:alarm:${var.name_prefix}-*"]
     }
   }
   statement {

@@ -147,6 +147,20 @@ module "functions" {
   } : null
 }
 
+# The dashboard and alarms of a fleet in AWS (its workers' logs carry the metrics); the
+# alarms notify the budget alerts' topic.
+module "monitoring" {
+  source                   = "./modules/monitoring"
+  count                    = var.fleet == "none" ? 0 : 1
+  name_prefix              = var.name_prefix
+  region                   = var.region
+  alert_topic_arn          = module.functions.alert_topic_arn
+  queue_name               = module.queues.queue_name
+  dlq_name                 = module.queues.dlq_name
+  spend_alarm_usd_per_hour = var.spend_alarm_usd_per_hour
+  llm_error_rate_alarm     = var.llm_error_rate_alarm
+}
+
 # Model API keys: one secret each, with no value in Terraform (and so none in its state).
 resource "aws_secretsmanager_secret" "model_key" {
   #checkov:skip=CKV2_AWS_57:A provider API key is rotated at the provider; there is no rotation Lambda for it.

@@ -32,7 +32,18 @@ output "log_groups" {
 }
 
 output "alert_topic_arn" {
-  value = module.functions.alert_topic_arn
+  description = "Budget alerts and the fleet's alarms."
+  value       = module.functions.alert_topic_arn
+}
+
+output "dashboard_url" {
+  description = "The fleet's CloudWatch dashboard (docs/deploy.md, \"Watching a fleet\")."
+  value       = try(module.monitoring[0].dashboard_url, null)
+}
+
+output "alarms" {
+  description = "The fleet's CloudWatch alarms; each notifies the alert topic."
+  value       = try(module.monitoring[0].alarm_names, [])
 }
 
 output "failed_invocations_queue_url" {

@@ -60,6 +60,26 @@ variable "alert_emails" {
   default     = []
 }
 
+variable "spend_alarm_usd_per_hour" {
+  description = "Alarm (to the alert topic) when the whole fleet books more than this many US dollars in a one-hour period, across campaigns: your plan's rate with some headroom. null (the default): no spend-rate alarm; each campaign's budget still caps its spend."
+  type        = number
+  default     = null
+  validation {
+    condition     = coalesce(var.spend_alarm_usd_per_hour, 1) > 0
+    error_message = "spend_alarm_usd_per_hour must be a positive number of US dollars per hour, or null for no spend-rate alarm."
+  }
+}
+
+variable "llm_error_rate_alarm" {
+  description = "Alarm (to the alert topic) when more than this fraction of LLM calls fails in 2 of 3 five-minute periods (periods with fewer than 20 calls do not count)."
+  type        = number
+  default     = 0.2
+  validation {
+    condition     = var.llm_error_rate_alarm > 0 && var.llm_error_rate_alarm < 1
+    error_message = "llm_error_rate_alarm must be a fraction between 0 and 1 (0.2: alarm when over 20 % of calls fail)."
+  }
+}
+
 variable "log_retention_days" {
   description = "Retention of every log group."
   type        = number

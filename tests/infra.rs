@@ -698,3 +698,327 @@ fn permissions_are_what_the_code_and_the_docs_say() {
         "the worker role allows what no worker calls: {extra:?}"
     );
 }
+
+/// One metric a dashboard widget or an alarm queries.
+#[derive(Debug)]
+struct MetricRef {
+    namespace: String,
+    name: String,
+    /// Dimension name => its value as written (`var.name_prefix`, a literal).
+    dimensions: BTreeMap<String, String>,
+}
+
+/// A literal's text, or any other expression as written (`var.name_prefix`).
+fn text(expr: &Expression) -> String {
+    match expr {
+        Expression::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The items of a list, each as [`text`] renders it.
+fn texts(expr: &Expression) -> Vec<String> {
+    match expr {
+        Expression::Array(items) => items.iter().map(text).collect(),
+        other => panic!("expected a list, got {other}"),
+    }
+}
+
+/// Metric rows of a dashboard body (`[namespace, name, dimension, value, ..., {options}]`),
+/// through the module's locals.
+fn dashboard_metrics(scope: &Scope<'_>, expr: &Expression, out: &mut Vec<MetricRef>) {
+    match expr {
+        Expression::Array(items) => {
+            if let [
+                Expression::String(namespace),
+                Expression::String(name),
+                rest @ ..,
+            ] = items.as_slice()
+            {
+                let rest = match rest {
+                    [pairs @ .., Expression::Object(_)] => pairs,
+                    pairs => pairs,
+                };
+                assert!(
+                    rest.len() % 2 == 0,
+                    "a dashboard row names dimensions in pairs: {namespace} {name}"
+                );
+                out.push(MetricRef {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    dimensions: rest
+                        .chunks(2)
+                        .map(|pair| (text(&pair[0]), text(&pair[1])))
+                        .collect(),
+                });
+            }
+            items
+                .iter()
+                .for_each(|item| dashboard_metrics(scope, item, out));
+        }
+        Expression::Object(o) => o.iter().for_each(|(_, v)| dashboard_metrics(scope, v, out)),
+        Expression::Traversal(t) => {
+            if let (Expression::Variable(root), Some(TraversalOperator::GetAttr(name))) =
+                (&t.expr, t.operators.first())
+                && root.as_str() == "local"
+                && let Some(e) = scope.local(name.as_str())
+            {
+                dashboard_metrics(scope, e, out);
+            }
+        }
+        Expression::FuncCall(f) => f.args.iter().for_each(|a| dashboard_metrics(scope, a, out)),
+        Expression::Parenthesis(e) => dashboard_metrics(scope, e, out),
+        Expression::Conditional(c) => {
+            dashboard_metrics(scope, &c.true_expr, out);
+            dashboard_metrics(scope, &c.false_expr, out);
+        }
+        Expression::ForExpr(f) => {
+            dashboard_metrics(scope, &f.collection_expr, out);
+            dashboard_metrics(scope, &f.value_expr, out);
+        }
+        _ => {}
+    }
+}
+
+/// The metric an alarm (or one of its `metric_query` blocks) names.
+fn alarm_metric(body: &Body) -> Option<MetricRef> {
+    let namespace = body.attributes().find(|a| a.key.as_str() == "namespace")?;
+    let dimensions = match attr(body, "dimensions") {
+        Expression::Object(o) => o.iter().map(|(k, v)| (key_name(k), text(v))).collect(),
+        other => panic!("an alarm's dimensions are an object, not {other}"),
+    };
+    Some(MetricRef {
+        namespace: text(&namespace.expr),
+        name: text(attr(body, "metric_name")),
+        dimensions,
+    })
+}
+
+#[test]
+fn the_dashboard_and_alarms_use_the_metrics_the_workers_publish() {
+    use synthfleet_core::metrics::{self, ErrorClass, Metric};
+
+    let monitoring = module("infra/modules/monitoring");
+    let scope = Scope {
+        body: &monitoring,
+        args: None,
+    };
+    let dashboard = block(
+        &monitoring,
+        "resource",
+        &["aws_cloudwatch_dashboard", "fleet"],
+    );
+    let mut shown = Vec::new();
+    dashboard_metrics(&scope, attr(&dashboard.body, "dashboard_body"), &mut shown);
+
+    let alarm_names = ["dead_letters", "spend_rate", "llm_error_rate", "no_workers"];
+    let alarms: Vec<&Block> = alarm_names
+        .iter()
+        .map(|name| {
+            block(
+                &monitoring,
+                "resource",
+                &["aws_cloudwatch_metric_alarm", name],
+            )
+        })
+        .collect();
+    assert_eq!(
+        nested(&monitoring, "resource")
+            .iter()
+            .filter(|r| labels(r)[0] == "aws_cloudwatch_metric_alarm")
+            .count(),
+        alarm_names.len(),
+        "an alarm added here is named in this test and in docs/deploy.md"
+    );
+    let mut alarmed = Vec::new();
+    for alarm in &alarms {
+        let name = labels(alarm)[1];
+        let queried: Vec<MetricRef> = alarm_metric(&alarm.body)
+            .into_iter()
+            .chain(
+                nested(&alarm.body, "metric_query")
+                    .into_iter()
+                    .flat_map(|q| nested(&q.body, "metric"))
+                    .filter_map(|m| alarm_metric(&m.body)),
+            )
+            .collect();
+        assert!(!queried.is_empty(), "the {name} alarm queries no metric");
+        alarmed.extend(queried);
+        // Every alarm notifies the alert topic, when it fires and when it clears.
+        for actions in ["alarm_actions", "ok_actions"] {
+            assert_eq!(
+                texts(attr(&alarm.body, actions)),
+                ["var.alert_topic_arn"],
+                "the {name} alarm's {actions}"
+            );
+        }
+    }
+
+    // Every metric queried is one the code defines, under one of its dimension sets, for
+    // this deployment; or one of the task queues' SQS metrics.
+    let queues = ["var.queue_name", "var.dlq_name"];
+    for m in shown.iter().chain(&alarmed) {
+        match m.namespace.as_str() {
+            metrics::NAMESPACE => {
+                let metric = Metric::ALL
+                    .into_iter()
+                    .find(|metric| metric.name() == m.name)
+                    .unwrap_or_else(|| panic!("{} is no synthfleet_core::metrics::Metric", m.name));
+                let keys: BTreeSet<&str> = m.dimensions.keys().map(String::as_str).collect();
+                assert!(
+                    metric.dimension_sets().iter().any(|set| set
+                        .iter()
+                        .copied()
+                        .collect::<BTreeSet<_>>()
+                        == keys),
+                    "{} is published under {:?}, not {keys:?}: CloudWatch would show nothing",
+                    m.name,
+                    metric.dimension_sets()
+                );
+                assert_eq!(
+                    m.dimensions.get(metrics::DEPLOYMENT).map(String::as_str),
+                    Some("var.name_prefix"),
+                    "{}",
+                    m.name
+                );
+                if let Some(class) = m.dimensions.get(metrics::ERROR_CLASS) {
+                    assert!(
+                        ErrorClass::ALL.iter().any(|c| c.as_str() == class),
+                        "no error class {class}"
+                    );
+                }
+            }
+            "AWS/SQS" => {
+                assert_eq!(m.dimensions.len(), 1, "{m:?}");
+                let queue = m.dimensions.get("QueueName").expect("QueueName");
+                assert!(queues.contains(&queue.as_str()), "{m:?}");
+            }
+            other => panic!("a metric in namespace {other}: {m:?}"),
+        }
+    }
+
+    // The dashboard shows every metric, and LLM failures of every class.
+    let on_dashboard: BTreeSet<&str> = shown
+        .iter()
+        .filter(|m| m.namespace == metrics::NAMESPACE)
+        .map(|m| m.name.as_str())
+        .collect();
+    for metric in Metric::ALL {
+        assert!(
+            on_dashboard.contains(metric.name()),
+            "the dashboard does not show {}",
+            metric.name()
+        );
+    }
+    let classes: BTreeSet<&str> = shown
+        .iter()
+        .filter_map(|m| m.dimensions.get(metrics::ERROR_CLASS))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        classes,
+        ErrorClass::ALL.iter().map(|c| c.as_str()).collect(),
+        "the dashboard's LLM failures by class"
+    );
+    for queue in queues {
+        assert!(
+            shown
+                .iter()
+                .any(|m| m.dimensions.get("QueueName") == Some(&queue.to_owned())),
+            "the dashboard does not show {queue}"
+        );
+    }
+
+    // The dead-letter alarm watches the dead-letter queue; spend is alarmed in micro-dollars.
+    let dead_letters = alarm_metric(&alarms[0].body).expect("a metric");
+    assert_eq!(
+        (
+            dead_letters.name.as_str(),
+            dead_letters.dimensions["QueueName"].as_str()
+        ),
+        ("ApproximateNumberOfMessagesVisible", "var.dlq_name")
+    );
+    assert_eq!(
+        attr(&alarms[1].body, "threshold").to_string(),
+        format!(
+            "var.spend_alarm_usd_per_hour * {}",
+            synthfleet_core::MicroUsd::from_usd_ceil(1.0).0
+        )
+    );
+
+    // Live workers are heartbeats over the workers' interval: the worker's default.
+    let heartbeat_s = number(scope.local("heartbeat_s").expect("local.heartbeat_s"));
+    let worker_default = read("workers/cli/src/worker.rs")
+        .split("env = \"SYNTHFLEET_HEARTBEAT_S\", default_value_t = ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ')']).next())
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .expect("the worker's --heartbeat-s default");
+    assert_eq!(heartbeat_s, worker_default);
+
+    // The alert topic is the one the budget function publishes to, and CloudWatch may use
+    // the key that encrypts it (without it, alarms notify nobody, silently).
+    let main = module("infra");
+    let called = &block(&main, "module", &["monitoring"]).body;
+    for (argument, value) in [
+        ("alert_topic_arn", "module.functions.alert_topic_arn"),
+        ("queue_name", "module.queues.queue_name"),
+        ("dlq_name", "module.queues.dlq_name"),
+        ("name_prefix", "var.name_prefix"),
+    ] {
+        assert_eq!(
+            attr(called, argument).to_string(),
+            value,
+            "module.monitoring"
+        );
+    }
+    let functions = module("infra/modules/functions");
+    let topic = "aws_sns_topic.alerts.arn";
+    assert_eq!(
+        attr(
+            &block(&functions, "output", &["alert_topic_arn"]).body,
+            "value"
+        )
+        .to_string(),
+        topic
+    );
+    let functions_scope = Scope {
+        body: &functions,
+        args: None,
+    };
+    let Expression::ForExpr(table) = functions_scope.local("functions").expect("local.functions")
+    else {
+        panic!("local.functions is a `for` over the functions");
+    };
+    assert_eq!(
+        object_get(
+            object_get(object_get(&table.collection_expr, "budget"), "env"),
+            "SYNTHFLEET_ALERT_TOPIC_ARN"
+        )
+        .to_string(),
+        topic
+    );
+    let queues_tf = module("infra/modules/queues");
+    for (output, value) in [
+        ("queue_name", "aws_sqs_queue.tasks.name"),
+        ("dlq_name", "aws_sqs_queue.dead_letters.name"),
+    ] {
+        assert_eq!(
+            attr(&block(&queues_tf, "output", &[output]).body, "value").to_string(),
+            value
+        );
+    }
+    let key_policy = block(&main, "data", &["aws_iam_policy_document", "kms"]);
+    let cloudwatch = nested(&key_policy.body, "statement")
+        .into_iter()
+        .find(|s| {
+            nested(&s.body, "principals")
+                .iter()
+                .any(|p| texts(attr(&p.body, "identifiers")) == ["cloudwatch.amazonaws.com"])
+        })
+        .expect("the key policy lets CloudWatch alarms publish to the encrypted alert topic");
+    assert_eq!(
+        texts(attr(&cloudwatch.body, "actions")),
+        ["kms:GenerateDataKey*", "kms:Decrypt"]
+    );
+}

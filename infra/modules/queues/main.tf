@@ -48,12 +48,20 @@ output "queue_url" {
   value = aws_sqs_queue.tasks.url
 }
 
+output "queue_name" {
+  value = aws_sqs_queue.tasks.name
+}
+
 output "queue_arn" {
   value = aws_sqs_queue.tasks.arn
 }
 
 output "dlq_url" {
   value = aws_sqs_queue.dead_letters.url
+}
+
+output "dlq_name" {
+  value = aws_sqs_queue.dead_letters.name
 }
 
 output "dlq_arn" {

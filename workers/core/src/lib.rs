@@ -18,6 +18,7 @@ pub mod harness;
 pub mod lifecycle;
 pub mod liveness;
 pub mod message;
+pub mod metrics;
 pub mod money;
 pub mod ports;
 pub mod redrive;
