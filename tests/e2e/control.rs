@@ -475,10 +475,7 @@ async fn budget_reclaims_dead_leases_exhausts_and_alerts_once_per_threshold() {
         let metadata = metadata.clone();
         async move {
             let lease = BudgetLease::new("capped", "w", MicroUsd(amount), chrono::Utc::now());
-            metadata
-                .reserve(&lease, Spend::Rollout)
-                .await
-                .expect("reserve");
+            conformance::metadata::reserve(metadata.as_ref(), &lease, Spend::Rollout).await;
             assert!(
                 metadata
                     .settle(&lease, MicroUsd(amount))
@@ -490,10 +487,7 @@ async fn budget_reclaims_dead_leases_exhausts_and_alerts_once_per_threshold() {
     spend(600).await;
     let mut dead = BudgetLease::new("capped", "gone", MicroUsd(300), chrono::Utc::now());
     dead.expires_at = chrono::Utc::now() - chrono::Duration::minutes(1);
-    metadata
-        .reserve(&dead, Spend::Rollout)
-        .await
-        .expect("reserve");
+    conformance::metadata::reserve(metadata.as_ref(), &dead, Spend::Rollout).await;
 
     let run = guard.handle(event(json!({}))).await.expect("budget run");
     assert_eq!(

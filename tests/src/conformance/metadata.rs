@@ -8,10 +8,12 @@ use synthfleet_core::budget::{BudgetLease, CampaignState, Spend};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, MetadataStore, Reservation, TrajectoryMeta, TrajectorySummary,
+    CommitOutcome, DeadLetter, Draw, MetadataStore, Reservation, TrajectoryMeta, TrajectorySummary,
     WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::{ErrorKind, ExitStatus, RecordStatus};
+use synthfleet_llm::{Holding, Wallet};
+use tokio_util::sync::CancellationToken;
 
 /// Concurrent reservers in [`the_cap_holds_under_concurrency`].
 pub const RESERVERS: usize = 50;
@@ -20,7 +22,10 @@ pub const RESERVERS: usize = 50;
 pub async fn conforms(store: Arc<dyn MetadataStore>) {
     states_change_only_along_the_rules(store.as_ref()).await;
     the_cap_holds_under_concurrency(store.clone()).await;
+    slices_are_sized_within_the_headroom(store.as_ref()).await;
+    the_cap_holds_for_wallets_under_contention(store.clone()).await;
     settling_twice_books_once(store.as_ref()).await;
+    a_ledger_that_moved_is_not_repaired(store.as_ref()).await;
     leases_of_the_dead_are_reclaimed(store.as_ref()).await;
     a_sample_commits_exactly_once(store.clone()).await;
     dead_letters_count_once(store.as_ref()).await;
@@ -37,6 +42,14 @@ async fn create(store: &dyn MetadataStore, name: &str, budget: u64, samples: u64
 
 fn lease(campaign: &str, owner: &str, amount: u64) -> BudgetLease {
     BudgetLease::new(campaign, owner, MicroUsd(amount), Utc::now())
+}
+
+/// Reserves exactly `lease.amount`, or nothing.
+pub async fn reserve(store: &dyn MetadataStore, lease: &BudgetLease, spend: Spend) -> Reservation {
+    store
+        .reserve(&Draw::exact(lease.clone(), spend))
+        .await
+        .expect("reserve")
 }
 
 async fn ledger(store: &dyn MetadataStore, campaign: &str) -> synthfleet_core::budget::Ledger {
@@ -94,11 +107,8 @@ async fn states_change_only_along_the_rules(store: &dyn MetadataStore) {
     // Rollouts already running may finish their calls while paused.
     let running_call = lease("states", "w", 10);
     assert_eq!(
-        store
-            .reserve(&running_call, Spend::Rollout)
-            .await
-            .expect("reserve"),
-        Reservation::Granted
+        reserve(store, &running_call, Spend::Rollout).await,
+        Reservation::Granted(running_call.clone())
     );
     assert!(
         store
@@ -127,18 +137,13 @@ async fn states_change_only_along_the_rules(store: &dyn MetadataStore) {
     );
     // Done: no rollout spend, but quality work (the judge) may still pay.
     assert!(matches!(
-        store
-            .reserve(&lease("states", "w", 10), Spend::Rollout)
-            .await,
-        Ok(Reservation::Refused(_))
+        reserve(store, &lease("states", "w", 10), Spend::Rollout).await,
+        Reservation::Refused(_)
     ));
     let judge = lease("states", "judge", 10);
     assert_eq!(
-        store
-            .reserve(&judge, Spend::Quality)
-            .await
-            .expect("reserve"),
-        Reservation::Granted
+        reserve(store, &judge, Spend::Quality).await,
+        Reservation::Granted(judge.clone())
     );
     assert!(store.settle(&judge, MicroUsd(10)).await.expect("settle"));
     let record = store.campaign("states").await.expect("read").expect("item");
@@ -167,12 +172,8 @@ async fn the_cap_holds_under_concurrency(store: Arc<dyn MetadataStore>) {
                 let mut granted = 0u64;
                 loop {
                     let lease = lease("cap", &format!("w{i}"), 30);
-                    match store
-                        .reserve(&lease, Spend::Rollout)
-                        .await
-                        .expect("reserve")
-                    {
-                        Reservation::Granted => {
+                    match reserve(store.as_ref(), &lease, Spend::Rollout).await {
+                        Reservation::Granted(_) => {
                             granted += 1;
                             assert!(store.settle(&lease, MicroUsd(25)).await.expect("settle"));
                         }
@@ -224,12 +225,132 @@ async fn the_cap_holds_under_concurrency(store: Arc<dyn MetadataStore>) {
     );
 }
 
+/// A slice is granted between its minimum and what it wants, within its share of the
+/// headroom; the lease stored holds what was granted, and only that amount settles it.
+async fn slices_are_sized_within_the_headroom(store: &dyn MetadataStore) {
+    create(store, "slices", 1_000, 1).await;
+    let draw = |wanted: u64, minimum: u64, holders: u32| Draw {
+        lease: lease("slices", "w", wanted),
+        minimum: MicroUsd(minimum),
+        holders,
+        spend: Spend::Rollout,
+    };
+    let granted = |reservation: Reservation| match reservation {
+        Reservation::Granted(lease) => lease,
+        other => panic!("expected a slice, got {other:?}"),
+    };
+    let first = granted(store.reserve(&draw(600, 10, 1)).await.expect("draw"));
+    assert_eq!(first.amount, MicroUsd(600));
+    let second = granted(store.reserve(&draw(600, 10, 2)).await.expect("draw"));
+    assert_eq!(second.amount, MicroUsd(200), "half of the 400 left");
+    assert_eq!(
+        store.reserve(&draw(600, 201, 1)).await.expect("draw"),
+        Reservation::Busy,
+        "200 left: a call of 201 waits for the others"
+    );
+    let mut leases = store.leases("slices").await.expect("leases");
+    leases.sort_by_key(|l| l.amount);
+    assert_eq!(leases, [second.clone(), first.clone()], "stored as granted");
+    let wrong = BudgetLease {
+        amount: MicroUsd(600),
+        ..second.clone()
+    };
+    assert!(
+        !store.settle(&wrong, MicroUsd(1)).await.expect("settle"),
+        "a settle that names another amount books nothing"
+    );
+    assert!(store.settle(&second, MicroUsd(150)).await.expect("settle"));
+    assert!(store.settle(&first, MicroUsd(500)).await.expect("settle"));
+    let ledger = ledger(store, "slices").await;
+    assert_eq!(
+        (ledger.spent, ledger.reserved, ledger.writes),
+        (MicroUsd(650), MicroUsd::ZERO, 4),
+        "two draws and two settles written; refusals write nothing"
+    );
+}
+
+/// Workers meter calls on budget slices held in [`Wallet`]s: each call holds its worst
+/// case, books a real cost below it, and the wallets draw and return slices as they go,
+/// until the campaign refuses. The cap holds exactly (nothing is spent past it, every
+/// cent booked is a call's real cost), every slice is returned, and the campaign item is
+/// written once per many calls.
+async fn the_cap_holds_for_wallets_under_contention(store: Arc<dyn MetadataStore>) {
+    const WORKERS: usize = 8;
+    const CALLS_AT_ONCE: usize = 4;
+    const WORST: u64 = 100;
+    create(store.as_ref(), "wallets", 200_000, 1).await;
+    let cancel = CancellationToken::new();
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let wallet = Arc::new(Wallet::new(store.clone(), &format!("worker-{w}")));
+        wallet.set_holders(WORKERS);
+        for c in 0..CALLS_AT_ONCE {
+            let (wallet, cancel) = (wallet.clone(), cancel.clone());
+            workers.push(tokio::spawn(async move {
+                let (mut calls, mut booked) = (0u64, 0u64);
+                loop {
+                    let holding = wallet
+                        .hold(
+                            "wallets",
+                            Spend::Rollout,
+                            MicroUsd(WORST),
+                            std::time::Duration::from_secs(30),
+                            &cancel,
+                        )
+                        .await
+                        .expect("hold");
+                    let Holding::Held(hold) = holding else {
+                        wallet.close().await;
+                        return (calls, booked);
+                    };
+                    // Real costs vary below the worst case, as a reply's length does.
+                    let cost = 40 + (calls * 7 + c as u64 * 13) % 55;
+                    tokio::task::yield_now().await;
+                    wallet.release(hold, MicroUsd(cost)).await;
+                    calls += 1;
+                    booked += cost;
+                }
+            }));
+        }
+    }
+    let (mut calls, mut booked) = (0, 0);
+    for worker in workers {
+        let (c, b) = worker.await.expect("join");
+        calls += c;
+        booked += b;
+    }
+    let record = store
+        .campaign("wallets")
+        .await
+        .expect("read")
+        .expect("item");
+    let ledger = record.ledger;
+    assert_eq!(ledger.reserved, MicroUsd::ZERO, "every slice returned");
+    assert!(store.leases("wallets").await.expect("leases").is_empty());
+    assert_eq!(
+        ledger.spent,
+        MicroUsd(booked),
+        "every call booked at its real cost, once"
+    );
+    assert!(ledger.spent <= ledger.budget, "{ledger:?}");
+    assert!(
+        ledger.spent.0 + WORST > ledger.budget.0,
+        "stopped only when no call could fit: {ledger:?}"
+    );
+    assert_eq!(record.state, CampaignState::Exhausted);
+    assert!(
+        ledger.writes * 5 < calls,
+        "{} ledger writes for {calls} calls: slices, not a write per call",
+        ledger.writes
+    );
+}
+
 async fn settling_twice_books_once(store: &dyn MetadataStore) {
     create(store, "settle", 1_000, 1).await;
     let call = lease("settle", "w", 100);
     assert_eq!(
-        store.reserve(&call, Spend::Rollout).await.expect("reserve"),
-        Reservation::Granted
+        reserve(store, &call, Spend::Rollout).await,
+        Reservation::Granted(call.clone())
     );
     assert_eq!(
         store.leases("settle").await.expect("leases"),
@@ -256,6 +377,63 @@ async fn settling_twice_books_once(store: &dyn MetadataStore) {
         (ledger.spent, ledger.reserved),
         (MicroUsd(40), MicroUsd::ZERO)
     );
+}
+
+/// A repair applies only to the ledger it was computed from: one written meanwhile (a
+/// draw or settle racing an audit) is left alone. On a ledger that is right, the audit
+/// finds nothing.
+async fn a_ledger_that_moved_is_not_repaired(store: &dyn MetadataStore) {
+    create(store, "audit", 1_000, 1).await;
+    let held = lease("audit", "w", 100);
+    assert_eq!(
+        reserve(store, &held, Spend::Rollout).await,
+        Reservation::Granted(held.clone())
+    );
+    let seen = ledger(store, "audit").await;
+    assert!(
+        liveness::audit_ledgers(store)
+            .await
+            .expect("audit")
+            .iter()
+            .all(|r| r.campaign != "audit"),
+        "reserved is what the lease holds"
+    );
+    let other = lease("audit", "w", 50);
+    reserve(store, &other, Spend::Rollout).await;
+    assert!(
+        !store
+            .repair_ledger("audit", &seen, MicroUsd::ZERO)
+            .await
+            .expect("repair"),
+        "the ledger moved since it was seen"
+    );
+    let now = ledger(store, "audit").await;
+    assert!(
+        store
+            .repair_ledger("audit", &now, MicroUsd(100))
+            .await
+            .expect("repair")
+    );
+    let repaired = ledger(store, "audit").await;
+    assert_eq!(
+        (repaired.spent, repaired.reserved, repaired.writes),
+        (MicroUsd(50), MicroUsd(100), now.writes + 1),
+        "50 reserved by no lease (as the repair was told): booked as spent"
+    );
+    assert!(store.settle(&held, MicroUsd(30)).await.expect("settle"));
+    // The lease of 50 the repair was told away is one the ledger now misses: the audit
+    // finds it and reserves it again.
+    let found: Vec<_> = liveness::audit_ledgers(store)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.campaign == "audit")
+        .map(|r| (r.found.reserved, r.found.held))
+        .collect();
+    assert_eq!(found, [(MicroUsd::ZERO, MicroUsd(50))]);
+    assert!(store.settle(&other, MicroUsd(10)).await.expect("settle"));
+    let end = ledger(store, "audit").await;
+    assert_eq!((end.spent, end.reserved), (MicroUsd(90), MicroUsd::ZERO));
 }
 
 /// A worker killed mid-call leaves its lease; the reconciler books it at its worst case
@@ -285,8 +463,8 @@ async fn leases_of_the_dead_are_reclaimed(store: &dyn MetadataStore) {
     forgotten.expires_at = now - Age::minutes(5);
     for l in [&dead, &live, &forgotten] {
         assert_eq!(
-            store.reserve(l, Spend::Rollout).await.expect("reserve"),
-            Reservation::Granted
+            reserve(store, l, Spend::Rollout).await,
+            Reservation::Granted(l.clone())
         );
     }
     assert_eq!(ledger(store, "reclaim").await.reserved, MicroUsd(550));

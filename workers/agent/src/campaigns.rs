@@ -11,7 +11,7 @@ use synthfleet_core::ports::{LlmError, SandboxProvider, StoreError};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::submit::{SpecError, get_spec};
 use synthfleet_core::templates::{TemplateError, Templates};
-use synthfleet_llm::{ModelGuards, ModelPool};
+use synthfleet_llm::{ModelGuards, ModelPool, Wallet};
 use tokio::sync::Mutex;
 
 /// Why a worker cannot run a campaign's rollouts: for good (its messages are
@@ -88,6 +88,7 @@ pub struct StoredCampaigns {
     store: TrajectoryStore,
     sandboxes: Arc<dyn SandboxProvider>,
     worker_id: String,
+    wallet: Arc<Wallet>,
     ttl: Duration,
     cache: Mutex<HashMap<String, (Instant, Arc<Rollouts>)>>,
     /// Outlives the pools: a reloaded campaign keeps each model's pacing.
@@ -99,12 +100,14 @@ impl StoredCampaigns {
         store: TrajectoryStore,
         sandboxes: Arc<dyn SandboxProvider>,
         worker_id: &str,
+        wallet: Arc<Wallet>,
         guards: ModelGuards,
     ) -> StoredCampaigns {
         StoredCampaigns {
             store,
             sandboxes,
             worker_id: worker_id.to_owned(),
+            wallet,
             ttl: Duration::from_secs(300),
             cache: Mutex::new(HashMap::new()),
             guards,
@@ -145,6 +148,7 @@ impl StoredCampaigns {
             store: self.store.clone(),
             templates: Arc::new(templates),
             worker_id: self.worker_id.clone(),
+            wallet: self.wallet.clone(),
         })
     }
 }

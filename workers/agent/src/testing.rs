@@ -23,7 +23,7 @@ use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::task::parse_tasks;
 use synthfleet_core::templates::Templates;
 use synthfleet_core::trajectory::{ChatMessage, FunctionCall, Role, ToolCall};
-use synthfleet_llm::{ModelGuards, ModelPool};
+use synthfleet_llm::{ModelGuards, ModelPool, Wallet};
 use synthfleet_local::{LocalMetadata, LocalObjectStore, LocalQueue, LocalState};
 use tokio_util::sync::CancellationToken;
 
@@ -307,6 +307,8 @@ pub struct TestBed {
     pub queue: Arc<LocalQueue>,
     pub metadata: Arc<LocalMetadata>,
     pub store: TrajectoryStore,
+    /// The test worker's budget slices.
+    pub wallet: Arc<Wallet>,
 }
 
 impl TestBed {
@@ -354,6 +356,7 @@ output_price_per_mtok = 2.0
             _dir: dir,
             campaign,
             queue,
+            wallet: Arc::new(Wallet::new(metadata.clone(), &self::config().worker_id)),
             metadata,
             store,
         }
@@ -375,6 +378,7 @@ output_price_per_mtok = 2.0
             store: self.store.clone(),
             templates: Arc::new(Templates::new(&BTreeMap::new()).expect("templates")),
             worker_id: config().worker_id,
+            wallet: self.wallet.clone(),
             secrets: Vec::new(),
         })
     }
@@ -385,6 +389,7 @@ output_price_per_mtok = 2.0
             Arc::new(SingleCampaign(rollouts)),
             self.queue.clone(),
             self.metadata.clone(),
+            self.wallet.clone(),
             config,
         )
     }

@@ -29,12 +29,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{
-    BudgetLease, CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Spend, Submitted,
+    BudgetLease, CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Submitted,
 };
 use synthfleet_core::lifecycle::Trigger;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
+    CommitOutcome, DeadLetter, Draw, MetadataStore, Reservation, StoreError, TrajectoryMeta,
     WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::RecordStatus;
@@ -83,6 +83,9 @@ struct CampaignItem {
     reserved: u64,
     /// spent + reserved: what the cap is checked against in one condition.
     committed: u64,
+    /// Ledger writes applied ([`Ledger::writes`]): every draw, settle and repair adds one.
+    #[serde(default)]
+    ledger_writes: u64,
     state: CampaignState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state_reason: Option<String>,
@@ -111,6 +114,7 @@ impl From<&CampaignRecord> for CampaignItem {
             spent: r.ledger.spent.0,
             reserved: r.ledger.reserved.0,
             committed: r.ledger.committed().0,
+            ledger_writes: r.ledger.writes,
             state: r.state,
             state_reason: r.state_reason.clone(),
             enqueued: r.counts.enqueued,
@@ -134,6 +138,7 @@ impl From<CampaignItem> for CampaignRecord {
                 budget: MicroUsd(i.budget),
                 spent: MicroUsd(i.spent),
                 reserved: MicroUsd(i.reserved),
+                writes: i.ledger_writes,
             },
             state: i.state,
             state_reason: i.state_reason,
@@ -440,6 +445,25 @@ impl DynamoMetadata {
         Ok(())
     }
 
+    /// Marks the campaign exhausted if what was booked reached its cap (after a write that
+    /// spent).
+    async fn exhaust_if_spent(&self, name: &str) -> Result<(), StoreError> {
+        let mut record = self.require_campaign(name).await?;
+        let before = record.state;
+        record.exhaust_if_spent();
+        if record.state != before {
+            self.exhaust(
+                name,
+                record
+                    .state_reason
+                    .as_deref()
+                    .unwrap_or("budget cap reached"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// An update of a campaign item.
     fn update_campaign(
         &self,
@@ -459,6 +483,21 @@ impl DynamoMetadata {
             .key("pk", s(pk))
             .key("sk", s(sk))
             .condition_expression("attribute_exists(pk)")
+            .build()
+            .map_err(|e| aws_error(BACKEND, "building a delete", e))?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// A delete of the lease as the caller holds it: it fails its condition when the lease
+    /// is gone, or holds another amount.
+    fn delete_lease(&self, lease: &BudgetLease) -> Result<TransactWriteItem, StoreError> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key("pk", s(campaign_pk(&lease.campaign)))
+            .key("sk", s(lease_sk(lease)))
+            .condition_expression("attribute_exists(pk) AND #amount = :amount")
+            .expression_attribute_names("#amount", "amount")
+            .expression_attribute_values(":amount", n(lease.amount.0))
             .build()
             .map_err(|e| aws_error(BACKEND, "building a delete", e))?;
         Ok(TransactWriteItem::builder().delete(delete).build())
@@ -490,11 +529,18 @@ impl DynamoMetadata {
             .condition_expression(&condition)
             // DynamoDB refuses names an expression does not use.
             .set_expression_attribute_names(Some(
-                ["state", "budget", "spent", "reserved", "committed"]
-                    .into_iter()
-                    .map(|name| (format!("#{name}"), name.to_owned()))
-                    .filter(|(alias, _)| expression.contains(alias) || condition.contains(alias))
-                    .collect(),
+                [
+                    ("#state", "state"),
+                    ("#budget", "budget"),
+                    ("#spent", "spent"),
+                    ("#reserved", "reserved"),
+                    ("#committed", "committed"),
+                    ("#writes", "ledger_writes"),
+                ]
+                .into_iter()
+                .filter(|(alias, _)| expression.contains(alias) || condition.contains(alias))
+                .map(|(alias, name)| (alias.to_owned(), name.to_owned()))
+                .collect(),
             ))
             .set_expression_attribute_values(Some(values.into_iter().collect()))
             .build()
@@ -623,22 +669,17 @@ impl MetadataStore for DynamoMetadata {
         Ok(out)
     }
 
-    async fn reserve(&self, lease: &BudgetLease, spend: Spend) -> Result<Reservation, StoreError> {
-        let campaign = lease.campaign.as_str();
-        let amount = lease.amount;
+    async fn reserve(&self, draw: &Draw) -> Result<Reservation, StoreError> {
+        let campaign = draw.lease.campaign.as_str();
         // The state condition of `Spend::allowed_in`, as DynamoDB checks it.
-        let (state_condition, state_values) = state_in("state", spend.allowed_states());
-        let lease_item = to_item(&LeaseItem {
-            pk: campaign_pk(campaign),
-            sk: lease_sk(lease),
-            lease: lease.clone(),
-        })?;
+        let (state_condition, state_values) = state_in("state", draw.spend.allowed_states());
         for round in 0..CONTENTION_RETRIES {
             let record = self.require_campaign(campaign).await?;
             let mut probe = record.clone();
-            match probe.reserve(amount, spend) {
-                ReserveOutcome::Busy => return Ok(Reservation::Busy),
-                ReserveOutcome::Exhausted => {
+            let amount = match probe.draw(draw.size(), draw.spend) {
+                Ok(amount) => amount,
+                Err(ReserveOutcome::Busy) => return Ok(Reservation::Busy),
+                Err(_) => {
                     if probe.state != record.state {
                         self.exhaust(
                             campaign,
@@ -651,25 +692,33 @@ impl MetadataStore for DynamoMetadata {
                     }
                     return Ok(Reservation::Refused(Box::new(probe)));
                 }
-                ReserveOutcome::Granted => {}
-            }
+            };
             let Some(max) = record.ledger.max_committed_for(amount) else {
                 continue;
             };
+            let lease = draw.granted(amount);
             let mut values = state_values.clone();
             values.extend([
                 (":amount".to_owned(), n(amount.0)),
                 (":budget".to_owned(), n(record.ledger.budget.0)),
                 (":max".to_owned(), n(max.0)),
+                (":one".to_owned(), n(1)),
             ]);
             let items = vec![
                 self.ledger_update(
                     campaign,
-                    "SET #reserved = #reserved + :amount, #committed = #committed + :amount",
+                    "SET #reserved = #reserved + :amount, #committed = #committed + :amount ADD #writes :one",
                     format!("{state_condition} AND #budget = :budget AND #committed <= :max"),
                     values,
                 )?,
-                self.put(lease_item.clone(), Some("attribute_not_exists(pk)"))?,
+                self.put(
+                    to_item(&LeaseItem {
+                        pk: campaign_pk(campaign),
+                        sk: lease_sk(&lease),
+                        lease: lease.clone(),
+                    })?,
+                    Some("attribute_not_exists(pk)"),
+                )?,
             ];
             // A failed condition means someone else moved the ledger: look again.
             if self
@@ -678,7 +727,7 @@ impl MetadataStore for DynamoMetadata {
                 })
                 .await?
             {
-                return Ok(Reservation::Granted);
+                return Ok(Reservation::Granted(lease));
             }
         }
         Ok(Reservation::Busy)
@@ -688,15 +737,16 @@ impl MetadataStore for DynamoMetadata {
         let campaign = lease.campaign.as_str();
         let delta = actual.0 as i128 - lease.amount.0 as i128;
         let items = vec![
-            self.delete_existing(&campaign_pk(campaign), &lease_sk(lease))?,
+            self.delete_lease(lease)?,
             self.ledger_update(
                 campaign,
-                "SET #spent = #spent + :actual, #reserved = #reserved - :reserved, #committed = #committed + :delta",
+                "SET #spent = #spent + :actual, #reserved = #reserved - :reserved, #committed = #committed + :delta ADD #writes :one",
                 "attribute_exists(pk)".to_owned(),
                 vec![
                     (":actual".to_owned(), n(actual.0)),
                     (":reserved".to_owned(), n(lease.amount.0)),
                     (":delta".to_owned(), n(delta)),
+                    (":one".to_owned(), n(1)),
                 ],
             )?,
         ];
@@ -712,19 +762,51 @@ impl MetadataStore for DynamoMetadata {
         if actual == MicroUsd::ZERO {
             return Ok(true);
         }
-        let mut record = self.require_campaign(campaign).await?;
-        let before = record.state;
-        record.settle(MicroUsd::ZERO, MicroUsd::ZERO);
-        if record.state != before {
-            self.exhaust(
-                campaign,
-                record
-                    .state_reason
-                    .as_deref()
-                    .unwrap_or("budget cap reached"),
+        self.exhaust_if_spent(campaign).await?;
+        Ok(true)
+    }
+
+    async fn repair_ledger(
+        &self,
+        campaign: &str,
+        seen: &Ledger,
+        held: MicroUsd,
+    ) -> Result<bool, StoreError> {
+        let mut repaired = *seen;
+        repaired.repair(held);
+        // `ledger_writes` is absent on items no ledger write touched yet.
+        let unchanged = if seen.writes == 0 {
+            "(attribute_not_exists(#writes) OR #writes = :seen_writes)"
+        } else {
+            "#writes = :seen_writes"
+        };
+        let result = self
+            .update_campaign(campaign)
+            .update_expression(
+                "SET #spent = :spent, #reserved = :reserved, #committed = :committed, #writes = :writes",
             )
-            .await?;
+            .condition_expression(format!(
+                "{unchanged} AND #spent = :seen_spent AND #reserved = :seen_reserved"
+            ))
+            .expression_attribute_names("#spent", "spent")
+            .expression_attribute_names("#reserved", "reserved")
+            .expression_attribute_names("#committed", "committed")
+            .expression_attribute_names("#writes", "ledger_writes")
+            .expression_attribute_values(":spent", n(repaired.spent.0))
+            .expression_attribute_values(":reserved", n(repaired.reserved.0))
+            .expression_attribute_values(":committed", n(repaired.committed().0))
+            .expression_attribute_values(":writes", n(repaired.writes))
+            .expression_attribute_values(":seen_writes", n(seen.writes))
+            .expression_attribute_values(":seen_spent", n(seen.spent.0))
+            .expression_attribute_values(":seen_reserved", n(seen.reserved.0))
+            .send()
+            .await;
+        if !written(result, || {
+            format!("repairing the budget ledger of `{campaign}`")
+        })? {
+            return Ok(false);
         }
+        self.exhaust_if_spent(campaign).await?;
         Ok(true)
     }
 

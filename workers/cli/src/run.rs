@@ -14,7 +14,7 @@ use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::{Queue, SandboxProvider};
 use synthfleet_core::templates::Templates;
-use synthfleet_llm::{ModelGuards, ModelPool};
+use synthfleet_llm::{ModelGuards, ModelPool, Wallet};
 use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_term::logging::{self, LogFormat};
 use tokio_util::sync::CancellationToken;
@@ -112,8 +112,14 @@ pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCod
     let metadata = synthfleet_local::LocalMetadata::new(&local.state);
     for lease in liveness::reclaim_leases(&metadata, Reclaim::All).await? {
         eprintln!(
-            "campaign {}: {} was reserved by a call of a run that died; booked as spent (the provider may have billed it)",
+            "campaign {}: {} was held in a budget slice by a run that died; booked as spent (the provider may have billed it)",
             lease.campaign, lease.amount
+        );
+    }
+    for repaired in liveness::audit_ledgers(&metadata).await? {
+        eprintln!(
+            "campaign {}: the ledger reserved {} where its slices hold {}; repaired (the difference is booked as spent)",
+            repaired.campaign, repaired.found.reserved, repaired.found.held
         );
     }
     eprintln!(
@@ -153,6 +159,7 @@ pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCod
     bar.set_position(already);
 
     let warm = args.host.pool(sandboxes.clone(), args.concurrency);
+    let wallet = Arc::new(Wallet::new(local.store.metadata.clone(), &worker_id));
     let rollouts = Arc::new(Rollouts {
         campaign: campaign.clone(),
         pool: Arc::new(pool),
@@ -160,6 +167,7 @@ pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCod
         store: local.store.clone(),
         templates: Arc::new(templates),
         worker_id: worker_id.clone(),
+        wallet: wallet.clone(),
         secrets: Rollouts::secrets_of(&campaign),
     });
     let config = WorkerConfig {
@@ -253,6 +261,7 @@ pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCod
         Arc::new(SingleCampaign(rollouts)),
         queue.clone(),
         local.store.metadata.clone(),
+        wallet,
         config,
     )
     .sharing_model_guards(guards);

@@ -11,7 +11,7 @@ use synthfleet_agent::{StoredCampaigns, Worker, WorkerConfig, WorkerEvent};
 use synthfleet_aws::{AsgProtection, EcsTaskProtection};
 use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
-use synthfleet_llm::ModelGuards;
+use synthfleet_llm::{ModelGuards, Wallet};
 use synthfleet_sandbox::{DiskGuard, DockerSandboxes, WarmPool};
 use synthfleet_term::BackendArgs;
 use tokio_util::sync::CancellationToken;
@@ -168,10 +168,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 
     // Each model's requests_per_minute holds for the fleet: this worker paces at its share.
     let guards = ModelGuards::default();
+    let wallet = Arc::new(Wallet::new(store.metadata.clone(), &worker_id));
     let campaigns = Arc::new(StoredCampaigns::new(
         store.clone(),
         Arc::new(warm.clone()),
         &worker_id,
+        wallet.clone(),
         guards.clone(),
     ));
     let config = WorkerConfig {
@@ -213,7 +215,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             info!(%reason, "deferred a task of a campaign that accepts no work");
         }
     });
-    let worker = Worker::new(campaigns, queue, store.metadata.clone(), config)
+    let worker = Worker::new(campaigns, queue, store.metadata.clone(), wallet, config)
         .reaping_dead_owners(Arc::new(sandboxes.clone()))
         .sharing_model_guards(guards);
     // A fleet worker serves whichever campaigns come: images it used lately are the ones

@@ -1,8 +1,10 @@
 //! The budget function: run on a schedule (every few minutes).
 //!
-//! 1. Reclaims the budget leases of calls that are gone (their owner's heartbeat is stale,
-//!    or the call stopped renewing its lease), at their worst case, so `reserved` returns
-//!    to what live calls hold ([`liveness::reclaim_leases`], the rule the workers run too).
+//! 1. Reclaims the budget slices whose holder is gone (its heartbeat is stale, or it
+//!    stopped renewing the slice), at their full amount, so `reserved` returns to what live
+//!    holders hold ([`liveness::reclaim_leases`], the rule the workers run too), then audits
+//!    every ledger: `reserved` must equal what the leases hold, and a difference is logged
+//!    with the numbers and repaired ([`liveness::audit_ledgers`], the workers run it too).
 //! 2. Marks a running campaign whose spend reached its cap `exhausted`, saying why (the
 //!    ledger's own rule, [`CampaignRecord::settle`]).
 //! 3. Sends each budget alert (50 / 80 / 100 % of the cap) once, every threshold crossed
@@ -20,7 +22,6 @@ use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use synthfleet_backend::Backend;
-use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::MetadataStore;
@@ -42,6 +43,8 @@ pub struct BudgetGuard {
 pub struct BudgetRun {
     /// (campaign, owner, amount in micro-dollars) of each reclaimed lease.
     pub reclaimed: Vec<(String, String, u64)>,
+    /// (campaign, reserved, held — in micro-dollars) of each ledger repaired.
+    pub repaired: Vec<(String, u64, u64)>,
     pub exhausted: Vec<String>,
     /// (campaign, threshold in percent) of each alert sent, lowest first.
     pub alerts: Vec<(String, u8)>,
@@ -72,14 +75,19 @@ impl BudgetGuard {
     pub async fn run(&self, now: DateTime<Utc>) -> Result<BudgetRun, ControlError> {
         let mut run = BudgetRun::default();
         for lease in liveness::reclaim_leases(self.metadata.as_ref(), Reclaim::Stale(now)).await? {
-            warn!(campaign = %lease.campaign, owner = %lease.owner, amount = %lease.amount, "reclaimed the budget lease of a dead call, booked at its worst case");
+            warn!(campaign = %lease.campaign, owner = %lease.owner, amount = %lease.amount, "reclaimed the budget slice of a dead holder, booked at its full amount");
             run.reclaimed
                 .push((lease.campaign, lease.owner, lease.amount.0));
+        }
+        for r in liveness::audit_ledgers(self.metadata.as_ref()).await? {
+            warn!(campaign = %r.campaign, reserved = %r.found.reserved, held = %r.found.held, "the budget ledger's reserved amount was not what its leases hold; repaired (a reservation no lease accounts for is booked as spent)");
+            run.repaired
+                .push((r.campaign, r.found.reserved.0, r.found.held.0));
         }
         let mut failed = Vec::new();
         for campaign in self.metadata.campaigns().await? {
             let mut probe = campaign.clone();
-            probe.settle(MicroUsd::ZERO, MicroUsd::ZERO);
+            probe.exhaust_if_spent();
             if probe.state != campaign.state
                 && self
                     .metadata

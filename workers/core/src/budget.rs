@@ -1,13 +1,18 @@
 //! The campaign budget ledger: the one place the budget rules live.
 //!
-//! Every LLM call first *reserves* its worst-case cost (prompt estimate plus `max_tokens`
-//! of output), and afterwards *settles* the reservation against the real cost. A
-//! reservation is granted only while `spent + reserved + amount <= budget`, so concurrent
-//! workers can never together commit more than the cap; the only overshoot possible is a
-//! call whose real cost exceeds its reservation (a prompt underestimate), bounded by one
-//! call. Stores apply these rules atomically: the local store in one transaction, a
-//! DynamoDB store through a condition on `committed_usd <= budget - amount`
-//! ([`Ledger::max_committed_for`]).
+//! A worker (or any process that calls models for a campaign) *draws a slice* of the
+//! budget — a [`BudgetLease`] — in one conditional write, meters its calls against the
+//! slice locally (each call holds its worst-case cost, prompt estimate plus `max_tokens`
+//! of output, until it ends), draws again when the slice runs low and *settles* the slice
+//! when it is used up or idle: its real spend is booked and the rest released. A slice is
+//! granted only while `spent + reserved + amount <= budget`, so concurrent workers can
+//! never together commit more than the cap; the only overshoot possible is a call whose
+//! real cost exceeds its worst case (a prompt underestimate), bounded by one call. A slice
+//! is sized for [`SliceSize::wanted`] (many calls), at least one call's worth, and at most
+//! its holder's share of what is left ([`Ledger::try_draw`]), so the campaign item takes a
+//! write per many calls, not two per call. Stores apply these rules atomically: the local
+//! store in one transaction, a DynamoDB store through a condition on
+//! `committed <= budget - amount` ([`Ledger::max_committed_for`]).
 
 use crate::MicroUsd;
 use crate::lifecycle::Trigger;
@@ -19,6 +24,42 @@ pub struct Ledger {
     pub budget: MicroUsd,
     pub spent: MicroUsd,
     pub reserved: MicroUsd,
+    /// Ledger writes applied (draws, settles, repairs): a reader that sees the same count
+    /// before and after reading the leases saw leases and ledger of one moment
+    /// ([`crate::liveness::audit_ledgers`]).
+    #[serde(default)]
+    pub writes: u64,
+}
+
+/// How much of the budget a slice asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceSize {
+    /// The most it wants: enough for its holder's next calls at their worst case.
+    pub wanted: MicroUsd,
+    /// The least of any use: the worst case of the call that asks.
+    pub minimum: MicroUsd,
+    /// How many holders share what is left (the live workers): a slice takes at most its
+    /// share of the headroom, so no worker holds budget the others are waiting for.
+    pub holders: u32,
+}
+
+impl SliceSize {
+    /// Exactly `amount`, or nothing.
+    pub fn exact(amount: MicroUsd) -> SliceSize {
+        SliceSize {
+            wanted: amount,
+            minimum: amount,
+            holders: 1,
+        }
+    }
+}
+
+/// The ledger's own invariant broken: `reserved` is not what the live leases hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Discrepancy {
+    pub reserved: MicroUsd,
+    /// What the campaign's leases hold together.
+    pub held: MicroUsd,
 }
 
 impl Ledger {
@@ -40,13 +81,25 @@ impl Ledger {
         self.budget.0.checked_sub(amount.0).map(MicroUsd)
     }
 
-    /// Grants and books a reservation, or says why not, leaving the ledger unchanged.
-    pub fn try_reserve(&mut self, amount: MicroUsd) -> ReserveOutcome {
-        let outcome = self.classify(amount);
-        if outcome == ReserveOutcome::Granted {
-            self.reserved = self.reserved.saturating_add(amount);
+    /// Grants and books a slice of `size`, returning its amount, or says why not, leaving
+    /// the ledger unchanged. The amount is at least `size.minimum` and at most
+    /// `size.wanted`, the headroom and — unless that is below the minimum — the holder's
+    /// share of the headroom.
+    pub fn try_draw(&mut self, size: SliceSize) -> Result<MicroUsd, ReserveOutcome> {
+        match self.classify(size.minimum) {
+            ReserveOutcome::Granted => {}
+            refused => return Err(refused),
         }
-        outcome
+        let headroom = MicroUsd(self.budget.0.saturating_sub(self.committed().0));
+        let share = MicroUsd(headroom.0 / u64::from(size.holders.max(1)));
+        let amount = size
+            .wanted
+            .min(headroom)
+            .min(share.max(size.minimum))
+            .max(size.minimum);
+        self.reserved = self.reserved.saturating_add(amount);
+        self.writes += 1;
+        Ok(amount)
     }
 
     /// What a reservation of `amount` would meet, without booking it.
@@ -58,10 +111,32 @@ impl Ledger {
         }
     }
 
-    /// Releases a reservation and books what the call really cost (which may be zero).
+    /// Releases a slice and books what its calls really cost (which may be zero).
     pub fn settle(&mut self, reserved: MicroUsd, actual: MicroUsd) {
         self.reserved = self.reserved.saturating_sub(reserved);
         self.spent = self.spent.saturating_add(actual);
+        self.writes += 1;
+    }
+
+    /// Whether `reserved` equals what the campaign's leases hold together.
+    pub fn discrepancy(&self, held: MicroUsd) -> Option<Discrepancy> {
+        (self.reserved != held).then_some(Discrepancy {
+            reserved: self.reserved,
+            held,
+        })
+    }
+
+    /// `reserved` set to what the leases hold. A reservation no lease accounts for is booked
+    /// as spent, at its worst case (its calls may have been billed); leases the ledger
+    /// missed are reserved.
+    pub fn repair(&mut self, held: MicroUsd) {
+        if self.reserved > held {
+            self.spent = self
+                .spent
+                .saturating_add(MicroUsd(self.reserved.0 - held.0));
+        }
+        self.reserved = held;
+        self.writes += 1;
     }
 
     /// No call could start any more: even the smallest reservation would be refused.
@@ -166,7 +241,7 @@ impl CampaignState {
 }
 
 /// What a reservation pays for: it decides which campaign states may still spend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Spend {
     /// A rollout's LLM call: only while the campaign runs.
     Rollout,
@@ -358,25 +433,38 @@ impl CampaignRecord {
         Submitted::Resubmitted { reopened }
     }
 
-    /// Applies a reservation request. Only a campaign whose state allows `spend` grants
-    /// one; a request that cannot fit at all marks a running campaign `exhausted`, saying why.
-    pub fn reserve(&mut self, amount: MicroUsd, spend: Spend) -> ReserveOutcome {
+    /// Applies a request for a slice ([`Ledger::try_draw`]), returning the amount granted.
+    /// Only a campaign whose state allows `spend` grants one; a request that cannot fit at
+    /// all marks a running campaign `exhausted`, saying why.
+    pub fn draw(&mut self, size: SliceSize, spend: Spend) -> Result<MicroUsd, ReserveOutcome> {
         if !spend.allowed_in(self.state) {
-            return ReserveOutcome::Exhausted;
+            return Err(ReserveOutcome::Exhausted);
         }
-        let outcome = self.ledger.try_reserve(amount);
-        if outcome == ReserveOutcome::Exhausted {
+        let drawn = self.ledger.try_draw(size);
+        if drawn == Err(ReserveOutcome::Exhausted) {
             self.exhaust(format!(
                 "budget cap {} reached: spent {}, a call needs up to {}",
-                self.ledger.budget, self.ledger.spent, amount
+                self.ledger.budget, self.ledger.spent, size.minimum
             ));
         }
-        outcome
+        drawn
     }
 
-    /// Books a settled call; reaching the cap marks the campaign `exhausted`.
+    /// Books a settled slice; reaching the cap marks the campaign `exhausted`.
     pub fn settle(&mut self, reserved: MicroUsd, actual: MicroUsd) {
         self.ledger.settle(reserved, actual);
+        self.exhaust_if_spent();
+    }
+
+    /// Applies [`Ledger::repair`]; a repair that books the cap marks the campaign
+    /// `exhausted`.
+    pub fn repair(&mut self, held: MicroUsd) {
+        self.ledger.repair(held);
+        self.exhaust_if_spent();
+    }
+
+    /// Marks a running campaign `exhausted` once what was booked reached its cap.
+    pub fn exhaust_if_spent(&mut self) {
         if self.ledger.is_exhausted() {
             self.exhaust(format!(
                 "budget cap {} reached: spent {}",
@@ -397,6 +485,24 @@ impl CampaignRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A slice of exactly `amount`, as its outcome.
+    fn exact(ledger: &mut Ledger, amount: u64) -> ReserveOutcome {
+        match ledger.try_draw(SliceSize::exact(MicroUsd(amount))) {
+            Ok(granted) => {
+                assert_eq!(granted, MicroUsd(amount));
+                ReserveOutcome::Granted
+            }
+            Err(refused) => refused,
+        }
+    }
+
+    fn draw(c: &mut CampaignRecord, amount: u64, spend: Spend) -> ReserveOutcome {
+        match c.draw(SliceSize::exact(MicroUsd(amount)), spend) {
+            Ok(_) => ReserveOutcome::Granted,
+            Err(refused) => refused,
+        }
+    }
 
     #[test]
     fn state_changes_follow_the_table() {
@@ -434,29 +540,25 @@ mod tests {
     fn reservations_never_commit_past_the_cap() {
         use ReserveOutcome::*;
         let mut ledger = Ledger::new(MicroUsd(100));
-        assert_eq!(ledger.try_reserve(MicroUsd(60)), Granted);
+        assert_eq!(exact(&mut ledger, 60), Granted);
         assert_eq!(
-            ledger.try_reserve(MicroUsd(50)),
+            exact(&mut ledger, 50),
             Busy,
             "60 + 50 > 100, but 50 alone fits"
         );
-        assert_eq!(ledger.try_reserve(MicroUsd(40)), Granted);
+        assert_eq!(exact(&mut ledger, 40), Granted);
         assert_eq!(ledger.committed(), MicroUsd(100));
         ledger.settle(MicroUsd(60), MicroUsd(10));
         assert_eq!(ledger.committed(), MicroUsd(50));
-        assert_eq!(ledger.try_reserve(MicroUsd(50)), Granted);
-        assert_eq!(
-            ledger.try_reserve(MicroUsd(91)),
-            Exhausted,
-            "10 spent + 91 > 100"
-        );
-        assert_eq!(Ledger::new(MicroUsd(5)).try_reserve(MicroUsd(6)), Exhausted);
+        assert_eq!(exact(&mut ledger, 50), Granted);
+        assert_eq!(exact(&mut ledger, 91), Exhausted, "10 spent + 91 > 100");
+        assert_eq!(exact(&mut Ledger::new(MicroUsd(5)), 6), Exhausted);
     }
 
     #[test]
     fn exhausted_when_spent_reaches_budget() {
         let mut ledger = Ledger::new(MicroUsd(10));
-        assert_eq!(ledger.try_reserve(MicroUsd(10)), ReserveOutcome::Granted);
+        assert_eq!(exact(&mut ledger, 10), ReserveOutcome::Granted);
         ledger.settle(MicroUsd(10), MicroUsd(10));
         assert!(ledger.is_exhausted());
     }
@@ -465,10 +567,7 @@ mod tests {
     fn campaign_state_follows_the_ledger() {
         let now = Utc::now();
         let mut c = CampaignRecord::new("c", MicroUsd(100), 1, now);
-        assert_eq!(
-            c.reserve(MicroUsd(150), Spend::Rollout),
-            ReserveOutcome::Exhausted
-        );
+        assert_eq!(draw(&mut c, 150, Spend::Rollout), ReserveOutcome::Exhausted);
         assert_eq!(c.state, CampaignState::Exhausted);
         assert!(
             c.state_reason
@@ -476,12 +575,12 @@ mod tests {
                 .is_some_and(|r| r.contains("budget cap"))
         );
         assert_eq!(
-            c.reserve(MicroUsd(1), Spend::Rollout),
+            draw(&mut c, 1, Spend::Rollout),
             ReserveOutcome::Exhausted,
             "no calls once exhausted"
         );
         assert_eq!(
-            c.reserve(MicroUsd(1), Spend::Quality),
+            draw(&mut c, 1, Spend::Quality),
             ReserveOutcome::Exhausted,
             "not even quality work"
         );
@@ -493,10 +592,7 @@ mod tests {
         );
         c.resubmit(MicroUsd(200), 1, &Trigger::Request);
         assert_eq!(c.state, CampaignState::Running, "raised budget: runs again");
-        assert_eq!(
-            c.reserve(MicroUsd(150), Spend::Rollout),
-            ReserveOutcome::Granted
-        );
+        assert_eq!(draw(&mut c, 150, Spend::Rollout), ReserveOutcome::Granted);
         c.settle(MicroUsd(150), MicroUsd(200));
         assert_eq!(c.state, CampaignState::Exhausted);
     }
@@ -505,23 +601,11 @@ mod tests {
     fn a_done_campaign_still_pays_for_quality_work_within_its_cap() {
         let mut c = CampaignRecord::new("c", MicroUsd(100), 1, Utc::now());
         c.state = CampaignState::Done;
-        assert_eq!(
-            c.reserve(MicroUsd(10), Spend::Rollout),
-            ReserveOutcome::Exhausted
-        );
-        assert_eq!(
-            c.reserve(MicroUsd(60), Spend::Quality),
-            ReserveOutcome::Granted
-        );
-        assert_eq!(
-            c.reserve(MicroUsd(60), Spend::Quality),
-            ReserveOutcome::Busy
-        );
+        assert_eq!(draw(&mut c, 10, Spend::Rollout), ReserveOutcome::Exhausted);
+        assert_eq!(draw(&mut c, 60, Spend::Quality), ReserveOutcome::Granted);
+        assert_eq!(draw(&mut c, 60, Spend::Quality), ReserveOutcome::Busy);
         c.settle(MicroUsd(60), MicroUsd(50));
-        assert_eq!(
-            c.reserve(MicroUsd(60), Spend::Quality),
-            ReserveOutcome::Exhausted
-        );
+        assert_eq!(draw(&mut c, 60, Spend::Quality), ReserveOutcome::Exhausted);
         assert_eq!(c.state, CampaignState::Done, "done stays done");
     }
 
@@ -612,5 +696,78 @@ mod tests {
             Submitted::Resubmitted { reopened: false },
             "running already"
         );
+    }
+
+    #[test]
+    fn a_slice_takes_what_it_wants_within_its_share_and_never_less_than_one_call() {
+        let size = |wanted, minimum, holders| SliceSize {
+            wanted: MicroUsd(wanted),
+            minimum: MicroUsd(minimum),
+            holders,
+        };
+        let mut ledger = Ledger::new(MicroUsd(1_000));
+        assert_eq!(
+            ledger.try_draw(size(400, 10, 1)),
+            Ok(MicroUsd(400)),
+            "all it wants"
+        );
+        assert_eq!(
+            ledger.try_draw(size(400, 10, 4)),
+            Ok(MicroUsd(150)),
+            "a quarter of the 600 left: three more holders share the rest"
+        );
+        assert_eq!(
+            ledger.try_draw(size(400, 200, 4)),
+            Ok(MicroUsd(200)),
+            "its share (112) is less than one call: one call's worth"
+        );
+        assert_eq!(
+            ledger.try_draw(size(400, 300, 4)),
+            Err(ReserveOutcome::Busy)
+        );
+        assert_eq!(ledger.committed(), MicroUsd(750));
+        assert_eq!(ledger.writes, 3, "refusals write nothing");
+        ledger.settle(MicroUsd(400), MicroUsd(100));
+        assert_eq!(
+            ledger.try_draw(size(2_000, 10, 1)),
+            Ok(MicroUsd(550)),
+            "the headroom at most"
+        );
+        assert_eq!(
+            ledger.try_draw(size(10, 901, 1)),
+            Err(ReserveOutcome::Exhausted),
+            "100 spent: a call of 901 can never fit"
+        );
+    }
+
+    #[test]
+    fn a_reservation_no_lease_accounts_for_is_booked_at_its_worst_case() {
+        let mut c = CampaignRecord::new("c", MicroUsd(100), 1, Utc::now());
+        c.draw(SliceSize::exact(MicroUsd(30)), Spend::Rollout)
+            .expect("granted");
+        c.draw(SliceSize::exact(MicroUsd(20)), Spend::Rollout)
+            .expect("granted");
+        assert_eq!(c.ledger.discrepancy(MicroUsd(50)), None);
+        let lost = c
+            .ledger
+            .discrepancy(MicroUsd(20))
+            .expect("30 held by no lease");
+        assert_eq!((lost.reserved, lost.held), (MicroUsd(50), MicroUsd(20)));
+        c.repair(MicroUsd(20));
+        assert_eq!(
+            (c.ledger.spent, c.ledger.reserved, c.ledger.committed()),
+            (MicroUsd(30), MicroUsd(20), MicroUsd(50)),
+            "booked as spent: the cap still counts it"
+        );
+        c.repair(MicroUsd(90));
+        assert_eq!(
+            c.ledger.reserved,
+            MicroUsd(90),
+            "a lease the ledger missed is reserved"
+        );
+        assert_eq!(c.state, CampaignState::Running);
+        c.repair(MicroUsd(0));
+        assert_eq!(c.state, CampaignState::Exhausted, "120 booked of 100");
+        assert_eq!(c.ledger.writes, 5);
     }
 }

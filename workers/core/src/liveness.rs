@@ -1,7 +1,8 @@
 //! Who is alive in the fleet: the rules that decide whose sandboxes may be reaped and
-//! whose budget reservations may be reclaimed.
+//! whose budget reservations may be reclaimed, and the ledger's own check.
 
-use crate::budget::BudgetLease;
+use crate::MicroUsd;
+use crate::budget::{BudgetLease, Discrepancy};
 use crate::ports::{MetadataStore, StoreError, WorkerHeartbeat};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -103,6 +104,59 @@ pub async fn reclaim_leases(
         }
     }
     Ok(reclaimed)
+}
+
+/// A campaign whose `reserved` did not equal what its leases hold, as it was repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    pub campaign: String,
+    pub found: Discrepancy,
+}
+
+/// How often [`audit_ledgers`] reads a campaign again when its ledger moved meanwhile.
+const AUDIT_TRIES: usize = 3;
+
+/// Checks the ledger's own invariant for every campaign — `reserved` equals what its live
+/// leases hold together — and repairs a difference ([`crate::budget::CampaignRecord::repair`]:
+/// a reservation no lease accounts for is booked as spent at its worst case). Leases and
+/// ledger are compared only when they were read at one moment: the ledger's write count,
+/// read consistently, is the same before and after the leases were read (every draw and
+/// settle writes both in one atomic write); the repair is conditional on it, so a draw or
+/// settle racing the audit is never taken for a loss. A campaign whose ledger kept moving
+/// is left to the next audit. Safe to run anywhere, any number of times.
+pub async fn audit_ledgers(metadata: &dyn MetadataStore) -> Result<Vec<Repaired>, StoreError> {
+    let mut repaired = Vec::new();
+    for campaign in metadata.campaigns().await? {
+        for _ in 0..AUDIT_TRIES {
+            let Some(before) = metadata.campaign(&campaign.name).await? else {
+                break;
+            };
+            let leases = metadata.leases(&campaign.name).await?;
+            let Some(after) = metadata.campaign(&campaign.name).await? else {
+                break;
+            };
+            if after.ledger.writes != before.ledger.writes {
+                continue;
+            }
+            let held = leases.iter().fold(MicroUsd::ZERO, |sum, lease| {
+                sum.saturating_add(lease.amount)
+            });
+            let Some(found) = after.ledger.discrepancy(held) else {
+                break;
+            };
+            if metadata
+                .repair_ledger(&after.name, &after.ledger, held)
+                .await?
+            {
+                repaired.push(Repaired {
+                    campaign: after.name,
+                    found,
+                });
+            }
+            break;
+        }
+    }
+    Ok(repaired)
 }
 
 #[cfg(test)]

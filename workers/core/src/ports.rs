@@ -4,7 +4,9 @@
 //! and a test implementation can all honour it exactly.
 
 use crate::MicroUsd;
-use crate::budget::{BudgetLease, CampaignRecord, CampaignState, Spend, Submitted};
+use crate::budget::{
+    BudgetLease, CampaignRecord, CampaignState, Ledger, SliceSize, Spend, Submitted,
+};
 use crate::lifecycle::Trigger;
 use crate::message::ResultKey;
 use crate::trajectory::{ChatMessage, ExitStatus, RecordStatus, Role};
@@ -224,9 +226,50 @@ pub enum CommitOutcome {
     AlreadyCommitted(Box<TrajectoryMeta>),
 }
 
+/// A request for a budget slice: `lease` names it (its `amount` is what it wants at most),
+/// the rest says how small it may be and what it pays for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draw {
+    pub lease: BudgetLease,
+    /// The least of any use (one call's worst case).
+    pub minimum: MicroUsd,
+    /// How many holders share the headroom ([`SliceSize::holders`]).
+    pub holders: u32,
+    pub spend: Spend,
+}
+
+impl Draw {
+    /// A slice of exactly `lease.amount`, or nothing.
+    pub fn exact(lease: BudgetLease, spend: Spend) -> Draw {
+        Draw {
+            minimum: lease.amount,
+            holders: 1,
+            lease,
+            spend,
+        }
+    }
+
+    pub fn size(&self) -> SliceSize {
+        SliceSize {
+            wanted: self.lease.amount,
+            minimum: self.minimum,
+            holders: self.holders,
+        }
+    }
+
+    /// The lease as granted: `amount` of it.
+    pub fn granted(&self, amount: MicroUsd) -> BudgetLease {
+        BudgetLease {
+            amount,
+            ..self.lease.clone()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reservation {
-    Granted,
+    /// The lease as stored: its amount is what was granted.
+    Granted(BudgetLease),
     /// Would fit once reservations in flight settle: ask again shortly.
     Busy,
     /// Refused; the campaign record as it stands (its state says why).
@@ -315,13 +358,23 @@ pub trait MetadataStore: Send + Sync {
     ) -> Result<(CampaignRecord, Submitted), StoreError>;
     async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError>;
     async fn campaigns(&self) -> Result<Vec<CampaignRecord>, StoreError>;
-    /// Applies [`CampaignRecord::reserve`] for `lease.amount` and stores the lease, in one
-    /// atomic write; a refusal marks a running campaign `exhausted` with the reason.
-    async fn reserve(&self, lease: &BudgetLease, spend: Spend) -> Result<Reservation, StoreError>;
+    /// Applies [`CampaignRecord::draw`] for the draw's size and stores the lease with the
+    /// amount granted, in one atomic write; a refusal marks a running campaign `exhausted`
+    /// with the reason.
+    async fn reserve(&self, draw: &Draw) -> Result<Reservation, StoreError>;
     /// Removes the lease and books `actual` against it, in one atomic write. Idempotent:
-    /// `Ok(false)` when the lease is gone already (settled, or reclaimed as dead), and
-    /// nothing is booked twice.
+    /// `Ok(false)` when the lease is gone already (settled, or reclaimed as dead) or holds
+    /// another amount than `lease` says, and nothing is booked twice.
     async fn settle(&self, lease: &BudgetLease, actual: MicroUsd) -> Result<bool, StoreError>;
+    /// Applies [`CampaignRecord::repair`] with `held` (what the leases hold) if the
+    /// campaign's ledger is still `seen` (no ledger write since), atomically; `Ok(false)`
+    /// when it moved.
+    async fn repair_ledger(
+        &self,
+        campaign: &str,
+        seen: &Ledger,
+        held: MicroUsd,
+    ) -> Result<bool, StoreError>;
     /// Moves the lease's expiry to `lease.expires_at` while its call runs; `Ok(false)` when
     /// it is gone (reclaimed: its settle will book nothing).
     async fn renew(&self, lease: &BudgetLease) -> Result<bool, StoreError>;

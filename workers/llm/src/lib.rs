@@ -10,7 +10,8 @@
 //!   circuit breaker.
 //! * [`ReplayChat`]: keyless, plays the scripted actions of a task.
 //! * [`ModelPool`]: the campaign's models, with fallbacks.
-//! * [`Meter`]: the budgeted call (reserve → call → settle) every caller goes through.
+//! * [`Meter`]: the budgeted call (hold → call → book) every caller goes through, on the
+//!   budget slices of the process's [`Wallet`].
 
 mod anthropic;
 #[cfg(feature = "bedrock")]
@@ -21,6 +22,7 @@ mod metered;
 mod openai;
 mod pool;
 mod replay;
+mod wallet;
 
 pub use anthropic::AnthropicWire;
 #[cfg(feature = "bedrock")]
@@ -34,6 +36,7 @@ pub use openai::{OpenAiChat, OpenAiWire};
 pub type AnthropicChat = HttpChat<AnthropicWire>;
 pub use pool::{ModelPool, PoolCompletion};
 pub use replay::ReplayChat;
+pub use wallet::{Hold, Holding, IDLE_RETURN, SLICE_CALLS, Wallet};
 
 /// A rough, deliberately high token estimate for text (used for budget reservations and
 /// for providers that report no usage): about 3 characters per token.

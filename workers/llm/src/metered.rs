@@ -1,39 +1,28 @@
-//! The metered call: reserve → call → settle, the one budget policy every LLM call of a
+//! The metered call: hold → call → book, the one budget policy every LLM call of a
 //! campaign goes through (a rollout's steps, the judge).
 //!
-//! * The worst case (prompt estimate plus `max_tokens`) is reserved as a
-//!   [`BudgetLease`] before the call; the real cost is booked after it.
-//! * `Busy` (other calls hold the rest of the budget) waits, up to a patience the caller
+//! * The worst case (prompt estimate plus `max_tokens`) is held on one of the process's
+//!   budget slices ([`Wallet`]) before the call; the real cost is booked after it.
+//! * Budget other holders hold (`Busy`) is waited for, up to a patience the caller
 //!   chooses; the wait is the infrastructure's time, reported in [`MeteredCall::waited`].
-//! * While the call runs its lease is renewed, so the fleet's reconciler
-//!   ([`synthfleet_core::liveness::reclaim_leases`]) only takes leases whose call is over.
+//! * While the call runs the process's slices are renewed, so the fleet's reconciler
+//!   ([`synthfleet_core::liveness::reclaim_leases`]) only takes slices whose holder is gone.
 //! * A call cut off by a shutdown is booked at its worst case (the provider may bill it);
-//!   a call that failed books nothing.
-//! * A settle that fails is retried; settling is idempotent, so a retry after a settle
-//!   that did apply books nothing twice. One that keeps failing is logged and leaves the
-//!   lease to expire and be reclaimed at its worst case: the cap holds either way, and the
-//!   call's outcome (a paid reply, a failure, a shutdown) is never replaced by it.
+//!   a call that failed books what the provider billed.
 
+use crate::wallet::{Holding, Wallet};
 use crate::{ModelPool, PoolCompletion};
-use backon::{ExponentialBuilder, Retryable};
-use chrono::Utc;
 use std::time::Duration;
+use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{BudgetLease, CampaignRecord, Spend};
-use synthfleet_core::ports::{ChatRequest, LlmError, MetadataStore, Reservation, StoreError};
-use synthfleet_core::{MicroUsd, error_chain};
+use synthfleet_core::ports::{ChatRequest, LlmError, StoreError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
-/// Pause before asking again for budget held by calls in flight.
-const BUSY_WAIT: Duration = Duration::from_millis(250);
-
-/// Who pays for calls, and who holds their leases.
+/// Who pays for calls: the pool calls, the wallet holds the budget.
 pub struct Meter<'a> {
     pub pool: &'a ModelPool,
-    pub metadata: &'a dyn MetadataStore,
-    /// The worker (or process) id the leases are held by.
-    pub owner: &'a str,
+    pub wallet: &'a Wallet,
     pub cancel: &'a CancellationToken,
 }
 
@@ -91,42 +80,30 @@ pub enum MeterError {
 
 impl Meter<'_> {
     pub async fn call(&self, call: &MeteredRequest<'_>) -> Result<MeteredCall, MeterError> {
-        let amount = self
+        let worst = self
             .pool
             .worst_case_cost(call.model, call.request)
             .map_err(MeterError::Cost)?;
+        // Slices must be renewed while held, also by a caller with no heartbeat (the judge).
+        self.wallet.renew_due().await;
         let started = Instant::now();
-        let mut lease = loop {
-            let lease = BudgetLease::new(call.campaign, self.owner, amount, Utc::now());
-            let reservation = match self.metadata.reserve(&lease, call.spend).await {
-                Ok(reservation) => reservation,
-                Err(source) => {
-                    // It may have gone through before the error: release it if it did.
-                    let _ = self.metadata.settle(&lease, MicroUsd::ZERO).await;
-                    return Err(MeterError::Reserve {
-                        campaign: call.campaign.to_owned(),
-                        source,
-                    });
-                }
-            };
-            match reservation {
-                Reservation::Granted => break lease,
-                Reservation::Refused(record) => {
-                    return Ok(MeteredCall {
-                        outcome: Metered::Refused(record),
-                        waited: started.elapsed(),
-                    });
-                }
-                Reservation::Busy if started.elapsed() > call.busy_patience => {
-                    return Err(MeterError::BudgetHeld {
-                        campaign: call.campaign.to_owned(),
-                        waited: started.elapsed(),
-                    });
-                }
-                Reservation::Busy => tokio::select! {
-                    _ = tokio::time::sleep(BUSY_WAIT) => {}
-                    _ = self.cancel.cancelled() => return Err(MeterError::Interrupted),
-                },
+        let hold = match self
+            .wallet
+            .hold(
+                call.campaign,
+                call.spend,
+                worst,
+                call.busy_patience,
+                self.cancel,
+            )
+            .await?
+        {
+            Holding::Held(hold) => hold,
+            Holding::Refused(record) => {
+                return Ok(MeteredCall {
+                    outcome: Metered::Refused(record),
+                    waited: started.elapsed(),
+                });
             }
         };
         let waited = started.elapsed();
@@ -138,17 +115,13 @@ impl Meter<'_> {
             tokio::select! {
                 reply = &mut completion => break reply,
                 _ = self.cancel.cancelled() => {
-                    self.settle(&lease, lease.amount).await;
+                    let worst = hold.worst();
+                    self.wallet.release(hold, worst).await;
                     return Err(MeterError::Interrupted);
                 }
                 _ = tokio::time::sleep_until(renew_at) => {
                     renew_at += BudgetLease::RENEW_EVERY;
-                    lease = lease.renewed(Utc::now());
-                    match self.metadata.renew(&lease).await {
-                        Ok(true) => {}
-                        Ok(false) => warn!(lease = %lease.id, "budget lease was reclaimed while its call ran; it stays booked at its worst case"),
-                        Err(e) => warn!(lease = %lease.id, error = %error_chain(&e), "renewing a budget lease failed"),
-                    }
+                    self.wallet.renew_due().await;
                 }
             }
         };
@@ -158,7 +131,7 @@ impl Meter<'_> {
                     .served_by
                     .cost(&reply.completion.usage)
                     .saturating_add(reply.fallback_billed);
-                self.settle(&lease, cost).await;
+                self.wallet.release(hold, cost).await;
                 Metered::Completed {
                     reply: Box::new(reply),
                     cost,
@@ -166,29 +139,10 @@ impl Meter<'_> {
             }
             Err(e) => {
                 // What the provider billed for answered but broken attempts is spent.
-                self.settle(&lease, e.billed()).await;
+                self.wallet.release(hold, e.billed()).await;
                 Metered::Failed(e)
             }
         };
         Ok(MeteredCall { outcome, waited })
-    }
-
-    /// Settles with bounded retries. `false` from the store means the lease was reclaimed
-    /// meanwhile (booked at its worst case): nothing more to do. A settle that never goes
-    /// through leaves the lease to the reclaimer.
-    async fn settle(&self, lease: &BudgetLease, actual: MicroUsd) {
-        let settled = (|| self.metadata.settle(lease, actual))
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_millis(100))
-                    .with_max_times(6),
-            )
-            .notify(|e, after| {
-                warn!(lease = %lease.id, error = %error_chain(e), retry_in_ms = after.as_millis() as u64, "settling a call failed; retrying");
-            })
-            .await;
-        if let Err(e) = settled {
-            warn!(lease = %lease.id, campaign = %lease.campaign, error = %error_chain(&e), "settling a call kept failing; its lease is reclaimed at its worst case once it expires");
-        }
     }
 }

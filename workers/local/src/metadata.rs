@@ -10,12 +10,12 @@ use chrono::Utc;
 use redb::{ReadableTable, WriteTransaction};
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{
-    BudgetLease, CampaignRecord, CampaignState, ReserveOutcome, Spend, Submitted,
+    BudgetLease, CampaignRecord, CampaignState, Ledger, ReserveOutcome, Submitted,
 };
 use synthfleet_core::lifecycle::Trigger;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, MetadataStore, Reservation, StoreError, TrajectoryMeta,
+    CommitOutcome, DeadLetter, Draw, MetadataStore, Reservation, StoreError, TrajectoryMeta,
     WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::RecordStatus;
@@ -238,25 +238,26 @@ impl MetadataStore for LocalMetadata {
             .await
     }
 
-    async fn reserve(&self, lease: &BudgetLease, spend: Spend) -> Result<Reservation, StoreError> {
-        let lease = lease.clone();
+    async fn reserve(&self, draw: &Draw) -> Result<Reservation, StoreError> {
+        let draw = draw.clone();
         self.state
             .blocking(move |state| {
                 state.write("reserving budget", |tx| {
-                    let outcome = update_campaign(tx, &lease.campaign, |record| {
-                        match record.reserve(lease.amount, spend) {
-                            ReserveOutcome::Granted => Reservation::Granted,
-                            ReserveOutcome::Busy => Reservation::Busy,
-                            ReserveOutcome::Exhausted => {
-                                Reservation::Refused(Box::new(record.clone()))
-                            }
-                        }
+                    let drawn = update_campaign(tx, &draw.lease.campaign, |record| {
+                        record
+                            .draw(draw.size(), draw.spend)
+                            .map_err(|refused| (refused, Box::new(record.clone())))
                     })?;
-                    if outcome == Reservation::Granted {
-                        tx.open_table(LEASES)?
-                            .insert(lease_key(&lease).as_str(), to_json(&lease)?.as_slice())?;
-                    }
-                    Ok(outcome)
+                    Ok(match drawn {
+                        Ok(amount) => {
+                            let lease = draw.granted(amount);
+                            tx.open_table(LEASES)?
+                                .insert(lease_key(&lease).as_str(), to_json(&lease)?.as_slice())?;
+                            Reservation::Granted(lease)
+                        }
+                        Err((ReserveOutcome::Busy, _)) => Reservation::Busy,
+                        Err((_, record)) => Reservation::Refused(record),
+                    })
                 })
             })
             .await
@@ -267,17 +268,44 @@ impl MetadataStore for LocalMetadata {
         self.state
             .blocking(move |state| {
                 state.write("settling budget", |tx| {
-                    if tx
-                        .open_table(LEASES)?
-                        .remove(lease_key(&lease).as_str())?
-                        .is_none()
-                    {
+                    let mut leases = tx.open_table(LEASES)?;
+                    let key = lease_key(&lease);
+                    // Only the lease as stored, with the amount it holds.
+                    let stored: Option<BudgetLease> = match leases.get(key.as_str())? {
+                        Some(value) => Some(from_json("budget lease", value.value())?),
+                        None => None,
+                    };
+                    if stored.is_none_or(|stored| stored.amount != lease.amount) {
                         return Ok(false);
                     }
+                    leases.remove(key.as_str())?;
+                    drop(leases);
                     update_campaign(tx, &lease.campaign, |record| {
                         record.settle(lease.amount, actual)
                     })?;
                     Ok(true)
+                })
+            })
+            .await
+    }
+
+    async fn repair_ledger(
+        &self,
+        campaign: &str,
+        seen: &Ledger,
+        held: MicroUsd,
+    ) -> Result<bool, StoreError> {
+        let (campaign, seen) = (campaign.to_owned(), *seen);
+        self.state
+            .blocking(move |state| {
+                state.write("repairing a budget ledger", |tx| {
+                    update_campaign(tx, &campaign, |record| {
+                        let unchanged = record.ledger == seen;
+                        if unchanged {
+                            record.repair(held);
+                        }
+                        unchanged
+                    })
                 })
             })
             .await

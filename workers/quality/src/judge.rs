@@ -10,7 +10,7 @@ use synthfleet_core::budget::Spend;
 use synthfleet_core::ports::ChatRequest;
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::trajectory::{ChatMessage, Role, TrajectoryRecord};
-use synthfleet_llm::{Meter, Metered, MeteredRequest, ModelPool};
+use synthfleet_llm::{Meter, Metered, MeteredRequest, ModelPool, Wallet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -109,69 +109,76 @@ pub async fn run(
         .map(|(item, _)| item)
         .collect();
     info!(candidates = candidates.len(), "judging");
-    // A judge run sends no heartbeats: its leases live as long as its calls renew them.
+    // A judge run sends no heartbeats: its slices live as long as its calls renew them,
+    // and go back to the campaign when it ends.
     let owner = format!("judge-pid{}", std::process::id());
+    let wallet = Wallet::new(store.metadata.clone(), &owner);
     let never = CancellationToken::new();
     let meter = Meter {
         pool,
-        metadata: store.metadata.as_ref(),
-        owner: &owner,
+        wallet: &wallet,
         cancel: &never,
     };
-    for (i, item) in candidates.iter().enumerate() {
-        let record = item.record(store).await?;
-        let request = request(&record);
-        let call = meter
-            .call(&MeteredRequest {
-                campaign: &campaign,
-                spend: Spend::Quality,
-                model: &judge.model,
-                replay: &[],
-                request: &request,
-                busy_patience: BUSY_LIMIT,
-            })
+    let judging: Result<(), QualityError> = async {
+        for (i, item) in candidates.iter().enumerate() {
+            let record = item.record(store).await?;
+            let request = request(&record);
+            let call = meter
+                .call(&MeteredRequest {
+                    campaign: &campaign,
+                    spend: Spend::Quality,
+                    model: &judge.model,
+                    replay: &[],
+                    request: &request,
+                    busy_patience: BUSY_LIMIT,
+                })
+                .await?;
+            let (reply, cost) = match call.outcome {
+                Metered::Completed { reply, cost } => (reply, cost),
+                Metered::Failed(e) => {
+                    return Err(QualityError::Judge {
+                        model: judge.model.clone(),
+                        source: e,
+                    });
+                }
+                Metered::Refused(_) => {
+                    run.out_of_budget = (candidates.len() - i) as u64;
+                    warn!(
+                        left = run.out_of_budget,
+                        "campaign budget exhausted: judging stopped"
+                    );
+                    break;
+                }
+            };
+            run.cost_usd += cost.as_usd();
+            let text = reply.completion.message.content.unwrap_or_default();
+            let Some((pass, reason)) = parse(&text) else {
+                warn!(trajectory = %record.trajectory_id, reply = %text.chars().take(200).collect::<String>(), "judge reply is not the JSON verdict asked for");
+                run.malformed += 1;
+                continue;
+            };
+            let verdict = JudgeVerdict {
+                trajectory_id: record.trajectory_id.clone(),
+                model: reply.served_by.name.clone(),
+                pass,
+                reason,
+                cost_usd: cost.as_usd(),
+            };
+            write_json(
+                store.objects.as_ref(),
+                &quality_key(&campaign, &format!("judge/{}.json", record.trajectory_id)),
+                &verdict,
+            )
             .await?;
-        let (reply, cost) = match call.outcome {
-            Metered::Completed { reply, cost } => (reply, cost),
-            Metered::Failed(e) => {
-                return Err(QualityError::Judge {
-                    model: judge.model.clone(),
-                    source: e,
-                });
-            }
-            Metered::Refused(_) => {
-                run.out_of_budget = (candidates.len() - i) as u64;
-                warn!(
-                    left = run.out_of_budget,
-                    "campaign budget exhausted: judging stopped"
-                );
-                break;
-            }
-        };
-        run.cost_usd += cost.as_usd();
-        let text = reply.completion.message.content.unwrap_or_default();
-        let Some((pass, reason)) = parse(&text) else {
-            warn!(trajectory = %record.trajectory_id, reply = %text.chars().take(200).collect::<String>(), "judge reply is not the JSON verdict asked for");
-            run.malformed += 1;
-            continue;
-        };
-        let verdict = JudgeVerdict {
-            trajectory_id: record.trajectory_id.clone(),
-            model: reply.served_by.name.clone(),
-            pass,
-            reason,
-            cost_usd: cost.as_usd(),
-        };
-        write_json(
-            store.objects.as_ref(),
-            &quality_key(&campaign, &format!("judge/{}.json", record.trajectory_id)),
-            &verdict,
-        )
-        .await?;
-        run.judged += 1;
-        run.passed += u64::from(pass);
-        judged.insert(verdict.trajectory_id.clone(), verdict);
+            run.judged += 1;
+            run.passed += u64::from(pass);
+            judged.insert(verdict.trajectory_id.clone(), verdict);
+        }
+        Ok(())
     }
+    .await;
+    wallet.close().await;
+    judging?;
     Ok(run)
 }
 

@@ -104,11 +104,10 @@ impl Rollouts {
                 max_tokens: 0,
                 temperature: None,
             };
-            // Budget: the worst case is reserved before the call, the real cost booked after.
+            // Budget: the worst case is held on a slice before the call, the real cost booked after.
             let meter = Meter {
                 pool: &self.pool,
-                metadata: self.store.metadata.as_ref(),
-                owner: &self.worker_id,
+                wallet: &self.wallet,
                 cancel,
             };
             let llm_started = Instant::now();

@@ -30,7 +30,7 @@ use synthfleet_core::trajectory::{
     Environment, ErrorKind, ExitStatus, SCHEMA_VERSION, ScaffoldInfo, Timings, Totals,
     TrajectoryRecord, redact,
 };
-use synthfleet_llm::ModelPool;
+use synthfleet_llm::{ModelPool, Wallet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
 
@@ -56,6 +56,8 @@ pub struct Rollouts {
     pub store: TrajectoryStore,
     pub templates: Arc<Templates>,
     pub worker_id: String,
+    /// The worker's budget slices, shared by its rollouts of every campaign.
+    pub wallet: Arc<Wallet>,
     /// Secret values (API keys) scrubbed from every record before it is stored.
     pub secrets: Vec<String>,
 }

@@ -1,6 +1,8 @@
-//! The worker in its fleet: liveness heartbeats, each model's rate limits shared among the
-//! live workers, the sandboxes and budget leases of dead ones reclaimed, and the host kept
-//! out of scale-ins while rollouts run (counted by an [`InFlight`] guard).
+//! The worker in its fleet: liveness heartbeats, each model's rate limits and each
+//! campaign's budget headroom shared among the live workers, the worker's own budget
+//! slices renewed and returned when idle, the sandboxes and budget slices of dead workers
+//! reclaimed, the ledgers audited, and the host kept out of scale-ins while rollouts run
+//! (counted by an [`InFlight`] guard).
 
 use super::Shared;
 use chrono::Utc;
@@ -39,20 +41,38 @@ impl Drop for InFlight<'_> {
 }
 
 pub(super) async fn heartbeats(shared: Arc<Shared>) {
+    let mut beats_sent: u64 = 0;
     loop {
         shared.beat().await;
-        // One read of the fleet's heartbeats serves the rate-limit shares and the reaper.
+        // One read of the fleet's heartbeats serves the shares and the reaper.
+        let mut live = 1;
         if let Some(beats) = shared.fleet_heartbeats().await {
-            shared.count_live_workers(&beats);
+            live = shared.count_live_workers(&beats);
             shared.reap_dead_owners(&beats).await;
         }
+        shared.wallet.housekeep().await;
         shared.reclaim_stale_leases().await;
+        if audits_now(&shared.config.worker_id, beats_sent, live) {
+            shared.audit_ledgers().await;
+        }
+        beats_sent += 1;
         shared.guard_scale_in().await;
         tokio::select! {
             _ = tokio::time::sleep(shared.config.heartbeat_every) => {}
             _ = shared.went_idle.notified() => {}
         }
     }
+}
+
+/// Whether this beat is the worker's turn to audit the ledgers: one beat in `live`, at an
+/// offset of its own (from its id), so the fleet audits about once per heartbeat interval
+/// however many workers it has.
+fn audits_now(worker_id: &str, beat: u64, live: usize) -> bool {
+    let live = live.max(1) as u64;
+    let offset = worker_id
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    beat.wrapping_add(offset).is_multiple_of(live)
 }
 
 impl Shared {
@@ -86,42 +106,54 @@ impl Shared {
         match liveness::reclaim_leases(self.metadata.as_ref(), Reclaim::Stale(Utc::now())).await {
             Ok(reclaimed) => {
                 for lease in reclaimed {
-                    info!(campaign = %lease.campaign, owner = %lease.owner, amount = %lease.amount, "reclaimed the budget lease of a dead call, booked at its worst case");
+                    info!(campaign = %lease.campaign, owner = %lease.owner, amount = %lease.amount, "reclaimed the budget slice of a dead holder, booked at its full amount");
                 }
             }
             Err(e) => warn!(error = %error_chain(&e), "reclaiming stale budget leases failed"),
         }
     }
 
-    /// The fleet's heartbeats, when this worker shares rate limits or reaps sandboxes of
-    /// dead workers (`None` otherwise, or when they cannot be read: both wait a beat).
-    async fn fleet_heartbeats(&self) -> Option<Vec<WorkerHeartbeat>> {
-        if self.guards.is_none() && self.reaper.is_none() {
-            return None;
+    /// Checks that every campaign's `reserved` is what its leases hold, and repairs a
+    /// difference (booked at its worst case).
+    async fn audit_ledgers(&self) {
+        match liveness::audit_ledgers(self.metadata.as_ref()).await {
+            Ok(repaired) => {
+                for r in repaired {
+                    warn!(campaign = %r.campaign, reserved = %r.found.reserved, held = %r.found.held, "the budget ledger's reserved amount was not what its leases hold; repaired (a reservation no lease accounts for is booked as spent)");
+                }
+            }
+            Err(e) => warn!(error = %error_chain(&e), "auditing the budget ledgers failed"),
         }
+    }
+
+    /// The fleet's heartbeats (`None` when they cannot be read: the shares and the reaper
+    /// wait a beat).
+    async fn fleet_heartbeats(&self) -> Option<Vec<WorkerHeartbeat>> {
         match self.metadata.heartbeats().await {
             Ok(beats) => Some(beats),
             Err(e) => {
-                warn!(error = %error_chain(&e), "reading the fleet's heartbeats failed; rate-limit shares and dead workers' sandboxes wait for the next beat");
+                warn!(error = %error_chain(&e), "reading the fleet's heartbeats failed; rate-limit shares, budget shares and dead workers' sandboxes wait for the next beat");
                 None
             }
         }
     }
 
-    /// Shares the models' rate limits among the workers whose heartbeat is fresh.
-    fn count_live_workers(&self, beats: &[WorkerHeartbeat]) {
-        let Some(guards) = &self.guards else {
-            return;
-        };
+    /// Shares the models' rate limits and the campaigns' budget headroom among the workers
+    /// whose heartbeat is fresh; returns how many there are.
+    fn count_live_workers(&self, beats: &[WorkerHeartbeat]) -> usize {
         let now = Utc::now();
         let live = beats.iter().filter(|b| !liveness::is_stale(b, now)).count();
-        if u32::try_from(live).ok() != Some(guards.workers()) {
-            info!(
-                live,
-                "live workers changed: each paces its calls at its share of every rate limit"
-            );
+        self.wallet.set_holders(live);
+        if let Some(guards) = &self.guards {
+            if u32::try_from(live).ok() != Some(guards.workers()) {
+                info!(
+                    live,
+                    "live workers changed: each paces its calls at its share of every rate limit"
+                );
+            }
+            guards.set_workers(live);
         }
-        guards.set_workers(live);
+        live
     }
 
     /// Removes the sandboxes on this host of workers whose heartbeat is stale.

@@ -27,7 +27,7 @@ use synthfleet_core::ports::{
     HostCapacity, MetadataStore, Queue, SandboxProvider, ScaleInProtection,
 };
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
-use synthfleet_llm::ModelGuards;
+use synthfleet_llm::{ModelGuards, Wallet};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -143,6 +143,7 @@ pub struct Worker {
     campaigns: Arc<dyn CampaignSource>,
     queue: Arc<dyn Queue>,
     metadata: Arc<dyn MetadataStore>,
+    wallet: Arc<Wallet>,
     config: WorkerConfig,
     reaper: Option<Arc<dyn SandboxProvider>>,
     protection: Option<Arc<dyn ScaleInProtection>>,
@@ -155,6 +156,9 @@ struct Shared {
     campaigns: Arc<dyn CampaignSource>,
     queue: Arc<dyn Queue>,
     metadata: Arc<dyn MetadataStore>,
+    /// The budget slices the rollouts hold (the campaigns' `Rollouts` share it): renewed,
+    /// and returned when idle, with every heartbeat; all returned when the worker stops.
+    wallet: Arc<Wallet>,
     config: WorkerConfig,
     events: EventSink,
     counters: Counters,
@@ -177,16 +181,20 @@ struct Shared {
 }
 
 impl Worker {
+    /// A worker serving `queue`; `wallet` is the one its campaigns' rollouts hold their
+    /// budget in.
     pub fn new(
         campaigns: Arc<dyn CampaignSource>,
         queue: Arc<dyn Queue>,
         metadata: Arc<dyn MetadataStore>,
+        wallet: Arc<Wallet>,
         config: WorkerConfig,
     ) -> Worker {
         Worker {
             campaigns,
             queue,
             metadata,
+            wallet,
             config,
             reaper: None,
             protection: None,

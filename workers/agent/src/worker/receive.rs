@@ -27,6 +27,7 @@ impl Worker {
             campaigns: self.campaigns.clone(),
             queue: self.queue.clone(),
             metadata: self.metadata.clone(),
+            wallet: self.wallet.clone(),
             config: self.config.clone(),
             events,
             counters: Counters::default(),
@@ -98,6 +99,8 @@ impl Worker {
             }
         }
         beating.abort();
+        // Every rollout ended: the budget slices go back to their campaigns.
+        shared.wallet.close().await;
         shared.beat().await;
         shared.guard_scale_in().await;
         let c = &shared.counters;
