@@ -140,8 +140,9 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
         String::from_utf8_lossy(&again.stdout)
     );
 
-    // Heartbeats every second: a worker that misses three is dead.
-    let beats = ["--heartbeat-s", "1"];
+    // Heartbeats every second: a worker that misses three is dead. Named a deployment, the
+    // workers publish their metrics as EMF lines among their JSON logs.
+    let beats = ["--heartbeat-s", "1", "--deployment", "e2e"];
     let w1 = spawn_worker(&moto, "w1", &beats);
     let mut w2 = spawn_worker(&moto, "w2", &beats);
     // A worker without the model's key variable hands every task back, costing no attempt.
@@ -238,6 +239,19 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
         log1.contains("\"campaign\":\"aws-fleet\"") || log2.contains("\"campaign\":\"aws-fleet\""),
         "JSON logs carry campaign spans"
     );
+    let emf: Vec<serde_json::Value> = [&log1, &log2]
+        .iter()
+        .flat_map(|log| log.lines())
+        .filter(|line| line.contains("\"_aws\""))
+        .map(|line| serde_json::from_str(line).expect("an EMF line is one JSON object"))
+        .collect();
+    for metric in ["RolloutsCompleted", "LlmRequests", "WorkerHeartbeat"] {
+        assert!(
+            emf.iter()
+                .any(|doc| doc.get(metric).is_some() && doc["Deployment"] == "e2e"),
+            "{metric} published: {log1}\n{log2}"
+        );
+    }
 
     // Exactly one result per (instance, sample), each complete and verified on read.
     let metas = store.metadata.trajectories(&fx.name).await.expect("list");

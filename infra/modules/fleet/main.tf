@@ -12,6 +12,8 @@ locals {
     SYNTHFLEET_CONCURRENCY  = tostring(var.concurrency)
     SYNTHFLEET_MAX_ATTEMPTS = tostring(var.max_attempts)
     SYNTHFLEET_MAX_RECEIVES = tostring(var.max_receives)
+    # The metrics' Deployment dimension, as the dashboard and alarms query it.
+    SYNTHFLEET_DEPLOYMENT = var.name_prefix
   })
   asg_env = merge(local.worker_env, { SYNTHFLEET_ASG_NAME = local.group_name })
   ecs_env = merge(local.worker_env, { SYNTHFLEET_ECS_TASK_PROTECTION = "true" })

@@ -14,6 +14,7 @@ use std::time::Duration;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::message::TaskMessage;
+use synthfleet_core::metrics::{DataPoint, Metric, MetricSink};
 use synthfleet_core::ports::{
     ChatCompletion, ChatModel, ChatRequest, ExecOutput, LlmError, MetadataStore, Queue, Sandbox,
     SandboxError, SandboxProvider, SandboxSpec, ScaleInProtection, StoreError, Usage,
@@ -226,6 +227,28 @@ impl ScaleInProtection for RecordedProtection {
     async fn set_protected(&self, protected: bool) -> Result<(), StoreError> {
         self.0.lock().expect("protection log").push(protected);
         Ok(())
+    }
+}
+
+/// Every data point a worker published.
+#[derive(Default)]
+pub struct RecordedMetrics(pub Mutex<Vec<DataPoint>>);
+
+impl RecordedMetrics {
+    /// The points of `metric`.
+    pub fn of(&self, metric: Metric) -> Vec<DataPoint> {
+        let points = self.0.lock().expect("metrics log");
+        points
+            .iter()
+            .filter(|p| p.metric == metric)
+            .cloned()
+            .collect()
+    }
+}
+
+impl MetricSink for RecordedMetrics {
+    fn publish(&self, point: DataPoint) {
+        self.0.lock().expect("metrics log").push(point);
     }
 }
 

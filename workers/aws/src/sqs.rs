@@ -207,6 +207,7 @@ impl Queue for SqsQueue {
             .wait_time_seconds(self.wait.as_secs() as i32)
             .visibility_timeout(secs(visibility, MAX_VISIBILITY))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| aws_error(BACKEND, format!("receiving from {}", self.queue_url), e))?;
@@ -214,16 +215,20 @@ impl Queue for SqsQueue {
             .messages()
             .iter()
             .filter_map(|m| {
-                let receive_count = m
-                    .attributes()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                let attribute = |name| m.attributes().and_then(|a| a.get(&name));
+                let receive_count = attribute(MessageSystemAttributeName::ApproximateReceiveCount)
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1);
+                // Epoch milliseconds.
+                let sent_at = attribute(MessageSystemAttributeName::SentTimestamp)
+                    .and_then(|v| v.parse().ok())
+                    .and_then(chrono::DateTime::from_timestamp_millis);
                 Some(Delivery {
                     message_id: m.message_id()?.to_owned(),
                     receipt: m.receipt_handle()?.to_owned(),
                     body: m.body().unwrap_or_default().to_owned(),
                     receive_count,
+                    sent_at,
                 })
             })
             .collect())

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args, log_format).await,
             Command::Submit(args) => submit::submit(args).await,
-            Command::Worker(args) => worker::worker(args).await,
+            Command::Worker(args) => worker::worker(args, log_format).await,
             Command::Pause(args) => control::pause(args).await,
             Command::Resume(args) => control::resume(args).await,
             Command::Redrive(args) => control::redrive(args).await,

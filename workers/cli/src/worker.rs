@@ -14,6 +14,7 @@ use synthfleet_core::ports::SandboxProvider;
 use synthfleet_llm::{ModelGuards, Wallet};
 use synthfleet_sandbox::{DiskGuard, DockerSandboxes, WarmPool};
 use synthfleet_term::BackendArgs;
+use synthfleet_term::logging::{EmfLines, LogFormat};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -115,6 +116,10 @@ pub struct WorkerArgs {
         conflicts_with = "asg_name"
     )]
     ecs_task_protection: bool,
+    /// The deployment's name (Terraform's `name_prefix`): with `--log-format json`, the
+    /// worker publishes its CloudWatch metrics under it as EMF lines among its logs.
+    #[arg(long, env = "SYNTHFLEET_DEPLOYMENT")]
+    deployment: Option<String>,
 }
 
 async fn terminated() {
@@ -139,7 +144,7 @@ async fn terminated() {
     }
 }
 
-pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+pub async fn worker(args: WorkerArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     if args.backend.backend != "aws" {
         anyhow::bail!(
             "`synthfleet worker` serves a shared queue: use --backend aws (the local store is single-process; use `synthfleet run` on one machine)"
@@ -215,12 +220,15 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             info!(%reason, "deferred a task of a campaign that accepts no work");
         }
     });
-    let worker = Worker::new(campaigns, queue, store.metadata.clone(), wallet, config)
+    let mut worker = Worker::new(campaigns, queue, store.metadata.clone(), wallet, config)
         .reaping_dead_owners(Arc::new(sandboxes.clone()))
         .sharing_model_guards(guards);
+    if let Some(sink) = EmfLines::sink(log_format, args.deployment.as_deref()) {
+        worker = worker.publishing_metrics(sink);
+    }
     // A fleet worker serves whichever campaigns come: images it used lately are the ones
     // about to be used again.
-    let mut worker = args.host.guard_disk(worker, &warm, Default::default());
+    worker = args.host.guard_disk(worker, &warm, Default::default());
     if let (Some(group), Some(instance)) = (&args.asg_name, &args.instance_id) {
         let client = synthfleet_aws::AwsClients::from_env().await.autoscaling;
         worker =

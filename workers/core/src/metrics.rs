@@ -258,6 +258,58 @@ pub fn emf(
     Ok(Value::Object(root))
 }
 
+/// One data point as a process measures it; a [`MetricSink`] publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataPoint {
+    pub metric: Metric,
+    /// The campaign it belongs to (none: fleet-wide, as the heartbeat).
+    pub campaign: Option<String>,
+    pub value: f64,
+    /// The `ErrorClass` dimension of [`Metric::LlmErrors`].
+    pub error_class: Option<ErrorClass>,
+    pub at: DateTime<Utc>,
+}
+
+impl DataPoint {
+    /// `value` of `metric`, measured now.
+    pub fn now(metric: Metric, campaign: Option<&str>, value: f64) -> DataPoint {
+        DataPoint {
+            metric,
+            campaign: campaign.map(str::to_owned),
+            value,
+            error_class: None,
+            at: Utc::now(),
+        }
+    }
+
+    /// A failed LLM call of `campaign`, of `class`: 1 [`Metric::LlmErrors`].
+    pub fn llm_error(campaign: &str, class: ErrorClass) -> DataPoint {
+        DataPoint {
+            error_class: Some(class),
+            ..DataPoint::now(Metric::LlmErrors, Some(campaign), 1.0)
+        }
+    }
+
+    /// The point as an EMF document of `deployment` (see [`emf`]).
+    pub fn emf(&self, deployment: &str) -> Result<Value, EmfError> {
+        let class = self.error_class.map(|c| [(ERROR_CLASS, c.as_str())]);
+        emf(
+            deployment,
+            self.campaign.as_deref(),
+            self.metric,
+            self.value,
+            class.as_ref().map_or(&[], |c| c.as_slice()),
+            self.at,
+        )
+    }
+}
+
+/// Where a process publishes its data points: in the fleet, EMF lines beside its JSON logs
+/// (`synthfleet_term::logging::EmfLines`). Publishing never fails the work it measures.
+pub trait MetricSink: Send + Sync {
+    fn publish(&self, point: DataPoint);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +464,33 @@ mod tests {
         );
         // A long value that is no dimension of this metric is only a member.
         assert!(emf("acme", Some(&long), Metric::WorkerHeartbeat, 1.0, &[], at()).is_ok());
+    }
+
+    #[test]
+    fn a_data_point_carries_its_error_class_as_the_dimension() {
+        let point = DataPoint {
+            at: at(),
+            ..DataPoint::llm_error("c1", ErrorClass::Timeout)
+        };
+        assert_eq!(
+            point.emf("acme"),
+            emf(
+                "acme",
+                Some("c1"),
+                Metric::LlmErrors,
+                1.0,
+                &[(ERROR_CLASS, "timeout")],
+                at()
+            )
+        );
+        let beat = DataPoint {
+            at: at(),
+            ..DataPoint::now(Metric::WorkerHeartbeat, None, 1.0)
+        };
+        assert_eq!(
+            beat.emf("acme"),
+            emf("acme", None, Metric::WorkerHeartbeat, 1.0, &[], at())
+        );
     }
 
     #[test]

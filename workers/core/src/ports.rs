@@ -61,6 +61,8 @@ pub struct Delivery {
     pub body: String,
     /// 1 on first delivery.
     pub receive_count: u32,
+    /// When the message was sent (its age is the `QueueAgeS` metric), if the queue says.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -290,6 +290,9 @@ impl Queue for LocalQueue {
                             message_id,
                             body: message.body.clone(),
                             receive_count: message.receive_count,
+                            sent_at: i64::try_from(message.sent_at_ms)
+                                .ok()
+                                .and_then(chrono::DateTime::from_timestamp_millis),
                         });
                         tx.open_table(MESSAGES)?.insert(key.as_str(), to_json(&message)?.as_slice())?;
                     }

@@ -1,9 +1,12 @@
 //! Logs: pretty for people (through the progress bar on a terminal, so lines do not tear
-//! it), JSON in the fleet, where it is asked for (`--log-format json`). `RUST_LOG` overrides
-//! the default level.
+//! it), JSON in the fleet, where it is asked for (`--log-format json`), with the fleet's
+//! metrics as EMF lines among them ([`EmfLines`]). `RUST_LOG` overrides the default level.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use synthfleet_core::metrics::{DataPoint, MetricSink};
+use tracing::warn;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -81,6 +84,41 @@ impl LogFormat {
         match self {
             LogFormat::Pretty => "pretty",
             LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Publishes data points as EMF lines on stderr, among the JSON logs: CloudWatch Logs
+/// takes the worker's output and makes each EMF event a metric of the deployment.
+pub struct EmfLines {
+    deployment: String,
+}
+
+impl EmfLines {
+    /// The sink of a process whose logs are `format`: EMF lines of `deployment` when the
+    /// logs are JSON (the fleet's) and a deployment is named, else none.
+    pub fn sink(format: LogFormat, deployment: Option<&str>) -> Option<Arc<dyn MetricSink>> {
+        match (format, deployment) {
+            (LogFormat::Json, Some(deployment)) if !deployment.is_empty() => {
+                Some(Arc::new(EmfLines {
+                    deployment: deployment.to_owned(),
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl MetricSink for EmfLines {
+    fn publish(&self, point: DataPoint) {
+        match point.emf(&self.deployment) {
+            Ok(document) => {
+                // The whole event is the document: one line, written in one call on the
+                // locked stream, so that no log line tears it.
+                let line = format!("{document}\n");
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+            Err(e) => warn!(error = %e, "a data point CloudWatch would drop was not published"),
         }
     }
 }

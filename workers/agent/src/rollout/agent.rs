@@ -11,6 +11,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use synthfleet_core::budget::Spend;
 use synthfleet_core::message::ResultKey;
+use synthfleet_core::metrics::ErrorClass;
 use synthfleet_core::ports::{ChatRequest, Sandbox};
 use synthfleet_core::task::Task;
 use synthfleet_core::trajectory::{
@@ -130,8 +131,12 @@ impl Rollouts {
                 }
                 Err(e) => return Ok(Ending::error(ErrorKind::Internal, error_chain(&e))),
             };
+            let called = |cost, error| events(RolloutEvent::LlmCall { cost, error });
             let (reply, cost) = match call.outcome {
-                Metered::Completed { reply, cost } => (reply, cost),
+                Metered::Completed { reply, cost } => {
+                    called(cost, None);
+                    (reply, cost)
+                }
                 Metered::Refused(campaign) => {
                     return Ok(Ending {
                         status: ExitStatus::BudgetExhausted,
@@ -139,6 +144,7 @@ impl Rollouts {
                     });
                 }
                 Metered::Failed(e) => {
+                    called(e.billed(), Some(ErrorClass::of(&e)));
                     StepBook::failed(
                         &mut record.totals,
                         &mut record.timings,

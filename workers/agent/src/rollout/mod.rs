@@ -21,8 +21,8 @@ use sandbox::read_patch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synthfleet_core::campaign::{Campaign, Protocol};
-use synthfleet_core::error_chain;
 use synthfleet_core::message::{ResultKey, TaskMessage};
+use synthfleet_core::metrics::ErrorClass;
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::templates::Templates;
@@ -30,6 +30,7 @@ use synthfleet_core::trajectory::{
     Environment, ErrorKind, ExitStatus, SCHEMA_VERSION, ScaffoldInfo, Timings, Totals,
     TrajectoryRecord, redact,
 };
+use synthfleet_core::{MicroUsd, error_chain};
 use synthfleet_llm::{ModelPool, Wallet};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span};
@@ -38,13 +39,21 @@ use tracing::{Instrument, debug, info_span};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interrupted;
 
-/// Progress inside a rollout, for progress bars and logs.
+/// Progress inside a rollout, for progress bars, logs and metrics.
 #[derive(Debug, Clone)]
 pub enum RolloutEvent {
     Step {
         key: ResultKey,
         step: u32,
         action: Option<String>,
+    },
+    /// The agent's sandbox was made, `took` after it was asked for.
+    SandboxReady { took: Duration },
+    /// An LLM call ended (one the budget refused is none): what it booked, and the class of
+    /// its final error when it failed.
+    LlmCall {
+        cost: MicroUsd,
+        error: Option<ErrorClass>,
     },
 }
 
@@ -175,6 +184,7 @@ impl Rollouts {
                 }
             };
             let work = async {
+                let asked = Instant::now();
                 let sandbox = tokio::select! {
                     created = verifier.create_agent_sandbox(task) => created,
                     _ = cancel.cancelled() => return Err(Interrupted),
@@ -183,6 +193,7 @@ impl Rollouts {
                     Err(error) => return Ok(Ending::error(ErrorKind::Sandbox, format!("sandbox setup failed: {}", error_chain(&error)))),
                     Ok(made) => made,
                 };
+                events(RolloutEvent::SandboxReady { took: asked.elapsed() });
                 record.image_digest = sandbox.image_digest().map(str::to_owned);
                 record.environment = Some(Environment {
                     workdir: task.workdir.clone(),

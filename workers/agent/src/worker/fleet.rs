@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use synthfleet_core::error_chain;
 use synthfleet_core::liveness::{self, Reclaim};
+use synthfleet_core::metrics::{DataPoint, Metric};
 use synthfleet_core::ports::WorkerHeartbeat;
 use synthfleet_llm::ModelGuards;
 use tracing::{debug, info, warn};
@@ -44,6 +45,7 @@ pub(super) async fn heartbeats(shared: Arc<Shared>) {
     let mut beats_sent: u64 = 0;
     loop {
         shared.beat().await;
+        shared.publish(DataPoint::now(Metric::WorkerHeartbeat, None, 1.0));
         // One read of the fleet's heartbeats serves the shares and the reaper.
         let mut live = 1;
         if let Some(beats) = shared.fleet_heartbeats().await {

@@ -5,11 +5,13 @@
 use super::disposition::{Admission, Disposition, Facts, Fate, Outcome, Standing, disposition};
 use super::{Shared, WorkerEvent};
 use crate::rollout::{Interrupted, RolloutEvent, Rollouts};
+use chrono::Utc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use synthfleet_core::error_chain;
 use synthfleet_core::message::{ResultKey, TaskMessage};
+use synthfleet_core::metrics::{DataPoint, Metric};
 use synthfleet_core::ports::{CommitOutcome, DeadLetter, Delivery, Queue, StoreError};
 use synthfleet_core::store::TrajectoryStoreError;
 use synthfleet_core::trajectory::{ExitStatus, TrajectoryRecord};
@@ -57,6 +59,26 @@ impl HandleError {
     }
 }
 
+/// The data points of a rollout's `event` (none for a step: that is progress).
+fn data_points(campaign: &str, event: RolloutEvent) -> impl Iterator<Item = DataPoint> {
+    let at = |metric, value| DataPoint::now(metric, Some(campaign), value);
+    let points = match event {
+        RolloutEvent::Step { .. } => vec![],
+        RolloutEvent::SandboxReady { took } => {
+            vec![at(Metric::SandboxAcquireMs, took.as_secs_f64() * 1000.0)]
+        }
+        RolloutEvent::LlmCall { cost, error } => {
+            let mut points = vec![
+                at(Metric::LlmRequests, 1.0),
+                at(Metric::SpendMicroUsd, cost.0 as f64),
+            ];
+            points.extend(error.map(|class| DataPoint::llm_error(campaign, class)));
+            points
+        }
+    };
+    points.into_iter()
+}
+
 impl Shared {
     /// Dead-letters a delivery; for a task message of the campaign, with its record.
     async fn dead_letter(
@@ -91,6 +113,10 @@ impl Shared {
             Err(e) => return self.dead_letter(&delivery, None, e.to_string()).await,
         };
         let key = message.result_key();
+        if let Some(sent) = delivery.sent_at {
+            let age = (Utc::now() - sent).num_milliseconds().max(0) as f64 / 1000.0;
+            self.publish(DataPoint::now(Metric::QueueAgeS, Some(&key.campaign), age));
+        }
         let span = info_span!("task", campaign = %key.campaign, instance = %key.instance_id, sample = key.sample_index);
         async {
             let settled = match self.decide(&delivery, &message).await {
@@ -194,9 +220,16 @@ impl Shared {
             lease.clone(),
         )));
         let events = self.events.clone();
+        let metrics = self.metrics.clone();
+        let campaign = message.campaign.clone();
         let on_step = move |event: RolloutEvent| match event {
             RolloutEvent::Step { key, step, action } => {
                 events(WorkerEvent::Step { key, step, action })
+            }
+            measured => {
+                if let Some(sink) = &metrics {
+                    data_points(&campaign, measured).for_each(|p| sink.publish(p));
+                }
             }
         };
         rollouts.run(message, &lease, &on_step).await
@@ -231,6 +264,11 @@ impl Shared {
         match outcome {
             CommitOutcome::Committed => {
                 self.counters.committed.fetch_add(1, Ordering::Relaxed);
+                self.publish(DataPoint::now(
+                    Metric::RolloutsCompleted,
+                    Some(&record.campaign),
+                    1.0,
+                ));
                 info!(trajectory = %record.trajectory_id, status = record.status().as_str(),
                     exit_status = %record.exit_status.as_ref().map(ToString::to_string).unwrap_or_default(),
                     resolved = record.verification.as_ref().map(|v| v.resolved),
@@ -369,14 +407,15 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use crate::testing::{
-        self, CAMPAIGN, MemorySandboxes, PATCH, START_COMMIT, ScriptedChat, TestBed, message,
-        task_row,
+        self, CAMPAIGN, MemorySandboxes, PATCH, RecordedMetrics, START_COMMIT, ScriptedChat,
+        TestBed, message, task_row,
     };
     use crate::worker::{WorkerEvent, WorkerSummary};
     use std::sync::Arc;
     use std::time::Duration;
     use synthfleet_core::budget::CampaignState;
     use synthfleet_core::message::TaskMessage;
+    use synthfleet_core::metrics::{ErrorClass, Metric};
     use synthfleet_core::ports::{MetadataStore, Queue};
     use synthfleet_core::trajectory::ExitStatus;
 
@@ -445,6 +484,84 @@ mod tests {
             .filter(|e| matches!(e, WorkerEvent::Finished { .. }))
             .count();
         assert_eq!(finished, 4);
+    }
+
+    #[tokio::test]
+    async fn a_worker_publishes_its_rollouts_calls_spend_sandboxes_and_queue_ages() {
+        let bed = TestBed::submitted(&[task_row("t1"), task_row("t2")], 2).await;
+        let rollouts = bed.rollouts(
+            ScriptedChat::running(&["ls"]),
+            Arc::new(MemorySandboxes::new()),
+        );
+        let metrics = Arc::new(RecordedMetrics::default());
+        let worker = bed
+            .worker(rollouts, testing::config())
+            .publishing_metrics(metrics.clone());
+        let (summary, _) = bed.run(&worker).await;
+        assert_eq!(summary.committed, 4);
+
+        let total = |metric| -> f64 { metrics.of(metric).iter().map(|p| p.value).sum() };
+        let records = bed.metadata.trajectories(CAMPAIGN).await.expect("records");
+        // One call a step: `ls`, then submit.
+        let calls: u32 = records.iter().map(|r| r.summary.n_steps).sum();
+        assert_eq!(calls, 8);
+        assert_eq!(total(Metric::RolloutsCompleted), 4.0);
+        assert_eq!(total(Metric::LlmRequests), f64::from(calls));
+        assert!(metrics.of(Metric::LlmErrors).is_empty());
+        let campaign = bed
+            .metadata
+            .campaign(CAMPAIGN)
+            .await
+            .expect("campaign")
+            .expect("its item");
+        assert!(campaign.ledger.spent.0 > 0);
+        assert_eq!(
+            total(Metric::SpendMicroUsd),
+            campaign.ledger.spent.0 as f64,
+            "the spend published is what the ledger booked"
+        );
+        assert_eq!(
+            metrics.of(Metric::SandboxAcquireMs).len(),
+            4,
+            "one agent sandbox a rollout"
+        );
+        let ages = metrics.of(Metric::QueueAgeS);
+        assert_eq!(ages.len(), 4, "one per delivery");
+        assert!(ages.iter().all(|p| p.value >= 0.0));
+        for point in metrics.0.lock().expect("metrics log").iter() {
+            let fleet_wide = point.metric == Metric::WorkerHeartbeat;
+            assert_eq!(point.campaign.is_none(), fleet_wide, "{point:?}");
+            if !fleet_wide {
+                assert_eq!(point.campaign.as_deref(), Some(CAMPAIGN));
+            }
+        }
+        assert!(!metrics.of(Metric::WorkerHeartbeat).is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_failed_call_is_published_once_with_its_class() {
+        let bed = TestBed::submitted(&[task_row("t1")], 1).await;
+        let rollouts = bed.rollouts(
+            ScriptedChat::unavailable(),
+            Arc::new(MemorySandboxes::new()),
+        );
+        let metrics = Arc::new(RecordedMetrics::default());
+        let worker = bed
+            .worker(rollouts, testing::config())
+            .publishing_metrics(metrics.clone());
+        let (summary, _) = bed.run(&worker).await;
+        assert_eq!(summary.dead_lettered, 1, "after max_attempts attempts");
+
+        let attempts = testing::config().max_attempts as usize;
+        assert_eq!(metrics.of(Metric::LlmRequests).len(), attempts);
+        let errors = metrics.of(Metric::LlmErrors);
+        assert_eq!(errors.len(), attempts, "one per failed call");
+        assert!(
+            errors
+                .iter()
+                .all(|p| p.error_class == Some(ErrorClass::Unavailable))
+        );
+        assert!(metrics.of(Metric::RolloutsCompleted).is_empty());
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 use synthfleet_core::message::ResultKey;
+use synthfleet_core::metrics::{DataPoint, MetricSink};
 use synthfleet_core::ports::{
     HostCapacity, MetadataStore, Queue, SandboxProvider, ScaleInProtection,
 };
@@ -149,6 +150,7 @@ pub struct Worker {
     protection: Option<Arc<dyn ScaleInProtection>>,
     guards: Option<ModelGuards>,
     capacity: Option<Arc<dyn HostCapacity>>,
+    metrics: Option<Arc<dyn MetricSink>>,
 }
 
 /// What every in-flight message handler shares.
@@ -178,6 +180,8 @@ struct Shared {
     /// The protection last set, and when (`None`: never).
     protected: tokio::sync::Mutex<Option<(bool, tokio::time::Instant)>>,
     guards: Option<ModelGuards>,
+    /// Where the worker's data points go (`None`: nowhere).
+    metrics: Option<Arc<dyn MetricSink>>,
 }
 
 impl Worker {
@@ -200,7 +204,15 @@ impl Worker {
             protection: None,
             guards: None,
             capacity: None,
+            metrics: None,
         }
+    }
+
+    /// Publishes the worker's data points to `sink`: every committed trajectory, LLM call
+    /// (its cost, its error), agent sandbox made, message received (its age) and heartbeat.
+    pub fn publishing_metrics(mut self, sink: Arc<dyn MetricSink>) -> Worker {
+        self.metrics = Some(sink);
+        self
     }
 
     /// Takes no new work while `capacity` reports pressure (a filling disk): in-flight
@@ -236,6 +248,12 @@ impl Worker {
 impl Shared {
     fn emit(&self, event: WorkerEvent) {
         (self.events)(event);
+    }
+
+    fn publish(&self, point: DataPoint) {
+        if let Some(sink) = &self.metrics {
+            sink.publish(point);
+        }
     }
 
     fn stop_all(&self, reason: String) {

@@ -40,6 +40,7 @@ impl Worker {
             protected: tokio::sync::Mutex::new(None),
             reaper: self.reaper.clone(),
             guards: self.guards.clone(),
+            metrics: self.metrics.clone(),
         });
         let beating = tokio::spawn(heartbeats(shared.clone()));
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
