@@ -1,6 +1,7 @@
 //! The control-plane functions, invoked in-process as Lambda invokes them (a `LambdaEvent`
 //! with its `Context`), against moto's server.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
 use std::sync::Arc;
@@ -551,6 +552,81 @@ async fn budget_reclaims_dead_leases_exhausts_and_alerts_once_per_threshold() {
             "the {pct} % alert once: {bodies:?}"
         );
     }
+}
+
+/// What a transaction undone halfway leaves (moto's threaded server can, see docs/AWS.md):
+/// a reservation whose lease item is gone. The budget function's audit finds it, logs it
+/// and books it as spent at its worst case; a ledger that is right is left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_lease_is_found_by_the_audit_and_booked_at_worst_case() {
+    let moto = Moto::start().await;
+    let backend = Backend::aws(&moto.clients, moto.names.clone());
+    let metadata: Arc<dyn MetadataStore> = backend.store().metadata.clone();
+    for name in ["lost", "sound"] {
+        metadata
+            .upsert_campaign(name, MicroUsd(10_000), 1)
+            .await
+            .expect("create");
+    }
+    let now = chrono::Utc::now();
+    let lost = BudgetLease::new("lost", "w", MicroUsd(2_500), now);
+    let kept = BudgetLease::new("lost", "w", MicroUsd(400), now);
+    let sound = BudgetLease::new("sound", "w", MicroUsd(300), now);
+    for lease in [&lost, &kept, &sound] {
+        conformance::metadata::reserve(metadata.as_ref(), lease, Spend::Rollout).await;
+    }
+    moto.clients
+        .dynamodb
+        .delete_item()
+        .table_name(&moto.names.table)
+        .key("pk", AttributeValue::S("CAMPAIGN#lost".into()))
+        .key("sk", AttributeValue::S(format!("LEASE#{}", lost.id)))
+        .send()
+        .await
+        .expect("lose the lease item");
+    // Each worker's heartbeat is fresh: nothing is reclaimed, only the audit can see it.
+    metadata
+        .heartbeat(&WorkerHeartbeat {
+            worker_id: "w".into(),
+            at: now,
+            in_flight: 1,
+            completed: 0,
+            version: "test".into(),
+            interval_s: 30,
+            last_active: None,
+            open_breakers: Vec::new(),
+        })
+        .await
+        .expect("heartbeat");
+
+    let guard = BudgetGuard {
+        metadata: metadata.clone(),
+        alerts: None,
+    };
+    let run = guard.handle(event(json!({}))).await.expect("budget run");
+    assert!(run.reclaimed.is_empty(), "{run:?}");
+    assert_eq!(run.repaired, [("lost".to_owned(), 2_900, 400)]);
+    let ledger = metadata
+        .campaign("lost")
+        .await
+        .expect("read")
+        .expect("item")
+        .ledger;
+    assert_eq!(
+        (ledger.spent, ledger.reserved),
+        (MicroUsd(2_500), MicroUsd(400)),
+        "the lost reservation booked as spent; the live lease still reserved"
+    );
+    let again = guard.handle(event(json!({}))).await.expect("budget run");
+    assert!(again.repaired.is_empty(), "repaired once: {again:?}");
+    assert!(metadata.settle(&kept, MicroUsd(100)).await.expect("settle"));
+    let end = metadata
+        .campaign("lost")
+        .await
+        .expect("read")
+        .expect("item")
+        .ledger;
+    assert_eq!((end.spent, end.reserved), (MicroUsd(2_600), MicroUsd::ZERO));
 }
 
 #[tokio::test(flavor = "multi_thread")]

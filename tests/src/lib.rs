@@ -2,6 +2,7 @@
 //! synthfleet's resources, and task fixtures on the test image.
 
 pub mod conformance;
+pub mod counting;
 pub mod fake_ecs;
 pub mod fake_llm;
 pub mod lambda_api;

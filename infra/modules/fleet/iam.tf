@@ -25,7 +25,7 @@ data "aws_iam_policy_document" "worker" {
   statement {
     sid = "Metadata"
     actions = [
-      "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+      "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
       "dynamodb:Query", "dynamodb:ConditionCheckItem", "dynamodb:BatchWriteItem",
     ]
     resources = [var.table_arn, "${var.table_arn}/index/*"]

@@ -33,7 +33,7 @@ data "aws_iam_policy_document" "enqueue" {
   }
   statement {
     sid       = "Campaigns"
-    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:BatchWriteItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query", "dynamodb:BatchWriteItem"]
     resources = local.table_and_indexes
   }
   statement {
@@ -46,7 +46,7 @@ data "aws_iam_policy_document" "enqueue" {
 data "aws_iam_policy_document" "budget" {
   statement {
     sid       = "LeasesAndCampaigns"
-    actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
     resources = local.table_and_indexes
   }
   statement {
@@ -59,7 +59,7 @@ data "aws_iam_policy_document" "budget" {
 data "aws_iam_policy_document" "finalize" {
   statement {
     sid       = "Campaigns"
-    actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem"]
     resources = local.table_and_indexes
   }
   statement {
@@ -104,8 +104,8 @@ data "aws_iam_policy_document" "scaler" {
     resources = [var.queue_arn, var.dlq_arn]
   }
   statement {
-    sid       = "Heartbeats"
-    actions   = ["dynamodb:Query"]
+    sid       = "HeartbeatsAndCounts"
+    actions   = ["dynamodb:Query", "dynamodb:BatchGetItem"]
     resources = local.table_and_indexes
   }
   dynamic "statement" {

@@ -117,7 +117,7 @@ data "aws_iam_policy_document" "task" {
   }
   statement {
     sid       = "Metadata"
-    actions   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"]
+    actions   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:PutItem", "dynamodb:DeleteItem"]
     resources = [var.table_arn, "${var.table_arn}/index/*"]
   }
   statement {

@@ -22,7 +22,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, Delete, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update,
+    WriteRequest,
 };
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,42 @@ pub struct DynamoMetadata {
 
 fn campaign_pk(name: &str) -> String {
     format!("CAMPAIGN#{name}")
+}
+
+/// Counter shards per campaign: a result commit adds to its sample's shard, never to the
+/// campaign item, so commits spread over this many partition keys.
+pub const COUNTER_SHARDS: u32 = 16;
+const COUNTER_SK: &str = "COUNTS";
+
+/// The partition key of one of a campaign's counter shards.
+fn counter_pk(campaign: &str, shard: u32) -> String {
+    format!("CAMPAIGN#{campaign}#COUNTS#{shard:02}")
+}
+
+/// The counter shard of a sample (FNV-1a of its instance and index: the same on every
+/// build, so a dead letter's count and its clearing meet on one shard).
+fn counter_shard(key: &ResultKey) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in key
+        .instance_id
+        .bytes()
+        .chain(key.sample_index.to_le_bytes())
+    {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    hash % COUNTER_SHARDS
+}
+
+/// One counter shard's counts (absent attributes: nothing added yet). Signed: a count
+/// taken on the campaign item before shards existed may be taken back on a shard.
+#[derive(Debug, Default, Deserialize)]
+struct ShardCounts {
+    #[serde(default)]
+    success: i64,
+    #[serde(default)]
+    failed: i64,
+    #[serde(default)]
+    dead_lettered: i64,
 }
 
 fn sample_sk(prefix: &str, key: &ResultKey) -> String {
@@ -372,6 +409,66 @@ impl DynamoMetadata {
             })
     }
 
+    /// `record` (as its campaign item stores it) with the counts of its counter shards
+    /// added: one consistent `BatchGetItem` of [`COUNTER_SHARDS`] keys.
+    async fn with_counts(&self, mut record: CampaignRecord) -> Result<CampaignRecord, StoreError> {
+        let operation = || format!("reading the counts of campaign `{}`", record.name);
+        let mut keys: Vec<Item> = (0..COUNTER_SHARDS)
+            .map(|shard| {
+                HashMap::from([
+                    ("pk".to_owned(), s(counter_pk(&record.name, shard))),
+                    ("sk".to_owned(), s(COUNTER_SK)),
+                ])
+            })
+            .collect();
+        let mut shards = Vec::new();
+        for _ in 0..CONTENTION_RETRIES {
+            if keys.is_empty() {
+                break;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut keys)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| aws_error(BACKEND, operation(), e))?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| aws_error(BACKEND, operation(), e))?;
+            if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
+                shards.extend(items.iter().cloned());
+            }
+            // Keys DynamoDB left for later (throttling): asked again.
+            keys = out
+                .unprocessed_keys()
+                .and_then(|u| u.get(&self.table))
+                .map(|k| k.keys().to_vec())
+                .unwrap_or_default();
+        }
+        if !keys.is_empty() {
+            return Err(StoreError::backend(
+                BACKEND,
+                operation(),
+                "DynamoDB kept throttling the counter shards; try again",
+            ));
+        }
+        let mut sum = ShardCounts::default();
+        for item in shards {
+            let shard: ShardCounts = from_item("counter shard", item)?;
+            sum.success += shard.success;
+            sum.failed += shard.failed;
+            sum.dead_lettered += shard.dead_lettered;
+        }
+        let add = |base: u64, delta: i64| base.saturating_add_signed(delta);
+        record.counts.success = add(record.counts.success, sum.success);
+        record.counts.failed = add(record.counts.failed, sum.failed);
+        record.counts.dead_lettered = add(record.counts.dead_lettered, sum.dead_lettered);
+        Ok(record)
+    }
+
     /// Items of one campaign partition whose sort key starts with `prefix`.
     async fn query_prefix(&self, campaign: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let mut pages = self
@@ -548,19 +645,19 @@ impl DynamoMetadata {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    /// Adds `delta` to one of the campaign item's counts, inside a transaction.
+    /// Adds `delta` to one of the counts of `key`'s campaign, on the sample's counter
+    /// shard, inside a transaction.
     fn count_update(
         &self,
-        campaign: &str,
+        key: &ResultKey,
         counter: &str,
         delta: i64,
     ) -> Result<TransactWriteItem, StoreError> {
         let update = Update::builder()
             .table_name(&self.table)
-            .key("pk", s(campaign_pk(campaign)))
-            .key("sk", s(CAMPAIGN_SK))
+            .key("pk", s(counter_pk(&key.campaign, counter_shard(key))))
+            .key("sk", s(COUNTER_SK))
             .update_expression("ADD #counter :delta")
-            .condition_expression("attribute_exists(pk)")
             .expression_attribute_names("#counter", counter)
             .expression_attribute_values(":delta", n(delta))
             .build()
@@ -599,7 +696,7 @@ impl MetadataStore for DynamoMetadata {
             let submitted = record.resubmit(budget, total_samples, trigger);
             if submitted == Submitted::Repeated {
                 // Read consistently: the trigger was applied by a write before this read.
-                return Ok((record, submitted));
+                return Ok((self.with_counts(record).await?, submitted));
             }
             record.updated_at = now;
             let reason = record.state_reason.clone().unwrap_or_default();
@@ -632,7 +729,7 @@ impl MetadataStore for DynamoMetadata {
                 .send()
                 .await;
             if written(result, || format!("updating campaign `{name}`"))? {
-                return Ok((record, submitted));
+                return Ok((self.with_counts(record).await?, submitted));
             }
         }
         Err(StoreError::backend(
@@ -643,7 +740,10 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError> {
-        self.campaign_item(name).await
+        match self.campaign_item(name).await? {
+            Some(record) => Ok(Some(self.with_counts(record).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Every campaign item that decodes; one that does not is logged (naming it) and left
@@ -656,7 +756,7 @@ impl MetadataStore for DynamoMetadata {
                 _ => "(no pk)".to_owned(),
             };
             match from_item::<CampaignItem>("campaign item", item) {
-                Ok(campaign) => out.push(CampaignRecord::from(campaign)),
+                Ok(campaign) => out.push(self.with_counts(CampaignRecord::from(campaign)).await?),
                 Err(e) => error!(
                     table = %self.table,
                     pk = %pk,
@@ -1019,7 +1119,7 @@ impl MetadataStore for DynamoMetadata {
         let items = vec![
             self.put(result_item, Some("attribute_not_exists(pk)"))?,
             self.put(to_item(&trajectory)?, None)?,
-            self.count_update(&summary.campaign, counter, 1)?,
+            self.count_update(&key, counter, 1)?,
         ];
         // Contention is retried inside: a finished rollout is never thrown away (re-running
         // it would orphan its object).
@@ -1089,11 +1189,10 @@ impl MetadataStore for DynamoMetadata {
         })?;
         let items = vec![
             self.put(item.clone(), Some("attribute_not_exists(pk)"))?,
-            self.count_update(&letter.key.campaign, "dead_lettered", 1)?,
+            self.count_update(&letter.key, "dead_lettered", 1)?,
         ];
         // Contention is retried inside, so the count stays exact. A failed condition: the
-        // sample was dead-lettered before, and its first record (the worker's error) stays;
-        // or the campaign item is gone, and the record is kept without a count.
+        // sample was dead-lettered before, and its first record (the worker's error) stays.
         let operation = || format!("recording the dead letter of {}", letter.key);
         if !self.transact(items, None, operation).await?
             && self
@@ -1124,7 +1223,7 @@ impl MetadataStore for DynamoMetadata {
         let letter = from_item::<DeadLetterItem>("dead-letter item", item)?.letter;
         let items = vec![
             self.delete_existing(&pk, &sk)?,
-            self.count_update(&key.campaign, "dead_lettered", -1)?,
+            self.count_update(key, "dead_lettered", -1)?,
         ];
         // A failed condition: cleared meanwhile by another redrive.
         Ok(self
