@@ -137,3 +137,89 @@ async fn objects_s3() {
     })
     .await;
 }
+
+/// A new campaign's per-sample items spread over partition keys (layout 2); a campaign
+/// created before (its item has no `layout`) keeps them under its own key, and reads them
+/// there.
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_spreads_samples_over_partitions_and_keeps_old_campaigns_whole() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use synthfleet_core::message::ResultKey;
+    let moto = Moto::start().await;
+    let dynamodb = &moto.clients.dynamodb;
+    let table = &moto.names.table;
+    for name in ["spread", "whole"] {
+        DynamoMetadata::new(dynamodb.clone(), table)
+            .upsert_campaign(name, synthfleet_core::MicroUsd(10), 8)
+            .await
+            .expect("create");
+    }
+    // As the item of a campaign created before layouts were recorded.
+    dynamodb
+        .update_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S("CAMPAIGN#whole".into()))
+        .key("sk", AttributeValue::S("CAMPAIGN".into()))
+        .update_expression("REMOVE #layout")
+        .expression_attribute_names("#layout", "layout")
+        .send()
+        .await
+        .expect("an old campaign item");
+    let store = DynamoMetadata::new(dynamodb.clone(), table);
+    for name in ["spread", "whole"] {
+        for sample in 0..8 {
+            let key = ResultKey {
+                campaign: name.into(),
+                instance_id: "task".into(),
+                sample_index: sample,
+            };
+            let meta = conformance::metadata::sample_meta(&key, &format!("01{name}{sample}"));
+            store.commit(&meta).await.expect("commit");
+            assert_eq!(
+                store.result(&key).await.expect("read").as_ref(),
+                Some(&meta),
+                "{key}"
+            );
+        }
+        assert_eq!(store.trajectories(name).await.expect("list").len(), 8);
+        let counts = store
+            .campaign(name)
+            .await
+            .expect("read")
+            .expect("item")
+            .counts;
+        assert_eq!(counts.success, 8, "{name}");
+    }
+    let items = dynamodb
+        .scan()
+        .table_name(table)
+        .send()
+        .await
+        .expect("scan");
+    let result_pks = |campaign: &str| -> std::collections::BTreeSet<String> {
+        items
+            .items()
+            .iter()
+            .filter(|i| {
+                i.get("sk")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|sk| sk.starts_with("RESULT#"))
+            })
+            .filter_map(|i| i.get("pk")?.as_s().ok().cloned())
+            .filter(|pk| {
+                pk == &format!("CAMPAIGN#{campaign}")
+                    || pk.starts_with(&format!("CAMPAIGN#{campaign}#"))
+            })
+            .collect()
+    };
+    assert_eq!(
+        result_pks("whole"),
+        ["CAMPAIGN#whole".to_owned()].into(),
+        "an old campaign keeps its layout"
+    );
+    let spread = result_pks("spread");
+    assert!(
+        spread.len() > 1 && spread.iter().all(|pk| pk.starts_with("CAMPAIGN#spread#S")),
+        "{spread:?}"
+    );
+}

@@ -28,6 +28,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{
     BudgetLease, CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Submitted,
@@ -55,6 +56,51 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoMetadata {
     client: Client,
     table: String,
+    /// Each campaign's item layout, read once per process (it never changes).
+    layouts: Arc<Mutex<HashMap<String, Layout>>>,
+}
+
+/// Where a campaign's per-sample items (result index, trajectory, enqueue marker, dead
+/// letter) live. Fixed when the campaign item is created, recorded in it (`layout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Under the campaign's own partition key (campaigns created before layout 2).
+    Single,
+    /// Spread over [`SAMPLE_PARTITIONS`] partition keys by sample, so no partition takes
+    /// more than a share of the commits.
+    Spread,
+}
+
+/// The layout new campaign items are created with.
+const LAYOUT_SPREAD: u8 = 2;
+
+fn layout_v1() -> u8 {
+    1
+}
+
+/// Partition keys a campaign's per-sample items spread over (layout 2).
+pub const SAMPLE_PARTITIONS: u32 = 16;
+
+/// The partition key of a sample's items.
+fn sample_pk(layout: Layout, key: &ResultKey) -> String {
+    match layout {
+        Layout::Single => campaign_pk(&key.campaign),
+        Layout::Spread => format!(
+            "CAMPAIGN#{}#S{:02}",
+            key.campaign,
+            sample_hash(key) % SAMPLE_PARTITIONS
+        ),
+    }
+}
+
+/// Every partition key a campaign's per-sample items may be under.
+fn sample_pks(layout: Layout, campaign: &str) -> Vec<String> {
+    match layout {
+        Layout::Single => vec![campaign_pk(campaign)],
+        Layout::Spread => (0..SAMPLE_PARTITIONS)
+            .map(|p| format!("CAMPAIGN#{campaign}#S{p:02}"))
+            .collect(),
+    }
 }
 
 fn campaign_pk(name: &str) -> String {
@@ -71,9 +117,15 @@ fn counter_pk(campaign: &str, shard: u32) -> String {
     format!("CAMPAIGN#{campaign}#COUNTS#{shard:02}")
 }
 
-/// The counter shard of a sample (FNV-1a of its instance and index: the same on every
-/// build, so a dead letter's count and its clearing meet on one shard).
+/// The counter shard of a sample.
 fn counter_shard(key: &ResultKey) -> u32 {
+    sample_hash(key) % COUNTER_SHARDS
+}
+
+/// FNV-1a of a sample's instance and index: the same on every build, so a sample's items
+/// and counts are always found where they were put (a dead letter's count and its
+/// clearing meet on one shard).
+fn sample_hash(key: &ResultKey) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in key
         .instance_id
@@ -82,7 +134,7 @@ fn counter_shard(key: &ResultKey) -> u32 {
     {
         hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
     }
-    hash % COUNTER_SHARDS
+    hash
 }
 
 /// One counter shard's counts (absent attributes: nothing added yet). Signed: a count
@@ -123,6 +175,10 @@ struct CampaignItem {
     /// Ledger writes applied ([`Ledger::writes`]): every draw, settle and repair adds one.
     #[serde(default)]
     ledger_writes: u64,
+    /// Where the campaign's per-sample items live ([`Layout`]): 2 for items created since
+    /// they spread over partitions, absent (1) before.
+    #[serde(default = "layout_v1")]
+    layout: u8,
     state: CampaignState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     state_reason: Option<String>,
@@ -152,6 +208,8 @@ impl From<&CampaignRecord> for CampaignItem {
             reserved: r.ledger.reserved.0,
             committed: r.ledger.committed().0,
             ledger_writes: r.ledger.writes,
+            // Only ever written whole when the item is created.
+            layout: LAYOUT_SPREAD,
             state: r.state,
             state_reason: r.state_reason.clone(),
             enqueued: r.counts.enqueued,
@@ -377,7 +435,57 @@ impl DynamoMetadata {
         DynamoMetadata {
             client,
             table: table.to_owned(),
+            layouts: Arc::default(),
         }
+    }
+
+    /// The layout of `campaign`'s per-sample items: read from its item once, then
+    /// remembered. A campaign with no item yet gets the current layout (its item, when
+    /// created, records it).
+    async fn layout(&self, campaign: &str) -> Result<Layout, StoreError> {
+        if let Some(layout) = self.cached_layout(campaign) {
+            return Ok(layout);
+        }
+        let Some(item) = self.get(&campaign_pk(campaign), CAMPAIGN_SK).await? else {
+            return Ok(Layout::Spread);
+        };
+        let version = match item.get("layout") {
+            Some(AttributeValue::N(v)) => v.parse().unwrap_or(1),
+            _ => layout_v1(),
+        };
+        let layout = if version >= LAYOUT_SPREAD {
+            Layout::Spread
+        } else {
+            Layout::Single
+        };
+        self.layouts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(campaign.to_owned(), layout);
+        Ok(layout)
+    }
+
+    fn cached_layout(&self, campaign: &str) -> Option<Layout> {
+        self.layouts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(campaign)
+            .copied()
+    }
+
+    /// The partition key of `key`'s items.
+    async fn sample_pk(&self, key: &ResultKey) -> Result<String, StoreError> {
+        Ok(sample_pk(self.layout(&key.campaign).await?, key))
+    }
+
+    /// The campaign's per-sample items whose sort key starts with `prefix`, from every
+    /// partition they spread over.
+    async fn query_samples(&self, campaign: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        for pk in sample_pks(self.layout(campaign).await?, campaign) {
+            out.extend(self.query_prefix(&pk, prefix).await?);
+        }
+        Ok(out)
     }
 
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
@@ -469,14 +577,14 @@ impl DynamoMetadata {
         Ok(record)
     }
 
-    /// Items of one campaign partition whose sort key starts with `prefix`.
-    async fn query_prefix(&self, campaign: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
+    /// Items of one partition whose sort key starts with `prefix`.
+    async fn query_prefix(&self, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let mut pages = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(campaign_pk(campaign)))
+            .expression_attribute_values(":pk", s(pk))
             .expression_attribute_values(":prefix", s(prefix))
             .consistent_read(true)
             .into_paginator()
@@ -484,20 +592,20 @@ impl DynamoMetadata {
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page =
-                page.map_err(|e| aws_error(BACKEND, format!("querying {campaign}/{prefix}"), e))?;
+                page.map_err(|e| aws_error(BACKEND, format!("querying {pk}/{prefix}"), e))?;
             out.extend(page.items().iter().cloned());
         }
         Ok(out)
     }
 
-    /// [`Self::query_prefix`], each item decoded as a `T`.
+    /// [`Self::query_samples`], each item decoded as a `T`.
     async fn query_decoded<T: for<'de> Deserialize<'de>>(
         &self,
         campaign: &str,
         prefix: &str,
         what: &str,
     ) -> Result<Vec<T>, StoreError> {
-        self.query_prefix(campaign, prefix)
+        self.query_samples(campaign, prefix)
             .await?
             .into_iter()
             .map(|item| from_item(what, item))
@@ -927,7 +1035,11 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn leases(&self, campaign: &str) -> Result<Vec<BudgetLease>, StoreError> {
-        let items: Vec<LeaseItem> = self.query_decoded(campaign, "LEASE#", "lease item").await?;
+        let items = self.query_prefix(&campaign_pk(campaign), "LEASE#").await?;
+        let items: Vec<LeaseItem> = items
+            .into_iter()
+            .map(|item| from_item("lease item", item))
+            .collect::<Result<_, _>>()?;
         Ok(items.into_iter().map(|l| l.lease).collect())
     }
 
@@ -993,7 +1105,7 @@ impl MetadataStore for DynamoMetadata {
     async fn enqueued_samples(&self, campaign: &str) -> Result<Vec<ResultKey>, StoreError> {
         // The sort key alone names the sample (`ENQ#{instance}#{sample}`), in markers of
         // every version.
-        self.query_prefix(campaign, "ENQ#")
+        self.query_samples(campaign, "ENQ#")
             .await?
             .into_iter()
             .map(|item| {
@@ -1020,11 +1132,16 @@ impl MetadataStore for DynamoMetadata {
 
     async fn mark_enqueued(&self, keys: &[ResultKey]) -> Result<(), StoreError> {
         for chunk in keys.chunks(25) {
+            let mut pks = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                pks.push(self.sample_pk(key).await?);
+            }
             let mut requests = chunk
                 .iter()
-                .map(|key| {
+                .zip(pks)
+                .map(|(key, pk)| {
                     let put = PutRequest::builder()
-                        .item("pk", s(campaign_pk(&key.campaign)))
+                        .item("pk", s(pk))
                         .item("sk", s(sample_sk("ENQ", key)))
                         .build()
                         .map_err(|e| aws_error(BACKEND, "building an enqueue marker", e))?;
@@ -1095,7 +1212,7 @@ impl MetadataStore for DynamoMetadata {
     async fn commit(&self, meta: &TrajectoryMeta) -> Result<CommitOutcome, StoreError> {
         let key = meta.result_key();
         let summary = &meta.summary;
-        let pk = campaign_pk(&summary.campaign);
+        let pk = self.sample_pk(&key).await?;
         let mut result_item: Item = HashMap::new();
         result_item.insert("pk".into(), s(&pk));
         result_item.insert("sk".into(), s(sample_sk("RESULT", &key)));
@@ -1140,7 +1257,7 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn result(&self, key: &ResultKey) -> Result<Option<TrajectoryMeta>, StoreError> {
-        let pk = campaign_pk(&key.campaign);
+        let pk = self.sample_pk(key).await?;
         let Some(index) = self.get(&pk, &sample_sk("RESULT", key)).await? else {
             return Ok(None);
         };
@@ -1182,8 +1299,9 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        let pk = self.sample_pk(&letter.key).await?;
         let item = to_item(&DeadLetterItem {
-            pk: campaign_pk(&letter.key.campaign),
+            pk: pk.clone(),
             sk: sample_sk("DEAD", &letter.key),
             letter: letter.clone(),
         })?;
@@ -1196,10 +1314,7 @@ impl MetadataStore for DynamoMetadata {
         let operation = || format!("recording the dead letter of {}", letter.key);
         if !self.transact(items, None, operation).await?
             && self
-                .get(
-                    &campaign_pk(&letter.key.campaign),
-                    &sample_sk("DEAD", &letter.key),
-                )
+                .get(&pk, &sample_sk("DEAD", &letter.key))
                 .await?
                 .is_none()
         {
@@ -1215,7 +1330,7 @@ impl MetadataStore for DynamoMetadata {
     }
 
     async fn clear_dead_letter(&self, key: &ResultKey) -> Result<Option<DeadLetter>, StoreError> {
-        let pk = campaign_pk(&key.campaign);
+        let pk = self.sample_pk(key).await?;
         let sk = sample_sk("DEAD", key);
         let Some(item) = self.get(&pk, &sk).await? else {
             return Ok(None);
