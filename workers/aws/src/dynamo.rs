@@ -3,18 +3,22 @@
 //! | item | pk | sk |
 //! | --- | --- | --- |
 //! | campaign (budget ledger, counts, state) | `CAMPAIGN#{name}` | `CAMPAIGN` |
-//! | trajectory summary | `CAMPAIGN#{name}` | `TRAJ#{trajectory_id}` |
-//! | result index (one per sample) | `CAMPAIGN#{name}` | `RESULT#{instance}#{sample}` |
-//! | enqueue marker | `CAMPAIGN#{name}` | `ENQ#{instance}#{sample}` |
-//! | dead letter | `CAMPAIGN#{name}` | `DEAD#{instance}#{sample}` |
-//! | budget lease (one per reservation in flight) | `CAMPAIGN#{name}` | `LEASE#{id}` |
+//! | counter shard | `CAMPAIGN#{name}#COUNTS#{nn}` | `COUNTS` |
+//! | trajectory summary | `CAMPAIGN#{name}#S{nn}` | `TRAJ#{trajectory_id}` |
+//! | result index (one per sample) | `CAMPAIGN#{name}#S{nn}` | `RESULT#{instance}#{sample}` |
+//! | enqueue marker | `CAMPAIGN#{name}#S{nn}` | `ENQ#{instance}#{sample}` |
+//! | dead letter | `CAMPAIGN#{name}#S{nn}` | `DEAD#{instance}#{sample}` |
+//! | budget slice (a lease) | `CAMPAIGN#{name}` | `LEASE#{id}` |
 //! | worker heartbeat | `WORKER#{id}` | `HEARTBEAT` |
 //!
 //! Every invariant is guarded by a condition expression, never read-then-write: a result
 //! commits in one transaction with `attribute_not_exists` on its result item, a
-//! reservation is granted by `committed <= budget - amount` on the campaign item in the
+//! budget slice is granted by `committed <= budget - amount` on the campaign item in the
 //! transaction that puts its lease, and a settle deletes the lease on `attribute_exists`
-//! in the transaction that books it (so a second settle books nothing).
+//! (and the amount it holds) in the transaction that books it (so a second settle books
+//! nothing). Per-sample items spread over [`SAMPLE_PARTITIONS`] partition keys (`nn` from
+//! the sample), counts over [`COUNTER_SHARDS`]; a campaign created before keeps every item
+//! under `CAMPAIGN#{name}` ([`Layout`]).
 
 use crate::aws_error;
 use async_trait::async_trait;
