@@ -586,16 +586,7 @@ async fn a_lost_lease_is_found_by_the_audit_and_booked_at_worst_case() {
         .expect("lose the lease item");
     // Each worker's heartbeat is fresh: nothing is reclaimed, only the audit can see it.
     metadata
-        .heartbeat(&WorkerHeartbeat {
-            worker_id: "w".into(),
-            at: now,
-            in_flight: 1,
-            completed: 0,
-            version: "test".into(),
-            interval_s: 30,
-            last_active: None,
-            open_breakers: Vec::new(),
-        })
+        .heartbeat(&conformance::metadata::busy_worker("w", now))
         .await
         .expect("heartbeat");
 

@@ -44,6 +44,20 @@ fn lease(campaign: &str, owner: &str, amount: u64) -> BudgetLease {
     BudgetLease::new(campaign, owner, MicroUsd(amount), Utc::now())
 }
 
+/// The heartbeat of a worker with a rollout in flight, beating every 30 s, last at `at`.
+pub fn busy_worker(worker_id: &str, at: chrono::DateTime<Utc>) -> WorkerHeartbeat {
+    WorkerHeartbeat {
+        worker_id: worker_id.into(),
+        at,
+        in_flight: 1,
+        completed: 0,
+        version: "test".into(),
+        interval_s: 30,
+        last_active: None,
+        open_breakers: Vec::new(),
+    }
+}
+
 /// Reserves exactly `lease.amount`, or nothing.
 pub async fn reserve(store: &dyn MetadataStore, lease: &BudgetLease, spend: Spend) -> Reservation {
     store
@@ -443,16 +457,7 @@ async fn leases_of_the_dead_are_reclaimed(store: &dyn MetadataStore) {
     let now = Utc::now();
     for (worker, age_s) in [("dead-worker", 600), ("live-worker", 1)] {
         store
-            .heartbeat(&WorkerHeartbeat {
-                worker_id: worker.into(),
-                at: now - Age::seconds(age_s),
-                in_flight: 1,
-                completed: 0,
-                version: "test".into(),
-                interval_s: 30,
-                last_active: None,
-                open_breakers: Vec::new(),
-            })
+            .heartbeat(&busy_worker(worker, now - Age::seconds(age_s)))
             .await
             .expect("heartbeat");
     }

@@ -175,14 +175,7 @@ impl Wallet {
                     return Ok(Holding::Held(Self::hold_on(slice, spend, worst)));
                 }
                 // Slices no call uses cannot serve this one: their rest goes back first.
-                let (unused, used): (Vec<Slice>, Vec<Slice>) = account
-                    .slices
-                    .drain(..)
-                    .partition(|slice| slice.in_flight == 0);
-                account.slices = used;
-                for slice in unused {
-                    self.settle(slice).await;
-                }
+                self.return_unused(&mut account, Duration::ZERO).await;
                 let wanted = MicroUsd(worst.0.saturating_mul(SLICE_CALLS));
                 let draw = Draw {
                     lease: BudgetLease::new(campaign, &self.owner, wanted, Utc::now()),
@@ -267,15 +260,20 @@ impl Wallet {
     pub async fn housekeep(&self) {
         self.renew_due().await;
         for account in self.all_accounts() {
-            let mut account = account.lock().await;
-            let (idle, busy): (Vec<Slice>, Vec<Slice>) =
-                account.slices.drain(..).partition(|slice| {
-                    slice.in_flight == 0 && slice.last_call.elapsed() >= IDLE_RETURN
-                });
-            account.slices = busy;
-            for slice in idle {
-                self.settle(slice).await;
-            }
+            self.return_unused(&mut *account.lock().await, IDLE_RETURN)
+                .await;
+        }
+    }
+
+    /// Returns the account's slices that no call holds and none used for `idle`.
+    async fn return_unused(&self, account: &mut Account, idle: Duration) {
+        let (unused, used): (Vec<Slice>, Vec<Slice>) = account
+            .slices
+            .drain(..)
+            .partition(|slice| slice.in_flight == 0 && slice.last_call.elapsed() >= idle);
+        account.slices = used;
+        for slice in unused {
+            self.settle(slice).await;
         }
     }
 
@@ -315,15 +313,8 @@ impl Wallet {
     /// Returns every slice no call holds: what a process does when it stops.
     pub async fn close(&self) {
         for account in self.all_accounts() {
-            let mut account = account.lock().await;
-            let (unused, used): (Vec<Slice>, Vec<Slice>) = account
-                .slices
-                .drain(..)
-                .partition(|slice| slice.in_flight == 0);
-            account.slices = used;
-            for slice in unused {
-                self.settle(slice).await;
-            }
+            self.return_unused(&mut *account.lock().await, Duration::ZERO)
+                .await;
         }
     }
 
