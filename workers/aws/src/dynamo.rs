@@ -534,7 +534,7 @@ impl DynamoMetadata {
             })
             .collect();
         let mut shards = Vec::new();
-        for _ in 0..CONTENTION_RETRIES {
+        for round in 0..CONTENTION_RETRIES {
             if keys.is_empty() {
                 break;
             }
@@ -553,12 +553,15 @@ impl DynamoMetadata {
             if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
                 shards.extend(items.iter().cloned());
             }
-            // Keys DynamoDB left for later (throttling): asked again.
+            // Keys DynamoDB left for later (throttling): asked again, after a pause.
             keys = out
                 .unprocessed_keys()
                 .and_then(|u| u.get(&self.table))
                 .map(|k| k.keys().to_vec())
                 .unwrap_or_default();
+            if !keys.is_empty() {
+                tokio::time::sleep(contention_backoff(round)).await;
+            }
         }
         if !keys.is_empty() {
             return Err(StoreError::backend(
@@ -1305,31 +1308,20 @@ impl MetadataStore for DynamoMetadata {
     async fn record_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         let pk = self.sample_pk(&letter.key).await?;
         let item = to_item(&DeadLetterItem {
-            pk: pk.clone(),
+            pk,
             sk: sample_sk("DEAD", &letter.key),
             letter: letter.clone(),
         })?;
         let items = vec![
-            self.put(item.clone(), Some("attribute_not_exists(pk)"))?,
+            self.put(item, Some("attribute_not_exists(pk)"))?,
             self.count_update(&letter.key, "dead_lettered", 1)?,
         ];
         // Contention is retried inside, so the count stays exact. A failed condition: the
         // sample was dead-lettered before, and its first record (the worker's error) stays.
-        let operation = || format!("recording the dead letter of {}", letter.key);
-        if !self.transact(items, None, operation).await?
-            && self
-                .get(&pk, &sample_sk("DEAD", &letter.key))
-                .await?
-                .is_none()
-        {
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(|e| aws_error(BACKEND, operation(), e))?;
-        }
+        self.transact(items, None, || {
+            format!("recording the dead letter of {}", letter.key)
+        })
+        .await?;
         Ok(())
     }
 

@@ -250,8 +250,8 @@ impl Wallet {
         slice.used = slice.used.saturating_add(actual);
         slice.last_call = Instant::now();
         if slice.in_flight == 0 && slice.room() < hold.worst {
-            let slice = account.slices.swap_remove(at);
-            self.settle(slice).await;
+            self.settle(&account.slices[at]).await;
+            account.slices.swap_remove(at);
         }
     }
 
@@ -265,15 +265,19 @@ impl Wallet {
         }
     }
 
-    /// Returns the account's slices that no call holds and none used for `idle`.
+    /// Returns the account's slices that no call holds and none used for `idle`. A slice
+    /// leaves the account only once returned, so a caller cancelled midway loses none (a
+    /// second return of a slice returned already books nothing).
     async fn return_unused(&self, account: &mut Account, idle: Duration) {
-        let (unused, used): (Vec<Slice>, Vec<Slice>) = account
-            .slices
-            .drain(..)
-            .partition(|slice| slice.in_flight == 0 && slice.last_call.elapsed() >= idle);
-        account.slices = used;
-        for slice in unused {
-            self.settle(slice).await;
+        let mut at = 0;
+        while at < account.slices.len() {
+            let slice = &account.slices[at];
+            if slice.in_flight == 0 && slice.last_call.elapsed() >= idle {
+                self.settle(slice).await;
+                account.slices.swap_remove(at);
+            } else {
+                at += 1;
+            }
         }
     }
 
@@ -282,31 +286,38 @@ impl Wallet {
     pub async fn renew_due(&self) {
         for account in self.all_accounts() {
             let mut account = account.lock().await;
-            let mut kept = Vec::with_capacity(account.slices.len());
-            for mut slice in account.slices.drain(..) {
+            // Slices stay in the account across every await: a caller cancelled midway
+            // (a heartbeat task aborted at stop) loses none of them.
+            let mut at = 0;
+            while at < account.slices.len() {
+                let slice = &mut account.slices[at];
                 if slice.renewed.elapsed() < BudgetLease::RENEW_EVERY {
-                    kept.push(slice);
+                    at += 1;
                     continue;
                 }
-                slice.lease = slice.lease.renewed(Utc::now());
-                match self.metadata.renew(&slice.lease).await {
+                let renewed = slice.lease.renewed(Utc::now());
+                match self.metadata.renew(&renewed).await {
                     Ok(true) => {
+                        let slice = &mut account.slices[at];
+                        slice.lease = renewed;
                         slice.renewed = Instant::now();
-                        kept.push(slice);
+                        at += 1;
                     }
-                    Ok(false) => warn!(
-                        campaign = %slice.lease.campaign,
-                        lease = %slice.lease.id,
-                        amount = %slice.lease.amount,
-                        "a budget slice was reclaimed while held; it stays booked at its full amount"
-                    ),
+                    Ok(false) => {
+                        let gone = account.slices.swap_remove(at);
+                        warn!(
+                            campaign = %gone.lease.campaign,
+                            lease = %gone.lease.id,
+                            amount = %gone.lease.amount,
+                            "a budget slice was reclaimed while held; it stays booked at its full amount"
+                        );
+                    }
                     Err(e) => {
-                        warn!(lease = %slice.lease.id, error = %error_chain(&e), "renewing a budget slice failed; trying again with the next call");
-                        kept.push(slice);
+                        warn!(lease = %renewed.id, error = %error_chain(&e), "renewing a budget slice failed; trying again with the next call");
+                        at += 1;
                     }
                 }
             }
-            account.slices = kept;
         }
     }
 
@@ -322,7 +333,7 @@ impl Wallet {
     /// idempotent, so a retry after a settle that did apply books nothing twice. One that
     /// keeps failing leaves the lease to expire and be reclaimed at its amount: the cap
     /// holds either way.
-    async fn settle(&self, slice: Slice) {
+    async fn settle(&self, slice: &Slice) {
         let lease = &slice.lease;
         let settled = (|| self.metadata.settle(lease, slice.used))
             .retry(

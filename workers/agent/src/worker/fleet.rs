@@ -53,8 +53,8 @@ pub(super) async fn heartbeats(shared: Arc<Shared>) {
             shared.reap_dead_owners(&beats).await;
         }
         shared.wallet.housekeep().await;
-        shared.reclaim_stale_leases().await;
-        if audits_now(&shared.config.worker_id, beats_sent, live) {
+        if reconciles_now(&shared.config.worker_id, beats_sent, live) {
+            shared.reclaim_stale_leases().await;
             shared.audit_ledgers().await;
         }
         beats_sent += 1;
@@ -66,10 +66,11 @@ pub(super) async fn heartbeats(shared: Arc<Shared>) {
     }
 }
 
-/// Whether this beat is the worker's turn to audit the ledgers: one beat in `live`, at an
-/// offset of its own (from its id), so the fleet audits about once per heartbeat interval
-/// however many workers it has.
-fn audits_now(worker_id: &str, beat: u64, live: usize) -> bool {
+/// Whether this beat is the worker's turn to reconcile the ledgers (reclaim the slices of
+/// the dead, audit `reserved`): one beat in `live`, at an offset of its own (from its id),
+/// so the fleet reconciles about once per heartbeat interval however many workers it has,
+/// and the campaign items are read for it that often, not once per worker.
+fn reconciles_now(worker_id: &str, beat: u64, live: usize) -> bool {
     let live = live.max(1) as u64;
     let offset = worker_id
         .bytes()
@@ -102,8 +103,8 @@ impl Shared {
         }
     }
 
-    /// Reclaims the budget leases of dead workers and of calls that stopped renewing them
-    /// (the fleet's reconciler: every worker runs it with its heartbeat; it is idempotent).
+    /// Reclaims the budget slices of dead workers and those nobody renews any more (the
+    /// fleet's reconciler: the workers run it in turn with their heartbeat; idempotent).
     async fn reclaim_stale_leases(&self) {
         match liveness::reclaim_leases(self.metadata.as_ref(), Reclaim::Stale(Utc::now())).await {
             Ok(reclaimed) => {
