@@ -38,9 +38,7 @@ locals {
       title = "LLM calls, and failed calls by class"
       metrics = [
         ["Synthfleet", "LlmRequests", "Deployment", var.name_prefix, { stat = "Sum", label = "calls" }],
-        ["Synthfleet", "LlmErrors", "Deployment", var.name_prefix, "ErrorClass", "rate_limited", { stat = "Sum", label = "rate_limited" }],
         ["Synthfleet", "LlmErrors", "Deployment", var.name_prefix, "ErrorClass", "unavailable", { stat = "Sum", label = "unavailable" }],
-        ["Synthfleet", "LlmErrors", "Deployment", var.name_prefix, "ErrorClass", "timeout", { stat = "Sum", label = "timeout" }],
         ["Synthfleet", "LlmErrors", "Deployment", var.name_prefix, "ErrorClass", "malformed", { stat = "Sum", label = "malformed" }],
         ["Synthfleet", "LlmErrors", "Deployment", var.name_prefix, "ErrorClass", "rejected", { stat = "Sum", label = "rejected" }],
         ["Synthfleet", "LlmErrors", "Deployment", var.name_prefix, "ErrorClass", "context_exceeded", { stat = "Sum", label = "context_exceeded" }],

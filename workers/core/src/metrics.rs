@@ -127,15 +127,13 @@ impl Metric {
 
 /// Why an LLM call failed: the `ErrorClass` dimension of [`Metric::LlmErrors`].
 ///
-/// [`ErrorClass::of`] classifies a call's final error. `RateLimited` and `Timeout` are for
-/// a caller that knows more of an `Unavailable` call's cause (its retries ended on 429s, or
-/// on timeouts); count each failed *call* once, so that `LlmErrors ÷ LlmRequests` (the
+/// [`ErrorClass::of`] classifies a call's final error, one class per kind of `LlmError`
+/// (rate limits and timeouts are retried at the call; one that never went through is
+/// `unavailable`); count each failed *call* once, so that `LlmErrors ÷ LlmRequests` (the
 /// error-rate alarm) is a fraction of calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    RateLimited,
     Unavailable,
-    Timeout,
     Malformed,
     Rejected,
     ContextExceeded,
@@ -143,10 +141,8 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 7] = [
-        ErrorClass::RateLimited,
+    pub const ALL: [ErrorClass; 5] = [
         ErrorClass::Unavailable,
-        ErrorClass::Timeout,
         ErrorClass::Malformed,
         ErrorClass::Rejected,
         ErrorClass::ContextExceeded,
@@ -156,9 +152,7 @@ impl ErrorClass {
     /// The dimension's value.
     pub fn as_str(self) -> &'static str {
         match self {
-            ErrorClass::RateLimited => "rate_limited",
             ErrorClass::Unavailable => "unavailable",
-            ErrorClass::Timeout => "timeout",
             ErrorClass::Malformed => "malformed",
             ErrorClass::Rejected => "rejected",
             ErrorClass::ContextExceeded => "context_exceeded",
@@ -454,7 +448,7 @@ mod tests {
                 None,
                 Metric::LlmErrors,
                 1.0,
-                &[(ERROR_CLASS, "timeout"), (ERROR_CLASS, "timeout")],
+                &[(ERROR_CLASS, "malformed"), (ERROR_CLASS, "malformed")],
                 at()
             ),
             Err(EmfError::Reserved {
@@ -470,7 +464,7 @@ mod tests {
     fn a_data_point_carries_its_error_class_as_the_dimension() {
         let point = DataPoint {
             at: at(),
-            ..DataPoint::llm_error("c1", ErrorClass::Timeout)
+            ..DataPoint::llm_error("c1", ErrorClass::Malformed)
         };
         assert_eq!(
             point.emf("acme"),
@@ -479,7 +473,7 @@ mod tests {
                 Some("c1"),
                 Metric::LlmErrors,
                 1.0,
-                &[(ERROR_CLASS, "timeout")],
+                &[(ERROR_CLASS, "malformed")],
                 at()
             )
         );
