@@ -74,6 +74,7 @@ module "fleet" {
   subnet_ids           = module.network[0].private_subnet_ids
   model_endpoint_ports = var.model_endpoint_ports
   instance_type        = var.worker_instance_type
+  spot                 = var.worker_spot
   min_size             = var.worker_min
   max_size             = var.worker_max
   root_volume_gb       = var.worker_root_volume_gb

@@ -128,6 +128,30 @@ variable "worker_instance_type" {
   default     = "m7i.2xlarge"
 }
 
+variable "worker_spot" {
+  description = <<-EOT
+    Run worker hosts on Spot capacity: a mixed-instances Auto Scaling group (price-capacity-optimized
+    Spot over several instance types of the same size, capacity rebalancing on) with
+    on_demand_base hosts always on demand and on_demand_percent of the rest. Workers hand
+    interrupted rollouts back without costing an attempt (docs/deploy.md, "Spot"). null: on demand only.
+  EOT
+  type = object({
+    instance_types    = list(string)
+    on_demand_base    = optional(number, 0)
+    on_demand_percent = optional(number, 0)
+  })
+  default = null
+  validation {
+    condition = var.worker_spot == null || (
+      length(try(var.worker_spot.instance_types, [])) >= 2 &&
+      try(var.worker_spot.on_demand_base, 0) >= 0 &&
+      try(var.worker_spot.on_demand_percent, 0) >= 0 &&
+      try(var.worker_spot.on_demand_percent, 0) <= 100
+    )
+    error_message = "worker_spot needs at least two instance types (Spot pools to choose from), on_demand_base >= 0 and on_demand_percent in 0..100."
+  }
+}
+
 variable "worker_max" {
   description = "The most workers the scaler starts."
   type        = number

@@ -1022,3 +1022,72 @@ fn the_dashboard_and_alarms_use_the_metrics_the_workers_publish() {
         ["kms:GenerateDataKey*", "kms:Decrypt"]
     );
 }
+
+/// `worker_spot` turns the worker hosts' group into a Spot fleet: several instance types of
+/// one size, price-capacity-optimized, an on-demand base, capacity rebalancing; ECS hosts
+/// drain on an interruption notice (their tasks get the SIGTERM the worker hands rollouts
+/// back on).
+#[test]
+fn the_worker_fleet_can_run_on_spot() {
+    let root_module = module("infra");
+    let spot = block(&root_module, "variable", &["worker_spot"]);
+    assert_eq!(
+        attr(&spot.body, "default").to_string(),
+        "null",
+        "on demand unless asked"
+    );
+    let fleet_call = block(&root_module, "module", &["fleet"]);
+    assert_eq!(
+        attr(&fleet_call.body, "spot").to_string(),
+        "var.worker_spot"
+    );
+
+    let fleet = module("infra/modules/fleet");
+    let group = block(&fleet, "resource", &["aws_autoscaling_group", "workers"]);
+    assert_eq!(
+        attr(&group.body, "capacity_rebalance").to_string(),
+        "var.spot != null"
+    );
+    let dynamic = |name: &str| -> &Block {
+        group
+            .body
+            .blocks()
+            .find(|b| b.identifier.as_str() == "dynamic" && labels(b) == [name])
+            .unwrap_or_else(|| panic!("the group has no dynamic {name}"))
+    };
+    // Exactly one of the two: a plain launch template on demand, a mixed policy on Spot.
+    assert_eq!(
+        attr(&dynamic("launch_template").body, "for_each").to_string(),
+        "var.spot == null ? [1] : []"
+    );
+    let mixed = dynamic("mixed_instances_policy");
+    assert_eq!(
+        attr(&mixed.body, "for_each").to_string(),
+        "var.spot == null ? [] : [var.spot]"
+    );
+    let content = &nested(&mixed.body, "content")[0].body;
+    let distribution = &nested(content, "instances_distribution")[0].body;
+    assert_eq!(
+        string(attr(distribution, "spot_allocation_strategy")),
+        "price-capacity-optimized"
+    );
+    for key in [
+        "on_demand_base_capacity",
+        "on_demand_percentage_above_base_capacity",
+    ] {
+        attr(distribution, key);
+    }
+    let template = &nested(content, "launch_template")[0].body;
+    assert!(
+        template
+            .blocks()
+            .any(|b| b.identifier.as_str() == "dynamic" && labels(b) == ["override"]),
+        "one override per instance type"
+    );
+    assert!(
+        read("infra/modules/fleet/templates/ecs-boot.sh.tftpl")
+            .lines()
+            .any(|l| l == "ECS_ENABLE_SPOT_INSTANCE_DRAINING=true"),
+        "ECS hosts drain on a Spot interruption notice"
+    );
+}

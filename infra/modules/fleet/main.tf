@@ -124,9 +124,39 @@ resource "aws_autoscaling_group" "workers" {
   # idle ones); on plain EC2 each worker protects its own instance while busy.
   protect_from_scale_in = var.kind == "ecs"
 
-  launch_template {
-    id      = aws_launch_template.worker.id
-    version = aws_launch_template.worker.latest_version
+  # On Spot, a replacement is started on a rebalance recommendation, before the two-minute
+  # interruption notice; the worker hands its rollouts back when told to stop.
+  capacity_rebalance = var.spot != null
+
+  dynamic "launch_template" {
+    for_each = var.spot == null ? [1] : []
+    content {
+      id      = aws_launch_template.worker.id
+      version = aws_launch_template.worker.latest_version
+    }
+  }
+
+  dynamic "mixed_instances_policy" {
+    for_each = var.spot == null ? [] : [var.spot]
+    content {
+      instances_distribution {
+        on_demand_base_capacity                  = mixed_instances_policy.value.on_demand_base
+        on_demand_percentage_above_base_capacity = mixed_instances_policy.value.on_demand_percent
+        spot_allocation_strategy                 = "price-capacity-optimized"
+      }
+      launch_template {
+        launch_template_specification {
+          launch_template_id = aws_launch_template.worker.id
+          version            = aws_launch_template.worker.latest_version
+        }
+        dynamic "override" {
+          for_each = mixed_instances_policy.value.instance_types
+          content {
+            instance_type = override.value
+          }
+        }
+      }
+    }
   }
 
   tag {

@@ -27,6 +27,16 @@ variable "instance_type" {
   type = string
 }
 
+variable "spot" {
+  description = "Spot capacity (see the root module's worker_spot); null: on demand only."
+  type = object({
+    instance_types    = list(string)
+    on_demand_base    = optional(number, 0)
+    on_demand_percent = optional(number, 0)
+  })
+  default = null
+}
+
 variable "min_size" {
   type = number
 }
