@@ -545,3 +545,134 @@ async fn poison_tasks_bad_messages_and_duplicates() {
     assert!(labelled("synthfleet.campaign", &fx.name).await.is_empty());
     let _ = MAX_RECEIVES;
 }
+
+/// A fake EC2 instance metadata service: IMDSv2 tokens, and a Spot interruption notice
+/// once `notice` holds one (every other notice path answers 404, as on a calm instance).
+fn fake_imds(notice: Arc<std::sync::Mutex<Option<String>>>) -> (String, impl Drop) {
+    use axum::http::StatusCode;
+    use axum::routing::{get, put};
+    let app = axum::Router::new()
+        .route("/latest/api/token", put(|| async { "imds-token" }))
+        .route(
+            "/latest/meta-data/spot/instance-action",
+            get(move || {
+                let notice = notice.lock().expect("notice").clone();
+                async move {
+                    match notice {
+                        Some(body) => (StatusCode::OK, body),
+                        None => (StatusCode::NOT_FOUND, String::new()),
+                    }
+                }
+            }),
+        );
+    let (addr, shutdown) = synthfleet_tests::serve(app);
+    struct Stop(Option<tokio::sync::oneshot::Sender<()>>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Some(stop) = self.0.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+    (format!("http://{addr}"), Stop(Some(shutdown)))
+}
+
+/// A Spot interruption notice read from the instance metadata stops the worker like
+/// SIGTERM, but within the notice: its rollout is handed back before the instance goes,
+/// costing no attempt, and another worker completes it; a worker started on a host under
+/// notice takes no work at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spot_interruption_notice_hands_rollouts_back_within_the_notice() {
+    let moto = Moto::start().await;
+    let tasks = vec![task_line(
+        "long",
+        "median",
+        "[long] take your time.",
+        "test -s notes.txt",
+    )];
+    let llm = FakeLlm::start(vec![Script::new(
+        "[long]",
+        &["sleep 60", "echo done > notes.txt", "submit"],
+    )]);
+    let body = format!(
+        "samples_per_task = 1\nbudget_usd = 5.0\n{}",
+        fake_model(&llm.url, "")
+    );
+    let fx = Fixture::new("aws-spot", &tasks, &body);
+    let submitted = run_cli(&moto, &["submit", fx.campaign_arg()]);
+    assert!(submitted.status.success());
+
+    let notice = Arc::new(std::sync::Mutex::new(None));
+    let (imds, _imds) = fake_imds(notice.clone());
+    // Its grace (30 s) outlasts what the notice leaves: only the notice can make the
+    // worker hand back this early.
+    let spot = spawn_worker(&moto, "spot", &["--imds-url", &imds, "--heartbeat-s", "1"]);
+    let store = store(&moto);
+    wait_for(
+        "the rollout to start",
+        Duration::from_secs(90),
+        async || !llm.requests().is_empty(),
+    )
+    .await;
+    let noticed = Instant::now();
+    *notice.lock().expect("notice") = Some(
+        serde_json::json!({
+            "action": "terminate",
+            "time": (chrono::Utc::now() + chrono::Duration::seconds(25)).to_rfc3339(),
+        })
+        .to_string(),
+    );
+    let out = spot
+        .wait_with_output()
+        .expect("the worker exits on its own");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        noticed.elapsed() < Duration::from_secs(25),
+        "handed back within the notice: {:?}",
+        noticed.elapsed()
+    );
+    assert!(log.contains("Spot interruption notice"), "{log}");
+    assert!(
+        store
+            .metadata
+            .trajectories(&fx.name)
+            .await
+            .expect("list")
+            .is_empty(),
+        "the rollout did not finish on the departing host"
+    );
+
+    // A worker started while the notice stands takes nothing.
+    let late = spawn_worker(&moto, "late", &["--imds-url", &imds]);
+    let out = late.wait_with_output().expect("the worker exits at once");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && log.contains("taking no work"),
+        "{log}"
+    );
+
+    // Another host finishes the sample: attempt 1, the interruption cost nothing.
+    let other = spawn_worker(&moto, "other", &[]);
+    wait_for(
+        "the sample's result",
+        Duration::from_secs(180),
+        async || {
+            store
+                .metadata
+                .trajectories(&fx.name)
+                .await
+                .is_ok_and(|t| t.len() == 1)
+        },
+    )
+    .await;
+    let (status, log) = terminate(other);
+    assert!(status.success(), "{log}");
+    let meta = &store.metadata.trajectories(&fx.name).await.expect("list")[0];
+    let record = store.load(meta).await.expect("the record");
+    assert_eq!(
+        record.attempt, 1,
+        "the interrupted delivery cost no attempt"
+    );
+    assert_eq!(meta.status, RecordStatus::Success);
+}

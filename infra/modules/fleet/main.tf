@@ -15,7 +15,13 @@ locals {
     # The metrics' Deployment dimension, as the dashboard and alarms query it.
     SYNTHFLEET_DEPLOYMENT = var.name_prefix
   })
-  asg_env = merge(local.worker_env, { SYNTHFLEET_ASG_NAME = local.group_name })
+  # On EC2 the worker watches the instance metadata for a Spot interruption, a rebalance
+  # recommendation or its group's scale-in, and hands its rollouts back in time. (On ECS
+  # the agent drains the host and the task gets SIGTERM.)
+  asg_env = merge(local.worker_env, {
+    SYNTHFLEET_ASG_NAME = local.group_name
+    SYNTHFLEET_IMDS_URL = "http://169.254.169.254"
+  })
   ecs_env = merge(local.worker_env, { SYNTHFLEET_ECS_TASK_PROTECTION = "true" })
   ami_parameter = {
     asg = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"

@@ -9,6 +9,7 @@
 
 mod asg;
 pub mod dynamo;
+pub mod imds;
 pub mod provision;
 mod s3;
 mod sqs;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use synthfleet_agent::{StoredCampaigns, Worker, WorkerConfig, WorkerEvent};
+use synthfleet_aws::imds::{Departure, InstanceMetadata};
 use synthfleet_aws::{AsgProtection, EcsTaskProtection};
 use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
@@ -120,6 +121,35 @@ pub struct WorkerArgs {
     /// worker publishes its CloudWatch metrics under it as EMF lines among its logs.
     #[arg(long, env = "SYNTHFLEET_DEPLOYMENT")]
     deployment: Option<String>,
+    /// The EC2 instance metadata service to watch for this host's departure — a Spot
+    /// interruption notice, a rebalance recommendation, its Auto Scaling group taking it
+    /// out (`http://169.254.169.254` on EC2; the boot script sets it): on one the worker
+    /// stops as on SIGTERM, within an interruption's two minutes.
+    #[arg(long, env = "SYNTHFLEET_IMDS_URL")]
+    imds_url: Option<String>,
+}
+
+/// How often the instance metadata is read for a departure notice (AWS suggests every 5 s).
+const DEPARTURE_POLL: Duration = Duration::from_secs(5);
+/// What an interruption's notice leaves for handing rollouts back before the instance goes.
+const HAND_BACK_MARGIN: Duration = Duration::from_secs(20);
+
+/// Resolves when the instance metadata says the host is going away (never without a
+/// metadata service). A failed read is logged and tried again.
+async fn departed(imds: Option<&InstanceMetadata>) -> Departure {
+    let Some(imds) = imds else {
+        return std::future::pending().await;
+    };
+    loop {
+        match imds.departure().await {
+            Ok(Some(departure)) => return departure,
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %synthfleet_core::error_chain(&e), "reading the instance metadata for a departure notice failed; trying again")
+            }
+        }
+        tokio::time::sleep(DEPARTURE_POLL).await;
+    }
 }
 
 async fn terminated() {
@@ -165,6 +195,15 @@ pub async fn worker(args: WorkerArgs, log_format: LogFormat) -> anyhow::Result<E
             .clone()
             .with_wait(Duration::from_secs(args.poll_wait_s)),
     );
+    let imds = args.imds_url.as_deref().map(InstanceMetadata::new);
+    // A host already on its way out takes no work (a service manager may restart a worker
+    // that stopped for a notice).
+    if let Some(imds) = &imds
+        && let Ok(Some(departure)) = imds.departure().await
+    {
+        warn!(%departure, "this host is going away: taking no work");
+        return Ok(ExitCode::SUCCESS);
+    }
     let sandboxes = DockerSandboxes::connect(&worker_id)?;
     sandboxes.ping().await?;
     let reaped = sandboxes.reap().await?;
@@ -199,9 +238,19 @@ pub async fn worker(args: WorkerArgs, log_format: LogFormat) -> anyhow::Result<E
     let interrupt = CancellationToken::new();
     {
         let (stop, interrupt) = (stop.clone(), interrupt.clone());
-        let grace = Duration::from_secs(args.grace_s);
+        let mut grace = Duration::from_secs(args.grace_s);
         tokio::spawn(async move {
-            terminated().await;
+            tokio::select! {
+                _ = terminated() => {}
+                departure = departed(imds.as_ref()) => {
+                    // Rollouts may run until shortly before the instance goes; then what is
+                    // left is handed back in time, costing no attempt.
+                    if let Some(left) = departure.time_left(chrono::Utc::now()) {
+                        grace = grace.min(left.saturating_sub(HAND_BACK_MARGIN));
+                    }
+                    warn!(%departure, "this host is going away");
+                }
+            }
             warn!(
                 grace_s = grace.as_secs(),
                 "stop requested: no new tasks; in-flight rollouts may finish"
