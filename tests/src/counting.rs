@@ -29,24 +29,15 @@ pub struct Counts {
 impl Counts {
     /// The item written most, and how often.
     pub fn hottest_item(&self) -> Option<(&(String, String), u64)> {
-        self.item_writes
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(k, n)| (k, *n))
+        hottest(&self.item_writes)
     }
 
     pub fn hottest_partition(&self) -> Option<(&String, u64)> {
-        self.partition_writes
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(k, n)| (k, *n))
+        hottest(&self.partition_writes)
     }
 
     pub fn hottest_prefix(&self) -> Option<(&String, u64)> {
-        self.s3_prefixes
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(k, n)| (k, *n))
+        hottest(&self.s3_prefixes)
     }
 
     /// Calls of one service, by operation.
@@ -57,6 +48,11 @@ impl Counts {
             .map(|((_, op), n)| (op.as_str(), *n))
             .collect()
     }
+}
+
+/// The key counted most, and its count.
+fn hottest<K>(counts: &BTreeMap<K, u64>) -> Option<(&K, u64)> {
+    counts.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k, *n))
 }
 
 struct Shared {

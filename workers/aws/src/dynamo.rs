@@ -454,7 +454,7 @@ impl DynamoMetadata {
             return Ok(Layout::Spread);
         };
         let version = match item.get("layout") {
-            Some(AttributeValue::N(v)) => v.parse().unwrap_or(1),
+            Some(AttributeValue::N(v)) => v.parse().unwrap_or_else(|_| layout_v1()),
             _ => layout_v1(),
         };
         let layout = if version >= LAYOUT_SPREAD {

@@ -84,8 +84,6 @@ impl Meter<'_> {
             .pool
             .worst_case_cost(call.model, call.request)
             .map_err(MeterError::Cost)?;
-        // Slices must be renewed while held, also by a caller with no heartbeat (the judge).
-        self.wallet.renew_due().await;
         let started = Instant::now();
         let hold = match self
             .wallet

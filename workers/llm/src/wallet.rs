@@ -170,6 +170,9 @@ impl Wallet {
         loop {
             {
                 let mut account = account.lock().await;
+                // Slices must be renewed while held, also by a holder with no heartbeat
+                // (the judge): each call renews its own account's that are due.
+                self.renew_account(&mut account).await;
                 if let Some(slice) = account.slices.iter_mut().find(|s| s.room() >= worst) {
                     slice.take(worst);
                     return Ok(Holding::Held(Self::hold_on(slice, spend, worst)));
@@ -285,37 +288,40 @@ impl Wallet {
     /// found reclaimed is dropped.
     pub async fn renew_due(&self) {
         for account in self.all_accounts() {
-            let mut account = account.lock().await;
-            // Slices stay in the account across every await: a caller cancelled midway
-            // (a heartbeat task aborted at stop) loses none of them.
-            let mut at = 0;
-            while at < account.slices.len() {
-                let slice = &mut account.slices[at];
-                if slice.renewed.elapsed() < BudgetLease::RENEW_EVERY {
+            self.renew_account(&mut *account.lock().await).await;
+        }
+    }
+
+    /// [`Wallet::renew_due`] for one account. Slices stay in the account across every
+    /// await: a caller cancelled midway (a heartbeat task aborted at stop) loses none.
+    async fn renew_account(&self, account: &mut Account) {
+        let mut at = 0;
+        while at < account.slices.len() {
+            let slice = &mut account.slices[at];
+            if slice.renewed.elapsed() < BudgetLease::RENEW_EVERY {
+                at += 1;
+                continue;
+            }
+            let renewed = slice.lease.renewed(Utc::now());
+            match self.metadata.renew(&renewed).await {
+                Ok(true) => {
+                    let slice = &mut account.slices[at];
+                    slice.lease = renewed;
+                    slice.renewed = Instant::now();
                     at += 1;
-                    continue;
                 }
-                let renewed = slice.lease.renewed(Utc::now());
-                match self.metadata.renew(&renewed).await {
-                    Ok(true) => {
-                        let slice = &mut account.slices[at];
-                        slice.lease = renewed;
-                        slice.renewed = Instant::now();
-                        at += 1;
-                    }
-                    Ok(false) => {
-                        let gone = account.slices.swap_remove(at);
-                        warn!(
-                            campaign = %gone.lease.campaign,
-                            lease = %gone.lease.id,
-                            amount = %gone.lease.amount,
-                            "a budget slice was reclaimed while held; it stays booked at its full amount"
-                        );
-                    }
-                    Err(e) => {
-                        warn!(lease = %renewed.id, error = %error_chain(&e), "renewing a budget slice failed; trying again with the next call");
-                        at += 1;
-                    }
+                Ok(false) => {
+                    let gone = account.slices.swap_remove(at);
+                    warn!(
+                        campaign = %gone.lease.campaign,
+                        lease = %gone.lease.id,
+                        amount = %gone.lease.amount,
+                        "a budget slice was reclaimed while held; it stays booked at its full amount"
+                    );
+                }
+                Err(e) => {
+                    warn!(lease = %renewed.id, error = %error_chain(&e), "renewing a budget slice failed; trying again with the next call");
+                    at += 1;
                 }
             }
         }
