@@ -271,6 +271,25 @@ impl ScriptedChat {
         }))
     }
 
+    /// Like [`ScriptedChat::running`], but its first answer at `fail_at` is unavailable
+    /// (an infrastructure fault: the sample is retried); every turn asked for is logged
+    /// in `asked`.
+    pub fn running_failing_once(
+        commands: &[&str],
+        fail_at: usize,
+        asked: Arc<Mutex<Vec<usize>>>,
+    ) -> ScriptedChat {
+        let running = ScriptedChat::running(commands);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        ScriptedChat(Arc::new(move |turn| {
+            asked.lock().expect("asked").push(turn);
+            if turn == fail_at && !failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return (ScriptedChat::unavailable().0)(turn);
+            }
+            (running.0)(turn)
+        }))
+    }
+
     /// Unavailable on every call (after the provider's retries): an infrastructure fault.
     pub fn unavailable() -> ScriptedChat {
         ScriptedChat(Arc::new(|_| {

@@ -1,6 +1,9 @@
 //! How a trajectory record is stored: JSON, zstd-compressed, SHA-256 of the stored bytes.
 
+use crate::resume::Checkpoint;
 use crate::trajectory::{SCHEMA_VERSION, TrajectoryRecord};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 const ZSTD_LEVEL: i32 = 3;
@@ -52,8 +55,17 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 pub fn encode(record: &TrajectoryRecord) -> Result<Encoded, CodecError> {
+    encode_json(record)
+}
+
+/// A checkpoint is stored like a record (its record's fields, beside the workdir digest).
+pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Result<Encoded, CodecError> {
+    encode_json(checkpoint)
+}
+
+fn encode_json(value: &impl Serialize) -> Result<Encoded, CodecError> {
     let json =
-        serde_json::to_vec(record).map_err(|e| CodecError::Encode(std::io::Error::other(e)))?;
+        serde_json::to_vec(value).map_err(|e| CodecError::Encode(std::io::Error::other(e)))?;
     let bytes = zstd::encode_all(json.as_slice(), ZSTD_LEVEL).map_err(CodecError::Encode)?;
     let sha256 = sha256_hex(&bytes);
     Ok(Encoded { bytes, sha256 })
@@ -73,6 +85,16 @@ pub fn decode(
             actual,
         });
     }
+    decode_json(key, bytes)
+}
+
+/// Decodes a checkpoint. No checksum is kept for one: a corrupt checkpoint fails to
+/// decompress or parse, and the attempt starts over.
+pub fn decode_checkpoint(key: &str, bytes: &[u8]) -> Result<Checkpoint, CodecError> {
+    decode_json(key, bytes)
+}
+
+fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, CodecError> {
     let json = zstd::decode_all(bytes).map_err(|source| CodecError::Decompress {
         key: key.to_owned(),
         source,

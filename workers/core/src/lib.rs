@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod money;
 pub mod ports;
 pub mod redrive;
+pub mod resume;
 pub mod scaling;
 pub mod spend;
 pub mod start;

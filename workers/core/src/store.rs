@@ -7,9 +7,11 @@
 
 use crate::codec::{self, CodecError};
 use crate::facts::{TrajectoryFacts, facts_key};
+use crate::message::ResultKey;
 use crate::ports::{
     CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta, TrajectorySummary,
 };
+use crate::resume::Checkpoint;
 use crate::trajectory::{RecordStatus, TrajectoryRecord, checkpoint_key, checkpoint_prefix};
 use chrono::{Duration, Utc};
 use std::sync::Arc;
@@ -25,6 +27,22 @@ pub enum TrajectoryStoreError {
     Codec(#[from] CodecError),
 }
 
+/// A sample's latest checkpoint, as read.
+#[derive(Debug)]
+pub struct Found {
+    /// Its object key (it ends in the trajectory id of the attempt that wrote it).
+    pub key: String,
+    pub checkpoint: Result<Checkpoint, TrajectoryStoreError>,
+}
+
+impl Found {
+    /// The trajectory id of the attempt that wrote it, read from its key.
+    pub fn trajectory_id(&self) -> &str {
+        let name = self.key.rsplit('/').next().unwrap_or(&self.key);
+        name.strip_suffix(".json.zst").unwrap_or(name)
+    }
+}
+
 #[derive(Clone)]
 pub struct TrajectoryStore {
     pub objects: Arc<dyn ObjectStore>,
@@ -36,11 +54,13 @@ impl TrajectoryStore {
         TrajectoryStore { objects, metadata }
     }
 
-    /// Stores the record as it stands, mid-rollout, under its sample's checkpoint prefix:
-    /// if the worker dies, the partial record survives until an attempt of the sample
-    /// commits (or it expires like any failure).
-    pub async fn checkpoint(&self, record: &TrajectoryRecord) -> Result<(), TrajectoryStoreError> {
-        let encoded = codec::encode(record)?;
+    /// Stores the rollout as it stands at a step boundary under its sample's checkpoint
+    /// prefix: if the worker dies, another attempt continues it
+    /// ([`crate::resume`]); it stays until an attempt of the sample commits (or expires
+    /// like any failure).
+    pub async fn checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), TrajectoryStoreError> {
+        let record = &checkpoint.record;
+        let encoded = codec::encode_checkpoint(checkpoint)?;
         let key = checkpoint_key(
             &record.campaign,
             &record.instance_id,
@@ -49,6 +69,34 @@ impl TrajectoryStore {
         );
         self.objects.put(&key, encoded.bytes).await?;
         Ok(())
+    }
+
+    /// The checkpoint an attempt of the sample continues: the newest attempt's
+    /// ([`crate::resume::latest`]), or `None` when no attempt left one. Listing fails as
+    /// a whole; reading the checkpoint found fails inside [`Found`], which names it.
+    pub async fn latest_checkpoint(
+        &self,
+        key: &ResultKey,
+    ) -> Result<Option<Found>, TrajectoryStoreError> {
+        let prefix = checkpoint_prefix(&key.campaign, &key.instance_id, key.sample_index);
+        let keys: Vec<String> = self
+            .objects
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let Some(latest) = crate::resume::latest(&keys) else {
+            return Ok(None);
+        };
+        let checkpoint = match self.objects.get(latest).await {
+            Ok(bytes) => codec::decode_checkpoint(latest, &bytes).map_err(Into::into),
+            Err(e) => Err(e.into()),
+        };
+        Ok(Some(Found {
+            key: latest.to_owned(),
+            checkpoint,
+        }))
     }
 
     /// Writes the finished record and commits its metadata item.

@@ -334,6 +334,14 @@ pub struct TrajectoryRecord {
     pub attempt: u32,
     #[serde(default)]
     pub tags: serde_json::Map<String, Value>,
+    /// The number of steps this record carried over from an interrupted attempt, when it
+    /// continued one ([`crate::resume`]); `None` when the rollout ran from step 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from_step: Option<u32>,
+    /// Every resume of this rollout, oldest first: who resumed, when, from what, and how
+    /// the sandbox was rebuilt (or why it could not be).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<crate::resume::Resume>,
 }
 
 /// The environment a rollout ran in, beside the image digest: enough to trace a dataset row

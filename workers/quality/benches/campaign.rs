@@ -160,6 +160,8 @@ fn record(i: usize, rng: &mut Rng) -> TrajectoryRecord {
         worker_id: "bench".into(),
         attempt: 1,
         tags: Default::default(),
+        resumed_from_step: None,
+        resumes: Vec::new(),
     }
 }
 

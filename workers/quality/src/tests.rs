@@ -133,6 +133,8 @@ fn record(
         worker_id: "w".into(),
         attempt: 1,
         tags: Default::default(),
+        resumed_from_step: None,
+        resumes: Vec::new(),
     }
 }
 

@@ -7,6 +7,11 @@
 /// for an unprivileged user, who cannot signal the keeper (it runs as root); as root —
 /// SWE-bench's images have no other user — it would kill the keeper too, and the
 /// container with it. Only /proc and bash builtins: no procps.
+///
+/// One pass is not enough against a fork bomb: a process the pass has not reached yet
+/// forks into a PID slot an earlier kill freed, after the pass listed /proc. So passes
+/// repeat until one finds nothing alive to kill (zombies are already dead: their parent
+/// or init reaps them), at most 50.
 pub(crate) const KILL_ALL_BUT_INIT_AND_KEEPER: &str = r#"
 spare=" $* "
 keeper=
@@ -20,11 +25,22 @@ for d in /proc/[0-9]*; do
     fi
   done < "$d/status" 2>/dev/null
 done
-for d in /proc/[0-9]*; do
-  pid=${d#/proc/}
-  case "$pid" in 1|"$$"|"$keeper") continue ;; esac
-  case "$spare" in *" $pid "*) continue ;; esac
-  kill -KILL "$pid" 2>/dev/null
+pass=0
+while [ "$pass" -lt 50 ]; do
+  pass=$((pass + 1))
+  found=
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    case "$pid" in 1|"$$"|"$keeper") continue ;; esac
+    case "$spare" in *" $pid "*) continue ;; esac
+    state=
+    while read -r key value rest; do
+      if [ "$key" = "State:" ]; then state=$value; break; fi
+    done < "$d/status" 2>/dev/null
+    [ "$state" = Z ] && continue
+    kill -KILL "$pid" 2>/dev/null && found=1
+  done
+  [ -z "$found" ] && break
 done
 exit 0
 "#;

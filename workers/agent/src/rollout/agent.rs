@@ -3,6 +3,7 @@
 //! checkpointed, until it submits or a limit ends it.
 
 use super::book::{CallTime, StepBook};
+use super::sandbox::workdir_digest;
 use super::{Ending, Interrupted, RolloutEvent, Rollouts, ms, scrub};
 use crate::context;
 use crate::protocol::{Action, parse_action};
@@ -13,6 +14,7 @@ use synthfleet_core::budget::Spend;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::metrics::ErrorClass;
 use synthfleet_core::ports::{ChatRequest, Sandbox};
+use synthfleet_core::resume::Checkpoint;
 use synthfleet_core::task::Task;
 use synthfleet_core::trajectory::{
     ChatMessage, ErrorKind, ExitStatus, Role, Step, TrajectoryRecord,
@@ -44,13 +46,16 @@ impl Rollouts {
         (fitted.messages, fitted.elided)
     }
 
+    /// Runs the agent from where `record` stands (step 0, or the steps a resumed attempt
+    /// carried over) until it submits or a limit ends it; `cancel` cuts it off at once,
+    /// `handback` (with resume on) after the next step's checkpoint.
     pub(super) async fn agent_loop(
         &self,
         sandbox: &dyn Sandbox,
         task: &Task,
         record: &mut TrajectoryRecord,
-        deadline: tokio::time::Instant,
         cancel: &CancellationToken,
+        handback: &CancellationToken,
         events: &(dyn Fn(RolloutEvent) + Send + Sync),
     ) -> Result<Ending, Interrupted> {
         let key = &ResultKey {
@@ -75,12 +80,19 @@ impl Rollouts {
                 return Ok(Ending::error(ErrorKind::Internal, error_chain(&e)));
             }
         };
-        record
-            .messages
-            .push(ChatMessage::text(Role::System, system));
-        record
-            .messages
-            .push(ChatMessage::text(Role::User, instance));
+        if record.messages.is_empty() {
+            record
+                .messages
+                .push(ChatMessage::text(Role::System, system));
+            record
+                .messages
+                .push(ChatMessage::text(Role::User, instance));
+        }
+        // The agent's time: what the task or the scaffold allows, less what the steps
+        // carried over from an interrupted attempt took.
+        let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
+        let used = Duration::from_millis(record.timings.llm_ms + record.timings.sandbox_ms);
+        let deadline = tokio::time::Instant::now() + limit.saturating_sub(used);
         let step_timeout = Duration::from_secs(scaffold.step_timeout_s);
         // How long a rollout waits for budget that other calls hold before it gives up as
         // an infrastructure failure (the sample is retried, never scored as a timeout).
@@ -88,9 +100,14 @@ impl Rollouts {
         let mut book = StepBook::new(
             deadline,
             scaffold.cost_limit_usd.map(MicroUsd::from_usd_ceil),
+            record
+                .steps
+                .iter()
+                .map(|s| MicroUsd::from_usd_ceil(s.cost_usd))
+                .fold(MicroUsd::ZERO, MicroUsd::saturating_add),
         );
 
-        for index in 0..scaffold.max_steps {
+        for index in record.steps.len() as u32..scaffold.max_steps {
             if cancel.is_cancelled() {
                 return Err(Interrupted);
             }
@@ -154,6 +171,9 @@ impl Rollouts {
                         },
                         e.billed(),
                     );
+                    // The sandbox is as the last checkpoint left it: this one adds the
+                    // failed call's spend, which a retry that resumes carries on.
+                    self.checkpoint(sandbox, record).await;
                     return Ok(Ending {
                         status: e.exit_status(),
                         error: Some(e.to_string()),
@@ -306,13 +326,36 @@ impl Rollouts {
             if submitted {
                 return Ok(Ending::ok(ExitStatus::Submitted));
             }
-            // Keep the partial record: a crash from here on loses nothing already done.
-            let mut checkpoint = record.clone();
-            scrub(&mut checkpoint, &self.secrets);
-            if let Err(e) = self.store.checkpoint(&checkpoint).await {
-                warn!(error = %error_chain(&e), "writing the step checkpoint failed");
+            // Keep the partial record: a crash from here on loses nothing already done,
+            // and (with resume on) another attempt continues from here.
+            self.checkpoint(sandbox, record).await;
+            if scaffold.resume && handback.is_cancelled() {
+                info!(
+                    step = index,
+                    "handing the rollout back at its step boundary"
+                );
+                return Err(Interrupted);
             }
         }
         Ok(Ending::ok(ExitStatus::StepLimit))
+    }
+
+    /// Writes the record as it stands, scrubbed, with (resume on) its workdir's digest, for
+    /// a replay to be checked against. A failed write is logged: the rollout goes on.
+    async fn checkpoint(&self, sandbox: &dyn Sandbox, record: &TrajectoryRecord) {
+        let workdir_digest = match (&record.environment, self.campaign.config.scaffold.resume) {
+            (Some(env), true) => {
+                workdir_digest(sandbox, &env.workdir, env.start_commit.as_deref()).await
+            }
+            _ => None,
+        };
+        let mut checkpoint = Checkpoint {
+            record: record.clone(),
+            workdir_digest,
+        };
+        scrub(&mut checkpoint.record, &self.secrets);
+        if let Err(e) = self.store.checkpoint(&checkpoint).await {
+            warn!(error = %error_chain(&e), "writing the step checkpoint failed");
+        }
     }
 }

@@ -27,10 +27,15 @@ pub(super) struct CallTime {
 }
 
 impl StepBook {
-    pub(super) fn new(deadline: tokio::time::Instant, cost_limit: Option<MicroUsd>) -> StepBook {
+    /// Books from `spent` on (the calls of steps carried over from an interrupted attempt).
+    pub(super) fn new(
+        deadline: tokio::time::Instant,
+        cost_limit: Option<MicroUsd>,
+        spent: MicroUsd,
+    ) -> StepBook {
         StepBook {
             deadline,
-            spent: MicroUsd::ZERO,
+            spent,
             cost_limit,
         }
     }
@@ -136,7 +141,7 @@ mod tests {
     #[test]
     fn only_the_models_own_time_counts_against_the_agent() {
         let start = Instant::now();
-        let mut book = StepBook::new(start + Duration::from_secs(60), None);
+        let mut book = StepBook::new(start + Duration::from_secs(60), None, MicroUsd::ZERO);
         let (mut totals, mut timings) = (Totals::default(), timings());
         // 10 s in all: 2 s waiting for budget, 5 s generating, 3 s of retries and backoff.
         let llm_ms = book.completed(
@@ -214,7 +219,7 @@ mod tests {
     fn steps_stop_at_the_deadline_first_then_at_the_cost_limit() {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(10);
-        let mut book = StepBook::new(deadline, Some(MicroUsd(1_000)));
+        let mut book = StepBook::new(deadline, Some(MicroUsd(1_000)), MicroUsd::ZERO);
         assert_eq!(book.limit_reached(start), None);
         let call = CallTime {
             elapsed: Duration::from_secs(1),
@@ -242,14 +247,14 @@ mod tests {
             Some(ExitStatus::Timeout),
             "time is checked first"
         );
-        let unlimited = StepBook::new(deadline, None);
+        let unlimited = StepBook::new(deadline, None, MicroUsd::ZERO);
         assert_eq!(unlimited.limit_reached(start), None);
     }
 
     #[test]
     fn a_command_gets_the_step_timeout_cut_to_the_time_left_but_a_second_at_least() {
         let start = Instant::now();
-        let book = StepBook::new(start + Duration::from_secs(100), None);
+        let book = StepBook::new(start + Duration::from_secs(100), None, MicroUsd::ZERO);
         let step = Duration::from_secs(30);
         assert_eq!(book.command_timeout(start, step), step);
         assert_eq!(

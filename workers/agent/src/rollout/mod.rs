@@ -5,10 +5,13 @@
 //! * [`agent`]: the agent loop — the model called through the budget meter, its actions
 //!   run in the sandbox, each step recorded and checkpointed;
 //! * [`book`]: the loop's bookkeeping (deadline, spend, totals and timings) as pure rules;
+//! * [`resume`]: continuing an interrupted attempt from its checkpoint — the sandbox
+//!   rebuilt by replay, or a clean restart with the reason;
 //! * [`sandbox`]: reading the final patch out of the sandbox, and removing a sandbox.
 
 mod agent;
 mod book;
+mod resume;
 mod sandbox;
 
 pub(crate) use sandbox::destroy;
@@ -117,12 +120,16 @@ impl Rollouts {
         }
     }
 
-    /// Runs one rollout to a finished (not yet committed) record. Only cancellation
-    /// returns early; every failure is recorded in the record's exit status.
+    /// Runs one rollout to a finished (not yet committed) record, continuing an earlier
+    /// attempt's checkpoint when there is one (and `scaffold.resume` is on). Only
+    /// `cancel`, at once, and `handback`, at the next step boundary once that step is
+    /// checkpointed (with resume on), return early; every failure is recorded in the
+    /// record's exit status.
     pub async fn run(
         &self,
         message: &TaskMessage,
         cancel: &CancellationToken,
+        handback: &CancellationToken,
         events: &(dyn Fn(RolloutEvent) + Send + Sync),
     ) -> Result<TrajectoryRecord, Interrupted> {
         let key = message.result_key();
@@ -168,7 +175,10 @@ impl Rollouts {
                 worker_id: self.worker_id.clone(),
                 attempt,
                 tags: task.tags.clone().into_iter().collect(),
+                resumed_from_step: None,
+                resumes: Vec::new(),
             };
+            let resuming = self.resuming(&key).await;
 
             let verifier = self.verifier();
             // The verification sandbox is made while the agent works, so that submit →
@@ -200,10 +210,38 @@ impl Rollouts {
                     start_commit: start.commit().map(str::to_owned),
                     harness_hash: task.harness_hash(),
                 });
-                let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
-                let deadline = tokio::time::Instant::now() + limit;
+                let (sandbox, start) = match resuming {
+                    None => (sandbox, start),
+                    Some(resuming) => {
+                        let rebuilt = tokio::select! {
+                            rebuilt = self.rebuild(resuming, sandbox.as_ref(), &task.workdir, start.commit()) => rebuilt,
+                            _ = cancel.cancelled() => {
+                                destroy(sandbox.as_ref()).await;
+                                return Err(Interrupted);
+                            }
+                        };
+                        match rebuilt.earlier {
+                            Some(earlier) => record.continue_from(earlier, rebuilt.resume),
+                            None => record.resumes.push(rebuilt.resume),
+                        }
+                        if rebuilt.dirty {
+                            // The replay left the sandbox part-way: the restart needs a clean one.
+                            destroy(sandbox.as_ref()).await;
+                            let made = tokio::select! {
+                                created = verifier.create_agent_sandbox(task) => created,
+                                _ = cancel.cancelled() => return Err(Interrupted),
+                            };
+                            match made {
+                                Err(error) => return Ok(Ending::error(ErrorKind::Sandbox, format!("sandbox setup failed: {}", error_chain(&error)))),
+                                Ok(made) => made,
+                            }
+                        } else {
+                            (sandbox, start)
+                        }
+                    }
+                };
                 let ending = self
-                    .agent_loop(sandbox.as_ref(), task, &mut record, deadline, cancel, events)
+                    .agent_loop(sandbox.as_ref(), task, &mut record, cancel, handback, events)
                     .await;
                 let Ok(ending) = ending else {
                     destroy(sandbox.as_ref()).await;

@@ -55,6 +55,39 @@ pub(super) async fn read_patch(
     }
 }
 
+/// Time allowed to hash the workdir.
+const DIGEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SHA-256 of the workdir's state: its diff against the starting commit (against HEAD
+/// when the start is unknown) and its untracked files, names and contents. It only reads
+/// (no index, object or file is written), so the agent never sees it was taken. `None`
+/// when it cannot be read (no git repository): a replay is then checked on exit codes
+/// alone.
+pub(super) async fn workdir_digest(
+    sandbox: &dyn Sandbox,
+    workdir: &str,
+    start: Option<&str>,
+) -> Option<String> {
+    let git = "git -c safe.directory='*' -c core.quotePath=false";
+    let command = format!(
+        r#"set -o pipefail; cd {dir} && {{ {git} diff --binary {base} && untracked=$({git} ls-files -o --exclude-standard) && printf '%s\n' "$untracked" && {{ [ -z "$untracked" ] || printf '%s\n' "$untracked" | {git} hash-object --stdin-paths; }}; }} | sha256sum"#,
+        dir = shell_quote(workdir),
+        base = start.unwrap_or("HEAD"),
+    );
+    let out = match sandbox.exec(&command, DIGEST_TIMEOUT).await {
+        Ok(out) => out,
+        Err(e) => {
+            warn!(container = sandbox.id(), error = %error_chain(&e), "hashing the workdir failed");
+            return None;
+        }
+    };
+    let digest = out.output.lines().last()?.split_whitespace().next()?;
+    (out.exit_code == Some(0)
+        && digest.len() == 64
+        && digest.bytes().all(|b| b.is_ascii_hexdigit()))
+    .then(|| digest.to_owned())
+}
+
 /// Removes `sandbox`; a failure is logged and left to the reaper.
 pub(crate) async fn destroy(sandbox: &dyn Sandbox) {
     if let Err(e) = sandbox.destroy().await {

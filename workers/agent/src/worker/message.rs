@@ -189,7 +189,10 @@ impl Shared {
             return Ok(fate);
         }
         let outcome = self.roll_out(delivery, message, &rollouts).await;
-        facts.rollout = Some(Outcome::of(&outcome, self.interrupt.is_cancelled()));
+        facts.rollout = Some(Outcome::of(
+            &outcome,
+            self.interrupt.is_cancelled() || self.stop.is_cancelled(),
+        ));
         match (disposition(&facts, &self.config), outcome) {
             (Disposition::Fate(fate), _) => Ok(fate),
             (Disposition::Commit, Ok(record)) => self.commit(&rollouts, &record).await,
@@ -232,7 +235,7 @@ impl Shared {
                 }
             }
         };
-        rollouts.run(message, &lease, &on_step).await
+        rollouts.run(message, &lease, &self.stop, &on_step).await
     }
 
     /// Commits a finished record (object, then the conditional metadata item) and removes

@@ -83,6 +83,10 @@ pub struct ScaffoldConfig {
     /// The context policy: when a conversation outgrows the model's `context_window`, old
     /// observations are elided, oldest first; the last this many always stay whole.
     pub keep_recent_observations: u32,
+    /// An attempt that receives a sample an interrupted attempt left a checkpoint of
+    /// continues it (the sandbox rebuilt by replay, the conversation carried over) instead
+    /// of starting over; see [`crate::resume`]. On by default.
+    pub resume: bool,
 }
 
 impl Default for ScaffoldConfig {
@@ -98,6 +102,7 @@ impl Default for ScaffoldConfig {
             cost_limit_usd: None,
             max_observation_chars: 10_000,
             keep_recent_observations: 3,
+            resume: true,
         }
     }
 }
