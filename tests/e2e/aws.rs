@@ -36,7 +36,7 @@ fn env(moto: &Moto) -> Vec<(String, String)> {
     env
 }
 
-fn run_cli(moto: &Moto, args: &[&str]) -> std::process::Output {
+pub(crate) fn run_cli(moto: &Moto, args: &[&str]) -> std::process::Output {
     synthfleet_command(args, env(moto))
         .output()
         .expect("running synthfleet")
@@ -578,9 +578,10 @@ fn fake_imds(notice: Arc<std::sync::Mutex<Option<String>>>) -> (String, impl Dro
 }
 
 /// A Spot interruption notice read from the instance metadata stops the worker like
-/// SIGTERM, but within the notice: its rollout is handed back before the instance goes,
-/// costing no attempt, and another worker completes it; a worker started on a host under
-/// notice takes no work at all.
+/// SIGTERM, but within the notice: its rollout is handed back at its next step boundary,
+/// checkpointed, before the instance goes, costing no attempt; another worker resumes it
+/// from there (the model never asked again for a recorded step); a worker started on a
+/// host under notice takes no work at all.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spot_interruption_notice_hands_rollouts_back_within_the_notice() {
     let moto = Moto::start().await;
@@ -588,12 +589,14 @@ async fn a_spot_interruption_notice_hands_rollouts_back_within_the_notice() {
         "long",
         "median",
         "[long] take your time.",
-        "test -s notes.txt",
+        "test \"$(cat notes.txt)\" = \"$(printf 'step%s\\n' 0 1 2 3 4 5 6 7)\"",
     )];
-    let llm = FakeLlm::start(vec![Script::new(
-        "[long]",
-        &["sleep 60", "echo done > notes.txt", "submit"],
-    )]);
+    let actions: Vec<String> = (0..8)
+        .map(|i| format!("sleep 2; echo step{i} >> notes.txt"))
+        .chain(["submit".to_owned()])
+        .collect();
+    let script: Vec<&str> = actions.iter().map(String::as_str).collect();
+    let llm = FakeLlm::start(vec![Script::new("[long]", &script)]);
     let body = format!(
         "samples_per_task = 1\nbudget_usd = 5.0\n{}",
         fake_model(&llm.url, "")
@@ -609,16 +612,16 @@ async fn a_spot_interruption_notice_hands_rollouts_back_within_the_notice() {
     let spot = spawn_worker(&moto, "spot", &["--imds-url", &imds, "--heartbeat-s", "1"]);
     let store = store(&moto);
     wait_for(
-        "the rollout to start",
+        "the rollout's second step",
         Duration::from_secs(90),
-        async || !llm.requests().is_empty(),
+        async || llm.requests().len() >= 2,
     )
     .await;
     let noticed = Instant::now();
     *notice.lock().expect("notice") = Some(
         serde_json::json!({
             "action": "terminate",
-            "time": (chrono::Utc::now() + chrono::Duration::seconds(25)).to_rfc3339(),
+            "time": (chrono::Utc::now() + chrono::Duration::seconds(40)).to_rfc3339(),
         })
         .to_string(),
     );
@@ -628,11 +631,15 @@ async fn a_spot_interruption_notice_hands_rollouts_back_within_the_notice() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(
-        noticed.elapsed() < Duration::from_secs(25),
+        noticed.elapsed() < Duration::from_secs(40),
         "handed back within the notice: {:?}",
         noticed.elapsed()
     );
     assert!(log.contains("Spot interruption notice"), "{log}");
+    assert!(
+        log.contains("handing the rollout back at its step boundary"),
+        "{log}"
+    );
     assert!(
         store
             .metadata
@@ -674,5 +681,21 @@ async fn a_spot_interruption_notice_hands_rollouts_back_within_the_notice() {
         record.attempt, 1,
         "the interrupted delivery cost no attempt"
     );
-    assert_eq!(meta.status, RecordStatus::Success);
+    assert_eq!(
+        meta.status,
+        RecordStatus::Success,
+        "{:?}",
+        record.verification
+    );
+    // Resumed on the other host from the step the departing one handed back at: each
+    // step recorded once, the model asked once per step.
+    let from = record.resumed_from_step.expect("resumed") as usize;
+    assert!(from >= 2, "resumed from step {from}");
+    assert_eq!(record.resumes[0].worker_id, "other");
+    assert_eq!(record.steps.len(), script.len());
+    assert_eq!(
+        crate::resume::asked_per_turn(&llm.requests()),
+        vec![1; script.len()],
+        "a hand-back at a step boundary loses no answer"
+    );
 }

@@ -14,6 +14,7 @@ mod integrity;
 mod lambda;
 mod providers;
 mod quality;
+mod resume;
 mod sandbox;
 
 use std::path::{Path, PathBuf};
