@@ -7,28 +7,13 @@ use std::collections::BTreeSet;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthfleet_aws::{DynamoMetadata, S3ObjectStore};
 use synthfleet_core::MicroUsd;
 use synthfleet_core::ports::SandboxProvider;
-use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::trajectory::RecordStatus;
 use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_tests::fake_llm::{FakeLlm, Fault, Script};
 use synthfleet_tests::moto::{MAX_RECEIVES, Moto};
 use synthfleet_tests::task_line;
-
-pub(crate) fn store(moto: &Moto) -> TrajectoryStore {
-    TrajectoryStore::new(
-        Arc::new(S3ObjectStore::new(
-            moto.clients.s3.clone(),
-            &moto.names.bucket,
-        )),
-        Arc::new(DynamoMetadata::new(
-            moto.clients.dynamodb.clone(),
-            &moto.names.table,
-        )),
-    )
-}
 
 fn env(moto: &Moto) -> Vec<(String, String)> {
     let mut env = moto.env();
@@ -164,7 +149,7 @@ async fn fleet_completes_a_campaign_through_a_worker_crash() {
     .expect("spawn the keyless worker");
     // Kill w1 with SIGKILL in the middle of an LLM call of one of its rollouts: it holds
     // a budget lease and a sandbox.
-    let store = store(&moto);
+    let store = moto.store();
     wait_for("an LLM call on w1", Duration::from_secs(90), async || {
         store
             .metadata
@@ -421,7 +406,7 @@ async fn poison_tasks_bad_messages_and_duplicates() {
         "wp",
         &["--retry-backoff-s", "0", "--max-attempts", "2"],
     );
-    let store = store(&moto);
+    let store = moto.store();
     let dlq = &moto.names.dead_letter_queue_url;
     let dead_count = async || {
         sqs.get_queue_attributes()
@@ -610,7 +595,7 @@ async fn a_spot_interruption_notice_hands_rollouts_back_within_the_notice() {
     // Its grace (30 s) outlasts what the notice leaves: only the notice can make the
     // worker hand back this early.
     let spot = spawn_worker(&moto, "spot", &["--imds-url", &imds, "--heartbeat-s", "1"]);
-    let store = store(&moto);
+    let store = moto.store();
     wait_for(
         "the rollout's second step",
         Duration::from_secs(90),

@@ -229,7 +229,7 @@ async fn a_rate_limit_holds_across_worker_processes() {
         crate::aws::spawn_worker(&moto, "rate-w1", &beats),
         crate::aws::spawn_worker(&moto, "rate-w2", &beats),
     ];
-    let store = crate::aws::store(&moto);
+    let store = moto.store();
     crate::aws::wait_for(
         "all six samples committed",
         std::time::Duration::from_secs(240),

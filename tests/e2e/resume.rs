@@ -4,7 +4,7 @@
 //! a recorded step; one whose sandbox state cannot be rebuilt starts over, saying why.
 //! (The Spot notice's hand-back at a step boundary: `aws.rs`.)
 
-use crate::aws::{run_cli, spawn_worker, store, terminate, wait_for};
+use crate::aws::{run_cli, spawn_worker, terminate, wait_for};
 use crate::synthfleet_command;
 use crate::{Fixture, SECRET, containers_of, fake_model};
 use serde_json::Value;
@@ -176,7 +176,7 @@ async fn a_fleet_worker_killed_part_way_is_resumed_by_another() {
     first.wait().expect("reap the worker");
     // The message comes back when its visibility (6 s) ends, to another host.
     let second = spawn_worker(&moto, "second", &[]);
-    let store = store(&moto);
+    let store = moto.store();
     wait_for(
         "the sample's result",
         Duration::from_secs(120),

@@ -109,6 +109,14 @@ impl FakeLlm {
         self.shared.requests.lock().expect("requests").clone()
     }
 
+    /// The prompt tokens of every request so far, counted as this server counts usage.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.requests()
+            .iter()
+            .map(|r| estimate(&r.to_string()))
+            .sum()
+    }
+
     /// Refuses, as a context overflow, every request longer than `tokens` (counted as
     /// this server counts usage).
     pub fn set_context_window(&self, tokens: u64) {

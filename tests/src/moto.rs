@@ -3,8 +3,10 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synthfleet_aws::{AwsClients, AwsNames, provision};
+use synthfleet_aws::{AwsClients, AwsNames, DynamoMetadata, S3ObjectStore, provision};
+use synthfleet_core::store::TrajectoryStore;
 
 pub struct Moto {
     pub endpoint: String,
@@ -86,6 +88,20 @@ impl Moto {
             names,
             server,
         }
+    }
+
+    /// The trajectory store on this server's bucket and table.
+    pub fn store(&self) -> TrajectoryStore {
+        TrajectoryStore::new(
+            Arc::new(S3ObjectStore::new(
+                self.clients.s3.clone(),
+                &self.names.bucket,
+            )),
+            Arc::new(DynamoMetadata::new(
+                self.clients.dynamodb.clone(),
+                &self.names.table,
+            )),
+        )
     }
 
     /// Environment for a `synthfleet` process talking to this server.
