@@ -16,6 +16,7 @@ mod providers;
 mod quality;
 mod resume;
 mod sandbox;
+mod scaffolds;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -35,8 +35,9 @@ pub enum Fault {
 #[derive(Debug, Clone)]
 pub struct Script {
     pub needle: String,
-    /// Replies in order. `submit` submits; text starting with `raw:` is sent verbatim as
-    /// the assistant's content (for format errors).
+    /// Replies in order. `submit` submits; `edit:` and a JSON object is a call of the file
+    /// editor (an ```` ```edit ```` block in text mode); text starting with `raw:` is sent
+    /// verbatim as the assistant's content (for format errors); anything else is a command.
     pub actions: Vec<String>,
     /// Applied to every request of this script.
     pub always: Option<Fault>,
@@ -323,12 +324,26 @@ fn remember_key(shared: &Shared, headers: &HeaderMap, name: header::HeaderName) 
     }
 }
 
-/// The tool call (or text) of a scripted action: (name, input) in tool mode.
+/// The tool call of a scripted action: (name, input). `edit:` and a JSON object call the
+/// file editor (the `edit` scaffold's `str_replace_editor`).
 fn tool_action(action: &str) -> (&'static str, Value) {
     if action == "submit" {
         ("submit", json!({}))
+    } else if let Some(arguments) = action.strip_prefix("edit:") {
+        (
+            "str_replace_editor",
+            serde_json::from_str(arguments).unwrap_or_else(|_| json!(arguments)),
+        )
     } else {
         ("bash", json!({"command": action}))
+    }
+}
+
+/// The text-protocol reply of a scripted action: its fenced block.
+fn text_action(action: &str) -> String {
+    match action.strip_prefix("edit:") {
+        Some(arguments) => format!("Next step.\n\n```edit\n{arguments}\n```"),
+        None => format!("Next step.\n\n```bash\n{action}\n```"),
     }
 }
 
@@ -348,7 +363,7 @@ async fn complete(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
                "tool_calls": [{"id": format!("call_{turn}"), "type": "function",
                                "function": {"name": name, "arguments": args.to_string()}}]})
     } else {
-        json!({"role": "assistant", "content": format!("Next step.\n\n```bash\n{action}\n```")})
+        json!({"role": "assistant", "content": text_action(&action)})
     };
     json_response(json!({
         "id": format!("chatcmpl-{turn}"),
@@ -453,7 +468,7 @@ async fn messages(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: S
         )
     } else {
         (
-            json!([{"type": "text", "text": format!("Next step.\n\n```bash\n{action}\n```")}]),
+            json!([{"type": "text", "text": text_action(&action)}]),
             "end_turn",
         )
     };
@@ -514,10 +529,7 @@ async fn converse(State(shared): State<Arc<Shared>>, body: String) -> Response {
             "tool_use",
         )
     } else {
-        (
-            json!([{"text": format!("Next step.\n\n```bash\n{action}\n```")}]),
-            "end_turn",
-        )
+        (json!([{"text": text_action(&action)}]), "end_turn")
     };
     let input = estimate(&body);
     let output = estimate(&content.to_string());

@@ -1,4 +1,4 @@
-//! The agent side of synthfleet: the built-in `bash` scaffold, one rollout from sandbox
+//! The agent side of synthfleet: the scaffolds (`bash`, `edit`), one rollout from sandbox
 //! creation to verified record, and the worker loop that drains a queue.
 //!
 //! **Architecture invariant:** this crate knows the ports of `synthfleet-core` only; it
@@ -7,8 +7,8 @@
 mod campaigns;
 mod context;
 mod gold;
-mod protocol;
 mod rollout;
+mod scaffold;
 #[cfg(test)]
 mod testing;
 mod verify;
@@ -16,8 +16,8 @@ mod worker;
 
 pub use campaigns::{CampaignSource, ResolveError, SingleCampaign, StoredCampaigns};
 pub use gold::{GoldEvent, validate_gold};
-pub use protocol::{Action, parse_action, tool_schemas};
 pub use rollout::{Interrupted, RolloutEvent, Rollouts};
+pub use scaffold::{Action, SCAFFOLDS, Scaffold, Tool, scaffold};
 pub use verify::{SetupStep, Verifier, VerifyError};
 pub use worker::{Worker, WorkerConfig, WorkerEvent, WorkerSummary};
 

@@ -56,10 +56,13 @@ pub struct Resume {
     pub rebuild: Rebuild,
 }
 
-/// A recorded command, to run again with the exit code it had.
+/// A recorded action, to run again with the exit code it had.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replay<'a> {
     pub step: u32,
+    /// The scaffold's tool (`None`: `bash`).
+    pub tool: Option<&'a str>,
+    /// The command (or the tool's input).
     pub command: &'a str,
     pub exit_code: i64,
 }
@@ -74,6 +77,7 @@ pub fn replay_plan(steps: &[Step]) -> Result<Vec<Replay<'_>>, String> {
         .map(|(step, command)| match (step.timed_out, step.exit_code) {
             (false, Some(exit_code)) => Ok(Replay {
                 step: step.index,
+                tool: step.tool.as_deref(),
                 command,
                 exit_code,
             }),
@@ -177,11 +181,13 @@ mod tests {
             Ok(vec![
                 Replay {
                     step: 0,
+                    tool: None,
                     command: "ls",
                     exit_code: 0
                 },
                 Replay {
                     step: 2,
+                    tool: None,
                     command: "false",
                     exit_code: 1
                 },

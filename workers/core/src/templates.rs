@@ -1,4 +1,5 @@
-//! The scaffold's prompt templates (minijinja). Built-in ones live in `templates/bash/`; a
+//! The scaffolds' prompt templates (minijinja). Built-in ones live in `templates/{kind}/`
+//! (a scaffold without its own `instance.j2` or `observation.j2` uses `bash`'s); a
 //! campaign may override any of them with files of the same names (read from disk by
 //! `synthfleet-tasks`, stored with the campaign's spec).
 
@@ -14,11 +15,14 @@ pub const NAMES: [&str; 4] = [
     "format_error.j2",
 ];
 
-fn builtin(name: &str) -> &'static str {
-    match name {
-        "system.j2" => include_str!("../templates/bash/system.j2"),
-        "instance.j2" => include_str!("../templates/bash/instance.j2"),
-        "observation.j2" => include_str!("../templates/bash/observation.j2"),
+/// The built-in template `name` of the scaffold `kind`.
+fn builtin(kind: &str, name: &str) -> &'static str {
+    match (kind, name) {
+        ("edit", "system.j2") => include_str!("../templates/edit/system.j2"),
+        ("edit", "format_error.j2") => include_str!("../templates/edit/format_error.j2"),
+        (_, "system.j2") => include_str!("../templates/bash/system.j2"),
+        (_, "instance.j2") => include_str!("../templates/bash/instance.j2"),
+        (_, "observation.j2") => include_str!("../templates/bash/observation.j2"),
         _ => include_str!("../templates/bash/format_error.j2"),
     }
 }
@@ -45,8 +49,11 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// The built-in templates, with any override taking precedence.
-    pub fn new(overrides: &BTreeMap<String, String>) -> Result<Templates, TemplateError> {
+    /// The built-in templates of the scaffold `kind`, with any override taking precedence.
+    pub fn new(
+        kind: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         let mut hasher = Sha256::new();
@@ -54,7 +61,7 @@ impl Templates {
             let source = overrides
                 .get(name)
                 .cloned()
-                .unwrap_or_else(|| builtin(name).to_owned());
+                .unwrap_or_else(|| builtin(kind, name).to_owned());
             hasher.update(name.as_bytes());
             hasher.update([0]);
             hasher.update(source.as_bytes());
@@ -94,7 +101,7 @@ mod tests {
 
     #[test]
     fn renders_builtins_and_overrides_change_the_hash() {
-        let builtin = Templates::new(&BTreeMap::new()).expect("builtin");
+        let builtin = Templates::new("bash", &BTreeMap::new()).expect("builtin");
         let text = builtin
             .render(
                 "observation.j2",
@@ -115,13 +122,34 @@ mod tests {
             "instance.j2".to_owned(),
             "Do: {{ problem_statement }}".to_owned(),
         )]);
-        let custom = Templates::new(&overrides).expect("custom");
+        let custom = Templates::new("bash", &overrides).expect("custom");
         assert_ne!(custom.hash(), builtin.hash());
         assert_eq!(
             custom
                 .render("instance.j2", json!({"problem_statement": "x"}))
                 .expect("render"),
             "Do: x"
+        );
+    }
+
+    #[test]
+    fn each_scaffold_has_its_own_system_prompt() {
+        let context = json!({"protocol": "text", "workdir": "/w", "step_timeout_s": 5});
+        let render = |kind| {
+            Templates::new(kind, &BTreeMap::new())
+                .expect("builtin")
+                .render("system.j2", context.clone())
+                .expect("render")
+        };
+        assert!(render("edit").contains("```edit"));
+        assert!(!render("bash").contains("```edit"));
+        assert_ne!(
+            Templates::new("edit", &BTreeMap::new())
+                .expect("edit")
+                .hash(),
+            Templates::new("bash", &BTreeMap::new())
+                .expect("bash")
+                .hash()
         );
     }
 }

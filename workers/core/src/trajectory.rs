@@ -180,7 +180,8 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub index: u32,
-    /// The shell command run, or `None` for a format error or submit.
+    /// The shell command run (or another tool's input: see `tool`), or `None` for a format
+    /// error or submit.
     pub action: Option<String>,
     pub observation: String,
     pub observation_truncated: bool,
@@ -211,6 +212,10 @@ pub struct Step {
     /// the context policy; the record keeps them whole.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context_elided: Vec<usize>,
+    /// The tool `action` was the input of, when not `bash` (the `edit` scaffold's
+    /// `str_replace_editor`: its arguments as JSON); absent for a shell command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// How a rollout's patch was verified, in a fresh sandbox.

@@ -99,6 +99,7 @@ fn record(i: usize, rng: &mut Rng) -> TrajectoryRecord {
             model: "m".into(),
             format_error: false,
             context_elided: Vec::new(),
+            tool: None,
         });
     }
     let resolved = rng.below(100) < 35;

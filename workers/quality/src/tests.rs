@@ -67,6 +67,7 @@ fn record(
                 model: model.into(),
                 format_error: false,
                 context_elided: Vec::new(),
+                tool: None,
             }
         })
         .collect();

@@ -6,7 +6,7 @@ use super::book::{CallTime, StepBook};
 use super::sandbox::workdir_digest;
 use super::{Ending, Interrupted, RolloutEvent, Rollouts, ms, scrub};
 use crate::context;
-use crate::protocol::{Action, parse_action};
+use crate::scaffold::Action;
 use crate::truncate_middle;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -64,6 +64,10 @@ impl Rollouts {
             sample_index: record.sample_index,
         };
         let scaffold = &self.campaign.config.scaffold;
+        let tools = match self.scaffold() {
+            Ok(tools) => tools,
+            Err(e) => return Ok(Ending::error(ErrorKind::Internal, e)),
+        };
         let context = json!({
             "problem_statement": task.problem_statement,
             "workdir": task.workdir,
@@ -197,7 +201,7 @@ impl Rollouts {
             );
             let usage = completion.usage;
 
-            let action = parse_action(&completion.message);
+            let action = tools.parse(&completion.message);
             record.messages.push(completion.message);
             let mut step = Step {
                 index,
@@ -218,6 +222,7 @@ impl Rollouts {
                 llm_retries: completion.retries,
                 model: served_by.name.clone(),
                 format_error: false,
+                tool: None,
             };
             let protocol_context = |extra: serde_json::Value| {
                 let mut c = json!({"protocol": scaffold.protocol.to_string(), "step_timeout_s": scaffold.step_timeout_s});
@@ -260,14 +265,16 @@ impl Rollouts {
                     }
                     false
                 }
-                Action::Run {
-                    command,
+                Action::Invoke {
+                    tool,
+                    input,
                     tool_call_id,
                 } => {
-                    step.action = Some(command.clone());
+                    step.action = Some(input.clone());
+                    step.tool = (tool != "bash").then(|| tool.clone());
                     let timeout = book.command_timeout(tokio::time::Instant::now(), step_timeout);
                     let exec = tokio::select! {
-                        output = sandbox.exec(&command, timeout) => output,
+                        output = tools.run(sandbox, Some(&tool), &input, timeout) => output,
                         _ = cancel.cancelled() => return Err(Interrupted),
                     };
                     let output = match exec {

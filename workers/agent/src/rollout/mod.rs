@@ -17,7 +17,7 @@ mod sandbox;
 pub(crate) use sandbox::destroy;
 
 use crate::SCAFFOLD_VERSION;
-use crate::protocol::tool_schemas;
+use crate::scaffold::Scaffold;
 use crate::verify::Verifier;
 use chrono::Utc;
 use sandbox::read_patch;
@@ -113,6 +113,17 @@ impl Rollouts {
             .collect()
     }
 
+    /// The campaign's scaffold, or why this worker has none of its kind (a campaign
+    /// submitted by a newer synthfleet: upgrade the worker).
+    fn scaffold(&self) -> Result<&'static Scaffold, String> {
+        let kind = &self.campaign.config.scaffold.kind;
+        crate::scaffold::scaffold(kind).ok_or_else(|| {
+            format!(
+                "this worker has no scaffold of kind `{kind}`; upgrade synthfleet on the worker"
+            )
+        })
+    }
+
     fn verifier(&self) -> Verifier<'_> {
         Verifier {
             campaign: &self.campaign,
@@ -158,9 +169,9 @@ impl Rollouts {
                     template_hash: self.templates.hash().to_owned(),
                 },
                 messages: Vec::new(),
-                tools: match scaffold.protocol {
-                    Protocol::ToolCalls => tool_schemas(),
-                    Protocol::Text => Vec::new(),
+                tools: match (scaffold.protocol, crate::scaffold::scaffold(&scaffold.kind)) {
+                    (Protocol::ToolCalls, Some(scaffold)) => scaffold.tool_schemas(),
+                    _ => Vec::new(),
                 },
                 steps: Vec::new(),
                 patch: String::new(),

@@ -141,14 +141,18 @@ impl Rollouts {
             ));
         }
         let plan = replay_plan(&earlier.steps).map_err(|reason| (reason, false))?;
+        let scaffold = self.scaffold().map_err(|reason| (reason, false))?;
         let timeout = Duration::from_secs(self.campaign.config.scaffold.step_timeout_s);
         for replay in &plan {
-            let out = sandbox.exec(replay.command, timeout).await.map_err(|e| {
-                (
-                    format!("replaying step {}: {}", replay.step, error_chain(&e)),
-                    true,
-                )
-            })?;
+            let out = scaffold
+                .run(sandbox, replay.tool, replay.command, timeout)
+                .await
+                .map_err(|e| {
+                    (
+                        format!("replaying step {}: {}", replay.step, error_chain(&e)),
+                        true,
+                    )
+                })?;
             if out.timed_out || out.exit_code != Some(replay.exit_code) {
                 let now = if out.timed_out {
                     "timed out".to_owned()

@@ -19,6 +19,9 @@ pub use routes::{DEFAULT_ROUTE, RouteConfig, RouteMatch};
 pub use sources::TaskSource;
 pub use validate::is_valid_name;
 
+/// The scaffolds a campaign may name (`scaffold.kind`): the agent crate has one of each.
+pub const SCAFFOLD_KINDS: [&str; 2] = ["bash", "edit"];
+
 use crate::MicroUsd;
 use crate::task::Task;
 use std::collections::BTreeSet;

@@ -125,14 +125,14 @@ impl CampaignConfig {
         Ok(())
     }
 
-    /// `[scaffold]`: the built-in scaffold, limits of at least 1, a rollout that fits a
+    /// `[scaffold]`: a built-in scaffold, limits of at least 1, a rollout that fits a
     /// queue lease, room for an observation.
     fn validate_scaffold(&self) -> Result<(), Invalid> {
         let s = &self.scaffold;
-        if s.kind != "bash" {
+        if !super::SCAFFOLD_KINDS.contains(&s.kind.as_str()) {
             return err(
                 "scaffold.kind",
-                "only the built-in \"bash\" scaffold exists",
+                "the scaffolds are \"bash\" (a shell) and \"edit\" (a shell and a file editor)",
             );
         }
         if s.max_steps == 0
