@@ -92,6 +92,7 @@ pub fn sample_meta(key: &ResultKey, trajectory_id: &str) -> TrajectoryMeta {
             cache_write_tokens: 0,
             n_steps: 1,
             created_at: Utc::now(),
+            variant: None,
         },
         status: RecordStatus::Success,
         exit_status: ExitStatus::Submitted,

@@ -43,7 +43,6 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let path = &args.campaign;
     let campaign = synthfleet_tasks::load_campaign(path)?;
     let templates = Templates::new(
-        &campaign.config.scaffold.kind,
         &synthfleet_tasks::template_overrides(&campaign)
             .context("loading the scaffold's prompt templates")?,
     )
@@ -72,7 +71,10 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         campaign.config.samples_per_task,
         campaign.config.models.len(),
         campaign.config.budget_usd,
-        &templates.hash()[..12]
+        templates
+            .hash(&campaign.config.scaffold.kind)
+            .get(..12)
+            .unwrap_or_default()
     );
     println!(
         "verification: {}",

@@ -166,6 +166,10 @@ pub struct TrajectorySummary {
     pub n_steps: u32,
     /// When the rollout finished.
     pub created_at: DateTime<Utc>,
+    /// The experiment arm (`[[variants]]`) of the sample; absent outside experiments (so
+    /// an item of a campaign without variants is written as before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 impl TrajectorySummary {
@@ -185,6 +189,7 @@ impl TrajectorySummary {
             cache_write_tokens: record.totals.cache_write_tokens,
             n_steps: record.totals.n_steps,
             created_at,
+            variant: record.variant.clone(),
         }
     }
 
@@ -711,6 +716,7 @@ mod tests {
                 cache_write_tokens: 0,
                 n_steps: 3,
                 created_at: at("2024-05-02T12:00:00Z"),
+                variant: None,
             },
             status: RecordStatus::Failed,
             exit_status: ExitStatus::Error(ErrorKind::Sandbox),

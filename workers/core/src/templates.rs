@@ -43,50 +43,63 @@ pub enum TemplateError {
     },
 }
 
+/// Every scaffold's templates, each built-in one overridden by the campaign's file of the
+/// same name.
 pub struct Templates {
     env: Environment<'static>,
-    hash: String,
+    /// SHA-256 over each scaffold's template names and sources, by kind.
+    hashes: BTreeMap<&'static str, String>,
 }
 
 impl Templates {
-    /// The built-in templates of the scaffold `kind`, with any override taking precedence.
-    pub fn new(
-        kind: &str,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<Templates, TemplateError> {
+    /// The built-in templates of every scaffold, with any override taking precedence.
+    pub fn new(overrides: &BTreeMap<String, String>) -> Result<Templates, TemplateError> {
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        let mut hasher = Sha256::new();
-        for name in NAMES {
-            let source = overrides
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| builtin(kind, name).to_owned());
-            hasher.update(name.as_bytes());
-            hasher.update([0]);
-            hasher.update(source.as_bytes());
-            hasher.update([0]);
-            env.add_template_owned(name, source)
-                .map_err(|source| TemplateError::Syntax {
-                    name: name.to_owned(),
-                    source,
-                })?;
+        let mut hashes = BTreeMap::new();
+        for kind in crate::campaign::SCAFFOLD_KINDS {
+            let mut hasher = Sha256::new();
+            for name in NAMES {
+                let source = overrides
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| builtin(kind, name).to_owned());
+                hasher.update(name.as_bytes());
+                hasher.update([0]);
+                hasher.update(source.as_bytes());
+                hasher.update([0]);
+                env.add_template_owned(format!("{kind}/{name}"), source)
+                    .map_err(|source| TemplateError::Syntax {
+                        name: name.to_owned(),
+                        source,
+                    })?;
+            }
+            hashes.insert(kind, crate::codec::hex(&hasher.finalize()));
         }
-        let hash = crate::codec::hex(&hasher.finalize());
-        Ok(Templates { env, hash })
+        Ok(Templates { env, hashes })
     }
 
-    /// SHA-256 over all template names and sources.
-    pub fn hash(&self) -> &str {
-        &self.hash
+    /// SHA-256 over the scaffold `kind`'s template names and sources (empty for a kind
+    /// that has none).
+    pub fn hash(&self, kind: &str) -> &str {
+        self.hashes.get(kind).map_or("", String::as_str)
     }
 
-    pub fn render(&self, name: &str, context: serde_json::Value) -> Result<String, TemplateError> {
+    /// Renders the scaffold `kind`'s template `name`.
+    pub fn render(
+        &self,
+        kind: &str,
+        name: &str,
+        context: serde_json::Value,
+    ) -> Result<String, TemplateError> {
         let render_error = |source| TemplateError::Render {
             name: name.to_owned(),
             source,
         };
-        let template = self.env.get_template(name).map_err(render_error)?;
+        let template = self
+            .env
+            .get_template(&format!("{kind}/{name}"))
+            .map_err(render_error)?;
         template
             .render(context)
             .map(|s| s.trim().to_owned())
@@ -101,9 +114,10 @@ mod tests {
 
     #[test]
     fn renders_builtins_and_overrides_change_the_hash() {
-        let builtin = Templates::new("bash", &BTreeMap::new()).expect("builtin");
+        let builtin = Templates::new(&BTreeMap::new()).expect("builtin");
         let text = builtin
             .render(
+                "bash",
                 "observation.j2",
                 json!({"timed_out": false, "exit_code": 1, "output": "boom", "truncated": true, "step_timeout_s": 5}),
             )
@@ -114,7 +128,7 @@ mod tests {
                 && text.contains("cut in the middle")
         );
         assert!(
-            builtin.render("instance.j2", json!({})).is_err(),
+            builtin.render("bash", "instance.j2", json!({})).is_err(),
             "strict undefined"
         );
 
@@ -122,11 +136,11 @@ mod tests {
             "instance.j2".to_owned(),
             "Do: {{ problem_statement }}".to_owned(),
         )]);
-        let custom = Templates::new("bash", &overrides).expect("custom");
-        assert_ne!(custom.hash(), builtin.hash());
+        let custom = Templates::new(&overrides).expect("custom");
+        assert_ne!(custom.hash("bash"), builtin.hash("bash"));
         assert_eq!(
             custom
-                .render("instance.j2", json!({"problem_statement": "x"}))
+                .render("bash", "instance.j2", json!({"problem_statement": "x"}))
                 .expect("render"),
             "Do: x"
         );
@@ -135,21 +149,14 @@ mod tests {
     #[test]
     fn each_scaffold_has_its_own_system_prompt() {
         let context = json!({"protocol": "text", "workdir": "/w", "step_timeout_s": 5});
+        let templates = Templates::new(&BTreeMap::new()).expect("builtin");
         let render = |kind| {
-            Templates::new(kind, &BTreeMap::new())
-                .expect("builtin")
-                .render("system.j2", context.clone())
+            templates
+                .render(kind, "system.j2", context.clone())
                 .expect("render")
         };
         assert!(render("edit").contains("```edit"));
         assert!(!render("bash").contains("```edit"));
-        assert_ne!(
-            Templates::new("edit", &BTreeMap::new())
-                .expect("edit")
-                .hash(),
-            Templates::new("bash", &BTreeMap::new())
-                .expect("bash")
-                .hash()
-        );
+        assert_ne!(templates.hash("edit"), templates.hash("bash"));
     }
 }

@@ -347,6 +347,9 @@ pub struct TrajectoryRecord {
     /// the sandbox was rebuilt (or why it could not be).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumes: Vec<crate::resume::Resume>,
+    /// The `[[variants]]` arm the sample belongs to, in an experiment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 /// The environment a rollout ran in, beside the image digest: enough to trace a dataset row

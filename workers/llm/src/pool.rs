@@ -129,7 +129,8 @@ impl ModelPool {
             }
             let mut request = request.clone();
             request.max_tokens = model.max_tokens;
-            request.temperature = model.temperature;
+            // A request's own temperature (an experiment's arm) wins over the model's.
+            request.temperature = request.temperature.or(model.temperature);
             let result = match model.provider {
                 ProviderKind::Replay => ReplayChat::new(replay.to_vec()).complete(&request).await,
                 ProviderKind::Openai | ProviderKind::Anthropic | ProviderKind::Bedrock => {

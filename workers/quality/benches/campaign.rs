@@ -163,6 +163,7 @@ fn record(i: usize, rng: &mut Rng) -> TrajectoryRecord {
         tags: Default::default(),
         resumed_from_step: None,
         resumes: Vec::new(),
+        variant: None,
     }
 }
 

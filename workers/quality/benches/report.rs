@@ -76,6 +76,7 @@ fn rows(n: usize) -> impl Iterator<Item = TrajectoryRow> {
                 cache_write_tokens: 0,
                 n_steps: steps,
                 created_at: start + Duration::seconds(i as i64),
+                variant: None,
             },
             scaffold: if rng.below(2) == 0 {
                 "bash@1".into()

@@ -74,6 +74,11 @@ pub const TRAJECTORY_COLUMNS: &[Column] = &[
     ),
     col("duration_ms", "UBIGINT", "Wall-clock time of the rollout."),
     col("scaffold", "VARCHAR", "Scaffold name@version."),
+    col(
+        "variant",
+        "VARCHAR",
+        "The experiment arm ([[variants]]) of the sample; null outside experiments.",
+    ),
     col("provider", "VARCHAR", "API family of the model."),
     col("campaign", "VARCHAR", "synthfleet campaign."),
     col(
@@ -351,8 +356,11 @@ mod tests {
     /// column without a field read as NULL).
     #[test]
     fn the_trajectory_columns_are_the_rows_serialized_fields() {
-        // Every field is a key, `None` ones too (as `null`).
-        let value = serde_json::to_value(row("01T", "m", "task", true)).expect("a row serialises");
+        // Every field is a key, `None` ones too (as `null`) — but an absent experiment arm,
+        // which the summary leaves out (DuckDB reads the missing key as NULL).
+        let mut row = row("01T", "m", "task", true);
+        row.summary.variant = Some("arm".into());
+        let value = serde_json::to_value(row).expect("a row serialises");
         let fields: BTreeSet<&str> = value
             .as_object()
             .expect("a row is an object")

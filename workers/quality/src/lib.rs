@@ -9,6 +9,7 @@
 pub mod anonymize;
 pub mod dashboard;
 pub mod dataset;
+pub mod experiment;
 pub mod export;
 pub mod facts;
 pub mod judge;

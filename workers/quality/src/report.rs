@@ -4,6 +4,7 @@
 //! HTML dashboard.
 
 use crate::dataset::{Dataset, TRAJECTORY_COLUMNS};
+use crate::experiment::{self, Cell, Experiment};
 use crate::stages::{Assessment, Stage};
 use crate::{CampaignData, QualityError};
 use chrono::{DateTime, Utc};
@@ -26,6 +27,12 @@ pub struct Report {
     pub totals: Group,
     pub by_model: Vec<Group>,
     pub by_scaffold: Vec<Group>,
+    /// By experiment arm (`[[variants]]`); empty outside experiments.
+    #[serde(default)]
+    pub by_variant: Vec<Group>,
+    /// The arms compared, paired by task, when the campaign is an experiment.
+    #[serde(default)]
+    pub experiment: Option<Experiment>,
     pub by_task: Vec<Group>,
     /// Reward hacking and untrustworthy grades.
     pub integrity: Integrity,
@@ -149,6 +156,18 @@ pub fn build(data: &CampaignData, assessments: &[Assessment]) -> Result<Report, 
     let dataset = Dataset::new()?;
     dataset.load("trajectories", TRAJECTORY_COLUMNS, data.rows(assessments))?;
     let mut report = query(&dataset, &data.config.quality, data.judged.is_some())?;
+    let cells: Vec<Cell> = dataset.query(
+        "SELECT variant, instance_id, count(*)::UBIGINT AS trajectories,
+                count(*) FILTER (WHERE resolved)::UBIGINT AS resolved
+           FROM trajectories WHERE variant IS NOT NULL GROUP BY ALL ORDER BY ALL",
+    )?;
+    let arms: Vec<String> = data
+        .config
+        .variants
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
+    report.experiment = experiment::compare(&cells, &arms);
     for (instance_id, tests) in &data.flaky {
         report.integrity.flaky_tasks.push(FlakyTask {
             instance_id: instance_id.clone(),
@@ -194,8 +213,7 @@ pub fn query(
     quality: &QualityConfig,
     judge: bool,
 ) -> Result<Report, QualityError> {
-    let group = |key: &str, by: bool| -> Result<Vec<Group>, QualityError> {
-        let tail = if by { "GROUP BY key ORDER BY key" } else { "" };
+    let group = |key: &str, tail: &str| -> Result<Vec<Group>, QualityError> {
         dataset.query(&format!(
             "SELECT {key} AS key,
                 count(*)::UBIGINT AS trajectories,
@@ -215,7 +233,8 @@ pub fn query(
              FROM trajectories {tail}"
         ))
     };
-    let totals = group("'all'", false)?
+    let by = "GROUP BY key ORDER BY key";
+    let totals = group("'all'", "")?
         .into_iter()
         .next()
         .ok_or(QualityError::NoRow {
@@ -330,9 +349,11 @@ pub fn query(
         dead_letters: 0,
         excluded_tasks: Vec::new(),
         totals,
-        by_model: group("model", true)?,
-        by_scaffold: group("scaffold", true)?,
-        by_task: group("instance_id", true)?,
+        by_model: group("model", by)?,
+        by_scaffold: group("scaffold", by)?,
+        by_variant: group("variant", &format!("WHERE variant IS NOT NULL {by}"))?,
+        experiment: None,
+        by_task: group("instance_id", by)?,
         integrity,
         funnel,
         rejections,
@@ -489,6 +510,10 @@ impl Report {
         out += &group_table("All trajectories", std::slice::from_ref(&self.totals));
         out += &group_table("\nBy model", &self.by_model);
         out += &group_table("\nBy scaffold", &self.by_scaffold);
+        if let Some(experiment) = &self.experiment {
+            out += &group_table("\nBy variant", &self.by_variant);
+            out += &experiment.to_text();
+        }
         let shown = self.by_task.len().min(TEXT_TASK_ROWS);
         out += &group_table("\nBy task", &self.by_task[..shown]);
         if shown < self.by_task.len() {

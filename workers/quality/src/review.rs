@@ -244,6 +244,7 @@ pub(crate) mod tests {
                 cache_write_tokens: 0,
                 n_steps: 3,
                 created_at: Utc::now(),
+                variant: None,
             },
             scaffold: "bash@1".into(),
             exit_status: "submitted".into(),

@@ -136,6 +136,7 @@ fn record(
         tags: Default::default(),
         resumed_from_step: None,
         resumes: Vec::new(),
+        variant: None,
     }
 }
 

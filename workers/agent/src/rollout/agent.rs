@@ -64,7 +64,8 @@ impl Rollouts {
             sample_index: record.sample_index,
         };
         let scaffold = &self.campaign.config.scaffold;
-        let tools = match self.scaffold() {
+        let kind = record.scaffold.name.clone();
+        let tools = match Rollouts::scaffold(&kind) {
             Ok(tools) => tools,
             Err(e) => return Ok(Ending::error(ErrorKind::Internal, e)),
         };
@@ -76,8 +77,8 @@ impl Rollouts {
             "protocol": scaffold.protocol.to_string(),
         });
         let (system, instance) = match (
-            self.templates.render("system.j2", context.clone()),
-            self.templates.render("instance.j2", context),
+            self.templates.render(&kind, "system.j2", context.clone()),
+            self.templates.render(&kind, "instance.j2", context),
         ) {
             (Ok(s), Ok(i)) => (s, i),
             (Err(e), _) | (_, Err(e)) => {
@@ -124,7 +125,11 @@ impl Rollouts {
                 messages,
                 tools: record.tools.clone(),
                 max_tokens: 0,
-                temperature: None,
+                // An experiment's arm may set it; else the model's.
+                temperature: self
+                    .campaign
+                    .variant_for(record.sample_index)
+                    .and_then(|v| v.temperature),
             };
             // Budget: the worst case is held on a slice before the call, the real cost booked after.
             let meter = Meter {
@@ -247,6 +252,7 @@ impl Rollouts {
                 } => {
                     step.format_error = true;
                     let text = match self.templates.render(
+                        &kind,
                         "format_error.j2",
                         protocol_context(json!({"reason": reason})),
                     ) {
@@ -288,6 +294,7 @@ impl Rollouts {
                     let (kept, cut) =
                         truncate_middle(&output.output, scaffold.max_observation_chars);
                     let text = match self.templates.render(
+                        &kind,
                         "observation.j2",
                         protocol_context(json!({
                             "timed_out": output.timed_out,

@@ -113,10 +113,9 @@ impl Rollouts {
             .collect()
     }
 
-    /// The campaign's scaffold, or why this worker has none of its kind (a campaign
+    /// The scaffold of `kind` (a record's), or why this worker has none (a campaign
     /// submitted by a newer synthfleet: upgrade the worker).
-    fn scaffold(&self) -> Result<&'static Scaffold, String> {
-        let kind = &self.campaign.config.scaffold.kind;
+    fn scaffold(kind: &str) -> Result<&'static Scaffold, String> {
         crate::scaffold::scaffold(kind).ok_or_else(|| {
             format!(
                 "this worker has no scaffold of kind `{kind}`; upgrade synthfleet on the worker"
@@ -153,6 +152,7 @@ impl Rollouts {
         async {
             let started = Instant::now();
             let scaffold = &self.campaign.config.scaffold;
+            let kind = self.campaign.scaffold_kind_for(key.sample_index);
             let mut record = TrajectoryRecord {
                 schema_version: SCHEMA_VERSION,
                 trajectory_id: trajectory_id.clone(),
@@ -163,13 +163,13 @@ impl Rollouts {
                 route: Some(route),
                 provider: model.provider.to_string(),
                 scaffold: ScaffoldInfo {
-                    name: scaffold.kind.clone(),
+                    name: kind.to_owned(),
                     version: SCAFFOLD_VERSION.to_owned(),
                     protocol: scaffold.protocol,
-                    template_hash: self.templates.hash().to_owned(),
+                    template_hash: self.templates.hash(kind).to_owned(),
                 },
                 messages: Vec::new(),
-                tools: match (scaffold.protocol, crate::scaffold::scaffold(&scaffold.kind)) {
+                tools: match (scaffold.protocol, crate::scaffold::scaffold(kind)) {
                     (Protocol::ToolCalls, Some(scaffold)) => scaffold.tool_schemas(),
                     _ => Vec::new(),
                 },
@@ -188,6 +188,7 @@ impl Rollouts {
                 tags: task.tags.clone().into_iter().collect(),
                 resumed_from_step: None,
                 resumes: Vec::new(),
+                variant: self.campaign.variant_for(key.sample_index).map(|v| v.name.clone()),
             };
             let resuming = self.resuming(&key).await;
 

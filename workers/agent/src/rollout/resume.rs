@@ -141,7 +141,8 @@ impl Rollouts {
             ));
         }
         let plan = replay_plan(&earlier.steps).map_err(|reason| (reason, false))?;
-        let scaffold = self.scaffold().map_err(|reason| (reason, false))?;
+        let scaffold =
+            Rollouts::scaffold(&earlier.scaffold.name).map_err(|reason| (reason, false))?;
         let timeout = Duration::from_secs(self.campaign.config.scaffold.step_timeout_s);
         for replay in &plan {
             let out = scaffold

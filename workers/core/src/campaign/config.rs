@@ -5,6 +5,7 @@
 use super::models::ModelConfig;
 use super::routes::RouteConfig;
 use super::sources::TaskSource;
+use super::variants::VariantConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -38,6 +39,9 @@ pub struct CampaignConfig {
     /// changed outcome between runs: flaky).
     #[serde(default)]
     pub skip_broken_tasks: bool,
+    /// An experiment's arms: each task's samples split among them by weight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantConfig>,
 }
 
 fn one() -> u32 {

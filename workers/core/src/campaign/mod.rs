@@ -9,6 +9,7 @@ mod models;
 mod routes;
 mod sources;
 mod validate;
+mod variants;
 
 pub use config::{
     CampaignConfig, JudgeConfig, NetworkPolicy, Protocol, QualityConfig, SandboxChannel,
@@ -18,6 +19,7 @@ pub use models::{MaxTokensField, ModelConfig, ProviderKind};
 pub use routes::{DEFAULT_ROUTE, RouteConfig, RouteMatch};
 pub use sources::TaskSource;
 pub use validate::is_valid_name;
+pub use variants::{VARIANT_ROUTE, VariantConfig};
 
 /// The scaffolds a campaign may name (`scaffold.kind`): the agent crate has one of each.
 pub const SCAFFOLD_KINDS: [&str; 2] = ["bash", "edit"];

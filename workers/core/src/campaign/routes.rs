@@ -9,11 +9,19 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 impl Campaign {
-    /// The pool entry a sample runs on, and the route that chose it: the first route whose
+    /// The pool entry a sample runs on, and the route that chose it: its variant's model
+    /// ([`super::VARIANT_ROUTE`]) when its `[[variants]]` arm names one; else the first route whose
     /// match holds for the task, else the `[[models]]` weights ([`DEFAULT_ROUTE`]). Within
     /// a route the choice is weighted and deterministic, so that a retried sample keeps its
     /// model and the split follows the weights.
     pub fn model_for(&self, task: &crate::task::Task, sample_index: u32) -> (&ModelConfig, String) {
+        if let Some(model) = self
+            .variant_for(sample_index)
+            .and_then(|v| v.model.as_deref())
+            .and_then(|name| self.model(name))
+        {
+            return (model, super::VARIANT_ROUTE.to_owned());
+        }
         let digest = Sha256::digest(
             format!("{}\0{}\0{sample_index}", self.config.name, task.instance_id).as_bytes(),
         );

@@ -33,6 +33,7 @@ impl CampaignConfig {
         let names: BTreeSet<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
         self.validate_models(&names)?;
         self.validate_routes(&names)?;
+        self.validate_variants(&names)?;
         self.validate_scaffold()?;
         self.validate_sandbox()?;
         self.validate_quality(&names)

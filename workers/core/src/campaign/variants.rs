@@ -1,0 +1,190 @@
+//! Experiments (`[[variants]]`): arms that change the scaffold, the model or the sampling
+//! temperature, splitting every task's samples among them by weight — sample `i` of each
+//! task goes to the same arm — so the arms are compared on the same tasks, paired by task.
+
+use super::Campaign;
+use super::config::CampaignConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// The route a sample's record names when its variant fixed the model.
+pub const VARIANT_ROUTE: &str = "variant";
+
+/// One arm of an experiment: what its samples change from the campaign's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantConfig {
+    pub name: String,
+    /// The scaffold kind (default: `scaffold.kind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaffold: Option<String>,
+    /// The `[[models]]` entry every sample of the arm runs on (default: the routes and
+    /// weights choose).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Sampling temperature of every call (default: the model's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Its share of each task's samples.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Campaign {
+    /// The arm sample `sample_index` of every task belongs to: the samples cycle through
+    /// the arms, each taking `weight` consecutive slots. `None` without `[[variants]]`.
+    pub fn variant_for(&self, sample_index: u32) -> Option<&VariantConfig> {
+        let variants = &self.config.variants;
+        let cycle: u32 = variants.iter().map(|v| v.weight).sum();
+        let mut slot = sample_index.checked_rem(cycle)?;
+        variants.iter().find(|v| {
+            let here = slot < v.weight;
+            slot = slot.saturating_sub(v.weight);
+            here
+        })
+    }
+
+    /// The scaffold kind a sample runs with: its arm's, else the campaign's.
+    pub fn scaffold_kind_for(&self, sample_index: u32) -> &str {
+        self.variant_for(sample_index)
+            .and_then(|v| v.scaffold.as_deref())
+            .unwrap_or(&self.config.scaffold.kind)
+    }
+}
+
+impl CampaignConfig {
+    /// `[[variants]]`: unique valid names, known scaffolds and models, weights of at least
+    /// 1, temperatures from 0 to 2, and enough samples per task for every arm.
+    pub(super) fn validate_variants(
+        &self,
+        models: &BTreeSet<&str>,
+    ) -> Result<(), (String, String)> {
+        let mut names = BTreeSet::new();
+        for (i, v) in self.variants.iter().enumerate() {
+            let field = |f: &str| format!("variants[{i}].{f}");
+            if !super::is_valid_name(&v.name) || !names.insert(v.name.as_str()) {
+                return Err((
+                    field("name"),
+                    format!(
+                        "`{}` is not a unique name of letters, digits, `-`, `_` and `.`",
+                        v.name
+                    ),
+                ));
+            }
+            if let Some(kind) = &v.scaffold
+                && !super::SCAFFOLD_KINDS.contains(&kind.as_str())
+            {
+                return Err((
+                    field("scaffold"),
+                    format!(
+                        "no scaffold `{kind}`: the scaffolds are {:?}",
+                        super::SCAFFOLD_KINDS
+                    ),
+                ));
+            }
+            if let Some(model) = &v.model
+                && !models.contains(model.as_str())
+            {
+                return Err((
+                    field("model"),
+                    format!("no `[[models]]` entry is named `{model}`"),
+                ));
+            }
+            if v.weight == 0 {
+                return Err((field("weight"), "a weight is at least 1".into()));
+            }
+            if v.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+                return Err((field("temperature"), "a temperature is from 0 to 2".into()));
+            }
+        }
+        let cycle: u32 = self.variants.iter().map(|v| v.weight).sum();
+        if cycle > self.samples_per_task {
+            return Err((
+                "samples_per_task".into(),
+                format!(
+                    "the variants' weights add up to {cycle}: give each task at least that many samples, so that every variant runs on every task"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::campaign::Campaign;
+    use std::path::Path;
+
+    fn campaign(samples: u32, variants: &str) -> Result<Campaign, String> {
+        let text = format!(
+            "name = \"x\"\ntasks = [\"t.jsonl\"]\nsamples_per_task = {samples}\nbudget_usd = 1.0\n\n[[models]]\nname = \"a\"\nprovider = \"openai\"\nendpoint = \"http://127.0.0.1:9/v1\"\ninput_price_per_mtok = 1.0\noutput_price_per_mtok = 1.0\n\n[[models]]\nname = \"b\"\nprovider = \"openai\"\nendpoint = \"http://127.0.0.1:9/v1\"\ninput_price_per_mtok = 1.0\noutput_price_per_mtok = 1.0\n{variants}"
+        );
+        let config = Campaign::parse(Path::new("c.toml"), &text).map_err(|e| e.to_string())?;
+        Campaign::from_config(config, "c.toml".into()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn samples_cycle_through_the_arms_by_weight() {
+        let c = campaign(
+            6,
+            "[[variants]]\nname = \"control\"\n\n[[variants]]\nname = \"edit\"\nscaffold = \"edit\"\nmodel = \"b\"\ntemperature = 0.2\nweight = 2\n",
+        )
+        .expect("valid");
+        let arms: Vec<&str> = (0..6)
+            .map(|i| c.variant_for(i).map_or("none", |v| v.name.as_str()))
+            .collect();
+        assert_eq!(arms, ["control", "edit", "edit", "control", "edit", "edit"]);
+        assert_eq!(c.scaffold_kind_for(0), "bash");
+        assert_eq!(c.scaffold_kind_for(1), "edit");
+    }
+
+    #[test]
+    fn no_variants_no_arm() {
+        let c = campaign(2, "").expect("valid");
+        assert!(c.variant_for(0).is_none());
+        assert_eq!(c.scaffold_kind_for(1), "bash");
+    }
+
+    #[test]
+    fn bad_variants_name_their_field() {
+        for (samples, variants, field) in [
+            (
+                2,
+                "[[variants]]\nname = \"v\"\n\n[[variants]]\nname = \"v\"\n",
+                "variants[1].name",
+            ),
+            (
+                2,
+                "[[variants]]\nname = \"v\"\nscaffold = \"vim\"\n",
+                "variants[0].scaffold",
+            ),
+            (
+                2,
+                "[[variants]]\nname = \"v\"\nmodel = \"c\"\n",
+                "variants[0].model",
+            ),
+            (
+                2,
+                "[[variants]]\nname = \"v\"\nweight = 0\n",
+                "variants[0].weight",
+            ),
+            (
+                2,
+                "[[variants]]\nname = \"v\"\ntemperature = 3.0\n",
+                "variants[0].temperature",
+            ),
+            (
+                1,
+                "[[variants]]\nname = \"v\"\n\n[[variants]]\nname = \"w\"\n",
+                "samples_per_task",
+            ),
+        ] {
+            let e = campaign(samples, variants).expect_err(field);
+            assert!(e.contains(field), "{field}: {e}");
+        }
+    }
+}
