@@ -9,6 +9,7 @@ mod cli_errors;
 mod conformance;
 mod control;
 mod crash;
+mod experiments;
 mod harness;
 mod integrity;
 mod lambda;

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use synthfleet_tests::fake_llm::{FakeLlm, Script};
 use synthfleet_tests::task_line;
 
-fn ok(out: &std::process::Output, what: &str) -> String {
+pub(crate) fn ok(out: &std::process::Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -291,7 +291,7 @@ fn dashboard_renders_in_chromium(fx: &Fixture) {
     );
 }
 
-fn python(script: &str, args: &[&str]) -> String {
+pub(crate) fn python(script: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)

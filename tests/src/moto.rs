@@ -46,6 +46,12 @@ impl Moto {
     /// concurrency tests test our code rather than moto's races. Workers therefore use
     /// short polling (`--poll-wait-s 0`) against it.
     pub async fn start() -> Moto {
+        Moto::start_with(MAX_RECEIVES).await
+    }
+
+    /// [`Moto::start`] with the queue's redrive after `max_receives` deliveries (workers
+    /// get the same `--max-receives`).
+    pub async fn start_with(max_receives: u32) -> Moto {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -78,7 +84,7 @@ impl Moto {
             .await;
         let clients = AwsClients::from_sdk_config(&config, true);
         let (bucket, table, queue, dlq) = provision::default_names("synthfleet");
-        let names = provision::ensure(&clients, &bucket, &table, &queue, &dlq, MAX_RECEIVES)
+        let names = provision::ensure(&clients, &bucket, &table, &queue, &dlq, max_receives)
             .await
             .expect("provisioning moto");
         Moto {

@@ -176,11 +176,12 @@ impl TrajectoryFacts {
 /// What [`hacks::detect`] finds in the record's commands and patch, the graded tests'
 /// files counting as test files.
 fn hack_signals(record: &TrajectoryRecord) -> Vec<Finding> {
-    let commands: Vec<(u32, &str)> = record
+    let commands: Vec<(u32, String)> = record
         .steps
         .iter()
-        .filter_map(|s| s.action.as_deref().map(|a| (s.index, a)))
+        .filter_map(|s| shell_equivalent(s).map(|a| (s.index, a)))
         .collect();
+    let commands: Vec<(u32, &str)> = commands.iter().map(|(i, c)| (*i, c.as_str())).collect();
     let graded_tests: Vec<String> = record
         .verification
         .iter()
@@ -196,6 +197,23 @@ fn hack_signals(record: &TrajectoryRecord) -> Vec<Finding> {
             .as_ref()
             .map_or(DEFAULT_WORKDIR, |e| e.workdir.as_str()),
         graded_tests: &graded_tests,
+    })
+}
+
+/// A step's action as the shell command it amounts to, for the hack scan: a command as
+/// it is; a file editor call (`str_replace_editor`) as reading (`view`) or writing (every
+/// other command) its path — so reading `.git` internals or writing a test file or
+/// site-packages through the editor is caught like the same through `bash`.
+fn shell_equivalent(step: &crate::trajectory::Step) -> Option<String> {
+    let action = step.action.as_deref()?;
+    if step.tool.as_deref() != Some("str_replace_editor") {
+        return Some(action.to_owned());
+    }
+    let call: serde_json::Value = serde_json::from_str(action).ok()?;
+    let path = crate::task::shell_quote(call["path"].as_str()?);
+    Some(match call["command"].as_str()? {
+        "view" => format!("cat -- {path}"),
+        _ => format!("echo edit > {path}"),
     })
 }
 
@@ -409,6 +427,48 @@ fn splitmix64(x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_editor_call_is_scanned_as_the_read_or_write_it_is() {
+        let step = |tool: Option<&str>, action: &str| -> crate::trajectory::Step {
+            serde_json::from_value(serde_json::json!({
+                "index": 0, "action": action, "observation": "", "observation_truncated": false,
+                "exit_code": 0, "timed_out": false, "duration_ms": 1, "llm_duration_ms": 1,
+                "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0, "llm_retries": 0,
+                "model": "m", "format_error": false, "tool": tool
+            }))
+            .expect("a step")
+        };
+        let editor = Some("str_replace_editor");
+        assert_eq!(
+            shell_equivalent(&step(
+                editor,
+                r#"{"command":"view","path":".git/packed-refs"}"#
+            )),
+            Some("cat -- '.git/packed-refs'".to_owned())
+        );
+        assert_eq!(
+            shell_equivalent(&step(
+                editor,
+                r#"{"command":"create","path":"tests/test_a.py","file_text":""}"#
+            )),
+            Some("echo edit > 'tests/test_a.py'".to_owned())
+        );
+        assert_eq!(
+            shell_equivalent(&step(None, "ls -la")),
+            Some("ls -la".to_owned())
+        );
+        let findings = hacks::detect(&hacks::Trajectory {
+            commands: &[(0, "cat -- '.git/packed-refs'")],
+            patch: "",
+            workdir: "/testbed",
+            graded_tests: &[],
+        });
+        assert!(
+            findings.iter().any(|f| f.signal.as_str() == "history"),
+            "{findings:?}"
+        );
+    }
 
     fn words(v: &[String]) -> Vec<&str> {
         v.iter().map(String::as_str).collect()
