@@ -106,7 +106,7 @@ fn usd(x: f64) -> String {
 impl Report {
     pub fn to_html(&self) -> Result<String, QualityError> {
         let m = &self.by_model;
-        let charts = [
+        let mut charts = vec![
             bar_chart(
                 "success-by-model",
                 "Success rate by model",
@@ -181,6 +181,14 @@ impl Report {
                 ),
             ),
         ];
+        if self.experiment.is_some() {
+            charts.push(bar_chart(
+                "success-by-variant",
+                "Success rate by variant (experiment arm)",
+                Scale::Share,
+                &bars(&self.by_variant, |g| Some(g.success_rate), pct),
+            ));
+        }
         let mut env = Environment::new();
         let failed = |operation| move |source| QualityError::Dashboard { operation, source };
         env.add_template("dashboard.html", TEMPLATE)
