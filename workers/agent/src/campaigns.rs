@@ -133,9 +133,11 @@ impl StoredCampaigns {
             source,
         })?;
         let templates =
-            Templates::new(&spec.templates).map_err(|source| ResolveError::Templates {
-                campaign: name.to_owned(),
-                source,
+            Templates::new(&campaign.config.scaffold.kind, &spec.templates).map_err(|source| {
+                ResolveError::Templates {
+                    campaign: name.to_owned(),
+                    source,
+                }
             })?;
         // A missing key variable is this worker's problem, not the campaign's: retry later.
         let pool =

@@ -418,7 +418,7 @@ output_price_per_mtok = 2.0
             pool: Arc::new(pool),
             sandboxes,
             store: self.store.clone(),
-            templates: Arc::new(Templates::new(&BTreeMap::new()).expect("templates")),
+            templates: Arc::new(Templates::new("bash", &BTreeMap::new()).expect("templates")),
             worker_id: config().worker_id,
             wallet: self.wallet.clone(),
             secrets: Vec::new(),

@@ -277,7 +277,8 @@ pub async fn submit_triggered(
     let templates =
         synthfleet_tasks::template_overrides(campaign).map_err(BackendError::Templates)?;
     // Fail here, not on every worker, if a template does not compile.
-    Templates::new(&templates).map_err(BackendError::TemplateSyntax)?;
+    Templates::new(&campaign.config.scaffold.kind, &templates)
+        .map_err(BackendError::TemplateSyntax)?;
     let spec = CampaignSpec {
         config: campaign.config.clone(),
         templates,

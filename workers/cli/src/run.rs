@@ -69,6 +69,7 @@ pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCod
     let worker_id = local::worker_id(&dir);
 
     let templates = Templates::new(
+        &campaign.config.scaffold.kind,
         &synthfleet_tasks::template_overrides(&campaign)
             .context("loading the scaffold's prompt templates")?,
     )

@@ -43,6 +43,7 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let path = &args.campaign;
     let campaign = synthfleet_tasks::load_campaign(path)?;
     let templates = Templates::new(
+        &campaign.config.scaffold.kind,
         &synthfleet_tasks::template_overrides(&campaign)
             .context("loading the scaffold's prompt templates")?,
     )

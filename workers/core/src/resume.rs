@@ -102,9 +102,11 @@ pub fn latest(keys: &[String]) -> Option<&str> {
 impl TrajectoryRecord {
     /// Continues `earlier`, the record of an interrupted attempt of the same sample, in this
     /// fresh record (new trajectory id, worker and attempt). With a replayed sandbox the
-    /// conversation, steps, totals and times carry over and the rollout goes on from the
-    /// next step; after a restart only the spend carries over (the totals say what every
-    /// attempt cost, the steps are this attempt's). Either way the resume is recorded.
+    /// conversation, steps, totals and times carry over (and a submit: verification is what
+    /// is left) and the rollout goes on from the next step; after a restart the spend and
+    /// the time spent carry over (the totals and `llm_ms`/`sandbox_ms` say what every
+    /// attempt cost), while the steps and the agent's time (`agent_ms`) are this attempt's.
+    /// Either way the resume is recorded.
     pub fn continue_from(&mut self, earlier: TrajectoryRecord, resume: Resume) {
         let mut totals = earlier.totals;
         let mut timings = earlier.timings;
@@ -114,16 +116,18 @@ impl TrajectoryRecord {
             self.steps = earlier.steps;
             // The rollout began when its first attempt did.
             self.timings.started_at = timings.started_at;
+            // A rollout whose agent had submitted goes straight to verification.
+            self.exit_status = earlier.exit_status;
         } else {
             totals.n_steps = 0;
             // The agent starts over: its time so far no longer counts against its limit.
-            timings.llm_ms = 0;
-            timings.sandbox_ms = 0;
+            timings.agent_ms = 0;
         }
         self.totals = totals;
         self.timings.llm_ms = timings.llm_ms;
         self.timings.sandbox_ms = timings.sandbox_ms;
         self.timings.infra_wait_ms = timings.infra_wait_ms;
+        self.timings.agent_ms = timings.agent_ms;
         self.resumes = earlier.resumes;
         self.resumes.push(resume);
     }

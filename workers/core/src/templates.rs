@@ -52,29 +52,36 @@ pub struct Templates {
 }
 
 impl Templates {
-    /// The built-in templates of every scaffold, with any override taking precedence.
-    pub fn new(overrides: &BTreeMap<String, String>) -> Result<Templates, TemplateError> {
+    /// The built-in templates of every scaffold, the campaign's `overrides` taking
+    /// precedence for its own scaffold `kind` (`scaffold.kind`; an experiment's arm of
+    /// another scaffold keeps that scaffold's built-ins, whose prompts describe its tools).
+    pub fn new(
+        kind: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Templates, TemplateError> {
+        let none = BTreeMap::new();
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         let mut hashes = BTreeMap::new();
-        for kind in crate::campaign::SCAFFOLD_KINDS {
+        for each in crate::campaign::SCAFFOLD_KINDS {
+            let overrides = if each == kind { overrides } else { &none };
             let mut hasher = Sha256::new();
             for name in NAMES {
                 let source = overrides
                     .get(name)
                     .cloned()
-                    .unwrap_or_else(|| builtin(kind, name).to_owned());
+                    .unwrap_or_else(|| builtin(each, name).to_owned());
                 hasher.update(name.as_bytes());
                 hasher.update([0]);
                 hasher.update(source.as_bytes());
                 hasher.update([0]);
-                env.add_template_owned(format!("{kind}/{name}"), source)
+                env.add_template_owned(format!("{each}/{name}"), source)
                     .map_err(|source| TemplateError::Syntax {
                         name: name.to_owned(),
                         source,
                     })?;
             }
-            hashes.insert(kind, crate::codec::hex(&hasher.finalize()));
+            hashes.insert(each, crate::codec::hex(&hasher.finalize()));
         }
         Ok(Templates { env, hashes })
     }
@@ -114,7 +121,7 @@ mod tests {
 
     #[test]
     fn renders_builtins_and_overrides_change_the_hash() {
-        let builtin = Templates::new(&BTreeMap::new()).expect("builtin");
+        let builtin = Templates::new("bash", &BTreeMap::new()).expect("builtin");
         let text = builtin
             .render(
                 "bash",
@@ -136,8 +143,10 @@ mod tests {
             "instance.j2".to_owned(),
             "Do: {{ problem_statement }}".to_owned(),
         )]);
-        let custom = Templates::new(&overrides).expect("custom");
+        let custom = Templates::new("bash", &overrides).expect("custom");
         assert_ne!(custom.hash("bash"), builtin.hash("bash"));
+        // The campaign's overrides are its scaffold's: an arm of another keeps its own.
+        assert_eq!(custom.hash("edit"), builtin.hash("edit"));
         assert_eq!(
             custom
                 .render("bash", "instance.j2", json!({"problem_statement": "x"}))
@@ -149,7 +158,7 @@ mod tests {
     #[test]
     fn each_scaffold_has_its_own_system_prompt() {
         let context = json!({"protocol": "text", "workdir": "/w", "step_timeout_s": 5});
-        let templates = Templates::new(&BTreeMap::new()).expect("builtin");
+        let templates = Templates::new("bash", &BTreeMap::new()).expect("builtin");
         let render = |kind| {
             templates
                 .render(kind, "system.j2", context.clone())

@@ -280,6 +280,11 @@ pub struct Timings {
     /// fallbacks, a busy budget): not counted against `rollout_timeout_s`.
     #[serde(default)]
     pub infra_wait_ms: u64,
+    /// Time counted against `rollout_timeout_s` so far — the agent's own (the model's
+    /// generation and the commands), not the infrastructure's — carried over when a
+    /// rollout resumes.
+    #[serde(default)]
+    pub agent_ms: u64,
 }
 
 impl Timings {
@@ -293,6 +298,7 @@ impl Timings {
             sandbox_ms: 0,
             verification_ms: 0,
             infra_wait_ms: 0,
+            agent_ms: 0,
         }
     }
 }

@@ -154,6 +154,7 @@ fn record(i: usize, rng: &mut Rng) -> TrajectoryRecord {
             sandbox_ms: 10_000,
             verification_ms: 900,
             infra_wait_ms: 0,
+            agent_ms: 0,
         },
         image: "synthfleet/bench:1".into(),
         image_digest: None,

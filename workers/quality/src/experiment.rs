@@ -55,10 +55,10 @@ pub struct Comparison {
     /// Tasks both arms ran.
     pub tasks: u64,
     /// Mean over tasks of (treatment's resolve rate − control's), and its 95 % interval
-    /// (normal approximation).
+    /// (normal approximation; none with fewer than two tasks).
     pub difference: f64,
-    pub ci_low: f64,
-    pub ci_high: f64,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
     /// Tasks where the treatment resolved more often, and where less.
     pub better: u64,
     pub worse: u64,
@@ -193,12 +193,10 @@ fn paired(
     } else {
         0.0
     };
-    let half = if n > 1.0 {
+    let half = (n > 1.0).then(|| {
         let var = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0);
         Z95 * (var / n).sqrt()
-    } else {
-        f64::NAN
-    };
+    });
     let better = differences.iter().filter(|d| **d > 0.0).count() as u64;
     let worse = differences.iter().filter(|d| **d < 0.0).count() as u64;
     let p_value = sign_test(better, worse);
@@ -207,9 +205,10 @@ fn paired(
     let verdict = if differences.is_empty() {
         format!("{treatment} and {control} share no task: they cannot be compared")
     } else if significant {
+        // The test counts tasks: its direction is where more of them went.
         format!(
-            "{treatment} resolves {} than {control} ({} vs {}, {:+.1} points per task over {} tasks; sign test p = {p_value:.3}): significant at {:.0} %",
-            if mean > 0.0 { "more" } else { "less" },
+            "{treatment} resolves {} than {control} (the control) on more tasks ({} vs {}, {:+.1} points per task over {} tasks; sign test p = {p_value:.3}): significant at {:.0} %",
+            if better > worse { "more" } else { "less" },
             pct(rt),
             pct(rc),
             mean * 100.0,
@@ -218,7 +217,7 @@ fn paired(
         )
     } else {
         format!(
-            "no significant difference between {treatment} and {control} ({} vs {}, {:+.1} points per task over {} tasks; sign test p = {p_value:.3}): more tasks would tell them apart",
+            "no significant difference between {treatment} and {control} (the control): {} vs {}, {:+.1} points per task over {} tasks, sign test p = {p_value:.3}; more tasks would tell them apart",
             pct(rt),
             pct(rc),
             mean * 100.0,
@@ -230,8 +229,8 @@ fn paired(
         treatment: treatment.to_owned(),
         tasks: differences.len() as u64,
         difference: mean,
-        ci_low: mean - half,
-        ci_high: mean + half,
+        ci_low: half.map(|h| mean - h),
+        ci_high: half.map(|h| mean + h),
         better,
         worse,
         p_value,
@@ -357,7 +356,33 @@ mod tests {
         assert!(close(cmp.p_value, 2.0 * 79.0 / 4096.0), "{}", cmp.p_value);
         assert!(cmp.significant);
         assert!(
-            cmp.verdict.starts_with("edit resolves more than control (91.7% vs 16.7%, +75.0 points per task over 12 tasks; sign test p = 0.039): significant"),
+            cmp.verdict.starts_with("edit resolves more than control (the control) on more tasks (91.7% vs 16.7%, +75.0 points per task over 12 tasks; sign test p = 0.039): significant"),
+            "{}",
+            cmp.verdict
+        );
+    }
+
+    /// Ten tasks a little better, two much worse: the sign test says better (it counts
+    /// tasks), though the mean difference is negative.
+    #[test]
+    fn the_verdict_takes_its_direction_from_the_test() {
+        let mut cells = Vec::new();
+        for t in 0..12 {
+            let (a, b) = if t < 10 { (4, 5) } else { (10, 0) };
+            for (variant, resolved) in [("a", a), ("b", b)] {
+                cells.push(Cell {
+                    variant: variant.into(),
+                    instance_id: format!("t{t}"),
+                    trajectories: 10,
+                    resolved,
+                });
+            }
+        }
+        let cmp = &compare(&cells, &[]).expect("an experiment").comparisons[0];
+        assert!(cmp.significant && cmp.difference < 0.0);
+        assert!(
+            cmp.verdict
+                .starts_with("b resolves more than a (the control) on more tasks"),
             "{}",
             cmp.verdict
         );

@@ -123,6 +123,7 @@ fn record(
             sandbox_ms: 0,
             verification_ms: 0,
             infra_wait_ms: 0,
+            agent_ms: 0,
         },
         image: "img".into(),
         image_digest: Some("sha256:00".into()),

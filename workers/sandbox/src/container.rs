@@ -207,6 +207,8 @@ impl DockerSandboxes {
                 "getent passwd 1000 >/dev/null 2>&1 && echo yes || echo no",
                 "0",
                 HOUSEKEEPING_TIMEOUT,
+                None,
+                &[],
             )
             .await?;
         let has = out.output.trim() == "yes";
@@ -258,6 +260,8 @@ pub struct DockerSandbox {
 #[derive(Default)]
 struct Relays {
     by_user: HashMap<String, Relay>,
+    /// Each user's sweeper, started with its first command.
+    sweepers: HashMap<String, crate::sweeper::Sweeper>,
     /// The relay could not start here: commands go through `docker exec`.
     exec_only: bool,
 }
@@ -295,6 +299,8 @@ impl DockerSandbox {
                     &format!("mkdir -p {}", synthfleet_core::task::shell_quote(workdir)),
                     "0",
                     HOUSEKEEPING_TIMEOUT,
+                    None,
+                    &[],
                 )
                 .await?;
             self.workdir = workdir.to_owned();

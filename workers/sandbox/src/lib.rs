@@ -30,6 +30,7 @@ pub mod pool;
 mod provider;
 mod relay;
 mod scripts;
+mod sweeper;
 
 pub use container::DockerSandbox;
 pub use hygiene::{Collected, DiskGuard};

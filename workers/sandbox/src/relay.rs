@@ -69,31 +69,7 @@ impl Relay {
         input: Pin<Box<dyn AsyncWrite + Send>>,
         mut output: ExecStream,
     ) -> Result<Relay, SandboxError> {
-        let mut line = Vec::new();
-        while !line.ends_with(b"\n") {
-            match output.next().await {
-                Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
-                    line.extend_from_slice(&message)
-                }
-                Some(Ok(other)) => warn!(container, output = %other, "relay said on stderr"),
-                Some(Err(e)) => {
-                    return Err(crate::docker_error(container, "starting the relay", e));
-                }
-                None => break,
-            }
-        }
-        let text = String::from_utf8_lossy(&line);
-        let pid = text
-            .trim()
-            .strip_prefix("SFRELAY ")
-            .and_then(|pid| pid.parse().ok())
-            .ok_or_else(|| {
-                crate::docker_error(
-                    container,
-                    "starting the relay",
-                    std::io::Error::other(format!("unexpected greeting {text:?}")),
-                )
-            })?;
+        let pid = greeting(container, "SFRELAY ", "starting the relay", &mut output).await?;
         Ok(Relay { pid, input, output })
     }
 
@@ -144,6 +120,38 @@ impl Relay {
         }
         Ok(Reply::Lost)
     }
+}
+
+/// Reads an attached exec's greeting, `{prefix}{pid}` on a line of its own, and returns
+/// the PID; `what` names the exec in errors.
+pub(crate) async fn greeting(
+    container: &str,
+    prefix: &str,
+    what: &str,
+    output: &mut ExecStream,
+) -> Result<u32, SandboxError> {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\n") {
+        match output.next().await {
+            Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
+                line.extend_from_slice(&message)
+            }
+            Some(Ok(other)) => warn!(container, output = %other, "{what}: said on stderr"),
+            Some(Err(e)) => return Err(crate::docker_error(container, what, e)),
+            None => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&line);
+    text.trim()
+        .strip_prefix(prefix)
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| {
+            crate::docker_error(
+                container,
+                what,
+                std::io::Error::other(format!("unexpected greeting {text:?}")),
+            )
+        })
 }
 
 /// Splits a reply stream into the command's output and its end marker.

@@ -1,49 +1,65 @@
 //! The shell scripts a sandbox runs for its own housekeeping: the sweep that kills what a
 //! timed-out command left, and the commands that write a file.
 
-/// Kills every process the caller may signal except init (PID 1), the keeper (the
-/// container's main process, the tether: init's first child, so the lowest PID whose
-/// parent is 1), itself and the PIDs given as arguments (the relays). `kill -1` would do
-/// for an unprivileged user, who cannot signal the keeper (it runs as root); as root —
-/// SWE-bench's images have no other user — it would kill the keeper too, and the
-/// container with it. Only /proc and bash builtins: no procps.
+/// `sweep SPARE...`: kills every process the caller may signal except init (PID 1), the
+/// keeper (the container's main process, the tether: init's first child, so the lowest PID
+/// whose parent is 1), the shell itself and the PIDs given (the relays and sweepers).
+/// `kill -1` would do for an unprivileged user, who cannot signal the keeper (it runs as
+/// root); as root — SWE-bench's images have no other user — it would kill the keeper too,
+/// and the container with it. Only /proc and bash builtins: no procps, and no fork, so a
+/// shell already running can sweep when a fork bomb holds every PID the sandbox may have.
 ///
 /// One pass is not enough against a fork bomb: a process the pass has not reached yet
 /// forks into a PID slot an earlier kill freed, after the pass listed /proc. So passes
 /// repeat until one finds nothing alive to kill (zombies are already dead: their parent
 /// or init reaps them), at most 50.
-pub(crate) const KILL_ALL_BUT_INIT_AND_KEEPER: &str = r#"
-spare=" $* "
-keeper=
-for d in /proc/[0-9]*; do
-  pid=${d#/proc/}
-  [ "$pid" = 1 ] && continue
-  while read -r key value; do
-    if [ "$key" = "PPid:" ]; then
-      if [ "$value" = 1 ] && { [ -z "$keeper" ] || [ "$pid" -lt "$keeper" ]; }; then keeper=$pid; fi
-      break
-    fi
-  done < "$d/status" 2>/dev/null
-done
-pass=0
-while [ "$pass" -lt 50 ]; do
-  pass=$((pass + 1))
-  found=
+const SWEEP: &str = r#"sweep() {
+  spare=" $* "
+  keeper=
   for d in /proc/[0-9]*; do
     pid=${d#/proc/}
-    case "$pid" in 1|"$$"|"$keeper") continue ;; esac
-    case "$spare" in *" $pid "*) continue ;; esac
-    state=
-    while read -r key value rest; do
-      if [ "$key" = "State:" ]; then state=$value; break; fi
+    [ "$pid" = 1 ] && continue
+    while read -r key value; do
+      if [ "$key" = "PPid:" ]; then
+        if [ "$value" = 1 ] && { [ -z "$keeper" ] || [ "$pid" -lt "$keeper" ]; }; then keeper=$pid; fi
+        break
+      fi
     done < "$d/status" 2>/dev/null
-    [ "$state" = Z ] && continue
-    kill -KILL "$pid" 2>/dev/null && found=1
   done
-  [ -z "$found" ] && break
-done
-exit 0
-"#;
+  pass=0
+  while [ "$pass" -lt 50 ]; do
+    pass=$((pass + 1))
+    found=
+    for d in /proc/[0-9]*; do
+      pid=${d#/proc/}
+      case "$pid" in 1|"$$"|"$keeper") continue ;; esac
+      case "$spare" in *" $pid "*) continue ;; esac
+      state=
+      while read -r key value rest; do
+        if [ "$key" = "State:" ]; then state=$value; break; fi
+      done < "$d/status" 2>/dev/null
+      [ "$state" = Z ] && continue
+      kill -KILL "$pid" 2>/dev/null && found=1
+    done
+    [ -z "$found" ] && break
+  done
+  return 0
+}"#;
+
+/// The sweep, run once by an exec of its own: `bash -c SCRIPT kill SPARE...` (when the
+/// user has no sweeper running).
+pub(crate) fn sweep_once() -> String {
+    format!("{SWEEP}\nsweep \"$@\"\n")
+}
+
+/// A sweeper: a shell started with a sandbox user's first command that waits on its stdin;
+/// each line of spare PIDs makes it sweep, then it says `SFSWEPT`. It greets with
+/// `SFSWEEPER <pid>`.
+pub(crate) fn sweeper() -> String {
+    format!(
+        "{SWEEP}\nprintf 'SFSWEEPER %s\\n' \"$$\"\nwhile read -r pids; do sweep $pids; printf 'SFSWEPT\\n'; done\n"
+    )
+}
 
 /// The environment of every command (and of the relay that spawns them).
 pub(crate) const COMMAND_ENV: [&str; 4] = ["HOME=/tmp", "PAGER=cat", "GIT_PAGER=cat", "TERM=dumb"];

@@ -93,10 +93,14 @@ impl Rollouts {
                 .messages
                 .push(ChatMessage::text(Role::User, instance));
         }
+        // A resumed rollout whose agent had submitted: verification is what is left.
+        if record.exit_status == Some(ExitStatus::Submitted) {
+            return Ok(Ending::ok(ExitStatus::Submitted));
+        }
         // The agent's time: what the task or the scaffold allows, less what the steps
         // carried over from an interrupted attempt took.
         let limit = Duration::from_secs(task.timeout_s.unwrap_or(scaffold.rollout_timeout_s));
-        let used = Duration::from_millis(record.timings.llm_ms + record.timings.sandbox_ms);
+        let used = Duration::from_millis(record.timings.agent_ms);
         let deadline = tokio::time::Instant::now() + limit.saturating_sub(used);
         let step_timeout = Duration::from_secs(scaffold.step_timeout_s);
         // How long a rollout waits for budget that other calls hold before it gives up as
@@ -182,7 +186,7 @@ impl Rollouts {
                     );
                     // The sandbox is as the last checkpoint left it: this one adds the
                     // failed call's spend, which a retry that resumes carries on.
-                    self.checkpoint(sandbox, record).await;
+                    self.checkpoint(sandbox, record, &mut book, limit).await;
                     return Ok(Ending {
                         status: e.exit_status(),
                         error: Some(e.to_string()),
@@ -338,11 +342,15 @@ impl Rollouts {
             });
             record.steps.push(step);
             if submitted {
+                // Verification may take minutes: a crash during it resumes at the submit,
+                // never asking the model for its last answer again.
+                record.exit_status = Some(ExitStatus::Submitted);
+                self.checkpoint(sandbox, record, &mut book, limit).await;
                 return Ok(Ending::ok(ExitStatus::Submitted));
             }
             // Keep the partial record: a crash from here on loses nothing already done,
             // and (with resume on) another attempt continues from here.
-            self.checkpoint(sandbox, record).await;
+            self.checkpoint(sandbox, record, &mut book, limit).await;
             if scaffold.resume && handback.is_cancelled() {
                 info!(
                     step = index,
@@ -354,9 +362,19 @@ impl Rollouts {
         Ok(Ending::ok(ExitStatus::StepLimit))
     }
 
-    /// Writes the record as it stands, scrubbed, with (resume on) its workdir's digest, for
-    /// a replay to be checked against. A failed write is logged: the rollout goes on.
-    async fn checkpoint(&self, sandbox: &dyn Sandbox, record: &TrajectoryRecord) {
+    /// Writes the record as it stands, scrubbed, with the agent's time used of `limit` and
+    /// (resume on) its workdir's digest, for a replay to be checked against. The time it
+    /// takes is the infrastructure's: the deadline moves back by it. A failed write is
+    /// logged: the rollout goes on.
+    async fn checkpoint(
+        &self,
+        sandbox: &dyn Sandbox,
+        record: &mut TrajectoryRecord,
+        book: &mut StepBook,
+        limit: Duration,
+    ) {
+        let started = tokio::time::Instant::now();
+        record.timings.agent_ms = ms(book.used(started, limit));
         let workdir_digest = match (&record.environment, self.campaign.config.scaffold.resume) {
             (Some(env), true) => {
                 workdir_digest(sandbox, &env.workdir, env.start_commit.as_deref()).await
@@ -371,5 +389,6 @@ impl Rollouts {
         if let Err(e) = self.store.checkpoint(&checkpoint).await {
             warn!(error = %error_chain(&e), "writing the step checkpoint failed");
         }
+        book.pause(started.elapsed());
     }
 }

@@ -40,6 +40,17 @@ impl StepBook {
         }
     }
 
+    /// How much of `limit` the agent has used by `now` (the limit less the time left).
+    pub(super) fn used(&self, now: tokio::time::Instant, limit: Duration) -> Duration {
+        limit.saturating_sub(self.deadline.saturating_duration_since(now))
+    }
+
+    /// Pushes the deadline back by `took`: time the rollout spent on the infrastructure's
+    /// work (writing a checkpoint), not the agent's.
+    pub(super) fn pause(&mut self, took: Duration) {
+        self.deadline += took;
+    }
+
     /// Why no further step may start at `now`: the agent's time is up, or else the
     /// rollout's cost limit is reached.
     pub(super) fn limit_reached(&self, now: tokio::time::Instant) -> Option<ExitStatus> {

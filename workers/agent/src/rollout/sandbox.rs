@@ -59,8 +59,9 @@ pub(super) async fn read_patch(
 const DIGEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// SHA-256 of the workdir's state: its diff against the starting commit (against HEAD
-/// when the start is unknown) and its untracked files, names and contents. It only reads
-/// (no index, object or file is written), so the agent never sees it was taken. `None`
+/// when the start is unknown) and its untracked files, names and contents. It writes
+/// nothing the agent can see (no index, object or file of the repository; a scratch
+/// directory in /tmp, removed), so the agent never sees it was taken. `None`
 /// when it cannot be read (no git repository): a replay is then checked on exit codes
 /// alone.
 pub(super) async fn workdir_digest(
@@ -68,9 +69,11 @@ pub(super) async fn workdir_digest(
     workdir: &str,
     start: Option<&str>,
 ) -> Option<String> {
-    let git = "git -c safe.directory='*' -c core.quotePath=false";
+    let git = "git -c safe.directory='*'";
+    // Git's own index is never written: `git diff` may refresh the stat data of the index
+    // it reads, so it reads a copy. Untracked names go NUL-separated (any name hashes).
     let command = format!(
-        r#"set -o pipefail; cd {dir} && {{ {git} diff --binary {base} && untracked=$({git} ls-files -o --exclude-standard) && printf '%s\n' "$untracked" && {{ [ -z "$untracked" ] || printf '%s\n' "$untracked" | {git} hash-object --stdin-paths; }}; }} | sha256sum"#,
+        r#"set -o pipefail; cd {dir} && index=$({git} rev-parse --git-path index) && scratch=$(mktemp -d) && trap 'rm -rf "$scratch"' EXIT && {{ [ ! -f "$index" ] || {{ cp -- "$index" "$scratch/index" && export GIT_INDEX_FILE="$scratch/index"; }}; }} && {{ {git} diff --binary {base} && {git} ls-files -z -o --exclude-standard > "$scratch/untracked" && cat "$scratch/untracked" && xargs -0 -r {git} hash-object -- < "$scratch/untracked"; }} | sha256sum"#,
         dir = shell_quote(workdir),
         base = start.unwrap_or("HEAD"),
     );

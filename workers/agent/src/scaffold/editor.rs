@@ -178,7 +178,9 @@ impl Run<'_> {
                         format!("cannot create {path}: {why}")
                     }));
                 }
-                self.write(path, file_text).await?;
+                if let Err(refused) = self.write(path, file_text).await? {
+                    return Ok(refused);
+                }
                 Step::Done(format!(
                     "Created {path} ({} lines).",
                     file_text.lines().count()
@@ -195,7 +197,9 @@ impl Run<'_> {
                         Step::Refused(format!("No replacement was made in {path}: {reason}"))
                     }
                     Ok((new_text, first_line)) => {
-                        self.write(path, &new_text).await?;
+                        if let Err(refused) = self.write(path, &new_text).await? {
+                            return Ok(refused);
+                        }
                         let shown = snippet(&new_text, first_line, new_str.lines().count().max(1));
                         Step::Done(format!("Edited {path}; lines around the change:\n{shown}"))
                     }
@@ -212,7 +216,9 @@ impl Run<'_> {
                         Step::Refused(format!("Nothing was inserted in {path}: {reason}"))
                     }
                     Ok(new_text) => {
-                        self.write(path, &new_text).await?;
+                        if let Err(refused) = self.write(path, &new_text).await? {
+                            return Ok(refused);
+                        }
                         let shown =
                             snippet(&new_text, insert_line + 1, new_str.lines().count().max(1));
                         Step::Done(format!("Inserted into {path}; lines around it:\n{shown}"))
@@ -222,8 +228,8 @@ impl Run<'_> {
             Command::UndoEdit { path } => {
                 let q = shell_quote(path);
                 let command = format!(
-                    "{}; last=$(ls \"$d\" 2>/dev/null | sort -n | tail -n 1); [ -n \"$last\" ] || {{ echo 'no edit of {p} to undo'; exit 1; }}; case $last in *.absent) rm -f -- {q} ;; *) cp -p -- \"$d/$last\" {q} ;; esac && rm -f -- \"$d/$last\" && echo 'Undid the last edit of {p}.'",
-                    backups(&q),
+                    "d={}; last=$(ls \"$d\" 2>/dev/null | sort -n | tail -n 1); [ -n \"$last\" ] || {{ echo 'no edit of {p} to undo'; exit 1; }}; case $last in *.absent) rm -f -- {q} ;; *) cp -p -- \"$d/$last\" {q} ;; esac && rm -f -- \"$d/$last\" && echo 'Undid the last edit of {p}.'",
+                    backup_dir(path),
                     p = path.replace('\'', ""),
                 );
                 let out = self.exec(&command).await?;
@@ -239,27 +245,17 @@ impl Run<'_> {
     async fn view(&mut self, path: &str, range: Option<(i64, i64)>) -> Result<Step, SandboxError> {
         let q = shell_quote(path);
         let lines = match range {
-            None => "$".to_owned(),
-            Some((first, last)) if first >= 1 && (last == -1 || last >= first) => {
-                if last == -1 {
-                    format!("{first},$")
-                } else {
-                    format!("{first},{last}")
-                }
-            }
+            None => "1,$".to_owned(),
+            Some((first, -1)) if first >= 1 => format!("{first},$"),
+            Some((first, last)) if first >= 1 && last >= first => format!("{first},{last}"),
             Some((first, last)) => {
                 return Ok(Step::Refused(format!(
                     "view_range [{first}, {last}] is not a range of lines: the first is at least 1, the last -1 (the end) or at least the first"
                 )));
             }
         };
-        let range = if range.is_some() {
-            lines
-        } else {
-            "1,$".to_owned()
-        };
         let command = format!(
-            "if [ -d {q} ]; then find {q} -maxdepth 2 -not -path '*/.*' | sort | head -n 500; elif [ -f {q} ]; then cat -n -- {q} | sed -n '{range}p'; else echo 'no such file or directory: {p}'; exit 1; fi",
+            "if [ -d {q} ]; then find {q} -mindepth 1 -maxdepth 2 -name '.*' -prune -o -print | sort | head -n 500; elif [ -f {q} ]; then cat -n -- {q} | sed -n '{lines}p'; else echo 'no such file or directory: {p}'; exit 1; fi",
             p = path.replace('\'', ""),
         );
         let out = self.exec(&command).await?;
@@ -301,51 +297,66 @@ impl Run<'_> {
         })
     }
 
-    /// Saves the file's current state for `undo_edit`, then writes `text` to it.
-    async fn write(&mut self, path: &str, text: &str) -> Result<(), SandboxError> {
+    /// Saves the file's current state for `undo_edit`, then writes `text` to it; refuses
+    /// (writing nothing) when the state cannot be saved.
+    async fn write(&mut self, path: &str, text: &str) -> Result<Result<(), Step>, SandboxError> {
         let q = shell_quote(path);
         let backup = format!(
-            "{}; mkdir -p \"$d\" && n=$(ls \"$d\" | wc -l) && if [ -e {q} ]; then cp -p -- {q} \"$d/$n\"; else : > \"$d/$n.absent\"; fi",
-            backups(&q)
+            "d={}; mkdir -p \"$d\" && n=$(ls \"$d\" | wc -l) && if [ -e {q} ]; then cp -p -- {q} \"$d/$n\"; else : > \"$d/$n.absent\"; fi",
+            backup_dir(path)
         );
-        self.exec(&backup).await?;
+        let out = self.exec(&backup).await?;
+        if out.timed_out {
+            return Ok(Err(Step::TimedOut));
+        }
+        if out.exit_code != Some(0) {
+            return Ok(Err(Step::Refused(format!(
+                "{path} was not changed: saving it for undo_edit failed: {}",
+                out.output.trim()
+            ))));
+        }
         let started = std::time::Instant::now();
         self.sandbox.write_file(path, text.as_bytes()).await?;
         self.took += started.elapsed();
-        Ok(())
+        Ok(Ok(()))
     }
 }
 
-/// Sets `d` to the directory of the backups of the file `quoted` names, keyed by its
-/// absolute path.
-fn backups(quoted: &str) -> String {
-    format!("d=/tmp/.synthfleet-edits/$(realpath -m -- {quoted} | sha256sum | cut -c1-16)")
+/// The directory (in the sandbox, quoted) holding the backups of the file `path` names,
+/// keyed by the path as written, `./` and doubled slashes aside.
+fn backup_dir(path: &str) -> String {
+    let mut normal = path.replace("//", "/");
+    while let Some(rest) = normal.strip_prefix("./") {
+        normal = rest.to_owned();
+    }
+    let key = synthfleet_core::codec::sha256_hex(normal.as_bytes());
+    format!("/tmp/.synthfleet-edits/{}", &key[..16])
 }
 
 /// `text` with its one occurrence of `old` replaced by `new`, and the line (from 1) the
-/// replacement starts on.
+/// replacement starts on. Occurrences may overlap (`aa` occurs twice in `aaa`).
 fn replace(text: &str, old: &str, new: &str) -> Result<(String, usize), String> {
     if old.is_empty() {
         return Err("`old_str` is empty".into());
     }
-    let starts: Vec<usize> = text.match_indices(old).map(|(at, _)| at).collect();
+    let mut starts = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find(old).map(|at| from + at) {
+        starts.push(at);
+        from = at + text[at..].chars().next().map_or(1, char::len_utf8);
+    }
+    let line_of = |at: usize| text[..at].matches('\n').count() + 1;
     match starts.as_slice() {
         [] => Err(
             "`old_str` does not occur in the file (it must match exactly, whitespace included)"
                 .into(),
         ),
-        [at] => {
-            let line = text[..*at].matches('\n').count() + 1;
-            Ok((
-                format!("{}{new}{}", &text[..*at], &text[at + old.len()..]),
-                line,
-            ))
-        }
+        [at] => Ok((
+            format!("{}{new}{}", &text[..*at], &text[at + old.len()..]),
+            line_of(*at),
+        )),
         many => {
-            let lines: Vec<String> = many
-                .iter()
-                .map(|at| (text[..*at].matches('\n').count() + 1).to_string())
-                .collect();
+            let lines: Vec<String> = many.iter().map(|at| line_of(*at).to_string()).collect();
             Err(format!(
                 "`old_str` occurs {} times (lines {}); include more lines around it so that it occurs once",
                 many.len(),
@@ -355,7 +366,9 @@ fn replace(text: &str, old: &str, new: &str) -> Result<(String, usize), String> 
     }
 }
 
-/// `text` with `new` inserted after line `after` (0: at the top).
+/// `text` with `new` inserted as whole lines after line `after` (0: at the top), in the
+/// file's line ending; a file that ended without a newline still does when `new` goes at
+/// its end.
 fn insert(text: &str, after: usize, new: &str) -> Result<String, String> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     if after > lines.len() {
@@ -364,15 +377,19 @@ fn insert(text: &str, after: usize, new: &str) -> Result<String, String> {
             lines.len()
         ));
     }
+    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let new = new.replace("\r\n", "\n");
+    let new = new.strip_suffix('\n').unwrap_or(&new).replace('\n', eol);
     let mut out: String = lines[..after].concat();
     if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
+        out.push_str(eol);
     }
-    out.push_str(new);
-    if !new.ends_with('\n') {
-        out.push('\n');
+    out.push_str(&new);
+    let rest = lines[after..].concat();
+    if !rest.is_empty() || text.ends_with('\n') || text.is_empty() {
+        out.push_str(eol);
     }
-    out.push_str(&lines[after..].concat());
+    out.push_str(&rest);
     Ok(out)
 }
 
@@ -409,18 +426,33 @@ mod tests {
                 .contains("does not occur")
         );
         assert!(replace(text, "", "d").expect_err("empty").contains("empty"));
+        let overlapping = replace("aaa", "aa", "b").expect_err("two overlapping matches");
+        assert!(overlapping.contains("occurs 2 times"), "{overlapping}");
     }
 
     #[test]
     fn insert_goes_after_the_line_and_keeps_lines_whole() {
         assert_eq!(insert("a\nb\n", 0, "top"), Ok("top\na\nb\n".to_owned()));
         assert_eq!(insert("a\nb\n", 1, "mid\n"), Ok("a\nmid\nb\n".to_owned()));
-        assert_eq!(insert("a\nb", 2, "end"), Ok("a\nb\nend\n".to_owned()));
+        assert_eq!(insert("a\nb", 2, "end"), Ok("a\nb\nend".to_owned()));
+        assert_eq!(
+            insert("a\r\nb\r\n", 1, "x\ny"),
+            Ok("a\r\nx\r\ny\r\nb\r\n".to_owned())
+        );
+        assert_eq!(insert("", 0, "x"), Ok("x\n".to_owned()));
         assert!(
             insert("a\n", 3, "x")
                 .expect_err("past the end")
                 .contains("past the end")
         );
+    }
+
+    #[test]
+    fn backups_are_keyed_by_the_path_as_written() {
+        assert_eq!(backup_dir("./a.py"), backup_dir("a.py"));
+        assert_eq!(backup_dir("src//a.py"), backup_dir("src/a.py"));
+        assert_ne!(backup_dir("a.py"), backup_dir("b.py"));
+        assert!(backup_dir("it's here.py").starts_with("/tmp/.synthfleet-edits/"));
     }
 
     #[test]

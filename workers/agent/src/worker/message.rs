@@ -188,11 +188,11 @@ impl Shared {
         if let Some(fate) = self.decided(&facts) {
             return Ok(fate);
         }
-        let outcome = self.roll_out(delivery, message, &rollouts).await;
-        facts.rollout = Some(Outcome::of(
-            &outcome,
-            self.interrupt.is_cancelled() || self.stop.is_cancelled(),
-        ));
+        let (outcome, lease_lost) = self.roll_out(delivery, message, &rollouts).await;
+        // Cut off by the worker (an interrupt, or a stop handing it back at a step
+        // boundary) unless its lease was lost: then the message may be another's already.
+        let signalled = self.interrupt.is_cancelled() || (self.stop.is_cancelled() && !lease_lost);
+        facts.rollout = Some(Outcome::of(&outcome, signalled));
         match (disposition(&facts, &self.config), outcome) {
             (Disposition::Fate(fate), _) => Ok(fate),
             (Disposition::Commit, Ok(record)) => self.commit(&rollouts, &record).await,
@@ -203,13 +203,13 @@ impl Shared {
     /// Runs the rollout of `message` while a heartbeat extends the message's lease. Once an
     /// extension fails twice in a row the message may already be another worker's, so the
     /// rollout stops rather than race a duplicate (the conditional commit would keep one
-    /// anyway).
+    /// anyway). Also says whether the lease was lost.
     async fn roll_out(
         &self,
         delivery: &Delivery,
         message: &TaskMessage,
         rollouts: &Rollouts,
-    ) -> Result<TrajectoryRecord, Interrupted> {
+    ) -> (Result<TrajectoryRecord, Interrupted>, bool) {
         self.emit(WorkerEvent::Started {
             key: message.result_key(),
             attempt: message.attempt(),
@@ -235,7 +235,11 @@ impl Shared {
                 }
             }
         };
-        rollouts.run(message, &lease, &self.stop, &on_step).await
+        let outcome = rollouts.run(message, &lease, &self.stop, &on_step).await;
+        (
+            outcome,
+            lease.is_cancelled() && !self.interrupt.is_cancelled(),
+        )
     }
 
     /// Commits a finished record (object, then the conditional metadata item) and removes

@@ -39,11 +39,11 @@ impl Campaign {
     /// the arms, each taking `weight` consecutive slots. `None` without `[[variants]]`.
     pub fn variant_for(&self, sample_index: u32) -> Option<&VariantConfig> {
         let variants = &self.config.variants;
-        let cycle: u32 = variants.iter().map(|v| v.weight).sum();
-        let mut slot = sample_index.checked_rem(cycle)?;
+        let cycle: u64 = variants.iter().map(|v| u64::from(v.weight)).sum();
+        let mut slot = u64::from(sample_index).checked_rem(cycle)?;
         variants.iter().find(|v| {
-            let here = slot < v.weight;
-            slot = slot.saturating_sub(v.weight);
+            let here = slot < u64::from(v.weight);
+            slot = slot.saturating_sub(u64::from(v.weight));
             here
         })
     }
@@ -101,8 +101,8 @@ impl CampaignConfig {
                 return Err((field("temperature"), "a temperature is from 0 to 2".into()));
             }
         }
-        let cycle: u32 = self.variants.iter().map(|v| v.weight).sum();
-        if cycle > self.samples_per_task {
+        let cycle: u64 = self.variants.iter().map(|v| u64::from(v.weight)).sum();
+        if cycle > u64::from(self.samples_per_task) {
             return Err((
                 "samples_per_task".into(),
                 format!(

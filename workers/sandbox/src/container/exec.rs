@@ -5,7 +5,8 @@ use super::{DockerSandbox, ExecStream, HOUSEKEEPING_TIMEOUT, Input, Relays};
 use crate::capture::Capture;
 use crate::docker_error;
 use crate::relay::{self, Relay, Reply};
-use crate::scripts::{COMMAND_ENV, KILL_ALL_BUT_INIT_AND_KEEPER};
+use crate::scripts::{self, COMMAND_ENV};
+use crate::sweeper::Sweeper;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
@@ -25,20 +26,66 @@ impl DockerSandbox {
     ) -> Result<ExecOutput, SandboxError> {
         let command = &command.replace('\0', "");
         let mut relays = self.relays.lock().await;
-        if self.relay_ready(&mut relays, user).await {
-            let spare: Vec<u32> = relays.by_user.values().map(|r| r.pid).collect();
-            if let Some(relay) = relays.by_user.get_mut(user) {
-                let ran = self
-                    .run_relayed(relay, command, user, timeout, &spare)
-                    .await;
-                // A relay that failed or lost its way mid-reply is not asked again.
-                if !matches!(ran, Ok((_, true))) {
-                    relays.by_user.remove(user);
-                }
-                return ran.map(|(output, _)| output);
+        self.sweeper_ready(&mut relays, user).await;
+        let relayed = self.relay_ready(&mut relays, user).await;
+        let spare: Vec<u32> = relays
+            .by_user
+            .values()
+            .map(|r| r.pid)
+            .chain(relays.sweepers.values().map(|s| s.pid))
+            .collect();
+        let Relays {
+            by_user, sweepers, ..
+        } = &mut *relays;
+        let sweeper = sweepers.get_mut(user);
+        if relayed && let Some(relay) = by_user.get_mut(user) {
+            let ran = self
+                .run_relayed(relay, sweeper, command, user, timeout, &spare)
+                .await;
+            // A relay that failed or lost its way mid-reply is not asked again.
+            if !matches!(ran, Ok((_, true))) {
+                by_user.remove(user);
             }
+            return ran.map(|(output, _)| output);
         }
-        self.run_exec(command, user, timeout).await
+        self.run_exec(command, user, timeout, sweeper, &spare).await
+    }
+
+    /// Starts `user`'s sweeper unless it runs (one whose output ended is replaced). A
+    /// sweeper that cannot start is logged: timed-out commands are then swept by an exec
+    /// of their own.
+    async fn sweeper_ready(&self, relays: &mut Relays, user: &str) {
+        if relays.sweepers.get_mut(user).is_some_and(|s| !s.alive()) {
+            relays.sweepers.remove(user);
+        }
+        if relays.sweepers.contains_key(user) {
+            return;
+        }
+        let started = async {
+            let (_, output, input) = self
+                .start(
+                    CreateExecOptions {
+                        cmd: Some(vec!["bash", "-c", &scripts::sweeper()]),
+                        user: Some(user),
+                        working_dir: Some("/"),
+                        attach_stdin: Some(true),
+                        ..Default::default()
+                    },
+                    "the sweeper",
+                )
+                .await?;
+            Sweeper::greet(&self.id, input, output).await
+        };
+        match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, started).await {
+            Ok(Ok(sweeper)) => {
+                relays.sweepers.insert(user.to_owned(), sweeper);
+            }
+            Ok(Err(e)) => {
+                warn!(container = %self.id, user, error = %synthfleet_core::error_chain(&e),
+                "the sweeper could not start: timed-out commands are swept by an exec of their own")
+            }
+            Err(_) => warn!(container = %self.id, user, "the sweeper did not greet in time"),
+        }
     }
 
     /// Whether `user` has a live relay now, starting one if needed. A relay whose output
@@ -96,6 +143,7 @@ impl DockerSandbox {
     async fn run_relayed(
         &self,
         relay: &mut Relay,
+        sweeper: Option<&mut Sweeper>,
         command: &str,
         user: &str,
         timeout: Duration,
@@ -121,7 +169,7 @@ impl DockerSandbox {
             }
             Ok(Err(e)) => return Err(e),
             Err(_) => {
-                self.kill_user_processes(user, spare).await?;
+                self.kill_user_processes(user, spare, sweeper).await?;
                 let mut discard = Capture::new(0);
                 let drained = tokio::time::timeout(
                     HOUSEKEEPING_TIMEOUT,
@@ -150,6 +198,8 @@ impl DockerSandbox {
         command: &str,
         user: &str,
         timeout: Duration,
+        sweeper: Option<&mut Sweeper>,
+        spare: &[u32],
     ) -> Result<ExecOutput, SandboxError> {
         let started = Instant::now();
         let (exec_id, mut output, _) = self
@@ -182,7 +232,7 @@ impl DockerSandbox {
                 false
             }
             Err(_) => {
-                self.kill_user_processes(user, &[]).await?;
+                self.kill_user_processes(user, spare, sweeper).await?;
                 self.wait_exited(&exec_id).await?;
                 true
             }
@@ -206,14 +256,32 @@ impl DockerSandbox {
         })
     }
 
-    /// Kills every process of `user` but init, the keeper and `spare` (the relays): what
-    /// a timed-out command left running. Without CAP_KILL a process may only signal its
-    /// own uid, so this runs as that user. Returns once the kill has finished: a kill
-    /// still sweeping /proc would also kill the next command's process while runc starts
-    /// it ("write init-p: broken pipe").
-    async fn kill_user_processes(&self, user: &str, spare: &[u32]) -> Result<(), SandboxError> {
+    /// Kills every process of `user` but init, the keeper and `spare` (the relays and
+    /// sweepers): what a timed-out command left running — by `user`'s sweeper, else by an
+    /// exec of its own (without CAP_KILL a process may only signal its own uid, so this
+    /// runs as that user). Returns once the kill has finished: a kill still sweeping /proc
+    /// would also kill the next command's process while runc starts it ("write init-p:
+    /// broken pipe").
+    async fn kill_user_processes(
+        &self,
+        user: &str,
+        spare: &[u32],
+        sweeper: Option<&mut Sweeper>,
+    ) -> Result<(), SandboxError> {
+        if let Some(sweeper) = sweeper {
+            match tokio::time::timeout(HOUSEKEEPING_TIMEOUT, sweeper.sweep(&self.id, spare)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => {
+                    warn!(container = %self.id, user, error = %synthfleet_core::error_chain(&e),
+                    "the sweeper failed; sweeping with an exec of its own")
+                }
+                Err(_) => warn!(container = %self.id, user,
+                    "the sweeper did not finish in time; sweeping with an exec of its own"),
+            }
+        }
         let spare: Vec<String> = spare.iter().map(u32::to_string).collect();
-        let mut cmd = vec!["bash", "-c", KILL_ALL_BUT_INIT_AND_KEEPER, "kill"];
+        let script = scripts::sweep_once();
+        let mut cmd = vec!["bash", "-c", script.as_str(), "kill"];
         cmd.extend(spare.iter().map(String::as_str));
         let (exec_id, mut output, _) = self
             .start(
