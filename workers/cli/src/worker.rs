@@ -1,6 +1,7 @@
 //! `synthfleet worker`: the fleet daemon. Pulls tasks of any submitted campaign until
-//! stopped; on SIGTERM stops receiving, lets rollouts finish for a grace period, then
-//! interrupts and releases what is left.
+//! stopped; on SIGTERM stops receiving, hands rollouts back after their next step's
+//! checkpoint (or lets them finish, without resume) for a grace period, then interrupts
+//! and releases what is left.
 
 use anyhow::Context;
 use clap::Args;
@@ -253,7 +254,7 @@ pub async fn worker(args: WorkerArgs, log_format: LogFormat) -> anyhow::Result<E
             }
             warn!(
                 grace_s = grace.as_secs(),
-                "stop requested: no new tasks; in-flight rollouts may finish"
+                "stop requested: no new tasks; in-flight rollouts go back at their next step boundary (or finish, without resume)"
             );
             stop.cancel();
             tokio::select! {

@@ -72,31 +72,44 @@ impl TrajectoryStore {
     }
 
     /// The checkpoint an attempt of the sample continues: the newest attempt's
-    /// ([`crate::resume::latest`]), or `None` when no attempt left one. Listing fails as
-    /// a whole; reading the checkpoint found fails inside [`Found`], which names it.
+    /// ([`crate::resume::latest`]) that reads — an older one when the newest does not (cut
+    /// off mid-write, corrupt) — or `None` when no attempt left one. Listing fails as a
+    /// whole; when no checkpoint reads, [`Found`] names the newest and why.
     pub async fn latest_checkpoint(
         &self,
         key: &ResultKey,
     ) -> Result<Option<Found>, TrajectoryStoreError> {
         let prefix = checkpoint_prefix(&key.campaign, &key.instance_id, key.sample_index);
-        let keys: Vec<String> = self
+        let mut keys: Vec<String> = self
             .objects
             .list(&prefix)
             .await?
             .into_iter()
             .map(|o| o.key)
             .collect();
-        let Some(latest) = crate::resume::latest(&keys) else {
-            return Ok(None);
-        };
-        let checkpoint = match self.objects.get(latest).await {
-            Ok(bytes) => codec::decode_checkpoint(latest, &bytes).map_err(Into::into),
-            Err(e) => Err(e.into()),
-        };
-        Ok(Some(Found {
-            key: latest.to_owned(),
-            checkpoint,
-        }))
+        let mut newest_failure = None;
+        while let Some(latest) = crate::resume::latest(&keys).map(str::to_owned) {
+            keys.retain(|k| *k != latest);
+            let checkpoint = match self.objects.get(&latest).await {
+                Ok(bytes) => codec::decode_checkpoint(&latest, &bytes).map_err(Into::into),
+                Err(e) => Err(e.into()),
+            };
+            match checkpoint {
+                Ok(checkpoint) => {
+                    return Ok(Some(Found {
+                        key: latest,
+                        checkpoint: Ok(checkpoint),
+                    }));
+                }
+                Err(e) => {
+                    newest_failure.get_or_insert(Found {
+                        key: latest,
+                        checkpoint: Err(e),
+                    });
+                }
+            }
+        }
+        Ok(newest_failure)
     }
 
     /// Writes the finished record and commits its metadata item.

@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 use synthfleet_core::campaign::{Campaign, Protocol};
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::metrics::ErrorClass;
-use synthfleet_core::ports::SandboxProvider;
+use synthfleet_core::ports::{Sandbox, SandboxProvider};
+use synthfleet_core::start::Start;
 use synthfleet_core::store::TrajectoryStore;
+use synthfleet_core::task::Task;
 use synthfleet_core::templates::Templates;
 use synthfleet_core::trajectory::{
     Environment, ErrorKind, ExitStatus, SCHEMA_VERSION, ScaffoldInfo, Timings, Totals,
@@ -216,12 +218,7 @@ impl Rollouts {
                     Ok(made) => made,
                 };
                 events(RolloutEvent::SandboxReady { took: asked.elapsed() });
-                record.image_digest = sandbox.image_digest().map(str::to_owned);
-                record.environment = Some(Environment {
-                    workdir: task.workdir.clone(),
-                    start_commit: start.commit().map(str::to_owned),
-                    harness_hash: task.harness_hash(),
-                });
+                adopt(&mut record, task, sandbox.as_ref(), &start);
                 let (sandbox, start) = match resuming {
                     None => (sandbox, start),
                     Some(resuming) => {
@@ -239,13 +236,18 @@ impl Rollouts {
                         if rebuilt.dirty {
                             // The replay left the sandbox part-way: the restart needs a clean one.
                             destroy(sandbox.as_ref()).await;
+                            let asked = Instant::now();
                             let made = tokio::select! {
                                 created = verifier.create_agent_sandbox(task) => created,
                                 _ = cancel.cancelled() => return Err(Interrupted),
                             };
                             match made {
                                 Err(error) => return Ok(Ending::error(ErrorKind::Sandbox, format!("sandbox setup failed: {}", error_chain(&error)))),
-                                Ok(made) => made,
+                                Ok((sandbox, start)) => {
+                                    events(RolloutEvent::SandboxReady { took: asked.elapsed() });
+                                    adopt(&mut record, task, sandbox.as_ref(), &start);
+                                    (sandbox, start)
+                                }
                             }
                         } else {
                             (sandbox, start)
@@ -319,6 +321,17 @@ impl Rollouts {
         .instrument(span)
         .await
     }
+}
+
+/// Records what the agent's sandbox is: its image digest, and the environment the agent
+/// starts from.
+fn adopt(record: &mut TrajectoryRecord, task: &Task, sandbox: &dyn Sandbox, start: &Start) {
+    record.image_digest = sandbox.image_digest().map(str::to_owned);
+    record.environment = Some(Environment {
+        workdir: task.workdir.clone(),
+        start_commit: start.commit().map(str::to_owned),
+        harness_hash: task.harness_hash(),
+    });
 }
 
 fn scrub(record: &mut TrajectoryRecord, secrets: &[String]) {

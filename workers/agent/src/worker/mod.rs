@@ -5,7 +5,8 @@
 //! `synthfleet worker` (any campaign on the queue, runs until told to stop).
 //!
 //! * [`receive`]: the receive loop — free slots, batches, back-off under pressure, and
-//!   shutdown (stop: in-flight work finishes; interrupt: it is released).
+//!   shutdown (stop: in-flight rollouts are handed back after their next step's checkpoint,
+//!   or finish when their campaign turns resume off; interrupt: they are released at once).
 //! * [`message`]: one delivery's handling — what its fate depends on, learned in order, the
 //!   rollout under a lease heartbeat, the commit, and the fate carried out on the queue.
 //! * [`disposition`]: that fate as a pure function of the facts, with its table test.
@@ -164,7 +165,8 @@ struct Shared {
     config: WorkerConfig,
     events: EventSink,
     counters: Counters,
-    /// Stop receiving; in-flight rollouts finish.
+    /// Stop receiving; in-flight rollouts are handed back after their next step's
+    /// checkpoint (those of a campaign with `scaffold.resume = false` finish).
     stop: CancellationToken,
     /// Interrupt in-flight rollouts; their messages are released.
     interrupt: CancellationToken,

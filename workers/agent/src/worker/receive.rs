@@ -15,7 +15,8 @@ use tracing::{error, warn};
 const MAX_BATCH: usize = 10;
 
 impl Worker {
-    /// Runs until `stop` (no new work; in-flight work finishes) or `interrupt` (in-flight
+    /// Runs until `stop` (no new work; in-flight rollouts are handed back at their next step
+    /// boundary, or finish without resume) or `interrupt` (in-flight
     /// work is released) fires, or, with `stop_when_drained`, the queue is idle.
     pub async fn run(
         &self,
