@@ -73,6 +73,34 @@ pub(crate) fn terminate(child: Child) -> (std::process::ExitStatus, String) {
     )
 }
 
+/// Waits (up to `timeout`) for the one result of `campaign`'s one sample, and reads it.
+pub(crate) async fn the_one_result(
+    moto: &Moto,
+    campaign: &str,
+    timeout: Duration,
+) -> (
+    synthfleet_core::ports::TrajectoryMeta,
+    synthfleet_core::trajectory::TrajectoryRecord,
+) {
+    let store = moto.store();
+    wait_for("the sample's result", timeout, async || {
+        store
+            .metadata
+            .trajectories(campaign)
+            .await
+            .is_ok_and(|t| t.len() == 1)
+    })
+    .await;
+    let meta = store
+        .metadata
+        .trajectories(campaign)
+        .await
+        .expect("list")
+        .remove(0);
+    let record = store.load(&meta).await.expect("the record");
+    (meta, record)
+}
+
 pub(crate) async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done().await {
@@ -646,22 +674,9 @@ async fn a_spot_interruption_notice_hands_rollouts_back_within_the_notice() {
 
     // Another host finishes the sample: attempt 1, the interruption cost nothing.
     let other = spawn_worker(&moto, "other", &[]);
-    wait_for(
-        "the sample's result",
-        Duration::from_secs(180),
-        async || {
-            store
-                .metadata
-                .trajectories(&fx.name)
-                .await
-                .is_ok_and(|t| t.len() == 1)
-        },
-    )
-    .await;
+    let (meta, record) = the_one_result(&moto, &fx.name, Duration::from_secs(180)).await;
     let (status, log) = terminate(other);
     assert!(status.success(), "{log}");
-    let meta = &store.metadata.trajectories(&fx.name).await.expect("list")[0];
-    let record = store.load(meta).await.expect("the record");
     assert_eq!(
         record.attempt, 1,
         "the interrupted delivery cost no attempt"

@@ -99,8 +99,9 @@ async fn a_two_arm_experiment_reports_its_known_answer() {
     assert_eq!(cmp["p_value"].as_f64(), Some(0.5));
     assert_eq!(cmp["significant"], false);
     assert!(
-        cmp["verdict"].as_str().is_some_and(|v| v
-            .starts_with("no significant difference between treatment and control (66.7% vs 0.0%")),
+        cmp["verdict"].as_str().is_some_and(|v| v.starts_with(
+            "no significant difference between treatment and control (the control): 66.7% vs 0.0%"
+        )),
         "{cmp}"
     );
     let variants: Vec<&str> = report["by_variant"]

@@ -4,7 +4,7 @@
 //! a recorded step; one whose sandbox state cannot be rebuilt starts over, saying why.
 //! (The Spot notice's hand-back at a step boundary: `aws.rs`.)
 
-use crate::aws::{run_cli, spawn_worker, terminate, wait_for};
+use crate::aws::{run_cli, spawn_worker, terminate, the_one_result, wait_for};
 use crate::synthfleet_command;
 use crate::{Fixture, SECRET, containers_of, fake_model};
 use serde_json::Value;
@@ -176,27 +176,13 @@ async fn a_fleet_worker_killed_part_way_is_resumed_by_another() {
     first.wait().expect("reap the worker");
     // The message comes back when its visibility (6 s) ends, to another host.
     let second = spawn_worker(&moto, "second", &[]);
-    let store = moto.store();
-    wait_for(
-        "the sample's result",
-        Duration::from_secs(120),
-        async || {
-            store
-                .metadata
-                .trajectories(&fx.name)
-                .await
-                .is_ok_and(|t| t.len() == 1)
-        },
-    )
-    .await;
+    let (_, record) = the_one_result(&moto, &fx.name, Duration::from_secs(120)).await;
     let (status, log) = terminate(second);
     assert!(status.success(), "{log}");
-    let meta = &store.metadata.trajectories(&fx.name).await.expect("list")[0];
-    let record = store.load(meta).await.expect("the record");
     assert_resumed(&record, &script, &llm.requests());
     assert_eq!(record.resumes[0].worker_id, "second");
     assert!(
-        store
+        moto.store()
             .objects
             .list(&format!("checkpoints/{}/", fx.name))
             .await

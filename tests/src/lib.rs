@@ -1,6 +1,7 @@
 //! The test kit: a fake OpenAI-compatible server with fault injection, moto's server with
 //! synthfleet's resources, and task fixtures on the test image.
 
+pub mod bench;
 pub mod conformance;
 pub mod counting;
 pub mod fake_ecs;

@@ -10,50 +10,26 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 use synthfleet_aws::DynamoMetadata;
 use synthfleet_core::ports::MetadataStore;
+use synthfleet_tests::bench::{self, BenchCampaign, Fleet};
 use synthfleet_tests::counting::{CountingProxy, Counts};
 use synthfleet_tests::fake_llm::{FakeLlm, Script};
 use synthfleet_tests::moto::Moto;
 use synthfleet_tests::{require_test_image, task_line, workspace_root};
 
-struct Options {
-    workers: usize,
-    concurrency: usize,
-    tasks: usize,
-    samples: usize,
-    /// LLM calls per rollout (the last one submits).
-    steps: usize,
-}
-
-fn options() -> Options {
-    let mut options = Options {
-        workers: 4,
-        concurrency: 8,
-        tasks: 16,
-        samples: 4,
-        steps: 12,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || -> usize {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{arg} needs a number"))
-        };
-        match arg.as_str() {
-            "--workers" => options.workers = value(),
-            "--concurrency" => options.concurrency = value(),
-            "--tasks" => options.tasks = value(),
-            "--samples" => options.samples = value(),
-            "--steps" => options.steps = value(),
-            // `cargo bench` passes `--bench`.
-            _ => {}
-        }
-    }
-    options
+/// `steps` is LLM calls per rollout (the last one submits).
+fn options() -> Fleet {
+    Fleet::of(&bench::options([
+        ("workers", 4),
+        ("concurrency", 8),
+        ("tasks", 16),
+        ("samples", 4),
+        ("steps", 12),
+    ]))
 }
 
 /// Published limits the projection is held against.
@@ -85,7 +61,7 @@ fn main() {
     std::fs::write(out.join("fleet.md"), &report).expect("write target/bench/fleet.md");
 }
 
-async fn run(options: &Options) -> String {
+async fn run(options: &Fleet) -> String {
     let moto = Moto::start().await;
     let proxy = CountingProxy::start(&moto.endpoint);
     let scripts: Vec<Script> = (0..options.tasks)
@@ -100,7 +76,6 @@ async fn run(options: &Options) -> String {
         .collect();
     let llm = FakeLlm::start(scripts);
 
-    let dir = tempfile::tempdir().expect("tempdir");
     let tasks: Vec<String> = (0..options.tasks)
         .map(|t| {
             task_line(
@@ -111,19 +86,14 @@ async fn run(options: &Options) -> String {
             )
         })
         .collect();
-    std::fs::write(dir.path().join("tasks.jsonl"), tasks.join("\n") + "\n").expect("tasks");
     let campaign = "fleet-bench";
-    let campaign_file = dir.path().join("campaign.toml");
-    std::fs::write(
-        &campaign_file,
-        format!(
-            "name = \"{campaign}\"\ntasks = [\"tasks.jsonl\"]\nsamples_per_task = {}\nbudget_usd = 1000.0\n\n[scaffold]\nmax_steps = {}\n\n[[models]]\nname = \"fake\"\nprovider = \"openai\"\nmodel = \"fake-coder\"\nendpoint = \"{}\"\napi_key_env = \"FAKE_LLM_KEY\"\ninput_price_per_mtok = 3.0\noutput_price_per_mtok = 15.0\nmax_tokens = 1024\n",
-            options.samples,
-            options.steps + 2,
-            llm.url
-        ),
-    )
-    .expect("campaign");
+    let file = BenchCampaign::write(
+        campaign,
+        &tasks,
+        options.samples,
+        &format!("max_steps = {}", options.steps + 2),
+        &llm.url,
+    );
     let env: Vec<(String, String)> = moto
         .env()
         .into_iter()
@@ -134,65 +104,36 @@ async fn run(options: &Options) -> String {
                 (k, v)
             }
         })
-        .chain([("FAKE_LLM_KEY".to_owned(), "sk-bench".to_owned())])
+        .chain([bench::key_env()])
         .collect();
-    let synthfleet = env!("CARGO_BIN_EXE_synthfleet");
-    let submitted = Command::new(synthfleet)
-        .args(["--log-format", "json", "submit"])
-        .arg(&campaign_file)
-        .envs(env.iter().cloned())
-        .output()
-        .expect("synthfleet submit");
-    assert!(
-        submitted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&submitted.stderr)
-    );
+    let synthfleet = Path::new(env!("CARGO_BIN_EXE_synthfleet"));
+    file.submit(synthfleet, &env);
     let submit_counts = proxy.counts();
     proxy.reset();
 
-    let total = (options.tasks * options.samples) as u64;
+    let total = options.tasks * options.samples;
     let started = Instant::now();
     let workers: Vec<Child> = (0..options.workers)
         .map(|w| {
-            Command::new(synthfleet)
-                .args(["--log-format", "json", "worker", "--worker-id"])
-                .arg(format!("bench-{w}"))
-                .args(["--concurrency", &options.concurrency.to_string()])
-                .args(["--poll-wait-s", "0", "--heartbeat-s", "30"])
-                .envs(env.iter().cloned())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn a worker")
+            bench::worker(
+                synthfleet,
+                &env,
+                &format!("bench-{w}"),
+                &[
+                    "--concurrency",
+                    &options.concurrency.to_string(),
+                    "--heartbeat-s",
+                    "30",
+                ],
+            )
         })
         .collect();
     let metadata = DynamoMetadata::new(moto.clients.dynamodb.clone(), &moto.names.table);
-    let deadline = Instant::now() + Duration::from_secs(60 * 60);
-    loop {
-        let accounted = metadata
-            .campaign(campaign)
-            .await
-            .ok()
-            .flatten()
-            .map(|c| c.accounted())
-            .unwrap_or(0);
-        if accounted >= total {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fleet did not finish in an hour"
-        );
+    while bench::accounted(&metadata, campaign, started).await < total {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let elapsed = started.elapsed();
-    for worker in workers {
-        let _ = Command::new("kill")
-            .args(["-TERM", &worker.id().to_string()])
-            .status();
-        let _ = worker.wait_with_output();
-    }
+    bench::stop(workers);
     let counts = proxy.counts();
     let requests = llm.requests().len() as u64;
     let record = metadata
@@ -223,7 +164,7 @@ struct Measured<'a> {
     campaign_item: (String, String),
 }
 
-fn report(options: &Options, m: &Measured<'_>) -> String {
+fn report(options: &Fleet, m: &Measured<'_>) -> String {
     let mut out = String::new();
     let per = |n: u64, d: u64| n as f64 / d.max(1) as f64;
     let _ = writeln!(

@@ -11,52 +11,36 @@
 //! (`pip install 'moto[server]'`). The table goes to stdout and `target/bench/resume.md`.
 
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Child;
 use std::time::{Duration, Instant};
 use synthfleet_aws::DynamoMetadata;
 use synthfleet_core::ports::MetadataStore;
+use synthfleet_tests::bench::{self, BenchCampaign, Fleet};
 use synthfleet_tests::fake_llm::{FakeLlm, Fault, Script};
 use synthfleet_tests::moto::Moto;
 use synthfleet_tests::{require_test_image, task_line, workspace_root};
 
+/// A fleet (`steps`: commands per rollout, then it submits) and how often a worker is
+/// killed.
 struct Options {
-    workers: usize,
-    concurrency: usize,
-    tasks: usize,
-    samples: usize,
-    /// Commands per rollout (then it submits).
-    steps: usize,
+    fleet: Fleet,
     kill_every: Duration,
 }
 
 fn options() -> Options {
-    let mut options = Options {
-        workers: 3,
-        concurrency: 4,
-        tasks: 6,
-        samples: 2,
-        steps: 30,
-        kill_every: Duration::from_secs(30),
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || -> usize {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{arg} needs a number"))
-        };
-        match arg.as_str() {
-            "--workers" => options.workers = value(),
-            "--concurrency" => options.concurrency = value(),
-            "--tasks" => options.tasks = value(),
-            "--samples" => options.samples = value(),
-            "--steps" => options.steps = value(),
-            "--kill-every-s" => options.kill_every = Duration::from_secs(value() as u64),
-            // `cargo bench` passes `--bench`.
-            _ => {}
-        }
+    let o = bench::options([
+        ("workers", 3),
+        ("concurrency", 4),
+        ("tasks", 6),
+        ("samples", 2),
+        ("steps", 30),
+        ("kill-every-s", 30),
+    ]);
+    Options {
+        fleet: Fleet::of(&o),
+        kill_every: Duration::from_secs(o["kill-every-s"]),
     }
-    options
 }
 
 /// Deliveries of a message before it counts as a poison task, here.
@@ -107,9 +91,9 @@ fn below(state: &mut u64, n: usize) -> usize {
 async fn run(options: &Options, moto: &Moto, resume: bool) -> Measured {
     let campaign = if resume { "resume-on" } else { "resume-off" };
     // Each step: a model that takes 0.5 s, then a command of 0.5 s.
-    let scripts: Vec<Script> = (0..options.tasks)
+    let scripts: Vec<Script> = (0..options.fleet.tasks)
         .map(|t| {
-            let mut actions: Vec<String> = (0..options.steps)
+            let mut actions: Vec<String> = (0..options.fleet.steps)
                 .map(|s| format!("sleep 0.5; echo 'step {s} of t{t}' >> notes.txt"))
                 .collect();
             actions.push("submit".into());
@@ -121,94 +105,62 @@ async fn run(options: &Options, moto: &Moto, resume: bool) -> Measured {
         })
         .collect();
     let llm = FakeLlm::start(scripts);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tasks: Vec<String> = (0..options.tasks)
+    let tasks: Vec<String> = (0..options.fleet.tasks)
         .map(|t| {
             task_line(
                 &format!("t{t}"),
                 "median",
                 &format!("[t{t}] keep notes."),
-                &format!("test \"$(wc -l < notes.txt)\" = {}", options.steps),
+                &format!("test \"$(wc -l < notes.txt)\" = {}", options.fleet.steps),
             )
         })
         .collect();
-    std::fs::write(dir.path().join("tasks.jsonl"), tasks.join("\n") + "\n").expect("tasks");
-    let campaign_file = dir.path().join("campaign.toml");
-    std::fs::write(
-        &campaign_file,
-        format!(
-            "name = \"{campaign}\"\ntasks = [\"tasks.jsonl\"]\nsamples_per_task = {}\nbudget_usd = 1000.0\n\n[scaffold]\nmax_steps = {}\nresume = {resume}\n\n[[models]]\nname = \"fake\"\nprovider = \"openai\"\nmodel = \"fake-coder\"\nendpoint = \"{}\"\napi_key_env = \"FAKE_LLM_KEY\"\ninput_price_per_mtok = 3.0\noutput_price_per_mtok = 15.0\nmax_tokens = 1024\n",
-            options.samples,
-            options.steps + 2,
-            llm.url
-        ),
-    )
-    .expect("campaign");
-    let env: Vec<(String, String)> = moto
-        .env()
-        .into_iter()
-        .chain([("FAKE_LLM_KEY".to_owned(), "sk-bench".to_owned())])
-        .collect();
-    let synthfleet = env!("CARGO_BIN_EXE_synthfleet");
-    let submitted = Command::new(synthfleet)
-        .args(["--log-format", "json", "submit"])
-        .arg(&campaign_file)
-        .envs(env.iter().cloned())
-        .output()
-        .expect("synthfleet submit");
-    assert!(
-        submitted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&submitted.stderr)
+    let file = BenchCampaign::write(
+        campaign,
+        &tasks,
+        options.fleet.samples,
+        &format!("max_steps = {}\nresume = {resume}", options.fleet.steps + 2),
+        &llm.url,
     );
+    let env: Vec<(String, String)> = moto.env().into_iter().chain([bench::key_env()]).collect();
+    let synthfleet = Path::new(env!("CARGO_BIN_EXE_synthfleet"));
+    file.submit(synthfleet, &env);
 
+    let concurrency = options.fleet.concurrency.to_string();
+    let max_receives = MAX_RECEIVES.to_string();
     let spawn = |id: String| -> Child {
-        Command::new(synthfleet)
-            .args(["--log-format", "json", "worker", "--worker-id", &id])
-            .args(["--concurrency", &options.concurrency.to_string()])
-            .args([
-                "--poll-wait-s",
-                "0",
+        bench::worker(
+            synthfleet,
+            &env,
+            &id,
+            &[
+                "--concurrency",
+                &concurrency,
                 "--heartbeat-s",
                 "1",
                 "--visibility-s",
                 "6",
-            ])
-            .envs(env.iter().cloned())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a worker")
+                "--max-receives",
+                &max_receives,
+            ],
+        )
     };
     let mut spawned = 0;
     let mut next_id = || {
         spawned += 1;
         format!("{campaign}-{spawned}")
     };
-    let mut workers: Vec<Child> = (0..options.workers).map(|_| spawn(next_id())).collect();
+    let mut workers: Vec<Child> = (0..options.fleet.workers)
+        .map(|_| spawn(next_id()))
+        .collect();
 
-    let total = (options.tasks * options.samples) as u64;
+    let total = options.fleet.tasks * options.fleet.samples;
     let metadata = DynamoMetadata::new(moto.clients.dynamodb.clone(), &moto.names.table);
     let started = Instant::now();
     let mut next_kill = started + options.kill_every;
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut kills = 0;
-    let deadline = started + Duration::from_secs(60 * 60);
-    loop {
-        let accounted = metadata
-            .campaign(campaign)
-            .await
-            .ok()
-            .flatten()
-            .map(|c| c.accounted())
-            .unwrap_or(0);
-        if accounted >= total {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fleet did not finish in an hour"
-        );
+    while bench::accounted(&metadata, campaign, started).await < total {
         if Instant::now() >= next_kill {
             let victim = below(&mut seed, workers.len());
             let mut killed = workers.swap_remove(victim);
@@ -221,12 +173,7 @@ async fn run(options: &Options, moto: &Moto, resume: bool) -> Measured {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let elapsed = started.elapsed();
-    for worker in workers {
-        let _ = Command::new("kill")
-            .args(["-TERM", &worker.id().to_string()])
-            .status();
-        let _ = worker.wait_with_output();
-    }
+    bench::stop(workers);
 
     let store = moto.store();
     let metas = metadata.trajectories(campaign).await.expect("the results");
@@ -266,10 +213,10 @@ fn report(options: &Options, runs: &[Measured]) -> String {
     let _ = writeln!(
         out,
         "Resume: {} workers x -j {}, {} rollouts of {} steps (0.5 s model + 0.5 s command each), one worker killed -9 every {} s and replaced.\n",
-        options.workers,
-        options.concurrency,
-        options.tasks * options.samples,
-        options.steps + 1,
+        options.fleet.workers,
+        options.fleet.concurrency,
+        options.fleet.tasks * options.fleet.samples,
+        options.fleet.steps + 1,
         options.kill_every.as_secs()
     );
     let _ = writeln!(

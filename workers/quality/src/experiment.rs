@@ -229,8 +229,9 @@ fn paired(
         treatment: treatment.to_owned(),
         tasks: differences.len() as u64,
         difference: mean,
-        ci_low: half.map(|h| mean - h),
-        ci_high: half.map(|h| mean + h),
+        // A difference of rates lies in [−1, 1].
+        ci_low: half.map(|h| (mean - h).max(-1.0)),
+        ci_high: half.map(|h| (mean + h).min(1.0)),
         better,
         worse,
         p_value,
