@@ -221,7 +221,7 @@ fn report(options: &Options, runs: &[Measured]) -> String {
     );
     let _ = writeln!(
         out,
-        "| resume | kills | resumed / restarted | requests per trajectory | requests per committed step | prompt tokens per trajectory | $ per trajectory | wall time |\n|---|---|---|---|---|---|---|---|"
+        "| resume | kills | resumed / restarted | requests per trajectory | requests per committed step | prompt tokens per trajectory | $ booked per trajectory | wall time |\n|---|---|---|---|---|---|---|---|"
     );
     for m in runs {
         let per = |n: f64| n / m.rollouts.max(1) as f64;
