@@ -161,6 +161,17 @@ impl Sandbox for MemorySandbox {
         Ok(())
     }
 
+    /// Runs the command; the gateway is never asked (nothing in memory makes requests).
+    async fn exec_serving(
+        &self,
+        command: &str,
+        timeout: Duration,
+        _port: u16,
+        _gateway: &dyn synthfleet_core::ports::Gateway,
+    ) -> Result<ExecOutput, SandboxError> {
+        self.exec(command, timeout).await
+    }
+
     async fn destroy(&self) -> Result<(), SandboxError> {
         self.log.lock().expect("sandbox log").destroyed += 1;
         Ok(())

@@ -472,6 +472,28 @@ pub struct SandboxSpec {
     pub limits: crate::campaign::SandboxConfig,
 }
 
+/// An HTTP request made inside a sandbox to its gateway ([`Sandbox::exec_serving`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRequest {
+    pub method: String,
+    /// The path and query, as requested (`/v1/chat/completions`).
+    pub path: String,
+    pub body: String,
+}
+
+/// The gateway's answer: a status and a JSON body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// What answers a sandbox's requests to its gateway.
+#[async_trait]
+pub trait Gateway: Send + Sync {
+    async fn handle(&self, request: GatewayRequest) -> GatewayResponse;
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
     pub exit_code: Option<i64>,
@@ -493,6 +515,17 @@ pub trait Sandbox: Send + Sync {
     async fn exec_root(&self, command: &str, timeout: Duration)
     -> Result<ExecOutput, SandboxError>;
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError>;
+    /// Runs `command` like [`Sandbox::exec`] while answering, with `gateway`, the HTTP
+    /// requests made inside the sandbox to `127.0.0.1:{port}` — through the sandbox's own
+    /// channel, so no network is opened (`network = "none"` still holds). Needs `python3`
+    /// in the image (the in-sandbox end of the channel).
+    async fn exec_serving(
+        &self,
+        command: &str,
+        timeout: Duration,
+        port: u16,
+        gateway: &dyn Gateway,
+    ) -> Result<ExecOutput, SandboxError>;
     /// Kills and removes the sandbox. Always called, on every path.
     async fn destroy(&self) -> Result<(), SandboxError>;
 }

@@ -2,6 +2,7 @@
 //! (workdir and user), written to, and removed. Running its commands is [`exec`].
 
 mod exec;
+mod gateway;
 
 use crate::docker_error;
 use crate::provider::{DockerSandboxes, LABEL_HOST, LABEL_MANAGED, LABEL_WORKER};
@@ -18,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use synthfleet_core::campaign::{NetworkPolicy, SandboxChannel};
-use synthfleet_core::ports::{ExecOutput, Sandbox, SandboxError, SandboxSpec};
+use synthfleet_core::ports::{ExecOutput, Gateway, Sandbox, SandboxError, SandboxSpec};
 use tokio::io::AsyncWrite;
 use tracing::{debug, warn};
 
@@ -357,6 +358,16 @@ impl Sandbox for DockerSandbox {
         timeout: Duration,
     ) -> Result<ExecOutput, SandboxError> {
         self.run(command, "0", timeout).await
+    }
+
+    async fn exec_serving(
+        &self,
+        command: &str,
+        timeout: Duration,
+        port: u16,
+        gateway: &dyn Gateway,
+    ) -> Result<ExecOutput, SandboxError> {
+        self.run_serving(command, timeout, port, gateway).await
     }
 
     /// A small text file goes through the relay, as the sandbox user (one round trip);

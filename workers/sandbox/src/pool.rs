@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use synthfleet_core::error_chain;
-use synthfleet_core::ports::{ExecOutput, Sandbox, SandboxError, SandboxProvider, SandboxSpec};
+use synthfleet_core::ports::{
+    ExecOutput, Gateway, Sandbox, SandboxError, SandboxProvider, SandboxSpec,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -414,6 +416,18 @@ impl Sandbox for Pooled {
 
     async fn write_file(&self, path: &str, contents: &[u8]) -> Result<(), SandboxError> {
         self.sandbox.write_file(path, contents).await
+    }
+
+    async fn exec_serving(
+        &self,
+        command: &str,
+        timeout: Duration,
+        port: u16,
+        gateway: &dyn Gateway,
+    ) -> Result<ExecOutput, SandboxError> {
+        self.sandbox
+            .exec_serving(command, timeout, port, gateway)
+            .await
     }
 
     /// Leaves the removal to the background ([`WarmPool::shutdown`] waits for it).

@@ -93,3 +93,51 @@ pub(crate) fn write_commands(path: &str, contents: &[u8]) -> Vec<String> {
     }));
     commands
 }
+
+/// The in-sandbox end of a gateway ([`synthfleet_core::ports::Sandbox::exec_serving`]): an
+/// HTTP server on `127.0.0.1:PORT` (Python's standard library) that hands each request to
+/// the worker over its own stdout — `<length>\n<JSON {method, path, body}>` — and answers
+/// with what the worker writes back on its stdin (`<length>\n<JSON {status, body}>`), one
+/// request at a time. It greets with `SFGATEWAY <pid>`.
+pub(crate) const GATEWAY_FORWARDER: &str = r#"
+import http.server, json, os, socketserver, sys, threading
+port = int(sys.argv[1])
+lock = threading.Lock()
+out, inp = sys.stdout.buffer, sys.stdin.buffer
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def relay(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace")
+        request = json.dumps({"method": self.command, "path": self.path, "body": body}).encode()
+        with lock:
+            out.write(b"%d\n" % len(request) + request)
+            out.flush()
+            line = inp.readline()
+            answer = json.loads(inp.read(int(line))) if line.strip() else None
+        if answer is None:
+            self.send_error(502, "the synthfleet gateway is gone")
+            return
+        data = answer["body"].encode()
+        self.send_response(answer["status"])
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = relay
+
+    def log_message(self, *args):
+        pass
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+server = Server(("127.0.0.1", port), Handler)
+out.write(b"SFGATEWAY %d\n" % os.getpid())
+out.flush()
+server.serve_forever()
+"#;

@@ -5,12 +5,15 @@
 //! * [`agent`]: the agent loop — the model called through the budget meter, its actions
 //!   run in the sandbox, each step recorded and checkpointed;
 //! * [`book`]: the loop's bookkeeping (deadline, spend, totals and timings) as pure rules;
+//! * [`external`]: the `external` scaffold — an agent program of the image, its model
+//!   calls metered and recorded by a gateway inside the sandbox;
 //! * [`resume`]: continuing an interrupted attempt from its checkpoint — the sandbox
 //!   rebuilt by replay, or a clean restart with the reason;
 //! * [`sandbox`]: reading the final patch out of the sandbox, and removing a sandbox.
 
 mod agent;
 mod book;
+mod external;
 mod resume;
 mod sandbox;
 
@@ -254,9 +257,12 @@ impl Rollouts {
                         }
                     }
                 };
-                let ending = self
-                    .agent_loop(sandbox.as_ref(), task, &mut record, cancel, handback, events)
-                    .await;
+                let ending = if record.scaffold.name == "external" {
+                    self.external(sandbox.as_ref(), task, &mut record, cancel, events).await
+                } else {
+                    self.agent_loop(sandbox.as_ref(), task, &mut record, cancel, handback, events)
+                        .await
+                };
                 let Ok(ending) = ending else {
                     destroy(sandbox.as_ref()).await;
                     return Err(Interrupted);

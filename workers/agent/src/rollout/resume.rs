@@ -33,7 +33,10 @@ impl Rollouts {
     /// earlier attempt of the sample left. A failed listing starts the rollout over (it
     /// costs the earlier steps' calls again, never a wrong record).
     pub(super) async fn resuming(&self, key: &ResultKey) -> Option<Resuming> {
-        if !self.campaign.config.scaffold.resume {
+        // An external agent's own state cannot be rebuilt: it starts over.
+        if !self.campaign.config.scaffold.resume
+            || self.campaign.scaffold_kind_for(key.sample_index) == "external"
+        {
             return None;
         }
         match self.store.latest_checkpoint(key).await {

@@ -72,7 +72,7 @@ pub struct Scaffold {
 
 /// Every scaffold, by kind. (`core::campaign::SCAFFOLD_KINDS` lists the same kinds for
 /// validation; a test checks they agree.)
-pub static SCAFFOLDS: [Scaffold; 2] = [
+pub static SCAFFOLDS: [Scaffold; 3] = [
     Scaffold {
         kind: "bash",
         tools: &[&bash::Bash],
@@ -80,6 +80,11 @@ pub static SCAFFOLDS: [Scaffold; 2] = [
     Scaffold {
         kind: "edit",
         tools: &[&bash::Bash, &editor::Editor],
+    },
+    // The agent is a program of the image: its tools are its own (`rollout::external`).
+    Scaffold {
+        kind: "external",
+        tools: &[],
     },
 ];
 

@@ -87,6 +87,10 @@ pub struct ScaffoldConfig {
     /// The context policy: when a conversation outgrows the model's `context_window`, old
     /// observations are elided, oldest first; the last this many always stay whole.
     pub keep_recent_observations: u32,
+    /// The agent program an `external` scaffold runs in the workdir (a shell command line),
+    /// its model calls going to the metering gateway at `$OPENAI_BASE_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// An attempt that receives a sample an interrupted attempt left a checkpoint of
     /// continues it (the sandbox rebuilt by replay, the conversation carried over) instead
     /// of starting over; see [`crate::resume`]. On by default.
@@ -106,6 +110,7 @@ impl Default for ScaffoldConfig {
             cost_limit_usd: None,
             max_observation_chars: 10_000,
             keep_recent_observations: 3,
+            command: None,
             resume: true,
         }
     }

@@ -22,7 +22,7 @@ pub use validate::is_valid_name;
 pub use variants::{VARIANT_ROUTE, VariantConfig};
 
 /// The scaffolds a campaign may name (`scaffold.kind`): the agent crate has one of each.
-pub const SCAFFOLD_KINDS: [&str; 2] = ["bash", "edit"];
+pub const SCAFFOLD_KINDS: [&str; 3] = ["bash", "edit", "external"];
 
 use crate::MicroUsd;
 use crate::task::Task;

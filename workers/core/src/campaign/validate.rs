@@ -133,8 +133,28 @@ impl CampaignConfig {
         if !super::SCAFFOLD_KINDS.contains(&s.kind.as_str()) {
             return err(
                 "scaffold.kind",
-                "the scaffolds are \"bash\" (a shell) and \"edit\" (a shell and a file editor)",
+                "the scaffolds are \"bash\" (a shell), \"edit\" (a shell and a file editor) and \"external\" (an agent program of the image, with scaffold.command)",
             );
+        }
+        let external = s.kind == "external"
+            || self
+                .variants
+                .iter()
+                .any(|v| v.scaffold.as_deref() == Some("external"));
+        match (external, s.command.as_deref().map(str::trim)) {
+            (true, None | Some("")) => {
+                return err(
+                    "scaffold.command",
+                    "an external scaffold runs scaffold.command, the agent's command line",
+                );
+            }
+            (false, Some(_)) => {
+                return err(
+                    "scaffold.command",
+                    "only an external scaffold runs a command: set scaffold.kind = \"external\"",
+                );
+            }
+            _ => {}
         }
         if s.max_steps == 0
             || s.step_timeout_s == 0

@@ -307,7 +307,7 @@ impl DockerSandbox {
 
     /// Creates and starts an exec with its output attached; returns its id, its output
     /// and its stdin (open only when `options` attach it).
-    async fn start(
+    pub(super) async fn start(
         &self,
         options: CreateExecOptions<&str>,
         what: &str,

@@ -1,0 +1,130 @@
+//! The `external` scaffold end to end: an agent program of its own (here a small
+//! standard-library Python agent) runs in a `network = "none"` sandbox; its model calls go
+//! to the metering gateway inside the sandbox, are answered by the campaign's pool (the
+//! key never enters the sandbox), metered against the budget and recorded as steps; the
+//! workdir's diff is verified like any other.
+
+use crate::{Fixture, SECRET, fake_model};
+use synthfleet_tests::fake_llm::{FakeLlm, Script};
+use synthfleet_tests::task_line;
+
+const FIX: &str = "sed -i 's/return year % 4 == 0$/return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)/' calendar_utils.py";
+
+/// The agent: it fails if anything but the gateway answers, then asks the model for a
+/// command, runs it and reports the result, until the model submits.
+const AGENT: &str = r#"
+import json, os, re, socket, subprocess, sys, urllib.error, urllib.request
+try:
+    socket.create_connection(("192.0.2.1", 80), timeout=3)
+    sys.exit(9)
+except OSError:
+    pass
+base = os.environ["OPENAI_BASE_URL"]
+messages = [{"role": "system", "content": "You are a tiny agent."},
+            {"role": "user", "content": open(os.environ["SYNTHFLEET_PROBLEM_FILE"]).read()}]
+for _ in range(10):
+    request = urllib.request.Request(
+        base + "/chat/completions",
+        data=json.dumps({"model": os.environ["SYNTHFLEET_MODEL"], "messages": messages}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]})
+    try:
+        reply = json.load(urllib.request.urlopen(request, timeout=60))
+    except urllib.error.HTTPError as e:
+        print("the gateway said", e.code, e.read().decode())
+        sys.exit(3)
+    content = reply["choices"][0]["message"].get("content") or ""
+    messages.append({"role": "assistant", "content": content})
+    block = re.search(r"```bash\n(.*?)\n```", content, re.S)
+    if not block or block.group(1).strip() == "submit":
+        break
+    ran = subprocess.run(block.group(1), shell=True, capture_output=True, text=True)
+    messages.append({"role": "user", "content": "exit %d\n%s%s" % (ran.returncode, ran.stdout, ran.stderr)})
+"#;
+
+fn campaign(llm: &FakeLlm, budget: f64) -> String {
+    format!(
+        "budget_usd = {budget}\n{}\n[scaffold]\nkind = \"external\"\nprotocol = \"text\"\ncommand = '''\ncat > /tmp/agent.py <<'PY'\n{AGENT}\nPY\npython3 /tmp/agent.py\n'''\n",
+        fake_model(&llm.url, "")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_external_agent_is_metered_recorded_and_verified() {
+    let tasks = vec![task_line(
+        "ext",
+        "leapyear",
+        "[ext] fix is_leap.",
+        "python3 -m unittest -q",
+    )];
+    let llm = FakeLlm::start(vec![Script::new(
+        "[ext]",
+        &[FIX, "python3 -m unittest -q", "submit"],
+    )]);
+    let fx = Fixture::new("e2e-external", &tasks, &campaign(&llm, 1.0));
+    fx.run_ok(&[]);
+
+    let results = fx.results().await;
+    let r = results.record("ext", 0);
+    assert_eq!(r.scaffold.name, "external");
+    assert!(
+        r.verification.as_ref().is_some_and(|v| v.resolved),
+        "{:?} {:?}",
+        r.exit_status,
+        r.error
+    );
+    assert_eq!(
+        r.exit_status,
+        Some(synthfleet_core::trajectory::ExitStatus::Submitted)
+    );
+    // Each call is a step, with what the reply asked to run and what the agent saw of it.
+    let actions: Vec<Option<&str>> = r.steps.iter().map(|s| s.action.as_deref()).collect();
+    assert_eq!(actions, [Some(FIX), Some("python3 -m unittest -q"), None]);
+    assert!(
+        r.steps[0].observation.starts_with("exit 0"),
+        "{:?}",
+        r.steps[0]
+    );
+    assert!(
+        r.steps
+            .iter()
+            .all(|s| s.input_tokens > 0 && s.cost_usd > 0.0)
+    );
+    assert_eq!(r.totals.llm_calls, 3);
+    assert!(r.totals.cost_usd > 0.0);
+    // The conversation is the agent's own.
+    assert_eq!(
+        r.messages[0].content.as_deref(),
+        Some("You are a tiny agent.")
+    );
+    assert_eq!(r.messages.len(), 7, "{:?}", r.messages);
+    assert!(results.campaign.ledger.spent.as_usd() >= r.totals.cost_usd - 1e-9);
+    // The provider saw the worker's key; the sandbox had only a placeholder.
+    assert!(
+        llm.authorization_headers()
+            .iter()
+            .all(|h| h == &format!("Bearer {SECRET}"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_external_agent_past_the_budget_is_refused() {
+    let tasks = vec![task_line(
+        "ext",
+        "leapyear",
+        "[ext] fix is_leap.",
+        "python3 -m unittest -q",
+    )];
+    let llm = FakeLlm::start(vec![Script::new("[ext]", &[FIX, "ls", "ls", "submit"])]);
+    // Room for about one call's worst case.
+    let fx = Fixture::new("e2e-external-budget", &tasks, &campaign(&llm, 0.0006));
+    let out = crate::synthfleet(&["run", fx.campaign_arg()], &[("FAKE_LLM_KEY", SECRET)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let results = fx.results().await;
+    assert!(results.records.is_empty(), "{stderr}");
+    assert_eq!(results.campaign.state.as_str(), "exhausted", "{stderr}");
+    assert!(
+        results.campaign.ledger.spent <= results.campaign.ledger.budget,
+        "the cap holds"
+    );
+    assert!(llm.requests().len() <= 1, "refused past the budget");
+}
