@@ -34,6 +34,8 @@ prepare() {
   fi
   examples/quickstart/build-image.sh
   tests/images/build-swe-fixture.sh
+  # mini-swe-agent from PyPI, in an image of its own: the external scaffold's real agent.
+  tests/images/build-mini-swe-agent.sh
 }
 set -m
 prepare >"$logs/prepare" 2>&1 &

@@ -128,3 +128,61 @@ async fn an_external_agent_past_the_budget_is_refused() {
     );
     assert!(llm.requests().len() <= 1, "refused past the budget");
 }
+
+/// mini-swe-agent, from PyPI, as the external agent: litellm talks to the gateway as to any
+/// OpenAI-compatible server; its bash tool calls are recorded as steps, and its fix is
+/// verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn mini_swe_agent_runs_through_the_gateway() {
+    synthfleet_tests::require_mini_swe_agent_image();
+    let task = serde_json::json!({
+        "instance_id": "mini",
+        "image": synthfleet_tests::MINI_SWE_AGENT_IMAGE,
+        "problem_statement": "[mini] is_leap() is wrong for century years.",
+        "workdir": "/tasks/leapyear",
+        "eval": "python3 -m unittest -q",
+    })
+    .to_string();
+    let llm = FakeLlm::start(vec![Script::new(
+        "[mini]",
+        &[
+            FIX,
+            "python3 -m unittest -q",
+            "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT",
+        ],
+    )]);
+    let body = format!(
+        "budget_usd = 1.0\n{}\n[scaffold]\nkind = \"external\"\ncommand = 'MSWEA_CONFIGURED=true MSWEA_COST_TRACKING=ignore_errors mini --yolo --exit-immediately --cost-limit 0 --model \"openai/$SYNTHFLEET_MODEL\" --task \"$(cat \"$SYNTHFLEET_PROBLEM_FILE\")\" --output /tmp/mini.traj.json'\n",
+        fake_model(&llm.url, "")
+    );
+    let fx = Fixture::new("e2e-mini-swe-agent", &[task], &body);
+    fx.run_ok(&[]);
+
+    let results = fx.results().await;
+    let r = results.record("mini", 0);
+    assert!(
+        r.verification.as_ref().is_some_and(|v| v.resolved),
+        "{:?} {:?}",
+        r.exit_status,
+        r.error
+    );
+    let actions: Vec<Option<&str>> = r.steps.iter().map(|s| s.action.as_deref()).collect();
+    assert_eq!(
+        actions,
+        [
+            Some(FIX),
+            Some("python3 -m unittest -q"),
+            Some("echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT")
+        ]
+    );
+    // mini-swe-agent's own prompt and bash tool, as it sent them.
+    assert!(
+        r.messages[0]
+            .content
+            .as_deref()
+            .is_some_and(|c| c.contains("helpful assistant")),
+        "{:?}",
+        r.messages[0]
+    );
+    assert!(r.totals.cost_usd > 0.0 && r.totals.llm_calls == 3);
+}

@@ -31,6 +31,15 @@ pub const SWE_IMAGE: &str = "synthfleet/swe-fixture:1";
 /// SWE-smith instance branch is beside it (built with [`SWE_IMAGE`]).
 pub const HISTORY_IMAGE: &str = "synthfleet/swe-history:1";
 
+/// The quick start's image with mini-swe-agent from PyPI (built by
+/// `tests/images/build-mini-swe-agent.sh`): the external scaffold's real agent.
+pub const MINI_SWE_AGENT_IMAGE: &str = "synthfleet/mini-swe-agent:1";
+
+/// Panics with the fix when the mini-swe-agent image is missing.
+pub fn require_mini_swe_agent_image() {
+    require_image(MINI_SWE_AGENT_IMAGE, "tests/images/build-mini-swe-agent.sh");
+}
+
 /// Panics with the fix when the test image is missing.
 pub fn require_test_image() {
     require_image(TEST_IMAGE, "examples/quickstart/build-image.sh");
