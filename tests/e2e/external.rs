@@ -186,3 +186,68 @@ async fn mini_swe_agent_runs_through_the_gateway() {
     );
     assert!(r.totals.cost_usd > 0.0 && r.totals.llm_calls == 3);
 }
+
+/// On the fleet (SQS, S3 and DynamoDB on moto, a worker process): an experiment of an
+/// `edit` arm and an `external` arm on the same task.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edit_and_external_scaffolds_run_on_the_fleet() {
+    use crate::aws::{run_cli, spawn_worker, terminate, wait_for};
+    let moto = synthfleet_tests::moto::Moto::start().await;
+    let tasks = vec![task_line(
+        "ext",
+        "leapyear",
+        "[ext] fix is_leap.",
+        "python3 -m unittest -q",
+    )];
+    let llm = FakeLlm::start(vec![Script::new("[ext]", &[FIX, "submit"])]);
+    let body = format!(
+        "samples_per_task = 2\n{}\n[[variants]]\nname = \"editor\"\nscaffold = \"edit\"\n\n[[variants]]\nname = \"agent\"\nscaffold = \"external\"\n",
+        campaign(&llm, 1.0).replace("kind = \"external\"\n", "")
+    );
+    let fx = Fixture::new("aws-scaffolds", &tasks, &body);
+    let submitted = run_cli(&moto, &["submit", fx.campaign_arg()]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let worker = spawn_worker(&moto, "w-ext", &[]);
+    let store = moto.store();
+    wait_for(
+        "both results",
+        std::time::Duration::from_secs(120),
+        async || {
+            store
+                .metadata
+                .trajectories(&fx.name)
+                .await
+                .is_ok_and(|t| t.len() == 2)
+        },
+    )
+    .await;
+    let (status, log) = terminate(worker);
+    assert!(status.success(), "{log}");
+    let mut arms = Vec::new();
+    for meta in store.metadata.trajectories(&fx.name).await.expect("list") {
+        let record = store.load(&meta).await.expect("the record");
+        assert!(
+            record.verification.as_ref().is_some_and(|v| v.resolved),
+            "{:?}",
+            record.error
+        );
+        assert_eq!(record.steps[0].action.as_deref(), Some(FIX));
+        assert_eq!(record.worker_id, "w-ext");
+        arms.push((
+            record.variant.clone().unwrap_or_default(),
+            record.scaffold.name.clone(),
+        ));
+    }
+    arms.sort();
+    assert_eq!(
+        arms,
+        [
+            ("agent".to_owned(), "external".to_owned()),
+            ("editor".to_owned(), "edit".to_owned())
+        ]
+    );
+}
