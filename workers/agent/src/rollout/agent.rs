@@ -2,7 +2,7 @@
 //! its context window; its actions run in the sandbox; each step recorded, booked and
 //! checkpointed, until it submits or a limit ends it.
 
-use super::book::{CallTime, StepBook};
+use super::book::{CallTime, StepBook, step_of_call};
 use super::sandbox::workdir_digest;
 use super::{Ending, Interrupted, RolloutEvent, Rollouts, ms, scrub};
 use crate::context;
@@ -16,9 +16,7 @@ use synthfleet_core::metrics::ErrorClass;
 use synthfleet_core::ports::{ChatRequest, Sandbox};
 use synthfleet_core::resume::Checkpoint;
 use synthfleet_core::task::Task;
-use synthfleet_core::trajectory::{
-    ChatMessage, ErrorKind, ExitStatus, Role, Step, TrajectoryRecord,
-};
+use synthfleet_core::trajectory::{ChatMessage, ErrorKind, ExitStatus, Role, TrajectoryRecord};
 use synthfleet_core::{MicroUsd, error_chain};
 use synthfleet_llm::{Meter, MeterError, Metered, MeteredRequest, PoolCompletion};
 use tokio_util::sync::CancellationToken;
@@ -208,31 +206,10 @@ impl Rollouts {
                 &completion,
                 cost,
             );
-            let usage = completion.usage;
-
             let action = tools.parse(&completion.message);
+            let mut step = step_of_call(index, &completion, cost, llm_ms, &served_by.name);
+            step.context_elided = elided;
             record.messages.push(completion.message);
-            let mut step = Step {
-                index,
-                action: None,
-                observation: String::new(),
-                observation_truncated: false,
-                exit_code: None,
-                timed_out: false,
-                duration_ms: 0,
-                llm_duration_ms: llm_ms,
-                input_tokens: usage.input_tokens,
-                output_tokens: usage.output_tokens,
-                cache_read_tokens: usage.cache_read_tokens,
-                cache_write_tokens: usage.cache_write_tokens,
-                cost_usd: cost.as_usd(),
-                cost_estimated: usage.estimated,
-                context_elided: elided,
-                llm_retries: completion.retries,
-                model: served_by.name.clone(),
-                format_error: false,
-                tool: None,
-            };
             let protocol_context = |extra: serde_json::Value| {
                 let mut c = json!({"protocol": scaffold.protocol.to_string(), "step_timeout_s": scaffold.step_timeout_s});
                 if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {

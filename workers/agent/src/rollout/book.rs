@@ -5,7 +5,7 @@ use super::ms;
 use std::time::Duration;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::ports::ChatCompletion;
-use synthfleet_core::trajectory::{ExitStatus, Timings, Totals};
+use synthfleet_core::trajectory::{ExitStatus, Step, Timings, Totals};
 
 /// The agent loop's books: the agent's deadline, pushed back by the time each call spent
 /// waiting on the infrastructure, and the rollout's spend against its cost limit; each
@@ -15,6 +15,39 @@ pub(super) struct StepBook {
     deadline: tokio::time::Instant,
     spent: MicroUsd,
     cost_limit: Option<MicroUsd>,
+}
+
+/// Step `index` as the model's answer makes it: the call's time (`llm_ms`), tokens, cost
+/// and retries and the model that served it; no action or observation yet.
+pub(super) fn step_of_call(
+    index: u32,
+    completion: &ChatCompletion,
+    cost: MicroUsd,
+    llm_ms: u64,
+    model: &str,
+) -> Step {
+    let usage = completion.usage;
+    Step {
+        index,
+        action: None,
+        observation: String::new(),
+        observation_truncated: false,
+        exit_code: None,
+        timed_out: false,
+        duration_ms: 0,
+        llm_duration_ms: llm_ms,
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cache_read_tokens: usage.cache_read_tokens,
+        cache_write_tokens: usage.cache_write_tokens,
+        cost_usd: cost.as_usd(),
+        cost_estimated: usage.estimated,
+        context_elided: Vec::new(),
+        llm_retries: completion.retries,
+        model: model.to_owned(),
+        format_error: false,
+        tool: None,
+    }
 }
 
 /// How long a metered call took.

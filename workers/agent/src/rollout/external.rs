@@ -7,7 +7,7 @@
 //! the reply, tokens, cost and time — and the agent's exit and the workdir's diff are the
 //! outcome, verified like any other.
 
-use super::book::{CallTime, StepBook};
+use super::book::{CallTime, StepBook, step_of_call};
 use super::{Ending, Interrupted, RolloutEvent, Rollouts};
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ use synthfleet_core::budget::Spend;
 use synthfleet_core::metrics::ErrorClass;
 use synthfleet_core::ports::{ChatRequest, Gateway, GatewayRequest, GatewayResponse, Sandbox};
 use synthfleet_core::task::{Task, shell_quote};
-use synthfleet_core::trajectory::{ChatMessage, ErrorKind, ExitStatus, Step, TrajectoryRecord};
+use synthfleet_core::trajectory::{ChatMessage, ErrorKind, ExitStatus, TrajectoryRecord};
 use synthfleet_core::{MicroUsd, error_chain};
 use synthfleet_llm::{Meter, MeterError, Metered, MeteredRequest, PoolCompletion};
 use tokio_util::sync::CancellationToken;
@@ -241,29 +241,11 @@ impl<'a> Metering<'a> {
                         Some(crate::scaffold::Action::Invoke { input, .. }) => Some(input),
                         _ => None,
                     };
+                let mut step = step_of_call(index, &completion, cost, llm_ms, &served_by.name);
+                step.action = action.clone();
+                record.steps.push(step);
                 record.messages = request.messages;
                 record.messages.push(completion.message.clone());
-                record.steps.push(Step {
-                    index,
-                    action: action.clone(),
-                    observation: String::new(),
-                    observation_truncated: false,
-                    exit_code: None,
-                    timed_out: false,
-                    duration_ms: 0,
-                    llm_duration_ms: llm_ms,
-                    input_tokens: usage.input_tokens,
-                    output_tokens: usage.output_tokens,
-                    cache_read_tokens: usage.cache_read_tokens,
-                    cache_write_tokens: usage.cache_write_tokens,
-                    cost_usd: cost.as_usd(),
-                    cost_estimated: usage.estimated,
-                    context_elided: Vec::new(),
-                    llm_retries: completion.retries,
-                    model: served_by.name.clone(),
-                    format_error: false,
-                    tool: None,
-                });
                 (self.events)(RolloutEvent::Step {
                     key: synthfleet_core::message::ResultKey {
                         campaign: record.campaign.clone(),

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 impl Campaign {
     /// The pool entry a sample runs on, and the route that chose it: its variant's model
-    /// ([`super::VARIANT_ROUTE`]) when its `[[variants]]` arm names one; else the first route whose
+    /// ([`super::VARIANT_ROUTE`]) when its `[[variants]]` arm names one, or its variant's
+    /// route (for every task) when it names one; else the first route whose
     /// match holds for the task, else the `[[models]]` weights ([`DEFAULT_ROUTE`]). Within
     /// a route the choice is weighted and deterministic, so that a retried sample keeps its
     /// model and the split follows the weights.
@@ -28,6 +29,13 @@ impl Campaign {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&digest[..8]);
         let draw = u64::from_le_bytes(bytes);
+        let arm = self.variant_for(sample_index);
+        if let Some(name) = arm.and_then(|v| v.route.as_deref())
+            && let Some(route) = self.config.route_named(name)
+            && let Some(model) = pick(&self.route_models(route), draw)
+        {
+            return (model, name.to_owned());
+        }
         for (i, route) in self.config.routes.iter().enumerate() {
             if !route.matches.holds_for(task) {
                 continue;

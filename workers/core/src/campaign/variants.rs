@@ -22,6 +22,10 @@ pub struct VariantConfig {
     /// weights choose).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// A `[[routes]]` entry (by name) that chooses the arm's model among its models, for
+    /// every task (default: the routes and weights choose). Not with `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
     /// Sampling temperature of every call (default: the model's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
@@ -57,6 +61,14 @@ impl Campaign {
 }
 
 impl CampaignConfig {
+    /// The `[[routes]]` entry of `name` (an unnamed route's name is `route-{index}`).
+    pub(super) fn route_named(&self, name: &str) -> Option<&super::RouteConfig> {
+        self.routes.iter().enumerate().find_map(|(i, r)| {
+            let named = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
+            (named == name).then_some(r)
+        })
+    }
+
     /// `[[variants]]`: unique valid names, known scaffolds and models, weights of at least
     /// 1, temperatures from 0 to 2, and enough samples per task for every arm.
     pub(super) fn validate_variants(
@@ -93,6 +105,17 @@ impl CampaignConfig {
                     field("model"),
                     format!("no `[[models]]` entry is named `{model}`"),
                 ));
+            }
+            if let Some(route) = &v.route {
+                if v.model.is_some() {
+                    return Err((field("route"), "give `model` or `route`, not both".into()));
+                }
+                if self.route_named(route).is_none() {
+                    return Err((
+                        field("route"),
+                        format!("no `[[routes]]` entry is named `{route}`"),
+                    ));
+                }
             }
             if v.weight == 0 {
                 return Err((field("weight"), "a weight is at least 1".into()));
@@ -140,6 +163,36 @@ mod tests {
         assert_eq!(arms, ["control", "edit", "edit", "control", "edit", "edit"]);
         assert_eq!(c.scaffold_kind_for(0), "bash");
         assert_eq!(c.scaffold_kind_for(1), "edit");
+    }
+
+    #[test]
+    fn an_arm_may_choose_by_a_route_or_name_a_model() {
+        let c = campaign(
+            3,
+            "[[routes]]\nname = \"b-only\"\nmatch = { instance_prefix = [\"none-\"] }\nmodels = { b = 1 }\n\n[[variants]]\nname = \"routed\"\nroute = \"b-only\"\n\n[[variants]]\nname = \"fixed\"\nmodel = \"a\"\n\n[[variants]]\nname = \"free\"\n",
+        )
+        .expect("valid");
+        let task = crate::task::parse_tasks(
+            Path::new("t.jsonl"),
+            r#"{"instance_id": "t1", "image": "i", "problem_statement": "p"}"#,
+        )
+        .expect("a task")
+        .remove(0);
+        let (model, route) = c.model_for(&task, 0);
+        assert_eq!((model.name.as_str(), route.as_str()), ("b", "b-only"));
+        let (model, route) = c.model_for(&task, 1);
+        assert_eq!((model.name.as_str(), route.as_str()), ("a", "variant"));
+        assert_eq!(
+            c.model_for(&task, 2).1,
+            "default",
+            "no route takes the task"
+        );
+        let both = campaign(
+            2,
+            "[[routes]]\nname = \"r\"\nmodels = { b = 1 }\n\n[[variants]]\nname = \"v\"\nmodel = \"a\"\nroute = \"r\"\n",
+        )
+        .expect_err("model and route");
+        assert!(both.contains("not both"), "{both}");
     }
 
     #[test]
