@@ -25,11 +25,19 @@ async fn a_two_arm_experiment_reports_its_known_answer() {
         )
     };
     let body = format!(
-        "samples_per_task = 2\nbudget_usd = 1.0\n\n{}{}[[variants]]\nname = \"control\"\nmodel = \"weak\"\n\n[[variants]]\nname = \"treatment\"\nmodel = \"strong\"\nscaffold = \"edit\"\ntemperature = 0.3\n",
+        "samples_per_task = 2\nbudget_usd = 1.0\n\n{}{}[[variants]]\nname = \"control\"\nmodel = \"weak\"\n\n[[variants]]\nname = \"treatment\"\nmodel = \"strong\"\nscaffold = \"edit\"\ntemperature = 0.3\ntemplates = \"treatment-prompts\"\n",
         model("weak", &bad.url),
         model("strong", &good.url)
     );
     let fx = Fixture::new("e2e-experiment", &tasks, &body);
+    // The treatment arm brings its own instance prompt.
+    let prompts = fx.dir.path().join("treatment-prompts");
+    std::fs::create_dir_all(&prompts).expect("a template directory");
+    std::fs::write(
+        prompts.join("instance.j2"),
+        "TREATMENT PROMPT\n{{ problem_statement }}\nThe repository is in {{ workdir }}.",
+    )
+    .expect("a template");
     fx.run_ok(&[]);
 
     let results = fx.results().await;
@@ -52,7 +60,21 @@ async fn a_two_arm_experiment_reports_its_known_answer() {
             r.sample_index
         );
         assert_eq!(r.route.as_deref(), Some("variant"));
+        assert_eq!(
+            r.messages[1]
+                .content
+                .as_deref()
+                .is_some_and(|c| c.starts_with("TREATMENT PROMPT")),
+            arm == "treatment",
+            "each arm renders its own prompts"
+        );
     }
+    let hashes: std::collections::BTreeSet<&str> = results
+        .records
+        .iter()
+        .map(|r| r.scaffold.template_hash.as_str())
+        .collect();
+    assert_eq!(hashes.len(), 2, "the arms' template hashes differ");
     // The treatment's temperature went out with every request; the control's model's own
     // (none) with its.
     assert!(good.requests().iter().all(|r| r["temperature"] == 0.3));

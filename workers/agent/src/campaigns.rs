@@ -132,12 +132,11 @@ impl StoredCampaigns {
             campaign: name.to_owned(),
             source,
         })?;
-        let templates =
-            Templates::new(&campaign.config.scaffold.kind, &spec.templates).map_err(|source| {
-                ResolveError::Templates {
-                    campaign: name.to_owned(),
-                    source,
-                }
+        let templates = Templates::new(&campaign.config.scaffold.kind, &spec.templates)
+            .and_then(|t| t.with_arms(&campaign.config, &spec.arm_templates))
+            .map_err(|source| ResolveError::Templates {
+                campaign: name.to_owned(),
+                source,
             })?;
         // A missing key variable is this worker's problem, not the campaign's: retry later.
         let pool =

@@ -276,12 +276,16 @@ pub async fn submit_triggered(
 ) -> Result<EnqueueReport, BackendError> {
     let templates =
         synthfleet_tasks::template_overrides(campaign).map_err(BackendError::Templates)?;
+    let arm_templates =
+        synthfleet_tasks::arm_template_overrides(campaign).map_err(BackendError::Templates)?;
     // Fail here, not on every worker, if a template does not compile.
     Templates::new(&campaign.config.scaffold.kind, &templates)
+        .and_then(|t| t.with_arms(&campaign.config, &arm_templates))
         .map_err(BackendError::TemplateSyntax)?;
     let spec = CampaignSpec {
         config: campaign.config.clone(),
         templates,
+        arm_templates,
     };
     enqueue_triggered(
         campaign,

@@ -13,7 +13,6 @@ use synthfleet_core::campaign::Campaign;
 use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::{Queue, SandboxProvider};
-use synthfleet_core::templates::Templates;
 use synthfleet_llm::{ModelGuards, ModelPool, Wallet};
 use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_term::logging::{self, LogFormat};
@@ -68,12 +67,8 @@ pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCod
     let dir = local::state_dir(&campaign, args.state_dir.as_deref());
     let worker_id = local::worker_id(&dir);
 
-    let templates = Templates::new(
-        &campaign.config.scaffold.kind,
-        &synthfleet_tasks::template_overrides(&campaign)
-            .context("loading the scaffold's prompt templates")?,
-    )
-    .context("checking the scaffold's prompt templates")?;
+    let templates = synthfleet_tasks::load_templates(&campaign)
+        .context("loading the scaffold's prompt templates")?;
     let guards = ModelGuards::default();
     let pool =
         ModelPool::new(&campaign.config.models, &guards).context("setting up the model pool")?;

@@ -13,7 +13,6 @@ use synthfleet_backend::local;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::gold::{self, Problem};
 use synthfleet_core::ports::SandboxProvider;
-use synthfleet_core::templates::Templates;
 use synthfleet_llm::{ModelGuards, ModelPool};
 use synthfleet_term::BackendArgs;
 use synthfleet_term::logging;
@@ -42,12 +41,8 @@ pub struct ValidateArgs {
 pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let path = &args.campaign;
     let campaign = synthfleet_tasks::load_campaign(path)?;
-    let templates = Templates::new(
-        &campaign.config.scaffold.kind,
-        &synthfleet_tasks::template_overrides(&campaign)
-            .context("loading the scaffold's prompt templates")?,
-    )
-    .context("checking the scaffold's prompt templates")?;
+    let templates = synthfleet_tasks::load_templates(&campaign)
+        .context("loading the scaffold's prompt templates")?;
     ModelPool::new(&campaign.config.models, &ModelGuards::default())
         .context("checking the model pool")?;
     let images: std::collections::BTreeSet<&str> =

@@ -164,6 +164,9 @@ pub struct CampaignSpec {
     /// Template file name → source, for the templates the campaign overrides.
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
+    /// An experiment arm's own overrides, by arm (`[[variants]] templates`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arm_templates: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 pub fn spec_key(campaign: &str) -> String {

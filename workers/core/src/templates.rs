@@ -43,12 +43,14 @@ pub enum TemplateError {
     },
 }
 
-/// Every scaffold's templates, each built-in one overridden by the campaign's file of the
-/// same name.
+/// Template sets, each a scaffold's built-ins with overrides: one per scaffold kind (the
+/// campaign's overrides on its own kind), and one per experiment arm that brings its own
+/// (`[[variants]] templates`).
 pub struct Templates {
     env: Environment<'static>,
-    /// SHA-256 over each scaffold's template names and sources, by kind.
-    hashes: BTreeMap<&'static str, String>,
+    /// SHA-256 over each set's template names and sources, by set (a kind, or
+    /// `arm:{name}`).
+    hashes: BTreeMap<String, String>,
 }
 
 impl Templates {
@@ -62,40 +64,81 @@ impl Templates {
         let none = BTreeMap::new();
         let mut env = Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        let mut hashes = BTreeMap::new();
+        let mut templates = Templates {
+            env,
+            hashes: BTreeMap::new(),
+        };
         for each in crate::campaign::SCAFFOLD_KINDS {
             let overrides = if each == kind { overrides } else { &none };
-            let mut hasher = Sha256::new();
-            for name in NAMES {
-                let source = overrides
-                    .get(name)
-                    .cloned()
-                    .unwrap_or_else(|| builtin(each, name).to_owned());
-                hasher.update(name.as_bytes());
-                hasher.update([0]);
-                hasher.update(source.as_bytes());
-                hasher.update([0]);
-                env.add_template_owned(format!("{each}/{name}"), source)
-                    .map_err(|source| TemplateError::Syntax {
-                        name: name.to_owned(),
-                        source,
-                    })?;
-            }
-            hashes.insert(each, crate::codec::hex(&hasher.finalize()));
+            templates.add_set(each, each, overrides)?;
         }
-        Ok(Templates { env, hashes })
+        Ok(templates)
     }
 
-    /// SHA-256 over the scaffold `kind`'s template names and sources (empty for a kind
-    /// that has none).
-    pub fn hash(&self, kind: &str) -> &str {
-        self.hashes.get(kind).map_or("", String::as_str)
+    /// Adds each arm's own set (arm name → its overrides), on the built-ins of the arm's
+    /// scaffold in `config`.
+    pub fn with_arms(
+        mut self,
+        config: &crate::campaign::CampaignConfig,
+        arms: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> Result<Templates, TemplateError> {
+        for (arm, overrides) in arms {
+            let kind = config
+                .variants
+                .iter()
+                .find(|v| &v.name == arm)
+                .and_then(|v| v.scaffold.as_deref())
+                .unwrap_or(&config.scaffold.kind);
+            self.add_set(&format!("arm:{arm}"), kind, overrides)?;
+        }
+        Ok(self)
     }
 
-    /// Renders the scaffold `kind`'s template `name`.
+    fn add_set(
+        &mut self,
+        set: &str,
+        kind: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(), TemplateError> {
+        let mut hasher = Sha256::new();
+        for name in NAMES {
+            let source = overrides
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| builtin(kind, name).to_owned());
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update(source.as_bytes());
+            hasher.update([0]);
+            self.env
+                .add_template_owned(format!("{set}/{name}"), source)
+                .map_err(|source| TemplateError::Syntax {
+                    name: name.to_owned(),
+                    source,
+                })?;
+        }
+        self.hashes
+            .insert(set.to_owned(), crate::codec::hex(&hasher.finalize()));
+        Ok(())
+    }
+
+    /// The set a sample renders with: its arm's own, when it has one, else its scaffold's.
+    pub fn set_for(&self, kind: &str, arm: Option<&str>) -> String {
+        arm.map(|arm| format!("arm:{arm}"))
+            .filter(|set| self.hashes.contains_key(set))
+            .unwrap_or_else(|| kind.to_owned())
+    }
+
+    /// SHA-256 over the set's template names and sources (empty for a set there is not).
+    pub fn hash(&self, set: &str) -> &str {
+        self.hashes.get(set).map_or("", String::as_str)
+    }
+
+    /// Renders the template `name` of a set (a scaffold kind, or what
+    /// [`Templates::set_for`] says).
     pub fn render(
         &self,
-        kind: &str,
+        set: &str,
         name: &str,
         context: serde_json::Value,
     ) -> Result<String, TemplateError> {
@@ -105,7 +148,7 @@ impl Templates {
         };
         let template = self
             .env
-            .get_template(&format!("{kind}/{name}"))
+            .get_template(&format!("{set}/{name}"))
             .map_err(render_error)?;
         template
             .render(context)
@@ -153,6 +196,44 @@ mod tests {
                 .expect("render"),
             "Do: x"
         );
+    }
+
+    #[test]
+    fn an_arm_with_its_own_templates_renders_them_on_its_scaffold() {
+        let config = crate::campaign::Campaign::parse(
+            std::path::Path::new("c.toml"),
+            "name = \"x\"\ntasks = [\"t.jsonl\"]\nsamples_per_task = 2\nbudget_usd = 1.0\n\n[[models]]\nname = \"a\"\nprovider = \"openai\"\nendpoint = \"http://127.0.0.1:9/v1\"\ninput_price_per_mtok = 1.0\noutput_price_per_mtok = 1.0\n\n[[variants]]\nname = \"plain\"\n\n[[variants]]\nname = \"own\"\nscaffold = \"edit\"\ntemplates = \"own\"\n",
+        )
+        .expect("valid");
+        let arms = BTreeMap::from([(
+            "own".to_owned(),
+            BTreeMap::from([(
+                "instance.j2".to_owned(),
+                "Own: {{ problem_statement }}".to_owned(),
+            )]),
+        )]);
+        let templates = Templates::new("bash", &BTreeMap::new())
+            .and_then(|t| t.with_arms(&config, &arms))
+            .expect("templates");
+        let set = templates.set_for("edit", Some("own"));
+        assert_eq!(set, "arm:own");
+        assert_eq!(
+            templates
+                .render(&set, "instance.j2", json!({"problem_statement": "x"}))
+                .expect("render"),
+            "Own: x"
+        );
+        // The rest of the arm's set is its scaffold's.
+        let system = templates
+            .render(
+                &set,
+                "system.j2",
+                json!({"protocol": "text", "workdir": "/w", "step_timeout_s": 5}),
+            )
+            .expect("render");
+        assert!(system.contains("```edit"));
+        assert_eq!(templates.set_for("bash", Some("plain")), "bash");
+        assert_ne!(templates.hash("arm:own"), templates.hash("edit"));
     }
 
     #[test]

@@ -228,6 +228,7 @@ async fn bench(n: usize) {
         &CampaignSpec {
             config,
             templates: Default::default(),
+            arm_templates: Default::default(),
         },
     )
     .await

@@ -221,6 +221,7 @@ async fn stored(records: Vec<TrajectoryRecord>) -> Stored {
     let spec = CampaignSpec {
         config,
         templates: Default::default(),
+        arm_templates: Default::default(),
     };
     put_spec(store.objects.as_ref(), &spec).await.expect("spec");
     for record in &records {

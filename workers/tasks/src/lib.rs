@@ -33,13 +33,15 @@ pub enum LoadError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(
-        "cannot read prompt template {path}: check the campaign's scaffold.templates directory"
+        "cannot read prompt template {path}: check the campaign's scaffold.templates (or its variants' templates) directory"
     )]
     Template {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("a prompt template of the campaign does not compile")]
+    TemplateSyntax(#[from] synthfleet_core::templates::TemplateError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +83,40 @@ pub fn load_campaign(path: &Path) -> Result<Campaign, LoadError> {
 /// The campaign's prompt-template overrides: the files of its `scaffold.templates`
 /// directory named like a built-in template (file name → source).
 pub fn template_overrides(campaign: &Campaign) -> Result<BTreeMap<String, String>, LoadError> {
+    match &campaign.config.scaffold.templates {
+        Some(dir) => read_templates(&campaign.resolve(dir)),
+        None => Ok(BTreeMap::new()),
+    }
+}
+
+/// The campaign's prompt templates, read and compiled: every scaffold's built-ins, its own
+/// overrides and its arms'.
+pub fn load_templates(
+    campaign: &Campaign,
+) -> Result<synthfleet_core::templates::Templates, LoadError> {
+    let templates = synthfleet_core::templates::Templates::new(
+        &campaign.config.scaffold.kind,
+        &template_overrides(campaign)?,
+    )?;
+    Ok(templates.with_arms(&campaign.config, &arm_template_overrides(campaign)?)?)
+}
+
+/// Each experiment arm's own template overrides (`[[variants]] templates`), by arm.
+pub fn arm_template_overrides(
+    campaign: &Campaign,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, LoadError> {
+    campaign
+        .config
+        .variants
+        .iter()
+        .filter_map(|v| v.templates.as_ref().map(|dir| (v, dir)))
+        .map(|(v, dir)| Ok((v.name.clone(), read_templates(&campaign.resolve(dir))?)))
+        .collect()
+}
+
+/// The template files of `dir` (those of [`synthfleet_core::templates::NAMES`] it has).
+fn read_templates(dir: &Path) -> Result<BTreeMap<String, String>, LoadError> {
     let mut out = BTreeMap::new();
-    let Some(dir) = &campaign.config.scaffold.templates else {
-        return Ok(out);
-    };
-    let dir = campaign.resolve(dir);
     for name in synthfleet_core::templates::NAMES {
         let path = dir.join(name);
         if path.exists() {

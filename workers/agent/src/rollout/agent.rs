@@ -62,11 +62,14 @@ impl Rollouts {
             sample_index: record.sample_index,
         };
         let scaffold = &self.campaign.config.scaffold;
-        let kind = record.scaffold.name.clone();
-        let tools = match Rollouts::scaffold(&kind) {
+        let tools = match Rollouts::scaffold(&record.scaffold.name) {
             Ok(tools) => tools,
             Err(e) => return Ok(Ending::error(ErrorKind::Internal, e)),
         };
+        // The prompts: the sample's arm's own templates, when it has them, else its scaffold's.
+        let kind = self
+            .templates
+            .set_for(&record.scaffold.name, record.variant.as_deref());
         let context = json!({
             "problem_statement": task.problem_statement,
             "workdir": task.workdir,

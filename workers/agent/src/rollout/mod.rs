@@ -158,6 +158,10 @@ impl Rollouts {
             let started = Instant::now();
             let scaffold = &self.campaign.config.scaffold;
             let kind = self.campaign.scaffold_kind_for(key.sample_index);
+            let variant = self
+                .campaign
+                .variant_for(key.sample_index)
+                .map(|v| v.name.clone());
             let mut record = TrajectoryRecord {
                 schema_version: SCHEMA_VERSION,
                 trajectory_id: trajectory_id.clone(),
@@ -171,7 +175,10 @@ impl Rollouts {
                     name: kind.to_owned(),
                     version: SCAFFOLD_VERSION.to_owned(),
                     protocol: scaffold.protocol,
-                    template_hash: self.templates.hash(kind).to_owned(),
+                    template_hash: self
+                        .templates
+                        .hash(&self.templates.set_for(kind, variant.as_deref()))
+                        .to_owned(),
                 },
                 messages: Vec::new(),
                 tools: match (scaffold.protocol, crate::scaffold::scaffold(kind)) {
@@ -193,7 +200,7 @@ impl Rollouts {
                 tags: task.tags.clone().into_iter().collect(),
                 resumed_from_step: None,
                 resumes: Vec::new(),
-                variant: self.campaign.variant_for(key.sample_index).map(|v| v.name.clone()),
+                variant: variant.clone(),
             };
             let resuming = self.resuming(&key).await;
 

@@ -26,6 +26,10 @@ pub struct VariantConfig {
     /// every task (default: the routes and weights choose). Not with `model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
+    /// A directory of prompt templates (relative to the campaign file) overriding the arm's
+    /// scaffold's built-ins, as `scaffold.templates` does the campaign's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates: Option<std::path::PathBuf>,
     /// Sampling temperature of every call (default: the model's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
