@@ -10,7 +10,7 @@ use synthfleet_core::campaign::{Campaign, CampaignError};
 use synthfleet_core::ports::{LlmError, SandboxProvider, StoreError};
 use synthfleet_core::store::TrajectoryStore;
 use synthfleet_core::submit::{SpecError, get_spec};
-use synthfleet_core::templates::{TemplateError, Templates};
+use synthfleet_core::templates::TemplateError;
 use synthfleet_llm::{ModelGuards, ModelPool, Wallet};
 use tokio::sync::Mutex;
 
@@ -124,6 +124,12 @@ impl StoredCampaigns {
             }
             Err(e) => return Err(ResolveError::Spec(e)),
         };
+        let templates = spec
+            .compile_templates()
+            .map_err(|source| ResolveError::Templates {
+                campaign: name.to_owned(),
+                source,
+            })?;
         let campaign = Campaign::from_config(
             spec.config,
             PathBuf::from(synthfleet_core::submit::spec_key(name)),
@@ -132,12 +138,6 @@ impl StoredCampaigns {
             campaign: name.to_owned(),
             source,
         })?;
-        let templates = Templates::new(&campaign.config.scaffold.kind, &spec.templates)
-            .and_then(|t| t.with_arms(&campaign.config, &spec.arm_templates))
-            .map_err(|source| ResolveError::Templates {
-                campaign: name.to_owned(),
-                source,
-            })?;
         // A missing key variable is this worker's problem, not the campaign's: retry later.
         let pool =
             ModelPool::new(&campaign.config.models, &self.guards).map_err(ResolveError::Models)?;

@@ -8,8 +8,8 @@ use synthfleet_core::campaign::Campaign;
 use synthfleet_core::lifecycle::Trigger;
 use synthfleet_core::ports::{Queue, StoreError};
 use synthfleet_core::store::TrajectoryStore;
-use synthfleet_core::submit::{CampaignSpec, EnqueueError, EnqueueReport, enqueue_triggered};
-use synthfleet_core::templates::{TemplateError, Templates};
+use synthfleet_core::submit::{EnqueueError, EnqueueReport, enqueue_triggered};
+use synthfleet_core::templates::TemplateError;
 use synthfleet_tasks::LoadError;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -274,19 +274,10 @@ pub async fn submit_triggered(
     queue: &dyn Queue,
     store: &TrajectoryStore,
 ) -> Result<EnqueueReport, BackendError> {
-    let templates =
-        synthfleet_tasks::template_overrides(campaign).map_err(BackendError::Templates)?;
-    let arm_templates =
-        synthfleet_tasks::arm_template_overrides(campaign).map_err(BackendError::Templates)?;
+    let spec = synthfleet_tasks::campaign_spec(campaign).map_err(BackendError::Templates)?;
     // Fail here, not on every worker, if a template does not compile.
-    Templates::new(&campaign.config.scaffold.kind, &templates)
-        .and_then(|t| t.with_arms(&campaign.config, &arm_templates))
+    spec.compile_templates()
         .map_err(BackendError::TemplateSyntax)?;
-    let spec = CampaignSpec {
-        config: campaign.config.clone(),
-        templates,
-        arm_templates,
-    };
     enqueue_triggered(
         campaign,
         &spec,

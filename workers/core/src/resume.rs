@@ -93,10 +93,10 @@ pub fn replay_plan(steps: &[Step]) -> Result<Vec<Replay<'_>>, String> {
         .collect()
 }
 
-/// The checkpoint a new attempt continues, of the keys under a sample's checkpoint prefix:
-/// the latest attempt's (trajectory ids are ULIDs, so the greatest key is the newest).
-pub fn latest(keys: &[String]) -> Option<&str> {
-    keys.iter().max().map(String::as_str)
+/// The keys under a sample's checkpoint prefix in the order a new attempt tries them: the
+/// latest attempt's first (trajectory ids are ULIDs, so a greater key is a newer attempt).
+pub fn newest_first(keys: &mut [String]) {
+    keys.sort_unstable_by(|a, b| b.cmp(a));
 }
 
 impl TrajectoryRecord {
@@ -216,14 +216,21 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_attempt_is_continued() {
-        let keys = vec![
+    fn the_newest_attempt_is_tried_first() {
+        let mut keys = vec![
             "checkpoints/c/t/000000/01HA.json.zst".to_owned(),
             "checkpoints/c/t/000000/01HC.json.zst".to_owned(),
             "checkpoints/c/t/000000/01HB.json.zst".to_owned(),
         ];
-        assert_eq!(latest(&keys), Some("checkpoints/c/t/000000/01HC.json.zst"));
-        assert_eq!(latest(&[]), None);
+        newest_first(&mut keys);
+        assert_eq!(
+            keys,
+            [
+                "checkpoints/c/t/000000/01HC.json.zst",
+                "checkpoints/c/t/000000/01HB.json.zst",
+                "checkpoints/c/t/000000/01HA.json.zst"
+            ]
+        );
     }
 
     fn resume(rebuild: Rebuild) -> Resume {

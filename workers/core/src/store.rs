@@ -72,7 +72,7 @@ impl TrajectoryStore {
     }
 
     /// The checkpoint an attempt of the sample continues: the newest attempt's
-    /// ([`crate::resume::latest`]) that reads — an older one when the newest does not (cut
+    /// ([`crate::resume::newest_first`]) that reads — an older one when the newest does not (cut
     /// off mid-write, corrupt) — or `None` when no attempt left one. Listing fails as a
     /// whole; when no checkpoint reads, [`Found`] names the newest and why.
     pub async fn latest_checkpoint(
@@ -87,9 +87,9 @@ impl TrajectoryStore {
             .into_iter()
             .map(|o| o.key)
             .collect();
+        crate::resume::newest_first(&mut keys);
         let mut newest_failure = None;
-        while let Some(latest) = crate::resume::latest(&keys).map(str::to_owned) {
-            keys.retain(|k| *k != latest);
+        for latest in keys {
             let checkpoint = match self.objects.get(&latest).await {
                 Ok(bytes) => codec::decode_checkpoint(&latest, &bytes).map_err(Into::into),
                 Err(e) => Err(e.into()),

@@ -169,6 +169,17 @@ pub struct CampaignSpec {
     pub arm_templates: BTreeMap<String, BTreeMap<String, String>>,
 }
 
+impl CampaignSpec {
+    /// Its prompt templates, compiled: every scaffold's built-ins, the campaign's overrides
+    /// on its own scaffold and each arm's own set.
+    pub fn compile_templates(
+        &self,
+    ) -> Result<crate::templates::Templates, crate::templates::TemplateError> {
+        crate::templates::Templates::new(&self.config.scaffold.kind, &self.templates)?
+            .with_arms(&self.config, &self.arm_templates)
+    }
+}
+
 pub fn spec_key(campaign: &str) -> String {
     format!("campaigns/{campaign}/spec.json")
 }

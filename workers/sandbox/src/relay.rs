@@ -75,13 +75,7 @@ impl Relay {
 
     /// False once the relay's output has ended (it died between commands). Never waits.
     pub(crate) fn alive(&mut self) -> bool {
-        loop {
-            match self.output.next().now_or_never() {
-                None => return true,
-                Some(None | Some(Err(_))) => return false,
-                Some(Some(Ok(stray))) => warn!(output = %stray, "relay output between commands"),
-            }
-        }
+        still_open(&mut self.output, "relay")
     }
 
     /// Sends `command`, to run in `dir`; the reply is read with [`Relay::read_reply`] and
@@ -119,6 +113,18 @@ impl Relay {
             }
         }
         Ok(Reply::Lost)
+    }
+}
+
+/// False once an attached exec's output has ended (its process was killed); what it said
+/// meanwhile is logged as stray output of `what`. Never waits.
+pub(crate) fn still_open(output: &mut ExecStream, what: &str) -> bool {
+    loop {
+        match output.next().now_or_never() {
+            None => return true,
+            Some(None | Some(Err(_))) => return false,
+            Some(Some(Ok(stray))) => warn!(output = %stray, "{what} output between requests"),
+        }
     }
 }
 

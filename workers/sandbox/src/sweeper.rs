@@ -4,7 +4,7 @@
 //! every PID the sandbox may have — when a `docker exec` of a fresh sweep could not start.
 
 use crate::container::ExecStream;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use std::pin::Pin;
 use synthfleet_core::ports::SandboxError;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -32,13 +32,7 @@ impl Sweeper {
 
     /// False once its output has ended (a command's `kill -1` killed it). Never waits.
     pub(crate) fn alive(&mut self) -> bool {
-        loop {
-            match self.output.next().now_or_never() {
-                None => return true,
-                Some(None | Some(Err(_))) => return false,
-                Some(Some(Ok(stray))) => warn!(output = %stray, "sweeper output between sweeps"),
-            }
-        }
+        crate::relay::still_open(&mut self.output, "sweeper")
     }
 
     /// Kills every process its user may signal but init, the keeper and `spare`; returns

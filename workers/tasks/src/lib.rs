@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use synthfleet_core::campaign::{Campaign, CampaignError, TaskSource, base_dir_of};
+use synthfleet_core::submit::CampaignSpec;
 use synthfleet_core::task::{Task, TaskFileError, tasks_from_rows};
 use synthfleet_core::taskset::TaskFormat;
 
@@ -80,38 +81,33 @@ pub fn load_campaign(path: &Path) -> Result<Campaign, LoadError> {
     Ok(Campaign::with_tasks(config, path.to_owned(), tasks)?)
 }
 
-/// The campaign's prompt-template overrides: the files of its `scaffold.templates`
-/// directory named like a built-in template (file name → source).
-pub fn template_overrides(campaign: &Campaign) -> Result<BTreeMap<String, String>, LoadError> {
-    match &campaign.config.scaffold.templates {
-        Some(dir) => read_templates(&campaign.resolve(dir)),
-        None => Ok(BTreeMap::new()),
-    }
-}
-
-/// The campaign's prompt templates, read and compiled: every scaffold's built-ins, its own
-/// overrides and its arms'.
-pub fn load_templates(
-    campaign: &Campaign,
-) -> Result<synthfleet_core::templates::Templates, LoadError> {
-    let templates = synthfleet_core::templates::Templates::new(
-        &campaign.config.scaffold.kind,
-        &template_overrides(campaign)?,
-    )?;
-    Ok(templates.with_arms(&campaign.config, &arm_template_overrides(campaign)?)?)
-}
-
-/// Each experiment arm's own template overrides (`[[variants]] templates`), by arm.
-pub fn arm_template_overrides(
-    campaign: &Campaign,
-) -> Result<BTreeMap<String, BTreeMap<String, String>>, LoadError> {
-    campaign
+/// What fleet workers need of the campaign beside its tasks: its configuration and the
+/// prompt-template overrides it reads from disk — the files of its `scaffold.templates`
+/// directory, and of each arm's `[[variants]] templates`, named like a built-in template.
+pub fn campaign_spec(campaign: &Campaign) -> Result<CampaignSpec, LoadError> {
+    let templates = match &campaign.config.scaffold.templates {
+        Some(dir) => read_templates(&campaign.resolve(dir))?,
+        None => BTreeMap::new(),
+    };
+    let arm_templates = campaign
         .config
         .variants
         .iter()
         .filter_map(|v| v.templates.as_ref().map(|dir| (v, dir)))
         .map(|(v, dir)| Ok((v.name.clone(), read_templates(&campaign.resolve(dir))?)))
-        .collect()
+        .collect::<Result<_, LoadError>>()?;
+    Ok(CampaignSpec {
+        config: campaign.config.clone(),
+        templates,
+        arm_templates,
+    })
+}
+
+/// The campaign's prompt templates, read and compiled ([`CampaignSpec::compile_templates`]).
+pub fn load_templates(
+    campaign: &Campaign,
+) -> Result<synthfleet_core::templates::Templates, LoadError> {
+    Ok(campaign_spec(campaign)?.compile_templates()?)
 }
 
 /// The template files of `dir` (those of [`synthfleet_core::templates::NAMES`] it has).

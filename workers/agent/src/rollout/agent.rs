@@ -2,7 +2,7 @@
 //! its context window; its actions run in the sandbox; each step recorded, booked and
 //! checkpointed, until it submits or a limit ends it.
 
-use super::book::{CallTime, StepBook, step_of_call};
+use super::book::{CallTime, StepBook};
 use super::sandbox::workdir_digest;
 use super::{Ending, Interrupted, RolloutEvent, Rollouts, ms, scrub};
 use crate::context;
@@ -199,18 +199,12 @@ impl Rollouts {
                 served_by,
                 ..
             } = *reply;
-            let llm_ms = book.completed(
-                &mut record.totals,
-                &mut record.timings,
-                CallTime {
-                    elapsed: llm_elapsed,
-                    budget_wait: call.waited,
-                },
-                &completion,
-                cost,
-            );
+            let time = CallTime {
+                elapsed: llm_elapsed,
+                budget_wait: call.waited,
+            };
+            let mut step = book.completed_step(record, time, &completion, cost, &served_by.name);
             let action = tools.parse(&completion.message);
-            let mut step = step_of_call(index, &completion, cost, llm_ms, &served_by.name);
             step.context_elided = elided;
             record.messages.push(completion.message);
             let protocol_context = |extra: serde_json::Value| {

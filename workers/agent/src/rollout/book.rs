@@ -5,7 +5,7 @@ use super::ms;
 use std::time::Duration;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::ports::ChatCompletion;
-use synthfleet_core::trajectory::{ExitStatus, Step, Timings, Totals};
+use synthfleet_core::trajectory::{ExitStatus, Step, Timings, Totals, TrajectoryRecord};
 
 /// The agent loop's books: the agent's deadline, pushed back by the time each call spent
 /// waiting on the infrastructure, and the rollout's spend against its cost limit; each
@@ -19,7 +19,7 @@ pub(super) struct StepBook {
 
 /// Step `index` as the model's answer makes it: the call's time (`llm_ms`), tokens, cost
 /// and retries and the model that served it; no action or observation yet.
-pub(super) fn step_of_call(
+fn step_of_call(
     index: u32,
     completion: &ChatCompletion,
     cost: MicroUsd,
@@ -106,6 +106,26 @@ impl StepBook {
         step_timeout
             .min(self.deadline.saturating_duration_since(now))
             .max(Duration::from_secs(1))
+    }
+
+    /// Books a completed call (as [`StepBook::completed`]) into `record`'s totals and
+    /// timings and makes its step, the next of `record`'s, answered by `model`.
+    pub(super) fn completed_step(
+        &mut self,
+        record: &mut TrajectoryRecord,
+        time: CallTime,
+        completion: &ChatCompletion,
+        cost: MicroUsd,
+        model: &str,
+    ) -> Step {
+        let llm_ms = self.completed(
+            &mut record.totals,
+            &mut record.timings,
+            time,
+            completion,
+            cost,
+        );
+        step_of_call(record.steps.len() as u32, completion, cost, llm_ms, model)
     }
 
     /// Books a completed call of `cost`: its tokens, cost, retries and step into `totals`,

@@ -7,7 +7,7 @@
 //! the reply, tokens, cost and time — and the agent's exit and the workdir's diff are the
 //! outcome, verified like any other.
 
-use super::book::{CallTime, StepBook, step_of_call};
+use super::book::{CallTime, StepBook};
 use super::{Ending, Interrupted, RolloutEvent, Rollouts};
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -227,13 +227,8 @@ impl<'a> Metering<'a> {
                     served_by,
                     ..
                 } = *reply;
-                let llm_ms = book.completed(
-                    &mut record.totals,
-                    &mut record.timings,
-                    time,
-                    &completion,
-                    cost,
-                );
+                let mut step =
+                    book.completed_step(record, time, &completion, cost, &served_by.name);
                 let usage = completion.usage;
                 // What the reply asks to run, read as the bash scaffold reads it.
                 let action =
@@ -241,7 +236,6 @@ impl<'a> Metering<'a> {
                         Some(crate::scaffold::Action::Invoke { input, .. }) => Some(input),
                         _ => None,
                     };
-                let mut step = step_of_call(index, &completion, cost, llm_ms, &served_by.name);
                 step.action = action.clone();
                 record.steps.push(step);
                 record.messages = request.messages;

@@ -493,18 +493,25 @@ mod tests {
         assert_eq!(finished, 4);
     }
 
-    #[tokio::test]
-    async fn a_worker_publishes_its_rollouts_calls_spend_sandboxes_and_queue_ages() {
-        let bed = TestBed::submitted(&[task_row("t1"), task_row("t2")], 2).await;
-        let rollouts = bed.rollouts(
-            ScriptedChat::running(&["ls"]),
-            Arc::new(MemorySandboxes::new()),
-        );
+    /// Runs a worker of `bed` on `chat` and memory sandboxes, publishing its metrics; returns
+    /// its summary and what it published.
+    async fn run_publishing(
+        bed: &TestBed,
+        chat: ScriptedChat,
+    ) -> (WorkerSummary, Arc<RecordedMetrics>) {
+        let rollouts = bed.rollouts(chat, Arc::new(MemorySandboxes::new()));
         let metrics = Arc::new(RecordedMetrics::default());
         let worker = bed
             .worker(rollouts, testing::config())
             .publishing_metrics(metrics.clone());
         let (summary, _) = bed.run(&worker).await;
+        (summary, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_worker_publishes_its_rollouts_calls_spend_sandboxes_and_queue_ages() {
+        let bed = TestBed::submitted(&[task_row("t1"), task_row("t2")], 2).await;
+        let (summary, metrics) = run_publishing(&bed, ScriptedChat::running(&["ls"])).await;
         assert_eq!(summary.committed, 4);
 
         let total = |metric| -> f64 { metrics.of(metric).iter().map(|p| p.value).sum() };
@@ -548,15 +555,7 @@ mod tests {
     #[tokio::test]
     async fn every_failed_call_is_published_once_with_its_class() {
         let bed = TestBed::submitted(&[task_row("t1")], 1).await;
-        let rollouts = bed.rollouts(
-            ScriptedChat::unavailable(),
-            Arc::new(MemorySandboxes::new()),
-        );
-        let metrics = Arc::new(RecordedMetrics::default());
-        let worker = bed
-            .worker(rollouts, testing::config())
-            .publishing_metrics(metrics.clone());
-        let (summary, _) = bed.run(&worker).await;
+        let (summary, metrics) = run_publishing(&bed, ScriptedChat::unavailable()).await;
         assert_eq!(summary.dead_lettered, 1, "after max_attempts attempts");
 
         let attempts = testing::config().max_attempts as usize;
