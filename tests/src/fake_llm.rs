@@ -41,6 +41,10 @@ pub struct Script {
     pub actions: Vec<String>,
     /// Applied to every request of this script.
     pub always: Option<Fault>,
+    /// First actions taken in turn by the conversations of this script (the first
+    /// conversation's first action is the first of these, the second's the second, ...),
+    /// instead of `actions[0]`: samples of one task with known, different outcomes.
+    pub openings: Vec<String>,
 }
 
 impl Script {
@@ -49,13 +53,26 @@ impl Script {
             needle: needle.into(),
             actions: actions.iter().map(|s| s.to_string()).collect(),
             always: None,
+            openings: Vec::new(),
         }
+    }
+
+    /// A script whose conversations open with `openings` in turn, then go on with `rest`
+    /// (from their second turn).
+    pub fn alternating(needle: &str, openings: &[&str], rest: &[&str]) -> Script {
+        let mut script = Script::new(needle, rest);
+        // Turn 0 is an opening's; `rest` answers turns 1, 2, ...
+        script.actions.insert(0, String::new());
+        script.openings = openings.iter().map(|s| s.to_string()).collect();
+        script
     }
 }
 
 #[derive(Default)]
 struct Shared {
     scripts: Vec<Script>,
+    /// Conversations opened so far, by script (for `Script::openings`).
+    opened: Mutex<std::collections::HashMap<String, usize>>,
     faults: Mutex<VecDeque<Fault>>,
     requests: Mutex<Vec<Value>>,
     /// When each request arrived.
@@ -297,6 +314,13 @@ async fn play(
     let Some(script) = script else {
         return Err((StatusCode::BAD_REQUEST, "no script matches this task").into_response());
     };
+    if turn == 0 && !script.openings.is_empty() {
+        let mut opened = shared.opened.lock().expect("openings");
+        let n = opened.entry(script.needle.clone()).or_default();
+        let action = script.openings[*n % script.openings.len()].clone();
+        *n += 1;
+        return Ok((action, turn));
+    }
     let action = script
         .actions
         .get(turn)

@@ -30,6 +30,8 @@ pub async fn conforms(store: Arc<dyn MetadataStore>) {
     a_sample_commits_exactly_once(store.clone()).await;
     dead_letters_count_once(store.as_ref()).await;
     markers_alerts_and_heartbeats(store.as_ref()).await;
+    rounds_are_decided_once_and_share_the_pool(store.clone()).await;
+    commits_are_read_in_order_and_resumed(store.as_ref()).await;
 }
 
 /// Creates a running campaign.
@@ -735,5 +737,224 @@ async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
         found.open_breakers,
         ["flaky-model"],
         "open breakers are kept"
+    );
+}
+
+/// Adaptive sampling: a round is decided once however many workers settle its last sample
+/// at once, its decision and the campaign's tally change together, the pool is shared
+/// exactly, and a campaign with an open round is not finished.
+async fn rounds_are_decided_once_and_share_the_pool(store: Arc<dyn MetadataStore>) {
+    use synthfleet_core::lifecycle::Trigger;
+    use synthfleet_core::sampling::{
+        Decided, RoundDecision, RoundKey, SamplePlan, StopReason, Verdict,
+    };
+    let campaign = "adaptive";
+    // 2 tasks, rounds of 2: 4 samples planned now, a pool of 8.
+    let plan = SamplePlan {
+        samples: 4,
+        adaptive: Some((8, 2)),
+    };
+    let (record, _) = store
+        .submit_campaign(campaign, MicroUsd(1_000_000), &plan, &Trigger::Request)
+        .await
+        .expect("submit");
+    let tally = record.adaptive.clone().expect("an adaptive tally");
+    assert_eq!((record.total_samples, tally.pool, tally.open_rounds), (4, 8, 2));
+    let decision = |task: &str, round: u32, verdict: Verdict| RoundDecision {
+        round: RoundKey {
+            campaign: campaign.into(),
+            instance_id: task.into(),
+            round,
+        },
+        verdict,
+        resolved: 1,
+        judged: 2,
+        decided_at: Utc::now(),
+        sent: false,
+    };
+    let more = |first| Verdict::Continue { first, samples: 2 };
+    // Eight workers settle the last sample of t1's first round at once: one decides.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let d = decision("t1", 0, more(2));
+            tokio::spawn(async move { store.decide_round(&d).await.expect("decide") })
+        })
+        .collect();
+    let mut applied = 0;
+    for racer in racers {
+        let decided = racer.await.expect("join");
+        assert_eq!(decided.decision().verdict, more(2));
+        applied += usize::from(matches!(decided, Decided::Applied(_)));
+    }
+    assert_eq!(applied, 1, "a round is decided exactly once");
+    let c = store.campaign(campaign).await.expect("read").expect("campaign");
+    let tally = c.adaptive.clone().expect("tally");
+    assert_eq!((c.total_samples, tally.open_rounds, tally.continued), (6, 2, 1));
+    store
+        .round_sent(&decision("t1", 0, more(2)).round)
+        .await
+        .expect("mark sent");
+    let again = store
+        .decide_round(&decision("t1", 0, more(2)))
+        .await
+        .expect("decide again");
+    assert!(
+        matches!(&again, Decided::Existing(d) if d.sent),
+        "{again:?}"
+    );
+    // t2 takes the rest of the pool; t1's next round does not fit and stops its task.
+    let t2 = store
+        .decide_round(&decision("t2", 0, more(2)))
+        .await
+        .expect("decide t2");
+    assert!(matches!(t2, Decided::Applied(_)), "{t2:?}");
+    let t1 = store
+        .decide_round(&decision("t1", 1, more(4)))
+        .await
+        .expect("decide t1 again");
+    assert!(matches!(t1, Decided::Applied(_)), "{t1:?}");
+    assert_eq!(
+        t1.decision().verdict,
+        Verdict::Stop {
+            reason: StopReason::PoolSpent
+        }
+    );
+    let c = store.campaign(campaign).await.expect("read").expect("campaign");
+    assert!(!c.is_finished(), "rounds are open and samples unaccounted");
+    store
+        .decide_round(&decision(
+            "t2",
+            1,
+            Verdict::Stop {
+                reason: StopReason::AllResolved,
+            },
+        ))
+        .await
+        .expect("decide t2 again");
+    let c = store.campaign(campaign).await.expect("read").expect("campaign");
+    let tally = c.adaptive.clone().expect("tally");
+    assert_eq!(c.total_samples, 8, "never more than the pool");
+    assert_eq!(
+        (
+            tally.open_rounds,
+            tally.continued,
+            tally.stopped(StopReason::PoolSpent),
+            tally.stopped(StopReason::AllResolved)
+        ),
+        (0, 2, 1, 1)
+    );
+    // A re-submission keeps the rounds planned.
+    let (again, _) = store
+        .submit_campaign(campaign, MicroUsd(1_000_000), &plan, &Trigger::Request)
+        .await
+        .expect("resubmit");
+    assert_eq!(again.total_samples, 8);
+    assert_eq!(again.adaptive.map(|t| t.continued), Some(2));
+}
+
+/// The commit order: every commit once, in the order committed, resumed exactly after a
+/// cursor (also from its text form), a page at a time; losing duplicates and other
+/// campaigns' commits (one whose name extends this one's too) are not in it.
+async fn commits_are_read_in_order_and_resumed(store: &dyn MetadataStore) {
+    let campaign = "tail";
+    create(store, campaign, 10, 5).await;
+    create(store, "tail-b", 10, 1).await;
+    assert!(
+        store
+            .commits_after(campaign, None, 10)
+            .await
+            .expect("read an empty order")
+            .is_empty()
+    );
+    let start = Utc::now() - Age::minutes(1);
+    let mut committed = Vec::new();
+    for i in 0..5u32 {
+        let key = ResultKey {
+            campaign: campaign.into(),
+            instance_id: format!("task-{}", 4 - i),
+            sample_index: i % 2,
+        };
+        let mut meta = sample_meta(&key, &format!("01TAIL{i}"));
+        meta.summary.created_at = start + Age::milliseconds(i64::from(i) * 250);
+        assert_eq!(
+            store.commit(&meta).await.expect("commit"),
+            CommitOutcome::Committed
+        );
+        committed.push(meta);
+        if i == 2 {
+            // A losing duplicate of the first sample, and a commit of the other campaign.
+            let mut late = sample_meta(&committed[0].result_key(), "01TAILLATE");
+            late.summary.created_at = start + Age::milliseconds(600);
+            assert!(matches!(
+                store.commit(&late).await.expect("commit"),
+                CommitOutcome::AlreadyCommitted(_)
+            ));
+            let other = ResultKey {
+                campaign: "tail-b".into(),
+                instance_id: "task-0".into(),
+                sample_index: 0,
+            };
+            let mut other = sample_meta(&other, "01TAILB");
+            other.summary.created_at = start + Age::milliseconds(550);
+            store.commit(&other).await.expect("commit");
+        }
+    }
+    let all = store
+        .commits_after(campaign, None, 100)
+        .await
+        .expect("read the order");
+    let ids = |commits: &[synthfleet_core::commits::Commit]| -> Vec<String> {
+        commits
+            .iter()
+            .map(|c| c.meta.summary.trajectory_id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&all), ["01TAIL0", "01TAIL1", "01TAIL2", "01TAIL3", "01TAIL4"]);
+    assert_eq!(
+        all.iter().map(|c| c.meta.clone()).collect::<Vec<_>>(),
+        committed,
+        "each commit carries its item as committed"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].cursor < w[1].cursor),
+        "positions grow along the order"
+    );
+    assert!(all.iter().all(|c| c.cursor.campaign() == campaign));
+    // Resumed after the second, from the cursor's text form.
+    let resumed = synthfleet_core::commits::CommitCursor::decode_for(
+        &all[1].cursor.encode(),
+        campaign,
+    )
+    .expect("the cursor reads back");
+    let rest = store
+        .commits_after(campaign, Some(&resumed), 100)
+        .await
+        .expect("resume");
+    assert_eq!(ids(&rest), ["01TAIL2", "01TAIL3", "01TAIL4"]);
+    // A page at a time.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .commits_after(campaign, after.as_ref(), 2)
+            .await
+            .expect("a page");
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.cursor.clone());
+        paged.extend(page);
+    }
+    assert_eq!(ids(&paged), ids(&all));
+    assert!(
+        store
+            .commits_after(campaign, all.last().map(|c| &c.cursor), 10)
+            .await
+            .expect("read past the end")
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&store.commits_after("tail-b", None, 10).await.expect("other")),
+        ["01TAILB"]
     );
 }

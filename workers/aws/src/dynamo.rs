@@ -37,20 +37,27 @@ use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{
     BudgetLease, CampaignRecord, CampaignState, Counts, Ledger, ReserveOutcome, Submitted,
 };
+use synthfleet_core::commits::{Commit, CommitCursor};
 use synthfleet_core::lifecycle::Trigger;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, Draw, MetadataStore, Reservation, StoreError, TrajectoryMeta,
     WorkerHeartbeat,
 };
+use synthfleet_core::sampling::{AdaptiveTally, Decided, RoundDecision, RoundKey, SamplePlan};
 use synthfleet_core::trajectory::RecordStatus;
 use tracing::error;
+
+mod commits;
+pub use commits::{commit_cursor, commit_order};
 
 const BACKEND: &str = "DynamoDB";
 const CAMPAIGN_SK: &str = "CAMPAIGN";
 pub const INDEX_BY_KIND: &str = "by_kind";
 pub const INDEX_BY_TRAJECTORY: &str = "by_trajectory";
 pub const INDEX_BY_STATUS: &str = "by_status";
+/// A campaign's commits in commit order ([`commits`]).
+pub const INDEX_BY_COMMIT: &str = "by_commit";
 /// Conditional updates lost to concurrent writers are retried this often.
 const CONTENTION_RETRIES: usize = 8;
 
@@ -62,6 +69,8 @@ pub struct DynamoMetadata {
     table: String,
     /// Each campaign's item layout, read once per process (it never changes).
     layouts: Arc<Mutex<HashMap<String, Layout>>>,
+    /// Each campaign's commits from before the commit order was indexed ([`commits`]).
+    unindexed: Arc<commits::Unindexed>,
 }
 
 /// Where a campaign's per-sample items (result index, trajectory, enqueue marker, dead
@@ -191,6 +200,9 @@ struct CampaignItem {
     failed: u64,
     dead_lettered: u64,
     total_samples: u64,
+    /// Adaptive sampling's account (a map); absent for fixed sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adaptive: Option<AdaptiveTally>,
     #[serde(default)]
     alerted_pct: u8,
     /// The last upload event or firing applied (a map), to tell its repeats.
@@ -221,6 +233,7 @@ impl From<&CampaignRecord> for CampaignItem {
             failed: r.counts.failed,
             dead_lettered: r.counts.dead_lettered,
             total_samples: r.total_samples,
+            adaptive: r.adaptive.clone(),
             alerted_pct: r.alerted_pct,
             trigger: r.trigger.clone(),
             created_at: r.created_at,
@@ -248,6 +261,7 @@ impl From<CampaignItem> for CampaignRecord {
                 dead_lettered: i.dead_lettered,
             },
             total_samples: i.total_samples,
+            adaptive: i.adaptive,
             alerted_pct: i.alerted_pct,
             trigger: i.trigger,
             created_at: i.created_at,
@@ -265,6 +279,9 @@ struct TrajectoryItem {
     /// Epoch seconds; DynamoDB's TTL removes failed items after 30 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ttl: Option<i64>,
+    /// The range key of the `by_commit` index (absent in items committed before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    commit_order: Option<String>,
     #[serde(flatten)]
     meta: TrajectoryMeta,
 }
@@ -380,6 +397,24 @@ where
 
 /// A timestamp exactly as the items store it (serde's RFC 3339 form), so conditions on
 /// it compare equal.
+fn tally_value(tally: &AdaptiveTally) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(tally)
+        .map_err(|e| StoreError::backend(BACKEND, "encoding a sampling tally", e))
+}
+
+/// A round decision's item: under a partition of its campaign's per-sample items.
+#[derive(Debug, Serialize, Deserialize)]
+struct RoundItem {
+    pk: String,
+    sk: String,
+    #[serde(flatten)]
+    decision: RoundDecision,
+}
+
+fn round_sk(round: &RoundKey) -> String {
+    format!("ROUND#{}#{:010}", round.instance_id, round.round)
+}
+
 fn ts(t: DateTime<Utc>) -> Result<AttributeValue, StoreError> {
     serde_dynamo::to_attribute_value(t)
         .map_err(|e| StoreError::backend(BACKEND, "encoding a timestamp", e))
@@ -440,6 +475,7 @@ impl DynamoMetadata {
             client,
             table: table.to_owned(),
             layouts: Arc::default(),
+            unindexed: Arc::default(),
         }
     }
 
@@ -480,6 +516,17 @@ impl DynamoMetadata {
     /// The partition key of `key`'s items.
     async fn sample_pk(&self, key: &ResultKey) -> Result<String, StoreError> {
         Ok(sample_pk(self.layout(&key.campaign).await?, key))
+    }
+
+    /// A round's decision is spread over the partitions of its campaign's per-sample items
+    /// like a sample's, the round number standing for the sample.
+    async fn round_pk(&self, round: &RoundKey) -> Result<String, StoreError> {
+        self.sample_pk(&ResultKey {
+            campaign: round.campaign.clone(),
+            instance_id: round.instance_id.clone(),
+            sample_index: round.round,
+        })
+        .await
     }
 
     /// The campaign's per-sample items whose sort key starts with `prefix`, from every
@@ -787,13 +834,13 @@ impl MetadataStore for DynamoMetadata {
         &self,
         name: &str,
         budget: MicroUsd,
-        total_samples: u64,
+        plan: &SamplePlan,
         trigger: &Trigger,
     ) -> Result<(CampaignRecord, Submitted), StoreError> {
         for _ in 0..CONTENTION_RETRIES {
             let now = Utc::now();
             let Some(mut record) = self.campaign_item(name).await? else {
-                let record = CampaignRecord::submitted(name, budget, total_samples, trigger, now);
+                let record = CampaignRecord::submitted(name, budget, plan, trigger, now);
                 let result = self
                     .client
                     .put_item()
@@ -808,7 +855,7 @@ impl MetadataStore for DynamoMetadata {
                 continue;
             };
             let previous = record.updated_at;
-            let submitted = record.resubmit(budget, total_samples, trigger);
+            let submitted = record.resubmit(budget, plan, trigger);
             if submitted == Submitted::Repeated {
                 // Read consistently: the trigger was applied by a write before this read.
                 return Ok((self.with_counts(record).await?, submitted));
@@ -817,6 +864,12 @@ impl MetadataStore for DynamoMetadata {
             let reason = record.state_reason.clone().unwrap_or_default();
             let mut set = "SET #budget = :budget, #total = :total, #state = :state, #reason = :reason, #alerted = :alerted, #updated = :now".to_owned();
             let mut update = self.update_campaign(name);
+            if let Some(tally) = &record.adaptive {
+                set.push_str(", #adaptive = :adaptive");
+                update = update
+                    .expression_attribute_names("#adaptive", "adaptive")
+                    .expression_attribute_values(":adaptive", tally_value(tally)?);
+            }
             if let Some(applied) = &record.trigger {
                 set.push_str(", #trigger = :trigger");
                 let value = serde_dynamo::to_attribute_value(applied)
@@ -836,7 +889,7 @@ impl MetadataStore for DynamoMetadata {
                 .expression_attribute_names("#updated", "updated_at")
                 .expression_attribute_values(":alerted", n(record.alerted_pct))
                 .expression_attribute_values(":budget", n(budget.0))
-                .expression_attribute_values(":total", n(total_samples))
+                .expression_attribute_values(":total", n(record.total_samples))
                 .expression_attribute_values(":state", status_str(record.state))
                 .expression_attribute_values(":reason", s(reason))
                 .expression_attribute_values(":now", ts(now)?)
@@ -1234,6 +1287,7 @@ impl MetadataStore for DynamoMetadata {
             sk: format!("TRAJ#{}", summary.trajectory_id),
             campaign_status: format!("{}#{}", summary.campaign, meta.status.as_str()),
             ttl: meta.expires_at.map(|t| t.timestamp()),
+            commit_order: Some(commit_order(meta)),
             meta: meta.clone(),
         };
         let counter = match meta.status {
@@ -1348,6 +1402,96 @@ impl MetadataStore for DynamoMetadata {
             .query_decoded(campaign, "DEAD#", "dead-letter item")
             .await?;
         Ok(items.into_iter().map(|d| d.letter).collect())
+    }
+
+    async fn decide_round(&self, decision: &RoundDecision) -> Result<Decided, StoreError> {
+        let round = &decision.round;
+        let pk = self.round_pk(round).await?;
+        let sk = round_sk(round);
+        let existing = || async {
+            self.get(&pk, &sk)
+                .await?
+                .map(|item| from_item::<RoundItem>("round decision", item).map(|r| r.decision))
+                .transpose()
+        };
+        for _ in 0..CONTENTION_RETRIES {
+            if let Some(found) = existing().await? {
+                return Ok(Decided::Existing(found));
+            }
+            let mut record = self.require_campaign(&round.campaign).await?;
+            let previous = record.updated_at;
+            let mut applied = decision.clone();
+            let planned = &mut record.total_samples;
+            applied.verdict = record
+                .adaptive
+                .get_or_insert_default()
+                .plan(planned, decision.verdict);
+            let tally = record.adaptive.as_ref().map(tally_value).transpose()?;
+            let item = RoundItem {
+                pk: pk.clone(),
+                sk: sk.clone(),
+                decision: applied.clone(),
+            };
+            // Conditional on the item as read: the pool is checked against what it holds.
+            let campaign = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(campaign_pk(&round.campaign)))
+                .key("sk", s(CAMPAIGN_SK))
+                .update_expression("SET #adaptive = :adaptive, #total = :total, #updated = :now")
+                .condition_expression("#updated = :previous")
+                .expression_attribute_names("#adaptive", "adaptive")
+                .expression_attribute_names("#total", "total_samples")
+                .expression_attribute_names("#updated", "updated_at")
+                .set_expression_attribute_values(Some(HashMap::from([
+                    (":adaptive".to_owned(), tally.unwrap_or(AttributeValue::Null(true))),
+                    (":total".to_owned(), n(record.total_samples)),
+                    (":now".to_owned(), ts(Utc::now())?),
+                    (":previous".to_owned(), ts(previous)?),
+                ])))
+                .build()
+                .map_err(|e| aws_error(BACKEND, "building an update", e))?;
+            let items = vec![
+                self.put(to_item(&item)?, Some("attribute_not_exists(pk)"))?,
+                TransactWriteItem::builder().update(campaign).build(),
+            ];
+            if self
+                .transact(items, None, || format!("deciding {round}"))
+                .await?
+            {
+                return Ok(Decided::Applied(applied));
+            }
+            // Decided by another meanwhile (read at the top), or the campaign item moved.
+        }
+        Err(StoreError::backend(
+            BACKEND,
+            format!("deciding {round}"),
+            "too much contention on the campaign item; the decision is retried when the sample's message is redelivered",
+        ))
+    }
+
+    async fn round_sent(&self, round: &RoundKey) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(self.round_pk(round).await?))
+            .key("sk", s(round_sk(round)))
+            .update_expression("SET #sent = :sent")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#sent", "sent")
+            .expression_attribute_values(":sent", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| aws_error(BACKEND, format!("marking {round} sent"), e))?;
+        Ok(())
+    }
+
+    async fn commits_after(
+        &self,
+        campaign: &str,
+        after: Option<&CommitCursor>,
+        limit: usize,
+    ) -> Result<Vec<Commit>, StoreError> {
+        self.read_commits_after(campaign, after, limit).await
     }
 }
 

@@ -13,6 +13,7 @@ use synthfleet_core::campaign::Campaign;
 use synthfleet_core::lifecycle::{self, Finish};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::ports::{Queue, SandboxProvider};
+use synthfleet_core::sampling::{RoundDecision, Verdict};
 use synthfleet_llm::{ModelGuards, ModelPool, Wallet};
 use synthfleet_sandbox::DockerSandboxes;
 use synthfleet_term::logging::{self, LogFormat};
@@ -118,11 +119,11 @@ pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCod
             repaired.campaign, repaired.found.reserved, repaired.found.held
         );
     }
+    let tasks = campaign.tasks.len() - report.excluded.len();
     eprintln!(
-        "campaign {}: {} tasks x {} samples = {total}; {} enqueued now, {} already done, {} already queued; state in {}{}",
+        "campaign {}: {tasks} tasks x {} = {total}; {} enqueued now, {} already done, {} already queued; state in {}{}",
         campaign.name(),
-        campaign.tasks.len() - report.excluded.len(),
-        campaign.config.samples_per_task,
+        campaign.config.describe_sampling(tasks),
         report.enqueued,
         report.already_done,
         report.already_queued,
@@ -249,6 +250,26 @@ pub async fn run(args: RunArgs, log_format: LogFormat) -> anyhow::Result<ExitCod
             )),
             WorkerEvent::Duplicate { .. } => bar.inc(1),
             WorkerEvent::CampaignStopped { reason } => bar.println(format!("  stopping: {reason}")),
+            WorkerEvent::RoundDecided { decision } => {
+                let RoundDecision {
+                    round,
+                    verdict,
+                    resolved,
+                    judged,
+                    ..
+                } = decision;
+                let what = match verdict {
+                    Verdict::Continue { samples, .. } => {
+                        bar.inc_length(u64::from(samples));
+                        format!("mixed, {samples} more samples")
+                    }
+                    Verdict::Stop { reason } => format!("stopped: {}", reason.as_str()),
+                };
+                bar.println(format!(
+                    "  {} round {}: {resolved}/{judged} resolved, {what}",
+                    round.instance_id, round.round
+                ));
+            }
         }) as Arc<dyn Fn(WorkerEvent) + Send + Sync>
     };
 

@@ -16,6 +16,7 @@ use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::error_chain;
 use synthfleet_core::ports::{DeadLetter, QueueStats, WorkerHeartbeat};
+use synthfleet_core::sampling::{AdaptiveTally, StopReason};
 use synthfleet_core::spend::{self, ModelSpend};
 use synthfleet_core::trajectory::ExitStatus;
 use synthfleet_term::BackendArgs;
@@ -314,6 +315,27 @@ fn errors_by_class(dead: &[DeadLetter]) -> Vec<(String, usize)> {
 
 /// The text of a snapshot; watching (`paces`), each campaign's pace and its dead letters by
 /// class instead of one by one.
+/// Adaptive sampling: the pool, the rounds open and added, the tasks stopped and why.
+fn adaptive_line(tally: &AdaptiveTally) -> String {
+    let stopped: Vec<String> = StopReason::ALL
+        .into_iter()
+        .filter(|r| tally.stopped(*r) > 0)
+        .map(|r| format!("{} {}", r.as_str(), tally.stopped(r)))
+        .collect();
+    format!(
+        "  sampling adaptive: pool {} samples for {} tasks; {} more rounds given to mixed outcomes, {} rounds open; tasks stopped: {}",
+        tally.pool,
+        tally.tasks,
+        tally.continued,
+        tally.open_rounds,
+        if stopped.is_empty() {
+            "none yet".to_owned()
+        } else {
+            stopped.join(", ")
+        }
+    )
+}
+
 fn render(snapshot: &Snapshot, paces: Option<&BTreeMap<String, Pace>>) -> String {
     let mut out = String::new();
     let mut line = |text: String| {
@@ -357,6 +379,9 @@ fn render(snapshot: &Snapshot, paces: Option<&BTreeMap<String, Pace>>) -> String
             c.counts.dead_lettered,
             c.total_samples.saturating_sub(c.finished())
         ));
+        if let Some(tally) = &c.adaptive {
+            line(adaptive_line(tally));
+        }
         if let Some(paces) = paces {
             line(match paces.get(&c.name) {
                 Some(p) => {

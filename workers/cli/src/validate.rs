@@ -61,10 +61,10 @@ pub async fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         *harnesses.entry(name).or_default() += 1;
     }
     println!(
-        "{}: valid. {} tasks x {} samples, {} models, budget ${}, templates {}",
+        "{}: valid. {} tasks x {}, {} models, budget ${}, templates {}",
         path.display(),
         campaign.tasks.len(),
-        campaign.config.samples_per_task,
+        campaign.config.describe_sampling(campaign.tasks.len()),
         campaign.config.models.len(),
         campaign.config.budget_usd,
         templates

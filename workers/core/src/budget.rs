@@ -16,6 +16,7 @@
 
 use crate::MicroUsd;
 use crate::lifecycle::Trigger;
+use crate::sampling::{AdaptiveTally, SamplePlan};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -286,8 +287,12 @@ pub struct CampaignRecord {
     /// Why the campaign is in its state, e.g. which reservation was refused.
     pub state_reason: Option<String>,
     pub counts: Counts,
-    /// Samples the campaign asks for in all.
+    /// Samples the campaign asks for in all (with adaptive sampling: planned so far).
     pub total_samples: u64,
+    /// Adaptive sampling's account: the pool, the rounds still open, the tasks stopped and
+    /// why. Absent for fixed sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveTally>,
     /// The highest budget alert sent, in percent of the cap (0: none); every threshold
     /// up to it was sent too.
     #[serde(default)]
@@ -353,8 +358,11 @@ impl CampaignRecord {
 
     /// A campaign is finished only when every sample it asks for is accounted for; a
     /// drained queue alone proves nothing (a message may have been lost or moved aside).
+    /// With adaptive sampling, also no round may be open: a round whose last sample just
+    /// committed may still ask for more.
     pub fn is_finished(&self) -> bool {
         self.accounted() >= self.total_samples
+            && self.adaptive.as_ref().is_none_or(|a| a.open_rounds == 0)
     }
 
     pub fn new(
@@ -370,6 +378,7 @@ impl CampaignRecord {
             state_reason: None,
             counts: Counts::default(),
             total_samples,
+            adaptive: None,
             created_at: now,
             alerted_pct: 0,
             trigger: None,
@@ -381,11 +390,14 @@ impl CampaignRecord {
     pub fn submitted(
         name: &str,
         budget: MicroUsd,
-        total_samples: u64,
+        plan: &SamplePlan,
         trigger: &Trigger,
         now: DateTime<Utc>,
     ) -> CampaignRecord {
-        let mut record = CampaignRecord::new(name, budget, total_samples, now);
+        let mut record = CampaignRecord::new(name, budget, plan.samples, now);
+        record.adaptive = plan
+            .adaptive
+            .map(|(pool, tasks)| AdaptiveTally::new(pool, tasks));
         if trigger.is_recorded() {
             record.trigger = Some(trigger.clone());
         }
@@ -400,13 +412,9 @@ impl CampaignRecord {
     /// same S3 event delivered again, an older one delivered late, a firing retried)
     /// changes nothing. Otherwise the new budget and sample count apply: a finished
     /// campaign runs again (it was asked for: re-running sends only the samples without a
-    /// result), an exhausted one only when its budget was raised.
-    pub fn resubmit(
-        &mut self,
-        budget: MicroUsd,
-        total_samples: u64,
-        trigger: &Trigger,
-    ) -> Submitted {
+    /// result), an exhausted one only when its budget was raised. An adaptive campaign
+    /// keeps the rounds it planned: the new pool applies, and tasks added get a first round.
+    pub fn resubmit(&mut self, budget: MicroUsd, plan: &SamplePlan, trigger: &Trigger) -> Submitted {
         if trigger.repeats(self.trigger.as_ref()) {
             return Submitted::Repeated;
         }
@@ -419,7 +427,22 @@ impl CampaignRecord {
             self.alerted_pct = 0;
         }
         self.ledger.budget = budget;
-        self.total_samples = total_samples;
+        match (plan.adaptive, self.adaptive.as_mut()) {
+            (Some((pool, tasks)), Some(tally)) => {
+                // Each added task's first round joins the samples planned.
+                let added = tasks.saturating_sub(tally.tasks);
+                tally.resubmitted(pool, tasks);
+                self.total_samples += plan.samples / tasks.max(1) * added;
+            }
+            (Some((pool, tasks)), None) => {
+                self.adaptive = Some(AdaptiveTally::new(pool, tasks));
+                self.total_samples = plan.samples;
+            }
+            (None, _) => {
+                self.adaptive = None;
+                self.total_samples = plan.samples;
+            }
+        }
         let reopened = self.state == CampaignState::Done;
         let resume = match self.state {
             CampaignState::Done => true,
@@ -584,13 +607,13 @@ mod tests {
             ReserveOutcome::Exhausted,
             "not even quality work"
         );
-        c.resubmit(MicroUsd(100), 1, &Trigger::Request);
+        c.resubmit(MicroUsd(100), &SamplePlan::fixed(1), &Trigger::Request);
         assert_eq!(
             c.state,
             CampaignState::Exhausted,
             "same budget: stays exhausted"
         );
-        c.resubmit(MicroUsd(200), 1, &Trigger::Request);
+        c.resubmit(MicroUsd(200), &SamplePlan::fixed(1), &Trigger::Request);
         assert_eq!(c.state, CampaignState::Running, "raised budget: runs again");
         assert_eq!(draw(&mut c, 150, Spend::Rollout), ReserveOutcome::Granted);
         c.settle(MicroUsd(150), MicroUsd(200));
@@ -654,11 +677,11 @@ mod tests {
             })
         };
         let first = event("0A");
-        let mut c = CampaignRecord::submitted("c", MicroUsd(100), 2, &first, Utc::now());
+        let mut c = CampaignRecord::submitted("c", MicroUsd(100), &SamplePlan::fixed(2), &first, Utc::now());
         assert_eq!(c.trigger.as_ref(), Some(&first));
         c.state = CampaignState::Done;
         assert_eq!(
-            c.resubmit(MicroUsd(500), 9, &first),
+            c.resubmit(MicroUsd(500), &SamplePlan::fixed(9), &first),
             Submitted::Repeated,
             "the upload's event delivered again"
         );
@@ -669,20 +692,20 @@ mod tests {
         );
         let second = event("0B");
         assert_eq!(
-            c.resubmit(MicroUsd(100), 4, &second),
+            c.resubmit(MicroUsd(100), &SamplePlan::fixed(4), &second),
             Submitted::Resubmitted { reopened: true },
             "a new upload is meant"
         );
         assert_eq!((c.state, c.total_samples), (CampaignState::Running, 4));
         assert_eq!(
-            c.resubmit(MicroUsd(100), 2, &first),
+            c.resubmit(MicroUsd(100), &SamplePlan::fixed(2), &first),
             Submitted::Repeated,
             "the first event, late"
         );
         assert_eq!(c.total_samples, 4);
         c.state = CampaignState::Done;
         assert_eq!(
-            c.resubmit(MicroUsd(100), 4, &Trigger::Request),
+            c.resubmit(MicroUsd(100), &SamplePlan::fixed(4), &Trigger::Request),
             Submitted::Resubmitted { reopened: true },
             "`synthfleet submit`: meant"
         );
@@ -692,7 +715,7 @@ mod tests {
             "a request keeps the upload it followed, whose repeats stay repeats"
         );
         assert_eq!(
-            c.resubmit(MicroUsd(100), 4, &Trigger::Request),
+            c.resubmit(MicroUsd(100), &SamplePlan::fixed(4), &Trigger::Request),
             Submitted::Resubmitted { reopened: false },
             "running already"
         );

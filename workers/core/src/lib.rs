@@ -11,6 +11,7 @@
 pub mod budget;
 pub mod campaign;
 pub mod codec;
+pub mod commits;
 pub mod facts;
 pub mod gold;
 pub mod hacks;
@@ -23,6 +24,7 @@ pub mod money;
 pub mod ports;
 pub mod redrive;
 pub mod resume;
+pub mod sampling;
 pub mod scaling;
 pub mod spend;
 pub mod start;

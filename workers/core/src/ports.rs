@@ -7,6 +7,7 @@ use crate::MicroUsd;
 use crate::budget::{
     BudgetLease, CampaignRecord, CampaignState, Ledger, SliceSize, Spend, Submitted,
 };
+use crate::commits::{Commit, CommitCursor};
 use crate::lifecycle::Trigger;
 use crate::message::ResultKey;
 use crate::trajectory::{ChatMessage, ExitStatus, RecordStatus, Role};
@@ -347,8 +348,9 @@ pub trait MetadataStore: Send + Sync {
         budget: MicroUsd,
         total_samples: u64,
     ) -> Result<CampaignRecord, StoreError> {
+        let plan = crate::sampling::SamplePlan::fixed(total_samples);
         let (record, _) = self
-            .submit_campaign(name, budget, total_samples, &Trigger::Request)
+            .submit_campaign(name, budget, &plan, &Trigger::Request)
             .await?;
         Ok(record)
     }
@@ -360,7 +362,7 @@ pub trait MetadataStore: Send + Sync {
         &self,
         name: &str,
         budget: MicroUsd,
-        total_samples: u64,
+        plan: &crate::sampling::SamplePlan,
         trigger: &Trigger,
     ) -> Result<(CampaignRecord, Submitted), StoreError>;
     async fn campaign(&self, name: &str) -> Result<Option<CampaignRecord>, StoreError>;
@@ -421,6 +423,38 @@ pub trait MetadataStore: Send + Sync {
     /// Removes a sample's dead-letter record and uncounts it, atomically (a redrive gives
     /// the sample fresh attempts); `None` when there was none.
     async fn clear_dead_letter(&self, key: &ResultKey) -> Result<Option<DeadLetter>, StoreError>;
+    /// Stores a round's decision unless the round has one, applying
+    /// [`crate::sampling::AdaptiveTally::plan`] to the campaign item in the same atomic
+    /// write (so the pool is shared exactly and the round closes once); the existing
+    /// decision otherwise.
+    async fn decide_round(
+        &self,
+        decision: &crate::sampling::RoundDecision,
+    ) -> Result<crate::sampling::Decided, StoreError>;
+    /// Marks a round's decision to continue as sent (the next round's messages are out).
+    async fn round_sent(&self, round: &crate::sampling::RoundKey) -> Result<(), StoreError>;
+    /// The campaign's committed trajectories in commit order ([`crate::commits`]): those
+    /// after `after` (from the first without it), at most `limit`. Every commit is in the
+    /// order exactly once. The local store's order is final when read; DynamoDB's keys
+    /// come from the workers' clocks and its index is read eventually, so a commit may
+    /// still appear before younger ones for a few seconds (readers take only what has
+    /// settled: [`crate::commits::settled`]).
+    async fn commits_after(
+        &self,
+        campaign: &str,
+        after: Option<&CommitCursor>,
+        limit: usize,
+    ) -> Result<Vec<Commit>, StoreError>;
+}
+
+/// Tells subscribers (a trainer, a dashboard) of each trajectory committed, after its
+/// commit: [`crate::store::TrajectoryStore::commit`] calls it for a result it committed,
+/// never for a losing duplicate. Best effort: an announcement that cannot be sent is the
+/// adapter's to log, never a failure of the commit and never retried; the reliable way
+/// to read every commit is [`MetadataStore::commits_after`].
+#[async_trait]
+pub trait CommitEvents: Send + Sync {
+    async fn committed(&self, meta: &TrajectoryMeta);
 }
 
 /// Keeps a busy worker's host out of a scale-in (an Auto Scaling group's instance

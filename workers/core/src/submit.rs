@@ -8,12 +8,14 @@ use crate::lifecycle::Trigger;
 use crate::message::{ResultKey, TaskMessage};
 use crate::ports::ObjectStore;
 use crate::ports::{MetadataStore, Queue, StoreError, TrajectoryMeta};
+use crate::sampling::SamplePlan;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnqueueReport {
-    /// Samples of the campaign (tasks left out excepted).
+    /// Samples of the campaign planned now (tasks left out excepted; with adaptive
+    /// sampling, the first rounds).
     pub total: u64,
     /// Tasks left out because gold validation found them broken (`skip_broken_tasks`).
     pub excluded: Vec<String>,
@@ -97,10 +99,12 @@ pub async fn enqueue_triggered(
         tasks.retain(|t| !broken.contains(t.instance_id.as_str()));
         report.excluded = broken.into_iter().map(str::to_owned).collect();
     }
-    let samples = campaign.config.samples_per_task;
-    report.total = tasks.len() as u64 * u64::from(samples);
+    // Every sample at once, or (adaptive sampling) each task's first round.
+    let samples = campaign.config.first_samples_per_task();
+    let plan = SamplePlan::of(&campaign.config, tasks.len() as u64);
+    report.total = plan.samples;
     let (record, submitted) = metadata
-        .submit_campaign(campaign.name(), campaign.budget(), report.total, trigger)
+        .submit_campaign(campaign.name(), campaign.budget(), &plan, trigger)
         .await?;
     match submitted {
         Submitted::Repeated => {
@@ -141,19 +145,32 @@ pub async fn enqueue_triggered(
             }
         }
     }
-    for chunk in pending.chunks(SEND_BATCH) {
-        let bodies: Vec<String> = chunk.iter().map(|(_, body)| body.clone()).collect();
-        queue.send_batch(&bodies).await?;
-        let keys: Vec<ResultKey> = chunk.iter().map(|(key, _)| key.clone()).collect();
-        metadata.mark_enqueued(&keys).await?;
-        report.enqueued += keys.len() as u64;
-    }
+    report.enqueued = send_samples(queue, metadata, &pending).await?;
     if report.enqueued > 0 {
         metadata
             .add_enqueued(campaign.name(), report.enqueued)
             .await?;
     }
     Ok(report)
+}
+
+/// Sends the messages of `pending` samples (key, body) in batches, marking each batch as
+/// enqueued once sent; returns how many were sent. The one way samples reach the queue: a
+/// submission's and an adaptive campaign's next round ([`crate::sampling::after_outcome`]).
+pub async fn send_samples(
+    queue: &dyn Queue,
+    metadata: &dyn MetadataStore,
+    pending: &[(ResultKey, String)],
+) -> Result<u64, StoreError> {
+    let mut sent = 0;
+    for chunk in pending.chunks(SEND_BATCH) {
+        let bodies: Vec<String> = chunk.iter().map(|(_, body)| body.clone()).collect();
+        queue.send_batch(&bodies).await?;
+        let keys: Vec<ResultKey> = chunk.iter().map(|(key, _)| key.clone()).collect();
+        metadata.mark_enqueued(&keys).await?;
+        sent += keys.len() as u64;
+    }
+    Ok(sent)
 }
 
 /// What a fleet worker needs to run a campaign's messages: the configuration and the

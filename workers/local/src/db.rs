@@ -13,6 +13,10 @@ pub(crate) const CAMPAIGNS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(crate) const TRAJECTORIES: TableDefinition<&str, &[u8]> = TableDefinition::new("trajectories");
 pub(crate) const RESULTS: TableDefinition<&str, &str> = TableDefinition::new("results");
 pub(crate) const DEAD_LETTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dead_letters");
+/// Adaptive sampling's round decisions, by campaign, instance and round.
+pub(crate) const ROUNDS: TableDefinition<&str, &[u8]> = TableDefinition::new("sampling_rounds");
+/// Each campaign's commit order, by `{campaign}\0{seq:020}` ([`crate::commits`]).
+pub(crate) const COMMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("commits");
 /// Budget leases, by `{campaign}\0{lease id}`.
 pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("budget_leases");
 
@@ -58,6 +62,8 @@ impl LocalState {
             tx.open_table(RESULTS)?;
             tx.open_table(DEAD_LETTERS)?;
             tx.open_table(LEASES)?;
+            tx.open_table(COMMITS)?;
+            crate::commits::backfill(tx)?;
             Ok(())
         })?;
         Ok(state)

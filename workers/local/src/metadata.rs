@@ -2,8 +2,8 @@
 //! and the (campaign, instance, sample) → trajectory index that makes commits idempotent.
 
 use crate::db::{
-    CAMPAIGNS, DEAD_LETTERS, ENQUEUED, HEARTBEATS, LEASES, LocalState, RESULTS, TRAJECTORIES,
-    TxError, from_json, to_json,
+    CAMPAIGNS, DEAD_LETTERS, ENQUEUED, HEARTBEATS, LEASES, LocalState, RESULTS, ROUNDS,
+    TRAJECTORIES, TxError, from_json, to_json,
 };
 use async_trait::async_trait;
 use chrono::Utc;
@@ -12,12 +12,14 @@ use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{
     BudgetLease, CampaignRecord, CampaignState, Ledger, ReserveOutcome, Submitted,
 };
+use synthfleet_core::commits::{Commit, CommitCursor};
 use synthfleet_core::lifecycle::Trigger;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
     CommitOutcome, DeadLetter, Draw, MetadataStore, Reservation, StoreError, TrajectoryMeta,
     WorkerHeartbeat,
 };
+use synthfleet_core::sampling::{Decided, RoundDecision, RoundKey, SamplePlan};
 use synthfleet_core::trajectory::RecordStatus;
 use tracing::error;
 
@@ -69,6 +71,10 @@ impl LocalMetadata {
             })
             .await
     }
+}
+
+fn round_key(key: &RoundKey) -> String {
+    format!("{}\0{}\0{:010}", key.campaign, key.instance_id, key.round)
 }
 
 fn result_key(key: &ResultKey) -> String {
@@ -161,11 +167,12 @@ impl MetadataStore for LocalMetadata {
         &self,
         name: &str,
         budget: MicroUsd,
-        total_samples: u64,
+        plan: &SamplePlan,
         trigger: &Trigger,
     ) -> Result<(CampaignRecord, Submitted), StoreError> {
         let name = name.to_owned();
         let trigger = trigger.clone();
+        let plan = *plan;
         self.state
             .blocking(move |state| {
                 state.write("submitting a campaign", |tx| {
@@ -176,17 +183,11 @@ impl MetadataStore for LocalMetadata {
                         .transpose()?;
                     let (mut record, submitted) = match existing {
                         None => (
-                            CampaignRecord::submitted(
-                                &name,
-                                budget,
-                                total_samples,
-                                &trigger,
-                                Utc::now(),
-                            ),
+                            CampaignRecord::submitted(&name, budget, &plan, &trigger, Utc::now()),
                             Submitted::Created,
                         ),
                         Some(mut record) => {
-                            let submitted = record.resubmit(budget, total_samples, &trigger);
+                            let submitted = record.resubmit(budget, &plan, &trigger);
                             (record, submitted)
                         }
                     };
@@ -487,6 +488,7 @@ impl MetadataStore for LocalMetadata {
                         to_json(&meta)?.as_slice(),
                     )?;
                     drop((results, trajectories));
+                    crate::commits::record(tx, &meta, Utc::now())?;
                     update_campaign(tx, &meta.summary.campaign, |record| match meta.status {
                         RecordStatus::Success => record.counts.success += 1,
                         RecordStatus::Failed => record.counts.failed += 1,
@@ -612,6 +614,70 @@ impl MetadataStore for LocalMetadata {
                         record.counts.dead_lettered = record.counts.dead_lettered.saturating_sub(1)
                     })?;
                     Ok(Some(letter))
+                })
+            })
+            .await
+    }
+
+    async fn decide_round(&self, decision: &RoundDecision) -> Result<Decided, StoreError> {
+        let mut decision = decision.clone();
+        self.state
+            .blocking(move |state| {
+                state.write("deciding a sampling round", |tx| {
+                    let key = round_key(&decision.round);
+                    let mut rounds = tx.open_table(ROUNDS)?;
+                    if let Some(existing) = rounds.get(key.as_str())? {
+                        return Ok(Decided::Existing(from_json(
+                            "round decision",
+                            existing.value(),
+                        )?));
+                    }
+                    decision.verdict = update_campaign(tx, &decision.round.campaign, |record| {
+                        let planned = &mut record.total_samples;
+                        record
+                            .adaptive
+                            .get_or_insert_default()
+                            .plan(planned, decision.verdict)
+                    })?;
+                    rounds.insert(key.as_str(), to_json(&decision)?.as_slice())?;
+                    Ok(Decided::Applied(decision))
+                })
+            })
+            .await
+    }
+
+    async fn round_sent(&self, round: &RoundKey) -> Result<(), StoreError> {
+        let key = round_key(round);
+        self.state
+            .blocking(move |state| {
+                state.write("marking a sampling round sent", |tx| {
+                    let mut rounds = tx.open_table(ROUNDS)?;
+                    let Some(mut decision) = rounds
+                        .get(key.as_str())?
+                        .map(|v| from_json::<RoundDecision>("round decision", v.value()))
+                        .transpose()?
+                    else {
+                        return Ok(());
+                    };
+                    decision.sent = true;
+                    rounds.insert(key.as_str(), to_json(&decision)?.as_slice())?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn commits_after(
+        &self,
+        campaign: &str,
+        after: Option<&CommitCursor>,
+        limit: usize,
+    ) -> Result<Vec<Commit>, StoreError> {
+        let (campaign, after) = (campaign.to_owned(), after.cloned());
+        self.state
+            .blocking(move |state| {
+                state.read("reading the commit order", |tx| {
+                    crate::commits::after(tx, &campaign, after.as_ref(), limit)
                 })
             })
             .await

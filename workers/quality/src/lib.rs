@@ -15,6 +15,7 @@ pub mod facts;
 pub mod judge;
 pub mod report;
 pub mod review;
+pub mod signal;
 pub mod stages;
 #[cfg(test)]
 mod tests;

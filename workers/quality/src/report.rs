@@ -5,6 +5,7 @@
 
 use crate::dataset::{Dataset, TRAJECTORY_COLUMNS};
 use crate::experiment::{self, Cell, Experiment};
+use crate::signal::{self, Sampling};
 use crate::stages::{Assessment, Stage};
 use crate::{CampaignData, QualityError};
 use chrono::{DateTime, Utc};
@@ -34,6 +35,10 @@ pub struct Report {
     #[serde(default)]
     pub experiment: Option<Experiment>,
     pub by_task: Vec<Group>,
+    /// The learning signal for group-based RL and each task's pass rate (with adaptive
+    /// sampling's account).
+    #[serde(default)]
+    pub sampling: Option<Sampling>,
     /// Reward hacking and untrustworthy grades.
     pub integrity: Integrity,
     pub funnel: Vec<FunnelStage>,
@@ -168,6 +173,14 @@ pub fn build(data: &CampaignData, assessments: &[Assessment]) -> Result<Report, 
         .map(|v| v.name.clone())
         .collect();
     report.experiment = experiment::compare(&cells, &arms);
+    report.sampling = Some(signal::sampling(
+        &data.config,
+        data.record.as_ref().and_then(|r| r.adaptive.as_ref()),
+        data.items.iter().map(|i| {
+            let s = &i.facts.summary;
+            (s.instance_id.as_str(), s.sample_index, i.row.resolved)
+        }),
+    ));
     for (instance_id, tests) in &data.flaky {
         report.integrity.flaky_tasks.push(FlakyTask {
             instance_id: instance_id.clone(),
@@ -354,6 +367,7 @@ pub fn query(
         by_variant: group("variant", &format!("WHERE variant IS NOT NULL {by}"))?,
         experiment: None,
         by_task: group("instance_id", by)?,
+        sampling: None,
         integrity,
         funnel,
         rejections,
@@ -521,6 +535,9 @@ impl Report {
                 "... and {} more tasks (--format json or html lists them all)\n",
                 self.by_task.len() - shown
             );
+        }
+        if let Some(sampling) = &self.sampling {
+            out += &sampling.to_text(TEXT_TASK_ROWS);
         }
         out += &self.integrity.to_text();
         let total = self.totals.trajectories.max(1) as f64;

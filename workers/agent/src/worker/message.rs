@@ -12,6 +12,7 @@ use std::time::Duration;
 use synthfleet_core::error_chain;
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::metrics::{DataPoint, Metric};
+use synthfleet_core::sampling::{self, Verdict};
 use synthfleet_core::ports::{CommitOutcome, DeadLetter, Delivery, Queue, StoreError};
 use synthfleet_core::store::TrajectoryStoreError;
 use synthfleet_core::trajectory::{ExitStatus, TrajectoryRecord};
@@ -44,6 +45,12 @@ pub(crate) enum HandleError {
     #[error("{operation} failed")]
     Queue {
         operation: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error("deciding the sampling round of sample {key} failed")]
+    Sampling {
+        key: ResultKey,
         #[source]
         source: StoreError,
     },
@@ -80,7 +87,43 @@ fn data_points(campaign: &str, event: RolloutEvent) -> impl Iterator<Item = Data
 }
 
 impl Shared {
-    /// Dead-letters a delivery; for a task message of the campaign, with its record.
+    /// Once a sample of an adaptive campaign has its outcome and before its message goes:
+    /// decides its round if it completed one, and sends the next round
+    /// ([`sampling::after_outcome`]). An error leaves the message to be redelivered, and
+    /// the redelivery finishes the decision.
+    async fn settle_round(&self, message: &TaskMessage) -> Result<(), HandleError> {
+        // A campaign this worker cannot load has no sampling to settle here.
+        let Ok(rollouts) = self.campaigns.rollouts(&message.campaign).await else {
+            return Ok(());
+        };
+        let decided = sampling::after_outcome(
+            &rollouts.campaign.config,
+            message,
+            self.queue.as_ref(),
+            self.metadata.as_ref(),
+        )
+        .await
+        .map_err(|source| HandleError::Sampling {
+            key: message.result_key(),
+            source,
+        })?;
+        if let Some(decision) = decided {
+            match decision.verdict {
+                Verdict::Continue { first, samples } => {
+                    info!(round = %decision.round, first, samples, resolved = decision.resolved, judged = decision.judged, "mixed outcomes: another round")
+                }
+                Verdict::Stop { reason } => {
+                    info!(round = %decision.round, reason = reason.as_str(), resolved = decision.resolved, judged = decision.judged, "task sampling stopped")
+                }
+            }
+            self.emit(WorkerEvent::RoundDecided { decision });
+        }
+        Ok(())
+    }
+
+    /// Dead-letters a delivery; for a task message of the campaign, with its record (and
+    /// its sampling round settled: a round whose last sample is given up on is decided on
+    /// the others).
     async fn dead_letter(
         &self,
         delivery: &Delivery,
@@ -92,6 +135,11 @@ impl Shared {
             let letter = DeadLetter::of(message, message.attempt(), &reason);
             if let Err(e) = self.metadata.record_dead_letter(&letter).await {
                 warn!(error = %error_chain(&e), "recording a dead letter failed");
+            }
+            if let Err(e) = self.settle_round(message).await {
+                // Left in flight: its redelivery dead-letters it again and settles the round.
+                warn!(error = %error_chain(&e), "the message will be redelivered");
+                return;
             }
         }
         match self.queue.dead_letter(delivery, &reason).await {
@@ -362,6 +410,8 @@ impl Shared {
                 Ok(())
             }
             Fate::Delete { duplicate } => {
+                // A duplicate too: the delivery that committed may have died before this.
+                self.settle_round(message).await?;
                 if duplicate {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     self.emit(WorkerEvent::Duplicate {

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::metrics::{DataPoint, MetricSink};
+use synthfleet_core::sampling::RoundDecision;
 use synthfleet_core::ports::{
     HostCapacity, MetadataStore, Queue, SandboxProvider, ScaleInProtection,
 };
@@ -114,6 +115,10 @@ pub enum WorkerEvent {
     /// A campaign stopped accepting work (budget exhausted, paused).
     CampaignStopped {
         reason: String,
+    },
+    /// Adaptive sampling decided a round of a task (this worker settled its last sample).
+    RoundDecided {
+        decision: RoundDecision,
     },
 }
 

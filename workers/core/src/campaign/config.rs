@@ -4,6 +4,7 @@
 
 use super::models::ModelConfig;
 use super::routes::RouteConfig;
+use super::sampling::SamplingConfig;
 use super::sources::TaskSource;
 use super::variants::VariantConfig;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,9 @@ pub struct CampaignConfig {
     pub tasks: Vec<TaskSource>,
     #[serde(default = "one")]
     pub samples_per_task: u32,
+    /// How many samples each task gets: `samples_per_task` each, or adaptive rounds.
+    #[serde(default, skip_serializing_if = "SamplingConfig::is_default")]
+    pub sampling: SamplingConfig,
     /// Hard cap on LLM spend for the whole campaign, in USD.
     pub budget_usd: f64,
     pub models: Vec<ModelConfig>,

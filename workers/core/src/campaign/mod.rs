@@ -7,6 +7,7 @@
 mod config;
 mod models;
 mod routes;
+mod sampling;
 mod sources;
 mod validate;
 mod variants;
@@ -17,6 +18,7 @@ pub use config::{
 };
 pub use models::{MaxTokensField, ModelConfig, ProviderKind};
 pub use routes::{DEFAULT_ROUTE, RouteConfig, RouteMatch};
+pub use sampling::{SamplingConfig, StopWhen, Strategy};
 pub use sources::TaskSource;
 pub use validate::is_valid_name;
 pub use variants::{VARIANT_ROUTE, VariantConfig};
@@ -33,12 +35,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotAdmitted {
     #[error(
-        "sample {sample_index} of `{instance_id}` is outside campaign `{campaign}` (samples_per_task = {samples_per_task})"
+        "sample {sample_index} of `{instance_id}` is outside campaign `{campaign}` (it asks for at most {samples_per_task} samples per task)"
     )]
     SampleOutOfRange {
         campaign: String,
         instance_id: String,
         sample_index: u32,
+        /// The most samples a task may get (`samples_per_task`, or adaptive sampling's
+        /// `max_per_task`).
         samples_per_task: u32,
     },
     #[error("instance `{instance_id}` is not a task of campaign `{campaign}`")]
@@ -168,10 +172,10 @@ pub fn base_dir_of(source: &Path) -> PathBuf {
 
 impl Campaign {
     /// Whether a queue message's sample belongs to this campaign: its index is within
-    /// `samples_per_task` and, when the campaign's tasks are known (not in a fleet worker's
-    /// view), its instance is one of them.
+    /// the samples a task may get and, when the campaign's tasks are known (not in a fleet
+    /// worker's view), its instance is one of them.
     pub fn admits(&self, key: &crate::message::ResultKey) -> Result<(), NotAdmitted> {
-        let samples_per_task = self.config.samples_per_task;
+        let samples_per_task = self.config.max_samples_per_task();
         if key.sample_index >= samples_per_task {
             return Err(NotAdmitted::SampleOutOfRange {
                 campaign: key.campaign.clone(),
@@ -337,7 +341,7 @@ mod tests {
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("samples_per_task = 2"), "{err}");
+        assert!(err.to_string().contains("at most 2 samples per task"), "{err}");
         let err = c.admits(&key("t9", 0)).expect_err("foreign instance");
         assert!(
             matches!(err, NotAdmitted::ForeignInstance { .. }),

@@ -34,6 +34,8 @@ impl CampaignConfig {
         self.validate_models(&names)?;
         self.validate_routes(&names)?;
         self.validate_variants(&names)?;
+        self.validate_sampling()
+            .map_err(|message| ("sampling".to_owned(), message))?;
         self.validate_scaffold()?;
         self.validate_sandbox()?;
         self.validate_quality(&names)
