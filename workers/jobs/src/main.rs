@@ -56,26 +56,30 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Export trajectories as Parquet or a Hugging Face dataset.
+    /// Export trajectories as Parquet or a Hugging Face dataset: supervised data, or
+    /// preference pairs and RL rows of the verified trajectories.
     Export {
         #[command(flatten)]
         target: Target,
         #[arg(long, value_enum, default_value = "hf")]
         format: ExportFormat,
-        #[arg(long, value_enum, default_value = "accepted")]
-        filter: ExportFilter,
+        /// Which trajectories [default: accepted for parquet and hf; all (verified) for
+        /// pairs and rl]. For pairs it chooses the chosen side: all or accepted.
+        #[arg(long, value_enum)]
+        filter: Option<ExportFilter>,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
         /// Replace e-mail addresses, keys, tokens and user names in paths.
         #[arg(long)]
         anonymize: bool,
-        /// Rows per Parquet file of a Hugging Face export (a shard's rows pass through a
-        /// scratch file first: 5,000 rows of long conversations are about a gigabyte).
+        /// Rows per Parquet file of a Hugging Face export (written in batches of 500
+        /// rows: memory does not grow with it).
         #[arg(long, default_value_t = EXPORT_ROWS_PER_SHARD)]
         rows_per_shard: usize,
         /// Only trajectories finished after this time (RFC 3339, e.g. the previous
-        /// export's), written as new shards beside the earlier ones in --out.
+        /// export's), written as new shards beside the earlier ones in --out (not with
+        /// --format pairs, which pairs each task's trajectories as a whole).
         #[arg(long)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
@@ -137,8 +141,16 @@ enum ReportFormat {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ExportFormat {
+    /// One Parquet file of trajectories.
     Parquet,
+    /// A Hugging Face dataset folder of trajectories (data/train-*.parquet, README.md).
     Hf,
+    /// Preference pairs (prompt, chosen, rejected) for TRL's DPO and reward trainers: a
+    /// resolved and an unresolved trajectory of the same task, as a Hugging Face folder.
+    Pairs,
+    /// One row per verified trajectory with its reward, group (task and round) and token
+    /// counts, for RL trainers, as a Hugging Face folder.
+    Rl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -280,12 +292,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let (backend, data) = open(&target).await?;
             let assessments = assess(&backend, &data).await?;
+            let format = match format {
+                ExportFormat::Parquet => Format::Parquet,
+                ExportFormat::Hf => Format::Hf,
+                ExportFormat::Pairs => Format::Pairs,
+                ExportFormat::Rl => Format::Rl,
+            };
             let options = ExportOptions {
-                format: match format {
-                    ExportFormat::Parquet => Format::Parquet,
-                    ExportFormat::Hf => Format::Hf,
-                },
-                filter: filter.into(),
+                format,
+                filter: filter.map_or(format.default_filter(), Filter::from),
                 out,
                 anonymize,
                 rows_per_shard,
@@ -301,7 +316,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             for file in summary.files {
                 println!("  {}", file.display());
             }
-            if summary.rows == 0 {
+            if summary.rows == 0 && options.format == Format::Pairs {
+                eprintln!(
+                    "note: no task has both a resolved and an unresolved verified trajectory (on one scaffold) to pair; `synthfleet report {}` shows the outcomes by task",
+                    target.campaign
+                );
+            } else if summary.rows == 0 {
                 eprintln!(
                     "note: no trajectory matched --filter {}; `synthfleet report {}` shows the funnel and why",
                     options.filter.as_str(),

@@ -1,157 +1,257 @@
 //! A campaign's trajectories as a DuckDB table: one row per trajectory with its summary,
-//! stage verdicts and review verdict. Reports query it; exports copy from it.
+//! stage verdicts and review verdict. Reports query it. The column types are also the
+//! exports' (written from Rust through Arrow, see [`crate::export`]).
 //!
 //! Rows reach DuckDB as newline-delimited JSON read with an explicit column list, so the
 //! types are fixed even for an empty campaign, and nested columns (the chat `messages`)
 //! arrive as real lists of structs.
 
 use crate::QualityError;
+use arrow_schema::{DataType, Field};
 use duckdb::Connection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// One column of a table: its name, DuckDB type, and meaning (for dataset cards).
+/// One column of a table: its name, type, and meaning (for dataset cards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Column {
     pub name: &'static str,
-    pub ty: &'static str,
+    pub ty: ColumnType,
     pub doc: &'static str,
 }
 
-const fn col(name: &'static str, ty: &'static str, doc: &'static str) -> Column {
+pub const fn col(name: &'static str, ty: ColumnType, doc: &'static str) -> Column {
     Column { name, ty, doc }
+}
+
+/// The types of our columns, as DuckDB reads them and as Arrow (so Parquet) writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Varchar,
+    Boolean,
+    Double,
+    UInteger,
+    UBigInt,
+    /// A list of chat messages in OpenAI format (see [`MESSAGES_TYPE`]).
+    Messages,
+}
+
+/// DuckDB type of a list of chat messages in OpenAI format.
+pub const MESSAGES_TYPE: &str = "STRUCT(role VARCHAR, content VARCHAR, reasoning_content VARCHAR, tool_calls STRUCT(id VARCHAR, \"type\" VARCHAR, \"function\" STRUCT(name VARCHAR, arguments VARCHAR))[], tool_call_id VARCHAR)[]";
+
+impl ColumnType {
+    /// The DuckDB type.
+    pub fn sql(self) -> &'static str {
+        match self {
+            ColumnType::Varchar => "VARCHAR",
+            ColumnType::Boolean => "BOOLEAN",
+            ColumnType::Double => "DOUBLE",
+            ColumnType::UInteger => "UINTEGER",
+            ColumnType::UBigInt => "UBIGINT",
+            ColumnType::Messages => MESSAGES_TYPE,
+        }
+    }
+
+    /// The type as a dataset card names it.
+    pub fn card(self) -> &'static str {
+        match self {
+            ColumnType::Varchar => "string",
+            ColumnType::Boolean => "bool",
+            ColumnType::Double => "float64",
+            ColumnType::UInteger => "uint32",
+            ColumnType::UBigInt => "uint64",
+            ColumnType::Messages => "list<struct>",
+        }
+    }
+
+    /// The Arrow type, the same as DuckDB's Parquet writer gives the DuckDB type (a list's
+    /// item is called `element`), so files of either writer read back alike.
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::Varchar => DataType::Utf8,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::UInteger => DataType::UInt32,
+            ColumnType::UBigInt => DataType::UInt64,
+            ColumnType::Messages => {
+                let text = |name: &str| Field::new(name, DataType::Utf8, true);
+                let function = DataType::Struct(vec![text("name"), text("arguments")].into());
+                let tool_call = DataType::Struct(
+                    vec![
+                        text("id"),
+                        text("type"),
+                        Field::new("function", function, true),
+                    ]
+                    .into(),
+                );
+                let message = DataType::Struct(
+                    vec![
+                        text("role"),
+                        text("content"),
+                        text("reasoning_content"),
+                        Field::new("tool_calls", list_of(tool_call), true),
+                        text("tool_call_id"),
+                    ]
+                    .into(),
+                );
+                list_of(message)
+            }
+        }
+    }
+}
+
+fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("element", item, true)))
 }
 
 const VERDICT: &str = "Quality stage verdict: pass / fail / skipped.";
 
 /// Columns of the `trajectories` table, in order (names match [`crate::TrajectoryRow`]).
 pub const TRAJECTORY_COLUMNS: &[Column] = &[
-    col("instance_id", "VARCHAR", "Task id."),
+    col("instance_id", ColumnType::Varchar, "Task id."),
     col(
         "trajectory_id",
-        "VARCHAR",
+        ColumnType::Varchar,
         "Unique id of the rollout (ULID).",
     ),
-    col("model", "VARCHAR", "Model pool entry that ran the rollout."),
+    col(
+        "model",
+        ColumnType::Varchar,
+        "Model pool entry that ran the rollout.",
+    ),
     col(
         "exit_status",
-        "VARCHAR",
+        ColumnType::Varchar,
         "How the rollout ended: submitted, step_limit, timeout, cost_limit, budget_exhausted, error:<kind>.",
     ),
     col(
         "resolved",
-        "BOOLEAN",
+        ColumnType::Boolean,
         "The task's eval passed on the patch, in a fresh sandbox.",
     ),
     col(
         "reward",
-        "DOUBLE",
+        ColumnType::Double,
         "Reward from verification (1.0 resolved, else 0.0).",
     ),
-    col("cost_usd", "DOUBLE", "LLM spend of the rollout (USD)."),
-    col("n_steps", "UINTEGER", "Agent steps."),
+    col(
+        "cost_usd",
+        ColumnType::Double,
+        "LLM spend of the rollout (USD).",
+    ),
+    col("n_steps", ColumnType::UInteger, "Agent steps."),
     col(
         "input_tokens",
-        "UBIGINT",
+        ColumnType::UBigInt,
         "Prompt tokens over the rollout, billed at the input price (cached ones excluded).",
     ),
     col(
         "output_tokens",
-        "UBIGINT",
+        ColumnType::UBigInt,
         "Completion tokens over the rollout.",
     ),
     col(
         "cache_read_tokens",
-        "UBIGINT",
+        ColumnType::UBigInt,
         "Prompt tokens read from the provider's cache.",
     ),
     col(
         "cache_write_tokens",
-        "UBIGINT",
+        ColumnType::UBigInt,
         "Prompt tokens written to the provider's cache.",
     ),
-    col("duration_ms", "UBIGINT", "Wall-clock time of the rollout."),
-    col("scaffold", "VARCHAR", "Scaffold name@version."),
+    col(
+        "duration_ms",
+        ColumnType::UBigInt,
+        "Wall-clock time of the rollout.",
+    ),
+    col("scaffold", ColumnType::Varchar, "Scaffold name@version."),
     col(
         "variant",
-        "VARCHAR",
+        ColumnType::Varchar,
         "The experiment arm ([[variants]]) of the sample; null outside experiments.",
     ),
-    col("provider", "VARCHAR", "API family of the model."),
-    col("campaign", "VARCHAR", "synthfleet campaign."),
+    col("provider", ColumnType::Varchar, "API family of the model."),
+    col("campaign", ColumnType::Varchar, "synthfleet campaign."),
     col(
         "sample_index",
-        "UINTEGER",
+        ColumnType::UInteger,
         "Sample number of this task in the campaign.",
     ),
     col(
         "created_at",
-        "VARCHAR",
+        ColumnType::Varchar,
         "When the rollout finished (RFC 3339, UTC).",
     ),
-    col("structural", "VARCHAR", VERDICT),
+    col("structural", ColumnType::Varchar, VERDICT),
     col(
         "integrity",
-        "VARCHAR",
+        ColumnType::Varchar,
         "No sign of reward hacking: pass / fail (suspect) / skipped.",
     ),
-    col("execution", "VARCHAR", VERDICT),
-    col("heuristics", "VARCHAR", VERDICT),
-    col("dedup", "VARCHAR", VERDICT),
+    col("execution", ColumnType::Varchar, VERDICT),
+    col("heuristics", ColumnType::Varchar, VERDICT),
+    col("dedup", ColumnType::Varchar, VERDICT),
     col(
         "judge",
-        "VARCHAR",
+        ColumnType::Varchar,
         "Second verifier (LLM judge) verdict: pass / fail / skipped.",
     ),
     col(
         "rejected_at",
-        "VARCHAR",
+        ColumnType::Varchar,
         "The first stage that rejected the trajectory.",
     ),
-    col("reject_reason", "VARCHAR", "Why it did."),
-    col("accepted", "BOOLEAN", "Passed every quality stage."),
+    col("reject_reason", ColumnType::Varchar, "Why it did."),
+    col(
+        "accepted",
+        ColumnType::Boolean,
+        "Passed every quality stage.",
+    ),
     col(
         "pattern",
-        "VARCHAR",
+        ColumnType::Varchar,
         "The sequence of command names (diversity accounting).",
     ),
-    col("patch_hash", "VARCHAR", "SHA-256 of the final patch."),
+    col(
+        "patch_hash",
+        ColumnType::Varchar,
+        "SHA-256 of the final patch.",
+    ),
     col(
         "duplicate_of",
-        "VARCHAR",
+        ColumnType::Varchar,
         "The trajectory this one duplicates, when dedup rejected it.",
     ),
     col(
         "review",
-        "VARCHAR",
+        ColumnType::Varchar,
         "Human review verdict: accept / reject, when reviewed.",
     ),
     col(
         "suspect",
-        "BOOLEAN",
+        ColumnType::Boolean,
         "Signs of reward hacking were found in the commands or the patch (never in accepted data).",
     ),
     col(
         "hack_signals",
-        "VARCHAR",
+        ColumnType::Varchar,
         "Which signs, comma-separated: history, test_edit, harness_edit, skip_marker, network, outside_workdir.",
     ),
     col(
         "start_commit",
-        "VARCHAR",
+        ColumnType::Varchar,
         "The one commit the agent's repository held at its first step.",
     ),
     col(
         "harness_hash",
-        "VARCHAR",
+        ColumnType::Varchar,
         "SHA-256 of the task's verification (setup, eval, harness test spec).",
     ),
 ];
-
-/// DuckDB type of a list of chat messages in OpenAI format.
-pub const MESSAGES_TYPE: &str = "STRUCT(role VARCHAR, content VARCHAR, reasoning_content VARCHAR, tool_calls STRUCT(id VARCHAR, \"type\" VARCHAR, \"function\" STRUCT(name VARCHAR, arguments VARCHAR))[], tool_call_id VARCHAR)[]";
 
 /// An in-memory DuckDB database and a scratch directory for the files it reads.
 pub struct Dataset {
@@ -205,26 +305,6 @@ impl Dataset {
         self.conn
             .execute_batch(&sql)
             .map_err(duck(format!("loading table {table}")))
-    }
-
-    /// Writes a newline-delimited JSON file with the given columns as zstd Parquet, row
-    /// for row in its order, without a table in between. Row groups of 1,000 rows: an
-    /// export row carries a whole conversation (hundreds of KB), and the writer holds a
-    /// row group in memory.
-    pub fn jsonl_to_parquet(
-        &self,
-        columns: &[Column],
-        jsonl: &Path,
-        parquet: &Path,
-    ) -> Result<(), QualityError> {
-        let sql = format!(
-            "COPY ({}) TO '{}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000)",
-            read_jsonl(columns, jsonl),
-            sql_path(parquet)
-        );
-        self.conn
-            .execute_batch(&sql)
-            .map_err(duck(format!("writing {}", parquet.display())))
     }
 
     /// Runs `sql` and deserialises each result row (through DuckDB's JSON of the row).
@@ -281,7 +361,7 @@ impl Dataset {
 fn read_jsonl(columns: &[Column], path: &Path) -> String {
     let spec = columns
         .iter()
-        .map(|c| format!("'{}': '{}'", c.name, c.ty.replace('\'', "''")))
+        .map(|c| format!("'{}': '{}'", c.name, c.ty.sql().replace('\'', "''")))
         .collect::<Vec<_>>()
         .join(", ");
     format!(

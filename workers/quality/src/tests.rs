@@ -20,7 +20,7 @@ use synthfleet_core::trajectory::{
 use synthfleet_local::{LocalMetadata, LocalObjectStore, LocalState};
 
 /// A trajectory of `actions` (each a successful step unless it starts with `!`).
-fn record(
+pub(crate) fn record(
     id: &str,
     task: &str,
     model: &str,
@@ -196,13 +196,13 @@ fn known_records() -> Vec<TrajectoryRecord> {
 }
 
 /// The records committed to a real local store, and the campaign loaded back from it.
-struct Stored {
+pub(crate) struct Stored {
     _dir: tempfile::TempDir,
-    store: TrajectoryStore,
-    data: CampaignData,
+    pub(crate) store: TrajectoryStore,
+    pub(crate) data: CampaignData,
 }
 
-async fn stored(records: Vec<TrajectoryRecord>) -> Stored {
+pub(crate) async fn stored(records: Vec<TrajectoryRecord>) -> Stored {
     let config: CampaignConfig = toml::from_str(
         "name = \"known\"\ntasks = [\"t.jsonl\"]\nbudget_usd = 1.0\n[[models]]\nname = \"m1\"\nprovider = \"replay\"\n",
     )
