@@ -77,7 +77,10 @@ async fn uniform_tasks_stop_and_mixed_ones_get_the_rest_of_the_pool() {
     );
 
     let status = ok(
-        &synthfleet(&["status", "--state-dir", crate::path_str(&fx.state_dir())], &[]),
+        &synthfleet(
+            &["status", "--state-dir", crate::path_str(&fx.state_dir())],
+            &[],
+        ),
         "status",
     );
     assert!(
@@ -151,9 +154,8 @@ async fn a_fleet_samples_adaptively_as_one_machine_does() {
     use synthfleet_tests::moto::Moto;
 
     let moto = Moto::start().await;
-    let (tasks, _llm, body) = known_outcomes(
-        "[sampling]\nstrategy = \"adaptive\"\nround_size = 2\nmax_per_task = 6\n",
-    );
+    let (tasks, _llm, body) =
+        known_outcomes("[sampling]\nstrategy = \"adaptive\"\nround_size = 2\nmax_per_task = 6\n");
     let fx = Fixture::new("aws-adaptive", &tasks, &body);
     let submitted = run_cli(&moto, &["submit", fx.campaign_arg()]);
     assert!(
@@ -167,15 +169,19 @@ async fn a_fleet_samples_adaptively_as_one_machine_does() {
         spawn_worker(&moto, "w2", &beats),
     ];
     let store = moto.store();
-    wait_for("every round decided", Duration::from_secs(240), async || {
-        store
-            .metadata
-            .campaign(&fx.name)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|c| c.is_finished())
-    })
+    wait_for(
+        "every round decided",
+        Duration::from_secs(240),
+        async || {
+            store
+                .metadata
+                .campaign(&fx.name)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.is_finished())
+        },
+    )
     .await;
     for worker in workers {
         terminate(worker);

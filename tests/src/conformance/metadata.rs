@@ -759,7 +759,10 @@ async fn rounds_are_decided_once_and_share_the_pool(store: Arc<dyn MetadataStore
         .await
         .expect("submit");
     let tally = record.adaptive.clone().expect("an adaptive tally");
-    assert_eq!((record.total_samples, tally.pool, tally.open_rounds), (4, 8, 2));
+    assert_eq!(
+        (record.total_samples, tally.pool, tally.open_rounds),
+        (4, 8, 2)
+    );
     let decision = |task: &str, round: u32, verdict: Verdict| RoundDecision {
         round: RoundKey {
             campaign: campaign.into(),
@@ -788,9 +791,16 @@ async fn rounds_are_decided_once_and_share_the_pool(store: Arc<dyn MetadataStore
         applied += usize::from(matches!(decided, Decided::Applied(_)));
     }
     assert_eq!(applied, 1, "a round is decided exactly once");
-    let c = store.campaign(campaign).await.expect("read").expect("campaign");
+    let c = store
+        .campaign(campaign)
+        .await
+        .expect("read")
+        .expect("campaign");
     let tally = c.adaptive.clone().expect("tally");
-    assert_eq!((c.total_samples, tally.open_rounds, tally.continued), (6, 2, 1));
+    assert_eq!(
+        (c.total_samples, tally.open_rounds, tally.continued),
+        (6, 2, 1)
+    );
     store
         .round_sent(&decision("t1", 0, more(2)).round)
         .await
@@ -820,7 +830,11 @@ async fn rounds_are_decided_once_and_share_the_pool(store: Arc<dyn MetadataStore
             reason: StopReason::PoolSpent
         }
     );
-    let c = store.campaign(campaign).await.expect("read").expect("campaign");
+    let c = store
+        .campaign(campaign)
+        .await
+        .expect("read")
+        .expect("campaign");
     assert!(!c.is_finished(), "rounds are open and samples unaccounted");
     store
         .decide_round(&decision(
@@ -832,7 +846,11 @@ async fn rounds_are_decided_once_and_share_the_pool(store: Arc<dyn MetadataStore
         ))
         .await
         .expect("decide t2 again");
-    let c = store.campaign(campaign).await.expect("read").expect("campaign");
+    let c = store
+        .campaign(campaign)
+        .await
+        .expect("read")
+        .expect("campaign");
     let tally = c.adaptive.clone().expect("tally");
     assert_eq!(c.total_samples, 8, "never more than the pool");
     assert_eq!(
@@ -910,7 +928,10 @@ async fn commits_are_read_in_order_and_resumed(store: &dyn MetadataStore) {
             .map(|c| c.meta.summary.trajectory_id.clone())
             .collect()
     };
-    assert_eq!(ids(&all), ["01TAIL0", "01TAIL1", "01TAIL2", "01TAIL3", "01TAIL4"]);
+    assert_eq!(
+        ids(&all),
+        ["01TAIL0", "01TAIL1", "01TAIL2", "01TAIL3", "01TAIL4"]
+    );
     assert_eq!(
         all.iter().map(|c| c.meta.clone()).collect::<Vec<_>>(),
         committed,
@@ -922,11 +943,9 @@ async fn commits_are_read_in_order_and_resumed(store: &dyn MetadataStore) {
     );
     assert!(all.iter().all(|c| c.cursor.campaign() == campaign));
     // Resumed after the second, from the cursor's text form.
-    let resumed = synthfleet_core::commits::CommitCursor::decode_for(
-        &all[1].cursor.encode(),
-        campaign,
-    )
-    .expect("the cursor reads back");
+    let resumed =
+        synthfleet_core::commits::CommitCursor::decode_for(&all[1].cursor.encode(), campaign)
+            .expect("the cursor reads back");
     let rest = store
         .commits_after(campaign, Some(&resumed), 100)
         .await
@@ -954,7 +973,10 @@ async fn commits_are_read_in_order_and_resumed(store: &dyn MetadataStore) {
             .is_empty()
     );
     assert_eq!(
-        ids(&store.commits_after("tail-b", None, 10).await.expect("other")),
+        ids(&store
+            .commits_after("tail-b", None, 10)
+            .await
+            .expect("other")),
         ["01TAILB"]
     );
 }

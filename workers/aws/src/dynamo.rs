@@ -1414,7 +1414,10 @@ impl MetadataStore for DynamoMetadata {
                 .map(|item| from_item::<RoundItem>("round decision", item).map(|r| r.decision))
                 .transpose()
         };
-        for _ in 0..CONTENTION_RETRIES {
+        for round_trip in 0..CONTENTION_RETRIES {
+            if round_trip > 0 {
+                tokio::time::sleep(contention_backoff(round_trip - 1)).await;
+            }
             if let Some(found) = existing().await? {
                 return Ok(Decided::Existing(found));
             }
@@ -1443,7 +1446,10 @@ impl MetadataStore for DynamoMetadata {
                 .expression_attribute_names("#total", "total_samples")
                 .expression_attribute_names("#updated", "updated_at")
                 .set_expression_attribute_values(Some(HashMap::from([
-                    (":adaptive".to_owned(), tally.unwrap_or(AttributeValue::Null(true))),
+                    (
+                        ":adaptive".to_owned(),
+                        tally.unwrap_or(AttributeValue::Null(true)),
+                    ),
                     (":total".to_owned(), n(record.total_samples)),
                     (":now".to_owned(), ts(Utc::now())?),
                     (":previous".to_owned(), ts(previous)?),

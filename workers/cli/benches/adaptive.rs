@@ -194,12 +194,18 @@ fn report(o: &std::collections::BTreeMap<&'static str, u64>, runs: &[Measured]) 
     for r in runs {
         let s = &r.sampling;
         let stopped = s["tally"].as_object().map_or("—".to_owned(), |t| {
-            ["all_resolved", "all_unresolved", "max_per_task", "pool_spent", "no_outcome"]
-                .iter()
-                .filter(|k| t.get(**k).and_then(Value::as_u64).unwrap_or(0) > 0)
-                .map(|k| format!("{k} {}", t[*k]))
-                .collect::<Vec<_>>()
-                .join(", ")
+            [
+                "all_resolved",
+                "all_unresolved",
+                "max_per_task",
+                "pool_spent",
+                "no_outcome",
+            ]
+            .iter()
+            .filter(|k| t.get(**k).and_then(Value::as_u64).unwrap_or(0) > 0)
+            .map(|k| format!("{k} {}", t[*k]))
+            .collect::<Vec<_>>()
+            .join(", ")
         });
         let _ = writeln!(
             out,

@@ -414,7 +414,12 @@ impl CampaignRecord {
     /// campaign runs again (it was asked for: re-running sends only the samples without a
     /// result), an exhausted one only when its budget was raised. An adaptive campaign
     /// keeps the rounds it planned: the new pool applies, and tasks added get a first round.
-    pub fn resubmit(&mut self, budget: MicroUsd, plan: &SamplePlan, trigger: &Trigger) -> Submitted {
+    pub fn resubmit(
+        &mut self,
+        budget: MicroUsd,
+        plan: &SamplePlan,
+        trigger: &Trigger,
+    ) -> Submitted {
         if trigger.repeats(self.trigger.as_ref()) {
             return Submitted::Repeated;
         }
@@ -677,7 +682,13 @@ mod tests {
             })
         };
         let first = event("0A");
-        let mut c = CampaignRecord::submitted("c", MicroUsd(100), &SamplePlan::fixed(2), &first, Utc::now());
+        let mut c = CampaignRecord::submitted(
+            "c",
+            MicroUsd(100),
+            &SamplePlan::fixed(2),
+            &first,
+            Utc::now(),
+        );
         assert_eq!(c.trigger.as_ref(), Some(&first));
         c.state = CampaignState::Done;
         assert_eq!(

@@ -90,8 +90,13 @@ impl StopReason {
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// One more round: samples `first..first + samples`.
-    Continue { first: u32, samples: u32 },
-    Stop { reason: StopReason },
+    Continue {
+        first: u32,
+        samples: u32,
+    },
+    Stop {
+        reason: StopReason,
+    },
 }
 
 /// A round's decision as stored: once per round.

@@ -179,7 +179,11 @@ mod tests {
         assert_eq!((s.groups, s.mixed_groups, s.signal_trajectories), (2, 1, 4));
         assert!((s.signal_share - 0.5).abs() < 1e-9);
         assert_eq!(s.tasks[0].resolved, 1);
-        assert!((s.tasks[0].ci_low - 0.0456).abs() < 1e-3, "{:?}", s.tasks[0]);
+        assert!(
+            (s.tasks[0].ci_low - 0.0456).abs() < 1e-3,
+            "{:?}",
+            s.tasks[0]
+        );
         // Adaptive rounds of 2: `a`'s second round (2, 3) is uniform.
         config.sampling.strategy = Strategy::Adaptive;
         config.sampling.round_size = Some(2);

@@ -25,10 +25,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::metrics::{DataPoint, MetricSink};
-use synthfleet_core::sampling::RoundDecision;
 use synthfleet_core::ports::{
     HostCapacity, MetadataStore, Queue, SandboxProvider, ScaleInProtection,
 };
+use synthfleet_core::sampling::RoundDecision;
 use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
 use synthfleet_llm::{ModelGuards, Wallet};
 use tokio_util::sync::CancellationToken;

@@ -341,7 +341,10 @@ mod tests {
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("at most 2 samples per task"), "{err}");
+        assert!(
+            err.to_string().contains("at most 2 samples per task"),
+            "{err}"
+        );
         let err = c.admits(&key("t9", 0)).expect_err("foreign instance");
         assert!(
             matches!(err, NotAdmitted::ForeignInstance { .. }),
