@@ -10,6 +10,7 @@ mod conformance;
 mod control;
 mod crash;
 mod experiments;
+mod exports;
 mod external;
 mod harness;
 mod integrity;
