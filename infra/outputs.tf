@@ -36,6 +36,11 @@ output "alert_topic_arn" {
   value       = module.functions.alert_topic_arn
 }
 
+output "commits_topic_arn" {
+  description = "The workers announce each committed trajectory here (docs/streaming.md); subscribe a queue or a function."
+  value       = try(module.fleet[0].commits_topic_arn, null)
+}
+
 output "dashboard_url" {
   description = "The fleet's CloudWatch dashboard (docs/deploy.md, \"Watching a fleet\")."
   value       = try(module.monitoring[0].dashboard_url, null)

@@ -668,6 +668,7 @@ fn permissions_are_what_the_code_and_the_docs_say() {
         ("sqs", "sqs"),
         ("dynamo", "dynamodb"),
         ("asg", "autoscaling"),
+        ("sns", "sns"),
     ] {
         let operations = sdk_operations(&format!("workers/aws/src/{file}.rs"));
         assert!(!operations.is_empty(), "no SDK call found in {file}.rs");

@@ -20,6 +20,7 @@ mod quality;
 mod resume;
 mod sandbox;
 mod scaffolds;
+mod tail;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

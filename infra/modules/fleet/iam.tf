@@ -39,6 +39,11 @@ data "aws_iam_policy_document" "worker" {
     resources = var.queue_arns
   }
   statement {
+    sid       = "CommitEvents"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.commits.arn]
+  }
+  statement {
     sid       = "Encryption"
     actions   = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
     resources = [var.kms_key_arn]

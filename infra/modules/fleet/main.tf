@@ -14,6 +14,8 @@ locals {
     SYNTHFLEET_MAX_RECEIVES = tostring(var.max_receives)
     # The metrics' Deployment dimension, as the dashboard and alarms query it.
     SYNTHFLEET_DEPLOYMENT = var.name_prefix
+    # Each trajectory committed is announced on the commit topic (docs/streaming.md).
+    SYNTHFLEET_COMMITS_TOPIC = aws_sns_topic.commits.arn
   })
   # On EC2 the worker watches the instance metadata for a Spot interruption, a rebalance
   # recommendation or its group's scale-in, and hands its rollouts back in time. (On ECS
@@ -43,6 +45,14 @@ locals {
     asg = templatefile("${path.module}/templates/asg-boot.sh.tftpl", local.boot_vars)
     ecs = templatefile("${path.module}/templates/ecs-boot.sh.tftpl", local.boot_vars)
   }
+}
+
+# Commit events: one message per trajectory the workers commit, for trainers and other
+# subscribers (an SQS queue, a Lambda; filter policies on `campaign`, `status`, `resolved`,
+# `variant`). Best effort: `synthfleet tail` is the reliable stream (docs/streaming.md).
+resource "aws_sns_topic" "commits" {
+  name              = "${var.name_prefix}-commits"
+  kms_master_key_id = var.kms_key_arn
 }
 
 data "aws_ssm_parameter" "ami" {

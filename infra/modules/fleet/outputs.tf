@@ -21,3 +21,7 @@ output "ecs_service_arn" {
 output "log_group" {
   value = aws_cloudwatch_log_group.worker.name
 }
+
+output "commits_topic_arn" {
+  value = aws_sns_topic.commits.arn
+}

@@ -168,6 +168,14 @@ resource "aws_dynamodb_table" "metadata" {
     name = "created_at"
     type = "S"
   }
+  attribute {
+    name = "campaign"
+    type = "S"
+  }
+  attribute {
+    name = "commit_order"
+    type = "S"
+  }
 
   global_secondary_index {
     name            = "by_kind"
@@ -184,6 +192,13 @@ resource "aws_dynamodb_table" "metadata" {
     name            = "by_status"
     hash_key        = "campaign_status"
     range_key       = "created_at"
+    projection_type = "ALL"
+  }
+  # A campaign's commits in commit order (`synthfleet tail`; docs/AWS.md, "Commit order").
+  global_secondary_index {
+    name            = "by_commit"
+    hash_key        = "campaign"
+    range_key       = "commit_order"
     projection_type = "ALL"
   }
 

@@ -4,7 +4,7 @@
 # all three); prefix "synthfleet" by default. With `tflocal apply` (docs/deploy.md) you
 # need not run this hook: Terraform creates these and the control plane.
 #   bucket  synthfleet-trajectories   (failed objects, tagged synthfleet-status=failed, expire after 30 days)
-#   table   synthfleet-metadata       (pk/sk; indexes by_kind, by_trajectory, by_status; TTL on ttl)
+#   table   synthfleet-metadata       (pk/sk; indexes by_kind, by_trajectory, by_status, by_commit; TTL on ttl)
 #   queue   synthfleet-tasks          (redrive to synthfleet-tasks-dlq after SYNTHFLEET_MAX_RECEIVES receives: the
 #                                      backstop for workers that die; matches the worker's default of 10)
 #   queue   synthfleet-tasks-dlq
@@ -30,11 +30,13 @@ if ! awslocal dynamodb describe-table --table-name "$table" >/dev/null 2>&1; the
       AttributeName=pk,AttributeType=S AttributeName=sk,AttributeType=S \
       AttributeName=kind,AttributeType=S AttributeName=trajectory_id,AttributeType=S \
       AttributeName=campaign_status,AttributeType=S AttributeName=created_at,AttributeType=S \
+      AttributeName=campaign,AttributeType=S AttributeName=commit_order,AttributeType=S \
     --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
     --global-secondary-indexes '[
       {"IndexName": "by_kind", "KeySchema": [{"AttributeName": "kind", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "ALL"}},
       {"IndexName": "by_trajectory", "KeySchema": [{"AttributeName": "trajectory_id", "KeyType": "HASH"}], "Projection": {"ProjectionType": "ALL"}},
-      {"IndexName": "by_status", "KeySchema": [{"AttributeName": "campaign_status", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "ALL"}}
+      {"IndexName": "by_status", "KeySchema": [{"AttributeName": "campaign_status", "KeyType": "HASH"}, {"AttributeName": "created_at", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "ALL"}},
+      {"IndexName": "by_commit", "KeySchema": [{"AttributeName": "campaign", "KeyType": "HASH"}, {"AttributeName": "commit_order", "KeyType": "RANGE"}], "Projection": {"ProjectionType": "ALL"}}
     ]' >/dev/null
   awslocal dynamodb update-time-to-live --table-name "$table" \
     --time-to-live-specification Enabled=true,AttributeName=ttl >/dev/null

@@ -1,7 +1,7 @@
 //! AWS backends behind the core ports: [`S3ObjectStore`], [`SqsQueue`],
-//! [`DynamoMetadata`] and [`AsgProtection`] (a busy worker's instance kept out of
-//! scale-ins), plus [`provision`] to create the resources on LocalStack or moto (the
-//! LocalStack init script creates the same).
+//! [`DynamoMetadata`], [`AsgProtection`] (a busy worker's instance kept out of
+//! scale-ins) and [`SnsCommitEvents`] (commit events), plus [`provision`] to create the
+//! resources on LocalStack or moto (the LocalStack init script creates the same).
 //!
 //! Clients come from the standard chain (`aws-config`): region, credentials and
 //! `AWS_ENDPOINT_URL` from the environment. S3 uses path-style addressing when an endpoint
@@ -12,11 +12,13 @@ pub mod dynamo;
 pub mod imds;
 pub mod provision;
 mod s3;
+mod sns;
 mod sqs;
 
 pub use asg::{AsgProtection, EcsTaskProtection};
 pub use dynamo::DynamoMetadata;
 pub use s3::{FAILED_TAG, S3ObjectStore};
+pub use sns::{COMMIT_EVENT_SCHEMA, CommitEvent, SnsCommitEvents};
 pub use sqs::SqsQueue;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;

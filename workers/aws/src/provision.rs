@@ -5,7 +5,7 @@
 //! task queue whose redrive policy moves a message to the dead-letter queue after
 //! `max_receives` deliveries.
 
-use crate::dynamo::{INDEX_BY_KIND, INDEX_BY_STATUS, INDEX_BY_TRAJECTORY};
+use crate::dynamo::{INDEX_BY_COMMIT, INDEX_BY_KIND, INDEX_BY_STATUS, INDEX_BY_TRAJECTORY};
 use crate::s3::FAILED_TAG;
 use crate::{AwsClients, AwsNames, aws_error};
 use aws_sdk_dynamodb::types::{
@@ -53,6 +53,11 @@ pub const TABLE: TableShape = TableShape {
             name: INDEX_BY_STATUS,
             hash: "campaign_status",
             range: Some("created_at"),
+        },
+        IndexShape {
+            name: INDEX_BY_COMMIT,
+            hash: "campaign",
+            range: Some("commit_order"),
         },
     ],
     ttl: "ttl",

@@ -6,6 +6,7 @@ mod jobs;
 mod run;
 mod status;
 mod submit;
+mod tail;
 mod validate;
 mod worker;
 
@@ -48,6 +49,9 @@ enum Command {
     Status(status::StatusArgs),
     /// Show one trajectory (verified against its checksum).
     Show(show::ShowArgs),
+    /// Print a campaign's committed trajectories as JSON lines in commit order, each with
+    /// a cursor to resume after it; `--follow` keeps printing them as they land.
+    Tail(tail::TailArgs),
     /// Check a campaign file and its task files; `--gold` also checks each task's harness.
     Validate(validate::ValidateArgs),
     /// Run the quality stages (and the LLM judge, if configured) and record the verdicts.
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             Command::Redrive(args) => control::redrive(args).await,
             Command::Status(args) => status::status(args).await,
             Command::Show(args) => show::show(args).await,
+            Command::Tail(args) => tail::tail(args).await,
             Command::Validate(args) => validate::validate(args).await,
             Command::Assess(args) => jobs::forward("assess", args, log_format),
             Command::Report(args) => jobs::forward("report", args, log_format),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use synthfleet_agent::{StoredCampaigns, Worker, WorkerConfig, WorkerEvent};
 use synthfleet_aws::imds::{Departure, InstanceMetadata};
-use synthfleet_aws::{AsgProtection, EcsTaskProtection};
+use synthfleet_aws::{AsgProtection, EcsTaskProtection, SnsCommitEvents};
 use synthfleet_backend::Backend;
 use synthfleet_core::ports::SandboxProvider;
 use synthfleet_llm::{ModelGuards, Wallet};
@@ -128,6 +128,10 @@ pub struct WorkerArgs {
     /// stops as on SIGTERM, within an interruption's two minutes.
     #[arg(long, env = "SYNTHFLEET_IMDS_URL")]
     imds_url: Option<String>,
+    /// An SNS topic ARN: each trajectory this worker commits is announced there (best
+    /// effort; `synthfleet tail` is the reliable stream: docs/streaming.md).
+    #[arg(long, env = "SYNTHFLEET_COMMITS_TOPIC")]
+    commits_topic: Option<String>,
 }
 
 /// How often the instance metadata is read for a departure notice (AWS suggests every 5 s).
@@ -190,6 +194,13 @@ pub async fn worker(args: WorkerArgs, log_format: LogFormat) -> anyhow::Result<E
     let backend = Backend::open(&args.backend.config()?, None).await?;
     let Backend::Aws { store, queue, .. } = backend else {
         anyhow::bail!("the worker needs the aws backend");
+    };
+    let store = match args.commits_topic.as_deref().filter(|t| !t.is_empty()) {
+        Some(topic) => {
+            let config = synthfleet_aws::AwsClients::from_env().await.config;
+            store.announcing_commits(Arc::new(SnsCommitEvents::new(&config, topic)))
+        }
+        None => store,
     };
     let queue = Arc::new(
         (*queue)

@@ -9,7 +9,8 @@ use crate::codec::{self, CodecError};
 use crate::facts::{TrajectoryFacts, facts_key};
 use crate::message::ResultKey;
 use crate::ports::{
-    CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta, TrajectorySummary,
+    CommitEvents, CommitOutcome, MetadataStore, ObjectStore, StoreError, TrajectoryMeta,
+    TrajectorySummary,
 };
 use crate::resume::Checkpoint;
 use crate::trajectory::{RecordStatus, TrajectoryRecord, checkpoint_key, checkpoint_prefix};
@@ -47,11 +48,17 @@ impl Found {
 pub struct TrajectoryStore {
     pub objects: Arc<dyn ObjectStore>,
     pub metadata: Arc<dyn MetadataStore>,
+    /// Told of every result this store commits (`None`: nobody).
+    events: Option<Arc<dyn CommitEvents>>,
 }
 
 impl TrajectoryStore {
     pub fn new(objects: Arc<dyn ObjectStore>, metadata: Arc<dyn MetadataStore>) -> TrajectoryStore {
-        TrajectoryStore { objects, metadata }
+        TrajectoryStore {
+            objects,
+            metadata,
+            events: None,
+        }
     }
 
     /// Stores the rollout as it stands at a step boundary under its sample's checkpoint
@@ -126,10 +133,14 @@ impl TrajectoryStore {
         self.objects.put(&facts_key, facts.to_json()).await?;
         let meta = summarize(record, key.clone(), encoded.sha256, size_bytes);
         let outcome = self.metadata.commit(&meta).await?;
-        if matches!(outcome, CommitOutcome::AlreadyCommitted(_)) {
-            // Another attempt won: this one's object must not linger as a second result.
-            self.objects.delete(&key).await?;
-            self.objects.delete(&facts_key).await?;
+        match (&outcome, &self.events) {
+            (CommitOutcome::AlreadyCommitted(_), _) => {
+                // Another attempt won: this one's object must not linger as a second result.
+                self.objects.delete(&key).await?;
+                self.objects.delete(&facts_key).await?;
+            }
+            (CommitOutcome::Committed, Some(events)) => events.committed(&meta).await,
+            (CommitOutcome::Committed, None) => {}
         }
         Ok(outcome)
     }
@@ -155,6 +166,13 @@ impl TrajectoryStore {
     ) -> Result<TrajectoryRecord, TrajectoryStoreError> {
         let bytes = self.objects.get(&meta.object_key).await?;
         Ok(codec::decode(&meta.object_key, &bytes, &meta.sha256)?)
+    }
+
+    /// Tells `events` of every result this store commits from now on (after the commit;
+    /// a losing duplicate is not announced).
+    pub fn announcing_commits(mut self, events: Arc<dyn CommitEvents>) -> TrajectoryStore {
+        self.events = Some(events);
+        self
     }
 }
 

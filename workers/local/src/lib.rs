@@ -8,6 +8,7 @@
 //!   a `.sha256` sidecar that is verified on every read; writes go through a temporary
 //!   file and `rename`, so an object is complete or absent.
 
+mod commits;
 mod db;
 mod metadata;
 mod objects;

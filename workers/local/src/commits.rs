@@ -1,0 +1,240 @@
+//! The commit order of the embedded store: each commit takes the next number of its
+//! campaign's sequence in the transaction that commits it (`commits` table, by
+//! `{campaign}\0{seq:020}`), so the order is exactly the order of the commits and final
+//! as soon as a reader sees it.
+
+use crate::db::{COMMITS, RESULTS, TRAJECTORIES, TxError, from_json, to_json};
+use chrono::{DateTime, Utc};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use synthfleet_core::commits::{Commit, CommitCursor};
+use synthfleet_core::ports::{StoreError, TrajectoryMeta};
+
+/// One entry of the sequence.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    trajectory_id: String,
+    committed_at: DateTime<Utc>,
+}
+
+fn key(campaign: &str, position: &str) -> String {
+    format!("{campaign}\0{position}")
+}
+
+/// The first key after every key of `campaign`'s.
+fn campaign_end(campaign: &str) -> String {
+    format!("{campaign}\u{1}")
+}
+
+fn position(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+/// The next number of `campaign`'s sequence (1 for its first commit).
+fn next_seq(tx: &WriteTransaction, campaign: &str) -> Result<u64, TxError> {
+    let table = tx.open_table(COMMITS)?;
+    let (start, end) = (key(campaign, ""), campaign_end(campaign));
+    let last = table
+        .range(start.as_str()..end.as_str())?
+        .next_back()
+        .transpose()?;
+    let Some((last, _)) = last else {
+        return Ok(1);
+    };
+    let seq = last
+        .value()
+        .rsplit('\0')
+        .next()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "commit sequence".into(),
+            detail: format!("key {:?} does not end in a number", last.value()),
+        })?;
+    Ok(seq + 1)
+}
+
+/// Puts `meta` at the end of its campaign's commit order (in the commit's transaction).
+pub(crate) fn record(
+    tx: &WriteTransaction,
+    meta: &TrajectoryMeta,
+    committed_at: DateTime<Utc>,
+) -> Result<(), TxError> {
+    let campaign = &meta.summary.campaign;
+    let seq = next_seq(tx, campaign)?;
+    let entry = Entry {
+        trajectory_id: meta.summary.trajectory_id.clone(),
+        committed_at,
+    };
+    tx.open_table(COMMITS)?.insert(
+        key(campaign, &position(seq)).as_str(),
+        to_json(&entry)?.as_slice(),
+    )?;
+    Ok(())
+}
+
+/// Gives the trajectories committed before the sequence existed (a state directory of an
+/// earlier version: trajectories but no sequence) their places, by the time each rollout
+/// finished, then trajectory id. Runs once: afterwards every commit writes its entry.
+pub(crate) fn backfill(tx: &WriteTransaction) -> Result<(), TxError> {
+    if !tx.open_table(COMMITS)?.is_empty()? || tx.open_table(TRAJECTORIES)?.is_empty()? {
+        return Ok(());
+    }
+    let mut by_campaign: BTreeMap<String, Vec<TrajectoryMeta>> = BTreeMap::new();
+    {
+        let results = tx.open_table(RESULTS)?;
+        let trajectories = tx.open_table(TRAJECTORIES)?;
+        for item in results.iter()? {
+            let (_, id) = item?;
+            if let Some(value) = trajectories.get(id.value())? {
+                let meta: TrajectoryMeta = from_json("trajectory item", value.value())?;
+                by_campaign
+                    .entry(meta.summary.campaign.clone())
+                    .or_default()
+                    .push(meta);
+            }
+        }
+    }
+    for (_, mut metas) in by_campaign {
+        metas.sort_by(|a, b| {
+            (a.summary.created_at, &a.summary.trajectory_id)
+                .cmp(&(b.summary.created_at, &b.summary.trajectory_id))
+        });
+        for meta in &metas {
+            record(tx, meta, meta.summary.created_at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` of `campaign`'s commits after `after`, in order. An entry whose
+/// trajectory item expired (`synthfleet gc`) is passed over.
+pub(crate) fn after(
+    tx: &ReadTransaction,
+    campaign: &str,
+    after: Option<&CommitCursor>,
+    limit: usize,
+) -> Result<Vec<Commit>, TxError> {
+    let start = match after {
+        Some(cursor) => Bound::Excluded(key(campaign, cursor.position())),
+        None => Bound::Included(key(campaign, "")),
+    };
+    let end = Bound::Excluded(campaign_end(campaign));
+    let commits = tx.open_table(COMMITS)?;
+    let trajectories = tx.open_table(TRAJECTORIES)?;
+    let mut out = Vec::new();
+    for item in commits.range::<&str>((
+        start.as_ref().map(String::as_str),
+        end.as_ref().map(String::as_str),
+    ))? {
+        if out.len() >= limit {
+            break;
+        }
+        let (key, value) = item?;
+        let entry: Entry = from_json("commit sequence entry", value.value())?;
+        let Some(item) = trajectories.get(entry.trajectory_id.as_str())? else {
+            continue;
+        };
+        let position = key
+            .value()
+            .rsplit('\0')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        out.push(Commit {
+            cursor: CommitCursor::new(campaign, position),
+            ordered_at: entry.committed_at,
+            meta: from_json("trajectory item", item.value())?,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{LocalMetadata, LocalState};
+    use chrono::{Duration, Utc};
+    use synthfleet_core::MicroUsd;
+    use synthfleet_core::ports::{MetadataStore, TrajectoryMeta, TrajectorySummary};
+    use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
+
+    fn meta(instance: &str, id: &str, finished_ago_s: i64) -> TrajectoryMeta {
+        TrajectoryMeta {
+            summary: TrajectorySummary {
+                campaign: "old".into(),
+                trajectory_id: id.into(),
+                instance_id: instance.into(),
+                sample_index: 0,
+                model: "m".into(),
+                provider: "p".into(),
+                cost_usd: 0.0,
+                input_tokens: 1,
+                output_tokens: 1,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                n_steps: 1,
+                created_at: Utc::now() - Duration::seconds(finished_ago_s),
+                variant: None,
+            },
+            status: RecordStatus::Success,
+            exit_status: ExitStatus::Submitted,
+            resolved: Some(true),
+            reward: Some(1.0),
+            object_key: format!("trajectories/old/success/{instance}/{id}.json.zst"),
+            sha256: "0".repeat(64),
+            size_bytes: 1,
+            worker_id: "w".into(),
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_state_from_before_the_sequence_gets_its_commits_in_the_order_they_finished() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let state = LocalState::open(dir.path()).expect("open");
+            let store = LocalMetadata::new(&state);
+            store
+                .upsert_campaign("old", MicroUsd(100), 3)
+                .await
+                .expect("create");
+            // Committed in another order than they finished.
+            for (instance, id, ago) in [("b", "01B", 20), ("a", "01A", 30), ("c", "01C", 10)] {
+                store
+                    .commit(&meta(instance, id, ago))
+                    .await
+                    .expect("commit");
+            }
+            // What an earlier version left: no sequence.
+            state
+                .write("dropping the sequence", |tx| {
+                    tx.delete_table(super::COMMITS)?;
+                    Ok(())
+                })
+                .expect("drop");
+        }
+        let state = LocalState::open(dir.path()).expect("reopen");
+        let store = LocalMetadata::new(&state);
+        let ids = |commits: Vec<synthfleet_core::commits::Commit>| -> Vec<String> {
+            commits
+                .into_iter()
+                .map(|c| c.meta.summary.trajectory_id)
+                .collect()
+        };
+        let all = store.commits_after("old", None, 10).await.expect("read");
+        let first = all[0].cursor.clone();
+        assert_eq!(ids(all), ["01A", "01B", "01C"]);
+        // New commits come after them.
+        let mut late = meta("d", "01D", 60);
+        late.summary.sample_index = 1;
+        store.commit(&late).await.expect("commit");
+        assert_eq!(
+            ids(store
+                .commits_after("old", Some(&first), 10)
+                .await
+                .expect("read")),
+            ["01B", "01C", "01D"]
+        );
+    }
+}
