@@ -18,6 +18,7 @@ mod lambda;
 mod providers;
 mod quality;
 mod resume;
+mod sampling;
 mod sandbox;
 mod scaffolds;
 mod tail;

@@ -254,8 +254,12 @@ fn dashboard_renders_in_chromium(fx: &Fixture) {
         .output()
         .expect("chromium --dump-dom");
     let dom = String::from_utf8_lossy(&dom.stdout);
-    // The browser parsed every chart: 8 charts; bars read back from the live DOM.
-    assert_eq!(dom.matches("<figure class=\"chart\"").count(), 8, "{dom}");
+    // The browser parsed every chart: 9 charts; bars read back from the live DOM.
+    assert_eq!(dom.matches("<figure class=\"chart\"").count(), 9, "{dom}");
+    assert!(
+        dom.contains("Learning signal (fixed sampling, groups of"),
+        "the learning-signal chart: {dom}"
+    );
     assert!(
         dom.contains(r#"data-label="fake" data-value="0.75""#),
         "success-rate bar of model fake: {dom}"

@@ -36,6 +36,10 @@ struct Measured {
     sampling: Value,
     /// Trajectories per pass rate.
     by_rate: Vec<(u64, u64)>,
+    /// Samples dead-lettered, and trajectories whose outcome contradicts their task's
+    /// known rate (resolved at 0 %, unresolved at 100 %), with their exit status.
+    dead_letters: Vec<String>,
+    contradictions: Vec<String>,
     elapsed: Duration,
 }
 
@@ -158,6 +162,27 @@ async fn run(
             (*rate, n)
         })
         .collect();
+    let contradictions = metas
+        .iter()
+        .filter(|m| {
+            let id = &m.summary.instance_id;
+            (id.starts_with("p0-") && m.resolved == Some(true))
+                || (id.starts_with("p100-") && m.resolved != Some(true))
+        })
+        .map(|m| {
+            format!(
+                "{}#{} {:?} {}",
+                m.summary.instance_id, m.summary.sample_index, m.resolved, m.exit_status
+            )
+        })
+        .collect();
+    let dead_letters = metadata
+        .dead_letters(campaign)
+        .await
+        .expect("the dead letters")
+        .into_iter()
+        .map(|d| format!("{}: {}", d.key, d.error))
+        .collect();
     let out = Command::new(synthfleet)
         .args(["report"])
         .arg(&file.file)
@@ -175,6 +200,8 @@ async fn run(
         strategy: if adaptive { "adaptive" } else { "fixed" },
         sampling: report["sampling"].clone(),
         by_rate,
+        dead_letters,
+        contradictions,
         elapsed,
     }
 }
@@ -223,6 +250,15 @@ fn report(o: &std::collections::BTreeMap<&'static str, u64>, runs: &[Measured]) 
             stopped,
             r.elapsed.as_secs_f64()
         );
+    }
+    for r in runs {
+        for line in r.dead_letters.iter().map(|d| format!("dead letter: {d}")).chain(
+            r.contradictions
+                .iter()
+                .map(|c| format!("outcome against the known rate: {c}")),
+        ) {
+            let _ = writeln!(out, "\n{} — {line}", r.strategy);
+        }
     }
     out
 }

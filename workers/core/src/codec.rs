@@ -99,13 +99,20 @@ fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, CodecE
         key: key.to_owned(),
         source,
     })?;
-    let version: serde_json::Value =
-        serde_json::from_slice(&json).map_err(|source| CodecError::Json {
-            key: key.to_owned(),
-            source,
-        })?;
+    // The version first (a skim, keeping nothing else), then the record straight from
+    // the bytes: no intermediate `Value` tree of the whole conversation.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(default)]
+        schema_version: Option<serde_json::Value>,
+    }
+    let json_error = |source| CodecError::Json {
+        key: key.to_owned(),
+        source,
+    };
+    let version: Version = serde_json::from_slice(&json).map_err(json_error)?;
     let found = version
-        .get("schema_version")
+        .schema_version
         .and_then(|v| v.as_u64())
         .unwrap_or(0) as u32;
     if found > SCHEMA_VERSION {
@@ -114,8 +121,5 @@ fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, CodecE
             found,
         });
     }
-    serde_json::from_value(version).map_err(|source| CodecError::Json {
-        key: key.to_owned(),
-        source,
-    })
+    serde_json::from_slice(&json).map_err(json_error)
 }

@@ -181,6 +181,21 @@ impl Report {
                 ),
             ),
         ];
+        if let Some(s) = &self.sampling {
+            charts.push(bar_chart(
+                "learning-signal",
+                &format!(
+                    "Learning signal ({} sampling, groups of {}): trajectories in mixed-outcome groups",
+                    s.strategy, s.round_size
+                ),
+                Scale::Share,
+                &[Bar {
+                    label: format!("{} of {}", s.signal_trajectories, s.trajectories),
+                    value: s.signal_share,
+                    text: pct(s.signal_share),
+                }],
+            ));
+        }
         if self.experiment.is_some() {
             charts.push(bar_chart(
                 "success-by-variant",
