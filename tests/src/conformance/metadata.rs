@@ -740,6 +740,23 @@ async fn markers_alerts_and_heartbeats(store: &dyn MetadataStore) {
     );
 }
 
+/// The campaign item and its adaptive tally.
+async fn tallied(
+    store: &dyn MetadataStore,
+    campaign: &str,
+) -> (
+    synthfleet_core::budget::CampaignRecord,
+    synthfleet_core::sampling::AdaptiveTally,
+) {
+    let c = store
+        .campaign(campaign)
+        .await
+        .expect("read")
+        .expect("campaign");
+    let tally = c.adaptive.clone().expect("an adaptive tally");
+    (c, tally)
+}
+
 /// Adaptive sampling: a round is decided once however many workers settle its last sample
 /// at once, its decision and the campaign's tally change together, the pool is shared
 /// exactly, and a campaign with an open round is not finished.
@@ -791,12 +808,7 @@ async fn rounds_are_decided_once_and_share_the_pool(store: Arc<dyn MetadataStore
         applied += usize::from(matches!(decided, Decided::Applied(_)));
     }
     assert_eq!(applied, 1, "a round is decided exactly once");
-    let c = store
-        .campaign(campaign)
-        .await
-        .expect("read")
-        .expect("campaign");
-    let tally = c.adaptive.clone().expect("tally");
+    let (c, tally) = tallied(store.as_ref(), campaign).await;
     assert_eq!(
         (c.total_samples, tally.open_rounds, tally.continued),
         (6, 2, 1)
@@ -830,11 +842,7 @@ async fn rounds_are_decided_once_and_share_the_pool(store: Arc<dyn MetadataStore
             reason: StopReason::PoolSpent
         }
     );
-    let c = store
-        .campaign(campaign)
-        .await
-        .expect("read")
-        .expect("campaign");
+    let (c, _) = tallied(store.as_ref(), campaign).await;
     assert!(!c.is_finished(), "rounds are open and samples unaccounted");
     store
         .decide_round(&decision(
@@ -846,12 +854,7 @@ async fn rounds_are_decided_once_and_share_the_pool(store: Arc<dyn MetadataStore
         ))
         .await
         .expect("decide t2 again");
-    let c = store
-        .campaign(campaign)
-        .await
-        .expect("read")
-        .expect("campaign");
-    let tally = c.adaptive.clone().expect("tally");
+    let (c, tally) = tallied(store.as_ref(), campaign).await;
     assert_eq!(c.total_samples, 8, "never more than the pool");
     assert_eq!(
         (
