@@ -496,4 +496,41 @@ async fn fleet_commits_are_tailed_on_dynamodb_and_announced_on_sns() {
             line["status"].as_str().map(str::to_owned).as_ref()
         );
     }
+
+    // A topic the worker cannot publish to costs the commits nothing: the failure is
+    // logged, and the trajectories are committed and tailed all the same.
+    let fx = Fixture::new("tail-unannounced", &tasks[..1], &body);
+    let submitted = run_cli(&moto, &["submit", fx.campaign_arg()]);
+    assert!(submitted.status.success());
+    let worker = spawn_worker_with(
+        &moto,
+        "w2",
+        &[],
+        &[(
+            "SYNTHFLEET_COMMITS_TOPIC",
+            "arn:aws:sns:us-east-1:123456789012:no-such-topic",
+        )],
+    );
+    wait_for(
+        "the unannounced commits",
+        Duration::from_secs(120),
+        async || {
+            store
+                .metadata
+                .trajectories(&fx.name)
+                .await
+                .is_ok_and(|t| t.len() == 2)
+        },
+    )
+    .await;
+    let (status, log) = terminate(worker);
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("the commit event was not published"),
+        "the failed publish is logged: {log}"
+    );
+    let lines = lines_of(&run_cli(&moto, &["tail", &fx.name, "--settle-s", "0"]));
+    assert_eq!(lines.len(), 2, "both committed");
+    events(&moto, &inbox, &mut received).await;
+    assert_eq!(received.len(), 6, "nothing announced for them");
 }
