@@ -254,11 +254,16 @@ fn report(o: &std::collections::BTreeMap<&'static str, u64>, runs: &[Measured]) 
         );
     }
     for r in runs {
-        for line in r.dead_letters.iter().map(|d| format!("dead letter: {d}")).chain(
-            r.contradictions
-                .iter()
-                .map(|c| format!("outcome against the known rate: {c}")),
-        ) {
+        for line in r
+            .dead_letters
+            .iter()
+            .map(|d| format!("dead letter: {d}"))
+            .chain(
+                r.contradictions
+                    .iter()
+                    .map(|c| format!("outcome against the known rate: {c}")),
+            )
+        {
             let _ = writeln!(out, "\n{} — {line}", r.strategy);
         }
     }

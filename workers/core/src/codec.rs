@@ -111,10 +111,7 @@ fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, CodecE
         source,
     };
     let version: Version = serde_json::from_slice(&json).map_err(json_error)?;
-    let found = version
-        .schema_version
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0) as u32;
+    let found = version.schema_version.and_then(|v| v.as_u64()).unwrap_or(0) as u32;
     if found > SCHEMA_VERSION {
         return Err(CodecError::FutureSchema {
             key: key.to_owned(),
