@@ -283,13 +283,14 @@ impl Decided {
 /// dead letter), before the message is deleted: if that completes the sample's round of an
 /// adaptive campaign, decides the round and sends the next one. Idempotent: run again for
 /// the same sample (a redelivery), it finishes what an interrupted run left and changes
-/// nothing else. `None` while the round is incomplete (or sampling is fixed).
+/// nothing else. `None` while the round is incomplete (or sampling is fixed); else whether
+/// this run decided the round or found it decided.
 pub async fn after_outcome(
     config: &CampaignConfig,
     message: &TaskMessage,
     queue: &dyn Queue,
     metadata: &dyn MetadataStore,
-) -> Result<Option<RoundDecision>, StoreError> {
+) -> Result<Option<Decided>, StoreError> {
     if !config.is_adaptive() {
         return Ok(None);
     }
@@ -342,7 +343,8 @@ pub async fn after_outcome(
         decided_at: Utc::now(),
         sent: false,
     };
-    let decision = metadata.decide_round(&proposed).await?.decision().clone();
+    let decided = metadata.decide_round(&proposed).await?;
+    let decision = decided.decision();
     if let Verdict::Continue { first, samples } = decision.verdict
         && !decision.sent
     {
@@ -358,7 +360,7 @@ pub async fn after_outcome(
         }
         metadata.round_sent(&decision.round).await?;
     }
-    Ok(Some(decision))
+    Ok(Some(decided))
 }
 
 #[cfg(test)]

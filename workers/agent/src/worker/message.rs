@@ -13,7 +13,7 @@ use synthfleet_core::error_chain;
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::metrics::{DataPoint, Metric};
 use synthfleet_core::ports::{CommitOutcome, DeadLetter, Delivery, Queue, StoreError};
-use synthfleet_core::sampling::{self, Verdict};
+use synthfleet_core::sampling::{self, Decided, Verdict};
 use synthfleet_core::store::TrajectoryStoreError;
 use synthfleet_core::trajectory::{ExitStatus, TrajectoryRecord};
 use tokio_util::sync::CancellationToken;
@@ -107,7 +107,8 @@ impl Shared {
             key: message.result_key(),
             source,
         })?;
-        if let Some(decision) = decided {
+        // A round another delivery decided was told of there.
+        if let Some(Decided::Applied(decision)) = decided {
             match decision.verdict {
                 Verdict::Continue { first, samples } => {
                     info!(round = %decision.round, first, samples, resolved = decision.resolved, judged = decision.judged, "mixed outcomes: another round")
