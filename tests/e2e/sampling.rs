@@ -146,7 +146,7 @@ async fn the_same_campaign_sampled_fixed_spends_its_pool_evenly() {
 
 /// The same adaptive campaign on a fleet (moto's SQS, S3 and DynamoDB; two workers taking
 /// two samples each at once): rounds are decided by whichever worker settles their last
-/// sample, once, each as the outcomes committed say, and every round is sent once.
+/// sample, once, each as the outcomes committed say, and every planned sample runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_samples_adaptively_as_one_machine_does() {
     use crate::aws::{run_cli, spawn_worker, terminate, wait_for};
@@ -250,6 +250,13 @@ async fn a_fleet_samples_adaptively_as_one_machine_does() {
             && tally.stopped(StopReason::AllUnresolved) >= 1,
         "median and bsearch stop after their first round: {tally:?}"
     );
-    // Every sample was sent once: no round went out twice.
-    assert_eq!(c.counts.enqueued, planned);
+    // Every planned sample was sent, and has its one result. (A redelivered sample of a
+    // round its decider is still sending may send the round again: at least once, and the
+    // conditional commit keeps one result per sample.)
+    assert!(
+        c.counts.enqueued >= planned,
+        "{} < {planned}",
+        c.counts.enqueued
+    );
+    assert_eq!(metas.len() as u64, planned);
 }

@@ -16,8 +16,11 @@
 //! outcomes. The next round's messages are sent, then the decision is marked `sent`. A
 //! worker that dies anywhere in between leaves its message in flight; its redelivery finds
 //! the result committed and runs [`after_outcome`] again, which finishes the job (a round
-//! decided but not sent is sent). So no schedule has to sweep for lost decisions, and the
-//! decision costs a few reads and one write per round, not per call (invariant 11).
+//! decided but not sent is sent). Sending is therefore at least once: a redelivery that
+//! reads a decision its live decider is still sending sends the round too, and the
+//! conditional result commit keeps one result per sample. So no schedule has to sweep for
+//! lost decisions, and the decision costs a few reads and one write per round, not per
+//! call (invariant 11).
 //!
 //! **When the campaign is done.** The tally counts the rounds still open (planned, not yet
 //! decided); a campaign is finished only when every planned sample is accounted for and no
