@@ -101,6 +101,44 @@ pub(crate) async fn the_one_result(
     (meta, record)
 }
 
+/// An SNS topic named `topic` with an SQS queue named `inbox` subscribed to it, so a test
+/// reads what is published: the client, the topic's ARN and the queue's URL.
+pub(crate) async fn topic_with_inbox(
+    moto: &Moto,
+    topic: &str,
+    inbox: &str,
+) -> (aws_sdk_sns::Client, String, String) {
+    let sns = aws_sdk_sns::Client::new(&moto.config);
+    let topic = sns
+        .create_topic()
+        .name(topic)
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("arn")
+        .to_owned();
+    let queue_url = moto
+        .clients
+        .sqs
+        .create_queue()
+        .queue_name(inbox)
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(format!("arn:aws:sqs:us-east-1:123456789012:{inbox}"))
+        .send()
+        .await
+        .expect("subscribe");
+    (sns, topic, queue_url)
+}
+
 pub(crate) async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done().await {

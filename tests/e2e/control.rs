@@ -1,6 +1,7 @@
 //! The control-plane functions, invoked in-process as Lambda invokes them (a `LambdaEvent`
 //! with its `Context`), against moto's server.
 
+use crate::aws::topic_with_inbox;
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::json;
@@ -435,34 +436,7 @@ async fn budget_reclaims_dead_leases_exhausts_and_alerts_once_per_threshold() {
         .await
         .expect("create");
     // Alerts go to an SNS topic; an SQS subscription lets the test read them.
-    let sns = aws_sdk_sns::Client::new(&moto.config);
-    let topic = sns
-        .create_topic()
-        .name("alerts")
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn()
-        .expect("arn")
-        .to_owned();
-    let inbox = moto
-        .clients
-        .sqs
-        .create_queue()
-        .queue_name("alert-inbox")
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_owned();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint("arn:aws:sqs:us-east-1:123456789012:alert-inbox")
-        .send()
-        .await
-        .expect("subscribe");
+    let (sns, topic, inbox) = topic_with_inbox(&moto, "alerts", "alert-inbox").await;
     let guard = BudgetGuard {
         metadata: metadata.clone(),
         alerts: Some(AlertTopic {

@@ -2,7 +2,7 @@
 //! cursor, followed as they land — on the local store and on moto — and the fleet's
 //! commit events on SNS.
 
-use crate::aws::{run_cli, spawn_worker_with, terminate, wait_for};
+use crate::aws::{run_cli, spawn_worker_with, terminate, topic_with_inbox, wait_for};
 use crate::{
     Fixture, SECRET, fake_model, path_str, standard_tasks, synthfleet, synthfleet_command,
 };
@@ -327,34 +327,7 @@ async fn events(moto: &Moto, inbox: &str, into: &mut Vec<(Value, BTreeMap<String
 #[tokio::test(flavor = "multi_thread")]
 async fn fleet_commits_are_tailed_on_dynamodb_and_announced_on_sns() {
     let moto = Moto::start().await;
-    let sns = aws_sdk_sns::Client::new(&moto.config);
-    let topic = sns
-        .create_topic()
-        .name("commits")
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn()
-        .expect("arn")
-        .to_owned();
-    let inbox = moto
-        .clients
-        .sqs
-        .create_queue()
-        .queue_name("trainer-inbox")
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_owned();
-    sns.subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint("arn:aws:sqs:us-east-1:123456789012:trainer-inbox")
-        .send()
-        .await
-        .expect("subscribe");
+    let (_, topic, inbox) = topic_with_inbox(&moto, "commits", "trainer-inbox").await;
 
     let (tasks, scripts) = standard_tasks();
     let llm = FakeLlm::start(scripts);
