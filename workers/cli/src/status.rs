@@ -16,7 +16,7 @@ use synthfleet_core::budget::CampaignRecord;
 use synthfleet_core::campaign::Campaign;
 use synthfleet_core::error_chain;
 use synthfleet_core::ports::{DeadLetter, QueueStats, WorkerHeartbeat};
-use synthfleet_core::sampling::{AdaptiveTally, StopReason};
+use synthfleet_core::sampling::AdaptiveTally;
 use synthfleet_core::spend::{self, ModelSpend};
 use synthfleet_core::trajectory::ExitStatus;
 use synthfleet_term::BackendArgs;
@@ -317,22 +317,15 @@ fn errors_by_class(dead: &[DeadLetter]) -> Vec<(String, usize)> {
 /// class instead of one by one.
 /// Adaptive sampling: the pool, the rounds open and added, the tasks stopped and why.
 fn adaptive_line(tally: &AdaptiveTally) -> String {
-    let stopped: Vec<String> = StopReason::ALL
-        .into_iter()
-        .filter(|r| tally.stopped(*r) > 0)
-        .map(|r| format!("{} {}", r.as_str(), tally.stopped(r)))
-        .collect();
     format!(
         "  sampling adaptive: pool {} samples for {} tasks; {} more rounds given to mixed outcomes, {} rounds open; tasks stopped: {}",
         tally.pool,
         tally.tasks,
         tally.continued,
         tally.open_rounds,
-        if stopped.is_empty() {
-            "none yet".to_owned()
-        } else {
-            stopped.join(", ")
-        }
+        tally
+            .stopped_text()
+            .unwrap_or_else(|| "none yet".to_owned())
     )
 }
 

@@ -171,6 +171,17 @@ impl AdaptiveTally {
         }
     }
 
+    /// The tasks stopped, by reason, for people ("all_resolved 2, max_per_task 1");
+    /// `None` while none is.
+    pub fn stopped_text(&self) -> Option<String> {
+        let stopped: Vec<String> = StopReason::ALL
+            .into_iter()
+            .filter(|r| self.stopped(*r) > 0)
+            .map(|r| format!("{} {}", r.as_str(), self.stopped(r)))
+            .collect();
+        (!stopped.is_empty()).then(|| stopped.join(", "))
+    }
+
     fn stopped_mut(&mut self, reason: StopReason) -> &mut u64 {
         match reason {
             StopReason::AllResolved => &mut self.all_resolved,

@@ -113,21 +113,12 @@ impl Sampling {
             self.groups
         );
         if let Some(t) = &self.tally {
-            let stopped: Vec<String> = synthfleet_core::sampling::StopReason::ALL
-                .into_iter()
-                .filter(|r| t.stopped(*r) > 0)
-                .map(|r| format!("{} {}", r.as_str(), t.stopped(r)))
-                .collect();
             out += &format!(
                 "  pool {} samples for {} tasks; {} rounds added for mixed outcomes; tasks stopped: {}\n",
                 t.pool,
                 t.tasks,
                 t.continued,
-                if stopped.is_empty() {
-                    "none".to_owned()
-                } else {
-                    stopped.join(", ")
-                }
+                t.stopped_text().unwrap_or_else(|| "none".to_owned())
             );
         }
         out += "  task                            n  resolved  rounds  pass rate [95% interval]\n";
