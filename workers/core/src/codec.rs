@@ -71,12 +71,33 @@ fn encode_json(value: &impl Serialize) -> Result<Encoded, CodecError> {
     Ok(Encoded { bytes, sha256 })
 }
 
-/// Verifies the checksum, then decodes. `key` only names the object in errors.
-pub fn decode(
+/// What a stored record can be read as: the whole record, or a view of the fields one
+/// reader needs (an export skips the steps it does not write). Every view carries the
+/// record's schema version, so that a record newer than this build is refused whatever
+/// the view.
+pub trait Stored: DeserializeOwned {
+    fn schema_version(&self) -> u32;
+}
+
+impl Stored for TrajectoryRecord {
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+impl Stored for Checkpoint {
+    fn schema_version(&self) -> u32 {
+        self.record.schema_version
+    }
+}
+
+/// Verifies the checksum, then decodes the record as `T` (the record, or a view of it).
+/// `key` only names the object in errors.
+pub fn decode_as<T: Stored>(
     key: &str,
     bytes: &[u8],
     expected_sha256: &str,
-) -> Result<TrajectoryRecord, CodecError> {
+) -> Result<T, CodecError> {
     let actual = sha256_hex(bytes);
     if !actual.eq_ignore_ascii_case(expected_sha256) {
         return Err(CodecError::Checksum {
@@ -94,29 +115,97 @@ pub fn decode_checkpoint(key: &str, bytes: &[u8]) -> Result<Checkpoint, CodecErr
     decode_json(key, bytes)
 }
 
-fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, CodecError> {
+/// Decompresses and parses in one pass over the JSON, straight into `T` (no `Value` tree
+/// of the conversation). The schema version is checked on what was parsed; only a record
+/// that does not parse is skimmed for its version, so that one written by a newer build
+/// says so rather than failing on a field this build does not know.
+fn decode_json<T: Stored>(key: &str, bytes: &[u8]) -> Result<T, CodecError> {
     let json = zstd::decode_all(bytes).map_err(|source| CodecError::Decompress {
         key: key.to_owned(),
         source,
     })?;
-    // The version first (a skim, keeping nothing else), then the record straight from
-    // the bytes: no intermediate `Value` tree of the whole conversation.
-    #[derive(serde::Deserialize)]
-    struct Version {
-        #[serde(default)]
-        schema_version: Option<serde_json::Value>,
-    }
-    let json_error = |source| CodecError::Json {
-        key: key.to_owned(),
-        source,
-    };
-    let version: Version = serde_json::from_slice(&json).map_err(json_error)?;
-    let found = version.schema_version.and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-    if found > SCHEMA_VERSION {
-        return Err(CodecError::FutureSchema {
+    let future = |found: u32| {
+        (found > SCHEMA_VERSION).then(|| CodecError::FutureSchema {
             key: key.to_owned(),
             found,
-        });
+        })
+    };
+    match serde_json::from_slice::<T>(&json) {
+        Ok(value) => match future(value.schema_version()) {
+            Some(newer) => Err(newer),
+            None => Ok(value),
+        },
+        Err(source) => {
+            #[derive(serde::Deserialize)]
+            struct Version {
+                #[serde(default)]
+                schema_version: Option<serde_json::Value>,
+            }
+            let found = serde_json::from_slice::<Version>(&json)
+                .ok()
+                .and_then(|v| v.schema_version)
+                .and_then(|v| v.as_u64())
+                .map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
+            Err(future(found).unwrap_or(CodecError::Json {
+                key: key.to_owned(),
+                source,
+            }))
+        }
     }
-    serde_json::from_slice(&json).map_err(json_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resume::tests::record;
+    use serde_json::{Value, json};
+
+    /// `record` as stored, with `change` applied to its JSON first.
+    fn stored(change: impl FnOnce(&mut Value)) -> Encoded {
+        let mut json = serde_json::to_value(record()).expect("a record as JSON");
+        change(&mut json);
+        let bytes = zstd::encode_all(json.to_string().as_bytes(), ZSTD_LEVEL).expect("zstd");
+        let sha256 = sha256_hex(&bytes);
+        Encoded { bytes, sha256 }
+    }
+
+    fn decode(encoded: &Encoded) -> Result<TrajectoryRecord, CodecError> {
+        decode_as("k", &encoded.bytes, &encoded.sha256)
+    }
+
+    #[test]
+    fn a_record_reads_back_and_a_changed_byte_is_caught() {
+        let encoded = encode(&record()).expect("encode");
+        assert_eq!(decode(&encoded).expect("decode"), record());
+        let mut tampered = encoded.clone();
+        let last = tampered.bytes.len() - 1;
+        tampered.bytes[last] ^= 1;
+        assert!(matches!(
+            decode(&tampered),
+            Err(CodecError::Checksum { .. })
+        ));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_as_such_whether_or_not_it_parses() {
+        let newer = SCHEMA_VERSION + 1;
+        // Parses as this build's record, but is newer.
+        let same_shape = stored(|j| j["schema_version"] = json!(newer));
+        assert!(matches!(
+            decode(&same_shape),
+            Err(CodecError::FutureSchema { found, .. }) if found == newer
+        ));
+        // A field this build cannot read: still named as a newer schema, not as corrupt.
+        let new_shape = stored(|j| {
+            j["schema_version"] = json!(newer);
+            j["messages"] = json!("a shape of the future");
+        });
+        assert!(matches!(
+            decode(&new_shape),
+            Err(CodecError::FutureSchema { found, .. }) if found == newer
+        ));
+        // The same field in a record of this schema: not a record.
+        let broken = stored(|j| j["messages"] = json!("not a list"));
+        assert!(matches!(decode(&broken), Err(CodecError::Json { .. })));
+    }
 }

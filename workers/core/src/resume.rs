@@ -134,11 +134,11 @@ impl TrajectoryRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A one-step record, as stored.
-    fn record() -> TrajectoryRecord {
+    pub(crate) fn record() -> TrajectoryRecord {
         serde_json::from_value(serde_json::json!({
             "schema_version": 1, "trajectory_id": "01OLD", "campaign": "c",
             "instance_id": "t", "sample_index": 0, "model": "m", "provider": "openai",

@@ -164,8 +164,17 @@ impl TrajectoryStore {
         &self,
         meta: &TrajectoryMeta,
     ) -> Result<TrajectoryRecord, TrajectoryStoreError> {
+        self.load_as(meta).await
+    }
+
+    /// Reads and verifies a record, parsed as `T`: the record or a view of it
+    /// ([`codec::Stored`]).
+    pub async fn load_as<T: codec::Stored>(
+        &self,
+        meta: &TrajectoryMeta,
+    ) -> Result<T, TrajectoryStoreError> {
         let bytes = self.objects.get(&meta.object_key).await?;
-        Ok(codec::decode(&meta.object_key, &bytes, &meta.sha256)?)
+        Ok(codec::decode_as(&meta.object_key, &bytes, &meta.sha256)?)
     }
 
     /// Tells `events` of every result this store commits from now on (after the commit;

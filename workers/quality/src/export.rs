@@ -27,12 +27,13 @@ use crate::review::Review;
 use crate::stages::Assessment;
 use crate::{CampaignData, Item, LOAD_CONCURRENCY, QualityError, TrajectoryRow};
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::PathBuf;
+use synthfleet_core::codec::Stored;
 use synthfleet_core::store::TrajectoryStore;
-use synthfleet_core::trajectory::{ChatMessage, TrajectoryRecord};
+use synthfleet_core::trajectory::ChatMessage;
 use writer::{RowWriter, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,13 @@ pub enum ExportError {
     Rows {
         #[source]
         source: arrow_schema::ArrowError,
+    },
+    #[error("encoding row group {index} of export file {file} as Parquet")]
+    Encode {
+        file: usize,
+        index: usize,
+        #[source]
+        source: parquet::errors::ParquetError,
     },
     #[error("a background task of the export failed")]
     Task(#[source] tokio::task::JoinError),
@@ -195,6 +203,39 @@ const TOOLS: Column = col(
     "Tool schemas offered to the model (JSON, OpenAI format); `[]` in text mode.",
 );
 
+/// What an export reads of a stored record ([`TrajectoryStore::load_as`]): the
+/// conversation and what the rows say of it. The steps are read for their token counts
+/// only: their observations (about half of a record's bytes, repeated in the tool
+/// messages) are skipped by the parser, never built.
+#[derive(Debug, Deserialize)]
+pub struct Exported {
+    schema_version: u32,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    tools: Vec<serde_json::Value>,
+    patch: String,
+    scaffold: ExportedScaffold,
+    image_digest: Option<String>,
+    steps: Vec<rl::StepTokens>,
+    totals: ExportedTotals,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportedScaffold {
+    template_hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExportedTotals {
+    llm_calls: u32,
+}
+
+impl Stored for Exported {
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
 /// A trajectory's row with what trainers need of the record itself.
 #[derive(Serialize)]
 struct ExportRow {
@@ -207,11 +248,20 @@ struct ExportRow {
     image_digest: Option<String>,
 }
 
+/// A row of any format, written as the row itself.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Row {
+    Trajectory(ExportRow),
+    Rl(rl::RlRow),
+    Pair(pairs::PairRow),
+}
+
 /// The row of a trajectory, every format's starting point: its verdicts (the stages' and
 /// the review's) and its record's text, anonymised when asked.
 fn export_row(
     item: &Item,
-    record: TrajectoryRecord,
+    record: Exported,
     a: &Assessment,
     review: Option<&Review>,
     anonymizer: Option<&Anonymizer>,
@@ -256,9 +306,17 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> QualityError + '
 fn load(
     store: &TrajectoryStore,
     item: &Item,
-) -> impl Future<Output = Result<TrajectoryRecord, ExportError>> + 'static {
-    let (store, item) = (store.clone(), item.clone());
-    let loading = tokio::spawn(async move { item.record(&store).await });
+) -> impl Future<Output = Result<Exported, ExportError>> + 'static {
+    let (store, meta) = (store.clone(), item.meta.clone());
+    let loading = tokio::spawn(async move {
+        store
+            .load_as(&meta)
+            .await
+            .map_err(|source| QualityError::Load {
+                key: meta.object_key.clone(),
+                source,
+            })
+    });
     async move { Ok(loading.await.map_err(ExportError::Task)??) }
 }
 
@@ -342,7 +400,7 @@ pub async fn export(
         }
     };
     let mut out = RowWriter::create(&format.columns(), target)?;
-    let row = |item: &Item, a: &Assessment, record: TrajectoryRecord| {
+    let row = |item: &Item, a: &Assessment, record: Exported| {
         let review = data.reviews.get(&item.meta.summary.trajectory_id);
         export_row(item, record, a, review, anonymizer.as_ref())
     };
@@ -362,10 +420,10 @@ pub async fn export(
         while let Some(next) = loaded.next().await {
             let (pair, chosen, rejected) = next?;
             let (c, r) = (pair.chosen, pair.rejected);
-            out.push(&pairs::PairRow::of(
+            out.push(Row::Pair(pairs::PairRow::of(
                 row(c.0, c.1, chosen),
                 row(r.0, r.1, rejected),
-            ))
+            )))
             .await?;
             written += 1;
             progress(written, n);
@@ -382,10 +440,14 @@ pub async fn export(
             let (item, a, record) = next?;
             if format == Format::Rl {
                 let tokens = rl::Tokens::of(&record);
-                out.push(&rl::RlRow::of(&data.config, tokens, row(item, a, record)))
-                    .await?;
+                out.push(Row::Rl(rl::RlRow::of(
+                    &data.config,
+                    tokens,
+                    row(item, a, record),
+                )))
+                .await?;
             } else {
-                out.push(&row(item, a, record)).await?;
+                out.push(Row::Trajectory(row(item, a, record))).await?;
             }
             written += 1;
             progress(written, n);

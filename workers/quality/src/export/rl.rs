@@ -7,11 +7,10 @@
 //! fixed campaign has one round per task; an adaptive one numbers its rounds as it draws
 //! them ([`CampaignConfig::round_of`]).
 
-use super::{ExportRow, trajectory_columns};
+use super::{ExportRow, Exported, trajectory_columns};
 use crate::dataset::{Column, ColumnType, col};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use synthfleet_core::campaign::CampaignConfig;
-use synthfleet_core::trajectory::{Step, TrajectoryRecord};
 
 /// What a row is, for the dataset card.
 pub const ABOUT: &str = "## Groups and rewards\n\nEach row is one verified trajectory (never-verified ones, e.g. an infrastructure error, are left out) with its `reward`. `group_id` is `{instance_id}#r{round}`: the samples of a task drawn in one round, the group a GRPO- or RLOO-style trainer compares. `prompt_tokens` and `context_tokens` are the provider's counts for the first and the last model call; `output_tokens` is everything the policy generated.\n";
@@ -58,6 +57,24 @@ pub fn columns() -> Vec<Column> {
     columns
 }
 
+/// A step's token counts: all an export reads of a step.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct StepTokens {
+    input_tokens: u64,
+    output_tokens: u64,
+    #[serde(default)]
+    cache_read_tokens: u64,
+    #[serde(default)]
+    cache_write_tokens: u64,
+}
+
+impl StepTokens {
+    /// The call's whole prompt: uncached, cache-read and cache-written tokens.
+    fn prompt(&self) -> u64 {
+        self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+    }
+}
+
 /// A record's token counts beyond its totals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Tokens {
@@ -67,14 +84,13 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub fn of(record: &TrajectoryRecord) -> Tokens {
-        let prompt = |s: &Step| s.input_tokens + s.cache_read_tokens + s.cache_write_tokens;
+    pub fn of(record: &Exported) -> Tokens {
         Tokens {
-            prompt_tokens: record.steps.first().map_or(0, prompt),
+            prompt_tokens: record.steps.first().map_or(0, StepTokens::prompt),
             context_tokens: record
                 .steps
                 .last()
-                .map_or(0, |s| prompt(s) + s.output_tokens),
+                .map_or(0, |s| s.prompt() + s.output_tokens),
             llm_calls: record.totals.llm_calls,
         }
     }

@@ -2,12 +2,13 @@
 //! DuckDB (a Parquet reader other than the writer), and every format's columns against
 //! its rows' fields.
 
-use super::{ExportOptions, Filter, Format, export, export_row, pairs, rl};
+use super::{ExportOptions, Exported, Filter, Format, export, export_row, pairs, rl};
 use crate::tests::{Stored, record, stored};
 use crate::{Item, QualityError};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::Path;
+use synthfleet_core::codec;
 use synthfleet_core::trajectory::{ErrorKind, ExitStatus, TrajectoryRecord};
 
 /// A trajectory of `steps` distinct commands (no loop, no duplicate of another).
@@ -296,6 +297,50 @@ fn keys<T: serde::Serialize>(row: &T) -> BTreeSet<String> {
         .collect()
 }
 
+/// What an export reads of `record`, as it reads it from the stored bytes.
+fn exported(record: &TrajectoryRecord) -> Exported {
+    let encoded = codec::encode(record).expect("encode");
+    codec::decode_as(&record.trajectory_id, &encoded.bytes, &encoded.sha256).expect("decode")
+}
+
+/// The export's view of a record holds what the whole record does, from the same bytes:
+/// a field renamed or defaulted in the record and not in the view would fail here.
+#[test]
+fn the_exports_view_of_a_record_is_the_records_own() {
+    let mut full = run("v1", "alpha", "m1", 3, true, 0);
+    full.tools = vec![json!({"type": "function", "function": {"name": "bash"}})];
+    full.image_digest = Some("sha256:abc".into());
+    full.steps[0].cache_read_tokens = 7;
+    full.steps[2].cache_write_tokens = 5;
+    let view = exported(&full);
+    assert_eq!(view.messages, full.messages);
+    assert_eq!(view.tools, full.tools);
+    assert_eq!(view.patch, full.patch);
+    assert_eq!(view.scaffold.template_hash, full.scaffold.template_hash);
+    assert_eq!(view.image_digest, full.image_digest);
+    assert_eq!(view.totals.llm_calls, full.totals.llm_calls);
+    let first = &full.steps[0];
+    let last = &full.steps[2];
+    assert_eq!(
+        serde_json::to_value(rl::Tokens::of(&view)).expect("tokens"),
+        json!({
+            "prompt_tokens": first.input_tokens + 7,
+            "context_tokens": last.input_tokens + 5 + last.output_tokens,
+            "llm_calls": full.totals.llm_calls,
+        })
+    );
+    // A record of a newer schema is refused by the view as by the record.
+    let mut newer = full.clone();
+    newer.schema_version += 1;
+    let encoded = codec::encode(&newer).expect("encode");
+    let refused = codec::decode_as::<Exported>("newer", &encoded.bytes, &encoded.sha256)
+        .expect_err("a newer schema");
+    assert!(
+        matches!(refused, codec::CodecError::FutureSchema { .. }),
+        "{refused}"
+    );
+}
+
 /// Strict decoding refuses a field without a column; this keeps every column filled (a
 /// column without a field would be written as nulls).
 #[tokio::test]
@@ -307,13 +352,14 @@ async fn every_formats_columns_are_its_rows_fields() {
     let known = stored(vec![resolved.clone(), unresolved.clone()]).await;
     let a = known.data.assess();
     let item = |i: usize| (&known.data.items[i], &a[i]);
-    let row =
-        |i: usize, record: TrajectoryRecord| export_row(item(i).0, record, item(i).1, None, None);
+    let row = |i: usize, record: TrajectoryRecord| {
+        export_row(item(i).0, exported(&record), item(i).1, None, None)
+    };
     let names = |format: Format| -> BTreeSet<String> {
         format.columns().iter().map(|c| c.name.to_owned()).collect()
     };
     assert_eq!(keys(&row(0, resolved.clone())), names(Format::Hf));
-    let tokens = rl::Tokens::of(&resolved);
+    let tokens = rl::Tokens::of(&exported(&resolved));
     assert_eq!(
         keys(&rl::RlRow::of(
             &known.data.config,

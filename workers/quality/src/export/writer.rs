@@ -1,36 +1,39 @@
-//! Export rows written as Parquet straight from Rust.
+//! Export rows written as Parquet straight from Rust, on every core.
 //!
-//! A row is anything `Serialize` whose fields are the export's columns. Rows become Arrow
-//! record batches through arrow-json's serde decoder — in strict mode, so a field without
-//! a column is an error, not a silent loss — and the batches go through arrow-rs's Parquet
-//! writer (zstd) into one file or into shards of a fixed number of rows. Batches are
-//! encoded on a thread of their own while the next one is built, so reading and decoding
-//! the records overlaps with compressing the last batch; memory holds three batches at
-//! most, whatever the number of rows.
+//! A row is anything `Serialize` whose fields are the export's columns. Rows are cut into
+//! row groups (never across two files), and each row group is encoded on one of the
+//! encoder threads, one per core: its rows become an Arrow record batch through
+//! arrow-json's serde decoder — in strict mode, so a field without a column is an error,
+//! not a silent loss — and the batch becomes compressed column chunks through arrow-rs's
+//! column writers (zstd). Row group `k` goes to encoder `k mod n`, and the file thread
+//! takes the encoded row groups back in the same rotation, so they are appended in row
+//! order with no reordering. Encoding a row group overlaps with reading the next records
+//! and with the other encoders; memory holds about two row groups per encoder, whatever
+//! the number of rows.
 
 use super::ExportError;
 use crate::QualityError;
 use crate::dataset::Column;
-use arrow_array::RecordBatch;
-use arrow_json::reader::{Decoder, ReaderBuilder};
+use arrow_json::reader::ReaderBuilder;
 use arrow_schema::{Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::SerializedFileWriter;
 use serde::Serialize;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc as sync_mpsc};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Rows per record batch: an export row carries a whole conversation (hundreds of KB), and
-/// three batches are in memory at most (being built, waiting, being written).
-pub const BATCH_ROWS: usize = 500;
-
-/// Rows per Parquet row group, as DuckDB wrote them before.
-const ROW_GROUP_ROWS: usize = 1_000;
+/// Rows per Parquet row group, the unit one encoder encodes: an export row carries a whole
+/// conversation (about 150 KB in a 60-step rollout), so a row group is tens of MB before
+/// compression.
+const ROW_GROUP_ROWS: usize = 500;
 
 /// The zstd level of export files: 3, zstd's own default, as DuckDB wrote them before.
 const ZSTD_LEVEL: i32 = 3;
@@ -49,103 +52,137 @@ pub enum Target {
     },
 }
 
-/// What the writer thread is sent.
-enum Message {
-    Batch(RecordBatch),
-    /// Every row was sent: close the files and give them their final names. Without it
-    /// (the export failed and dropped its writer) the partial files are removed.
+/// What an encoder is sent.
+enum Job<T> {
+    /// The rows of one row group, the `index`-th of file `file`.
+    Encode {
+        file: usize,
+        index: usize,
+        rows: Vec<T>,
+    },
+    /// Every row was sent: pass it on to the file thread, which closes the files and
+    /// gives them their final names. Without it (the export failed and dropped its
+    /// writer) the partial files are removed.
+    Finish,
+}
+
+/// What an encoder hands the file thread.
+enum Encoded {
+    RowGroup {
+        file: usize,
+        chunks: Vec<ArrowColumnChunk>,
+    },
     Finish,
 }
 
 /// Writes rows as Parquet into a [`Target`]; [`RowWriter::finish`] returns the files.
-pub struct RowWriter {
-    decoder: Decoder,
-    batches: mpsc::Sender<Message>,
-    thread: JoinHandle<Result<Vec<PathBuf>, ExportError>>,
+pub struct RowWriter<T> {
+    /// The rows of the row group being gathered.
+    pending: Vec<T>,
+    /// Where the next row group goes: its file, its index in the file, and the rows the
+    /// file has before it.
+    file: usize,
+    index: usize,
+    in_file: u64,
+    rows_per_file: u64,
+    /// Row groups sent so far: the next goes to encoder `sent % encoders.len()`.
+    sent: usize,
+    encoders: Vec<mpsc::Sender<Job<T>>>,
+    files: JoinHandle<Result<Vec<PathBuf>, ExportError>>,
     rows: u64,
 }
 
-impl RowWriter {
-    pub fn create(columns: &[Column], target: Target) -> Result<RowWriter, ExportError> {
+impl<T: Serialize + Send + 'static> RowWriter<T> {
+    pub fn create(columns: &[Column], target: Target) -> Result<RowWriter<T>, ExportError> {
         let schema: SchemaRef = Arc::new(Schema::new(
             columns
                 .iter()
                 .map(|c| Field::new(c.name, c.ty.arrow(), true))
                 .collect::<Vec<_>>(),
         ));
-        let decoder = ReaderBuilder::new(schema.clone())
-            .with_batch_size(BATCH_ROWS)
-            .with_strict_mode(true)
-            .build_decoder()
-            .map_err(|source| ExportError::Rows { source })?;
-        let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(|source| ExportError::Parquet {
+        let parquet = |source| ExportError::Parquet {
             path: target.path().to_owned(),
             source,
-        })?;
+        };
+        let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(parquet)?;
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_size(ROW_GROUP_ROWS)
             .set_created_by(format!("synthfleet {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let mut files = Files {
+        // Column writers depend on the schema and the properties only, the same for every
+        // file: a writer over nothing gives the encoders their factory.
+        let (_, factory) =
+            ArrowWriter::try_new(std::io::sink(), schema.clone(), Some(properties.clone()))
+                .and_then(ArrowWriter::into_serialized_writer)
+                .map_err(parquet)?;
+        let factory = Arc::new(factory);
+        let rows_per_file = target.rows_per_file();
+        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut encoders = Vec::with_capacity(n);
+        let mut encoded = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (jobs, received) = mpsc::channel(1);
+            let (done, taken) = sync_mpsc::sync_channel(1);
+            let (schema, factory) = (schema.clone(), factory.clone());
+            tokio::task::spawn_blocking(move || encoder(received, done, schema, factory));
+            encoders.push(jobs);
+            encoded.push(taken);
+        }
+        let files = Files {
             schema,
             properties,
             target,
             open: None,
             written: Vec::new(),
         };
-        let (batches, mut received) = mpsc::channel(1);
-        let thread = tokio::task::spawn_blocking(move || {
-            while let Some(message) = received.blocking_recv() {
-                match message {
-                    Message::Batch(batch) => {
-                        if let Err(e) = files.write(&batch) {
-                            files.abandon();
-                            return Err(e);
-                        }
-                    }
-                    Message::Finish => return files.finish(),
-                }
-            }
-            files.abandon();
-            Ok(Vec::new())
-        });
+        let files = tokio::task::spawn_blocking(move || files.take(encoded));
         Ok(RowWriter {
-            decoder,
-            batches,
-            thread,
+            pending: Vec::with_capacity(ROW_GROUP_ROWS),
+            file: 0,
+            index: 0,
+            in_file: 0,
+            rows_per_file,
+            sent: 0,
+            encoders,
+            files,
             rows: 0,
         })
     }
 
-    /// Adds a row; a full batch goes to the writer thread.
-    pub async fn push<T: Serialize>(&mut self, row: &T) -> Result<(), ExportError> {
-        self.decoder
-            .serialize(std::slice::from_ref(row))
-            .map_err(|source| ExportError::Rows { source })?;
+    /// Adds a row; a full row group goes to its encoder (waiting while it is busy).
+    pub async fn push(&mut self, row: T) -> Result<(), ExportError> {
+        self.pending.push(row);
         self.rows += 1;
-        if self.decoder.len() >= BATCH_ROWS {
-            self.send_batch().await?;
+        let room = self.rows_per_file - self.in_file;
+        if self.pending.len() >= ROW_GROUP_ROWS || self.pending.len() as u64 >= room {
+            self.send_row_group().await?;
         }
         Ok(())
     }
 
-    /// Sends the buffered rows to the writer thread (waiting while it writes the last).
-    async fn send_batch(&mut self) -> Result<(), ExportError> {
-        match self
-            .decoder
-            .flush()
-            .map_err(|source| ExportError::Rows { source })?
-        {
-            Some(batch) => self.send(Message::Batch(batch)).await,
-            None => Ok(()),
+    /// Sends the gathered rows as the next row group.
+    async fn send_row_group(&mut self) -> Result<(), ExportError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        let rows = std::mem::replace(&mut self.pending, Vec::with_capacity(ROW_GROUP_ROWS));
+        let (file, index) = (self.file, self.index);
+        self.in_file += rows.len() as u64;
+        if self.in_file >= self.rows_per_file {
+            (self.file, self.index, self.in_file) = (file + 1, 0, 0);
+        } else {
+            self.index += 1;
+        }
+        self.send(Job::Encode { file, index, rows }).await
     }
 
-    async fn send(&mut self, message: Message) -> Result<(), ExportError> {
-        if self.batches.send(message).await.is_err() {
-            // The thread stops early only at a write error, which it returns.
-            return Err(match (&mut self.thread).await {
+    async fn send(&mut self, job: Job<T>) -> Result<(), ExportError> {
+        let encoder = &self.encoders[self.sent % self.encoders.len()];
+        self.sent += 1;
+        if encoder.send(job).await.is_err() {
+            // An encoder stops early only at an error, which the file thread returns.
+            return Err(match (&mut self.files).await {
                 Ok(Err(e)) => e,
                 Ok(Ok(_)) => ExportError::WriterStopped,
                 Err(e) => ExportError::Task(e),
@@ -156,11 +193,87 @@ impl RowWriter {
 
     /// Writes the last rows and closes the files: the paths written, and the rows.
     pub async fn finish(mut self) -> Result<(Vec<PathBuf>, u64), ExportError> {
-        self.send_batch().await?;
-        self.send(Message::Finish).await?;
-        let paths = self.thread.await.map_err(ExportError::Task)??;
+        self.send_row_group().await?;
+        self.send(Job::Finish).await?;
+        drop(std::mem::take(&mut self.encoders));
+        let paths = self.files.await.map_err(ExportError::Task)??;
         Ok((paths, self.rows))
     }
+}
+
+/// An encoder thread: row groups in, compressed column chunks out, until `Finish` (passed
+/// on) or an error (passed on, then it stops).
+fn encoder<T: Serialize>(
+    mut jobs: mpsc::Receiver<Job<T>>,
+    done: sync_mpsc::SyncSender<Result<Encoded, ExportError>>,
+    schema: SchemaRef,
+    factory: Arc<ArrowRowGroupWriterFactory>,
+) {
+    let mut decoder = match ReaderBuilder::new(schema.clone())
+        .with_batch_size(ROW_GROUP_ROWS)
+        .with_strict_mode(true)
+        .build_decoder()
+    {
+        Ok(decoder) => decoder,
+        Err(source) => {
+            // The file thread reports it when it reaches this encoder's first row group.
+            let _ = done.send(Err(ExportError::Rows { source }));
+            return;
+        }
+    };
+    while let Some(job) = jobs.blocking_recv() {
+        let (file, index, rows) = match job {
+            Job::Encode { file, index, rows } => (file, index, rows),
+            Job::Finish => {
+                let _ = done.send(Ok(Encoded::Finish));
+                return;
+            }
+        };
+        let encoded = decoder
+            .serialize(&rows)
+            .and_then(|()| decoder.flush())
+            .map_err(|source| ExportError::Rows { source })
+            .and_then(|batch| {
+                drop(rows);
+                let Some(batch) = batch else {
+                    return Ok(Vec::new());
+                };
+                encode(&schema, &factory, index, &batch).map_err(|source| ExportError::Encode {
+                    file,
+                    index,
+                    source,
+                })
+            })
+            .map(|chunks| Encoded::RowGroup { file, chunks });
+        let failed = encoded.is_err();
+        if done.send(encoded).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The compressed column chunks of one row group.
+fn encode(
+    schema: &SchemaRef,
+    factory: &ArrowRowGroupWriterFactory,
+    index: usize,
+    batch: &arrow_array::RecordBatch,
+) -> Result<Vec<ArrowColumnChunk>, ParquetError> {
+    let mut writers = factory.create_column_writers(index)?.into_iter();
+    let mut chunks = Vec::with_capacity(writers.len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        for leaf in compute_leaves(field, column)? {
+            let mut writer = writers.next().ok_or_else(|| {
+                ParquetError::General(format!(
+                    "no column writer left for a leaf of `{}`",
+                    field.name()
+                ))
+            })?;
+            writer.write(&leaf)?;
+            chunks.push(writer.close()?);
+        }
+    }
+    Ok(chunks)
 }
 
 impl Target {
@@ -209,56 +322,82 @@ struct Files {
     schema: SchemaRef,
     properties: WriterProperties,
     target: Target,
-    /// The file being written and its rows so far.
-    open: Option<(ArrowWriter<File>, u64)>,
+    /// The file being written, and its index.
+    open: Option<(SerializedFileWriter<File>, usize)>,
     /// The partial paths of the files written, in order.
     written: Vec<PathBuf>,
 }
 
 impl Files {
-    /// Appends `batch`, starting a new file whenever one is full.
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), ExportError> {
-        let per_file = self.target.rows_per_file();
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let (mut writer, rows) = match self.open.take() {
-                Some(open) => open,
-                None => (self.start()?, 0),
+    /// Takes the encoded row groups from the encoders in turn (row group `k` from encoder
+    /// `k mod n`) and appends them, until an encoder passes on `Finish`.
+    fn take(
+        mut self,
+        encoders: Vec<sync_mpsc::Receiver<Result<Encoded, ExportError>>>,
+    ) -> Result<Vec<PathBuf>, ExportError> {
+        let mut turn = encoders.iter().cycle();
+        while let Some(encoder) = turn.next() {
+            let appended = match encoder.recv() {
+                Ok(Ok(Encoded::RowGroup { file, chunks })) => self.append(file, chunks),
+                Ok(Ok(Encoded::Finish)) => return self.finish(),
+                Ok(Err(e)) => Err(e),
+                // The export stopped before it finished: no file here is complete.
+                Err(sync_mpsc::RecvError) => break,
             };
-            let room = usize::try_from(per_file - rows).unwrap_or(usize::MAX);
-            let take = room.min(batch.num_rows() - offset);
-            let path = self.written.last().cloned().unwrap_or_default();
-            writer
-                .write(&batch.slice(offset, take))
-                .map_err(|source| ExportError::Parquet { path, source })?;
-            offset += take;
-            let rows = rows + take as u64;
-            if rows < per_file {
-                self.open = Some((writer, rows));
-            } else {
-                self.close(writer)?;
+            if let Err(e) = appended {
+                self.abandon();
+                return Err(e);
             }
         }
+        self.abandon();
+        Ok(Vec::new())
+    }
+
+    /// Appends a row group to file `file`, closing the file before it when it is new.
+    fn append(&mut self, file: usize, chunks: Vec<ArrowColumnChunk>) -> Result<(), ExportError> {
+        let mut writer = match self.open.take() {
+            Some((writer, open)) if open == file => writer,
+            earlier => {
+                if let Some((writer, _)) = earlier {
+                    self.close(writer)?;
+                }
+                self.start()?
+            }
+        };
+        let path = self.written.last().cloned().unwrap_or_default();
+        let parquet = |source| ExportError::Parquet {
+            path: path.clone(),
+            source,
+        };
+        let mut row_group = writer.next_row_group().map_err(parquet)?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group).map_err(parquet)?;
+        }
+        row_group.close().map_err(parquet)?;
+        self.open = Some((writer, file));
         Ok(())
     }
 
-    /// Opens the next file.
-    fn start(&mut self) -> Result<ArrowWriter<File>, ExportError> {
+    /// Opens the next file (with the Arrow schema in its metadata, as `ArrowWriter`
+    /// writes it, so readers get the same types back).
+    fn start(&mut self) -> Result<SerializedFileWriter<File>, ExportError> {
         let path = self.target.partial(self.written.len());
         let file = File::create(&path).map_err(|source| QualityError::Io {
             path: path.clone(),
             source,
         })?;
-        let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.properties.clone()))
-            .map_err(|source| ExportError::Parquet {
-                path: path.clone(),
-                source,
-            })?;
+        let (writer, _) =
+            ArrowWriter::try_new(file, self.schema.clone(), Some(self.properties.clone()))
+                .and_then(ArrowWriter::into_serialized_writer)
+                .map_err(|source| ExportError::Parquet {
+                    path: path.clone(),
+                    source,
+                })?;
         self.written.push(path);
         Ok(writer)
     }
 
-    fn close(&self, writer: ArrowWriter<File>) -> Result<(), ExportError> {
+    fn close(&self, writer: SerializedFileWriter<File>) -> Result<(), ExportError> {
         writer.close().map_err(|source| ExportError::Parquet {
             path: self.written.last().cloned().unwrap_or_default(),
             source,
@@ -327,4 +466,145 @@ pub fn count_rows(dir: &Path) -> Result<u64, ExportError> {
         rows += u64::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{ColumnType, col};
+    use arrow_array::{Array, StringArray, UInt32Array};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    #[derive(Serialize)]
+    struct Small {
+        instance_id: String,
+        n_steps: u32,
+    }
+
+    const COLUMNS: &[Column] = &[
+        col("instance_id", ColumnType::Varchar, "id"),
+        col("n_steps", ColumnType::UInteger, "n"),
+    ];
+
+    fn shards(dir: &Path, rows_per_shard: u64) -> Target {
+        Target::Shards {
+            dir: dir.to_owned(),
+            stamp: String::new(),
+            rows_per_shard,
+        }
+    }
+
+    /// Every row of `path` in order, and the rows of each of its row groups.
+    fn read(path: &Path) -> (Vec<(String, u32)>, Vec<i64>) {
+        let file = File::open(path).expect("open");
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("a Parquet file");
+        let groups = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        let mut rows = Vec::new();
+        for batch in builder.build().expect("reader") {
+            let batch = batch.expect("a batch");
+            let ids = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("strings");
+            let steps = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .expect("u32");
+            rows.extend((0..batch.num_rows()).map(|i| (ids.value(i).to_owned(), steps.value(i))));
+        }
+        (rows, groups)
+    }
+
+    /// Row groups are encoded on several threads and must still land in row order, cut at
+    /// every shard's end and at the row-group size, in shards named as Hugging Face does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_land_in_order_in_full_shards_of_bounded_row_groups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n: u32 = 3_210;
+        let mut writer = RowWriter::create(COLUMNS, shards(dir.path(), 1_200)).expect("writer");
+        for i in 0..n {
+            writer
+                .push(Small {
+                    instance_id: format!("task-{i:05}"),
+                    n_steps: i,
+                })
+                .await
+                .expect("push");
+        }
+        let (files, rows) = writer.finish().await.expect("finish");
+        assert_eq!(rows, u64::from(n));
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| {
+                f.file_name()
+                    .expect("a name")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "train-00000-of-00003.parquet",
+                "train-00001-of-00003.parquet",
+                "train-00002-of-00003.parquet"
+            ]
+        );
+        let mut all = Vec::new();
+        let mut shard_rows = Vec::new();
+        for file in &files {
+            let (rows, groups) = read(file);
+            assert!(
+                groups.iter().all(|&g| 0 < g && g <= ROW_GROUP_ROWS as i64),
+                "{groups:?}"
+            );
+            assert_eq!(groups.iter().sum::<i64>(), rows.len() as i64);
+            shard_rows.push(rows.len());
+            all.extend(rows);
+        }
+        assert_eq!(shard_rows, [1_200, 1_200, 810]);
+        let expected: Vec<(String, u32)> = (0..n).map(|i| (format!("task-{i:05}"), i)).collect();
+        assert_eq!(all, expected);
+        assert_eq!(count_rows(dir.path()).expect("count"), u64::from(n));
+        // No partial file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 3);
+    }
+
+    /// A row that does not fit the columns fails the export, and leaves no file behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_row_that_does_not_fit_fails_the_export_and_leaves_no_file() {
+        #[derive(Serialize)]
+        struct Extra {
+            instance_id: String,
+            n_steps: u32,
+            surplus: bool,
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = RowWriter::create(COLUMNS, shards(dir.path(), 100)).expect("writer");
+        let mut failed = None;
+        for i in 0..2_000 {
+            let row = Extra {
+                instance_id: format!("t{i}"),
+                n_steps: i,
+                surplus: true,
+            };
+            if let Err(e) = writer.push(row).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let error = match failed {
+            Some(e) => e,
+            None => writer.finish().await.expect_err("a field without a column"),
+        };
+        assert!(matches!(error, ExportError::Rows { .. }), "{error}");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
 }
