@@ -16,8 +16,10 @@
 //! outcomes. The next round's messages are sent, then the decision is marked `sent`. A
 //! worker that dies anywhere in between leaves its message in flight; its redelivery finds
 //! the result committed and runs [`after_outcome`] again, which finishes the job (a round
-//! decided but not sent is sent). Sending is therefore at least once: a redelivery that
-//! reads a decision its live decider is still sending sends the round too, and the
+//! decided but not sent is sent). A redelivery that finds a decision not yet sent and
+//! younger than [`SEND_GRACE`] leaves that to its decider, which is most likely still
+//! sending it, and comes back when the grace is over. Sending is still at least once — a
+//! decider stalled for longer than the grace and its redelivery both send — and the
 //! conditional result commit keeps one result per sample. So no schedule has to sweep for
 //! lost decisions, and the decision costs a few reads and one write per round, not per
 //! call (invariant 11).
@@ -115,6 +117,15 @@ pub struct RoundDecision {
     /// The next round's messages were sent (a decision to continue only).
     #[serde(default)]
     pub sent: bool,
+}
+
+impl RoundDecision {
+    /// What is left at `now` of the [`SEND_GRACE`] its decider has to send the next round;
+    /// `None` once it is over.
+    pub fn grace_left(&self, now: DateTime<Utc>) -> Option<std::time::Duration> {
+        let age = (now - self.decided_at).to_std().unwrap_or_default();
+        SEND_GRACE.checked_sub(age).filter(|left| !left.is_zero())
+    }
 }
 
 /// The campaign item's account of adaptive sampling.
@@ -293,20 +304,39 @@ impl Decided {
     }
 }
 
+/// How long a round decided but not yet marked sent is left to the delivery that decided
+/// it. A redelivery that finds such a decision younger than this does not send the round
+/// too: its message comes back once the grace is over ([`Settled::BeingSent`]), and by
+/// then the decider has marked it sent, or is taken for dead and the redelivery sends it.
+pub const SEND_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What [`after_outcome`] did with a sample's round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// Nothing to decide: the round is incomplete, or sampling is fixed.
+    Open,
+    /// This run decided the round (and sent the next one, if any).
+    Decided(RoundDecision),
+    /// The round was decided, and its next round sent, before.
+    Done,
+    /// Another delivery decided the round moments ago and is sending its next one: leave
+    /// the message, and settle it again after `wait`.
+    BeingSent { wait: std::time::Duration },
+}
+
 /// Run by the worker once `message`'s sample has its outcome (a committed result, or a
 /// dead letter), before the message is deleted: if that completes the sample's round of an
 /// adaptive campaign, decides the round and sends the next one. Idempotent: run again for
 /// the same sample (a redelivery), it finishes what an interrupted run left and changes
-/// nothing else. `None` while the round is incomplete (or sampling is fixed); else whether
-/// this run decided the round or found it decided.
+/// nothing else.
 pub async fn after_outcome(
     config: &CampaignConfig,
     message: &TaskMessage,
     queue: &dyn Queue,
     metadata: &dyn MetadataStore,
-) -> Result<Option<Decided>, StoreError> {
+) -> Result<Settled, StoreError> {
     if !config.is_adaptive() {
-        return Ok(None);
+        return Ok(Settled::Open);
     }
     let campaign = &message.campaign;
     let instance_id = &message.task.instance_id;
@@ -331,7 +361,7 @@ pub async fn after_outcome(
             .await?
             .is_some_and(|c| c.counts.dead_lettered > 0);
         if !dead_lettered {
-            return Ok(None);
+            return Ok(Settled::Open);
         }
         let dead: BTreeSet<ResultKey> = metadata
             .dead_letters(campaign)
@@ -340,7 +370,7 @@ pub async fn after_outcome(
             .map(|d| d.key)
             .collect();
         if !missing.iter().all(|k| dead.contains(k)) {
-            return Ok(None);
+            return Ok(Settled::Open);
         }
         outcomes.extend(missing.iter().map(|_| None));
     }
@@ -362,6 +392,11 @@ pub async fn after_outcome(
     if let Verdict::Continue { first, samples } = decision.verdict
         && !decision.sent
     {
+        if let Decided::Existing(found) = &decided
+            && let Some(wait) = found.grace_left(Utc::now())
+        {
+            return Ok(Settled::BeingSent { wait });
+        }
         let pending: Vec<(ResultKey, String)> = (first..first + samples)
             .map(|sample| {
                 let next = TaskMessage::new(campaign, &message.task, sample);
@@ -374,7 +409,10 @@ pub async fn after_outcome(
         }
         metadata.round_sent(&decision.round).await?;
     }
-    Ok(Some(decided))
+    Ok(match decided {
+        Decided::Applied(decision) => Settled::Decided(decision),
+        Decided::Existing(_) => Settled::Done,
+    })
 }
 
 #[cfg(test)]
@@ -391,6 +429,37 @@ mod tests {
         c.sampling.round_size = Some(k);
         c.sampling.max_per_task = Some(max);
         c
+    }
+
+    /// A decision not yet sent is its decider's to send for [`SEND_GRACE`]; a clock a
+    /// little behind the decider's gives the whole grace, never none.
+    #[test]
+    fn a_decision_is_left_to_its_decider_for_the_grace_only() {
+        let decided_at = Utc::now();
+        let decision = RoundDecision {
+            round: RoundKey {
+                campaign: "c".into(),
+                instance_id: "t".into(),
+                round: 0,
+            },
+            verdict: Verdict::Continue {
+                first: 4,
+                samples: 4,
+            },
+            resolved: 2,
+            judged: 4,
+            decided_at,
+            sent: false,
+        };
+        let after = |s: i64| decision.grace_left(decided_at + chrono::Duration::seconds(s));
+        assert_eq!(after(0), Some(SEND_GRACE));
+        assert_eq!(after(-5), Some(SEND_GRACE));
+        assert_eq!(
+            after(45),
+            Some(SEND_GRACE - std::time::Duration::from_secs(45))
+        );
+        assert_eq!(after(60), None);
+        assert_eq!(after(600), None);
     }
 
     #[test]

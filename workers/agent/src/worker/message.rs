@@ -13,7 +13,7 @@ use synthfleet_core::error_chain;
 use synthfleet_core::message::{ResultKey, TaskMessage};
 use synthfleet_core::metrics::{DataPoint, Metric};
 use synthfleet_core::ports::{CommitOutcome, DeadLetter, Delivery, Queue, StoreError};
-use synthfleet_core::sampling::{self, Decided, Verdict};
+use synthfleet_core::sampling::{self, Settled, Verdict};
 use synthfleet_core::store::TrajectoryStoreError;
 use synthfleet_core::trajectory::{ExitStatus, TrajectoryRecord};
 use tokio_util::sync::CancellationToken;
@@ -90,13 +90,14 @@ impl Shared {
     /// Once a sample of an adaptive campaign has its outcome and before its message goes:
     /// decides its round if it completed one, and sends the next round
     /// ([`sampling::after_outcome`]). An error leaves the message to be redelivered, and
-    /// the redelivery finishes the decision.
-    async fn settle_round(&self, message: &TaskMessage) -> Result<(), HandleError> {
+    /// the redelivery finishes the decision. `Some(wait)`: another delivery is sending the
+    /// next round; the message is left for `wait`, then settled again.
+    async fn settle_round(&self, message: &TaskMessage) -> Result<Option<Duration>, HandleError> {
         // A campaign this worker cannot load has no sampling to settle here.
         let Ok(rollouts) = self.campaigns.rollouts(&message.campaign).await else {
-            return Ok(());
+            return Ok(None);
         };
-        let decided = sampling::after_outcome(
+        let settled = sampling::after_outcome(
             &rollouts.campaign.config,
             message,
             self.queue.as_ref(),
@@ -107,19 +108,37 @@ impl Shared {
             key: message.result_key(),
             source,
         })?;
-        // A round another delivery decided was told of there.
-        if let Some(Decided::Applied(decision)) = decided {
-            match decision.verdict {
-                Verdict::Continue { first, samples } => {
-                    info!(round = %decision.round, first, samples, resolved = decision.resolved, judged = decision.judged, "mixed outcomes: another round")
+        match settled {
+            Settled::Decided(decision) => {
+                match decision.verdict {
+                    Verdict::Continue { first, samples } => {
+                        info!(round = %decision.round, first, samples, resolved = decision.resolved, judged = decision.judged, "mixed outcomes: another round")
+                    }
+                    Verdict::Stop { reason } => {
+                        info!(round = %decision.round, reason = reason.as_str(), resolved = decision.resolved, judged = decision.judged, "task sampling stopped")
+                    }
                 }
-                Verdict::Stop { reason } => {
-                    info!(round = %decision.round, reason = reason.as_str(), resolved = decision.resolved, judged = decision.judged, "task sampling stopped")
-                }
+                self.emit(WorkerEvent::RoundDecided { decision });
+                Ok(None)
             }
-            self.emit(WorkerEvent::RoundDecided { decision });
+            // A round another delivery decided was told of there.
+            Settled::Open | Settled::Done => Ok(None),
+            Settled::BeingSent { wait } => {
+                info!(
+                    wait_s = wait.as_secs_f64(),
+                    "another delivery is sending this round's next samples; the message comes back to check they were sent"
+                );
+                Ok(Some(wait))
+            }
         }
-        Ok(())
+    }
+
+    /// Leaves a delivery in flight for `wait` (its round's next samples are being sent).
+    async fn come_back(&self, delivery: &Delivery, wait: Duration) -> Result<(), HandleError> {
+        self.queue
+            .extend(&delivery.receipt, wait)
+            .await
+            .map_err(HandleError::queue("leaving the message in flight"))
     }
 
     /// Dead-letters a delivery; for a task message of the campaign, with its record (and
@@ -137,10 +156,20 @@ impl Shared {
             if let Err(e) = self.metadata.record_dead_letter(&letter).await {
                 warn!(error = %error_chain(&e), "recording a dead letter failed");
             }
-            if let Err(e) = self.settle_round(message).await {
-                // Left in flight: its redelivery dead-letters it again and settles the round.
-                warn!(error = %error_chain(&e), "the message will be redelivered");
-                return;
+            match self.settle_round(message).await {
+                Ok(None) => {}
+                Ok(Some(wait)) => {
+                    // Dead-lettered again, and its round settled, when it comes back.
+                    if let Err(e) = self.come_back(delivery, wait).await {
+                        warn!(error = %error_chain(&e), "the message will be redelivered");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    // Left in flight: its redelivery dead-letters it again and settles the round.
+                    warn!(error = %error_chain(&e), "the message will be redelivered");
+                    return;
+                }
             }
         }
         match self.queue.dead_letter(delivery, &reason).await {
@@ -412,7 +441,9 @@ impl Shared {
             }
             Fate::Delete { duplicate } => {
                 // A duplicate too: the delivery that committed may have died before this.
-                self.settle_round(message).await?;
+                if let Some(wait) = self.settle_round(message).await? {
+                    return self.come_back(delivery, wait).await;
+                }
                 if duplicate {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                     self.emit(WorkerEvent::Duplicate {
