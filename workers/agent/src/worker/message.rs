@@ -802,4 +802,154 @@ mod tests {
             )
         );
     }
+
+    /// A round decided moments ago and not yet sent is its decider's to send: a
+    /// redelivery of its last sample sends nothing and is told how long to wait. Once the
+    /// grace is over the decider is taken for dead, and the redelivery sends the round,
+    /// once.
+    #[tokio::test]
+    async fn a_round_its_decider_is_sending_is_left_to_it_for_the_grace() {
+        use chrono::Utc;
+        use synthfleet_core::campaign::Campaign;
+        use synthfleet_core::lifecycle::Trigger;
+        use synthfleet_core::message::ResultKey;
+        use synthfleet_core::ports::{TrajectoryMeta, TrajectorySummary};
+        use synthfleet_core::sampling::{
+            RoundDecision, RoundKey, SEND_GRACE, SamplePlan, Settled, Verdict, after_outcome,
+        };
+        use synthfleet_core::trajectory::RecordStatus;
+
+        let bed = TestBed::submitted(&[task_row("t1"), task_row("t2")], 1).await;
+        // The bed's own messages are not this test's.
+        for delivery in bed
+            .queue
+            .receive(10, Duration::from_secs(60))
+            .await
+            .expect("receive")
+        {
+            bed.queue.delete(&delivery.receipt).await.expect("delete");
+        }
+        let config = Campaign::parse(
+            std::path::Path::new("campaign.toml"),
+            &format!(
+            "name = \"{CAMPAIGN}\"\ntasks = [\"t.jsonl\"]\nsamples_per_task = 4\nbudget_usd = 1\n[sampling]\nstrategy = \"adaptive\"\nround_size = 2\nmax_per_task = 4\n[[models]]\nname = \"m\"\nprovider = \"replay\"\n"
+            ),
+        )
+        .expect("an adaptive campaign");
+        bed.metadata
+            .submit_campaign(
+                CAMPAIGN,
+                bed.campaign.budget(),
+                &SamplePlan::of(&config, 2),
+                &Trigger::Request,
+            )
+            .await
+            .expect("submit");
+        let tasks = &bed.campaign.tasks;
+        // Both tasks' first rounds are complete, with mixed outcomes.
+        for task in tasks {
+            for sample in 0..2 {
+                let key = ResultKey {
+                    campaign: CAMPAIGN.into(),
+                    instance_id: task.instance_id.clone(),
+                    sample_index: sample,
+                };
+                let id = format!("{}-{sample}", task.instance_id);
+                let meta = TrajectoryMeta {
+                    summary: TrajectorySummary {
+                        campaign: key.campaign.clone(),
+                        trajectory_id: id.clone(),
+                        instance_id: key.instance_id.clone(),
+                        sample_index: sample,
+                        model: "m".into(),
+                        provider: "replay".into(),
+                        cost_usd: 0.0,
+                        input_tokens: 1,
+                        output_tokens: 1,
+                        cache_read_tokens: 0,
+                        cache_write_tokens: 0,
+                        n_steps: 1,
+                        created_at: Utc::now(),
+                        variant: None,
+                    },
+                    status: RecordStatus::Success,
+                    exit_status: ExitStatus::Submitted,
+                    resolved: Some(sample == 0),
+                    reward: Some(f64::from(u8::from(sample == 0))),
+                    object_key: format!("trajectories/{CAMPAIGN}/{id}"),
+                    sha256: "0".repeat(64),
+                    size_bytes: 1,
+                    worker_id: "w".into(),
+                    expires_at: None,
+                };
+                bed.metadata.commit(&meta).await.expect("commit");
+            }
+        }
+        // Each round was decided by a delivery that has not marked it sent: t1's just
+        // now, t2's two minutes ago.
+        let ago = |task: &str, seconds: i64| RoundDecision {
+            round: RoundKey {
+                campaign: CAMPAIGN.into(),
+                instance_id: task.into(),
+                round: 0,
+            },
+            verdict: Verdict::Continue {
+                first: 2,
+                samples: 2,
+            },
+            resolved: 1,
+            judged: 2,
+            decided_at: Utc::now() - chrono::Duration::seconds(seconds),
+            sent: false,
+        };
+        bed.metadata
+            .decide_round(&ago("t1", 0))
+            .await
+            .expect("decide t1");
+        bed.metadata
+            .decide_round(&ago("t2", 120))
+            .await
+            .expect("decide t2");
+        let last = |task: &synthfleet_core::task::Task| TaskMessage::new(CAMPAIGN, task, 1);
+        let settle = |message: TaskMessage| {
+            let config = config.clone();
+            let (queue, metadata) = (bed.queue.clone(), bed.metadata.clone());
+            async move {
+                after_outcome(&config, &message, queue.as_ref(), metadata.as_ref())
+                    .await
+                    .expect("settle")
+            }
+        };
+        // The samples sent since the last look.
+        let sent = || async {
+            let mut samples = Vec::new();
+            for delivery in bed
+                .queue
+                .receive(10, Duration::from_secs(60))
+                .await
+                .expect("receive")
+            {
+                let m = TaskMessage::parse(&delivery.body).expect("a task message");
+                samples.push((m.task.instance_id, m.sample_index));
+                bed.queue.delete(&delivery.receipt).await.expect("delete");
+            }
+            samples.sort();
+            samples
+        };
+
+        match settle(last(&tasks[0])).await {
+            Settled::BeingSent { wait } => assert!(
+                wait > SEND_GRACE - Duration::from_secs(10) && wait <= SEND_GRACE,
+                "{wait:?}"
+            ),
+            other => panic!("t1's round is its decider's to send: {other:?}"),
+        }
+        assert_eq!(sent().await, [], "nothing sent for t1");
+
+        assert_eq!(settle(last(&tasks[1])).await, Settled::Done);
+        assert_eq!(sent().await, [("t2".to_owned(), 2), ("t2".to_owned(), 3)]);
+        // Sent and marked so: settling again sends nothing more.
+        assert_eq!(settle(last(&tasks[1])).await, Settled::Done);
+        assert_eq!(sent().await, []);
+    }
 }
