@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use synthfleet_core::commits::CommitCursor;
-use synthfleet_tests::fake_llm::FakeLlm;
+use synthfleet_tests::fake_llm::{FakeLlm, Fault};
 use synthfleet_tests::moto::Moto;
 
 /// A `synthfleet tail --follow` process and the lines it printed so far.
@@ -147,8 +147,9 @@ async fn local_tail_prints_commits_in_order_resumes_after_a_cursor_and_follows_a
     let fx = Fixture::new("tail-local", &tasks, &body);
     let state = fx.state_dir();
     let state = path_str(&state);
-    // The run holds the local state while it runs: a follower started meanwhile waits
-    // for it and prints what the run committed as soon as it can read.
+    // A follower started while the run holds the state reads the commit log beside it
+    // (`local_tail_streams_a_run_while_it_runs_and_never_holds_the_state` checks it prints
+    // while the run runs).
     let run = synthfleet_command(
         &["run", fx.campaign_arg(), "--concurrency", "3"],
         [("FAKE_LLM_KEY", SECRET)],
@@ -280,6 +281,117 @@ async fn local_tail_prints_commits_in_order_resumes_after_a_cursor_and_follows_a
     );
     assert!(!garbled.status.success());
     assert!(String::from_utf8_lossy(&garbled.stderr).contains("is not a commit cursor"));
+}
+
+/// A follower started before a run streams the run's commits while the run is still going
+/// (it reads the commit log beside the database, never the database itself), each once and
+/// in commit order; and no run or other command is ever refused the state because a
+/// follower is polling it.
+#[tokio::test(flavor = "multi_thread")]
+async fn local_tail_streams_a_run_while_it_runs_and_never_holds_the_state() {
+    let (tasks, mut scripts) = standard_tasks();
+    // Slow replies: the run commits one rollout after another over several seconds.
+    for script in &mut scripts {
+        script.always = Some(Fault::Delay(Duration::from_millis(800)));
+    }
+    let llm = FakeLlm::start(scripts);
+    let body = format!(
+        "samples_per_task = 2\nbudget_usd = 5.0\n{}",
+        fake_model(&llm.url, "")
+    );
+    let fx = Fixture::new("tail-live", &tasks, &body);
+    let state = fx.state_dir();
+    let state = path_str(&state);
+    // Following before the state exists, polling often: every poll is a chance to get in
+    // the way of a process opening the state.
+    let follower = Follower::spawn(
+        &[
+            "tail",
+            &fx.name,
+            "--state-dir",
+            state,
+            "--follow",
+            "--interval-s",
+            "0.05",
+        ],
+        std::iter::empty::<(&str, &str)>(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let run_log = fx.dir.path().join("run.log");
+    let mut run = synthfleet_command(
+        &["run", fx.campaign_arg(), "--concurrency", "2"],
+        [("FAKE_LLM_KEY", SECRET)],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&run_log).expect("the run's log"))
+    .spawn()
+    .expect("spawn the run");
+    let run_log_text = || std::fs::read_to_string(&run_log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        // The count first, then whether the run is alive: a line counted before the run
+        // was seen alive was printed while it ran.
+        let printed = follower.lines().len();
+        let exited = run.try_wait().expect("the run's status");
+        if printed >= 1 {
+            assert!(
+                exited.is_none(),
+                "the follower printed its first line only after the run ended ({exited:?}): {}",
+                run_log_text()
+            );
+            break;
+        }
+        assert!(
+            exited.is_none(),
+            "the run ended ({exited:?}) before the follower printed a line: {}",
+            run_log_text()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line from the follower while the run ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = run.wait().expect("the run");
+    assert!(status.success(), "the run failed: {}", run_log_text());
+
+    let followed = follower.wait_for_lines(6, Duration::from_secs(60)).await;
+    // Commands that open the state while the follower keeps polling it: none is refused.
+    for _ in 0..10 {
+        let out = synthfleet(&["status", "--state-dir", state], &[]);
+        assert!(
+            out.status.success(),
+            "status beside a follower: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for _ in 0..2 {
+        fx.run_ok(&[]);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(follower.lines().len(), 6, "each commit printed once");
+    follower.interrupt();
+    check_lines(&followed, &fx.name);
+    let all = lines_of(&synthfleet(&["tail", &fx.name, "--state-dir", state], &[]));
+    assert_eq!(all, followed, "the same lines, in the same order");
+    let committed: BTreeSet<String> = fx
+        .results()
+        .await
+        .metas
+        .iter()
+        .map(|m| m.summary.trajectory_id.clone())
+        .collect();
+    assert_eq!(
+        ids(&all).into_iter().collect::<BTreeSet<_>>(),
+        committed,
+        "every committed trajectory, once"
+    );
+    // A state from before the commit logs: `tail` opens it once, which writes them.
+    let logs = fx.state_dir().join("commits");
+    std::fs::remove_dir_all(&logs).expect("remove the commit logs");
+    let again = lines_of(&synthfleet(&["tail", &fx.name, "--state-dir", state], &[]));
+    assert_eq!(again, all);
+    assert!(logs.is_dir(), "the logs are written");
 }
 
 /// The SQS queue subscribed to the commit topic: the events it received so far, each its

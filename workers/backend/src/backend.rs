@@ -1,15 +1,18 @@
 //! Choosing where state lives: the embedded local store or an AWS deployment.
 
-use crate::local::{self, DEFAULT_STATE_DIR, Local};
+use crate::local::{self, DEFAULT_STATE_DIR, Local, LocalCommits};
 use std::path::PathBuf;
 use std::sync::Arc;
 use synthfleet_aws::{AwsClients, AwsNames, DynamoMetadata, S3ObjectStore, SqsQueue};
 use synthfleet_core::campaign::Campaign;
+use synthfleet_core::commits::{Commit, CommitCursor};
 use synthfleet_core::lifecycle::Trigger;
-use synthfleet_core::ports::{Queue, StoreError};
-use synthfleet_core::store::TrajectoryStore;
+use synthfleet_core::ports::{Queue, StoreError, TrajectoryMeta};
+use synthfleet_core::store::{TrajectoryStore, TrajectoryStoreError};
 use synthfleet_core::submit::{EnqueueError, EnqueueReport, enqueue_triggered};
 use synthfleet_core::templates::TemplateError;
+use synthfleet_core::trajectory::TrajectoryRecord;
+use synthfleet_local::CommitLogError;
 use synthfleet_tasks::LoadError;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -135,6 +138,23 @@ pub enum BackendError {
         dir.display()
     )]
     NoState { dir: PathBuf },
+    #[error("reading the commits of campaign `{campaign}` ({place})")]
+    Commits {
+        campaign: String,
+        place: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(
+        "reading the commits of campaign `{campaign}` from its commit log in {}",
+        dir.display()
+    )]
+    CommitLog {
+        campaign: String,
+        dir: PathBuf,
+        #[source]
+        source: Box<CommitLogError>,
+    },
     #[error("reading the campaign's prompt templates")]
     Templates(#[source] LoadError),
     #[error("checking the campaign's prompt templates")]
@@ -249,6 +269,80 @@ impl Backend {
                 "s3://{}, DynamoDB table {}, queue {}",
                 names.bucket, names.table, names.queue_url
             ),
+        }
+    }
+}
+
+/// Where a reader of a campaign's commits (`synthfleet tail`) reads them: the metadata
+/// store's commit order on AWS; on the local store, the campaign's commit log, never the
+/// database, so that a follower never takes the state from a run (docs/streaming.md).
+pub enum CommitFeed {
+    Store {
+        campaign: String,
+        store: TrajectoryStore,
+        place: String,
+    },
+    Log(LocalCommits),
+}
+
+impl CommitFeed {
+    /// The feed of `campaign`'s commits on the backend of `config`. Opens no local state.
+    pub async fn open(config: &BackendConfig, campaign: &str) -> Result<CommitFeed, BackendError> {
+        match config.kind {
+            BackendKind::Aws => {
+                let backend = Backend::open(config, None).await?;
+                Ok(CommitFeed::Store {
+                    campaign: campaign.to_owned(),
+                    store: backend.store().clone(),
+                    place: backend.describe(),
+                })
+            }
+            BackendKind::Local => Ok(CommitFeed::Log(LocalCommits::new(
+                &config.local_dir(None),
+                campaign,
+            ))),
+        }
+    }
+
+    /// Up to `limit` commits after `after`, in the store's commit order.
+    pub async fn after(
+        &mut self,
+        after: Option<&CommitCursor>,
+        limit: usize,
+    ) -> Result<Vec<Commit>, BackendError> {
+        match self {
+            CommitFeed::Store {
+                campaign,
+                store,
+                place,
+            } => store
+                .metadata
+                .commits_after(campaign, after, limit)
+                .await
+                .map_err(|source| BackendError::Commits {
+                    campaign: campaign.clone(),
+                    place: place.clone(),
+                    source,
+                }),
+            CommitFeed::Log(log) => log.after(after, limit),
+        }
+    }
+
+    /// The record of a commit, read and verified against its checksum.
+    pub async fn load(
+        &self,
+        meta: &TrajectoryMeta,
+    ) -> Result<TrajectoryRecord, TrajectoryStoreError> {
+        match self {
+            CommitFeed::Store { store, .. } => store.load(meta).await,
+            CommitFeed::Log(log) => log.load(meta).await,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            CommitFeed::Store { place, .. } => place.clone(),
+            CommitFeed::Log(log) => format!("local state in {}", log.dir().display()),
         }
     }
 }

@@ -6,4 +6,6 @@
 mod backend;
 pub mod local;
 
-pub use backend::{Backend, BackendConfig, BackendError, BackendKind, submit, submit_triggered};
+pub use backend::{
+    Backend, BackendConfig, BackendError, BackendKind, CommitFeed, submit, submit_triggered,
+};

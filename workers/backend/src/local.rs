@@ -5,8 +5,13 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use synthfleet_core::campaign::{Campaign, StorageConfig};
-use synthfleet_core::store::TrajectoryStore;
-use synthfleet_local::{LocalMetadata, LocalObjectStore, LocalQueue, LocalState};
+use synthfleet_core::codec;
+use synthfleet_core::commits::{Commit, CommitCursor};
+use synthfleet_core::ports::{ObjectStore, TrajectoryMeta};
+use synthfleet_core::store::{TrajectoryStore, TrajectoryStoreError};
+use synthfleet_core::trajectory::TrajectoryRecord;
+use synthfleet_local::commit_log;
+use synthfleet_local::{CommitLogReader, LocalMetadata, LocalObjectStore, LocalQueue, LocalState};
 
 pub const DEFAULT_STATE_DIR: &str = ".synthfleet";
 
@@ -28,15 +33,82 @@ impl Local {
             dir: dir.to_owned(),
             source,
         })?;
-        let store = TrajectoryStore::new(
-            Arc::new(LocalObjectStore::new(&dir.join("objects"))),
-            Arc::new(LocalMetadata::new(&state)),
-        );
+        let store =
+            TrajectoryStore::new(Arc::new(objects(dir)), Arc::new(LocalMetadata::new(&state)));
         Ok(Local { state, store })
     }
 
     pub fn queue(&self, campaign: &str) -> LocalQueue {
         LocalQueue::new(&self.state, &queue_name(campaign), MAX_RECEIVES)
+    }
+}
+
+/// The object store of the state in `dir` (plain files: no lock to take).
+fn objects(dir: &Path) -> LocalObjectStore {
+    LocalObjectStore::new(&dir.join("objects"))
+}
+
+/// A campaign's commits as a reader that must never hold the state reads them
+/// (`synthfleet tail`, while a `synthfleet run` holds the database): from the campaign's
+/// commit log, and its records from the object files. A state from before the logs is
+/// opened once, which writes them.
+pub struct LocalCommits {
+    dir: PathBuf,
+    campaign: String,
+    log: CommitLogReader,
+    objects: LocalObjectStore,
+}
+
+impl LocalCommits {
+    /// Opens nothing yet.
+    pub fn new(dir: &Path, campaign: &str) -> LocalCommits {
+        LocalCommits {
+            dir: dir.to_owned(),
+            campaign: campaign.to_owned(),
+            log: CommitLogReader::new(dir, campaign),
+            objects: objects(dir),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Up to `limit` commits after `after`, in order; a poll after the last commit read
+    /// reads only what was appended since. Fails with [`BackendError::NoState`] where there
+    /// is no state, and with [`BackendError::Local`] when a state from before the logs is
+    /// held by another process (try again once it lets go).
+    pub fn after(
+        &mut self,
+        after: Option<&CommitCursor>,
+        limit: usize,
+    ) -> Result<Vec<Commit>, BackendError> {
+        if !commit_log::kept(&self.dir) {
+            if !self.dir.join("state.redb").exists() {
+                return Err(BackendError::NoState {
+                    dir: self.dir.clone(),
+                });
+            }
+            // Opening it writes the logs; it is closed again at once.
+            drop(Local::open(&self.dir)?);
+        }
+        self.log
+            .read_after(after, limit)
+            .map_err(|source| BackendError::CommitLog {
+                campaign: self.campaign.clone(),
+                dir: self.dir.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// The record of `meta`, read and verified against its checksum (what
+    /// [`TrajectoryStore::load`] does, without the database).
+    pub async fn load(
+        &self,
+        meta: &TrajectoryMeta,
+    ) -> Result<TrajectoryRecord, TrajectoryStoreError> {
+        let bytes = self.objects.get(&meta.object_key).await?;
+        Ok(codec::decode_as(&meta.object_key, &bytes, &meta.sha256)?)
     }
 }
 

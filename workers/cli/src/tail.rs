@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
-use synthfleet_backend::{Backend, BackendConfig, BackendKind};
+use synthfleet_backend::{BackendKind, CommitFeed};
 use synthfleet_core::commits::{Commit, CommitCursor, settled};
 use synthfleet_core::error_chain;
 use synthfleet_core::ports::TrajectorySummary;
@@ -76,11 +76,13 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
         }),
     )?;
     let interval = seconds("--interval-s", args.interval_s)?;
-    let mut kept: Option<Backend> = None;
+    // On the local store, the campaign's commit log: no poll ever opens the database, so
+    // a follower reads a run's commits while it runs and never keeps one from starting.
+    let mut feed = CommitFeed::open(&config, &args.campaign).await?;
     let mut waiting: Option<String> = None;
     loop {
         let read = tokio::select! {
-            read = read_page(&mut kept, &config, &args, after.as_ref(), settle) => read,
+            read = read_page(&mut feed, &args, after.as_ref(), settle) => read,
             signal = tokio::signal::ctrl_c() => {
                 signal.context("waiting for Ctrl-C")?;
                 return Ok(ExitCode::SUCCESS);
@@ -103,8 +105,8 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
                 more
             }
             Err(e) if !args.follow => return Err(e),
-            // Following, a local state a run holds is read again once the run lets go of
-            // it (the state directory is one process's at a time).
+            // Following, a state not there yet, or one from before the commit logs that a
+            // run holds (it is opened once to write them), is read again at the next poll.
             Err(e) => {
                 let message = error_chain(e.as_ref());
                 if waiting.as_ref() != Some(&message) {
@@ -142,40 +144,14 @@ struct Page {
     more: bool,
 }
 
-/// One read of the commits after `after` that have settled: from `kept` (AWS, opened
-/// once), else from the local state opened for it and closed after it, so that a
-/// `synthfleet run` can take it.
+/// One read of the commits after `after` that have settled.
 async fn read_page(
-    kept: &mut Option<Backend>,
-    config: &BackendConfig,
+    feed: &mut CommitFeed,
     args: &TailArgs,
     after: Option<&CommitCursor>,
     settle: Duration,
 ) -> anyhow::Result<Page> {
-    let opened;
-    let backend = match kept {
-        Some(backend) => &*backend,
-        None => {
-            opened = Backend::open_existing(config, None).await?;
-            if matches!(opened, Backend::Aws { .. }) {
-                &*kept.insert(opened)
-            } else {
-                &opened
-            }
-        }
-    };
-    let store = backend.store();
-    let commits = store
-        .metadata
-        .commits_after(&args.campaign, after, PAGE)
-        .await
-        .with_context(|| {
-            format!(
-                "reading the commits of campaign `{}` ({})",
-                args.campaign,
-                backend.describe()
-            )
-        })?;
+    let commits = feed.after(after, PAGE).await?;
     let read = commits.len();
     let commits = if settle.is_zero() {
         commits
@@ -188,10 +164,12 @@ async fn read_page(
     let mut lines = Vec::with_capacity(commits.len());
     for Commit { cursor, meta, .. } in commits {
         let record = if args.records {
-            Some(store.load(&meta).await.with_context(|| {
+            Some(feed.load(&meta).await.with_context(|| {
                 format!(
-                    "reading the record of trajectory {} ({})",
-                    meta.summary.trajectory_id, meta.object_key
+                    "reading the record of trajectory {} ({}, {})",
+                    meta.summary.trajectory_id,
+                    meta.object_key,
+                    feed.describe()
                 )
             })?)
         } else {

@@ -3,6 +3,7 @@
 //! `{campaign}\0{seq:020}`), so the order is exactly the order of the commits and final
 //! as soon as a reader sees it.
 
+use crate::commit_log::Logged;
 use crate::db::{COMMITS, RESULTS, TRAJECTORIES, TxError, from_json, to_json};
 use chrono::{DateTime, Utc};
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
@@ -28,41 +29,47 @@ fn campaign_end(campaign: &str) -> String {
     format!("{campaign}\u{1}")
 }
 
-fn position(seq: u64) -> String {
+pub(crate) fn position(seq: u64) -> String {
     format!("{seq:020}")
 }
 
-/// The next number of `campaign`'s sequence (1 for its first commit).
-fn next_seq(tx: &WriteTransaction, campaign: &str) -> Result<u64, TxError> {
-    let table = tx.open_table(COMMITS)?;
+/// The campaign and the number of a key of the sequence.
+fn parse_key(key: &str) -> Result<(&str, u64), TxError> {
+    key.rsplit_once('\0')
+        .and_then(|(campaign, seq)| Some((campaign, seq.parse::<u64>().ok()?)))
+        .ok_or_else(|| {
+            TxError::Store(StoreError::Corrupt {
+                what: "commit sequence".into(),
+                detail: format!("key {key:?} is not a campaign and a number"),
+            })
+        })
+}
+
+/// The last number of `campaign`'s sequence (0 before its first commit).
+fn last_seq(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    campaign: &str,
+) -> Result<u64, TxError> {
     let (start, end) = (key(campaign, ""), campaign_end(campaign));
     let last = table
         .range(start.as_str()..end.as_str())?
         .next_back()
         .transpose()?;
-    let Some((last, _)) = last else {
-        return Ok(1);
-    };
-    let seq = last
-        .value()
-        .rsplit('\0')
-        .next()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| StoreError::Corrupt {
-            what: "commit sequence".into(),
-            detail: format!("key {:?} does not end in a number", last.value()),
-        })?;
-    Ok(seq + 1)
+    match last {
+        Some((last, _)) => Ok(parse_key(last.value())?.1),
+        None => Ok(0),
+    }
 }
 
-/// Puts `meta` at the end of its campaign's commit order (in the commit's transaction).
+/// Puts `meta` at the end of its campaign's commit order (in the commit's transaction);
+/// returns its number.
 pub(crate) fn record(
     tx: &WriteTransaction,
     meta: &TrajectoryMeta,
     committed_at: DateTime<Utc>,
-) -> Result<(), TxError> {
+) -> Result<u64, TxError> {
     let campaign = &meta.summary.campaign;
-    let seq = next_seq(tx, campaign)?;
+    let seq = last_seq(&tx.open_table(COMMITS)?, campaign)? + 1;
     let entry = Entry {
         trajectory_id: meta.summary.trajectory_id.clone(),
         committed_at,
@@ -71,7 +78,7 @@ pub(crate) fn record(
         key(campaign, &position(seq)).as_str(),
         to_json(&entry)?.as_slice(),
     )?;
-    Ok(())
+    Ok(seq)
 }
 
 /// Gives the trajectories committed before the sequence existed (a state directory of an
@@ -149,6 +156,74 @@ pub(crate) fn after(
         });
     }
     Ok(out)
+}
+
+/// Every campaign of the sequence, with its last number.
+pub(crate) fn campaigns(tx: &ReadTransaction) -> Result<Vec<(String, u64)>, TxError> {
+    let table = tx.open_table(COMMITS)?;
+    let mut out = Vec::new();
+    let mut from = String::new();
+    loop {
+        let first = table.range(from.as_str()..)?.next().transpose()?;
+        let Some((first, _)) = first else {
+            return Ok(out);
+        };
+        let campaign = parse_key(first.value())?.0.to_owned();
+        let last = last_seq(&table, &campaign)?;
+        from = campaign_end(&campaign);
+        out.push((campaign, last));
+    }
+}
+
+/// The last number of `campaign`'s sequence (0 before its first commit).
+pub(crate) fn last_of(tx: &ReadTransaction, campaign: &str) -> Result<u64, TxError> {
+    last_seq(&tx.open_table(COMMITS)?, campaign)
+}
+
+/// The trajectory id of `campaign`'s entry `seq`, if there is one.
+pub(crate) fn trajectory_at(
+    tx: &ReadTransaction,
+    campaign: &str,
+    seq: u64,
+) -> Result<Option<String>, TxError> {
+    let table = tx.open_table(COMMITS)?;
+    let Some(value) = table.get(key(campaign, &position(seq)).as_str())? else {
+        return Ok(None);
+    };
+    let entry: Entry = from_json("commit sequence entry", value.value())?;
+    Ok(Some(entry.trajectory_id))
+}
+
+/// `campaign`'s entries numbered after `after`, in order, as lines of its commit log (each
+/// with its trajectory's item, `None` once the item expired), passed to `f`.
+pub(crate) fn each_logged_after(
+    tx: &ReadTransaction,
+    campaign: &str,
+    after: u64,
+    mut f: impl FnMut(Logged) -> Result<(), TxError>,
+) -> Result<(), TxError> {
+    let (start, end) = (key(campaign, &position(after)), campaign_end(campaign));
+    let commits = tx.open_table(COMMITS)?;
+    let trajectories = tx.open_table(TRAJECTORIES)?;
+    for item in commits.range::<&str>((
+        Bound::Excluded(start.as_str()),
+        Bound::Excluded(end.as_str()),
+    ))? {
+        let (key, value) = item?;
+        let seq = parse_key(key.value())?.1;
+        let entry: Entry = from_json("commit sequence entry", value.value())?;
+        let meta = trajectories
+            .get(entry.trajectory_id.as_str())?
+            .map(|item| from_json("trajectory item", item.value()))
+            .transpose()?;
+        f(Logged {
+            seq,
+            committed_at: entry.committed_at,
+            trajectory_id: entry.trajectory_id,
+            meta,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

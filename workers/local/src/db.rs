@@ -1,3 +1,4 @@
+use crate::commit_log::CommitLogWriter;
 use redb::{Database, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,20 +21,27 @@ pub(crate) const COMMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 /// Budget leases, by `{campaign}\0{lease id}`.
 pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("budget_leases");
 
-/// One local state directory: `state.redb` plus `objects/`.
+/// One local state directory: `state.redb`, `objects/` and `commits/` (the commit logs,
+/// [`crate::commit_log`]).
 #[derive(Clone)]
 pub struct LocalState {
     pub(crate) db: Arc<Database>,
+    /// Held across a commit's transaction and the append of its commit log line.
+    pub(crate) log: Arc<CommitLogWriter>,
     dir: PathBuf,
 }
 
 impl LocalState {
-    /// Opens (creating if needed) the state in `dir`. Fails if another process holds it.
+    /// Opens (creating if needed) the state in `dir`, and repairs its commit logs. Fails if
+    /// another process holds it.
     pub fn open(dir: &Path) -> Result<LocalState, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
+        // `commits/` before the database: a reader that finds it reads the logs and never
+        // opens the database, even of a state being created right now.
+        let logs = dir.join(crate::commit_log::DIR);
+        std::fs::create_dir_all(&logs).map_err(|e| {
             StoreError::backend(
                 BACKEND,
-                format!("creating state directory {}", dir.display()),
+                format!("creating state directory {}", logs.display()),
                 e,
             )
         })?;
@@ -50,6 +58,7 @@ impl LocalState {
         })?;
         let state = LocalState {
             db: Arc::new(db),
+            log: Arc::new(CommitLogWriter::new(dir)),
             dir: dir.to_owned(),
         };
         state.write("creating tables", |tx| {
@@ -66,6 +75,7 @@ impl LocalState {
             crate::commits::backfill(tx)?;
             Ok(())
         })?;
+        state.log.lock().repair_all(&state);
         Ok(state)
     }
 

@@ -1,6 +1,7 @@
 //! The embedded metadata store: campaign items with the budget ledger, trajectory items,
 //! and the (campaign, instance, sample) → trajectory index that makes commits idempotent.
 
+use crate::commit_log::Logged;
 use crate::db::{
     CAMPAIGNS, DEAD_LETTERS, ENQUEUED, HEARTBEATS, LEASES, LocalState, RESULTS, ROUNDS,
     TRAJECTORIES, TxError, from_json, to_json,
@@ -8,6 +9,7 @@ use crate::db::{
 use async_trait::async_trait;
 use chrono::Utc;
 use redb::{ReadableTable, WriteTransaction};
+use std::collections::BTreeSet;
 use synthfleet_core::MicroUsd;
 use synthfleet_core::budget::{
     BudgetLease, CampaignRecord, CampaignState, Ledger, ReserveOutcome, Submitted,
@@ -36,8 +38,9 @@ impl LocalMetadata {
     }
 
     /// Removes the items of trajectories whose `expires_at` has passed (what DynamoDB's
-    /// TTL does on AWS), with their result index entries; returns the removed items so
-    /// their objects can be deleted too. The campaign counts keep them: they happened.
+    /// TTL does on AWS), with their result index entries, and rewrites the commit logs of
+    /// their campaigns without them; returns the removed items so their objects can be
+    /// deleted too. The campaign counts keep them: they happened.
     pub async fn expire(
         &self,
         now: chrono::DateTime<Utc>,
@@ -45,7 +48,10 @@ impl LocalMetadata {
     ) -> Result<Vec<TrajectoryMeta>, StoreError> {
         self.state
             .blocking(move |state| {
-                state.write("expiring trajectory items", |tx| {
+                // No commit between the removal and the rewrite of the logs.
+                let log = state.log.clone();
+                let mut appending = log.lock();
+                let expired = state.write("expiring trajectory items", |tx| {
                     let mut results = tx.open_table(RESULTS)?;
                     let mut trajectories = tx.open_table(TRAJECTORIES)?;
                     let mut expired = Vec::new();
@@ -67,7 +73,16 @@ impl LocalMetadata {
                         }
                     }
                     Ok(expired)
-                })
+                })?;
+                if !dry_run {
+                    // The logs must not serve the removed items any more.
+                    let campaigns: BTreeSet<String> = expired
+                        .iter()
+                        .map(|meta| meta.summary.campaign.clone())
+                        .collect();
+                    appending.rewrite(&state, &campaigns)?;
+                }
+                Ok(expired)
             })
             .await
     }
@@ -465,7 +480,11 @@ impl MetadataStore for LocalMetadata {
         let meta = meta.clone();
         self.state
             .blocking(move |state| {
-                state.write("committing a trajectory", |tx| {
+                // Held until the line is appended: lines go in the order of their numbers.
+                let log = state.log.clone();
+                let mut appending = log.lock();
+                let committed_at = Utc::now();
+                let (outcome, seq) = state.write("committing a trajectory", |tx| {
                     let key = result_key(&meta.result_key());
                     let mut results = tx.open_table(RESULTS)?;
                     let mut trajectories = tx.open_table(TRAJECTORIES)?;
@@ -480,7 +499,7 @@ impl MetadataStore for LocalMetadata {
                             })?;
                         let existing: TrajectoryMeta =
                             from_json("trajectory item", existing.value())?;
-                        return Ok(CommitOutcome::AlreadyCommitted(Box::new(existing)));
+                        return Ok((CommitOutcome::AlreadyCommitted(Box::new(existing)), None));
                     }
                     results.insert(key.as_str(), meta.summary.trajectory_id.as_str())?;
                     trajectories.insert(
@@ -488,13 +507,24 @@ impl MetadataStore for LocalMetadata {
                         to_json(&meta)?.as_slice(),
                     )?;
                     drop((results, trajectories));
-                    crate::commits::record(tx, &meta, Utc::now())?;
+                    let seq = crate::commits::record(tx, &meta, committed_at)?;
                     update_campaign(tx, &meta.summary.campaign, |record| match meta.status {
                         RecordStatus::Success => record.counts.success += 1,
                         RecordStatus::Failed => record.counts.failed += 1,
                     })?;
-                    Ok(CommitOutcome::Committed)
-                })
+                    Ok((CommitOutcome::Committed, Some(seq)))
+                })?;
+                if let Some(seq) = seq {
+                    let campaign = meta.summary.campaign.clone();
+                    let logged = Logged {
+                        seq,
+                        committed_at,
+                        trajectory_id: meta.summary.trajectory_id.clone(),
+                        meta: Some(meta),
+                    };
+                    appending.append(&state, &campaign, &logged);
+                }
+                Ok(outcome)
             })
             .await
     }
