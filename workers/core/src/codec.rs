@@ -66,7 +66,9 @@ pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Result<Encoded, CodecError>
 fn encode_json(value: &impl Serialize) -> Result<Encoded, CodecError> {
     let json =
         serde_json::to_vec(value).map_err(|e| CodecError::Encode(std::io::Error::other(e)))?;
-    let bytes = zstd::encode_all(json.as_slice(), ZSTD_LEVEL).map_err(CodecError::Encode)?;
+    // One frame that states its size, so that a reader decompresses it in one call into a
+    // buffer of that size ([`decompress`]).
+    let bytes = zstd::bulk::compress(&json, ZSTD_LEVEL).map_err(CodecError::Encode)?;
     let sha256 = sha256_hex(&bytes);
     Ok(Encoded { bytes, sha256 })
 }
@@ -115,12 +117,29 @@ pub fn decode_checkpoint(key: &str, bytes: &[u8]) -> Result<Checkpoint, CodecErr
     decode_json(key, bytes)
 }
 
+/// The largest size a frame may state for it to be decompressed in one call: beyond, the
+/// stream decoder grows its buffer as the data comes, so a corrupt size allocates nothing.
+const ONE_CALL_LIMIT: u64 = 1 << 30;
+
+/// The stored bytes, decompressed: in one call into a buffer of the size the frame states
+/// (what [`encode`] writes), else streamed (records written before sizes were stated, or
+/// several frames).
+fn decompress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(bytes)
+        && size <= ONE_CALL_LIMIT
+        && let Ok(json) = zstd::bulk::decompress(bytes, size as usize)
+    {
+        return Ok(json);
+    }
+    zstd::decode_all(bytes)
+}
+
 /// Decompresses and parses in one pass over the JSON, straight into `T` (no `Value` tree
 /// of the conversation). The schema version is checked on what was parsed; only a record
 /// that does not parse is skimmed for its version, so that one written by a newer build
 /// says so rather than failing on a field this build does not know.
 fn decode_json<T: Stored>(key: &str, bytes: &[u8]) -> Result<T, CodecError> {
-    let json = zstd::decode_all(bytes).map_err(|source| CodecError::Decompress {
+    let json = decompress(bytes).map_err(|source| CodecError::Decompress {
         key: key.to_owned(),
         source,
     })?;
@@ -184,6 +203,28 @@ mod tests {
             decode(&tampered),
             Err(CodecError::Checksum { .. })
         ));
+    }
+
+    /// Records written before frames stated their size (one stream) still read back.
+    #[test]
+    fn a_record_streamed_without_its_size_reads_back() {
+        let json = serde_json::to_vec(&record()).expect("JSON");
+        let bytes = zstd::encode_all(json.as_slice(), ZSTD_LEVEL).expect("zstd");
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&bytes).ok(),
+            Some(None),
+            "a stream states no size"
+        );
+        let sha256 = sha256_hex(&bytes);
+        assert_eq!(
+            decode(&Encoded { bytes, sha256 }).expect("decode"),
+            record()
+        );
+        let sized = encode(&record()).expect("encode");
+        assert_eq!(
+            zstd::zstd_safe::get_frame_content_size(&sized.bytes).ok(),
+            Some(Some(json.len() as u64))
+        );
     }
 
     #[test]
