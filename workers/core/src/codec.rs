@@ -5,6 +5,7 @@ use crate::trajectory::{SCHEMA_VERSION, TrajectoryRecord};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
 
 const ZSTD_LEVEL: i32 = 3;
 
@@ -125,11 +126,24 @@ const ONE_CALL_LIMIT: u64 = 1 << 30;
 /// (what [`encode`] writes), else streamed (records written before sizes were stated, or
 /// several frames).
 fn decompress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        /// A decompression context per thread, made once: readers decode many records.
+        static CONTEXT: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { RefCell::new(None) };
+    }
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(bytes)
         && size <= ONE_CALL_LIMIT
-        && let Ok(json) = zstd::bulk::decompress(bytes, size as usize)
     {
-        return Ok(json);
+        let one_call = CONTEXT.with_borrow_mut(|context| {
+            let context = match context {
+                Some(context) => context,
+                None => context.insert(zstd::bulk::Decompressor::new().ok()?),
+            };
+            context.decompress(bytes, size as usize).ok()
+        });
+        if let Some(json) = one_call {
+            return Ok(json);
+        }
     }
     zstd::decode_all(bytes)
 }

@@ -287,6 +287,7 @@ async fn bench(n: usize) {
     let exported = t.elapsed().as_secs_f64();
     let export_rss = peak_rss_mb();
     let pyarrow = pyarrow_write(&out);
+    let pyarrow_whole = pyarrow_job(&dir.path().join("objects"), &out);
 
     let total = n + new;
     println!("\n### {n} trajectories (+{new} new), {stored_mb:.0} MB of records stored\n");
@@ -317,6 +318,67 @@ async fn bench(n: usize) {
             exported / s
         ))
     );
+    println!(
+        "| Python + pyarrow doing the export's whole job (read, verify, decompress, parse, build rows, write) | {} | |",
+        pyarrow_whole.map_or(
+            "n/a (pip install pyarrow zstandard)".to_owned(),
+            |s| format!(
+                "{s:.1} s ({:.0} rows/s); export/this = {:.2}×",
+                total as f64 / s,
+                exported / s
+            )
+        )
+    );
+}
+
+/// Seconds Python with pyarrow takes to do the export's whole job on the same stored
+/// records: read each record, verify its checksum, decompress and parse it, build its row,
+/// write zstd-3 Parquet in row groups of 500 (as the export does). The columns that come
+/// from the quality stages rather than the record are taken from the export's own rows,
+/// untimed. `None` without pyarrow and zstandard.
+fn pyarrow_job(objects: &std::path::Path, export: &std::path::Path) -> Option<f64> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import glob, hashlib, json, sys, time
+import pyarrow.parquet as pq, pyarrow as pa, zstandard
+objects, export = sys.argv[1], sys.argv[2]
+ours = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(export + "/data/*.parquet"))])
+from_record = {"messages", "tools", "model_patch", "template_hash", "image_digest"}
+staged = {r["trajectory_id"]: r for r in ours.select([n for n in ours.schema.names if n not in from_record]).to_pylist()}
+paths = sorted(glob.glob(objects + "/trajectories/**/*.json.zst", recursive=True))
+t = time.perf_counter()
+unzstd = zstandard.ZstdDecompressor()
+writer = pq.ParquetWriter(export + "/pyarrow-job.parquet", ours.schema, compression="zstd", compression_level=3)
+rows = []
+def flush():
+    writer.write_table(pa.Table.from_pylist(rows, schema=ours.schema), row_group_size=500)
+    rows.clear()
+for path in paths:
+    data = open(path, "rb").read()
+    if hashlib.sha256(data).hexdigest() != open(path + ".sha256").read().strip():
+        raise SystemExit("checksum mismatch: " + path)
+    record = json.loads(unzstd.decompress(data))
+    row = dict(staged[record["trajectory_id"]])
+    for m in record["messages"]:
+        m.setdefault("tool_calls", [])
+    row.update(messages=record["messages"], tools=json.dumps(record.get("tools", [])), model_patch=record["patch"],
+               template_hash=record["scaffold"]["template_hash"], image_digest=record.get("image_digest"))
+    rows.append(row)
+    if len(rows) == 500:
+        flush()
+if rows:
+    flush()
+writer.close()
+print(time.perf_counter() - t)
+"#,
+        )
+        .arg(objects)
+        .arg(export)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// Seconds pyarrow takes to write the rows of the export's shards as zstd Parquet at

@@ -13,14 +13,14 @@
 
 use super::ExportError;
 use crate::QualityError;
-use crate::dataset::Column;
+use crate::dataset::{Column, ColumnType};
 use arrow_json::reader::ReaderBuilder;
 use arrow_schema::{Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use serde::Serialize;
@@ -105,11 +105,27 @@ impl<T: Serialize + Send + 'static> RowWriter<T> {
             source,
         };
         let level = ZstdLevel::try_new(ZSTD_LEVEL).map_err(parquet)?;
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_size(ROW_GROUP_ROWS)
-            .set_created_by(format!("synthfleet {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("synthfleet {}", env!("CARGO_PKG_VERSION")));
+        // No reader filters row groups by the text of a conversation: its leaves get no
+        // min/max statistics, which would compare every message with two others.
+        let conversations: Vec<&str> = columns
+            .iter()
+            .filter(|c| c.ty == ColumnType::Messages)
+            .map(|c| c.name)
+            .collect();
+        let leaves = ArrowSchemaConverter::new()
+            .convert(&schema)
+            .map_err(parquet)?;
+        for leaf in leaves.columns() {
+            if conversations.contains(&leaf.path().parts()[0].as_str()) {
+                properties = properties
+                    .set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+            }
+        }
+        let properties = properties.build();
         // Column writers depend on the schema and the properties only, the same for every
         // file: a writer over nothing gives the encoders their factory.
         let (_, factory) =
@@ -471,7 +487,7 @@ pub fn count_rows(dir: &Path) -> Result<u64, ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataset::{ColumnType, col};
+    use crate::dataset::col;
     use arrow_array::{Array, StringArray, UInt32Array};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
