@@ -5,10 +5,9 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use synthfleet_core::campaign::{Campaign, StorageConfig};
-use synthfleet_core::codec;
 use synthfleet_core::commits::{Commit, CommitCursor};
-use synthfleet_core::ports::{ObjectStore, TrajectoryMeta};
-use synthfleet_core::store::{TrajectoryStore, TrajectoryStoreError};
+use synthfleet_core::ports::TrajectoryMeta;
+use synthfleet_core::store::{self, TrajectoryStore, TrajectoryStoreError};
 use synthfleet_core::trajectory::TrajectoryRecord;
 use synthfleet_local::commit_log;
 use synthfleet_local::{CommitLogReader, LocalMetadata, LocalObjectStore, LocalQueue, LocalState};
@@ -107,8 +106,7 @@ impl LocalCommits {
         &self,
         meta: &TrajectoryMeta,
     ) -> Result<TrajectoryRecord, TrajectoryStoreError> {
-        let bytes = self.objects.get(&meta.object_key).await?;
-        Ok(codec::decode_as(&meta.object_key, &bytes, &meta.sha256)?)
+        store::load_from(&self.objects, meta).await
     }
 }
 

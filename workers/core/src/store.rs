@@ -173,8 +173,7 @@ impl TrajectoryStore {
         &self,
         meta: &TrajectoryMeta,
     ) -> Result<T, TrajectoryStoreError> {
-        let bytes = self.objects.get(&meta.object_key).await?;
-        Ok(codec::decode_as(&meta.object_key, &bytes, &meta.sha256)?)
+        load_from(self.objects.as_ref(), meta).await
     }
 
     /// Tells `events` of every result this store commits from now on (after the commit;
@@ -183,6 +182,16 @@ impl TrajectoryStore {
         self.events = Some(events);
         self
     }
+}
+
+/// Reads and verifies the record of `meta` from `objects` alone, parsed as `T`: for a
+/// reader that has no metadata store to hand (`synthfleet tail` on a state a run holds).
+pub async fn load_from<T: codec::Stored>(
+    objects: &dyn ObjectStore,
+    meta: &TrajectoryMeta,
+) -> Result<T, TrajectoryStoreError> {
+    let bytes = objects.get(&meta.object_key).await?;
+    Ok(codec::decode_as(&meta.object_key, &bytes, &meta.sha256)?)
 }
 
 /// The metadata item of a finished record.

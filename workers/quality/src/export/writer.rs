@@ -351,8 +351,7 @@ impl Files {
         mut self,
         encoders: Vec<sync_mpsc::Receiver<Result<Encoded, ExportError>>>,
     ) -> Result<Vec<PathBuf>, ExportError> {
-        let mut turn = encoders.iter().cycle();
-        while let Some(encoder) = turn.next() {
+        for encoder in encoders.iter().cycle() {
             let appended = match encoder.recv() {
                 Ok(Ok(Encoded::RowGroup { file, chunks })) => self.append(file, chunks),
                 Ok(Ok(Encoded::Finish)) => return self.finish(),
