@@ -46,6 +46,22 @@ impl Follower {
         Follower { child, lines }
     }
 
+    /// `synthfleet tail {campaign} --state-dir {state} --follow --interval-s {interval}`.
+    fn local(campaign: &str, state: &str, interval: &str) -> Follower {
+        Follower::spawn(
+            &[
+                "tail",
+                campaign,
+                "--state-dir",
+                state,
+                "--follow",
+                "--interval-s",
+                interval,
+            ],
+            std::iter::empty::<(&str, &str)>(),
+        )
+    }
+
     fn lines(&self) -> Vec<Value> {
         self.lines.lock().expect("lines").clone()
     }
@@ -136,15 +152,47 @@ fn check_lines(lines: &[Value], campaign: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn local_tail_prints_commits_in_order_resumes_after_a_cursor_and_follows_a_run() {
-    let (tasks, scripts) = standard_tasks();
+/// A plain `tail` of `fx`'s local state once its run ended: the lines a follower printed,
+/// in the same order, one per committed trajectory.
+async fn tailed_again(fx: &Fixture, state: &str, followed: &[Value]) -> Vec<Value> {
+    let all = lines_of(&synthfleet(&["tail", &fx.name, "--state-dir", state], &[]));
+    assert_eq!(all, followed, "the same lines, in the same order");
+    let committed: BTreeSet<String> = fx
+        .results()
+        .await
+        .metas
+        .iter()
+        .map(|m| m.summary.trajectory_id.clone())
+        .collect();
+    assert_eq!(
+        ids(&all).into_iter().collect::<BTreeSet<_>>(),
+        committed,
+        "every committed trajectory, once"
+    );
+    all
+}
+
+/// A local campaign `name` of the standard tasks, 2 samples each, on a fake LLM that
+/// answers every call with `fault` (if any) first.
+fn local_campaign(name: &str, fault: Option<Fault>) -> (FakeLlm, Fixture) {
+    let (tasks, mut scripts) = standard_tasks();
+    if let Some(fault) = fault {
+        for script in &mut scripts {
+            script.always = Some(fault.clone());
+        }
+    }
     let llm = FakeLlm::start(scripts);
     let body = format!(
         "samples_per_task = 2\nbudget_usd = 5.0\n{}",
         fake_model(&llm.url, "")
     );
-    let fx = Fixture::new("tail-local", &tasks, &body);
+    let fx = Fixture::new(name, &tasks, &body);
+    (llm, fx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_tail_prints_commits_in_order_resumes_after_a_cursor_and_follows_a_run() {
+    let (_llm, fx) = local_campaign("tail-local", None);
     let state = fx.state_dir();
     let state = path_str(&state);
     // A follower started while the run holds the state reads the commit log beside it
@@ -163,18 +211,7 @@ async fn local_tail_prints_commits_in_order_resumes_after_a_cursor_and_follows_a
         state_file.exists()
     })
     .await;
-    let follower = Follower::spawn(
-        &[
-            "tail",
-            &fx.name,
-            "--state-dir",
-            state,
-            "--follow",
-            "--interval-s",
-            "0.5",
-        ],
-        std::iter::empty::<(&str, &str)>(),
-    );
+    let follower = Follower::local(&fx.name, state, "0.5");
     let out = run.wait_with_output().expect("the run");
     assert!(
         out.status.success(),
@@ -188,19 +225,8 @@ async fn local_tail_prints_commits_in_order_resumes_after_a_cursor_and_follows_a
     check_lines(&followed, &fx.name);
 
     // Without --follow: everything, in the same order, then it exits.
-    let all = lines_of(&synthfleet(&["tail", &fx.name, "--state-dir", state], &[]));
-    assert_eq!(all, followed);
+    let all = tailed_again(&fx, state, &followed).await;
     let results = fx.results().await;
-    let committed: BTreeSet<String> = results
-        .metas
-        .iter()
-        .map(|m| m.summary.trajectory_id.clone())
-        .collect();
-    assert_eq!(
-        ids(&all).into_iter().collect::<BTreeSet<_>>(),
-        committed,
-        "every committed trajectory, once"
-    );
     // The local order is the order of the commits: each line's commit came no earlier
     // than the rollouts before it finished... and the summary is the item's.
     for line in &all {
@@ -289,33 +315,13 @@ async fn local_tail_prints_commits_in_order_resumes_after_a_cursor_and_follows_a
 /// follower is polling it.
 #[tokio::test(flavor = "multi_thread")]
 async fn local_tail_streams_a_run_while_it_runs_and_never_holds_the_state() {
-    let (tasks, mut scripts) = standard_tasks();
     // Slow replies: the run commits one rollout after another over several seconds.
-    for script in &mut scripts {
-        script.always = Some(Fault::Delay(Duration::from_millis(800)));
-    }
-    let llm = FakeLlm::start(scripts);
-    let body = format!(
-        "samples_per_task = 2\nbudget_usd = 5.0\n{}",
-        fake_model(&llm.url, "")
-    );
-    let fx = Fixture::new("tail-live", &tasks, &body);
+    let (_llm, fx) = local_campaign("tail-live", Some(Fault::Delay(Duration::from_millis(800))));
     let state = fx.state_dir();
     let state = path_str(&state);
     // Following before the state exists, polling often: every poll is a chance to get in
     // the way of a process opening the state.
-    let follower = Follower::spawn(
-        &[
-            "tail",
-            &fx.name,
-            "--state-dir",
-            state,
-            "--follow",
-            "--interval-s",
-            "0.05",
-        ],
-        std::iter::empty::<(&str, &str)>(),
-    );
+    let follower = Follower::local(&fx.name, state, "0.05");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let run_log = fx.dir.path().join("run.log");
     let mut run = synthfleet_command(
@@ -372,20 +378,7 @@ async fn local_tail_streams_a_run_while_it_runs_and_never_holds_the_state() {
     assert_eq!(follower.lines().len(), 6, "each commit printed once");
     follower.interrupt();
     check_lines(&followed, &fx.name);
-    let all = lines_of(&synthfleet(&["tail", &fx.name, "--state-dir", state], &[]));
-    assert_eq!(all, followed, "the same lines, in the same order");
-    let committed: BTreeSet<String> = fx
-        .results()
-        .await
-        .metas
-        .iter()
-        .map(|m| m.summary.trajectory_id.clone())
-        .collect();
-    assert_eq!(
-        ids(&all).into_iter().collect::<BTreeSet<_>>(),
-        committed,
-        "every committed trajectory, once"
-    );
+    let all = tailed_again(&fx, state, &followed).await;
     // A state from before the commit logs: `tail` opens it once, which writes them.
     let logs = fx.state_dir().join("commits");
     std::fs::remove_dir_all(&logs).expect("remove the commit logs");

@@ -8,8 +8,7 @@ use synthfleet_core::budget::{BudgetLease, CampaignState, Spend};
 use synthfleet_core::liveness::{self, Reclaim};
 use synthfleet_core::message::ResultKey;
 use synthfleet_core::ports::{
-    CommitOutcome, DeadLetter, Draw, MetadataStore, Reservation, TrajectoryMeta, TrajectorySummary,
-    WorkerHeartbeat,
+    CommitOutcome, DeadLetter, Draw, MetadataStore, Reservation, WorkerHeartbeat,
 };
 use synthfleet_core::trajectory::{ErrorKind, ExitStatus, RecordStatus};
 use synthfleet_llm::{Holding, Wallet};
@@ -77,36 +76,7 @@ async fn ledger(store: &dyn MetadataStore, campaign: &str) -> synthfleet_core::b
         .ledger
 }
 
-/// A trajectory item of `key`, as a worker commits it.
-pub fn sample_meta(key: &ResultKey, trajectory_id: &str) -> TrajectoryMeta {
-    TrajectoryMeta {
-        summary: TrajectorySummary {
-            campaign: key.campaign.clone(),
-            trajectory_id: trajectory_id.into(),
-            instance_id: key.instance_id.clone(),
-            sample_index: key.sample_index,
-            model: "m".into(),
-            provider: "replay".into(),
-            cost_usd: 0.01,
-            input_tokens: 100,
-            output_tokens: 10,
-            cache_read_tokens: 900,
-            cache_write_tokens: 0,
-            n_steps: 1,
-            created_at: Utc::now(),
-            variant: None,
-        },
-        status: RecordStatus::Success,
-        exit_status: ExitStatus::Submitted,
-        resolved: Some(true),
-        reward: Some(1.0),
-        object_key: format!("trajectories/{}/{trajectory_id}", key.campaign),
-        sha256: "0".repeat(64),
-        size_bytes: 1,
-        worker_id: "w".into(),
-        expires_at: None,
-    }
-}
+pub use synthfleet_core::testing::sample_meta;
 
 async fn states_change_only_along_the_rules(store: &dyn MetadataStore) {
     let created = store

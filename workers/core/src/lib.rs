@@ -33,6 +33,8 @@ pub mod submit;
 pub mod task;
 pub mod taskset;
 pub mod templates;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod trajectory;
 
 pub use money::MicroUsd;

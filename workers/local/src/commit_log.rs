@@ -670,45 +670,26 @@ mod tests {
     use crate::LocalMetadata;
     use chrono::Duration;
     use synthfleet_core::MicroUsd;
-    use synthfleet_core::ports::{MetadataStore, TrajectorySummary};
-    use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
+    use synthfleet_core::message::ResultKey;
+    use synthfleet_core::ports::MetadataStore;
+    use synthfleet_core::testing::sample_meta;
+    use synthfleet_core::trajectory::RecordStatus;
 
     const CAMPAIGN: &str = "nightly";
 
     fn meta(n: u32, expires_in_days: Option<i64>) -> TrajectoryMeta {
-        let id = format!("01TRAJ{n:04}");
-        let instance = format!("task-{n}");
-        TrajectoryMeta {
-            summary: TrajectorySummary {
-                campaign: CAMPAIGN.into(),
-                trajectory_id: id.clone(),
-                instance_id: instance.clone(),
-                sample_index: 0,
-                model: "m".into(),
-                provider: "p".into(),
-                cost_usd: 0.5,
-                input_tokens: 10,
-                output_tokens: 5,
-                cache_read_tokens: 0,
-                cache_write_tokens: 0,
-                n_steps: 3,
-                created_at: Utc::now(),
-                variant: None,
-            },
-            status: if expires_in_days.is_some() {
-                RecordStatus::Failed
-            } else {
-                RecordStatus::Success
-            },
-            exit_status: ExitStatus::Submitted,
-            resolved: Some(expires_in_days.is_none()),
-            reward: Some(1.0),
-            object_key: format!("trajectories/{CAMPAIGN}/success/{instance}/{id}.json.zst"),
-            sha256: "0".repeat(64),
-            size_bytes: 1,
-            worker_id: "w".into(),
-            expires_at: expires_in_days.map(|days| Utc::now() + Duration::days(days)),
+        let key = ResultKey {
+            campaign: CAMPAIGN.into(),
+            instance_id: format!("task-{n}"),
+            sample_index: 0,
+        };
+        let mut meta = sample_meta(&key, &format!("01TRAJ{n:04}"));
+        if let Some(days) = expires_in_days {
+            meta.status = RecordStatus::Failed;
+            meta.resolved = Some(false);
+            meta.expires_at = Some(Utc::now() + Duration::days(days));
         }
+        meta
     }
 
     /// A state whose campaign has `n` commits (those in `expiring` expire in a day).

@@ -231,37 +231,19 @@ mod tests {
     use crate::{LocalMetadata, LocalState};
     use chrono::{Duration, Utc};
     use synthfleet_core::MicroUsd;
-    use synthfleet_core::ports::{MetadataStore, TrajectoryMeta, TrajectorySummary};
-    use synthfleet_core::trajectory::{ExitStatus, RecordStatus};
+    use synthfleet_core::message::ResultKey;
+    use synthfleet_core::ports::{MetadataStore, TrajectoryMeta};
+    use synthfleet_core::testing::sample_meta;
 
     fn meta(instance: &str, id: &str, finished_ago_s: i64) -> TrajectoryMeta {
-        TrajectoryMeta {
-            summary: TrajectorySummary {
-                campaign: "old".into(),
-                trajectory_id: id.into(),
-                instance_id: instance.into(),
-                sample_index: 0,
-                model: "m".into(),
-                provider: "p".into(),
-                cost_usd: 0.0,
-                input_tokens: 1,
-                output_tokens: 1,
-                cache_read_tokens: 0,
-                cache_write_tokens: 0,
-                n_steps: 1,
-                created_at: Utc::now() - Duration::seconds(finished_ago_s),
-                variant: None,
-            },
-            status: RecordStatus::Success,
-            exit_status: ExitStatus::Submitted,
-            resolved: Some(true),
-            reward: Some(1.0),
-            object_key: format!("trajectories/old/success/{instance}/{id}.json.zst"),
-            sha256: "0".repeat(64),
-            size_bytes: 1,
-            worker_id: "w".into(),
-            expires_at: None,
-        }
+        let key = ResultKey {
+            campaign: "old".into(),
+            instance_id: instance.into(),
+            sample_index: 0,
+        };
+        let mut meta = sample_meta(&key, id);
+        meta.summary.created_at = Utc::now() - Duration::seconds(finished_ago_s);
+        meta
     }
 
     #[tokio::test]

@@ -711,21 +711,25 @@ mod tests {
                 ..WorkerSummary::default()
             }
         );
-        let stats = bed.queue.stats().await.expect("stats");
         assert_eq!(sandboxes.log().created, 0, "nothing ran");
         // The message is back, visible at once — unless the receive loop took it again in
         // the instant the stop arrived (a receive that completes as the worker stops is
-        // dropped; the delivery comes back after its visibility timeout, or at once when
-        // `run` starts again and recovers its predecessor's deliveries).
+        // dropped, though its transaction may still commit just after `run` returns; the
+        // delivery comes back after its visibility timeout, or at once when `run` starts
+        // again and recovers its predecessor's deliveries). So receive first, then look.
+        let again = bed
+            .queue
+            .receive(1, Duration::from_secs(1))
+            .await
+            .expect("receive");
+        let stats = bed.queue.stats().await.expect("stats");
         assert_eq!(stats.dead, 0);
         assert_eq!(stats.visible + stats.in_flight, 1, "{stats:?}");
-        if stats.visible == 1 {
-            let again = bed
-                .queue
-                .receive(1, Duration::from_secs(1))
-                .await
-                .expect("receive");
-            assert_eq!(again[0].receive_count, 1, "a deferral costs no delivery");
+        match again.first() {
+            Some(delivery) => {
+                assert_eq!(delivery.receive_count, 1, "a deferral costs no delivery")
+            }
+            None => assert_eq!(stats.in_flight, 1, "taken as the worker stopped: {stats:?}"),
         }
     }
 
@@ -813,11 +817,10 @@ mod tests {
         use synthfleet_core::campaign::Campaign;
         use synthfleet_core::lifecycle::Trigger;
         use synthfleet_core::message::ResultKey;
-        use synthfleet_core::ports::{TrajectoryMeta, TrajectorySummary};
         use synthfleet_core::sampling::{
             RoundDecision, RoundKey, SEND_GRACE, SamplePlan, Settled, Verdict, after_outcome,
         };
-        use synthfleet_core::trajectory::RecordStatus;
+        use synthfleet_core::testing::sample_meta;
 
         let bed = TestBed::submitted(&[task_row("t1"), task_row("t2")], 1).await;
         // The bed's own messages are not this test's.
@@ -854,34 +857,8 @@ mod tests {
                     instance_id: task.instance_id.clone(),
                     sample_index: sample,
                 };
-                let id = format!("{}-{sample}", task.instance_id);
-                let meta = TrajectoryMeta {
-                    summary: TrajectorySummary {
-                        campaign: key.campaign.clone(),
-                        trajectory_id: id.clone(),
-                        instance_id: key.instance_id.clone(),
-                        sample_index: sample,
-                        model: "m".into(),
-                        provider: "replay".into(),
-                        cost_usd: 0.0,
-                        input_tokens: 1,
-                        output_tokens: 1,
-                        cache_read_tokens: 0,
-                        cache_write_tokens: 0,
-                        n_steps: 1,
-                        created_at: Utc::now(),
-                        variant: None,
-                    },
-                    status: RecordStatus::Success,
-                    exit_status: ExitStatus::Submitted,
-                    resolved: Some(sample == 0),
-                    reward: Some(f64::from(u8::from(sample == 0))),
-                    object_key: format!("trajectories/{CAMPAIGN}/{id}"),
-                    sha256: "0".repeat(64),
-                    size_bytes: 1,
-                    worker_id: "w".into(),
-                    expires_at: None,
-                };
+                let mut meta = sample_meta(&key, &format!("{}-{sample}", task.instance_id));
+                meta.resolved = Some(sample == 0);
                 bed.metadata.commit(&meta).await.expect("commit");
             }
         }
