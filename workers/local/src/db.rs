@@ -2,6 +2,7 @@ use crate::commit_log::CommitLogWriter;
 use redb::{Database, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use synthfleet_core::ports::StoreError;
 
 pub(crate) const BACKEND: &str = "local store";
@@ -23,6 +24,25 @@ pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("bu
 
 /// One local state directory: `state.redb`, `objects/` and `commits/` (the commit logs,
 /// [`crate::commit_log`]).
+/// How long opening a state waits while another process holds it. Short-lived readers
+/// hold it for a moment (a `status --watch` redraw, `show`, `gc`): a `synthfleet run`
+/// started at that instant waits for them instead of failing.
+const LOCKED_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens (creating if needed) the database at `path`, waiting up to [`LOCKED_WAIT`] while
+/// another process holds it.
+fn create_waiting(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let deadline = Instant::now() + LOCKED_WAIT;
+    loop {
+        match Database::create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct LocalState {
     pub(crate) db: Arc<Database>,
@@ -33,7 +53,7 @@ pub struct LocalState {
 
 impl LocalState {
     /// Opens (creating if needed) the state in `dir`, and repairs its commit logs. Fails if
-    /// another process holds it.
+    /// another process holds it for longer than a few seconds.
     pub fn open(dir: &Path) -> Result<LocalState, StoreError> {
         // `commits/` before the database: a reader that finds it reads the logs and never
         // opens the database, even of a state being created right now.
@@ -46,12 +66,13 @@ impl LocalState {
             )
         })?;
         let path = dir.join("state.redb");
-        let db = Database::create(&path).map_err(|e| {
+        let db = create_waiting(&path).map_err(|e| {
             StoreError::backend(
                 BACKEND,
                 format!(
-                    "opening {} (is another synthfleet process using this state directory?)",
-                    path.display()
+                    "opening {} (is another synthfleet process using this state directory? waited {} s for it to let go)",
+                    path.display(),
+                    LOCKED_WAIT.as_secs()
                 ),
                 e,
             )
@@ -176,4 +197,33 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
 
 pub(crate) fn now_ms() -> u64 {
     chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another process's short read (a `status --watch` redraw) does not refuse a run that
+    /// starts meanwhile; a state held for longer is refused with what to check.
+    #[test]
+    fn a_state_held_for_a_moment_is_waited_for_and_one_held_longer_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let held = LocalState::open(dir.path()).expect("open");
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let opened = LocalState::open(dir.path()).expect("opened once the other let go");
+        releaser.join().expect("the releaser");
+        let started = Instant::now();
+        let refused = LocalState::open(dir.path()).err().expect("held throughout");
+        assert!(started.elapsed() >= LOCKED_WAIT);
+        assert!(
+            refused
+                .to_string()
+                .contains("is another synthfleet process using this state directory"),
+            "{refused}"
+        );
+        drop(opened);
+    }
 }
