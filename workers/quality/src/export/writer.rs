@@ -2,7 +2,7 @@
 //!
 //! A row is anything `Serialize` whose fields are the export's columns. Rows are cut into
 //! row groups (never across two files), and each row group is encoded on one of the
-//! encoder threads, one per core: its rows become an Arrow record batch through
+//! encoder threads, one per core (8 at most): its rows become an Arrow record batch through
 //! arrow-json's serde decoder — in strict mode, so a field without a column is an error,
 //! not a silent loss — and the batch becomes compressed column chunks through arrow-rs's
 //! column writers (zstd). Row group `k` goes to encoder `k mod n`, and the file thread
@@ -35,6 +35,10 @@ use tokio::task::JoinHandle;
 /// compression, and about two per core are in flight (500 rows cost 300 MB more at the
 /// peak, for no speed).
 const ROW_GROUP_ROWS: usize = 250;
+
+/// Encoder threads at most, one per core below that: each holds about two row groups, so
+/// the export's memory stays bounded on a machine of many cores too.
+const MAX_ENCODERS: usize = 8;
 
 /// The zstd level of export files: 3, zstd's own default, as DuckDB wrote them before.
 const ZSTD_LEVEL: i32 = 3;
@@ -135,7 +139,9 @@ impl<T: Serialize + Send + 'static> RowWriter<T> {
                 .map_err(parquet)?;
         let factory = Arc::new(factory);
         let rows_per_file = target.rows_per_file();
-        let n = std::thread::available_parallelism().map_or(1, usize::from);
+        let n = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(MAX_ENCODERS);
         let mut encoders = Vec::with_capacity(n);
         let mut encoded = Vec::with_capacity(n);
         for _ in 0..n {
