@@ -118,9 +118,10 @@ pub fn decode_checkpoint(key: &str, bytes: &[u8]) -> Result<Checkpoint, CodecErr
     decode_json(key, bytes)
 }
 
-/// The largest size a frame may state for it to be decompressed in one call: beyond, the
-/// stream decoder grows its buffer as the data comes, so a corrupt size allocates nothing.
-const ONE_CALL_LIMIT: u64 = 1 << 30;
+/// The largest size (256 MiB) a frame may state for it to be decompressed in one call
+/// into a buffer of that size: beyond, the stream decoder grows its buffer as the data
+/// comes, so a corrupt size (checkpoints carry no checksum) cannot allocate more.
+const ONE_CALL_LIMIT: u64 = 1 << 28;
 
 /// The stored bytes, decompressed: in one call into a buffer of the size the frame states
 /// (what [`encode`] writes), else streamed (records written before sizes were stated, or
