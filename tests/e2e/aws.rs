@@ -73,6 +73,26 @@ pub(crate) fn terminate(child: Child) -> (std::process::ExitStatus, String) {
     )
 }
 
+/// Waits (up to `timeout`, failing with `what`) until `campaign` has `n` committed
+/// trajectories on moto.
+pub(crate) async fn wait_for_trajectories(
+    moto: &Moto,
+    campaign: &str,
+    n: usize,
+    what: &str,
+    timeout: Duration,
+) {
+    let store = moto.store();
+    wait_for(what, timeout, async || {
+        store
+            .metadata
+            .trajectories(campaign)
+            .await
+            .is_ok_and(|t| t.len() == n)
+    })
+    .await;
+}
+
 /// Waits (up to `timeout`) for the one result of `campaign`'s one sample, and reads it.
 pub(crate) async fn the_one_result(
     moto: &Moto,
@@ -82,15 +102,8 @@ pub(crate) async fn the_one_result(
     synthfleet_core::ports::TrajectoryMeta,
     synthfleet_core::trajectory::TrajectoryRecord,
 ) {
+    wait_for_trajectories(moto, campaign, 1, "the sample's result", timeout).await;
     let store = moto.store();
-    wait_for("the sample's result", timeout, async || {
-        store
-            .metadata
-            .trajectories(campaign)
-            .await
-            .is_ok_and(|t| t.len() == 1)
-    })
-    .await;
     let meta = store
         .metadata
         .trajectories(campaign)

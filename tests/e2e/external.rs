@@ -191,7 +191,7 @@ async fn mini_swe_agent_runs_through_the_gateway() {
 /// `edit` arm and an `external` arm on the same task.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_edit_and_external_scaffolds_run_on_the_fleet() {
-    use crate::aws::{run_cli, spawn_worker, terminate, wait_for};
+    use crate::aws::{run_cli, spawn_worker, terminate, wait_for_trajectories};
     let moto = synthfleet_tests::moto::Moto::start().await;
     let tasks = vec![task_line(
         "ext",
@@ -212,19 +212,15 @@ async fn the_edit_and_external_scaffolds_run_on_the_fleet() {
         String::from_utf8_lossy(&submitted.stderr)
     );
     let worker = spawn_worker(&moto, "w-ext", &[]);
-    let store = moto.store();
-    wait_for(
+    wait_for_trajectories(
+        &moto,
+        &fx.name,
+        2,
         "both results",
         std::time::Duration::from_secs(120),
-        async || {
-            store
-                .metadata
-                .trajectories(&fx.name)
-                .await
-                .is_ok_and(|t| t.len() == 2)
-        },
     )
     .await;
+    let store = moto.store();
     let (status, log) = terminate(worker);
     assert!(status.success(), "{log}");
     let mut arms = Vec::new();

@@ -2,7 +2,9 @@
 //! cursor, followed as they land — on the local store and on moto — and the fleet's
 //! commit events on SNS.
 
-use crate::aws::{run_cli, spawn_worker_with, terminate, topic_with_inbox, wait_for};
+use crate::aws::{
+    run_cli, spawn_worker_with, terminate, topic_with_inbox, wait_for, wait_for_trajectories,
+};
 use crate::{
     Fixture, SECRET, fake_model, path_str, standard_tasks, synthfleet, synthfleet_command,
 };
@@ -589,16 +591,12 @@ async fn fleet_commits_are_tailed_on_dynamodb_and_announced_on_sns() {
             "arn:aws:sns:us-east-1:123456789012:no-such-topic",
         )],
     );
-    wait_for(
+    wait_for_trajectories(
+        &moto,
+        &fx.name,
+        2,
         "the unannounced commits",
         Duration::from_secs(120),
-        async || {
-            store
-                .metadata
-                .trajectories(&fx.name)
-                .await
-                .is_ok_and(|t| t.len() == 2)
-        },
     )
     .await;
     let (status, log) = terminate(worker);
