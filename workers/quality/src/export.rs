@@ -25,7 +25,7 @@ use crate::anonymize::Anonymizer;
 use crate::dataset::{Column, ColumnType, TRAJECTORY_COLUMNS, col};
 use crate::review::Review;
 use crate::stages::Assessment;
-use crate::{CampaignData, Item, LOAD_CONCURRENCY, QualityError, TrajectoryRow};
+use crate::{CampaignData, Item, LOAD_CONCURRENCY, QualityError, TrajectoryRow, load_record};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -308,15 +308,7 @@ fn load(
     item: &Item,
 ) -> impl Future<Output = Result<Exported, ExportError>> + 'static {
     let (store, meta) = (store.clone(), item.meta.clone());
-    let loading = tokio::spawn(async move {
-        store
-            .load_as(&meta)
-            .await
-            .map_err(|source| QualityError::Load {
-                key: meta.object_key.clone(),
-                source,
-            })
-    });
+    let loading = tokio::spawn(async move { load_record(&store, &meta).await });
     async move { Ok(loading.await.map_err(ExportError::Task)??) }
 }
 

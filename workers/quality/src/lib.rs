@@ -120,15 +120,19 @@ impl Item {
     }
 }
 
-/// Reads and verifies the record of a metadata item.
-async fn load_record(
+/// Reads and verifies the record of a metadata item, as `T`: the record, or a view of it
+/// (the export's [`export::Exported`]).
+async fn load_record<T: synthfleet_core::codec::Stored>(
     store: &TrajectoryStore,
     meta: &TrajectoryMeta,
-) -> Result<TrajectoryRecord, QualityError> {
-    store.load(meta).await.map_err(|source| QualityError::Load {
-        key: meta.object_key.clone(),
-        source,
-    })
+) -> Result<T, QualityError> {
+    store
+        .load_as(meta)
+        .await
+        .map_err(|source| QualityError::Load {
+            key: meta.object_key.clone(),
+            source,
+        })
 }
 
 /// Everything the pipeline knows about one campaign.
