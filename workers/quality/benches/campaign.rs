@@ -337,10 +337,8 @@ async fn bench(n: usize) {
 /// from the quality stages rather than the record are taken from the export's own rows,
 /// untimed. `None` without pyarrow and zstandard.
 fn pyarrow_job(objects: &std::path::Path, export: &std::path::Path) -> Option<f64> {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(
-            r#"
+    python_seconds(
+        r#"
 import glob, hashlib, json, sys, time
 import pyarrow.parquet as pq, pyarrow as pa, zstandard
 objects, export = sys.argv[1], sys.argv[2]
@@ -373,28 +371,31 @@ if rows:
 writer.close()
 print(time.perf_counter() - t)
 "#,
-        )
-        .arg(objects)
-        .arg(export)
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        &[objects, export],
+    )
 }
 
 /// Seconds pyarrow takes to write the rows of the export's shards as zstd Parquet at
 /// zstd level 3, the export's (pyarrow's own default is 1).
 fn pyarrow_write(export: &std::path::Path) -> Option<f64> {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(
-            r#"
+    python_seconds(
+        r#"
 import glob, sys, time
 import pyarrow.parquet as pq, pyarrow as pa
 table = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(sys.argv[1] + "/data/*.parquet"))])
 t = time.perf_counter(); pq.write_table(table, sys.argv[1] + "/pyarrow.parquet", compression="zstd", compression_level=3, row_group_size=20000); print(time.perf_counter() - t)
 "#,
-        )
-        .arg(export)
+        &[export],
+    )
+}
+
+/// Runs the Python `script` with `args` and reads the seconds it prints; `None` when
+/// Python or a module it imports is missing.
+fn python_seconds(script: &str, args: &[&std::path::Path]) -> Option<f64> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
