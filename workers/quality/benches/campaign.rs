@@ -181,6 +181,22 @@ async fn commit(store: &TrajectoryStore, from: usize, to: usize) -> u64 {
         .await
 }
 
+/// The CPU time the process has used so far (user and system, every thread), in seconds.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // After the command's name, which may hold spaces: utime and stime are the
+            // 12th and 13th fields, in clock ticks (100 a second on Linux).
+            let rest = s.rsplit_once(')')?.1;
+            let mut fields = rest.split_whitespace().skip(11);
+            let user: f64 = fields.next()?.parse().ok()?;
+            let system: f64 = fields.next()?.parse().ok()?;
+            Some((user + system) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// The process's peak resident memory so far, in MB.
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -248,7 +264,7 @@ async fn bench(n: usize) {
 
     // What the export's reading costs alone: every record read, verified and decoded
     // once, 16 in flight, each on a runtime thread of its own, as the export reads them.
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let read = futures_util::stream::iter(data.items.iter().cloned())
         .map(|item| {
             let store = store.clone();
@@ -264,10 +280,11 @@ async fn bench(n: usize) {
         .await;
     assert_eq!(read, data.items.len());
     let read_only = t.elapsed().as_secs_f64();
+    let read_cpu = cpu_seconds() - cpu;
 
     let out = dir.path().join("export");
     let assessments = data.assess();
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), cpu_seconds());
     let summary = export(
         &data,
         &assessments,
@@ -285,6 +302,7 @@ async fn bench(n: usize) {
     .await
     .expect("export");
     let exported = t.elapsed().as_secs_f64();
+    let export_cpu = cpu_seconds() - cpu;
     let export_rss = peak_rss_mb();
     let pyarrow = pyarrow_write(&out);
     let pyarrow_whole = pyarrow_job(&dir.path().join("objects"), &out);
@@ -302,12 +320,12 @@ async fn bench(n: usize) {
         "| report after {new} new (segments + {new} facts objects) | {incremental:.2} s | {report_rss:.0} MB |"
     );
     println!(
-        "| export {total} rows with messages (read every record once, write Parquet) | {exported:.1} s ({:.0} rows/s, {:.0} MB) | {export_rss:.0} MB |",
+        "| export {total} rows with messages (read every record once, write Parquet) | {exported:.1} s ({:.0} rows/s, {:.0} MB; {export_cpu:.1} s of CPU) | {export_rss:.0} MB |",
         total as f64 / exported,
         summary.bytes as f64 / 1e6
     );
     println!(
-        "| read, verify and decode every record alone (what the export reads; 16 in flight) | {read_only:.1} s ({:.0} rows/s) | |",
+        "| read, verify and decode every record alone (what the export reads; 16 in flight) | {read_only:.1} s ({:.0} rows/s; {read_cpu:.1} s of CPU) | |",
         total as f64 / read_only
     );
     println!(
@@ -329,6 +347,19 @@ async fn bench(n: usize) {
             )
         )
     );
+    if let Some(pyarrow) = pyarrow {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        println!(
+            "| CPU: the export's writing (export − reading) against pyarrow's write (1 core) | {:.1} s against {pyarrow:.1} s: {:.2}× | |",
+            export_cpu - read_cpu,
+            (export_cpu - read_cpu) / pyarrow
+        );
+        println!(
+            "| the export's floor on {cores} cores: reading + pyarrow's write, over the cores | {:.1} s ({:.2}× pyarrow's write) | |",
+            (read_cpu + pyarrow) / cores,
+            (read_cpu + pyarrow) / cores / pyarrow
+        );
+    }
 }
 
 /// Seconds Python with pyarrow takes to do the export's whole job on the same stored

@@ -46,12 +46,17 @@ pub enum ExportError {
         #[source]
         source: parquet::errors::ParquetError,
     },
-    /// A row field without a column, or of another type: a bug of the row's type.
+    /// A row field of another type than its column's: a bug of the row's type.
     #[error("turning export rows into Arrow columns")]
     Rows {
         #[source]
-        source: arrow_schema::ArrowError,
+        source: serde_arrow::Error,
     },
+    /// A row field without a column: a bug of the row's type.
+    #[error(
+        "the export's rows have a field `{field}` that no column holds (a bug of synthfleet: please report it)"
+    )]
+    Undeclared { field: String },
     #[error("encoding row group {index} of export file {file} as Parquet")]
     Encode {
         file: usize,

@@ -2,10 +2,11 @@
 //!
 //! A row is anything `Serialize` whose fields are the export's columns. Rows are cut into
 //! row groups (never across two files), and each row group is encoded on one of the
-//! encoder threads, one per core (8 at most): its rows become an Arrow record batch through
-//! arrow-json's serde decoder — in strict mode, so a field without a column is an error,
-//! not a silent loss — and the batch becomes compressed column chunks through arrow-rs's
-//! column writers (zstd). Row group `k` goes to encoder `k mod n`, and the file thread
+//! encoder threads, one per core (8 at most): its rows become Arrow arrays through
+//! serde_arrow's builders, straight from the rows' fields with no intermediate form — the
+//! first row of each row group is traced first, so that a field without a column is an
+//! error, not a silent loss — and the batch becomes compressed column chunks through
+//! arrow-rs's column writers (zstd). Row group `k` goes to encoder `k mod n`, and the file thread
 //! takes the encoded row groups back in the same rotation, so they are appended in row
 //! order with no reordering. Encoding a row group overlaps with reading the next records
 //! and with the other encoders; memory holds about two row groups per encoder, whatever
@@ -14,8 +15,7 @@
 use super::ExportError;
 use crate::QualityError;
 use crate::dataset::{Column, ColumnType};
-use arrow_json::reader::ReaderBuilder;
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::basic::{Compression, ZstdLevel};
@@ -42,6 +42,9 @@ const MAX_ENCODERS: usize = 8;
 
 /// The zstd level of export files: 3, zstd's own default, as DuckDB wrote them before.
 const ZSTD_LEVEL: i32 = 3;
+
+/// The leaves of a conversation that hold free text, as `ColumnType::Messages` names them.
+const FREE_TEXT: [&str; 3] = ["content", "reasoning_content", "arguments"];
 
 /// Where an export's rows go.
 #[derive(Debug, Clone)]
@@ -115,7 +118,10 @@ impl<T: Serialize + Send + 'static> RowWriter<T> {
             .set_max_row_group_size(ROW_GROUP_ROWS)
             .set_created_by(format!("synthfleet {}", env!("CARGO_PKG_VERSION")));
         // No reader filters row groups by the text of a conversation: its leaves get no
-        // min/max statistics, which would compare every message with two others.
+        // min/max statistics, which would compare every message with two others. Its free
+        // text (contents, reasoning, tool arguments) is all but unique: no dictionary
+        // either, which would hash and copy the first megabyte of each column chunk before
+        // falling back to plain values.
         let conversations: Vec<&str> = columns
             .iter()
             .filter(|c| c.ty == ColumnType::Messages)
@@ -125,9 +131,14 @@ impl<T: Serialize + Send + 'static> RowWriter<T> {
             .convert(&schema)
             .map_err(parquet)?;
         for leaf in leaves.columns() {
-            if conversations.contains(&leaf.path().parts()[0].as_str()) {
+            let path = leaf.path().parts();
+            if conversations.contains(&path[0].as_str()) {
                 properties = properties
                     .set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+                if path.last().is_some_and(|l| FREE_TEXT.contains(&l.as_str())) {
+                    properties =
+                        properties.set_column_dictionary_enabled(leaf.path().clone(), false);
+                }
             }
         }
         let properties = properties.build();
@@ -232,12 +243,8 @@ fn encoder<T: Serialize>(
     schema: SchemaRef,
     factory: Arc<ArrowRowGroupWriterFactory>,
 ) {
-    let mut decoder = match ReaderBuilder::new(schema.clone())
-        .with_batch_size(ROW_GROUP_ROWS)
-        .with_strict_mode(true)
-        .build_decoder()
-    {
-        Ok(decoder) => decoder,
+    let mut builder = match serde_arrow::ArrayBuilder::from_arrow(schema.fields()) {
+        Ok(builder) => builder,
         Err(source) => {
             // The file thread reports it when it reaches this encoder's first row group.
             let _ = done.send(Err(ExportError::Rows { source }));
@@ -252,15 +259,15 @@ fn encoder<T: Serialize>(
                 return;
             }
         };
-        let encoded = decoder
-            .serialize(&rows)
-            .and_then(|()| decoder.flush())
-            .map_err(|source| ExportError::Rows { source })
+        let encoded = check_fields(schema.fields(), &rows[..rows.len().min(1)])
+            .and_then(|()| {
+                builder
+                    .extend(&rows)
+                    .and_then(|()| builder.to_record_batch())
+                    .map_err(|source| ExportError::Rows { source })
+            })
             .and_then(|batch| {
                 drop(rows);
-                let Some(batch) = batch else {
-                    return Ok(Vec::new());
-                };
                 encode(&schema, &factory, index, &batch).map_err(|source| ExportError::Encode {
                     file,
                     index,
@@ -272,6 +279,45 @@ fn encoder<T: Serialize>(
         if done.send(encoded).is_err() || failed {
             return;
         }
+    }
+}
+
+/// Fails when `rows` have a field that no column holds (serde_arrow's builders would drop
+/// it silently): the fields are traced from the rows themselves, nested ones included.
+fn check_fields<T: Serialize>(columns: &Fields, rows: &[T]) -> Result<(), ExportError> {
+    use serde_arrow::schema::{SchemaLike, TracingOptions};
+    let options = TracingOptions::default()
+        .allow_null_fields(true)
+        .enums_without_data_as_strings(true);
+    let traced = Vec::<FieldRef>::from_samples(rows, options)
+        .map_err(|source| ExportError::Rows { source })?;
+    match undeclared(
+        &DataType::Struct(columns.clone()),
+        &DataType::Struct(traced.into()),
+    ) {
+        Some(field) => Err(ExportError::Undeclared { field }),
+        None => Ok(()),
+    }
+}
+
+/// The path of the first field of `traced` that `declared` lacks, looking into structs
+/// and lists.
+fn undeclared(declared: &DataType, traced: &DataType) -> Option<String> {
+    match (declared, traced) {
+        (DataType::Struct(declared), DataType::Struct(traced)) => {
+            traced
+                .iter()
+                .find_map(|field| match declared.find(field.name()) {
+                    None => Some(field.name().clone()),
+                    Some((_, column)) => undeclared(column.data_type(), field.data_type())
+                        .map(|inner| format!("{}.{inner}", field.name())),
+                })
+        }
+        (
+            DataType::List(declared) | DataType::LargeList(declared),
+            DataType::List(traced) | DataType::LargeList(traced),
+        ) => undeclared(declared.data_type(), traced.data_type()),
+        _ => None,
     }
 }
 
@@ -626,7 +672,60 @@ mod tests {
             Some(e) => e,
             None => writer.finish().await.expect_err("a field without a column"),
         };
-        assert!(matches!(error, ExportError::Rows { .. }), "{error}");
+        assert!(
+            matches!(&error, ExportError::Undeclared { field } if field == "surplus"),
+            "{error}"
+        );
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+    }
+
+    /// The check looks into the conversation's messages and their tool calls: a field
+    /// there without a column is named by its path; the real messages fit.
+    #[test]
+    fn a_nested_field_without_a_column_is_found_and_real_messages_fit() {
+        use synthfleet_core::trajectory::{ChatMessage, FunctionCall, Role, ToolCall};
+        let columns: Fields =
+            vec![Field::new("messages", ColumnType::Messages.arrow(), true)].into();
+        #[derive(Serialize)]
+        struct Message {
+            role: &'static str,
+            content: &'static str,
+            name: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Named {
+            messages: Vec<Message>,
+        }
+        let named = Named {
+            messages: vec![Message {
+                role: "user",
+                content: "hi",
+                name: "alice",
+            }],
+        };
+        let error = check_fields(&columns, &[named]).expect_err("an undeclared field");
+        assert!(
+            matches!(&error, ExportError::Undeclared { field } if field == "messages.name"),
+            "{error}"
+        );
+        #[derive(Serialize)]
+        struct Real {
+            messages: Vec<ChatMessage>,
+        }
+        let call = ChatMessage {
+            tool_calls: vec![ToolCall {
+                id: "call_0".into(),
+                kind: "function".into(),
+                function: FunctionCall {
+                    name: "bash".into(),
+                    arguments: "{}".into(),
+                },
+            }],
+            ..ChatMessage::text(Role::Assistant, "Next.")
+        };
+        let real = Real {
+            messages: vec![ChatMessage::text(Role::User, "Fix it."), call],
+        };
+        check_fields(&columns, &[real]).expect("the real messages fit their column");
     }
 }
