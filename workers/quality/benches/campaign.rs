@@ -2,8 +2,8 @@
 //! records (30–100 steps, observations of 1–4 KB) committed as workers commit them (the
 //! record, its facts, the metadata item), then reports and exports as `synthfleet-jobs`
 //! runs them — cold (facts objects only), again with nothing new (compacted segments), and
-//! after 1% more trajectories — with the process's peak memory, and pyarrow writing the
-//! exported rows side by side.
+//! after 1% more trajectories — with the process's peak memory, the export's and its
+//! reading's CPU time, and pyarrow writing the exported rows side by side.
 //!
 //! `cargo bench -p synthfleet-quality --bench campaign [-- N ...]` (default 10000; local
 //! store); prints a Markdown table (kept in docs/benchmarks.md). Needs python3 with

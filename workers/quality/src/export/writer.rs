@@ -3,14 +3,14 @@
 //! A row is anything `Serialize` whose fields are the export's columns. Rows are cut into
 //! row groups (never across two files), and each row group is encoded on one of the
 //! encoder threads, one per core (8 at most): its rows become Arrow arrays through
-//! serde_arrow's builders, straight from the rows' fields with no intermediate form — the
+//! serde_arrow's builders, straight from the rows' fields with no intermediate form (the
 //! first row of each row group is traced first, so that a field without a column is an
-//! error, not a silent loss — and the batch becomes compressed column chunks through
-//! arrow-rs's column writers (zstd). Row group `k` goes to encoder `k mod n`, and the file thread
-//! takes the encoded row groups back in the same rotation, so they are appended in row
-//! order with no reordering. Encoding a row group overlaps with reading the next records
-//! and with the other encoders; memory holds about two row groups per encoder, whatever
-//! the number of rows.
+//! error, not a silent loss), and the batch becomes compressed column chunks through
+//! arrow-rs's column writers (zstd). Row group `k` goes to encoder `k mod n`, and the file
+//! thread takes the encoded row groups back in the same rotation, so they are appended in
+//! row order with no reordering. Encoding a row group overlaps with reading the next
+//! records and with the other encoders; memory holds about two row groups per encoder,
+//! whatever the number of rows.
 
 use super::ExportError;
 use crate::QualityError;
