@@ -265,8 +265,13 @@ mod tests {
             .find(|b| b.worker_id == config.worker_id)
             .expect("the worker's heartbeat");
         assert_eq!(beat.in_flight, 0, "the panicked rollout is counted out");
+        // The heartbeat may lift a protection nobody asked for yet, before the handler
+        // starts: what counts is that the host was protected, then let go.
         let protected = protection.0.lock().expect("protection log").clone();
-        assert_eq!(protected.first(), Some(&true), "protected while it ran");
+        assert!(
+            protected.contains(&true),
+            "protected while it ran: {protected:?}"
+        );
         assert_eq!(protected.last(), Some(&false), "and let go once idle");
     }
 }
