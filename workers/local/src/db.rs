@@ -22,8 +22,6 @@ pub(crate) const COMMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 /// Budget leases, by `{campaign}\0{lease id}`.
 pub(crate) const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("budget_leases");
 
-/// One local state directory: `state.redb`, `objects/` and `commits/` (the commit logs,
-/// [`crate::commit_log`]).
 /// How long opening a state waits while another process holds it. Short-lived readers
 /// hold it for a moment (a `status --watch` redraw, `show`, `gc`): a `synthfleet run`
 /// started at that instant waits for them instead of failing.
@@ -43,6 +41,8 @@ fn create_waiting(path: &Path) -> Result<Database, redb::DatabaseError> {
     }
 }
 
+/// One local state directory: `state.redb`, `objects/` and `commits/` (the commit logs,
+/// [`crate::commit_log`]).
 #[derive(Clone)]
 pub struct LocalState {
     pub(crate) db: Arc<Database>,
