@@ -42,6 +42,10 @@ pub enum ColumnType {
 /// DuckDB type of a list of chat messages in OpenAI format.
 pub const MESSAGES_TYPE: &str = "STRUCT(role VARCHAR, content VARCHAR, reasoning_content VARCHAR, tool_calls STRUCT(id VARCHAR, \"type\" VARCHAR, \"function\" STRUCT(name VARCHAR, arguments VARCHAR))[], tool_call_id VARCHAR)[]";
 
+/// The leaves of a [`ColumnType::Messages`] column that hold free text: a message's
+/// content and reasoning, and a tool call's arguments.
+pub const MESSAGE_FREE_TEXT: [&str; 3] = ["content", "reasoning_content", "arguments"];
+
 impl ColumnType {
     /// The DuckDB type.
     pub fn sql(self) -> &'static str {
@@ -78,7 +82,8 @@ impl ColumnType {
             ColumnType::UBigInt => DataType::UInt64,
             ColumnType::Messages => {
                 let text = |name: &str| Field::new(name, DataType::Utf8, true);
-                let function = DataType::Struct(vec![text("name"), text("arguments")].into());
+                let [.., arguments] = MESSAGE_FREE_TEXT;
+                let function = DataType::Struct(vec![text("name"), text(arguments)].into());
                 let tool_call = DataType::Struct(
                     vec![
                         text("id"),
@@ -87,11 +92,12 @@ impl ColumnType {
                     ]
                     .into(),
                 );
+                let [content, reasoning, _] = MESSAGE_FREE_TEXT;
                 let message = DataType::Struct(
                     vec![
                         text("role"),
-                        text("content"),
-                        text("reasoning_content"),
+                        text(content),
+                        text(reasoning),
                         Field::new("tool_calls", list_of(tool_call), true),
                         text("tool_call_id"),
                     ]

@@ -14,7 +14,7 @@
 
 use super::ExportError;
 use crate::QualityError;
-use crate::dataset::{Column, ColumnType};
+use crate::dataset::{Column, ColumnType, MESSAGE_FREE_TEXT};
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
@@ -42,9 +42,6 @@ const MAX_ENCODERS: usize = 8;
 
 /// The zstd level of export files: 3, zstd's own default, as DuckDB wrote them before.
 const ZSTD_LEVEL: i32 = 3;
-
-/// The leaves of a conversation that hold free text, as `ColumnType::Messages` names them.
-const FREE_TEXT: [&str; 3] = ["content", "reasoning_content", "arguments"];
 
 /// Where an export's rows go.
 #[derive(Debug, Clone)]
@@ -135,7 +132,10 @@ impl<T: Serialize + Send + 'static> RowWriter<T> {
             if conversations.contains(&path[0].as_str()) {
                 properties = properties
                     .set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
-                if path.last().is_some_and(|l| FREE_TEXT.contains(&l.as_str())) {
+                if path
+                    .last()
+                    .is_some_and(|l| MESSAGE_FREE_TEXT.contains(&l.as_str()))
+                {
                     properties =
                         properties.set_column_dictionary_enabled(leaf.path().clone(), false);
                 }
